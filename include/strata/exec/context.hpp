@@ -1,0 +1,265 @@
+// strata/exec/context.hpp — everything with state, in one value passed by reference.
+//
+// A context owns the per-tier budgets and memory resources (pooled, budgeted), the pinned
+// staging ring, the copy queues, the compute stream and the trace recorder. Tensors, sequences
+// and (later) executors keep a reference to it, so it must outlive them. Policies are types;
+// this is where their state lives.
+//
+// Compute: in the host build, compute runs on the calling thread (the "compute queue" is the
+// caller, which is what an in-order stream with a synchronous host is); in the CUDA build it is
+// a CUDA stream that kernels are launched on — `compute_stream()`. `compute(label, fn)` wraps a
+// piece of compute in a trace span either way.
+#pragma once
+
+#include <strata/exec/copy_engine.hpp>
+#include <strata/memory/buffer.hpp>
+#include <strata/memory/pool.hpp>
+#if !STRATA_ENABLE_CUDA
+#  include <strata/memory/emulated_device.hpp>
+#endif
+
+#include <array>
+#include <memory>
+#include <string>
+
+STRATA_NAMESPACE_BEGIN
+
+struct context_config {
+  /// Budget of each tier, in bytes. In the host build `device_bytes` is also the capacity of
+  /// the emulated device arena.
+  std::size_t device_bytes = std::size_t{1} << 30;
+  std::size_t pinned_bytes = std::size_t{1} << 30;
+  std::size_t host_bytes = tier_budget::unlimited;
+  std::size_t nvme_bytes = tier_budget::unlimited;
+  /// The pinned staging ring (counted in the pinned budget): slots x slot_bytes.
+  std::size_t staging_slot_bytes = std::size_t{4} << 20;
+  std::size_t staging_slots = 4;
+  /// Record spans for the trace.
+  bool trace = true;
+  /// CUDA device ordinal (CUDA build only).
+  int device = 0;
+};
+
+class context {
+public:
+  explicit context(const context_config& config = {})
+      : config_(config), trace_(config.trace),
+        budgets_{tier_budget{tier_id::device, config.device_bytes},
+                 tier_budget{tier_id::pinned, config.pinned_bytes},
+                 tier_budget{tier_id::host, config.host_bytes},
+                 tier_budget{tier_id::nvme, config.nvme_bytes}},
+        device_upstream_(make_device_upstream(config)),
+        budgeted_{budgeted_resource{*device_upstream_, budgets_[0]},
+                  budgeted_resource{pinned_upstream_, budgets_[1]},
+                  budgeted_resource{host_upstream_, budgets_[2]}},
+        pools_{std::make_unique<pool_resource>(budgeted_[0]),
+               std::make_unique<pool_resource>(budgeted_[1]),
+               std::make_unique<pool_resource>(budgeted_[2])},
+        ring_(*pools_[1], config.staging_slot_bytes, config.staging_slots),
+        copies_(trace_, ring_, *pools_[0]) {
+#if STRATA_ENABLE_CUDA
+    check_cuda(cudaStreamCreateWithFlags(&compute_stream_, cudaStreamNonBlocking),
+               "compute stream");
+#endif
+  }
+
+  ~context() {
+    try {
+      synchronize();
+    } catch (...) {  // a failed copy nobody waited for: nothing left to report it to
+    }
+    reap_retired(true);
+#if STRATA_ENABLE_CUDA
+    cudaStreamDestroy(compute_stream_);
+#endif
+  }
+  context(const context&) = delete;
+  context& operator=(const context&) = delete;
+
+  const context_config& config() const noexcept { return config_; }
+  trace_recorder& trace() noexcept { return trace_; }
+  tier_budget& budget(tier_id t) noexcept { return budgets_[static_cast<std::size_t>(t)]; }
+  staging_ring& staging() noexcept { return ring_; }
+  copy_engine& copies() noexcept { return copies_; }
+
+  /// The pooled, budgeted resource of an addressable tier.
+  memory_resource& resource(tier_id t) {
+    if (t == tier_id::nvme)
+      throw config_error("tier nvme has no memory resource: it is reached through an IO engine");
+    return *pools_[static_cast<std::size_t>(t)];
+  }
+
+  /// `bytes` on tier `t` for `what` (a tensor name, "staging ring", ...). When the budget is
+  /// short, waits for buffers still held by in-flight copies to come back, then tries again.
+  buffer allocate(tier_id t, std::size_t bytes, std::string_view what) {
+    reap_retired(false);
+    memory_resource& r = resource(t);
+    const std::size_t align = alignment_of(t);
+    try {
+      return buffer(r, bytes, align, what);
+    } catch (const out_of_budget&) {
+      if (!reap_retired(true)) throw;
+      return buffer(r, bytes, align, what);
+    }
+  }
+
+  /// Frees `b` once every event in `after` has completed (a copy may still read or write it).
+  void retire(buffer&& b, std::vector<event> after) {
+    if (!b) return;
+    std::lock_guard lock(retire_mutex_);
+    retired_.push_back({std::move(b), std::move(after)});
+  }
+
+  event copy(void* dst, tier_id to, const void* src, tier_id from, std::size_t bytes,
+             std::string label, std::vector<event> after = {}) {
+    return copies_.copy(dst, to, src, from, bytes, std::move(label), std::move(after));
+  }
+
+  /// Runs `fn` as compute, recorded as a span on the compute queue. Host build: runs it now on
+  /// this thread. CUDA build: `fn` launches work on compute_stream(); the span is stamped by the
+  /// stream itself. Returns an event for the end of that work.
+  template <class F>
+  event compute(std::string label, F&& fn) {
+#if STRATA_ENABLE_CUDA
+    auto* stamp = new compute_stamp{&trace_, std::move(label), 0};
+    if (trace_.enabled())
+      check_cuda(cudaLaunchHostFunc(compute_stream_, &compute_stamp::begin, stamp), "trace");
+    try {
+      std::forward<F>(fn)();
+    } catch (...) {
+      if (trace_.enabled()) cudaLaunchHostFunc(compute_stream_, &compute_stamp::end, stamp);
+      else delete stamp;
+      throw;
+    }
+    if (trace_.enabled())
+      check_cuda(cudaLaunchHostFunc(compute_stream_, &compute_stamp::end, stamp), "trace");
+    else
+      delete stamp;
+    return event::recorded_on(compute_stream_);
+#else
+    trace_recorder::scope span(trace_, "compute", span_kind::compute, std::move(label));
+    std::forward<F>(fn)();
+    return {};
+#endif
+  }
+
+  /// An event for the end of all compute issued so far (already complete in the host build).
+  event compute_fence() {
+#if STRATA_ENABLE_CUDA
+    return event::recorded_on(compute_stream_);
+#else
+    return {};
+#endif
+  }
+
+#if STRATA_ENABLE_CUDA
+  cudaStream_t compute_stream() const noexcept { return compute_stream_; }
+#endif
+
+  /// Waits for all compute and copies issued so far; rethrows a copy's failure.
+  void synchronize() {
+    compute_fence().wait();
+    copies_.synchronize();
+    reap_retired(false);
+  }
+
+  /// One line per tier: in use, peak and budget.
+  std::string memory_report() const {
+    std::string s;
+    char line[200];
+    for (auto& b : budgets_) {
+      auto lim = b.limit() == tier_budget::unlimited ? std::string("unlimited")
+                                                     : format_bytes(b.limit());
+      std::snprintf(line, sizeof line, "  %-18s in use %-26s peak %-26s budget %s\n",
+                    tier_name(b.tier()), format_bytes(b.used()).c_str(),
+                    format_bytes(b.peak()).c_str(), lim.c_str());
+      s += line;
+    }
+    return s;
+  }
+
+  static constexpr std::size_t alignment_of(tier_id t) noexcept {
+    switch (t) {
+    case tier_id::device: return tier::device::alignment;
+    case tier_id::pinned: return tier::pinned::alignment;
+    case tier_id::host: return tier::host::alignment;
+    case tier_id::nvme: return tier::nvme::alignment;
+    }
+    return 1;
+  }
+
+private:
+  static std::unique_ptr<memory_resource> make_device_upstream(const context_config& c) {
+#if STRATA_ENABLE_CUDA
+    if (cuda_device_count() <= c.device)
+      throw config_error("context: CUDA device " + std::to_string(c.device) +
+                         " is not available (this build needs a GPU; use the host build to "
+                         "run on the emulated device)");
+    check_cuda(cudaSetDevice(c.device), "cudaSetDevice");
+    return std::make_unique<cuda_device_resource>(c.device);
+#else
+    return std::make_unique<emulated_device_arena>(c.device_bytes);
+#endif
+  }
+
+  /// Frees retired buffers whose copies are done (all of them, waiting, if `wait`).
+  /// Returns true if anything was freed.
+  bool reap_retired(bool wait) {
+    std::vector<retired_buffer> keep, done;
+    {
+      std::lock_guard lock(retire_mutex_);
+      for (auto& r : retired_) {
+        bool ready = true;
+        for (auto& e : r.after) ready = ready && (wait || e.ready());
+        (ready ? done : keep).push_back(std::move(r));
+      }
+      retired_ = std::move(keep);
+    }
+    for (auto& r : done)
+      for (auto& e : r.after)
+        try {
+          e.wait();
+        } catch (...) {  // the copy's owner hears of the failure through its own event
+        }
+    return !done.empty();
+  }
+
+#if STRATA_ENABLE_CUDA
+  struct compute_stamp {
+    trace_recorder* trace;
+    std::string label;
+    double begin_us;
+    static void CUDART_CB begin(void* p) {
+      auto* s = static_cast<compute_stamp*>(p);
+      s->begin_us = s->trace->now_us();
+    }
+    static void CUDART_CB end(void* p) {
+      auto* s = static_cast<compute_stamp*>(p);
+      s->trace->record("compute", span_kind::compute, std::move(s->label), s->begin_us,
+                       s->trace->now_us());
+      delete s;
+    }
+  };
+  cudaStream_t compute_stream_ = nullptr;
+#endif
+
+  struct retired_buffer {
+    buffer b;
+    std::vector<event> after;
+  };
+
+  context_config config_;
+  trace_recorder trace_;
+  std::array<tier_budget, tier_count> budgets_;
+  aligned_host_resource host_upstream_;
+  pinned_resource pinned_upstream_;
+  std::unique_ptr<memory_resource> device_upstream_;
+  std::array<budgeted_resource, 3> budgeted_;
+  std::array<std::unique_ptr<pool_resource>, 3> pools_;
+  std::mutex retire_mutex_;
+  std::vector<retired_buffer> retired_;
+  staging_ring ring_;
+  copy_engine copies_;  // last: its queues stop first, while everything they use still exists
+};
+
+STRATA_NAMESPACE_END

@@ -1,0 +1,212 @@
+// strata/exec/trace.hpp — what every queue did and when: spans, Chrome trace JSON, a summary.
+//
+// Each queue (compute, h2d, d2h, later io and collectives) records a span per piece of work.
+// The recorder writes them as Chrome trace JSON (open it in Perfetto or chrome://tracing) and
+// summarises them: busy time per queue, and the fraction of wall time compute was busy — the
+// number the overlap goals are written in. Tests assert on spans (does a copy overlap compute?),
+// never on durations. Recording is thread-safe and can be switched off.
+#pragma once
+
+#include <strata/core/error.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+STRATA_NAMESPACE_BEGIN
+
+enum class span_kind : std::uint8_t {
+  compute, h2d, d2h, copy, io_read, io_write, all_gather, reduce_scatter, optimizer, other
+};
+
+constexpr const char* span_kind_name(span_kind k) noexcept {
+  switch (k) {
+  case span_kind::compute: return "compute";
+  case span_kind::h2d: return "h2d";
+  case span_kind::d2h: return "d2h";
+  case span_kind::copy: return "copy";
+  case span_kind::io_read: return "io-read";
+  case span_kind::io_write: return "io-write";
+  case span_kind::all_gather: return "all-gather";
+  case span_kind::reduce_scatter: return "reduce-scatter";
+  case span_kind::optimizer: return "optimizer";
+  case span_kind::other: return "other";
+  }
+  return "?";
+}
+
+struct span {
+  std::string queue;  // which queue ran it: one row in the trace viewer
+  span_kind kind;
+  std::string label;  // what it was: "fetch layer3.w", "compute layer 3"
+  double begin_us, end_us;  // microseconds since the recorder's origin
+};
+
+struct trace_summary {
+  double wall_us = 0;  // first begin to last end
+  std::map<std::string, double> busy_us_by_queue;  // union of the queue's spans
+  std::map<span_kind, double> busy_us_by_kind;
+  double compute_fraction = 0;  // compute busy / wall
+
+  std::string to_string() const {
+    std::string s;
+    char line[160];
+    std::snprintf(line, sizeof line, "wall %.3f ms, compute busy %.1f%%\n", wall_us / 1000.0,
+                  100.0 * compute_fraction);
+    s += line;
+    for (auto& [q, us] : busy_us_by_queue) {
+      std::snprintf(line, sizeof line, "  %-12s busy %10.3f ms (%5.1f%% of wall)\n", q.c_str(),
+                    us / 1000.0, wall_us > 0 ? 100.0 * us / wall_us : 0.0);
+      s += line;
+    }
+    return s;
+  }
+};
+
+/// Total length of the union of intervals (overlapping spans on one queue count once).
+inline double union_length(std::vector<std::pair<double, double>> iv) {
+  std::sort(iv.begin(), iv.end());
+  double total = 0, cur_b = 0, cur_e = -1;
+  bool open = false;
+  for (auto [b, e] : iv) {
+    if (!open || b > cur_e) {
+      if (open) total += cur_e - cur_b;
+      cur_b = b, cur_e = e, open = true;
+    } else {
+      cur_e = std::max(cur_e, e);
+    }
+  }
+  if (open) total += cur_e - cur_b;
+  return total;
+}
+
+class trace_recorder {
+public:
+  explicit trace_recorder(bool enabled = true)
+      : enabled_(enabled), origin_(std::chrono::steady_clock::now()) {}
+
+  bool enabled() const noexcept { return enabled_; }
+  void set_enabled(bool on) noexcept { enabled_ = on; }
+
+  double now_us() const noexcept {
+    return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - origin_)
+        .count();
+  }
+
+  void record(std::string queue, span_kind kind, std::string label, double begin_us,
+              double end_us) {
+    if (!enabled_) return;
+    std::lock_guard lock(mutex_);
+    spans_.push_back({std::move(queue), kind, std::move(label), begin_us, end_us});
+  }
+
+  /// Records a span from construction to destruction.
+  class scope {
+  public:
+    scope(trace_recorder& t, std::string queue, span_kind kind, std::string label)
+        : t_(t), queue_(std::move(queue)), label_(std::move(label)), kind_(kind),
+          begin_(t.now_us()) {}
+    ~scope() { t_.record(std::move(queue_), kind_, std::move(label_), begin_, t_.now_us()); }
+    scope(const scope&) = delete;
+    scope& operator=(const scope&) = delete;
+
+  private:
+    trace_recorder& t_;
+    std::string queue_, label_;
+    span_kind kind_;
+    double begin_;
+  };
+
+  std::vector<span> spans() const {
+    std::lock_guard lock(mutex_);
+    return spans_;
+  }
+  void clear() {
+    std::lock_guard lock(mutex_);
+    spans_.clear();
+  }
+
+  /// Busy time per queue and kind over the recorded spans (or those given).
+  trace_summary summarize() const { return summarize(spans()); }
+  static trace_summary summarize(const std::vector<span>& spans) {
+    trace_summary s;
+    if (spans.empty()) return s;
+    double first = spans.front().begin_us, last = spans.front().end_us;
+    std::map<std::string, std::vector<std::pair<double, double>>> by_queue;
+    std::map<span_kind, std::vector<std::pair<double, double>>> by_kind;
+    for (auto& sp : spans) {
+      first = std::min(first, sp.begin_us);
+      last = std::max(last, sp.end_us);
+      by_queue[sp.queue].emplace_back(sp.begin_us, sp.end_us);
+      by_kind[sp.kind].emplace_back(sp.begin_us, sp.end_us);
+    }
+    s.wall_us = last - first;
+    for (auto& [q, iv] : by_queue) s.busy_us_by_queue[q] = union_length(iv);
+    for (auto& [k, iv] : by_kind) s.busy_us_by_kind[k] = union_length(iv);
+    auto c = s.busy_us_by_kind.find(span_kind::compute);
+    s.compute_fraction = (c != s.busy_us_by_kind.end() && s.wall_us > 0) ? c->second / s.wall_us
+                                                                          : 0.0;
+    return s;
+  }
+
+  /// Time during which a span of kind `a` and a span of kind `b` were both running.
+  static double overlap_us(const std::vector<span>& spans, span_kind a, span_kind b) {
+    std::vector<std::pair<double, double>> ia, ib;
+    for (auto& sp : spans) {
+      if (sp.kind == a) ia.emplace_back(sp.begin_us, sp.end_us);
+      if (sp.kind == b) ib.emplace_back(sp.begin_us, sp.end_us);
+    }
+    // |A ∩ B| = |A| + |B| - |A ∪ B|
+    std::vector<std::pair<double, double>> both = ia;
+    both.insert(both.end(), ib.begin(), ib.end());
+    return union_length(ia) + union_length(ib) - union_length(both);
+  }
+
+  /// Writes Chrome trace JSON ("X" complete events, one thread row per queue).
+  void write_chrome_json(const std::string& path) const {
+    auto all = spans();
+    std::FILE* f = std::fopen(path.c_str(), "w");
+    if (!f) throw io_error("trace: cannot open '" + path + "' for writing");
+    std::map<std::string, int> tids;
+    for (auto& sp : all) tids.emplace(sp.queue, static_cast<int>(tids.size()) + 1);
+    std::fputs("{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n", f);
+    bool first = true;
+    for (auto& [q, tid] : tids) {
+      std::fprintf(f, "%s{\"ph\":\"M\",\"pid\":1,\"tid\":%d,\"name\":\"thread_name\","
+                      "\"args\":{\"name\":\"%s\"}}",
+                   first ? "" : ",\n", tid, escape(q).c_str());
+      first = false;
+    }
+    for (auto& sp : all)
+      std::fprintf(f, "%s{\"ph\":\"X\",\"pid\":1,\"tid\":%d,\"cat\":\"%s\",\"name\":\"%s\","
+                      "\"ts\":%.3f,\"dur\":%.3f}",
+                   first ? "" : ",\n", tids[sp.queue], span_kind_name(sp.kind),
+                   escape(sp.label).c_str(), sp.begin_us, sp.end_us - sp.begin_us),
+          first = false;
+    std::fputs("\n]}\n", f);
+    if (std::fclose(f) != 0) throw io_error("trace: writing '" + path + "' failed");
+  }
+
+private:
+  static std::string escape(const std::string& in) {
+    std::string out;
+    for (char c : in) {
+      if (c == '"' || c == '\\') out += '\\';
+      if (static_cast<unsigned char>(c) < 0x20) continue;
+      out += c;
+    }
+    return out;
+  }
+
+  bool enabled_;
+  std::chrono::steady_clock::time_point origin_;
+  mutable std::mutex mutex_;
+  std::vector<span> spans_;
+};
+
+STRATA_NAMESPACE_END
