@@ -1,6 +1,6 @@
 // strata/exec/context.hpp — everything with state, in one value passed by reference.
 //
-// A context owns the per-tier budgets and memory resources (pooled, budgeted), the pinned
+// A context owns the per-tier budgets and memory resources (budgeted, over pools), the pinned
 // staging ring, the copy queues, the compute stream and the trace recorder. Tensors, sequences
 // and (later) executors keep a reference to it, so it must outlive them. Policies are types;
 // this is where their state lives.
@@ -18,6 +18,7 @@
 #  include <strata/memory/emulated_device.hpp>
 #endif
 
+#include <algorithm>
 #include <array>
 #include <memory>
 #include <string>
@@ -49,14 +50,14 @@ public:
                  tier_budget{tier_id::host, config.host_bytes},
                  tier_budget{tier_id::nvme, config.nvme_bytes}},
         device_upstream_(make_device_upstream(config)),
-        budgeted_{budgeted_resource{*device_upstream_, budgets_[0]},
-                  budgeted_resource{pinned_upstream_, budgets_[1]},
-                  budgeted_resource{host_upstream_, budgets_[2]}},
-        pools_{std::make_unique<pool_resource>(budgeted_[0]),
-               std::make_unique<pool_resource>(budgeted_[1]),
-               std::make_unique<pool_resource>(budgeted_[2])},
-        ring_(*pools_[1], config.staging_slot_bytes, config.staging_slots),
-        copies_(trace_, ring_, *pools_[0]) {
+        pools_{std::make_unique<pool_resource>(*device_upstream_),
+               std::make_unique<pool_resource>(pinned_upstream_),
+               std::make_unique<pool_resource>(host_upstream_)},
+        budgeted_{budgeted_resource{*pools_[0], budgets_[0]},
+                  budgeted_resource{*pools_[1], budgets_[1]},
+                  budgeted_resource{*pools_[2], budgets_[2]}},
+        ring_(budgeted_[1], config.staging_slot_bytes, config.staging_slots),
+        copies_(trace_, ring_, budgeted_[0]) {
 #if STRATA_ENABLE_CUDA
     check_cuda(cudaStreamCreateWithFlags(&compute_stream_, cudaStreamNonBlocking),
                "compute stream");
@@ -82,10 +83,16 @@ public:
   staging_ring& staging() noexcept { return ring_; }
   copy_engine& copies() noexcept { return copies_; }
 
-  /// The pooled, budgeted resource of an addressable tier.
+  /// The budgeted, pooled resource of an addressable tier.
   memory_resource& resource(tier_id t) {
     if (t == tier_id::nvme)
       throw config_error("tier nvme has no memory resource: it is reached through an IO engine");
+    return budgeted_[static_cast<std::size_t>(t)];
+  }
+
+  /// The cache under a tier's budget: blocks freed by tensors wait there for the next request.
+  pool_resource& pool(tier_id t) {
+    resource(t);  // refuses nvme
     return *pools_[static_cast<std::size_t>(t)];
   }
 
@@ -103,9 +110,14 @@ public:
     }
   }
 
-  /// Frees `b` once every event in `after` has completed (a copy may still read or write it).
+  /// Frees `b` once every event in `after` has completed (a copy may still read or write it):
+  /// at once if they have, else at the next allocation or synchronize.
   void retire(buffer&& b, std::vector<event> after) {
     if (!b) return;
+    if (std::all_of(after.begin(), after.end(), [](const event& e) { return e.ready(); })) {
+      b.reset();
+      return;
+    }
     std::lock_guard lock(retire_mutex_);
     retired_.push_back({std::move(b), std::move(after)});
   }
@@ -254,8 +266,8 @@ private:
   aligned_host_resource host_upstream_;
   pinned_resource pinned_upstream_;
   std::unique_ptr<memory_resource> device_upstream_;
-  std::array<budgeted_resource, 3> budgeted_;
-  std::array<std::unique_ptr<pool_resource>, 3> pools_;
+  std::array<std::unique_ptr<pool_resource>, 3> pools_;  // under the budgets: idle blocks
+  std::array<budgeted_resource, 3> budgeted_;            // do not count as used
   std::mutex retire_mutex_;
   std::vector<retired_buffer> retired_;
   staging_ring ring_;

@@ -68,20 +68,24 @@ struct trace_summary {
   }
 };
 
+/// The union of intervals as sorted, disjoint intervals.
+inline std::vector<std::pair<double, double>> merge_intervals(
+    std::vector<std::pair<double, double>> iv) {
+  std::sort(iv.begin(), iv.end());
+  std::vector<std::pair<double, double>> out;
+  for (auto [b, e] : iv) {
+    if (!out.empty() && b <= out.back().second)
+      out.back().second = std::max(out.back().second, e);
+    else
+      out.emplace_back(b, e);
+  }
+  return out;
+}
+
 /// Total length of the union of intervals (overlapping spans on one queue count once).
 inline double union_length(std::vector<std::pair<double, double>> iv) {
-  std::sort(iv.begin(), iv.end());
-  double total = 0, cur_b = 0, cur_e = -1;
-  bool open = false;
-  for (auto [b, e] : iv) {
-    if (!open || b > cur_e) {
-      if (open) total += cur_e - cur_b;
-      cur_b = b, cur_e = e, open = true;
-    } else {
-      cur_e = std::max(cur_e, e);
-    }
-  }
-  if (open) total += cur_e - cur_b;
+  double total = 0;
+  for (auto [b, e] : merge_intervals(std::move(iv))) total += e - b;
   return total;
 }
 
@@ -154,17 +158,23 @@ public:
     return s;
   }
 
-  /// Time during which a span of kind `a` and a span of kind `b` were both running.
+  /// Time during which a span of kind `a` and a span of kind `b` were both running (exactly 0
+  /// when they never overlap).
   static double overlap_us(const std::vector<span>& spans, span_kind a, span_kind b) {
     std::vector<std::pair<double, double>> ia, ib;
     for (auto& sp : spans) {
       if (sp.kind == a) ia.emplace_back(sp.begin_us, sp.end_us);
       if (sp.kind == b) ib.emplace_back(sp.begin_us, sp.end_us);
     }
-    // |A ∩ B| = |A| + |B| - |A ∪ B|
-    std::vector<std::pair<double, double>> both = ia;
-    both.insert(both.end(), ib.begin(), ib.end());
-    return union_length(ia) + union_length(ib) - union_length(both);
+    auto ma = merge_intervals(std::move(ia)), mb = merge_intervals(std::move(ib));
+    double both = 0;
+    for (std::size_t i = 0, j = 0; i < ma.size() && j < mb.size();) {
+      const double lo = std::max(ma[i].first, mb[j].first);
+      const double hi = std::min(ma[i].second, mb[j].second);
+      if (hi > lo) both += hi - lo;
+      (ma[i].second < mb[j].second ? i : j)++;
+    }
+    return both;
   }
 
   /// Writes Chrome trace JSON ("X" complete events, one thread row per queue).

@@ -2,8 +2,10 @@
 //
 // cudaHostAlloc and cudaMallocAsync are far too slow to call per tensor fetch, and a layer walk
 // allocates the same sizes over and over. The pool keeps freed blocks in bins by exact size and
-// hands them out again. When the upstream says out_of_budget, the pool first gives its idle
-// blocks back and retries once, so cached memory never causes a budget failure by itself.
+// hands them out again. When the upstream refuses (the emulated arena is full, cudaMallocAsync
+// is out of memory), the pool first gives its idle blocks back and retries once, so cached
+// memory never causes a failure by itself. Budgets sit above the pool (context.hpp): they count
+// the bytes tensors hold, not the idle blocks kept here.
 #pragma once
 
 #include <strata/memory/resource.hpp>
@@ -34,7 +36,7 @@ public:
     }
     try {
       return upstream_.allocate(bytes, alignment, what);
-    } catch (const out_of_budget&) {
+    } catch (const error&) {
       if (release_idle() == 0) throw;
       return upstream_.allocate(bytes, alignment, what);
     }

@@ -7,6 +7,7 @@
 
 #include <strata/core/config.hpp>
 
+#include <concepts>
 #include <cstddef>
 #include <type_traits>
 

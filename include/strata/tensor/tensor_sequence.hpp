@@ -46,12 +46,10 @@ public:
   auto begin() { return items_.begin(); }
   auto end() { return items_.end(); }
 
-  /// Bytes the walk keeps on the compute tier: (Depth+1) x the largest element.
+  /// Bytes the walk keeps on the compute tier: min(Depth+1, size) x the largest element.
   std::size_t ring_bytes() const noexcept {
     if constexpr (!staged) return 0;
-    std::size_t m = 0;
-    for (auto& t : items_) m = std::max(m, t.size_bytes());
-    return (depth + 1) * m;
+    return ring_slots() * largest_bytes();
   }
 
   /// Calls f(i, view) for i = 0 .. size-1 with element i leased on the compute tier.
@@ -85,7 +83,7 @@ private:
       if constexpr (staged) {
         auto& core = items_[index(p)].core();
         if (core->valid_at(0)) return;  // already on the compute tier in its own memory
-        const std::size_t r = p % (depth + 1);
+        const std::size_t r = p % ring_.size();
         core->fetch(0, ring_[r].data(), std::move(ring_free_[r]));
         ring_free_[r].clear();
         in_flight.push_back(p);
@@ -94,7 +92,7 @@ private:
     auto give_back = [&](std::size_t p) {
       if constexpr (staged) {
         auto last = items_[index(p)].core()->take_last_use(0);
-        auto& free = ring_free_[p % (depth + 1)];
+        auto& free = ring_free_[p % ring_.size()];
         free.insert(free.end(), last.begin(), last.end());
       }
     };
@@ -120,15 +118,22 @@ private:
     }
   }
 
+  std::size_t ring_slots() const noexcept { return std::min(depth + 1, items_.size()); }
+  std::size_t largest_bytes() const noexcept {
+    std::size_t m = 0;
+    for (auto& t : items_) m = std::max(m, t.size_bytes());
+    return m;
+  }
+
+  // (Re)allocates the ring when the sequence has grown past it.
   void ensure_ring() {
-    std::size_t largest = 0;
-    for (auto& t : items_) largest = std::max(largest, t.size_bytes());
-    if (!ring_.empty() && ring_[0].size() >= largest) return;
+    const std::size_t largest = largest_bytes(), slots = ring_slots();
+    if (ring_.size() == slots && !ring_.empty() && ring_[0].size() >= largest) return;
     for (std::size_t r = 0; r < ring_.size(); ++r)
       ctx_->retire(std::move(ring_[r]), std::move(ring_free_[r]));
     ring_.clear();
-    ring_free_.assign(depth + 1, {});
-    for (std::size_t r = 0; r <= depth; ++r)
+    ring_free_.assign(slots, {});
+    for (std::size_t r = 0; r < slots; ++r)
       ring_.push_back(ctx_->allocate(compute_tier::id, largest,
                                      "sequence ring buffer " + std::to_string(r)));
   }

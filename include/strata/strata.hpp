@@ -1,0 +1,39 @@
+// strata/strata.hpp — the umbrella header: everything the current build mode supports.
+//
+// strata is a header-only C++20 library that keeps tensors on memory tiers (GPU memory, pinned
+// host memory, host memory, NVMe files) and moves them between tiers in the background while
+// the program computes. Include this header, or the floor headers you need:
+//   core/    dtypes, shapes, alignment, errors            (floor 1)
+//   memory/  tiers, budgets, memory resources, pools       (floor 2)
+//   exec/    queues, events, copies, trace, the context    (floor 3)
+//   tensor/  tiered_tensor, leases, views, sequences       (floor 4)
+#pragma once
+
+#include <strata/core/align.hpp>
+#include <strata/core/config.hpp>
+#include <strata/core/dtype.hpp>
+#include <strata/core/error.hpp>
+#include <strata/core/shape.hpp>
+
+#include <strata/memory/budget.hpp>
+#include <strata/memory/buffer.hpp>
+#include <strata/memory/pool.hpp>
+#include <strata/memory/resource.hpp>
+#include <strata/memory/tier.hpp>
+#if !STRATA_ENABLE_CUDA
+#  include <strata/memory/emulated_device.hpp>
+#endif
+
+#include <strata/exec/context.hpp>
+#include <strata/exec/copy_engine.hpp>
+#include <strata/exec/event.hpp>
+#include <strata/exec/staging_ring.hpp>
+#include <strata/exec/trace.hpp>
+#include <strata/exec/work_queue.hpp>
+
+#include <strata/tensor/lease.hpp>
+#include <strata/tensor/placement.hpp>
+#include <strata/tensor/prefetch.hpp>
+#include <strata/tensor/tensor_sequence.hpp>
+#include <strata/tensor/tiered_tensor.hpp>
+#include <strata/tensor/view.hpp>
