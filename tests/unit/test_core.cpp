@@ -70,5 +70,5 @@ TEST_CASE("out_of_budget words its message with tier, asker and numbers", "[core
   out_of_budget e("pinned", 4096, 1024, 8192, "staging ring");
   CHECK(std::string(e.what()) ==
         "out of budget on tier 'pinned': 'staging ring' requested 4.00 KiB (4096 bytes), "
-        "1.00 KiB (1024 bytes) available of a 8.00 KiB (8192 bytes) budget");
+        "1.00 KiB (1024 bytes) available of its 8.00 KiB (8192 bytes) budget");
 }

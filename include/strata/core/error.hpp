@@ -100,7 +100,7 @@ inline out_of_budget::out_of_budget(std::string_view tier, std::size_t requested
     : error("out of budget on tier '" + std::string(tier) + "': " +
             (what.empty() ? std::string("allocation") : "'" + std::string(what) + "'") +
             " requested " + format_bytes(requested) + ", " + format_bytes(available) +
-            " available of a " + format_bytes(limit) + " budget"),
+            " available of its " + format_bytes(limit) + " budget"),
       tier_(tier), requested_(requested), available_(available), limit_(limit) {}
 
 STRATA_NAMESPACE_END

@@ -182,7 +182,7 @@ public:
     for (auto& b : budgets_) {
       auto lim = b.limit() == tier_budget::unlimited ? std::string("unlimited")
                                                      : format_bytes(b.limit());
-      std::snprintf(line, sizeof line, "  %-18s in use %-26s peak %-26s budget %s\n",
+      std::snprintf(line, sizeof line, "  %-18s in use %-28s peak %-28s budget %s\n",
                     tier_name(b.tier()), format_bytes(b.used()).c_str(),
                     format_bytes(b.peak()).c_str(), lim.c_str());
       s += line;

@@ -63,7 +63,7 @@ struct basic_placement {
 
   using partition_type = Partition;
   using compute_tier = typename detail::first_of<Tiers...>::type;
-  using home_tier = decltype((std::type_identity<Tiers>{}, ...))::type;
+  using home_tier = typename decltype((std::type_identity<Tiers>{}, ...))::type;
   static constexpr std::size_t tier_count = sizeof...(Tiers);
   static constexpr std::array<tier_id, sizeof...(Tiers)> tiers{Tiers::id...};
 

@@ -1,0 +1,336 @@
+// bench_copy — how fast strata moves bytes between tiers, against what the machine can do.
+//
+// Benchmarks (each at 1 MiB, 16 MiB and 64 MiB, reported as bytes/s, real time):
+//   memcpy                      std::memcpy between two pre-touched host buffers on this thread:
+//                               the STREAM-style limit for the host build.
+//   strata/<to><-<from>         ctx.copy(...).wait() for every pair of device, pinned and host.
+//                               Copies run on the context's h2d/d2h worker queues; host<->device
+//                               stages through the pinned ring, pinned<->device is direct.
+//   cudaMemcpyAsync/<to><-<from> (CUDA build, GPU present) plain cudaMemcpyAsync pinned<->device
+//                               on one stream: the PCIe/NVLink peak strata's direct route is
+//                               measured against.
+// Every buffer is allocated and filled (so its pages are committed) before the timed loop, and
+// each measured copy runs once untimed first (which also touches the staging ring's slots).
+// Each benchmark runs 5 repetitions, interleaved at random with the others', and reports their
+// median: on a shared machine the bandwidth drifts over seconds, and interleaving spreads a
+// slow spell over both sides of the ratio. --benchmark_repetitions=N and
+// --benchmark_enable_random_interleaving=false override this.
+//
+// Last line, from the medians of this run:
+//   host build: copy ratio=X.XX h2d=A d2h=B memcpy=C GB/s
+//     ratio = mean(strata device<-pinned, strata pinned<-device) / memcpy, all at 64 MiB
+//   CUDA build: copy ratio=X.XX h2d=A d2h=B peak=C GB/s
+//     ratio = mean(strata h2d, d2h) / mean(cudaMemcpyAsync h2d, d2h), all at 64 MiB
+// A CUDA build on a machine without a usable GPU prints "copy: no GPU: skipped" and exits 0.
+#include <strata/exec/context.hpp>
+
+#include <benchmark/benchmark.h>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#if STRATA_ENABLE_CUDA
+#  include <cuda_runtime_api.h>
+#endif
+
+namespace {
+
+using strata::tier_id;
+
+constexpr std::int64_t mib = std::int64_t{1} << 20;
+constexpr std::int64_t ratio_bytes = 64 * mib;  // the size the ratio line is computed at
+constexpr double min_time_s = 0.1;  // per repetition
+constexpr int default_repetitions = 5;  // interleaved at random, summarised by their median
+int g_repetitions = default_repetitions;  // 0: --benchmark_repetitions decides
+
+std::unique_ptr<strata::context> g_ctx;
+
+const char* short_name(tier_id t) {
+  switch (t) {
+  case tier_id::device: return "device";
+  case tier_id::pinned: return "pinned";
+  case tier_id::host: return "host";
+  case tier_id::nvme: return "nvme";
+  }
+  return "?";
+}
+
+std::string pair_name(tier_id to, tier_id from) {
+  return std::string(short_name(to)) + "<-" + short_name(from);
+}
+
+void add_sizes(benchmark::internal::Benchmark* b) {
+  b->Arg(1 * mib)->Arg(16 * mib)->Arg(64 * mib)->MinTime(min_time_s)->UseRealTime();
+  if (g_repetitions > 0) b->Repetitions(g_repetitions);
+}
+
+// ---- memcpy baseline -------------------------------------------------------------------------
+
+struct free_deleter {
+  void operator()(void* p) const noexcept { std::free(p); }
+};
+
+void bm_memcpy(benchmark::State& state) {
+  const auto bytes = static_cast<std::size_t>(state.range(0));
+  std::unique_ptr<void, free_deleter> src(std::aligned_alloc(4096, bytes));
+  std::unique_ptr<void, free_deleter> dst(std::aligned_alloc(4096, bytes));
+  if (!src || !dst) {
+    state.SkipWithError("aligned_alloc failed");
+    return;
+  }
+  std::memset(src.get(), 0x5a, bytes);  // commit the pages of both sides
+  std::memset(dst.get(), 0, bytes);
+  std::memcpy(dst.get(), src.get(), bytes);  // warm-up
+  for (auto _ : state) {
+    std::memcpy(dst.get(), src.get(), bytes);
+    benchmark::DoNotOptimize(dst.get());
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(bytes));
+}
+
+// ---- strata copies ---------------------------------------------------------------------------
+
+/// Commits the pages of `b` (on tier `t`) by writing `pattern` to all of it. Host-accessible
+/// tiers are written directly; the device is written the only way it may be — through a copy
+/// (which, on the emulated device, makes the worker take the first-touch faults here, not in
+/// the timed loop).
+void fill(strata::context& ctx, strata::buffer& b, tier_id t, unsigned char pattern) {
+  if (t != tier_id::device) {
+    std::memset(b.data(), pattern, b.size());
+    return;
+  }
+  strata::buffer scratch = ctx.allocate(tier_id::pinned, b.size(), "bench: fill scratch");
+  std::memset(scratch.data(), pattern, scratch.size());
+  ctx.copy(b.data(), tier_id::device, scratch.data(), tier_id::pinned, b.size(), "bench: fill")
+      .wait();
+}
+
+void bm_strata(benchmark::State& state, tier_id to, tier_id from) {
+  const auto bytes = static_cast<std::size_t>(state.range(0));
+  strata::context& ctx = *g_ctx;
+  try {
+    strata::buffer src = ctx.allocate(from, bytes, "bench: source");
+    strata::buffer dst = ctx.allocate(to, bytes, "bench: destination");
+    fill(ctx, src, from, 0x5a);
+    fill(ctx, dst, to, 0);
+    const std::string label = pair_name(to, from);
+    ctx.copy(dst.data(), to, src.data(), from, bytes, label).wait();  // warm-up
+    for (auto _ : state) ctx.copy(dst.data(), to, src.data(), from, bytes, label).wait();
+  } catch (const std::exception& e) {
+    state.SkipWithError(e.what());
+    return;
+  }
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(bytes));
+}
+
+// ---- plain CUDA peak -------------------------------------------------------------------------
+
+#if STRATA_ENABLE_CUDA
+void bm_cuda_peak(benchmark::State& state, bool to_device) {
+  const auto bytes = static_cast<std::size_t>(state.range(0));
+  void* host = nullptr;
+  void* dev = nullptr;
+  cudaStream_t stream = nullptr;
+  try {
+    strata::check_cuda(cudaHostAlloc(&host, bytes, cudaHostAllocDefault), "cudaHostAlloc");
+    strata::check_cuda(cudaMalloc(&dev, bytes), "cudaMalloc");
+    strata::check_cuda(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
+    std::memset(host, 0x5a, bytes);
+    strata::check_cuda(cudaMemsetAsync(dev, 0, bytes, stream), "cudaMemset");
+    auto once = [&] {
+      strata::check_cuda(to_device ? cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice, stream)
+                                   : cudaMemcpyAsync(host, dev, bytes, cudaMemcpyDeviceToHost, stream),
+                         "cudaMemcpyAsync");
+      strata::check_cuda(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+    };
+    once();  // warm-up
+    for (auto _ : state) once();
+    state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(bytes));
+  } catch (const std::exception& e) {
+    state.SkipWithError(e.what());
+  }
+  if (stream) cudaStreamDestroy(stream);
+  if (dev) cudaFree(dev);
+  if (host) cudaFreeHost(host);
+}
+#endif
+
+// ---- reporting -------------------------------------------------------------------------------
+
+/// The console reporter, keeping each run's bytes/s by "<family>/<arg>" for the ratio line.
+/// Interleaved repetitions finish in random order, so rows are held back and printed in
+/// registration order at the end. With repetitions it shows one median row (and the
+/// coefficient of variation) per benchmark; --benchmark_out=FILE still gets every repetition.
+class capturing_reporter : public benchmark::ConsoleReporter {
+public:
+  explicit capturing_reporter(OutputOptions opts) : ConsoleReporter(opts) {}
+
+  void ReportRuns(const std::vector<Run>& runs) override {
+    for (const Run& r : runs) {
+      if (r.run_type == Run::RT_Iteration && !r.error_occurred) {
+        auto it = r.counters.find("bytes_per_second");
+        if (it != r.counters.end())
+          bytes_per_s_[r.run_name.function_name + "/" + r.run_name.args].push_back(it->second.value);
+      }
+      const bool summary = r.run_type == Run::RT_Aggregate &&
+                           (r.aggregate_name == "median" || r.aggregate_name == "cv");
+      if (summary || r.error_occurred || r.repetitions <= 1) held_.push_back(r);
+    }
+  }
+
+  void Finalize() override {
+    std::stable_sort(held_.begin(), held_.end(), [](const Run& a, const Run& b) {
+      return std::pair(a.family_index, a.per_family_instance_index) <
+             std::pair(b.family_index, b.per_family_instance_index);
+    });
+    if (!held_.empty()) ConsoleReporter::ReportRuns(held_);
+    held_.clear();
+    ConsoleReporter::Finalize();
+  }
+
+  /// Median GB/s (1e9 bytes/s) over the repetitions of `family` at `bytes`; negative if it
+  /// did not run.
+  double gbps(const std::string& family, std::int64_t bytes) const {
+    auto it = bytes_per_s_.find(family + "/" + std::to_string(bytes));
+    if (it == bytes_per_s_.end() || it->second.empty()) return -1.0;
+    std::vector<double> v = it->second;
+    std::sort(v.begin(), v.end());
+    const std::size_t n = v.size();
+    const double median = n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+    return median > 0 ? median / 1e9 : -1.0;
+  }
+
+private:
+  std::map<std::string, std::vector<double>> bytes_per_s_;
+  std::vector<Run> held_;
+};
+
+/// The console options the library would pick for its own reporter: colour when stdout is a
+/// terminal (or as --benchmark_color says), a counters table with --benchmark_counters_tabular.
+benchmark::ConsoleReporter::OutputOptions console_options(int argc, char** argv) {
+  bool color = ::isatty(STDOUT_FILENO) != 0 && std::getenv("NO_COLOR") == nullptr;
+  bool tabular = false;
+  auto value_of = [](std::string_view arg, std::string_view flag, std::string_view& value) {
+    if (arg.substr(0, flag.size()) != flag) return false;
+    arg.remove_prefix(flag.size());
+    if (arg.empty()) value = "true";
+    else if (arg.front() == '=') value = arg.substr(1);
+    else return false;
+    return true;
+  };
+  auto truthy = [](std::string_view v) {
+    return v == "true" || v == "yes" || v == "1" || v == "always" || v == "on";
+  };
+  for (int i = 1; i < argc; ++i) {
+    std::string_view v;
+    if (value_of(argv[i], "--benchmark_color", v)) color = v == "auto" ? color : truthy(v);
+    if (value_of(argv[i], "--benchmark_counters_tabular", v)) tabular = truthy(v);
+  }
+  int opts = benchmark::ConsoleReporter::OO_None;
+  if (color) opts |= benchmark::ConsoleReporter::OO_Color;
+  if (tabular) opts |= benchmark::ConsoleReporter::OO_Tabular;
+  return static_cast<benchmark::ConsoleReporter::OutputOptions>(opts);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Defaults that a command-line flag overrides: repetitions interleaved at random, so a
+  // slow spell of the machine (other jobs, a noisy neighbour) spreads over all benchmarks
+  // instead of landing on one side of the ratio.
+  std::vector<char*> args(argv, argv + argc);
+  std::string interleave = "--benchmark_enable_random_interleaving=true";
+  args.insert(args.begin() + 1, interleave.data());
+  for (int i = 1; i < argc; ++i)
+    if (std::string_view(argv[i]).starts_with("--benchmark_repetitions")) g_repetitions = 0;
+  const auto console = console_options(argc, argv);
+  int n = static_cast<int>(args.size());
+  args.push_back(nullptr);
+  benchmark::Initialize(&n, args.data());
+  if (benchmark::ReportUnrecognizedArguments(n, args.data())) return 1;
+
+#if STRATA_ENABLE_CUDA
+  if (strata::cuda_device_count() == 0) {
+    std::printf("copy: no GPU: skipped (CUDA build, and device discovery found no usable GPU; "
+                "build without CUDA to measure the emulated device)\n");
+    return 0;
+  }
+#endif
+
+  try {
+    g_ctx = std::make_unique<strata::context>(strata::context_config{
+        .device_bytes = std::size_t{512} << 20,  // room for 2 x 64 MiB plus pooled leftovers
+        .pinned_bytes = std::size_t{512} << 20,
+        .staging_slot_bytes = std::size_t{4} << 20,
+        .staging_slots = 4,
+        .trace = false,
+    });
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "copy: cannot create the context: %s\n", e.what());
+    return 1;
+  }
+
+  add_sizes(benchmark::RegisterBenchmark("memcpy", bm_memcpy));
+  const std::pair<tier_id, tier_id> pairs[] = {
+      {tier_id::device, tier_id::pinned}, {tier_id::pinned, tier_id::device},
+      {tier_id::device, tier_id::host},   {tier_id::host, tier_id::device},
+      {tier_id::pinned, tier_id::host},   {tier_id::host, tier_id::pinned},
+      {tier_id::device, tier_id::device},
+  };
+  for (auto [to, from] : pairs)
+    add_sizes(benchmark::RegisterBenchmark(("strata/" + pair_name(to, from)).c_str(), bm_strata,
+                                           to, from));
+#if STRATA_ENABLE_CUDA
+  add_sizes(benchmark::RegisterBenchmark("cudaMemcpyAsync/device<-pinned", bm_cuda_peak, true));
+  add_sizes(benchmark::RegisterBenchmark("cudaMemcpyAsync/pinned<-device", bm_cuda_peak, false));
+  std::printf("copy: CUDA build — tier::device is GPU %d; ratio is against cudaMemcpyAsync\n",
+              g_ctx->config().device);
+#else
+  std::printf("copy: host build — tier::device is the emulated arena; ratio is against memcpy\n");
+#endif
+  if (g_repetitions > 0)
+    std::printf("copy: %d repetitions of each benchmark, interleaved at random; the table (medians) "
+                "prints when all are done\n",
+                g_repetitions);
+  std::fflush(stdout);
+
+  capturing_reporter reporter(console);
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  benchmark::Shutdown();
+  g_ctx.reset();
+
+  const double h2d = reporter.gbps("strata/device<-pinned", ratio_bytes);
+  const double d2h = reporter.gbps("strata/pinned<-device", ratio_bytes);
+#if STRATA_ENABLE_CUDA
+  const double peak_h2d = reporter.gbps("cudaMemcpyAsync/device<-pinned", ratio_bytes);
+  const double peak_d2h = reporter.gbps("cudaMemcpyAsync/pinned<-device", ratio_bytes);
+  const double base = peak_h2d > 0 && peak_d2h > 0 ? (peak_h2d + peak_d2h) / 2 : -1.0;
+  const char* base_name = "peak";
+  if (base > 0)
+    std::printf("copy: cudaMemcpyAsync peak h2d=%.2f d2h=%.2f GB/s\n", peak_h2d, peak_d2h);
+#else
+  const double base = reporter.gbps("memcpy", ratio_bytes);
+  const char* base_name = "memcpy";
+#endif
+  std::fflush(stdout);
+  if (h2d <= 0 || d2h <= 0 || base <= 0) {
+    std::printf("copy ratio=n/a (needs strata/device<-pinned, strata/pinned<-device and the %s "
+                "baseline at %lld bytes in this run)\n",
+                base_name, static_cast<long long>(ratio_bytes));
+    return 0;
+  }
+  std::printf("copy ratio=%.2f h2d=%.2f d2h=%.2f %s=%.2f GB/s\n", (h2d + d2h) / 2 / base, h2d,
+              d2h, base_name, base);
+  return 0;
+}

@@ -1,0 +1,123 @@
+"""Conan 2 recipe for strata (header-only).
+
+    conan create packaging/conan --build=missing                 # from the repository root
+    conan create packaging/conan -o strata/*:with_uring=True -o strata/*:with_mpi=True
+
+Consumers get the same CMake names as an installed strata: find_package(strata) and the
+targets strata::strata, strata::uring, strata::mpi, strata::cuda (CMakeDeps generates them from
+package_info below). CUDA itself is not on ConanCenter: with_cuda expects the system's CUDA
+toolkit (CUDA::cudart through find_package(CUDAToolkit) in the consumer, or cudart on the
+library path). The recipe never downloads strata's sources: they are exported from this tree.
+"""
+
+import os
+
+from conan import ConanFile
+from conan.tools.files import copy
+from conan.tools.layout import basic_layout
+
+required_conan_version = ">=2.0"
+
+
+class StrataConan(ConanFile):
+    name = "strata"
+    version = "0.1.0"
+    description = ("Tiered tensors (GPU, pinned, host, NVMe) with background offload, "
+                   "header-only C++20/CUDA")
+    topics = ("cuda", "offload", "zero", "tensor", "io_uring", "header-only")
+    package_type = "header-library"
+    settings = "os", "arch", "compiler", "build_type"
+    options = {
+        "with_cuda": [True, False],
+        "with_uring": [True, False],
+        "with_mpi": [True, False],
+    }
+    default_options = {
+        "with_cuda": False,
+        "with_uring": False,
+        "with_mpi": False,
+    }
+    no_copy_source = True
+
+    @property
+    def _root(self):
+        # The recipe lives in packaging/conan/; the sources are the repository around it.
+        return os.path.abspath(os.path.join(self.recipe_folder, "..", ".."))
+
+    def export_sources(self):
+        copy(self, "*.hpp", os.path.join(self._root, "include"),
+             os.path.join(self.export_sources_folder, "include"))
+        copy(self, "*.cuh", os.path.join(self._root, "include"),
+             os.path.join(self.export_sources_folder, "include"))
+        copy(self, "*", os.path.join(self._root, "cmake"),
+             os.path.join(self.export_sources_folder, "cmake"))
+        for name in ("LICENSE", "README.md", "CMakeLists.txt"):
+            if os.path.isfile(os.path.join(self._root, name)):
+                copy(self, name, self._root, self.export_sources_folder)
+
+    def config_options(self):
+        if self.settings.os != "Linux":
+            del self.options.with_uring
+
+    def layout(self):
+        basic_layout(self, src_folder=".")
+
+    def requirements(self):
+        if self.options.get_safe("with_uring"):
+            self.requires("liburing/2.4")
+        if self.options.with_mpi:
+            self.requires("openmpi/4.1.6")
+
+    def validate(self):
+        from conan.tools.build import check_min_cppstd
+        check_min_cppstd(self, 20)
+
+    def package_id(self):
+        # Header-only: one package whatever the settings; options only change package_info.
+        self.info.clear()
+
+    def package(self):
+        copy(self, "LICENSE", self.source_folder, os.path.join(self.package_folder, "licenses"))
+        for pattern in ("*.hpp", "*.cuh"):
+            copy(self, pattern, os.path.join(self.source_folder, "include"),
+                 os.path.join(self.package_folder, "include"))
+
+    def package_info(self):
+        self.cpp_info.bindirs = []
+        self.cpp_info.libdirs = []
+        self.cpp_info.set_property("cmake_file_name", "strata")
+        self.cpp_info.set_property("cmake_target_name", "strata::strata")
+        self.cpp_info.set_property("pkg_config_name", "strata")
+
+        core = self.cpp_info.components["core"]
+        core.set_property("cmake_target_name", "strata::strata")
+        core.set_property("pkg_config_name", "strata")
+        core.bindirs = []
+        core.libdirs = []
+        if self.settings.os in ("Linux", "FreeBSD"):
+            core.system_libs = ["pthread"]
+
+        if self.options.get_safe("with_uring"):
+            uring = self.cpp_info.components["uring"]
+            uring.set_property("cmake_target_name", "strata::uring")
+            uring.requires = ["core", "liburing::liburing"]
+            uring.defines = ["STRATA_HAVE_URING=1"]
+            uring.bindirs = []
+            uring.libdirs = []
+
+        if self.options.with_mpi:
+            mpi = self.cpp_info.components["mpi"]
+            mpi.set_property("cmake_target_name", "strata::mpi")
+            mpi.requires = ["core", "openmpi::openmpi"]
+            mpi.defines = ["STRATA_HAVE_MPI=1"]
+            mpi.bindirs = []
+            mpi.libdirs = []
+
+        if self.options.with_cuda:
+            cuda = self.cpp_info.components["cuda"]
+            cuda.set_property("cmake_target_name", "strata::cuda")
+            cuda.requires = ["core"]
+            cuda.defines = ["STRATA_ENABLE_CUDA=1"]
+            cuda.system_libs = ["cudart"]   # from the system CUDA toolkit
+            cuda.bindirs = []
+            cuda.libdirs = []
