@@ -11,10 +11,12 @@
 //                               measured against.
 // Every buffer is allocated and filled (so its pages are committed) before the timed loop, and
 // each measured copy runs once untimed first (which also touches the staging ring's slots).
-// Each benchmark runs 5 repetitions, interleaved at random with the others', and reports their
-// median: on a shared machine the bandwidth drifts over seconds, and interleaving spreads a
-// slow spell over both sides of the ratio. --benchmark_repetitions=N and
-// --benchmark_enable_random_interleaving=false override this.
+// Each benchmark runs 9 repetitions of >= 0.1 s, interleaved at random with the others', and
+// reports their median: on a shared machine the memory bandwidth drifts by tens of percent over
+// seconds, and interleaving spreads a slow spell over both sides of the ratio (with 5
+// repetitions the ratio still wandered 0.83..0.99 between runs; with 9 it held at 0.93).
+// --benchmark_repetitions, --benchmark_min_time and
+// --benchmark_enable_random_interleaving=false override these defaults.
 //
 // Last line, from the medians of this run:
 //   host build: copy ratio=X.XX h2d=A d2h=B memcpy=C GB/s
@@ -49,9 +51,11 @@ using strata::tier_id;
 
 constexpr std::int64_t mib = std::int64_t{1} << 20;
 constexpr std::int64_t ratio_bytes = 64 * mib;  // the size the ratio line is computed at
-constexpr double min_time_s = 0.1;  // per repetition
-constexpr int default_repetitions = 5;  // interleaved at random, summarised by their median
-int g_repetitions = default_repetitions;  // 0: --benchmark_repetitions decides
+constexpr double default_min_time_s = 0.1;  // per repetition
+constexpr int default_repetitions = 9;       // interleaved at random, summarised by their median
+// 0 when the command line sets them (--benchmark_min_time, --benchmark_repetitions).
+double g_min_time_s = default_min_time_s;
+int g_repetitions = default_repetitions;
 
 std::unique_ptr<strata::context> g_ctx;
 
@@ -70,7 +74,8 @@ std::string pair_name(tier_id to, tier_id from) {
 }
 
 void add_sizes(benchmark::internal::Benchmark* b) {
-  b->Arg(1 * mib)->Arg(16 * mib)->Arg(64 * mib)->MinTime(min_time_s)->UseRealTime();
+  b->Arg(1 * mib)->Arg(16 * mib)->Arg(64 * mib)->UseRealTime();
+  if (g_min_time_s > 0) b->MinTime(g_min_time_s);
   if (g_repetitions > 0) b->Repetitions(g_repetitions);
 }
 
@@ -252,8 +257,11 @@ int main(int argc, char** argv) {
   std::vector<char*> args(argv, argv + argc);
   std::string interleave = "--benchmark_enable_random_interleaving=true";
   args.insert(args.begin() + 1, interleave.data());
-  for (int i = 1; i < argc; ++i)
-    if (std::string_view(argv[i]).starts_with("--benchmark_repetitions")) g_repetitions = 0;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (arg.starts_with("--benchmark_repetitions")) g_repetitions = 0;
+    if (arg.starts_with("--benchmark_min_time")) g_min_time_s = 0;
+  }
   const auto console = console_options(argc, argv);
   int n = static_cast<int>(args.size());
   args.push_back(nullptr);
@@ -269,13 +277,13 @@ int main(int argc, char** argv) {
 #endif
 
   try {
-    g_ctx = std::make_unique<strata::context>(strata::context_config{
-        .device_bytes = std::size_t{512} << 20,  // room for 2 x 64 MiB plus pooled leftovers
-        .pinned_bytes = std::size_t{512} << 20,
-        .staging_slot_bytes = std::size_t{4} << 20,
-        .staging_slots = 4,
-        .trace = false,
-    });
+    strata::context_config config;
+    config.device_bytes = std::size_t{512} << 20;  // room for 2 x 64 MiB plus pooled leftovers
+    config.pinned_bytes = std::size_t{512} << 20;
+    config.staging_slot_bytes = std::size_t{4} << 20;
+    config.staging_slots = 4;
+    config.trace = false;
+    g_ctx = std::make_unique<strata::context>(config);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "copy: cannot create the context: %s\n", e.what());
     return 1;
