@@ -5,6 +5,7 @@
 // the program computes. Include this header, or the floor headers you need:
 //   core/    dtypes, shapes, alignment, errors            (floor 1)
 //   memory/  tiers, budgets, memory resources, pools       (floor 2)
+//   io/      IO engines (io_uring, pread/pwrite, faulty), CRC-32C, the NVMe store (floor 2)
 //   exec/    queues, events, copies, trace, the context    (floor 3)
 //   tensor/  tiered_tensor, leases, views, sequences       (floor 4)
 #pragma once
@@ -23,6 +24,14 @@
 #if !STRATA_ENABLE_CUDA
 #  include <strata/memory/emulated_device.hpp>
 #endif
+
+#include <strata/io/crc32c.hpp>
+#include <strata/io/engine.hpp>
+#include <strata/io/faulty.hpp>
+#include <strata/io/file.hpp>
+#include <strata/io/nvme_store.hpp>
+#include <strata/io/posix_engine.hpp>
+#include <strata/io/uring_engine.hpp>
 
 #include <strata/exec/context.hpp>
 #include <strata/exec/copy_engine.hpp>

@@ -13,6 +13,7 @@
 // the program computes. Include this header, or the floor headers you need:
 //   core/    dtypes, shapes, alignment, errors            (floor 1)
 //   memory/  tiers, budgets, memory resources, pools       (floor 2)
+//   io/      IO engines (io_uring, pread/pwrite, faulty), CRC-32C, the NVMe store (floor 2)
 //   exec/    queues, events, copies, trace, the context    (floor 3)
 //   tensor/  tiered_tensor, leases, views, sequences       (floor 4)
 
@@ -1349,6 +1350,1939 @@ STRATA_NAMESPACE_END
 // ---- end <strata/memory/emulated_device.hpp> ----
 #endif
 
+// ---- begin <strata/io/crc32c.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_IO_CRC32C_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_IO_CRC32C_HPP
+// strata/io/crc32c.hpp — CRC-32C (Castagnoli), the checksum on every block strata writes to a file.
+//
+// What lives here: crc32c() with the usual conventions (initial value ~0, final xor ~0, so
+// crc32c("123456789") == 0xE3069283) that chains — crc32c(b, n, crc32c(a, m)) is the CRC of a
+// followed by b — and crc32c_hardware(), which says whether the SSE4.2 instruction does the
+// work. The instruction is chosen at run time, not at compile time: a binary built without
+// -msse4.2 still uses it where the CPU has it, and never executes it where the CPU does not.
+// Everywhere else (other CPUs, other architectures) a slicing-by-8 table does the work.
+// What does not: where checksums are stored and checked (nvme_store.hpp).
+
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+#  define STRATA_IO_CRC32C_X86 1
+#  include <nmmintrin.h>
+#else
+#  define STRATA_IO_CRC32C_X86 0
+#endif
+
+STRATA_NAMESPACE_BEGIN
+namespace io {
+namespace detail {
+
+// Reflected polynomial of CRC-32C.
+inline constexpr std::uint32_t crc32c_poly = 0x82F63B78u;
+
+// tables[k][b]: the CRC register after feeding byte b followed by k zero bytes, so eight bytes
+// are folded per step (slicing-by-8) instead of one.
+constexpr std::array<std::array<std::uint32_t, 256>, 8> make_crc32c_tables() noexcept {
+  std::array<std::array<std::uint32_t, 256>, 8> t{};
+  for (std::uint32_t b = 0; b < 256; ++b) {
+    std::uint32_t c = b;
+    for (int i = 0; i < 8; ++i) c = (c & 1u) ? (c >> 1) ^ crc32c_poly : c >> 1;
+    t[0][b] = c;
+  }
+  for (std::size_t k = 1; k < 8; ++k)
+    for (std::size_t b = 0; b < 256; ++b) t[k][b] = (t[k - 1][b] >> 8) ^ t[0][t[k - 1][b] & 0xFFu];
+  return t;
+}
+
+inline constexpr auto crc32c_tables = make_crc32c_tables();
+
+// Both paths work on the raw register (already inverted); crc32c() does the inversions.
+inline std::uint32_t crc32c_table_update(std::uint32_t crc, const unsigned char* p,
+                                         std::size_t n) noexcept {
+  const auto& t = crc32c_tables;
+  while (n && (reinterpret_cast<std::uintptr_t>(p) & 7u)) {
+    crc = (crc >> 8) ^ t[0][(crc ^ *p++) & 0xFFu];
+    --n;
+  }
+  for (; n >= 8; n -= 8, p += 8) {
+    std::uint32_t lo, hi;
+    std::memcpy(&lo, p, 4);
+    std::memcpy(&hi, p + 4, 4);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    lo = __builtin_bswap32(lo);
+    hi = __builtin_bswap32(hi);
+#endif
+    lo ^= crc;
+    crc = t[7][lo & 0xFFu] ^ t[6][(lo >> 8) & 0xFFu] ^ t[5][(lo >> 16) & 0xFFu] ^ t[4][lo >> 24] ^
+          t[3][hi & 0xFFu] ^ t[2][(hi >> 8) & 0xFFu] ^ t[1][(hi >> 16) & 0xFFu] ^ t[0][hi >> 24];
+  }
+  while (n--) crc = (crc >> 8) ^ t[0][(crc ^ *p++) & 0xFFu];
+  return crc;
+}
+
+// Shifting a CRC register over n zero bytes is linear over GF(2): a 32x32 bit matrix, kept
+// as four byte-indexed tables. The hardware path uses it to run three independent CRCs over
+// three adjacent stretches at once (the instruction's latency is three times its throughput)
+// and join them: crc(A B) = shift(crc(A), |B|) ^ crc0(B).
+using crc32c_shift_table = std::array<std::array<std::uint32_t, 256>, 4>;
+
+constexpr std::uint32_t gf2_times(const std::array<std::uint32_t, 32>& mat, std::uint32_t vec) noexcept {
+  std::uint32_t sum = 0;
+  for (std::size_t i = 0; vec; vec >>= 1, ++i)
+    if (vec & 1u) sum ^= mat[i];
+  return sum;
+}
+
+constexpr std::array<std::uint32_t, 32> gf2_square(const std::array<std::uint32_t, 32>& mat) noexcept {
+  std::array<std::uint32_t, 32> sq{};
+  for (std::size_t n = 0; n < 32; ++n) sq[n] = gf2_times(mat, mat[n]);
+  return sq;
+}
+
+// The matrix that feeds `bytes` zero bytes (a power of two) into a CRC register.
+constexpr crc32c_shift_table make_crc32c_shift(std::size_t bytes) noexcept {
+  std::array<std::uint32_t, 32> op{};  // one zero bit
+  op[0] = crc32c_poly;
+  for (std::size_t n = 1; n < 32; ++n) op[n] = std::uint32_t{1} << (n - 1);
+  for (std::size_t bits = 1; bits < 8 * bytes; bits *= 2) op = gf2_square(op);
+  crc32c_shift_table t{};
+  for (std::uint32_t n = 0; n < 256; ++n) {
+    t[0][n] = gf2_times(op, n);
+    t[1][n] = gf2_times(op, n << 8);
+    t[2][n] = gf2_times(op, n << 16);
+    t[3][n] = gf2_times(op, n << 24);
+  }
+  return t;
+}
+
+inline constexpr std::size_t crc32c_long = 8192, crc32c_short = 256;
+inline constexpr crc32c_shift_table crc32c_shift_long = make_crc32c_shift(crc32c_long);
+inline constexpr crc32c_shift_table crc32c_shift_short = make_crc32c_shift(crc32c_short);
+
+inline std::uint32_t crc32c_shift(const crc32c_shift_table& t, std::uint32_t crc) noexcept {
+  return t[0][crc & 0xFFu] ^ t[1][(crc >> 8) & 0xFFu] ^ t[2][(crc >> 16) & 0xFFu] ^ t[3][crc >> 24];
+}
+
+#if STRATA_IO_CRC32C_X86
+// Compiled for SSE4.2 whatever the translation unit's flags, and only ever called after the
+// run-time check in crc32c_hardware().
+__attribute__((target("sse4.2"))) inline std::uint64_t
+crc32c_sse42_stripes(std::uint64_t c0, const unsigned char*& p, std::size_t& n, std::size_t stripe,
+                     const crc32c_shift_table& shift) noexcept {
+  while (n >= 3 * stripe) {
+    std::uint64_t c1 = 0, c2 = 0;
+    for (const unsigned char* end = p + stripe; p < end; p += 8) {
+      std::uint64_t w0, w1, w2;
+      std::memcpy(&w0, p, 8);
+      std::memcpy(&w1, p + stripe, 8);
+      std::memcpy(&w2, p + 2 * stripe, 8);
+      c0 = _mm_crc32_u64(c0, w0);
+      c1 = _mm_crc32_u64(c1, w1);
+      c2 = _mm_crc32_u64(c2, w2);
+    }
+    c0 = crc32c_shift(shift, static_cast<std::uint32_t>(c0)) ^ c1;
+    c0 = crc32c_shift(shift, static_cast<std::uint32_t>(c0)) ^ c2;
+    p += 2 * stripe;
+    n -= 3 * stripe;
+  }
+  return c0;
+}
+
+__attribute__((target("sse4.2"))) inline std::uint32_t
+crc32c_sse42_update(std::uint32_t crc, const unsigned char* p, std::size_t n) noexcept {
+  while (n && (reinterpret_cast<std::uintptr_t>(p) & 7u)) {
+    crc = _mm_crc32_u8(crc, *p++);
+    --n;
+  }
+  std::uint64_t c = crc;
+  c = crc32c_sse42_stripes(c, p, n, crc32c_long, crc32c_shift_long);
+  c = crc32c_sse42_stripes(c, p, n, crc32c_short, crc32c_shift_short);
+  for (; n >= 8; n -= 8, p += 8) {
+    std::uint64_t w;
+    std::memcpy(&w, p, 8);
+    c = _mm_crc32_u64(c, w);
+  }
+  crc = static_cast<std::uint32_t>(c);
+  while (n--) crc = _mm_crc32_u8(crc, *p++);
+  return crc;
+}
+#endif
+
+inline bool cpu_has_sse42() noexcept {
+#if STRATA_IO_CRC32C_X86
+  __builtin_cpu_init();  // may run before the library's own constructors did it
+  return __builtin_cpu_supports("sse4.2") != 0;
+#else
+  return false;
+#endif
+}
+
+}  // namespace detail
+
+/// True when crc32c() uses the CPU's CRC32 instruction (SSE4.2), false for the table.
+inline bool crc32c_hardware() noexcept {
+  static const bool hardware = detail::cpu_has_sse42();
+  return hardware;
+}
+
+/// CRC-32C of `bytes` bytes at `data`. `seed` is the CRC of the bytes before them (0 for none),
+/// so a CRC can be computed piece by piece.
+inline std::uint32_t crc32c(const void* data, std::size_t bytes, std::uint32_t seed = 0) noexcept {
+  const auto* p = static_cast<const unsigned char*>(data);
+  std::uint32_t crc = ~seed;
+#if STRATA_IO_CRC32C_X86
+  if (crc32c_hardware()) return ~detail::crc32c_sse42_update(crc, p, bytes);
+#endif
+  return ~detail::crc32c_table_update(crc, p, bytes);
+}
+
+/// The table path alone, whatever the CPU: the reference the hardware path is tested against.
+inline std::uint32_t crc32c_portable(const void* data, std::size_t bytes,
+                                     std::uint32_t seed = 0) noexcept {
+  return ~detail::crc32c_table_update(~seed, static_cast<const unsigned char*>(data), bytes);
+}
+
+}  // namespace io
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_IO_CRC32C_HPP
+// ---- end <strata/io/crc32c.hpp> ----
+// ---- begin <strata/io/engine.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_IO_ENGINE_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_IO_ENGINE_HPP
+// strata/io/engine.hpp — IO engines: the interface, and the factory that picks one.
+//
+// What lives here: make_engine(), which returns the io_uring engine where it is compiled in
+// (STRATA_HAVE_URING) and the kernel lets it set up, and the pread/pwrite engine otherwise,
+// with a one-line notice saying why. The interface itself (engine_config, io::engine) is in
+// detail/engine_interface.hpp, which this header includes; the engines are posix_engine.hpp,
+// uring_engine.hpp and, for tests, the fault-injecting faulty.hpp.
+// What does not: files and their alignment (file.hpp), what is stored in them (nvme_store.hpp).
+
+// ---- begin <strata/io/detail/engine_interface.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_IO_DETAIL_ENGINE_INTERFACE_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_IO_DETAIL_ENGINE_INTERFACE_HPP
+// strata/io/detail/engine_interface.hpp — the IO engine interface, without the factory.
+//
+// Include <strata/io/engine.hpp>, which adds make_engine(). This part lives apart only because
+// the engines (posix_engine.hpp, uring_engine.hpp, faulty.hpp) need the interface and the
+// factory needs the engines; one header holding both would include itself.
+// What lives here: engine_config, the abstract engine, the wording of IO failures (shared by
+// real and injected ones, so a test cannot tell them apart by anything but "(injected)").
+
+// ---- begin <strata/io/file.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_IO_FILE_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_IO_FILE_HPP
+// strata/io/file.hpp — an open file descriptor that knows its path and how it may be read.
+//
+// What lives here: io::file, the RAII owner of a descriptor, remembering the path (every IO
+// error names it), whether O_DIRECT is in effect and the alignment O_DIRECT wants for memory,
+// offsets and lengths (statx's STATX_DIOALIGN where kernel and libc have it, else 4096);
+// open_for_arena(), the one way strata creates a file to spill into. What does not: reading
+// and writing (engine.hpp), and what the bytes in the file mean (nvme_store.hpp).
+
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include <utility>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+STRATA_NAMESPACE_BEGIN
+namespace io {
+
+/// "Input/output error (EIO)"-style text for errno values in messages.
+inline std::string errno_text(int err) {
+  std::string text = std::strerror(err);
+  const char* name = nullptr;
+  switch (err) {
+  case EIO: name = "EIO"; break;
+  case ENOSPC: name = "ENOSPC"; break;
+  case EINVAL: name = "EINVAL"; break;
+  case EPERM: name = "EPERM"; break;
+  case EACCES: name = "EACCES"; break;
+  case ENOSYS: name = "ENOSYS"; break;
+  case ENOMEM: name = "ENOMEM"; break;
+  case EEXIST: name = "EEXIST"; break;
+  case ENOENT: name = "ENOENT"; break;
+  case ELOOP: name = "ELOOP"; break;
+  case ENOTDIR: name = "ENOTDIR"; break;
+  case EDQUOT: name = "EDQUOT"; break;
+  case EFBIG: name = "EFBIG"; break;
+  case EBADF: name = "EBADF"; break;
+  default: break;
+  }
+  if (name) text += std::string(" (") + name + ")";
+  return text;
+}
+
+/// What O_DIRECT needs of `fd`: the larger of the memory and the offset alignment the file
+/// system reports, 4096 when it cannot say (no STATX_DIOALIGN, or a file system without
+/// direct IO). Always a power of two.
+inline std::size_t dio_alignment(int fd) noexcept {
+  constexpr std::size_t fallback = 4096;
+#if defined(STATX_DIOALIGN) && defined(AT_EMPTY_PATH)
+  struct statx sx {};
+  if (::statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) == 0 && (sx.stx_mask & STATX_DIOALIGN)) {
+    std::size_t a = sx.stx_dio_mem_align > sx.stx_dio_offset_align ? sx.stx_dio_mem_align
+                                                                   : sx.stx_dio_offset_align;
+    if (a != 0 && is_pow2(a)) return a;
+  }
+#else
+  (void)fd;
+#endif
+  return fallback;
+}
+
+class file {
+public:
+  file() = default;
+  /// Adopts `fd` (closed by the destructor). `direct` says whether it was opened with O_DIRECT.
+  file(int fd, std::string path, bool direct)
+      : fd_(fd), path_(std::move(path)), direct_(direct), alignment_(dio_alignment(fd)) {}
+  file(file&& o) noexcept
+      : fd_(std::exchange(o.fd_, -1)), path_(std::move(o.path_)), direct_(o.direct_),
+        alignment_(o.alignment_) {}
+  file& operator=(file&& o) noexcept {
+    if (this != &o) {
+      close();
+      fd_ = std::exchange(o.fd_, -1);
+      path_ = std::move(o.path_);
+      direct_ = o.direct_;
+      alignment_ = o.alignment_;
+    }
+    return *this;
+  }
+  file(const file&) = delete;
+  file& operator=(const file&) = delete;
+  ~file() { close(); }
+
+  /// Creates a new file to spill into: read-write, mode 0600, never an existing file
+  /// (O_EXCL), never through a symbolic link (O_NOFOLLOW), not inherited by exec'd children,
+  /// and with O_DIRECT, so spilled tensors do not crowd the page cache. Where the file system
+  /// refuses O_DIRECT (EINVAL: e.g. tmpfs before Linux 6.6, ramfs, some FUSE file systems)
+  /// the file stays buffered and `notice` says so; otherwise `notice` is left as it is.
+  /// Throws io_error naming the path and the system's reason.
+  static file open_for_arena(std::string path, std::string& notice) {
+    const std::string name = path;
+    return open_for_arena_at(AT_FDCWD, name, std::move(path), notice);
+  }
+
+  /// As open_for_arena(), creating `name` inside the open directory `dir_fd`, so a caller
+  /// that has checked a directory creates the file in that very directory, not in whatever
+  /// its path names by then. `path` is the name messages use (the directory's path + name).
+  static file open_for_arena_at(int dir_fd, const std::string& name, std::string path,
+                                std::string& notice) {
+    constexpr int flags = O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+    // The exclusive create happens buffered and O_DIRECT is switched on right after (F_SETFL
+    // applies the same check as open()): an open() that created the file and then refused
+    // O_DIRECT would leave a file behind that a retry with O_EXCL could not tell from another
+    // process's.
+    int fd;
+    do {
+      fd = ::openat(dir_fd, name.c_str(), flags, 0600);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0) {
+      const int err = errno;
+      throw io_error("cannot create arena file '" + path + "': " + errno_text(err));
+    }
+    bool direct = false;
+#if defined(O_DIRECT)
+    const int fl = ::fcntl(fd, F_GETFL);
+    if (fl >= 0 && ::fcntl(fd, F_SETFL, fl | O_DIRECT) == 0) {
+      direct = true;
+    } else {
+      const int err = errno;
+      if (err != EINVAL) {
+        ::close(fd);
+        ::unlinkat(dir_fd, name.c_str(), 0);
+        throw io_error("cannot switch arena file '" + path + "' to O_DIRECT: " +
+                       errno_text(err));
+      }
+      notice = "arena file '" + path +
+               "': the file system refuses O_DIRECT (EINVAL), using buffered IO (page cache)";
+    }
+#else
+    notice = "arena file '" + path + "': no O_DIRECT on this platform, using buffered IO";
+#endif
+    return file(fd, std::move(path), direct);
+  }
+
+  int fd() const noexcept { return fd_; }
+  const std::string& path() const noexcept { return path_; }
+  /// True when O_DIRECT is in effect: buffers, offsets and lengths must be alignment()-aligned.
+  bool direct() const noexcept { return direct_; }
+  /// Alignment O_DIRECT wants for memory, file offsets and lengths (a power of two).
+  std::size_t alignment() const noexcept { return alignment_; }
+  explicit operator bool() const noexcept { return fd_ >= 0; }
+
+  void close() noexcept {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+private:
+  int fd_ = -1;
+  std::string path_;
+  bool direct_ = false;
+  std::size_t alignment_ = 4096;
+};
+
+}  // namespace io
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_IO_FILE_HPP
+// ---- end <strata/io/file.hpp> ----
+
+#include <concepts>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <type_traits>
+
+#include <sys/uio.h>
+
+STRATA_NAMESPACE_BEGIN
+namespace io {
+
+struct engine_config {
+  /// "auto" (io_uring when it works, else posix), "uring" or "posix". The environment
+  /// variable STRATA_IO_ENGINE (same values) overrides it, so a deployment can switch engines
+  /// without rebuilding.
+  std::string kind = "auto";
+  /// Large transfers are split into requests of this many bytes (a multiple of 4096, so every
+  /// piece of an O_DIRECT transfer stays aligned).
+  std::size_t block_bytes = 1 << 20;
+  /// Requests in flight per call (io_uring: entries per ring).
+  unsigned queue_depth = 16;
+  /// io_uring rings; concurrent calls each borrow one, so this many calls run at once.
+  unsigned rings = 2;
+  /// io_uring submission-queue polling by a kernel thread (saves syscalls, costs a core).
+  bool sqpoll = false;
+  /// Threads of the pread/pwrite engine; 0 does the IO on the calling thread.
+  unsigned posix_threads = 4;
+};
+
+enum class io_op : std::uint8_t { read, write };
+
+constexpr const char* io_op_name(io_op op) noexcept { return op == io_op::read ? "read" : "write"; }
+
+/// Moves bytes between memory and a file. Calls block until every byte has moved or throw
+/// io_error naming the file, the offset, the byte count and the system's reason; they are
+/// safe to make from several threads at once (the IO worker threads do). On an O_DIRECT file
+/// (file::direct()) the memory address, the offset and the byte count must be multiples of
+/// file::alignment(); engines do not bounce — nvme_store does that where it must.
+class engine {
+public:
+  virtual ~engine() = default;
+  virtual const char* name() const noexcept = 0;
+  virtual void read(const file& f, void* dst, std::size_t bytes, std::uint64_t offset) = 0;
+  virtual void write(const file& f, const void* src, std::size_t bytes, std::uint64_t offset) = 0;
+  /// Offers long-lived buffers (a pinned pool) for faster IO into them (io_uring's registered
+  /// buffers). Returns whether the engine took them; false is never an error (the engine has
+  /// no such thing, or the locked-memory limit is too low) and IO works the same either way.
+  /// The buffers must outlive the registration (unregister_buffers() or the engine).
+  virtual bool register_buffers(std::span<const iovec> buffers) {
+    (void)buffers;
+    return false;
+  }
+  virtual void unregister_buffers() noexcept {}
+};
+
+/// An IO engine: a concrete class derived from io::engine.
+template <class E>
+concept io_engine = std::derived_from<E, engine> && !std::is_abstract_v<E>;
+
+namespace detail {
+
+/// "read of 1.00 MiB (1048576 bytes) at offset 4096 of '/nvme/x' failed: <reason><suffix>".
+inline std::string io_failure_message(io_op op, const file& f, std::uint64_t offset,
+                                      std::size_t bytes, const std::string& reason,
+                                      std::string_view suffix = {}) {
+  return std::string(io_op_name(op)) + " of " + format_bytes(bytes) + " at offset " +
+         std::to_string(offset) + " of '" + f.path() + "' failed: " + reason +
+         std::string(suffix);
+}
+
+inline io_error io_failure(io_op op, const file& f, std::uint64_t offset, std::size_t bytes,
+                           int err, std::string_view suffix = {}) {
+  return io_error(io_failure_message(op, f, offset, bytes, errno_text(err), suffix));
+}
+
+/// A transfer that stopped moving bytes without an error code (end of file on a read).
+inline io_error io_stalled(io_op op, const file& f, std::uint64_t offset, std::size_t bytes,
+                           std::size_t done, std::string_view suffix = {}) {
+  const std::string reason =
+      (op == io_op::read ? std::string("unexpected end of file") : std::string("no progress")) +
+      " after " + std::to_string(done) + " bytes";
+  return io_error(io_failure_message(op, f, offset, bytes, reason, suffix));
+}
+
+}  // namespace detail
+}  // namespace io
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_IO_DETAIL_ENGINE_INTERFACE_HPP
+// ---- end <strata/io/detail/engine_interface.hpp> ----
+// ---- begin <strata/io/posix_engine.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_IO_POSIX_ENGINE_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_IO_POSIX_ENGINE_HPP
+// strata/io/posix_engine.hpp — the fallback IO engine: pread/pwrite on a pool of threads.
+//
+// Works wherever POSIX does: no io_uring, a seccomp filter that blocks it, a sysctl that
+// disables it. A call is split into block_bytes pieces that the pool's threads move in
+// parallel (the thread count is the queue depth here); the caller waits for all of them.
+// EINTR is retried and short transfers are continued, so a call moves every byte or throws.
+// What does not live here: choosing the engine (engine.hpp), io_uring (uring_engine.hpp).
+
+
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+STRATA_NAMESPACE_BEGIN
+namespace io {
+
+class posix_engine final : public engine {
+public:
+  explicit posix_engine(const engine_config& config = {})
+      : block_bytes_(config.block_bytes ? config.block_bytes : std::size_t{1} << 20) {
+    threads_.reserve(config.posix_threads);
+    for (unsigned i = 0; i < config.posix_threads; ++i) threads_.emplace_back([this] { work(); });
+  }
+  ~posix_engine() override {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+  posix_engine(const posix_engine&) = delete;
+  posix_engine& operator=(const posix_engine&) = delete;
+
+  const char* name() const noexcept override { return "posix"; }
+
+  void read(const file& f, void* dst, std::size_t bytes, std::uint64_t offset) override {
+    transfer(io_op::read, f, static_cast<char*>(dst), bytes, offset);
+  }
+  void write(const file& f, const void* src, std::size_t bytes, std::uint64_t offset) override {
+    transfer(io_op::write, f, static_cast<char*>(const_cast<void*>(src)), bytes, offset);
+  }
+
+  /// Moves one piece on the calling thread: continues short transfers, retries EINTR/EAGAIN.
+  /// Returns 0, or the errno of the failure; `done` says how far it got.
+  static int move_piece(io_op op, int fd, char* p, std::size_t bytes, std::uint64_t offset,
+                        std::size_t& done) noexcept {
+    done = 0;
+    while (done < bytes) {
+      const std::size_t want = bytes - done;
+      const ssize_t n = op == io_op::read
+                            ? ::pread(fd, p + done, want, static_cast<off_t>(offset + done))
+                            : ::pwrite(fd, p + done, want, static_cast<off_t>(offset + done));
+      if (n < 0) {
+        if (errno == EINTR || errno == EAGAIN) continue;
+        return errno;
+      }
+      if (n == 0) return -1;  // end of file (read) / no progress (write): the caller words it
+      done += static_cast<std::size_t>(n);
+    }
+    return 0;
+  }
+
+private:
+  // One call's pieces share a batch on the caller's stack; the caller waits until every
+  // piece is finished (done, failed or skipped) before the batch goes away.
+  struct batch {
+    std::mutex mutex;
+    std::condition_variable cv;
+    std::size_t pending = 0;
+    bool failed = false;
+    int err = 0;
+    std::uint64_t err_offset = 0;
+    std::size_t err_bytes = 0, err_done = 0;
+  };
+  struct piece {
+    batch* b;
+    io_op op;
+    int fd;
+    char* p;
+    std::size_t bytes;
+    std::uint64_t offset;
+  };
+
+  void transfer(io_op op, const file& f, char* p, std::size_t bytes, std::uint64_t offset) {
+    if (bytes == 0) return;
+    batch b;
+    const std::size_t pieces = (bytes + block_bytes_ - 1) / block_bytes_;
+    if (threads_.empty() || pieces == 1) {
+      // Nothing to overlap: do it here and spare the hand-off.
+      for (std::size_t at = 0; at < bytes; at += block_bytes_)
+        run({&b, op, f.fd(), p + at, std::min(block_bytes_, bytes - at), offset + at});
+    } else {
+      b.pending = pieces;
+      {
+        std::lock_guard lock(mutex_);
+        for (std::size_t at = 0; at < bytes; at += block_bytes_)
+          queue_.push_back({&b, op, f.fd(), p + at, std::min(block_bytes_, bytes - at),
+                            offset + at});
+      }
+      cv_.notify_all();
+      std::unique_lock lock(b.mutex);
+      b.cv.wait(lock, [&] { return b.pending == 0; });
+    }
+    if (b.failed) {
+      if (b.err == -1) throw detail::io_stalled(op, f, b.err_offset, b.err_bytes, b.err_done);
+      throw detail::io_failure(op, f, b.err_offset, b.err_bytes, b.err);
+    }
+  }
+
+  // Runs one piece and reports it to its batch; a piece of a batch that already failed is
+  // skipped, since its call will throw anyway.
+  static void run(const piece& w) {
+    bool skip;
+    {
+      std::lock_guard lock(w.b->mutex);
+      skip = w.b->failed;
+    }
+    int err = 0;
+    std::size_t done = 0;
+    if (!skip) err = move_piece(w.op, w.fd, w.p, w.bytes, w.offset, done);
+    std::lock_guard lock(w.b->mutex);
+    if (err != 0 && !w.b->failed) {
+      w.b->failed = true;
+      w.b->err = err;
+      w.b->err_offset = w.offset;
+      w.b->err_bytes = w.bytes;
+      w.b->err_done = done;
+    }
+    if (w.b->pending > 0 && --w.b->pending == 0) w.b->cv.notify_all();  // under the lock:
+    // the waiter cannot destroy the batch before this thread lets go of its mutex
+  }
+
+  void work() {
+    for (;;) {
+      piece w;
+      {
+        std::unique_lock lock(mutex_);
+        cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+        if (queue_.empty()) return;
+        w = queue_.front();
+        queue_.pop_front();
+      }
+      run(w);
+    }
+  }
+
+  std::size_t block_bytes_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<piece> queue_;
+  bool stopping_ = false;
+  std::vector<std::thread> threads_;
+};
+
+static_assert(io_engine<posix_engine>);
+
+}  // namespace io
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_IO_POSIX_ENGINE_HPP
+// ---- end <strata/io/posix_engine.hpp> ----
+// ---- begin <strata/io/uring_engine.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_IO_URING_ENGINE_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_IO_URING_ENGINE_HPP
+// strata/io/uring_engine.hpp — the io_uring IO engine (only with liburing: STRATA_HAVE_URING).
+//
+// What lives here: uring_engine, a few io_uring rings; a call borrows a free ring, keeps up to
+// queue_depth block-sized requests in flight on it, sleeps in io_uring_wait_cqe (no spinning)
+// until they complete, continues short transfers and retries -EAGAIN/-EINTR. Buffers offered
+// with register_buffers() (a pinned pool) are registered on every ring and requests that fall
+// inside one use READ_FIXED/WRITE_FIXED, which spares the kernel pinning pages per request.
+// What does not: deciding whether io_uring is usable here (make_engine() in engine.hpp asks
+// this engine's constructor and falls back to posix_engine.hpp when it throws).
+// Without STRATA_HAVE_URING this header is empty: link strata::uring to get the engine.
+
+
+#if STRATA_HAVE_URING
+
+#  include <condition_variable>
+#  include <cstdio>
+#  include <memory>
+#  include <mutex>
+#  include <thread>
+#  include <vector>
+
+#  include <liburing.h>
+
+STRATA_NAMESPACE_BEGIN
+namespace io {
+
+class uring_engine final : public engine {
+public:
+  /// Sets the rings up or throws io_error saying why io_uring cannot be used here (ENOSYS: an
+  /// old kernel; EPERM: a seccomp filter or sysctl kernel.io_uring_disabled; ENOMEM: the
+  /// locked-memory limit). SQPOLL that is refused falls back to plain rings with a notice().
+  explicit uring_engine(const engine_config& config = {})
+      : block_bytes_(config.block_bytes), queue_depth_(config.queue_depth),
+        sqpoll_(config.sqpoll) {
+    if (block_bytes_ == 0 || block_bytes_ > (std::size_t{1} << 30) || !is_aligned(block_bytes_, 4096))
+      throw config_error("io engine: block_bytes " + std::to_string(block_bytes_) +
+                         " must be a multiple of 4096 and at most 1 GiB");
+    if (queue_depth_ == 0 || queue_depth_ > 4096)
+      throw config_error("io engine: queue_depth " + std::to_string(queue_depth_) +
+                         " must be 1 .. 4096");
+    const unsigned rings = config.rings ? config.rings : 1;
+    for (unsigned i = 0; i < rings; ++i) {
+      auto r = std::make_unique<ring_slot>();
+      r->requests.resize(queue_depth_);
+      init_ring(*r);
+      rings_.push_back(std::move(r));
+    }
+  }
+  ~uring_engine() override {
+    for (auto& r : rings_)
+      if (r->live) io_uring_queue_exit(&r->ring);
+  }
+  uring_engine(const uring_engine&) = delete;
+  uring_engine& operator=(const uring_engine&) = delete;
+
+  const char* name() const noexcept override { return "uring"; }
+  /// Fallbacks taken while setting up (SQPOLL refused), "" if none.
+  const std::string& notice() const noexcept { return notice_; }
+  bool sqpoll() const noexcept { return sqpoll_; }
+  /// True while buffers offered by register_buffers() are registered on every ring.
+  bool buffers_registered() const {
+    std::lock_guard lock(mutex_);
+    return !registered_.empty();
+  }
+
+  void read(const file& f, void* dst, std::size_t bytes, std::uint64_t offset) override {
+    transfer(io_op::read, f, static_cast<char*>(dst), bytes, offset);
+  }
+  void write(const file& f, const void* src, std::size_t bytes, std::uint64_t offset) override {
+    transfer(io_op::write, f, static_cast<char*>(const_cast<void*>(src)), bytes, offset);
+  }
+
+  bool register_buffers(std::span<const iovec> buffers) override {
+    std::unique_lock lock(mutex_);
+    // Registration changes every ring: wait until none is borrowed, and hold new borrowers off.
+    ++registering_;
+    cv_.wait(lock, [&] { return borrowed_ == 0; });
+    unregister_locked();
+    bool ok = !buffers.empty();
+    std::vector<io_uring*> done;
+    for (auto& r : rings_) {
+      if (!ok) break;
+      if (!r->live) continue;
+      if (io_uring_register_buffers(&r->ring, buffers.data(),
+                                    static_cast<unsigned>(buffers.size())) < 0)
+        ok = false;
+      else
+        done.push_back(&r->ring);
+    }
+    if (ok) {
+      registered_.assign(buffers.begin(), buffers.end());
+    } else {
+      // Usually the locked-memory limit: keep plain reads and writes, which need no pinning.
+      for (io_uring* ring : done) io_uring_unregister_buffers(ring);
+    }
+    --registering_;
+    cv_.notify_all();
+    return ok;
+  }
+
+  void unregister_buffers() noexcept override {
+    std::unique_lock lock(mutex_);
+    ++registering_;
+    cv_.wait(lock, [&] { return borrowed_ == 0; });
+    unregister_locked();
+    --registering_;
+    cv_.notify_all();
+  }
+
+  /// Why io_uring_setup failed with `err`, in words a user can act on.
+  static std::string setup_failure_reason(int err) {
+    switch (err) {
+    case ENOSYS: return "the kernel has no io_uring (ENOSYS)";
+    case EPERM: {
+      int disabled = 0;
+      if (std::FILE* fp = std::fopen("/proc/sys/kernel/io_uring_disabled", "r")) {
+        if (std::fscanf(fp, "%d", &disabled) != 1) disabled = 0;
+        std::fclose(fp);
+      }
+      if (disabled == 2) return "io_uring is disabled by sysctl kernel.io_uring_disabled=2 (EPERM)";
+      if (disabled == 1)
+        return "io_uring is limited to kernel.io_uring_group by sysctl "
+               "kernel.io_uring_disabled=1 (EPERM)";
+      return "io_uring_setup is not permitted (EPERM): a seccomp filter (e.g. a container "
+             "runtime's default profile) blocks it";
+    }
+    case ENOMEM:
+      return "not enough locked memory for the rings (ENOMEM): raise the memlock limit "
+             "(ulimit -l)";
+    default: return errno_text(err);
+    }
+  }
+
+private:
+  struct request {
+    char* p = nullptr;
+    std::size_t len = 0, done = 0;
+    std::uint64_t offset = 0;
+    int buf_index = -1;
+    unsigned retries = 0;
+  };
+  struct ring_slot {
+    io_uring ring{};
+    bool live = false;
+    bool busy = false;
+    std::vector<request> requests;  // one per queue_depth slot, reused by each borrower
+  };
+
+  void init_ring(ring_slot& r) {
+    io_uring_params params{};
+    int ret = -EINVAL;
+    if (sqpoll_) {
+      params.flags = IORING_SETUP_SQPOLL;
+      params.sq_thread_idle = 100;  // ms: the kernel thread sleeps soon after IO stops
+      ret = io_uring_queue_init_params(queue_depth_, &r.ring, &params);
+      if (ret < 0) {
+        notice_ = "io_uring SQPOLL refused (" + setup_failure_reason(-ret) +
+                  "), using interrupt-driven rings";
+        sqpoll_ = false;
+      }
+    }
+    if (!sqpoll_) {
+      params = io_uring_params{};
+      ret = io_uring_queue_init_params(queue_depth_, &r.ring, &params);
+    }
+    if (ret < 0)
+      throw io_error("io_uring_queue_init (" + std::to_string(queue_depth_) +
+                     " entries) failed: " + setup_failure_reason(-ret));
+    r.live = true;
+  }
+
+  void unregister_locked() noexcept {
+    if (registered_.empty()) return;
+    for (auto& r : rings_)
+      if (r->live) io_uring_unregister_buffers(&r->ring);
+    registered_.clear();
+  }
+
+  // A borrowed ring, given back on every exit path.
+  class lease {
+  public:
+    explicit lease(uring_engine& e) : e_(e) {
+      std::unique_lock lock(e.mutex_);
+      e.cv_.wait(lock, [&] {
+        return e.registering_ == 0 && (e.free_ring() != nullptr || !e.any_live());
+      });
+      r_ = e.free_ring();
+      if (!r_)
+        throw io_error("io_uring engine: every ring failed and could not be set up again");
+      r_->busy = true;
+      ++e.borrowed_;
+    }
+    ~lease() {
+      {
+        std::lock_guard lock(e_.mutex_);
+        r_->busy = false;
+        --e_.borrowed_;
+      }
+      e_.cv_.notify_all();
+    }
+    ring_slot& operator*() const noexcept { return *r_; }
+
+  private:
+    uring_engine& e_;
+    ring_slot* r_;
+  };
+
+  ring_slot* free_ring() noexcept {
+    for (auto& r : rings_)
+      if (r->live && !r->busy) return r.get();
+    return nullptr;
+  }
+  bool any_live() const noexcept {
+    for (auto& r : rings_)
+      if (r->live) return true;
+    return false;
+  }
+
+  int fixed_index(const char* p, std::size_t len) const noexcept {
+    for (std::size_t i = 0; i < registered_.size(); ++i) {
+      const char* base = static_cast<const char*>(registered_[i].iov_base);
+      if (p >= base && len <= registered_[i].iov_len &&
+          static_cast<std::size_t>(p - base) <= registered_[i].iov_len - len)
+        return static_cast<int>(i);
+    }
+    return -1;
+  }
+
+  static void prep(ring_slot& r, io_op op, int fd, request& q, unsigned index) {
+    io_uring_sqe* sqe = io_uring_get_sqe(&r.ring);
+    while (!sqe) {
+      // Never more requests than entries, so this only waits for an SQPOLL thread to catch up.
+      io_uring_submit(&r.ring);
+      std::this_thread::yield();
+      sqe = io_uring_get_sqe(&r.ring);
+    }
+    char* p = q.p + q.done;
+    const auto n = static_cast<unsigned>(q.len - q.done);
+    const std::uint64_t off = q.offset + q.done;
+    if (q.buf_index >= 0) {
+      if (op == io_op::read)
+        io_uring_prep_read_fixed(sqe, fd, p, n, off, q.buf_index);
+      else
+        io_uring_prep_write_fixed(sqe, fd, p, n, off, q.buf_index);
+    } else {
+      if (op == io_op::read)
+        io_uring_prep_read(sqe, fd, p, n, off);
+      else
+        io_uring_prep_write(sqe, fd, p, n, off);
+    }
+    io_uring_sqe_set_data64(sqe, index);
+  }
+
+  void transfer(io_op op, const file& f, char* p, std::size_t bytes, std::uint64_t offset) {
+    if (bytes == 0) return;
+    lease borrowed(*this);
+    ring_slot& r = *borrowed;
+    const int fd = f.fd();
+
+    std::size_t next = 0;          // first byte not yet handed to a request
+    unsigned active = 0;           // requests prepared or in flight
+    unsigned unsubmitted = 0;      // of those, prepared but not yet taken by the kernel
+    std::vector<unsigned> idle;    // free request slots
+    idle.reserve(queue_depth_);
+    for (unsigned i = queue_depth_; i-- > 0;) idle.push_back(i);
+
+    bool failed = false;
+    int err = 0;                   // errno of the first failure, -1 for no progress
+    std::uint64_t err_offset = 0;
+    std::size_t err_bytes = 0, err_done = 0;
+    auto fail = [&](const request& q, int e) {
+      if (failed) return;
+      failed = true;
+      err = e;
+      err_offset = q.offset;
+      err_bytes = q.len;
+      err_done = q.done;
+    };
+    auto start = [&](unsigned i) {
+      request& q = r.requests[i];
+      q.p = p + next;
+      q.len = std::min(block_bytes_, bytes - next);
+      q.offset = offset + next;
+      q.done = 0;
+      q.retries = 0;
+      q.buf_index = registered_.empty() ? -1 : fixed_index(q.p, q.len);
+      next += q.len;
+      prep(r, op, fd, q, i);
+      ++active;
+      ++unsubmitted;
+    };
+
+    while (next < bytes && !idle.empty()) {
+      start(idle.back());
+      idle.pop_back();
+    }
+    while (active > 0) {
+      if (unsubmitted > 0) {
+        const int ret = io_uring_submit(&r.ring);
+        if (ret >= 0) {
+          unsubmitted -= std::min<unsigned>(unsubmitted, static_cast<unsigned>(ret));
+        } else if (ret == -EINTR || ret == -EAGAIN || ret == -EBUSY) {
+          if (active == unsubmitted) {
+            std::this_thread::yield();
+            continue;  // nothing in flight to wait for: try again
+          }
+        } else {
+          broken(r, active - unsubmitted);
+          throw detail::io_failure(op, f, offset, bytes, -ret, " (io_uring_submit)");
+        }
+      }
+      if (active == unsubmitted) {  // the kernel took none of them yet: offer them again
+        std::this_thread::yield();
+        continue;
+      }
+
+      io_uring_cqe* cqe = nullptr;
+      int ret = io_uring_wait_cqe(&r.ring, &cqe);
+      if (ret == -EINTR || ret == -EAGAIN) continue;
+      if (ret < 0) {
+        broken(r, active - unsubmitted);
+        throw detail::io_failure(op, f, offset, bytes, -ret, " (io_uring_wait_cqe)");
+      }
+      do {
+        const auto i = static_cast<unsigned>(io_uring_cqe_get_data64(cqe));
+        const int res = cqe->res;
+        io_uring_cqe_seen(&r.ring, cqe);
+        request& q = r.requests[i];
+        bool again = false;
+        if (res == -EAGAIN || res == -EINTR) {
+          again = ++q.retries < 10000;
+          if (!again) fail(q, -res);
+        } else if (res < 0) {
+          fail(q, -res);
+        } else if (res == 0) {
+          fail(q, -1);
+        } else {
+          q.done += static_cast<std::size_t>(res);
+          again = q.done < q.len;  // short transfer: continue with the rest
+        }
+        if (again && !failed) {
+          prep(r, op, fd, q, i);
+          ++unsubmitted;
+        } else if (!failed && next < bytes) {
+          start(i);  // this slot moves on to the next block
+          --active;  // start() counted it again
+        } else {
+          --active;
+          idle.push_back(i);
+        }
+      } while (io_uring_peek_cqe(&r.ring, &cqe) == 0);
+    }
+    if (failed) {
+      if (err == -1) throw detail::io_stalled(op, f, err_offset, err_bytes, err_done);
+      throw detail::io_failure(op, f, err_offset, err_bytes, err);
+    }
+  }
+
+  // The ring failed in a way that may leave requests queued in it: wait for the ones in
+  // flight (they point into the caller's memory), then start over with a fresh ring.
+  void broken(ring_slot& r, unsigned in_flight) noexcept {
+    for (unsigned k = 0; k < in_flight; ++k) {
+      io_uring_cqe* cqe = nullptr;
+      int ret;
+      do {
+        ret = io_uring_wait_cqe(&r.ring, &cqe);
+      } while (ret == -EINTR || ret == -EAGAIN);
+      if (ret < 0) break;
+      io_uring_cqe_seen(&r.ring, cqe);
+    }
+    std::lock_guard lock(mutex_);
+    io_uring_queue_exit(&r.ring);
+    r.live = false;
+    try {
+      init_ring(r);
+      if (!registered_.empty())
+        io_uring_register_buffers(&r.ring, registered_.data(),
+                                  static_cast<unsigned>(registered_.size()));
+    } catch (...) {
+      // Leave it dead: borrowers skip it, and fail only when no ring is left.
+    }
+  }
+
+  std::size_t block_bytes_;
+  unsigned queue_depth_;
+  bool sqpoll_;
+  std::string notice_;
+  mutable std::mutex mutex_;
+  std::condition_variable cv_;
+  std::vector<std::unique_ptr<ring_slot>> rings_;
+  unsigned borrowed_ = 0;
+  unsigned registering_ = 0;
+  std::vector<iovec> registered_;
+};
+
+static_assert(io_engine<uring_engine>);
+
+}  // namespace io
+STRATA_NAMESPACE_END
+
+#endif  // STRATA_HAVE_URING
+#endif // STRATA_SINGLE_INCLUDE_STRATA_IO_URING_ENGINE_HPP
+// ---- end <strata/io/uring_engine.hpp> ----
+
+#include <cstdlib>
+#include <memory>
+
+STRATA_NAMESPACE_BEGIN
+namespace io {
+
+/// True when this build has the io_uring engine (linked with strata::uring).
+#if STRATA_HAVE_URING
+inline constexpr bool uring_compiled = true;
+#else
+inline constexpr bool uring_compiled = false;
+#endif
+
+/// The engine that `config` asks for, with the environment variable STRATA_IO_ENGINE
+/// (auto|uring|posix) overriding config.kind.
+///  - "auto": io_uring if it sets up, else posix; `notice` says why posix was taken
+///    (not compiled in, ENOSYS, EPERM from seccomp, disabled by sysctl, ENOMEM from the
+///    memlock limit).
+///  - "uring": io_uring or config_error saying why not.
+///  - "posix": the pread/pwrite engine.
+/// `notice` is set to the fallbacks taken ("" when none).
+inline std::unique_ptr<engine> make_engine(const engine_config& config, std::string& notice) {
+  notice.clear();
+  engine_config c = config;
+  std::string source = "engine_config.kind";
+  if (const char* env = std::getenv("STRATA_IO_ENGINE"); env && *env) {
+    c.kind = env;
+    source = "STRATA_IO_ENGINE";
+  }
+  if (c.block_bytes == 0 || !is_aligned(c.block_bytes, 4096) || c.block_bytes > (std::size_t{1} << 30))
+    throw config_error("io engine: block_bytes " + std::to_string(c.block_bytes) +
+                       " must be a multiple of 4096 and at most 1 GiB");
+  if (c.queue_depth == 0 || c.queue_depth > 4096)
+    throw config_error("io engine: queue_depth " + std::to_string(c.queue_depth) +
+                       " must be 1 .. 4096");
+  if (c.rings == 0) throw config_error("io engine: rings must be at least 1");
+
+  if (c.kind == "posix") return std::make_unique<posix_engine>(c);
+  if (c.kind != "uring" && c.kind != "auto")
+    throw config_error("io engine: " + source + " is '" + c.kind +
+                       "'; expected auto, uring or posix");
+#if STRATA_HAVE_URING
+  try {
+    auto e = std::make_unique<uring_engine>(c);
+    notice = e->notice();
+    return e;
+  } catch (const io_error& e) {
+    if (c.kind == "uring")
+      throw config_error("io engine: " + source + " asks for io_uring, which cannot be used: " +
+                         e.what());
+    notice = std::string("io engine: posix (") + e.what() + ")";
+  }
+#else
+  if (c.kind == "uring")
+    throw config_error("io engine: " + source +
+                       " asks for io_uring, but strata was built without liburing "
+                       "(link strata::uring; Debian: apt install liburing-dev)");
+  notice = "io engine: posix (strata was built without liburing)";
+#endif
+  return std::make_unique<posix_engine>(c);
+}
+
+}  // namespace io
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_IO_ENGINE_HPP
+// ---- end <strata/io/engine.hpp> ----
+// ---- begin <strata/io/faulty.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_IO_FAULTY_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_IO_FAULTY_HPP
+// strata/io/faulty.hpp — an engine wrapper that fails on purpose, to test what failures leave.
+//
+// What lives here: io::faulty, which passes calls to any engine and, where a rule matches,
+// fails them instead — EIO, ENOSPC, a short transfer that then fails — or delays them.
+// Rules select by operation, by the n-th call of that operation (counting from 0, reads and
+// writes counted apart) and by offset range. Injected failures are io_errors worded like real
+// ones (detail/engine_interface.hpp), plus "(injected)". What does not: deciding what a
+// failure means for stored data (nvme_store.hpp keeps the previous data; its tests check it).
+
+
+#include <atomic>
+#include <chrono>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+STRATA_NAMESPACE_BEGIN
+namespace io {
+
+enum class fault_kind : std::uint8_t {
+  eio,              // the call fails with EIO, nothing moved
+  enospc,           // the call fails with ENOSPC, nothing moved
+  short_then_fail,  // the first half (aligned down) moves, then the call fails with EIO
+  delay,            // the call is held for `delay`, then proceeds (and may still fail)
+};
+
+struct fault_rule {
+  fault_kind kind = fault_kind::eio;
+  std::optional<io_op> op;                // unset: reads and writes
+  std::optional<std::uint64_t> nth_call;  // only the n-th call of its operation, from 0
+  std::uint64_t offset_begin = 0;         // only calls whose byte range overlaps
+  std::uint64_t offset_end = std::numeric_limits<std::uint64_t>::max();  //   [begin, end)
+  std::chrono::microseconds delay{0};     // for fault_kind::delay
+  std::uint64_t times = 0;                // fires at most this often; 0: no limit
+
+  /// The n-th `op` call fails with `kind`.
+  static fault_rule nth(io_op op, std::uint64_t n, fault_kind kind = fault_kind::eio) {
+    fault_rule r;
+    r.kind = kind;
+    r.op = op;
+    r.nth_call = n;
+    return r;
+  }
+  /// Every `op` call touching [begin, end) fails with `kind`.
+  static fault_rule range(io_op op, std::uint64_t begin, std::uint64_t end,
+                          fault_kind kind = fault_kind::eio) {
+    fault_rule r;
+    r.kind = kind;
+    r.op = op;
+    r.offset_begin = begin;
+    r.offset_end = end;
+    return r;
+  }
+  /// Every call (of `op`, if given) waits `d` first.
+  static fault_rule delayed(std::chrono::microseconds d, std::optional<io_op> op = {}) {
+    fault_rule r;
+    r.kind = fault_kind::delay;
+    r.op = op;
+    r.delay = d;
+    return r;
+  }
+};
+
+class faulty final : public engine {
+public:
+  /// Wraps an engine it owns.
+  explicit faulty(std::unique_ptr<engine> inner)
+      : owned_(std::move(inner)), inner_(*owned_), name_(std::string("faulty(") + inner_.name() + ")") {}
+  /// Wraps an engine owned elsewhere, which must outlive this one.
+  explicit faulty(engine& inner) : inner_(inner), name_(std::string("faulty(") + inner.name() + ")") {}
+
+  const char* name() const noexcept override { return name_.c_str(); }
+  engine& inner() noexcept { return inner_; }
+
+  /// Adds a rule; returns its id for remove_rule(). Rules are checked in the order added; the
+  /// delays of all matching rules add up, and the first matching failure is the one injected.
+  std::size_t add_rule(const fault_rule& rule) {
+    std::lock_guard lock(mutex_);
+    rules_.push_back({rule, next_id_, 0});
+    return next_id_++;
+  }
+  void remove_rule(std::size_t id) {
+    std::lock_guard lock(mutex_);
+    std::erase_if(rules_, [&](const active_rule& r) { return r.id == id; });
+  }
+  void clear() {
+    std::lock_guard lock(mutex_);
+    rules_.clear();
+  }
+  /// Calls seen so far (failed ones included), per operation.
+  std::uint64_t calls(io_op op) const noexcept {
+    return (op == io_op::read ? reads_ : writes_).load(std::memory_order_relaxed);
+  }
+  std::uint64_t reads() const noexcept { return calls(io_op::read); }
+  std::uint64_t writes() const noexcept { return calls(io_op::write); }
+  /// Failures injected so far (delays not counted).
+  std::uint64_t injected() const noexcept { return injected_.load(std::memory_order_relaxed); }
+  std::uint64_t delayed_calls() const noexcept { return delayed_.load(std::memory_order_relaxed); }
+  /// Starts counting calls (for nth_call) and fired rules from zero again.
+  void reset_counters() {
+    std::lock_guard lock(mutex_);
+    reads_ = 0;
+    writes_ = 0;
+    injected_ = 0;
+    delayed_ = 0;
+    for (auto& r : rules_) r.fired = 0;
+  }
+
+  void read(const file& f, void* dst, std::size_t bytes, std::uint64_t offset) override {
+    call(io_op::read, f, dst, bytes, offset);
+  }
+  void write(const file& f, const void* src, std::size_t bytes, std::uint64_t offset) override {
+    call(io_op::write, f, const_cast<void*>(src), bytes, offset);
+  }
+  bool register_buffers(std::span<const iovec> buffers) override {
+    return inner_.register_buffers(buffers);
+  }
+  void unregister_buffers() noexcept override { inner_.unregister_buffers(); }
+
+private:
+  struct active_rule {
+    fault_rule rule;
+    std::size_t id;
+    std::uint64_t fired;
+  };
+
+  void call(io_op op, const file& f, void* p, std::size_t bytes, std::uint64_t offset) {
+    std::chrono::microseconds wait{0};
+    std::optional<fault_kind> failure;
+    {
+      std::lock_guard lock(mutex_);
+      const std::uint64_t n = (op == io_op::read ? reads_ : writes_).fetch_add(1);
+      const std::uint64_t end = offset + (bytes ? bytes : 1);
+      for (auto& r : rules_) {
+        const fault_rule& rule = r.rule;
+        if (rule.op && *rule.op != op) continue;
+        if (rule.nth_call && *rule.nth_call != n) continue;
+        if (offset >= rule.offset_end || end <= rule.offset_begin) continue;
+        if (rule.times && r.fired >= rule.times) continue;
+        if (rule.kind == fault_kind::delay) {
+          ++r.fired;
+          wait += rule.delay;
+        } else if (!failure) {
+          ++r.fired;
+          failure = rule.kind;
+        }
+      }
+      if (wait.count() > 0) ++delayed_;
+      if (failure) ++injected_;
+    }
+    if (wait.count() > 0) std::this_thread::sleep_for(wait);
+    if (!failure) {
+      forward(op, f, p, bytes, offset);
+      return;
+    }
+    switch (*failure) {
+    case fault_kind::enospc: throw detail::io_failure(op, f, offset, bytes, ENOSPC, " (injected)");
+    case fault_kind::short_then_fail: {
+      // Half moves for real (aligned, so an O_DIRECT file takes it), then the rest "fails".
+      const std::size_t part = align_down(bytes / 2, f.direct() ? f.alignment() : 1);
+      if (part) forward(op, f, p, part, offset);
+      throw detail::io_failure(op, f, offset + part, bytes - part, EIO, " (injected)");
+    }
+    default: throw detail::io_failure(op, f, offset, bytes, EIO, " (injected)");
+    }
+  }
+
+  void forward(io_op op, const file& f, void* p, std::size_t bytes, std::uint64_t offset) {
+    if (op == io_op::read)
+      inner_.read(f, p, bytes, offset);
+    else
+      inner_.write(f, p, bytes, offset);
+  }
+
+  std::unique_ptr<engine> owned_;
+  engine& inner_;
+  std::string name_;
+  std::mutex mutex_;
+  std::vector<active_rule> rules_;
+  std::size_t next_id_ = 0;
+  std::atomic<std::uint64_t> reads_{0}, writes_{0}, injected_{0}, delayed_{0};
+};
+
+static_assert(io_engine<faulty>);
+
+}  // namespace io
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_IO_FAULTY_HPP
+// ---- end <strata/io/faulty.hpp> ----
+// ---- begin <strata/io/nvme_store.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_IO_NVME_STORE_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_IO_NVME_STORE_HPP
+// strata/io/nvme_store.hpp — the NVMe tier's storage: tensors as checksummed extents of a file.
+//
+// What lives here: nvme_store, one arena file per store (per rank) in a directory the user
+// names, carved into extents by a first-fit allocator. A tensor's bytes live in one extent,
+// followed by a CRC-32C per checksum_block ("a checksum written beside the data"); reads check
+// every block they touch and a mismatch is a format_error, never silent garbage. They check
+// against the copy of the table the store keeps in memory (what it wrote; 4 bytes per block),
+// so a read costs no extra IO and a damaged table on disk cannot vouch for damaged data.
+// Writes are copy-on-write transactions: the new data goes to a new extent and only commit()
+// makes it current, so a failed write (EIO, ENOSPC, an exception in the writer) leaves the
+// previous data intact and readable. Unaligned heads and tails of O_DIRECT transfers go through small
+// bounce buffers from a (pinned, budgeted) memory resource, one or two blocks per call.
+// What does not: moving tensors between tiers and scheduling the IO (exec/, the context);
+// the engines that do the IO (engine.hpp); durability across crashes (a swap file is scratch:
+// nothing is fsync'ed, and the file is removed when the store goes away).
+//
+// Layout of one extent (every offset a multiple of alignment()):
+//   [ data: size bytes, padded to alignment() | CRC-32C table: uint32 LE per block, padded ]
+
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+STRATA_NAMESPACE_BEGIN
+namespace io {
+
+struct nvme_config {
+  std::string directory;                  // must exist; a symlink is refused; files are created inside
+  int rank = 0;                           // file name: strata-rank<rank>-<pid>-<counter>.nvme
+  bool keep_files = false;                // remove the file on destruction unless true
+  std::size_t checksum_block = 1 << 20;   // CRC-32C granularity; power of two, >= file alignment
+  engine_config engine;
+};
+
+class nvme_store {
+public:
+  using handle = std::uint64_t;
+
+  /// Opens `config.directory` (refusing a symbolic link or a missing directory with
+  /// config_error) and creates the arena file in it (mode 0600, O_EXCL, O_NOFOLLOW, O_DIRECT
+  /// where the file system allows). `bounce` gives the small aligned bounce buffers for
+  /// unaligned heads and tails; `e` defaults to make_engine(config.engine, ...).
+  /// `engine_notice` is how a caller-made `e` came to be (e.g. why io_uring was not used); it
+  /// leads notice().
+  nvme_store(const nvme_config& config, memory_resource& bounce, std::unique_ptr<engine> e = nullptr,
+             std::string engine_notice = {});
+  /// Removes the file unless keep_files. Every write_txn must have ended before.
+  ~nvme_store();
+  nvme_store(const nvme_store&) = delete;
+  nvme_store& operator=(const nvme_store&) = delete;
+
+  const std::string& path() const noexcept { return file_.path(); }
+  /// Fallbacks taken (posix engine instead of io_uring, buffered IO instead of O_DIRECT), "" if none.
+  const std::string& notice() const noexcept { return notice_; }
+  engine& io() noexcept { return *engine_; }
+  std::size_t checksum_block() const noexcept { return block_; }
+  /// True when the file is read and written with O_DIRECT.
+  bool direct() const noexcept { return file_.direct(); }
+  /// Alignment of every extent (and of the file offsets of reads and writes).
+  std::size_t alignment() const noexcept { return extent_align_; }
+
+  /// A tensor's home: `bytes` bytes, named `name` in messages. No file space is taken until
+  /// the first write; reads before it give zeros.
+  handle create(std::size_t bytes, std::string name);
+  /// Frees the tensor's extent. Unknown handles are ignored.
+  void destroy(handle h) noexcept;
+  std::size_t size(handle h) const;
+  std::string name(handle h) const;
+
+  /// Reads `bytes` bytes from `offset` (a multiple of checksum_block(); the read may stop
+  /// before the end) into `dst` (any alignment), checking the CRC of every block it touches;
+  /// a mismatch throws format_error naming the file, file offset, tensor and both CRCs.
+  /// Blocking and thread-safe for different handles; the caller orders ops on one handle.
+  void read(handle h, std::size_t offset, void* dst, std::size_t bytes);
+
+  /// Copy-on-write: writes go to a new extent; commit() makes it the tensor's data.
+  class write_txn {
+  public:
+    write_txn(write_txn&& o) noexcept;
+    write_txn& operator=(write_txn&&) = delete;
+    write_txn(const write_txn&) = delete;
+    write_txn& operator=(const write_txn&) = delete;
+    /// Not committed (an error, an exception): frees the new extent; the old data stays.
+    ~write_txn();
+
+    /// `offset` a multiple of checksum_block(), `bytes` any; ranges in any order, each byte
+    /// of [0, size) exactly once. An overlap or a range past the end is a config_error; a
+    /// failed write (io_error) may be retried before commit.
+    void write(std::size_t offset, const void* src, std::size_t bytes);
+    /// Writes the checksum table beside the data, then makes the new extent current and frees
+    /// the old one. config_error when some byte of [0, size) was not written.
+    void commit();
+    std::size_t size() const noexcept { return size_; }
+    bool committed() const noexcept { return committed_; }
+
+  private:
+    friend class nvme_store;
+    struct extent_ref {
+      std::uint64_t offset = 0, length = 0;
+    };
+    write_txn(nvme_store& store, handle h, std::string name, std::size_t size, extent_ref ext);
+
+    nvme_store* store_;
+    handle h_;
+    std::string name_;
+    std::size_t size_;
+    extent_ref ext_;
+    std::vector<std::uint32_t> crcs_;
+    std::map<std::size_t, std::size_t> written_;  // start -> end of each range written
+    std::size_t written_bytes_ = 0;
+    bool committed_ = false;
+  };
+
+  /// Starts a transaction on `h`; it must cover every byte of the tensor before commit().
+  write_txn begin_write(handle h);
+  /// begin_write + write(0, src, bytes) + commit.
+  void write(handle h, const void* src, std::size_t bytes);
+
+  /// Bytes of the file taken by current extents and by the new extents of open transactions.
+  std::size_t bytes_reserved() const noexcept { return reserved_.load(std::memory_order_relaxed); }
+  /// Size of the arena file.
+  std::uint64_t file_bytes() const noexcept { return file_size_.load(std::memory_order_relaxed); }
+  /// File offset of the tensor's current data (for tests and tools); config_error before the
+  /// first commit.
+  std::uint64_t file_offset_of(handle h) const;
+
+private:
+  using extent = write_txn::extent_ref;
+  struct tensor {
+    std::string name;
+    std::size_t bytes = 0;
+    extent current;
+    bool has_data = false;
+    std::shared_ptr<const std::vector<std::uint32_t>> crcs;
+  };
+
+  std::size_t data_bytes(std::size_t size) const noexcept { return align_up(size, extent_align_); }
+  std::size_t block_count(std::size_t size) const noexcept { return (size + block_ - 1) / block_; }
+  std::size_t table_bytes(std::size_t size) const noexcept {
+    return align_up(block_count(size) * sizeof(std::uint32_t), extent_align_);
+  }
+  // The alignment transfers need: O_DIRECT's, or none for a buffered file.
+  std::size_t io_align() const noexcept { return file_.direct() ? file_.alignment() : 1; }
+  std::string where(const std::string& name) const { return "nvme tensor '" + name + "': "; }
+  const tensor& find(handle h, const char* what) const;
+
+  extent allocate(std::uint64_t bytes, const std::string& name);  // under mutex_
+  void release(extent e) noexcept;                                // under mutex_
+  void abandon(extent e) noexcept;
+  void install(handle h, const std::string& name, extent e, std::vector<std::uint32_t> crcs);
+  buffer bounce(std::size_t bytes, const std::string& name);
+  void put(const std::string& name, std::uint64_t file_offset, const char* src, std::size_t bytes);
+  void verify_failed(const std::string& name, std::uint64_t file_offset, std::size_t block,
+                     std::size_t blocks, std::size_t bytes, std::uint32_t expected,
+                     std::uint32_t actual) const;
+
+  nvme_config config_;
+  memory_resource& bounce_;
+  std::unique_ptr<engine> engine_;
+  std::string notice_;
+  int dir_fd_ = -1;
+  std::string file_name_;  // inside the directory
+  file file_;
+  std::size_t block_ = 0;
+  std::size_t extent_align_ = 4096;
+  std::size_t bounce_max_ = 0;
+
+  mutable std::mutex mutex_;
+  std::unordered_map<handle, tensor> tensors_;
+  handle next_handle_ = 1;
+  std::map<std::uint64_t, std::uint64_t> free_;  // offset -> length, coalesced
+  std::atomic<std::uint64_t> file_size_{0};
+  std::atomic<std::size_t> reserved_{0};
+};
+
+// ---------------------------------------------------------------------------------------------
+// Definitions
+// ---------------------------------------------------------------------------------------------
+
+inline nvme_store::nvme_store(const nvme_config& config, memory_resource& bounce,
+                              std::unique_ptr<engine> e, std::string engine_notice)
+    : config_(config), bounce_(bounce) {
+  if (config_.directory.empty())
+    throw config_error("nvme store: no directory given (nvme_config::directory)");
+  while (config_.directory.size() > 1 && config_.directory.back() == '/')
+    config_.directory.pop_back();
+  const std::string& dir = config_.directory;
+  if (!is_pow2(config_.checksum_block))
+    throw config_error("nvme store in '" + dir + "': checksum_block " +
+                       std::to_string(config_.checksum_block) + " is not a power of two");
+
+  dir_fd_ = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (dir_fd_ < 0) {
+    const int err = errno;
+    struct stat st {};
+    if (::lstat(dir.c_str(), &st) == 0 && S_ISLNK(st.st_mode))
+      throw config_error("nvme store: directory '" + dir +
+                         "' is a symbolic link; name the real directory (a link can be "
+                         "redirected to somewhere else)");
+    if (err == ENOENT)
+      throw config_error("nvme store: directory '" + dir + "' does not exist");
+    if (err == ENOTDIR) throw config_error("nvme store: '" + dir + "' is not a directory");
+    throw config_error("nvme store: cannot open directory '" + dir + "': " + errno_text(err));
+  }
+
+  try {
+    engine_ = e ? std::move(e) : make_engine(config_.engine, engine_notice);
+
+    // pid + a per-process counter: two stores of one process, or of two processes, never
+    // share a name; a stale file of a dead process with the same pid is skipped, not reused.
+    static std::atomic<std::uint64_t> counter{0};
+    std::string file_notice;
+    for (int attempt = 0;; ++attempt) {
+      file_name_ = "strata-rank" + std::to_string(config_.rank) + "-" +
+                   std::to_string(::getpid()) + "-" + std::to_string(counter++) + ".nvme";
+      if (::faccessat(dir_fd_, file_name_.c_str(), F_OK, AT_SYMLINK_NOFOLLOW) == 0 && attempt < 1000)
+        continue;
+      file_ = file::open_for_arena_at(dir_fd_, file_name_, dir + "/" + file_name_, file_notice);
+      break;
+    }
+    notice_ = engine_notice;
+    if (!file_notice.empty()) notice_ += (notice_.empty() ? "" : "; ") + file_notice;
+
+    block_ = config_.checksum_block;
+    extent_align_ = std::max<std::size_t>(file_.alignment(), 4096);
+    if (block_ < file_.alignment())
+      throw config_error("nvme store '" + file_.path() + "': checksum_block " +
+                         std::to_string(block_) + " is below the file's O_DIRECT alignment " +
+                         std::to_string(file_.alignment()));
+    bounce_max_ = std::max<std::size_t>(block_, std::size_t{1} << 20);
+  } catch (...) {
+    if (file_) {
+      file_.close();
+      ::unlinkat(dir_fd_, file_name_.c_str(), 0);
+    }
+    ::close(dir_fd_);
+    throw;
+  }
+}
+
+inline nvme_store::~nvme_store() {
+  file_.close();
+  if (!config_.keep_files) ::unlinkat(dir_fd_, file_name_.c_str(), 0);
+  ::close(dir_fd_);
+}
+
+inline nvme_store::handle nvme_store::create(std::size_t bytes, std::string name) {
+  std::lock_guard lock(mutex_);
+  const handle h = next_handle_++;
+  tensor& t = tensors_[h];
+  t.name = std::move(name);
+  t.bytes = bytes;
+  return h;
+}
+
+inline void nvme_store::destroy(handle h) noexcept {
+  std::lock_guard lock(mutex_);
+  auto it = tensors_.find(h);
+  if (it == tensors_.end()) return;
+  release(it->second.current);
+  tensors_.erase(it);
+}
+
+inline const nvme_store::tensor& nvme_store::find(handle h, const char* what) const {
+  auto it = tensors_.find(h);
+  if (it == tensors_.end())
+    throw config_error("nvme store '" + file_.path() + "': " + what + " of unknown handle " +
+                       std::to_string(h));
+  return it->second;
+}
+
+inline std::size_t nvme_store::size(handle h) const {
+  std::lock_guard lock(mutex_);
+  return find(h, "size").bytes;
+}
+
+inline std::string nvme_store::name(handle h) const {
+  std::lock_guard lock(mutex_);
+  return find(h, "name").name;
+}
+
+inline std::uint64_t nvme_store::file_offset_of(handle h) const {
+  std::lock_guard lock(mutex_);
+  const tensor& t = find(h, "file_offset_of");
+  if (!t.has_data || t.current.length == 0)
+    throw config_error(where(t.name) + "has no data in '" + file_.path() + "' yet");
+  return t.current.offset;
+}
+
+// First fit over the free list; the file grows (fallocate, so a full disk shows up here and
+// not in the middle of a write; ftruncate where fallocate is not supported) when nothing fits.
+inline nvme_store::extent nvme_store::allocate(std::uint64_t bytes, const std::string& name) {
+  for (auto it = free_.begin(); it != free_.end(); ++it) {
+    if (it->second < bytes) continue;
+    const extent e{it->first, bytes};
+    const std::uint64_t rest = it->second - bytes;
+    free_.erase(it);
+    if (rest) free_.emplace(e.offset + bytes, rest);
+    reserved_.fetch_add(bytes, std::memory_order_relaxed);
+    return e;
+  }
+  const std::uint64_t old_size = file_size_.load(std::memory_order_relaxed);
+  std::uint64_t start = old_size;
+  auto last = free_.empty() ? free_.end() : std::prev(free_.end());
+  if (last != free_.end() && last->first + last->second == old_size) start = last->first;
+  const std::uint64_t new_size = start + bytes;
+  int rc;
+  do {
+    rc = ::fallocate(file_.fd(), 0, static_cast<off_t>(old_size),
+                     static_cast<off_t>(new_size - old_size));
+  } while (rc != 0 && errno == EINTR);
+  if (rc != 0 && (errno == EOPNOTSUPP || errno == ENOSYS)) {
+    do {
+      rc = ::ftruncate(file_.fd(), static_cast<off_t>(new_size));
+    } while (rc != 0 && errno == EINTR);
+  }
+  if (rc != 0) {
+    const int err = errno;
+    throw io_error(where(name) + "cannot grow '" + file_.path() + "' from " +
+                   std::to_string(old_size) + " to " + std::to_string(new_size) +
+                   " bytes (file offset " + std::to_string(old_size) + ", " +
+                   format_bytes(bytes) + " extent): " + errno_text(err));
+  }
+  if (start < old_size) free_.erase(last);
+  file_size_.store(new_size, std::memory_order_relaxed);
+  reserved_.fetch_add(bytes, std::memory_order_relaxed);
+  return {start, bytes};
+}
+
+inline void nvme_store::release(extent e) noexcept {
+  if (e.length == 0) return;
+  reserved_.fetch_sub(e.length, std::memory_order_relaxed);
+  std::uint64_t off = e.offset, len = e.length;
+  auto next = free_.lower_bound(off);
+  if (next != free_.begin()) {
+    auto prev = std::prev(next);
+    if (prev->first + prev->second == off) {
+      off = prev->first;
+      len += prev->second;
+      free_.erase(prev);
+    }
+  }
+  if (next != free_.end() && off + len == next->first) {
+    len += next->second;
+    free_.erase(next);
+  }
+  free_.emplace(off, len);
+}
+
+inline void nvme_store::abandon(extent e) noexcept {
+  std::lock_guard lock(mutex_);
+  release(e);
+}
+
+inline buffer nvme_store::bounce(std::size_t bytes, const std::string& name) {
+  return buffer(bounce_, bytes, file_.alignment(), "nvme bounce buffer for '" + name + "'");
+}
+
+// Writes `bytes` at `file_offset` (aligned), padding an unaligned tail with zeros up to the
+// O_DIRECT alignment: the extent always has room for the padding.
+inline void nvme_store::put(const std::string& name, std::uint64_t file_offset, const char* src,
+                            std::size_t bytes) {
+  const std::size_t a = io_align();
+  try {
+    if (is_aligned(src, a)) {
+      const std::size_t body = align_down(bytes, a);
+      if (body) engine_->write(file_, src, body, file_offset);
+      if (body < bytes) {
+        buffer b = bounce(a, name);
+        std::memset(b.data(), 0, a);
+        std::memcpy(b.data(), src + body, bytes - body);
+        engine_->write(file_, b.data(), a, file_offset + body);
+      }
+      return;
+    }
+    const std::size_t cap = std::min(bounce_max_, align_up(bytes, a));
+    buffer b = bounce(cap, name);
+    auto* p = static_cast<char*>(b.data());
+    for (std::size_t at = 0; at < bytes; at += cap) {
+      const std::size_t n = std::min(cap, bytes - at), io_n = align_up(n, a);
+      std::memcpy(p, src + at, n);
+      if (io_n > n) std::memset(p + n, 0, io_n - n);
+      engine_->write(file_, p, io_n, file_offset + at);
+    }
+  } catch (const io_error& e) {
+    throw io_error(where(name) + e.what());
+  }
+}
+
+inline void nvme_store::verify_failed(const std::string& name, std::uint64_t file_offset,
+                                      std::size_t block, std::size_t blocks, std::size_t bytes,
+                                      std::uint32_t expected, std::uint32_t actual) const {
+  char crcs[64];
+  std::snprintf(crcs, sizeof crcs, "expected crc32c 0x%08x, got 0x%08x", expected, actual);
+  throw format_error("checksum mismatch in '" + file_.path() + "' at file offset " +
+                     std::to_string(file_offset) + " (nvme tensor '" + name + "', block " +
+                     std::to_string(block) + " of " + std::to_string(blocks) + ", " +
+                     format_bytes(bytes) + "): " + crcs +
+                     "; the file was changed or the device returned bad data");
+}
+
+inline void nvme_store::read(handle h, std::size_t offset, void* dst, std::size_t bytes) {
+  std::string name;
+  std::size_t size;
+  bool has_data;
+  extent ext;
+  std::shared_ptr<const std::vector<std::uint32_t>> crcs;
+  {
+    std::lock_guard lock(mutex_);
+    const tensor& t = find(h, "read");
+    name = t.name;
+    size = t.bytes;
+    has_data = t.has_data;
+    ext = t.current;
+    crcs = t.crcs;
+  }
+  if (offset % block_ != 0 || offset > size || bytes > size - offset)
+    throw config_error(where(name) + "read of " + std::to_string(bytes) + " bytes at offset " +
+                       std::to_string(offset) + " of a " + std::to_string(size) +
+                       "-byte tensor in '" + path() + "' (the offset must be a multiple of the " +
+                       std::to_string(block_) + "-byte checksum block, the range inside the tensor)");
+  if (bytes == 0) return;
+  auto* out = static_cast<char*>(dst);
+  if (!has_data) {
+    std::memset(out, 0, bytes);
+    return;
+  }
+
+  const std::size_t end = offset + bytes;
+  const std::size_t last_end = std::min(align_up(end, block_), size);  // end of the last block touched
+  const std::size_t a = io_align();
+  const std::size_t blocks = block_count(size);
+
+  // Feeds the bytes read, in order, into the CRC of the block they belong to, and checks each
+  // block as it completes (a block is checked whole even when the read wants only its head).
+  std::size_t pos = offset;
+  std::uint32_t crc = 0;
+  auto check = [&](const char* p, std::size_t n) {
+    while (n) {
+      const std::size_t block_start = align_down(pos, block_);
+      const std::size_t block_end = std::min(block_start + block_, size);
+      const std::size_t take = std::min(n, block_end - pos);
+      crc = crc32c(p, take, crc);
+      pos += take;
+      p += take;
+      n -= take;
+      if (pos == block_end) {
+        const std::size_t k = block_start / block_;
+        if (crc != (*crcs)[k])
+          verify_failed(name, ext.offset + block_start, k, blocks, block_end - block_start,
+                        (*crcs)[k], crc);
+        crc = 0;
+      }
+    }
+  };
+
+  try {
+    // Straight into dst where it can be: an aligned destination, whole blocks (or up to the
+    // tensor's end), aligned lengths.
+    std::size_t direct_end = offset;
+    if (is_aligned(out, a)) {
+      const std::size_t full_end = end == last_end ? end : align_down(end, block_);
+      direct_end = offset + align_down(full_end - offset, a);
+      if (direct_end > offset) engine_->read(file_, out, direct_end - offset, ext.offset + offset);
+      check(out, direct_end - offset);
+    }
+    // The rest through a bounce buffer: the unaligned tail, the last block when the read stops
+    // inside it, or everything for an unaligned destination (one bounded buffer, reused).
+    if (direct_end < last_end) {
+      const std::size_t cap = std::min(bounce_max_, align_up(last_end - direct_end, a));
+      buffer b = bounce(cap, name);
+      auto* p = static_cast<char*>(b.data());
+      for (std::size_t at = direct_end; at < last_end; at += cap) {
+        const std::size_t n = std::min(cap, last_end - at);
+        engine_->read(file_, p, align_up(n, a), ext.offset + at);
+        check(p, n);
+        if (at < end) std::memcpy(out + (at - offset), p, std::min(n, end - at));
+      }
+    }
+  } catch (const io_error& e) {
+    throw io_error(where(name) + e.what());
+  }
+}
+
+inline nvme_store::write_txn nvme_store::begin_write(handle h) {
+  std::lock_guard lock(mutex_);
+  const tensor& t = find(h, "begin_write");
+  extent e;
+  if (t.bytes) e = allocate(data_bytes(t.bytes) + table_bytes(t.bytes), t.name);
+  return write_txn(*this, h, t.name, t.bytes, e);
+}
+
+inline void nvme_store::write(handle h, const void* src, std::size_t bytes) {
+  write_txn txn = begin_write(h);
+  txn.write(0, src, bytes);
+  txn.commit();
+}
+
+inline void nvme_store::install(handle h, const std::string& name, extent e,
+                                std::vector<std::uint32_t> crcs) {
+  auto table = std::make_shared<const std::vector<std::uint32_t>>(std::move(crcs));
+  std::lock_guard lock(mutex_);
+  auto it = tensors_.find(h);
+  if (it == tensors_.end())
+    throw config_error(where(name) + "commit after the tensor was destroyed (handle " +
+                       std::to_string(h) + ")");
+  tensor& t = it->second;
+  release(t.current);
+  t.current = e;
+  t.crcs = std::move(table);
+  t.has_data = true;
+}
+
+inline nvme_store::write_txn::write_txn(nvme_store& store, handle h, std::string name,
+                                        std::size_t size, extent_ref ext)
+    : store_(&store), h_(h), name_(std::move(name)), size_(size), ext_(ext),
+      crcs_(store.block_count(size), 0) {}
+
+inline nvme_store::write_txn::write_txn(write_txn&& o) noexcept
+    : store_(std::exchange(o.store_, nullptr)), h_(o.h_), name_(std::move(o.name_)),
+      size_(o.size_), ext_(o.ext_), crcs_(std::move(o.crcs_)), written_(std::move(o.written_)),
+      written_bytes_(o.written_bytes_), committed_(o.committed_) {}
+
+inline nvme_store::write_txn::~write_txn() {
+  if (store_ && !committed_) store_->abandon(ext_);
+}
+
+inline void nvme_store::write_txn::write(std::size_t offset, const void* src, std::size_t bytes) {
+  if (!store_ || committed_)
+    throw config_error("nvme tensor '" + name_ + "': write on a finished transaction");
+  nvme_store& s = *store_;
+  const std::size_t block = s.block_;
+  if (offset % block != 0 || offset > size_ || bytes > size_ - offset)
+    throw config_error(s.where(name_) + "transaction write of " + std::to_string(bytes) +
+                       " bytes at offset " + std::to_string(offset) + " of a " +
+                       std::to_string(size_) + "-byte tensor in '" + s.path() +
+                       "' (the offset must be a multiple of the " + std::to_string(block) +
+                       "-byte checksum block, the range inside the tensor)");
+  if (bytes == 0) return;
+  const std::size_t end = offset + bytes;
+  auto next = written_.upper_bound(offset);
+  const bool overlaps = (next != written_.end() && next->first < end) ||
+                        (next != written_.begin() && std::prev(next)->second > offset);
+  if (overlaps)
+    throw config_error(s.where(name_) + "transaction writes [" + std::to_string(offset) + ", " +
+                       std::to_string(end) + ") twice; every byte is written exactly once");
+
+  const auto* p = static_cast<const char*>(src);
+  s.put(name_, ext_.offset + offset, p, bytes);
+  // A block's CRC is known once the block is whole: all of it, or up to the tensor's end.
+  // A range that stops inside a block leaves a gap that commit() reports.
+  for (std::size_t at = 0; at < bytes; at += block) {
+    const std::size_t n = std::min(block, bytes - at);
+    if (n == block || offset + at + n == size_) crcs_[(offset + at) / block] = crc32c(p + at, n);
+  }
+  written_.emplace(offset, end);
+  written_bytes_ += bytes;
+}
+
+inline void nvme_store::write_txn::commit() {
+  if (!store_ || committed_)
+    throw config_error("nvme tensor '" + name_ + "': commit of a finished transaction");
+  nvme_store& s = *store_;
+  if (written_bytes_ != size_) {
+    std::size_t gap = 0;
+    for (const auto& [start, end] : written_) {
+      if (start != gap) break;
+      gap = end;
+    }
+    throw config_error(s.where(name_) + "commit of a transaction that wrote " +
+                       std::to_string(written_bytes_) + " of " + std::to_string(size_) +
+                       " bytes (first gap at offset " + std::to_string(gap) + " in '" + s.path() +
+                       "'); every byte of the tensor must be written exactly once");
+  }
+  if (size_) {
+    // The table, little-endian, through bounded bounce buffers (it grows with the tensor).
+    const std::uint64_t table_offset = ext_.offset + s.data_bytes(size_);
+    const std::size_t table = crcs_.size() * sizeof(std::uint32_t);
+    const std::size_t a = s.io_align();
+    const std::size_t cap = std::min(s.bounce_max_, align_up(table, a));
+    buffer b = s.bounce(cap, name_);
+    auto* p = static_cast<unsigned char*>(b.data());
+    for (std::size_t at = 0; at < table; at += cap) {
+      const std::size_t n = std::min(cap, table - at), io_n = align_up(n, a);
+      for (std::size_t i = 0; i < n; i += 4) {
+        const std::uint32_t v = crcs_[(at + i) / 4];
+        p[i] = static_cast<unsigned char>(v);
+        p[i + 1] = static_cast<unsigned char>(v >> 8);
+        p[i + 2] = static_cast<unsigned char>(v >> 16);
+        p[i + 3] = static_cast<unsigned char>(v >> 24);
+      }
+      std::memset(p + n, 0, io_n - n);
+      try {
+        s.engine_->write(s.file_, p, io_n, table_offset + at);
+      } catch (const io_error& e) {
+        throw io_error(s.where(name_) + "checksum table: " + e.what());
+      }
+    }
+  }
+  s.install(h_, name_, ext_, std::move(crcs_));
+  committed_ = true;
+}
+
+}  // namespace io
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_IO_NVME_STORE_HPP
+// ---- end <strata/io/nvme_store.hpp> ----
+
 // ---- begin <strata/exec/context.hpp> ----
 #ifndef STRATA_SINGLE_INCLUDE_STRATA_EXEC_CONTEXT_HPP
 #define STRATA_SINGLE_INCLUDE_STRATA_EXEC_CONTEXT_HPP
@@ -1369,14 +3303,16 @@ STRATA_NAMESPACE_END
 #define STRATA_SINGLE_INCLUDE_STRATA_EXEC_COPY_ENGINE_HPP
 // strata/exec/copy_engine.hpp — asynchronous copies between any two tiers, staged where needed.
 //
-// A copy goes on the h2d queue when it moves data toward the device (to a faster tier) and on
-// the d2h queue otherwise, so fetches and write-backs overlap each other and compute. The route
-// trait decides the mechanics: a direct route is one memcpy / cudaMemcpyAsync; a staged route
-// (host <-> device) streams through two slots of the pinned staging ring, so the CPU copy of
-// one chunk overlaps the DMA of the previous one on a GPU. Pointers claiming to be device memory
-// are checked against the device resource: passing host memory as device memory is an
-// access_error, as it would be a fault on a real GPU. The NVMe tier's copies belong to the IO
-// engine; until one is configured, they are refused with a config_error.
+// Four queues, so fetches, write-backs and file IO overlap each other and compute:
+//   h2d       memory -> memory toward the device (to a faster tier)
+//   d2h       memory -> memory away from the device
+//   io-read   nvme -> memory (the NVMe tier's reads, through the context's nvme_store)
+//   io-write  memory -> nvme (copy-on-write: a failed write leaves the old data current)
+// The route trait decides the mechanics: a direct route is one memcpy / cudaMemcpyAsync / file
+// read; a staged route streams through slots of the pinned staging ring, so on a GPU the CPU
+// (or file) side of one chunk overlaps the DMA of the previous one. Pointers claiming to be
+// device memory are checked against the device resource: passing host memory as device memory
+// is an access_error, as it would be a fault on a real GPU.
 
 // ---- begin <strata/exec/staging_ring.hpp> ----
 #ifndef STRATA_SINGLE_INCLUDE_STRATA_EXEC_STAGING_RING_HPP
@@ -1980,35 +3916,80 @@ STRATA_NAMESPACE_END
 
 STRATA_NAMESPACE_BEGIN
 
-class copy_engine {
+namespace detail {
+/// One queue's DMA engine access: in the CUDA build a stream and two slot fences; in the host
+/// build the "DMA" is a memcpy that is done when it returns.
+class dma_lane {
 public:
-  copy_engine(trace_recorder& trace, staging_ring& ring, memory_resource& device_memory)
-      : ring_(ring), device_memory_(device_memory), up_("h2d", trace), down_("d2h", trace) {
+  dma_lane() {
 #if STRATA_ENABLE_CUDA
-    check_cuda(cudaStreamCreateWithFlags(&up_stream_, cudaStreamNonBlocking), "h2d stream");
-    check_cuda(cudaStreamCreateWithFlags(&down_stream_, cudaStreamNonBlocking), "d2h stream");
-    for (auto& e : slot_done_) check_cuda(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "event");
+    check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "copy stream");
+    for (auto& e : done_) check_cuda(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "event");
 #endif
   }
-  ~copy_engine() {
-    synchronize_quietly();
+  ~dma_lane() {
 #if STRATA_ENABLE_CUDA
-    for (auto& e : slot_done_) cudaEventDestroy(e);
-    cudaStreamDestroy(up_stream_);
-    cudaStreamDestroy(down_stream_);
+    for (auto& e : done_) cudaEventDestroy(e);
+    cudaStreamDestroy(stream_);
 #endif
+  }
+  dma_lane(const dma_lane&) = delete;
+  dma_lane& operator=(const dma_lane&) = delete;
+
+  /// Starts a copy that touches device memory; fence `slot` (0 or 1) marks its end.
+  void start(void* dst, const void* src, std::size_t n, int slot) {
+#if STRATA_ENABLE_CUDA
+    check_cuda(cudaMemcpyAsync(dst, src, n, cudaMemcpyDefault, stream_), "cudaMemcpyAsync");
+    check_cuda(cudaEventRecord(done_[slot], stream_), "cudaEventRecord");
+#else
+    (void)slot;
+    std::memcpy(dst, src, n);
+#endif
+  }
+  void wait(int slot) {
+#if STRATA_ENABLE_CUDA
+    check_cuda(cudaEventSynchronize(done_[slot]), "waiting for a copy");
+#else
+    (void)slot;
+#endif
+  }
+  void drain() {
+#if STRATA_ENABLE_CUDA
+    check_cuda(cudaStreamSynchronize(stream_), "waiting for copies");
+#endif
+  }
+
+private:
+#if STRATA_ENABLE_CUDA
+  cudaStream_t stream_ = nullptr;
+  cudaEvent_t done_[2] = {};
+#endif
+};
+}  // namespace detail
+
+class copy_engine {
+public:
+  copy_engine(trace_recorder& trace, staging_ring& ring, memory_resource& device_memory,
+              io::nvme_store* nvme = nullptr)
+      : ring_(ring), device_memory_(device_memory), nvme_(nvme), up_("h2d", trace),
+        down_("d2h", trace), io_read_("io-read", trace), io_write_("io-write", trace) {}
+  ~copy_engine() {
+    try {
+      synchronize();
+    } catch (...) {  // failures belong to whoever waits on the copy's event
+    }
   }
   copy_engine(const copy_engine&) = delete;
   copy_engine& operator=(const copy_engine&) = delete;
 
   /// Copies `bytes` from `src` (on tier `from`) to `dst` (on tier `to`) after every event in
   /// `after`; the returned event completes when the bytes have arrived. `label` names the copy
-  /// in the trace and in errors.
+  /// in the trace and in errors. Both tiers must be addressable (not nvme).
   event copy(void* dst, tier_id to, const void* src, tier_id from, std::size_t bytes,
              std::string label, std::vector<event> after = {}) {
     if (to == tier_id::nvme || from == tier_id::nvme)
-      throw config_error("copy '" + label + "': tier nvme is reached through an IO engine, and "
-                         "this context has none configured");
+      throw config_error("copy '" + label + "': tier nvme has no addresses; its data moves with "
+                         "read_nvme and write_nvme");
     check_claim(dst, to, bytes, label, "destination");
     check_claim(src, from, bytes, label, "source");
     if (bytes == 0) return {};
@@ -2016,30 +3997,89 @@ public:
     const span_kind kind = to == tier_id::device     ? span_kind::h2d
                            : from == tier_id::device ? span_kind::d2h
                                                      : span_kind::copy;
-    const route r = route_between(from, to);
     auto* d = static_cast<std::byte*>(dst);
     auto* s = static_cast<const std::byte*>(src);
-    auto run = [this, d, s, bytes, r, to, from, toward_device] {
-      if (r.kind == route_kind::direct)
-        direct(d, to, s, from, bytes, toward_device);
-      else if (to == tier_id::device)
-        staged_up(d, s, bytes);
-      else
-        staged_down(d, s, bytes);
+    detail::dma_lane& lane = toward_device ? up_lane_ : down_lane_;
+    auto run = [this, &lane, d, s, bytes, to, from] {
+      if (route_between(from, to).kind == route_kind::direct) {
+        if (to == tier_id::device || from == tier_id::device) {
+          lane.start(d, s, bytes, 0);
+          lane.drain();
+        } else {
+          std::memcpy(d, s, bytes);
+        }
+      } else if (to == tier_id::device) {
+        to_device(lane, d, bytes, [s](std::byte* slot, std::size_t off, std::size_t len) {
+          std::memcpy(slot, s + off, len);
+        });
+      } else {
+        from_device(lane, s, bytes, [d](const std::byte* slot, std::size_t off, std::size_t len) {
+          std::memcpy(d + off, slot, len);
+        });
+      }
     };
     return (toward_device ? up_ : down_).submit(kind, std::move(label), run, std::move(after));
   }
 
-  work_queue& h2d_queue() noexcept { return up_; }
-  work_queue& d2h_queue() noexcept { return down_; }
+  /// Reads `bytes` of NVMe-tier data `h` into `dst` on tier `to`, on the io-read queue. To the
+  /// device it streams through the staging ring (file -> pinned slot -> DMA).
+  event read_nvme(void* dst, tier_id to, io::nvme_store::handle h, std::size_t bytes,
+                  std::string label, std::vector<event> after = {}) {
+    io::nvme_store& store = nvme(label);
+    check_claim(dst, to, bytes, label, "destination");
+    if (to == tier_id::nvme) throw config_error("copy '" + label + "': nvme -> nvme");
+    auto* d = static_cast<std::byte*>(dst);
+    auto run = [this, &store, d, to, h, bytes] {
+      if (to != tier_id::device) return store.read(h, 0, d, bytes);
+      to_device(io_read_lane_, d, bytes, [&](std::byte* slot, std::size_t off, std::size_t len) {
+        store.read(h, off, slot, len);
+      });
+    };
+    return io_read_.submit(span_kind::io_read, std::move(label), run, std::move(after));
+  }
+
+  /// Writes `bytes` from `src` on tier `from` as the new value of NVMe-tier data `h`, on the
+  /// io-write queue. Copy-on-write: until the write has fully succeeded, the old value stays
+  /// current, so a failed write loses nothing that was committed before it.
+  event write_nvme(io::nvme_store::handle h, const void* src, tier_id from, std::size_t bytes,
+                   std::string label, std::vector<event> after = {}) {
+    io::nvme_store& store = nvme(label);
+    check_claim(src, from, bytes, label, "source");
+    if (from == tier_id::nvme) throw config_error("copy '" + label + "': nvme -> nvme");
+    auto* s = static_cast<const std::byte*>(src);
+    auto run = [this, &store, s, from, h, bytes] {
+      auto txn = store.begin_write(h);
+      if (from != tier_id::device) {
+        txn.write(0, s, bytes);
+      } else {
+        from_device(io_write_lane_, s, bytes,
+                    [&](const std::byte* slot, std::size_t off, std::size_t len) {
+                      txn.write(off, slot, len);
+                    });
+      }
+      txn.commit();
+    };
+    return io_write_.submit(span_kind::io_write, std::move(label), run, std::move(after));
+  }
+
+  bool has_nvme() const noexcept { return nvme_ != nullptr; }
 
   /// Waits for every copy submitted so far; rethrows a failure of the last one on each queue.
   void synchronize() {
     up_.synchronize();
     down_.synchronize();
+    io_read_.synchronize();
+    io_write_.synchronize();
   }
 
 private:
+  io::nvme_store& nvme(const std::string& label) {
+    if (!nvme_)
+      throw config_error("copy '" + label + "': this context has no NVMe tier; set "
+                         "context_config::nvme_directory to a directory on a local NVMe drive");
+    return *nvme_;
+  }
+
   void check_claim(const void* p, tier_id t, std::size_t bytes, const std::string& label,
                    const char* side) const {
     if (t == tier_id::device && bytes && !device_memory_.owns(p, bytes))
@@ -2048,89 +4088,49 @@ private:
                          " from that address are not device memory of this context");
   }
 
-  void synchronize_quietly() noexcept {
-    try {
-      synchronize();
-    } catch (...) {
-    }
-  }
-
-#if STRATA_ENABLE_CUDA
-  cudaStream_t stream_for(bool toward_device) const { return toward_device ? up_stream_ : down_stream_; }
-#endif
-
-  void direct(std::byte* d, tier_id to, const std::byte* s, tier_id from, std::size_t bytes,
-              bool toward_device) {
-#if STRATA_ENABLE_CUDA
-    if (to == tier_id::device || from == tier_id::device) {
-      cudaStream_t st = stream_for(toward_device);
-      check_cuda(cudaMemcpyAsync(d, s, bytes, cudaMemcpyDefault, st), "cudaMemcpyAsync");
-      check_cuda(cudaStreamSynchronize(st), "cudaMemcpyAsync");
-      return;
-    }
-#else
-    (void)to, (void)from, (void)toward_device;
-#endif
-    std::memcpy(d, s, bytes);
-  }
-
-  // host -> device through pinned slots: the CPU fills slot i while the DMA of slot i-1 runs.
-  void staged_up(std::byte* d, const std::byte* s, std::size_t bytes) {
+  // Into device memory through two pinned slots: fill(slot, offset, len) produces chunk c on the
+  // CPU (a memcpy, a file read) while the DMA of chunk c-1 runs.
+  template <class Fill>
+  void to_device(detail::dma_lane& lane, std::byte* d, std::size_t bytes, Fill&& fill) {
     auto slots = ring_.acquire(2);
     const std::size_t n = slots.count(), chunk = ring_.slot_bytes();
     for (std::size_t c = 0, off = 0; off < bytes; ++c, off += chunk) {
-      const std::size_t i = c % n, len = std::min(chunk, bytes - off);
-#if STRATA_ENABLE_CUDA
-      if (c >= n) check_cuda(cudaEventSynchronize(slot_done_[i]), "staging h2d");
-      std::memcpy(slots[i], s + off, len);
-      check_cuda(cudaMemcpyAsync(d + off, slots[i], len, cudaMemcpyHostToDevice, up_stream_),
-                 "staging h2d");
-      check_cuda(cudaEventRecord(slot_done_[i], up_stream_), "staging h2d");
-#else
-      std::memcpy(slots[i], s + off, len);
-      std::memcpy(d + off, slots[i], len);
-#endif
+      const int i = static_cast<int>(c % n);
+      const std::size_t len = std::min(chunk, bytes - off);
+      if (c >= n) lane.wait(i);  // the slot's previous DMA must be done before refilling it
+      fill(slots[static_cast<std::size_t>(i)], off, len);
+      lane.start(d + off, slots[static_cast<std::size_t>(i)], len, i);
     }
-#if STRATA_ENABLE_CUDA
-    check_cuda(cudaStreamSynchronize(up_stream_), "staging h2d");
-#endif
+    lane.drain();
   }
 
-  // device -> host through pinned slots: the DMA of chunk c+1 runs while the CPU empties c.
-  void staged_down(std::byte* d, const std::byte* s, std::size_t bytes) {
+  // Out of device memory through two pinned slots: the DMA of chunk c+1 runs while drain(slot,
+  // offset, len) consumes chunk c on the CPU.
+  template <class Drain>
+  void from_device(detail::dma_lane& lane, const std::byte* s, std::size_t bytes, Drain&& drain) {
     auto slots = ring_.acquire(2);
     const std::size_t n = slots.count(), chunk = ring_.slot_bytes();
     const std::size_t chunks = (bytes + chunk - 1) / chunk;
     auto len_of = [&](std::size_t c) { return std::min(chunk, bytes - c * chunk); };
-#if STRATA_ENABLE_CUDA
+    auto slot_of = [&](std::size_t c) { return slots[c % n]; };
     auto issue = [&](std::size_t c) {
-      check_cuda(cudaMemcpyAsync(slots[c % n], s + c * chunk, len_of(c), cudaMemcpyDeviceToHost,
-                                 down_stream_),
-                 "staging d2h");
-      check_cuda(cudaEventRecord(slot_done_[2 + c % n], down_stream_), "staging d2h");
+      lane.start(slot_of(c), s + c * chunk, len_of(c), static_cast<int>(c % n));
     };
-    issue(0);
+    if (chunks) issue(0);
     for (std::size_t c = 0; c < chunks; ++c) {
       if (n > 1 && c + 1 < chunks) issue(c + 1);
-      check_cuda(cudaEventSynchronize(slot_done_[2 + c % n]), "staging d2h");
-      std::memcpy(d + c * chunk, slots[c % n], len_of(c));
+      lane.wait(static_cast<int>(c % n));
+      drain(slot_of(c), c * chunk, len_of(c));
       if (n == 1 && c + 1 < chunks) issue(c + 1);
     }
-#else
-    for (std::size_t c = 0; c < chunks; ++c) {
-      std::memcpy(slots[c % n], s + c * chunk, len_of(c));
-      std::memcpy(d + c * chunk, slots[c % n], len_of(c));
-    }
-#endif
   }
 
   staging_ring& ring_;
   memory_resource& device_memory_;
-#if STRATA_ENABLE_CUDA
-  cudaStream_t up_stream_ = nullptr, down_stream_ = nullptr;
-  cudaEvent_t slot_done_[4] = {};  // [0,1]: h2d slots, [2,3]: d2h slots
-#endif
-  work_queue up_, down_;  // last: their threads stop before the streams above are destroyed
+  io::nvme_store* nvme_;
+  detail::dma_lane up_lane_, down_lane_, io_read_lane_, io_write_lane_;
+  // Last: their threads stop before the lanes and the ring they use are destroyed.
+  work_queue up_, down_, io_read_, io_write_;
 };
 
 STRATA_NAMESPACE_END
@@ -2259,6 +4259,8 @@ STRATA_NAMESPACE_END
 
 #include <algorithm>
 #include <array>
+#include <cstdio>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -2278,6 +4280,20 @@ struct context_config {
   bool trace = true;
   /// CUDA device ordinal (CUDA build only).
   int device = 0;
+  /// The NVMe tier: a directory on a local (ideally NVMe) file system where this rank's arena
+  /// file is created. Empty: no NVMe tier; tensors with an nvme home are refused.
+  std::string nvme_directory{};
+  /// Keep the arena file after the context ends (for inspection); removed otherwise.
+  bool keep_nvme_files = false;
+  /// This process's rank: names the arena file.
+  int rank = 0;
+  /// CRC-32C granularity of NVMe data; the staging slot size must be a multiple of it.
+  std::size_t nvme_checksum_block = std::size_t{1} << 20;
+  /// The IO engine (io_uring or the pread/pwrite pool), block size, queue depth.
+  io::engine_config io{};
+  /// Wraps the IO engine the context picked (tests put an io::faulty around it; a profiler
+  /// could count bytes). Empty: the engine is used as it is.
+  std::function<std::unique_ptr<io::engine>(std::unique_ptr<io::engine>)> wrap_io_engine{};
 };
 
 class context {
@@ -2296,7 +4312,8 @@ public:
                   budgeted_resource{*pools_[1], budgets_[1]},
                   budgeted_resource{*pools_[2], budgets_[2]}},
         ring_(budgeted_[1], config.staging_slot_bytes, config.staging_slots),
-        copies_(trace_, ring_, budgeted_[0]) {
+        nvme_(make_nvme_store(config, budgeted_[1], ring_)),
+        copies_(trace_, ring_, budgeted_[0], nvme_.get()) {
 #if STRATA_ENABLE_CUDA
     check_cuda(cudaStreamCreateWithFlags(&compute_stream_, cudaStreamNonBlocking),
                "compute stream");
@@ -2353,18 +4370,34 @@ public:
   /// at once if they have, else at the next allocation or synchronize.
   void retire(buffer&& b, std::vector<event> after) {
     if (!b) return;
+    auto owner = std::make_shared<buffer>(std::move(b));
+    retire([owner]() mutable { owner->reset(); }, std::move(after));
+  }
+
+  /// Runs `release` (giving back memory, an NVMe extent, budget) once every event in `after`
+  /// has completed.
+  void retire(std::function<void()> release, std::vector<event> after) {
     if (std::all_of(after.begin(), after.end(), [](const event& e) { return e.ready(); })) {
-      b.reset();
+      release();
       return;
     }
     std::lock_guard lock(retire_mutex_);
-    retired_.push_back({std::move(b), std::move(after)});
+    retired_.push_back({std::move(release), std::move(after)});
   }
 
   event copy(void* dst, tier_id to, const void* src, tier_id from, std::size_t bytes,
              std::string label, std::vector<event> after = {}) {
     return copies_.copy(dst, to, src, from, bytes, std::move(label), std::move(after));
   }
+
+  /// The NVMe tier's storage; throws config_error when the context has none.
+  io::nvme_store& nvme() {
+    if (!nvme_)
+      throw config_error("this context has no NVMe tier: set context_config::nvme_directory to a "
+                         "directory on a local NVMe drive");
+    return *nvme_;
+  }
+  bool has_nvme() const noexcept { return nvme_ != nullptr; }
 
   /// Runs `fn` as compute, recorded as a span on the compute queue. Host build: runs it now on
   /// this thread. CUDA build: `fn` launches work on compute_stream(); the span is stamped by the
@@ -2466,12 +4499,14 @@ private:
       }
       retired_ = std::move(keep);
     }
-    for (auto& r : done)
+    for (auto& r : done) {
       for (auto& e : r.after)
         try {
           e.wait();
         } catch (...) {  // the copy's owner hears of the failure through its own event
         }
+      r.release();
+    }
     return !done.empty();
   }
 
@@ -2495,9 +4530,31 @@ private:
 #endif
 
   struct retired_buffer {
-    buffer b;
+    std::function<void()> release;
     std::vector<event> after;
   };
+
+  static std::unique_ptr<io::nvme_store> make_nvme_store(const context_config& c,
+                                                         memory_resource& pinned,
+                                                         const staging_ring& ring) {
+    if (c.nvme_directory.empty()) return nullptr;
+    if (ring.slot_bytes() % c.nvme_checksum_block != 0)
+      throw config_error("context: the staging slot size (" + format_bytes(ring.slot_bytes()) +
+                         ") must be a multiple of the NVMe checksum block (" +
+                         format_bytes(c.nvme_checksum_block) + ")");
+    io::nvme_config nc;
+    nc.directory = c.nvme_directory;
+    nc.rank = c.rank;
+    nc.keep_files = c.keep_nvme_files;
+    nc.checksum_block = c.nvme_checksum_block;
+    nc.engine = c.io;
+    std::string notice;
+    auto engine = io::make_engine(c.io, notice);
+    if (c.wrap_io_engine) engine = c.wrap_io_engine(std::move(engine));
+    auto store = std::make_unique<io::nvme_store>(nc, pinned, std::move(engine), notice);
+    if (!store->notice().empty()) std::fprintf(stderr, "strata: %s\n", store->notice().c_str());
+    return store;
+  }
 
   context_config config_;
   trace_recorder trace_;
@@ -2510,6 +4567,7 @@ private:
   std::mutex retire_mutex_;
   std::vector<retired_buffer> retired_;
   staging_ring ring_;
+  std::unique_ptr<io::nvme_store> nvme_;
   copy_engine copies_;  // last: its queues stop first, while everything they use still exists
 };
 
@@ -2534,7 +4592,8 @@ STRATA_NAMESPACE_END
 //
 // One slot per tier of the placement (0 = compute tier, last = home). A slot may hold memory
 // (owned, or borrowed from a sequence's ring) and may hold the current value ("valid"). Rules:
-//  - Home always has memory; it is valid except while a write lease on another tier is out.
+//  - Home always has memory (or, on tier nvme, a handle in the context's store); it is valid
+//    except while a write lease on another tier is out.
 //  - A fetch copies from the nearest valid slot below; a copy into a slot waits for the copies
 //    still reading it, a copy out of a slot waits for the copy that filled it (`ready`).
 //  - Read leases share; a read_write lease is exclusive across all tiers and invalidates the
@@ -2558,16 +4617,35 @@ public:
       : ctx_(ctx), name_(std::move(name)), shape_(s), bytes_(bytes) {
     for (std::size_t i = 0; i < tier_count; ++i) slots_.emplace_back(tiers[i]);
     slot& h = slots_.back();
-    if (h.tier == tier_id::nvme)
-      throw config_error("tensor '" + name_ + "': its home tier is nvme, which needs an IO "
-                         "engine in the context; none is configured");
-    h.owned = ctx_.allocate(h.tier, bytes_, name_);
-    h.ptr = h.owned.data();
+    if (h.tier == tier_id::nvme) {
+      io::nvme_store& store = ctx_.nvme();  // refuses a context without an NVMe tier
+      ctx_.budget(tier_id::nvme).reserve(bytes_, name_);
+      try {
+        h.file = store.create(bytes_, name_);
+      } catch (...) {
+        ctx_.budget(tier_id::nvme).release(bytes_);
+        throw;
+      }
+    } else {
+      h.owned = ctx_.allocate(h.tier, bytes_, name_);
+      h.ptr = h.owned.data();
+    }
     h.valid = true;
   }
 
   ~tensor_core() {
     for (auto& s : slots_) ctx_.retire(std::move(s.owned), uses_of(s));
+    slot& h = slots_.back();
+    if (h.tier == tier_id::nvme) {
+      auto* store = &ctx_.nvme();
+      auto* budget = &ctx_.budget(tier_id::nvme);
+      ctx_.retire(
+          [store, budget, file = h.file, bytes = bytes_] {
+            store->destroy(file);
+            budget->release(bytes);
+          },
+          uses_of(h));
+    }
   }
   tensor_core(const tensor_core&) = delete;
   tensor_core& operator=(const tensor_core&) = delete;
@@ -2578,6 +4656,8 @@ public:
   std::size_t home() const noexcept { return slots_.size() - 1; }
   tier_id tier_at(std::size_t k) const noexcept { return slots_[k].tier; }
   bool valid_at(std::size_t k) const noexcept { return slots_[k].valid; }
+  /// The home's handle in the context's NVMe store (meaningful when the home tier is nvme).
+  io::nvme_store::handle home_file() const noexcept { return slots_.back().file; }
   bool leased() const noexcept {
     for (auto& s : slots_)
       if (s.readers || s.writer) return true;
@@ -2602,9 +4682,8 @@ public:
     }
     slot& src = slots_[j];
     into_free.push_back(src.ready);
-    dst.ready = ctx_.copy(dst.ptr, dst.tier, src.ptr, src.tier, bytes_, "fetch " + name_,
-                          std::move(into_free));
-    std::erase_if(src.reads, [](const event& e) { return e.ready(); });
+    dst.ready = copy(dst, src, "fetch " + name_, std::move(into_free));
+    src.reads = still_reading(src);
     src.reads.push_back(dst.ready);
     dst.valid = true;
   }
@@ -2618,7 +4697,12 @@ public:
     try {
       s.ready.wait();
     } catch (...) {
-      if (k != home()) evict(k, {});  // nothing usable arrived; the next acquire tries again
+      // Nothing usable arrived; the next acquire tries again. If a write-back to home failed,
+      // home still holds its last committed value (the NVMe tier writes copy-on-write): this
+      // acquire reports the failure, later ones read that value.
+      slot& h = slots_[home()];
+      if (h.ready.failure()) h.ready = {};
+      if (k != home()) evict(k, {});
       throw;
     }
     if (write) {
@@ -2653,11 +4737,10 @@ public:
     }
     if (write) {
       slot& h = slots_[home()];
-      std::vector<event> after = h.reads;
+      std::vector<event> after = still_reading(h);
       after.push_back(h.ready);
       after.push_back(fence);
-      h.ready = ctx_.copy(h.ptr, h.tier, s.ptr, s.tier, bytes_, "write back " + name_,
-                          std::move(after));
+      h.ready = copy(h, s, "write back " + name_, std::move(after));
       h.reads.clear();
       h.valid = true;
       s.reads.push_back(h.ready);
@@ -2694,10 +4777,11 @@ public:
     for (std::size_t i = 0; i < home(); ++i)
       if (slots_[i].valid) evict(i, {});
     slot& h = slots_[home()];
-    std::vector<event> after = h.reads;
+    std::vector<event> after = still_reading(h);
     after.push_back(h.ready);
-    h.ready = ctx_.copy(h.ptr, h.tier, src, tier_id::host, bytes_, "assign " + name_,
-                        std::move(after));
+    slot user(tier_id::host);
+    user.ptr = const_cast<void*>(src);  // only read from: it is the source of the copy
+    h.ready = copy(h, user, "assign " + name_, std::move(after));
     h.reads.clear();
     h.ready.wait();
   }
@@ -2706,7 +4790,15 @@ public:
   void read(void* dst) {
     check_conflicts(home(), false);
     slot& h = slots_[home()];
-    event e = ctx_.copy(dst, tier_id::host, h.ptr, h.tier, bytes_, "read " + name_, {h.ready});
+    try {
+      h.ready.wait();
+    } catch (...) {
+      h.ready = {};  // reported once; home keeps its last committed value (see acquire)
+      throw;
+    }
+    slot user(tier_id::host);
+    user.ptr = dst;
+    event e = copy(user, h, "read " + name_, {});
     h.reads.push_back(e);
     e.wait();
   }
@@ -2717,6 +4809,7 @@ private:
     tier_id tier;
     buffer owned;                // memory this tensor allocated on the tier
     void* ptr = nullptr;         // owned.data(), or memory borrowed from a sequence's ring
+    io::nvme_store::handle file = 0;  // on tier nvme: the data's handle in the context's store
     bool valid = false;          // holds the current value
     event ready;                 // the copy that filled it (or the compute that wrote it)
     std::vector<event> reads;    // copies still reading it
@@ -2725,6 +4818,28 @@ private:
     bool writer = false;
     std::shared_ptr<const void> token;  // alive while leases are out: views check it
   };
+
+  // One copy between two slots, whatever their tiers: memory to memory, or to/from the NVMe
+  // tier's store.
+  event copy(slot& dst, const slot& src, std::string label, std::vector<event> after) {
+    copy_engine& c = ctx_.copies();
+    if (src.tier == tier_id::nvme)
+      return c.read_nvme(dst.ptr, dst.tier, src.file, bytes_, std::move(label), std::move(after));
+    if (dst.tier == tier_id::nvme)
+      return c.write_nvme(dst.file, src.ptr, src.tier, bytes_, std::move(label), std::move(after));
+    return c.copy(dst.ptr, dst.tier, src.ptr, src.tier, bytes_, std::move(label),
+                  std::move(after));
+  }
+
+  // The copies reading `s` that are still running. A write into `s` waits for them (write after
+  // read) — but only for those: a read that already finished, or failed (its own caller has
+  // heard of it), must not hold up or fail the write.
+  static std::vector<event> still_reading(const slot& s) {
+    std::vector<event> running;
+    for (auto& e : s.reads)
+      if (!e.ready()) running.push_back(e);
+    return running;
+  }
 
   static std::vector<event> uses_of(const slot& s) {
     std::vector<event> all = s.reads;

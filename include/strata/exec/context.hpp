@@ -20,6 +20,8 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdio>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -39,6 +41,20 @@ struct context_config {
   bool trace = true;
   /// CUDA device ordinal (CUDA build only).
   int device = 0;
+  /// The NVMe tier: a directory on a local (ideally NVMe) file system where this rank's arena
+  /// file is created. Empty: no NVMe tier; tensors with an nvme home are refused.
+  std::string nvme_directory{};
+  /// Keep the arena file after the context ends (for inspection); removed otherwise.
+  bool keep_nvme_files = false;
+  /// This process's rank: names the arena file.
+  int rank = 0;
+  /// CRC-32C granularity of NVMe data; the staging slot size must be a multiple of it.
+  std::size_t nvme_checksum_block = std::size_t{1} << 20;
+  /// The IO engine (io_uring or the pread/pwrite pool), block size, queue depth.
+  io::engine_config io{};
+  /// Wraps the IO engine the context picked (tests put an io::faulty around it; a profiler
+  /// could count bytes). Empty: the engine is used as it is.
+  std::function<std::unique_ptr<io::engine>(std::unique_ptr<io::engine>)> wrap_io_engine{};
 };
 
 class context {
@@ -57,7 +73,8 @@ public:
                   budgeted_resource{*pools_[1], budgets_[1]},
                   budgeted_resource{*pools_[2], budgets_[2]}},
         ring_(budgeted_[1], config.staging_slot_bytes, config.staging_slots),
-        copies_(trace_, ring_, budgeted_[0]) {
+        nvme_(make_nvme_store(config, budgeted_[1], ring_)),
+        copies_(trace_, ring_, budgeted_[0], nvme_.get()) {
 #if STRATA_ENABLE_CUDA
     check_cuda(cudaStreamCreateWithFlags(&compute_stream_, cudaStreamNonBlocking),
                "compute stream");
@@ -114,18 +131,34 @@ public:
   /// at once if they have, else at the next allocation or synchronize.
   void retire(buffer&& b, std::vector<event> after) {
     if (!b) return;
+    auto owner = std::make_shared<buffer>(std::move(b));
+    retire([owner]() mutable { owner->reset(); }, std::move(after));
+  }
+
+  /// Runs `release` (giving back memory, an NVMe extent, budget) once every event in `after`
+  /// has completed.
+  void retire(std::function<void()> release, std::vector<event> after) {
     if (std::all_of(after.begin(), after.end(), [](const event& e) { return e.ready(); })) {
-      b.reset();
+      release();
       return;
     }
     std::lock_guard lock(retire_mutex_);
-    retired_.push_back({std::move(b), std::move(after)});
+    retired_.push_back({std::move(release), std::move(after)});
   }
 
   event copy(void* dst, tier_id to, const void* src, tier_id from, std::size_t bytes,
              std::string label, std::vector<event> after = {}) {
     return copies_.copy(dst, to, src, from, bytes, std::move(label), std::move(after));
   }
+
+  /// The NVMe tier's storage; throws config_error when the context has none.
+  io::nvme_store& nvme() {
+    if (!nvme_)
+      throw config_error("this context has no NVMe tier: set context_config::nvme_directory to a "
+                         "directory on a local NVMe drive");
+    return *nvme_;
+  }
+  bool has_nvme() const noexcept { return nvme_ != nullptr; }
 
   /// Runs `fn` as compute, recorded as a span on the compute queue. Host build: runs it now on
   /// this thread. CUDA build: `fn` launches work on compute_stream(); the span is stamped by the
@@ -227,12 +260,14 @@ private:
       }
       retired_ = std::move(keep);
     }
-    for (auto& r : done)
+    for (auto& r : done) {
       for (auto& e : r.after)
         try {
           e.wait();
         } catch (...) {  // the copy's owner hears of the failure through its own event
         }
+      r.release();
+    }
     return !done.empty();
   }
 
@@ -256,9 +291,31 @@ private:
 #endif
 
   struct retired_buffer {
-    buffer b;
+    std::function<void()> release;
     std::vector<event> after;
   };
+
+  static std::unique_ptr<io::nvme_store> make_nvme_store(const context_config& c,
+                                                         memory_resource& pinned,
+                                                         const staging_ring& ring) {
+    if (c.nvme_directory.empty()) return nullptr;
+    if (ring.slot_bytes() % c.nvme_checksum_block != 0)
+      throw config_error("context: the staging slot size (" + format_bytes(ring.slot_bytes()) +
+                         ") must be a multiple of the NVMe checksum block (" +
+                         format_bytes(c.nvme_checksum_block) + ")");
+    io::nvme_config nc;
+    nc.directory = c.nvme_directory;
+    nc.rank = c.rank;
+    nc.keep_files = c.keep_nvme_files;
+    nc.checksum_block = c.nvme_checksum_block;
+    nc.engine = c.io;
+    std::string notice;
+    auto engine = io::make_engine(c.io, notice);
+    if (c.wrap_io_engine) engine = c.wrap_io_engine(std::move(engine));
+    auto store = std::make_unique<io::nvme_store>(nc, pinned, std::move(engine), notice);
+    if (!store->notice().empty()) std::fprintf(stderr, "strata: %s\n", store->notice().c_str());
+    return store;
+  }
 
   context_config config_;
   trace_recorder trace_;
@@ -271,6 +328,7 @@ private:
   std::mutex retire_mutex_;
   std::vector<retired_buffer> retired_;
   staging_ring ring_;
+  std::unique_ptr<io::nvme_store> nvme_;
   copy_engine copies_;  // last: its queues stop first, while everything they use still exists
 };
 

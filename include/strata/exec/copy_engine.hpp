@@ -1,17 +1,20 @@
 // strata/exec/copy_engine.hpp — asynchronous copies between any two tiers, staged where needed.
 //
-// A copy goes on the h2d queue when it moves data toward the device (to a faster tier) and on
-// the d2h queue otherwise, so fetches and write-backs overlap each other and compute. The route
-// trait decides the mechanics: a direct route is one memcpy / cudaMemcpyAsync; a staged route
-// (host <-> device) streams through two slots of the pinned staging ring, so the CPU copy of
-// one chunk overlaps the DMA of the previous one on a GPU. Pointers claiming to be device memory
-// are checked against the device resource: passing host memory as device memory is an
-// access_error, as it would be a fault on a real GPU. The NVMe tier's copies belong to the IO
-// engine; until one is configured, they are refused with a config_error.
+// Four queues, so fetches, write-backs and file IO overlap each other and compute:
+//   h2d       memory -> memory toward the device (to a faster tier)
+//   d2h       memory -> memory away from the device
+//   io-read   nvme -> memory (the NVMe tier's reads, through the context's nvme_store)
+//   io-write  memory -> nvme (copy-on-write: a failed write leaves the old data current)
+// The route trait decides the mechanics: a direct route is one memcpy / cudaMemcpyAsync / file
+// read; a staged route streams through slots of the pinned staging ring, so on a GPU the CPU
+// (or file) side of one chunk overlaps the DMA of the previous one. Pointers claiming to be
+// device memory are checked against the device resource: passing host memory as device memory
+// is an access_error, as it would be a fault on a real GPU.
 #pragma once
 
 #include <strata/exec/staging_ring.hpp>
 #include <strata/exec/work_queue.hpp>
+#include <strata/io/nvme_store.hpp>
 #include <strata/memory/tier.hpp>
 
 #include <algorithm>
@@ -24,35 +27,80 @@
 
 STRATA_NAMESPACE_BEGIN
 
-class copy_engine {
+namespace detail {
+/// One queue's DMA engine access: in the CUDA build a stream and two slot fences; in the host
+/// build the "DMA" is a memcpy that is done when it returns.
+class dma_lane {
 public:
-  copy_engine(trace_recorder& trace, staging_ring& ring, memory_resource& device_memory)
-      : ring_(ring), device_memory_(device_memory), up_("h2d", trace), down_("d2h", trace) {
+  dma_lane() {
 #if STRATA_ENABLE_CUDA
-    check_cuda(cudaStreamCreateWithFlags(&up_stream_, cudaStreamNonBlocking), "h2d stream");
-    check_cuda(cudaStreamCreateWithFlags(&down_stream_, cudaStreamNonBlocking), "d2h stream");
-    for (auto& e : slot_done_) check_cuda(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "event");
+    check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "copy stream");
+    for (auto& e : done_) check_cuda(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "event");
 #endif
   }
-  ~copy_engine() {
-    synchronize_quietly();
+  ~dma_lane() {
 #if STRATA_ENABLE_CUDA
-    for (auto& e : slot_done_) cudaEventDestroy(e);
-    cudaStreamDestroy(up_stream_);
-    cudaStreamDestroy(down_stream_);
+    for (auto& e : done_) cudaEventDestroy(e);
+    cudaStreamDestroy(stream_);
 #endif
+  }
+  dma_lane(const dma_lane&) = delete;
+  dma_lane& operator=(const dma_lane&) = delete;
+
+  /// Starts a copy that touches device memory; fence `slot` (0 or 1) marks its end.
+  void start(void* dst, const void* src, std::size_t n, int slot) {
+#if STRATA_ENABLE_CUDA
+    check_cuda(cudaMemcpyAsync(dst, src, n, cudaMemcpyDefault, stream_), "cudaMemcpyAsync");
+    check_cuda(cudaEventRecord(done_[slot], stream_), "cudaEventRecord");
+#else
+    (void)slot;
+    std::memcpy(dst, src, n);
+#endif
+  }
+  void wait(int slot) {
+#if STRATA_ENABLE_CUDA
+    check_cuda(cudaEventSynchronize(done_[slot]), "waiting for a copy");
+#else
+    (void)slot;
+#endif
+  }
+  void drain() {
+#if STRATA_ENABLE_CUDA
+    check_cuda(cudaStreamSynchronize(stream_), "waiting for copies");
+#endif
+  }
+
+private:
+#if STRATA_ENABLE_CUDA
+  cudaStream_t stream_ = nullptr;
+  cudaEvent_t done_[2] = {};
+#endif
+};
+}  // namespace detail
+
+class copy_engine {
+public:
+  copy_engine(trace_recorder& trace, staging_ring& ring, memory_resource& device_memory,
+              io::nvme_store* nvme = nullptr)
+      : ring_(ring), device_memory_(device_memory), nvme_(nvme), up_("h2d", trace),
+        down_("d2h", trace), io_read_("io-read", trace), io_write_("io-write", trace) {}
+  ~copy_engine() {
+    try {
+      synchronize();
+    } catch (...) {  // failures belong to whoever waits on the copy's event
+    }
   }
   copy_engine(const copy_engine&) = delete;
   copy_engine& operator=(const copy_engine&) = delete;
 
   /// Copies `bytes` from `src` (on tier `from`) to `dst` (on tier `to`) after every event in
   /// `after`; the returned event completes when the bytes have arrived. `label` names the copy
-  /// in the trace and in errors.
+  /// in the trace and in errors. Both tiers must be addressable (not nvme).
   event copy(void* dst, tier_id to, const void* src, tier_id from, std::size_t bytes,
              std::string label, std::vector<event> after = {}) {
     if (to == tier_id::nvme || from == tier_id::nvme)
-      throw config_error("copy '" + label + "': tier nvme is reached through an IO engine, and "
-                         "this context has none configured");
+      throw config_error("copy '" + label + "': tier nvme has no addresses; its data moves with "
+                         "read_nvme and write_nvme");
     check_claim(dst, to, bytes, label, "destination");
     check_claim(src, from, bytes, label, "source");
     if (bytes == 0) return {};
@@ -60,30 +108,89 @@ public:
     const span_kind kind = to == tier_id::device     ? span_kind::h2d
                            : from == tier_id::device ? span_kind::d2h
                                                      : span_kind::copy;
-    const route r = route_between(from, to);
     auto* d = static_cast<std::byte*>(dst);
     auto* s = static_cast<const std::byte*>(src);
-    auto run = [this, d, s, bytes, r, to, from, toward_device] {
-      if (r.kind == route_kind::direct)
-        direct(d, to, s, from, bytes, toward_device);
-      else if (to == tier_id::device)
-        staged_up(d, s, bytes);
-      else
-        staged_down(d, s, bytes);
+    detail::dma_lane& lane = toward_device ? up_lane_ : down_lane_;
+    auto run = [this, &lane, d, s, bytes, to, from] {
+      if (route_between(from, to).kind == route_kind::direct) {
+        if (to == tier_id::device || from == tier_id::device) {
+          lane.start(d, s, bytes, 0);
+          lane.drain();
+        } else {
+          std::memcpy(d, s, bytes);
+        }
+      } else if (to == tier_id::device) {
+        to_device(lane, d, bytes, [s](std::byte* slot, std::size_t off, std::size_t len) {
+          std::memcpy(slot, s + off, len);
+        });
+      } else {
+        from_device(lane, s, bytes, [d](const std::byte* slot, std::size_t off, std::size_t len) {
+          std::memcpy(d + off, slot, len);
+        });
+      }
     };
     return (toward_device ? up_ : down_).submit(kind, std::move(label), run, std::move(after));
   }
 
-  work_queue& h2d_queue() noexcept { return up_; }
-  work_queue& d2h_queue() noexcept { return down_; }
+  /// Reads `bytes` of NVMe-tier data `h` into `dst` on tier `to`, on the io-read queue. To the
+  /// device it streams through the staging ring (file -> pinned slot -> DMA).
+  event read_nvme(void* dst, tier_id to, io::nvme_store::handle h, std::size_t bytes,
+                  std::string label, std::vector<event> after = {}) {
+    io::nvme_store& store = nvme(label);
+    check_claim(dst, to, bytes, label, "destination");
+    if (to == tier_id::nvme) throw config_error("copy '" + label + "': nvme -> nvme");
+    auto* d = static_cast<std::byte*>(dst);
+    auto run = [this, &store, d, to, h, bytes] {
+      if (to != tier_id::device) return store.read(h, 0, d, bytes);
+      to_device(io_read_lane_, d, bytes, [&](std::byte* slot, std::size_t off, std::size_t len) {
+        store.read(h, off, slot, len);
+      });
+    };
+    return io_read_.submit(span_kind::io_read, std::move(label), run, std::move(after));
+  }
+
+  /// Writes `bytes` from `src` on tier `from` as the new value of NVMe-tier data `h`, on the
+  /// io-write queue. Copy-on-write: until the write has fully succeeded, the old value stays
+  /// current, so a failed write loses nothing that was committed before it.
+  event write_nvme(io::nvme_store::handle h, const void* src, tier_id from, std::size_t bytes,
+                   std::string label, std::vector<event> after = {}) {
+    io::nvme_store& store = nvme(label);
+    check_claim(src, from, bytes, label, "source");
+    if (from == tier_id::nvme) throw config_error("copy '" + label + "': nvme -> nvme");
+    auto* s = static_cast<const std::byte*>(src);
+    auto run = [this, &store, s, from, h, bytes] {
+      auto txn = store.begin_write(h);
+      if (from != tier_id::device) {
+        txn.write(0, s, bytes);
+      } else {
+        from_device(io_write_lane_, s, bytes,
+                    [&](const std::byte* slot, std::size_t off, std::size_t len) {
+                      txn.write(off, slot, len);
+                    });
+      }
+      txn.commit();
+    };
+    return io_write_.submit(span_kind::io_write, std::move(label), run, std::move(after));
+  }
+
+  bool has_nvme() const noexcept { return nvme_ != nullptr; }
 
   /// Waits for every copy submitted so far; rethrows a failure of the last one on each queue.
   void synchronize() {
     up_.synchronize();
     down_.synchronize();
+    io_read_.synchronize();
+    io_write_.synchronize();
   }
 
 private:
+  io::nvme_store& nvme(const std::string& label) {
+    if (!nvme_)
+      throw config_error("copy '" + label + "': this context has no NVMe tier; set "
+                         "context_config::nvme_directory to a directory on a local NVMe drive");
+    return *nvme_;
+  }
+
   void check_claim(const void* p, tier_id t, std::size_t bytes, const std::string& label,
                    const char* side) const {
     if (t == tier_id::device && bytes && !device_memory_.owns(p, bytes))
@@ -92,89 +199,49 @@ private:
                          " from that address are not device memory of this context");
   }
 
-  void synchronize_quietly() noexcept {
-    try {
-      synchronize();
-    } catch (...) {
-    }
-  }
-
-#if STRATA_ENABLE_CUDA
-  cudaStream_t stream_for(bool toward_device) const { return toward_device ? up_stream_ : down_stream_; }
-#endif
-
-  void direct(std::byte* d, tier_id to, const std::byte* s, tier_id from, std::size_t bytes,
-              bool toward_device) {
-#if STRATA_ENABLE_CUDA
-    if (to == tier_id::device || from == tier_id::device) {
-      cudaStream_t st = stream_for(toward_device);
-      check_cuda(cudaMemcpyAsync(d, s, bytes, cudaMemcpyDefault, st), "cudaMemcpyAsync");
-      check_cuda(cudaStreamSynchronize(st), "cudaMemcpyAsync");
-      return;
-    }
-#else
-    (void)to, (void)from, (void)toward_device;
-#endif
-    std::memcpy(d, s, bytes);
-  }
-
-  // host -> device through pinned slots: the CPU fills slot i while the DMA of slot i-1 runs.
-  void staged_up(std::byte* d, const std::byte* s, std::size_t bytes) {
+  // Into device memory through two pinned slots: fill(slot, offset, len) produces chunk c on the
+  // CPU (a memcpy, a file read) while the DMA of chunk c-1 runs.
+  template <class Fill>
+  void to_device(detail::dma_lane& lane, std::byte* d, std::size_t bytes, Fill&& fill) {
     auto slots = ring_.acquire(2);
     const std::size_t n = slots.count(), chunk = ring_.slot_bytes();
     for (std::size_t c = 0, off = 0; off < bytes; ++c, off += chunk) {
-      const std::size_t i = c % n, len = std::min(chunk, bytes - off);
-#if STRATA_ENABLE_CUDA
-      if (c >= n) check_cuda(cudaEventSynchronize(slot_done_[i]), "staging h2d");
-      std::memcpy(slots[i], s + off, len);
-      check_cuda(cudaMemcpyAsync(d + off, slots[i], len, cudaMemcpyHostToDevice, up_stream_),
-                 "staging h2d");
-      check_cuda(cudaEventRecord(slot_done_[i], up_stream_), "staging h2d");
-#else
-      std::memcpy(slots[i], s + off, len);
-      std::memcpy(d + off, slots[i], len);
-#endif
+      const int i = static_cast<int>(c % n);
+      const std::size_t len = std::min(chunk, bytes - off);
+      if (c >= n) lane.wait(i);  // the slot's previous DMA must be done before refilling it
+      fill(slots[static_cast<std::size_t>(i)], off, len);
+      lane.start(d + off, slots[static_cast<std::size_t>(i)], len, i);
     }
-#if STRATA_ENABLE_CUDA
-    check_cuda(cudaStreamSynchronize(up_stream_), "staging h2d");
-#endif
+    lane.drain();
   }
 
-  // device -> host through pinned slots: the DMA of chunk c+1 runs while the CPU empties c.
-  void staged_down(std::byte* d, const std::byte* s, std::size_t bytes) {
+  // Out of device memory through two pinned slots: the DMA of chunk c+1 runs while drain(slot,
+  // offset, len) consumes chunk c on the CPU.
+  template <class Drain>
+  void from_device(detail::dma_lane& lane, const std::byte* s, std::size_t bytes, Drain&& drain) {
     auto slots = ring_.acquire(2);
     const std::size_t n = slots.count(), chunk = ring_.slot_bytes();
     const std::size_t chunks = (bytes + chunk - 1) / chunk;
     auto len_of = [&](std::size_t c) { return std::min(chunk, bytes - c * chunk); };
-#if STRATA_ENABLE_CUDA
+    auto slot_of = [&](std::size_t c) { return slots[c % n]; };
     auto issue = [&](std::size_t c) {
-      check_cuda(cudaMemcpyAsync(slots[c % n], s + c * chunk, len_of(c), cudaMemcpyDeviceToHost,
-                                 down_stream_),
-                 "staging d2h");
-      check_cuda(cudaEventRecord(slot_done_[2 + c % n], down_stream_), "staging d2h");
+      lane.start(slot_of(c), s + c * chunk, len_of(c), static_cast<int>(c % n));
     };
-    issue(0);
+    if (chunks) issue(0);
     for (std::size_t c = 0; c < chunks; ++c) {
       if (n > 1 && c + 1 < chunks) issue(c + 1);
-      check_cuda(cudaEventSynchronize(slot_done_[2 + c % n]), "staging d2h");
-      std::memcpy(d + c * chunk, slots[c % n], len_of(c));
+      lane.wait(static_cast<int>(c % n));
+      drain(slot_of(c), c * chunk, len_of(c));
       if (n == 1 && c + 1 < chunks) issue(c + 1);
     }
-#else
-    for (std::size_t c = 0; c < chunks; ++c) {
-      std::memcpy(slots[c % n], s + c * chunk, len_of(c));
-      std::memcpy(d + c * chunk, slots[c % n], len_of(c));
-    }
-#endif
   }
 
   staging_ring& ring_;
   memory_resource& device_memory_;
-#if STRATA_ENABLE_CUDA
-  cudaStream_t up_stream_ = nullptr, down_stream_ = nullptr;
-  cudaEvent_t slot_done_[4] = {};  // [0,1]: h2d slots, [2,3]: d2h slots
-#endif
-  work_queue up_, down_;  // last: their threads stop before the streams above are destroyed
+  io::nvme_store* nvme_;
+  detail::dma_lane up_lane_, down_lane_, io_read_lane_, io_write_lane_;
+  // Last: their threads stop before the lanes and the ring they use are destroyed.
+  work_queue up_, down_, io_read_, io_write_;
 };
 
 STRATA_NAMESPACE_END

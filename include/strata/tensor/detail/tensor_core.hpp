@@ -2,7 +2,8 @@
 //
 // One slot per tier of the placement (0 = compute tier, last = home). A slot may hold memory
 // (owned, or borrowed from a sequence's ring) and may hold the current value ("valid"). Rules:
-//  - Home always has memory; it is valid except while a write lease on another tier is out.
+//  - Home always has memory (or, on tier nvme, a handle in the context's store); it is valid
+//    except while a write lease on another tier is out.
 //  - A fetch copies from the nearest valid slot below; a copy into a slot waits for the copies
 //    still reading it, a copy out of a slot waits for the copy that filled it (`ready`).
 //  - Read leases share; a read_write lease is exclusive across all tiers and invalidates the
@@ -29,16 +30,35 @@ public:
       : ctx_(ctx), name_(std::move(name)), shape_(s), bytes_(bytes) {
     for (std::size_t i = 0; i < tier_count; ++i) slots_.emplace_back(tiers[i]);
     slot& h = slots_.back();
-    if (h.tier == tier_id::nvme)
-      throw config_error("tensor '" + name_ + "': its home tier is nvme, which needs an IO "
-                         "engine in the context; none is configured");
-    h.owned = ctx_.allocate(h.tier, bytes_, name_);
-    h.ptr = h.owned.data();
+    if (h.tier == tier_id::nvme) {
+      io::nvme_store& store = ctx_.nvme();  // refuses a context without an NVMe tier
+      ctx_.budget(tier_id::nvme).reserve(bytes_, name_);
+      try {
+        h.file = store.create(bytes_, name_);
+      } catch (...) {
+        ctx_.budget(tier_id::nvme).release(bytes_);
+        throw;
+      }
+    } else {
+      h.owned = ctx_.allocate(h.tier, bytes_, name_);
+      h.ptr = h.owned.data();
+    }
     h.valid = true;
   }
 
   ~tensor_core() {
     for (auto& s : slots_) ctx_.retire(std::move(s.owned), uses_of(s));
+    slot& h = slots_.back();
+    if (h.tier == tier_id::nvme) {
+      auto* store = &ctx_.nvme();
+      auto* budget = &ctx_.budget(tier_id::nvme);
+      ctx_.retire(
+          [store, budget, file = h.file, bytes = bytes_] {
+            store->destroy(file);
+            budget->release(bytes);
+          },
+          uses_of(h));
+    }
   }
   tensor_core(const tensor_core&) = delete;
   tensor_core& operator=(const tensor_core&) = delete;
@@ -49,6 +69,8 @@ public:
   std::size_t home() const noexcept { return slots_.size() - 1; }
   tier_id tier_at(std::size_t k) const noexcept { return slots_[k].tier; }
   bool valid_at(std::size_t k) const noexcept { return slots_[k].valid; }
+  /// The home's handle in the context's NVMe store (meaningful when the home tier is nvme).
+  io::nvme_store::handle home_file() const noexcept { return slots_.back().file; }
   bool leased() const noexcept {
     for (auto& s : slots_)
       if (s.readers || s.writer) return true;
@@ -73,9 +95,8 @@ public:
     }
     slot& src = slots_[j];
     into_free.push_back(src.ready);
-    dst.ready = ctx_.copy(dst.ptr, dst.tier, src.ptr, src.tier, bytes_, "fetch " + name_,
-                          std::move(into_free));
-    std::erase_if(src.reads, [](const event& e) { return e.ready(); });
+    dst.ready = copy(dst, src, "fetch " + name_, std::move(into_free));
+    src.reads = still_reading(src);
     src.reads.push_back(dst.ready);
     dst.valid = true;
   }
@@ -89,7 +110,12 @@ public:
     try {
       s.ready.wait();
     } catch (...) {
-      if (k != home()) evict(k, {});  // nothing usable arrived; the next acquire tries again
+      // Nothing usable arrived; the next acquire tries again. If a write-back to home failed,
+      // home still holds its last committed value (the NVMe tier writes copy-on-write): this
+      // acquire reports the failure, later ones read that value.
+      slot& h = slots_[home()];
+      if (h.ready.failure()) h.ready = {};
+      if (k != home()) evict(k, {});
       throw;
     }
     if (write) {
@@ -124,11 +150,10 @@ public:
     }
     if (write) {
       slot& h = slots_[home()];
-      std::vector<event> after = h.reads;
+      std::vector<event> after = still_reading(h);
       after.push_back(h.ready);
       after.push_back(fence);
-      h.ready = ctx_.copy(h.ptr, h.tier, s.ptr, s.tier, bytes_, "write back " + name_,
-                          std::move(after));
+      h.ready = copy(h, s, "write back " + name_, std::move(after));
       h.reads.clear();
       h.valid = true;
       s.reads.push_back(h.ready);
@@ -165,10 +190,11 @@ public:
     for (std::size_t i = 0; i < home(); ++i)
       if (slots_[i].valid) evict(i, {});
     slot& h = slots_[home()];
-    std::vector<event> after = h.reads;
+    std::vector<event> after = still_reading(h);
     after.push_back(h.ready);
-    h.ready = ctx_.copy(h.ptr, h.tier, src, tier_id::host, bytes_, "assign " + name_,
-                        std::move(after));
+    slot user(tier_id::host);
+    user.ptr = const_cast<void*>(src);  // only read from: it is the source of the copy
+    h.ready = copy(h, user, "assign " + name_, std::move(after));
     h.reads.clear();
     h.ready.wait();
   }
@@ -177,7 +203,15 @@ public:
   void read(void* dst) {
     check_conflicts(home(), false);
     slot& h = slots_[home()];
-    event e = ctx_.copy(dst, tier_id::host, h.ptr, h.tier, bytes_, "read " + name_, {h.ready});
+    try {
+      h.ready.wait();
+    } catch (...) {
+      h.ready = {};  // reported once; home keeps its last committed value (see acquire)
+      throw;
+    }
+    slot user(tier_id::host);
+    user.ptr = dst;
+    event e = copy(user, h, "read " + name_, {});
     h.reads.push_back(e);
     e.wait();
   }
@@ -188,6 +222,7 @@ private:
     tier_id tier;
     buffer owned;                // memory this tensor allocated on the tier
     void* ptr = nullptr;         // owned.data(), or memory borrowed from a sequence's ring
+    io::nvme_store::handle file = 0;  // on tier nvme: the data's handle in the context's store
     bool valid = false;          // holds the current value
     event ready;                 // the copy that filled it (or the compute that wrote it)
     std::vector<event> reads;    // copies still reading it
@@ -196,6 +231,28 @@ private:
     bool writer = false;
     std::shared_ptr<const void> token;  // alive while leases are out: views check it
   };
+
+  // One copy between two slots, whatever their tiers: memory to memory, or to/from the NVMe
+  // tier's store.
+  event copy(slot& dst, const slot& src, std::string label, std::vector<event> after) {
+    copy_engine& c = ctx_.copies();
+    if (src.tier == tier_id::nvme)
+      return c.read_nvme(dst.ptr, dst.tier, src.file, bytes_, std::move(label), std::move(after));
+    if (dst.tier == tier_id::nvme)
+      return c.write_nvme(dst.file, src.ptr, src.tier, bytes_, std::move(label), std::move(after));
+    return c.copy(dst.ptr, dst.tier, src.ptr, src.tier, bytes_, std::move(label),
+                  std::move(after));
+  }
+
+  // The copies reading `s` that are still running. A write into `s` waits for them (write after
+  // read) — but only for those: a read that already finished, or failed (its own caller has
+  // heard of it), must not hold up or fail the write.
+  static std::vector<event> still_reading(const slot& s) {
+    std::vector<event> running;
+    for (auto& e : s.reads)
+      if (!e.ready()) running.push_back(e);
+    return running;
+  }
 
   static std::vector<event> uses_of(const slot& s) {
     std::vector<event> all = s.reads;
