@@ -6,8 +6,10 @@
 //   core/    dtypes, shapes, alignment, errors            (floor 1)
 //   memory/  tiers, budgets, memory resources, pools       (floor 2)
 //   io/      IO engines (io_uring, pread/pwrite, faulty), CRC-32C, the NVMe store (floor 2)
+//   comm/    communicators: solo, threads, MPI, NCCL                (floor 2)
 //   exec/    queues, events, copies, trace, the context    (floor 3)
 //   tensor/  tiered_tensor, leases, views, sequences       (floor 4)
+//   schedule/ ZeRO partitioning, stage bundles, the layer executor, the memory plan (floor 5)
 #pragma once
 
 #include <strata/core/align.hpp>
@@ -33,6 +35,12 @@
 #include <strata/io/posix_engine.hpp>
 #include <strata/io/uring_engine.hpp>
 
+#include <strata/comm/communicator.hpp>
+#include <strata/comm/solo.hpp>
+#include <strata/comm/threads.hpp>
+#include <strata/comm/mpi.hpp>   // empty unless STRATA_HAVE_MPI (link strata::mpi)
+#include <strata/comm/nccl.hpp>  // empty unless CUDA, NCCL and MPI
+
 #include <strata/exec/context.hpp>
 #include <strata/exec/copy_engine.hpp>
 #include <strata/exec/event.hpp>
@@ -46,3 +54,8 @@
 #include <strata/tensor/tensor_sequence.hpp>
 #include <strata/tensor/tiered_tensor.hpp>
 #include <strata/tensor/view.hpp>
+
+#include <strata/schedule/executor.hpp>
+#include <strata/schedule/memory_plan.hpp>
+#include <strata/schedule/partition.hpp>
+#include <strata/schedule/zero.hpp>

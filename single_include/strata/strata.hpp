@@ -14,8 +14,10 @@
 //   core/    dtypes, shapes, alignment, errors            (floor 1)
 //   memory/  tiers, budgets, memory resources, pools       (floor 2)
 //   io/      IO engines (io_uring, pread/pwrite, faulty), CRC-32C, the NVMe store (floor 2)
+//   comm/    communicators: solo, threads, MPI, NCCL                (floor 2)
 //   exec/    queues, events, copies, trace, the context    (floor 3)
 //   tensor/  tiered_tensor, leases, views, sequences       (floor 4)
+//   schedule/ ZeRO partitioning, stage bundles, the layer executor, the memory plan (floor 5)
 
 // ---- begin <strata/core/align.hpp> ----
 #ifndef STRATA_SINGLE_INCLUDE_STRATA_CORE_ALIGN_HPP
@@ -573,6 +575,11 @@ class out_of_budget : public error {
 public:
   out_of_budget(std::string_view tier, std::size_t requested, std::size_t available,
                 std::size_t limit, std::string_view what);
+  /// The same facts with a message worded by the caller (a memory plan's table, say).
+  out_of_budget(std::string message, std::string_view tier, std::size_t requested,
+                std::size_t available, std::size_t limit)
+      : error(std::move(message)), tier_(tier), requested_(requested), available_(available),
+        limit_(limit) {}
   std::size_t requested() const noexcept { return requested_; }
   std::size_t available() const noexcept { return available_; }
   std::size_t limit() const noexcept { return limit_; }
@@ -3283,6 +3290,2615 @@ STRATA_NAMESPACE_END
 #endif // STRATA_SINGLE_INCLUDE_STRATA_IO_NVME_STORE_HPP
 // ---- end <strata/io/nvme_store.hpp> ----
 
+// ---- begin <strata/comm/communicator.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_COMM_COMMUNICATOR_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_COMM_COMMUNICATOR_HPP
+// strata/comm/communicator.hpp — what every communicator offers, and the handle it returns.
+//
+// What lives here: reduce_op, request (the handle every collective returns), the default
+// timeout, and the concept `communicator<C>` that each implementation checks at its end.
+// What does not: the implementations — comm/solo.hpp (one rank), comm/threads.hpp (N ranks in
+// one process, for tests and single-process use), comm/mpi.hpp (MPI ranks, host or staged
+// device buffers), comm/nccl.hpp (MPI-launched ranks, GPU buffers through NCCL).
+//
+// The contract every communicator keeps:
+//  - Every rank calls the same collectives in the same order with the same sizes, op and root
+//    (as with MPI). A mismatch that a backend can see is a comm_error naming both calls.
+//  - Collectives are asynchronous: each returns a request at once. Until its wait() returns,
+//    the send buffer stays valid and unchanged and the receive buffer untouched by the caller
+//    (comm::mpi copies the send buffer during the call, but code written for the concept may
+//    not rely on that). Progress happens in wait() and ready(), as with MPI_Test.
+//  - Sizes (bytes or floats per rank) never have to divide anything: every rank passes the same
+//    per-rank count and padding is the caller's business (placements pad shards).
+//  - reduce_scatter and all_reduce are deterministic on solo, threads and mpi: each element is
+//    summed in rank order, in float, exactly like the sequential loop
+//        acc = block_0[i]; acc += block_1[i]; ...; acc += block_{n-1}[i];
+//    and reduce_op::mean is that sum divided by float(size) (a division, not a multiplication
+//    by 1/size, which rounds differently). So a result is bitwise the same whichever backend,
+//    world layout or message size produced it, and equal to a plain reference loop (compiled
+//    without -ffast-math). comm::nccl is the exception: see comm/nccl.hpp.
+//  - Failure never hangs: a peer that does not arrive within the communicator's timeout makes
+//    wait() throw comm_error("... rank R waited T ms for <collective> ..."), and abort(why) on
+//    one rank makes every other rank's pending or next collective throw comm_error naming the
+//    failed rank and `why`. After a failure the communicator stays failed: every later
+//    collective throws at once (the ranks no longer agree on what has happened, so no later
+//    collective could be trusted). Destroying it, and MPI_Finalize, still work.
+
+
+#include <chrono>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+
+STRATA_NAMESPACE_BEGIN
+namespace comm {
+
+/// How reduce_scatter / all_reduce combine the ranks' blocks. Both sum in rank order (see the
+/// top of this file); mean then divides by float(size).
+enum class reduce_op : std::uint8_t { sum, mean };
+
+constexpr const char* reduce_op_name(reduce_op op) noexcept {
+  return op == reduce_op::sum ? "sum" : "mean";
+}
+
+/// How long a rank waits for its peers before a collective fails, unless a communicator is given
+/// another timeout. Long enough for a slow first step (NCCL setup, page faults in fresh
+/// buffers), short enough that a dead peer is noticed within a minute instead of never.
+inline constexpr std::chrono::milliseconds default_timeout{60'000};
+
+namespace detail {
+/// What a backend puts behind a request.
+class request_state {
+public:
+  virtual ~request_state() = default;
+  /// Makes progress without blocking on peers; true once wait() would return or throw at once.
+  virtual bool test() = 0;
+  /// Blocks until the collective completed here (returns) or failed (throws comm_error).
+  virtual void wait() = 0;
+};
+}  // namespace detail
+
+/// The handle of one collective on one rank. Shared: copies refer to the same operation.
+/// A default-constructed request is complete. wait() may be called more than once; after a
+/// failure every call throws the same comm_error again.
+class request {
+public:
+  request() = default;
+  explicit request(std::shared_ptr<detail::request_state> state) noexcept
+      : state_(std::move(state)) {}
+
+  /// Returns when the collective has completed on this rank: the receive buffer holds the
+  /// result and the send buffer may be reused. Throws comm_error when the collective failed
+  /// (a peer aborted, timed out or called a different collective).
+  void wait() const {
+    if (state_) state_->wait();
+  }
+
+  /// True when wait() would not block (the collective completed or failed). Also advances it,
+  /// so a loop of ready() calls alone finishes the collective.
+  bool ready() const { return !state_ || state_->test(); }
+
+private:
+  std::shared_ptr<detail::request_state> state_;
+};
+
+/// A set of ranks that run collectives together; one object per rank. Sizes are in bytes for
+/// all_gather and broadcast and in floats for the reductions:
+///   all_gather(send, recv, n)         send (n)          -> recv (size, n): rank r's at r*n
+///   reduce_scatter(send, recv, n, op) send (size, n)    -> recv (n): op over every rank's block
+///                                                           `rank()`
+///   all_reduce(send, recv, n, op)     send (n)          -> recv (n); send == recv is allowed
+///   broadcast(buf, n, root)           root's buf (n)    -> everybody's buf
+///   barrier()                         completes once every rank has called it
+/// all_gather may also run in place (send == recv + rank() * n) and reduce_scatter with
+/// recv == send + rank() * n; other overlaps between send and recv are not allowed.
+/// abort(why) marks this rank failed (see the top of this file) and never throws.
+template <class C>
+concept communicator =
+    requires(C& c, const C& cc, const void* send, void* recv, const float* fsend, float* frecv,
+             std::size_t n, reduce_op op, int root, const std::string& why) {
+      { cc.rank() } -> std::same_as<int>;
+      { cc.size() } -> std::same_as<int>;
+      { cc.timeout() } -> std::same_as<std::chrono::milliseconds>;
+      { c.all_gather(send, recv, n) } -> std::same_as<request>;
+      { c.reduce_scatter(fsend, frecv, n, op) } -> std::same_as<request>;
+      { c.all_reduce(fsend, frecv, n, op) } -> std::same_as<request>;
+      { c.broadcast(recv, n, root) } -> std::same_as<request>;
+      { c.barrier() } -> std::same_as<request>;
+      { c.abort(why) } -> std::same_as<void>;
+    };
+
+}  // namespace comm
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_COMM_COMMUNICATOR_HPP
+// ---- end <strata/comm/communicator.hpp> ----
+// ---- begin <strata/comm/solo.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_COMM_SOLO_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_COMM_SOLO_HPP
+// strata/comm/solo.hpp — the communicator of a world with one rank.
+//
+// What lives here: comm::solo, for single-process runs of code written for a communicator (the
+// ZeRO bundles with one rank, the examples on one GPU). Every collective is a copy done before
+// the call returns, so each request comes back complete.
+// What does not: several ranks (comm/threads.hpp, comm/mpi.hpp, comm/nccl.hpp).
+//
+// The results are those of any other backend with one rank: all_gather, broadcast and a sum
+// copy the bytes; mean divides by 1.0f (exact for every value). In the CUDA build device
+// buffers are copied with cudaMemcpy, and a mean there is the same copy, which differs from
+// the host division only in that a signalling NaN stays signalling.
+
+// ---- begin <strata/comm/detail/collective.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_COMM_DETAIL_COLLECTIVE_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_COMM_DETAIL_COLLECTIVE_HPP
+// strata/comm/detail/collective.hpp — what the communicators share: the names of the
+// collectives, how a call is described in messages, and the reduction in rank order.
+//
+// What lives here: collective_call (what every rank must agree on), describe(), and
+// reduce_in_rank_order(), the one loop every deterministic reduction in strata::comm runs, so
+// that solo, threads and mpi give bitwise the same result. What does not: any communicator.
+
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <string>
+
+STRATA_NAMESPACE_BEGIN
+namespace comm::detail {
+
+enum class collective : std::uint8_t { all_gather, reduce_scatter, all_reduce, broadcast, barrier };
+
+constexpr const char* collective_name(collective c) noexcept {
+  switch (c) {
+  case collective::all_gather: return "all_gather";
+  case collective::reduce_scatter: return "reduce_scatter";
+  case collective::all_reduce: return "all_reduce";
+  case collective::broadcast: return "broadcast";
+  case collective::barrier: return "barrier";
+  }
+  return "?";
+}
+
+/// One rank's call, as far as every rank must agree on it. Fields a collective does not use
+/// stay at their defaults, so == compares only what matters.
+struct collective_call {
+  collective kind = collective::barrier;
+  /// bytes per rank (all_gather), floats per rank (reduce_scatter), floats (all_reduce),
+  /// bytes (broadcast), 0 (barrier).
+  std::size_t count = 0;
+  reduce_op op = reduce_op::sum;
+  int root = 0;
+
+  static collective_call all_gather(std::size_t bytes_per_rank) {
+    return {collective::all_gather, bytes_per_rank, reduce_op::sum, 0};
+  }
+  static collective_call reduce_scatter(std::size_t count_per_rank, reduce_op op) {
+    return {collective::reduce_scatter, count_per_rank, op, 0};
+  }
+  static collective_call all_reduce(std::size_t count, reduce_op op) {
+    return {collective::all_reduce, count, op, 0};
+  }
+  static collective_call broadcast(std::size_t bytes, int root) {
+    return {collective::broadcast, bytes, reduce_op::sum, root};
+  }
+  static collective_call barrier() { return {}; }
+
+  friend bool operator==(const collective_call&, const collective_call&) = default;
+};
+
+/// "all_gather #3 (7 bytes per rank)", "all_reduce #0 (mean of 1000 floats)"; `seq` counts the
+/// communicator's collectives from 0, the same on every rank.
+inline std::string describe(const collective_call& c, std::uint64_t seq) {
+  std::string s = std::string(collective_name(c.kind)) + " #" + std::to_string(seq);
+  switch (c.kind) {
+  case collective::all_gather: return s + " (" + format_bytes(c.count) + " per rank)";
+  case collective::reduce_scatter:
+    return s + " (" + reduce_op_name(c.op) + " of " + std::to_string(c.count) + " floats per rank)";
+  case collective::all_reduce:
+    return s + " (" + reduce_op_name(c.op) + " of " + std::to_string(c.count) + " floats)";
+  case collective::broadcast:
+    return s + " (" + format_bytes(c.count) + " from rank " + std::to_string(c.root) + ")";
+  case collective::barrier: return s;
+  }
+  return s;
+}
+
+/// Throws config_error unless 0 <= root < size.
+inline void check_root(int root, int size, const char* backend) {
+  if (root < 0 || root >= size)
+    throw config_error(std::string("strata::comm ") + backend + ": broadcast root " +
+                       std::to_string(root) + " is not a rank of this " + std::to_string(size) +
+                       "-rank communicator");
+}
+
+/// Elements are processed in tiles this long: a tile of the accumulator stays in L1 while every
+/// block's tile is added to it.
+inline constexpr std::size_t reduce_tile = 1024;
+
+/// For every i < count: r = blocks[0][i]; r += blocks[1][i]; ...; r += blocks[n-1][i] (in float,
+/// in this order), then r = r / float(n) for mean; r is stored into outs[0][i] ...
+/// outs[n_outs-1][i]. This is the definition of every deterministic reduction in strata::comm.
+/// An out may be the very same pointer as a block (in place) but must not otherwise overlap one:
+/// a tile of every block is read before that tile of any out is written.
+inline void reduce_in_rank_order(const float* const* blocks, int n, float* const* outs,
+                                 int n_outs, std::size_t count, reduce_op op) noexcept {
+  float acc[reduce_tile];
+  const float divisor = static_cast<float>(n);
+  for (std::size_t base = 0; base < count; base += reduce_tile) {
+    const std::size_t m = std::min(reduce_tile, count - base);
+    std::memcpy(acc, blocks[0] + base, m * sizeof(float));
+    for (int b = 1; b < n; ++b) {
+      const float* src = blocks[b] + base;
+      for (std::size_t i = 0; i < m; ++i) acc[i] += src[i];
+    }
+    if (op == reduce_op::mean)
+      for (std::size_t i = 0; i < m; ++i) acc[i] = acc[i] / divisor;
+    for (int o = 0; o < n_outs; ++o) std::memcpy(outs[o] + base, acc, m * sizeof(float));
+  }
+}
+
+/// Start of part i when `count` items are split into `parts` parts as evenly as possible (the
+/// first count % parts parts get one more). part_begin(count, parts, parts) == count.
+constexpr std::size_t part_begin(std::size_t count, std::size_t parts, std::size_t i) noexcept {
+  return i * (count / parts) + std::min(i, count % parts);
+}
+
+}  // namespace comm::detail
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_COMM_DETAIL_COLLECTIVE_HPP
+// ---- end <strata/comm/detail/collective.hpp> ----
+// ---- begin <strata/comm/detail/memory.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_COMM_DETAIL_MEMORY_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_COMM_DETAIL_MEMORY_HPP
+// strata/comm/detail/memory.hpp — telling GPU buffers from host buffers, and copying either.
+//
+// The host-side communicators (solo, mpi) accept device buffers in the CUDA build and move them
+// with cudaMemcpy; everything else they touch is host memory. In the host build the emulated
+// device is host memory, so plain copies reach it and nothing here needs CUDA.
+
+
+#include <cstddef>
+#include <cstring>
+#include <string>
+
+#if STRATA_ENABLE_CUDA
+// ---- begin <strata/core/cuda_check.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_CORE_CUDA_CHECK_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_CORE_CUDA_CHECK_HPP
+// strata/core/cuda_check.hpp — turning CUDA runtime status codes into strata::cuda_error.
+//
+// Only included when STRATA_ENABLE_CUDA is 1 (cuda-runtime and cuda-device builds).
+
+
+#include <cuda_runtime_api.h>
+
+#include <string>
+
+STRATA_NAMESPACE_BEGIN
+
+/// Throws cuda_error("<what>: <cuda message>") unless `status` is cudaSuccess.
+inline void check_cuda(cudaError_t status, const std::string& what) {
+  if (status != cudaSuccess)
+    throw cuda_error(static_cast<int>(status),
+                     what + ": " + cudaGetErrorName(status) + " (" + cudaGetErrorString(status) +
+                         ")");
+}
+
+/// How many GPUs this process can use. Any error from device discovery — including the
+/// "insufficient driver" that a machine with the toolkit but no driver answers — means none.
+inline int cuda_device_count() noexcept {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky status so later calls are not poisoned by it
+    return 0;
+  }
+  return n;
+}
+
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_CORE_CUDA_CHECK_HPP
+// ---- end <strata/core/cuda_check.hpp> ----
+#endif
+
+STRATA_NAMESPACE_BEGIN
+namespace comm::detail {
+
+/// True when p points into GPU memory. Any error from the query (a pointer CUDA never saw, no
+/// driver) means host memory. Always false in the host build.
+inline bool is_device_memory(const void* p) noexcept {
+#if STRATA_ENABLE_CUDA
+  if (p == nullptr) return false;
+  cudaPointerAttributes attributes{};
+  if (cudaPointerGetAttributes(&attributes, p) != cudaSuccess) {
+    cudaGetLastError();  // clear the status so later calls are not poisoned by it
+    return false;
+  }
+  return attributes.type == cudaMemoryTypeDevice;
+#else
+  (void)p;
+  return false;
+#endif
+}
+
+/// Copies `bytes` from src to dst and returns when they are there. `device` says that one side
+/// is GPU memory (then cudaMemcpy, which finds the direction itself); host copies may overlap.
+inline void copy_bytes(void* dst, const void* src, std::size_t bytes, bool device,
+                       const char* what) {
+  if (bytes == 0 || dst == src) return;
+#if STRATA_ENABLE_CUDA
+  if (device) {
+    check_cuda(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault), what);
+    return;
+  }
+#else
+  (void)device, (void)what;
+#endif
+  std::memmove(dst, src, bytes);
+}
+
+}  // namespace comm::detail
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_COMM_DETAIL_MEMORY_HPP
+// ---- end <strata/comm/detail/memory.hpp> ----
+
+#include <chrono>
+#include <string>
+
+STRATA_NAMESPACE_BEGIN
+namespace comm {
+
+class solo {
+public:
+  /// The timeout is kept only so code can read it from any communicator: one rank never waits.
+  explicit solo(std::chrono::milliseconds timeout = default_timeout) : timeout_(timeout) {}
+  solo(const solo&) = delete;
+  solo& operator=(const solo&) = delete;
+
+  int rank() const noexcept { return 0; }
+  int size() const noexcept { return 1; }
+  std::chrono::milliseconds timeout() const noexcept { return timeout_; }
+
+  request all_gather(const void* send, void* recv, std::size_t bytes_per_rank) {
+    check("all_gather");
+    copy(recv, send, bytes_per_rank, "all_gather");
+    return {};
+  }
+
+  request reduce_scatter(const float* send, float* recv, std::size_t count_per_rank,
+                         reduce_op op) {
+    check("reduce_scatter");
+    reduce(send, recv, count_per_rank, op, "reduce_scatter");
+    return {};
+  }
+
+  request all_reduce(const float* send, float* recv, std::size_t count, reduce_op op) {
+    check("all_reduce");
+    reduce(send, recv, count, op, "all_reduce");
+    return {};
+  }
+
+  request broadcast(void* buf, std::size_t bytes, int root) {
+    (void)buf, (void)bytes;
+    check("broadcast");
+    detail::check_root(root, 1, "solo");
+    return {};
+  }
+
+  request barrier() {
+    check("barrier");
+    return {};
+  }
+
+  /// Marks the communicator failed: every later collective throws comm_error naming `why`.
+  void abort(const std::string& why) noexcept {
+    if (!aborted_) {
+      aborted_ = true;
+      why_ = why;
+    }
+  }
+
+private:
+  void check(const char* what) const {
+    if (aborted_)
+      throw comm_error(std::string("strata::comm solo: rank 0 failed: ") + why_ +
+                       " (rank 0: cannot start " + what + ")");
+  }
+
+  static void copy(void* dst, const void* src, std::size_t bytes, const char* what) {
+    const bool device = detail::is_device_memory(dst) || detail::is_device_memory(src);
+    detail::copy_bytes(dst, src, bytes, device, what);
+  }
+
+  static void reduce(const float* send, float* recv, std::size_t count, reduce_op op,
+                     const char* what) {
+    if (detail::is_device_memory(send) || detail::is_device_memory(recv)) {
+      copy(recv, send, count * sizeof(float), what);  // x / 1.0f == x: see the top of the file
+      return;
+    }
+    detail::reduce_in_rank_order(&send, 1, &recv, 1, count, op);
+  }
+
+  std::chrono::milliseconds timeout_;
+  bool aborted_ = false;
+  std::string why_;
+};
+
+static_assert(communicator<solo>);
+
+}  // namespace comm
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_COMM_SOLO_HPP
+// ---- end <strata/comm/solo.hpp> ----
+// ---- begin <strata/comm/threads.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_COMM_THREADS_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_COMM_THREADS_HPP
+// strata/comm/threads.hpp — N ranks inside one process, one thread each.
+//
+// What lives here: thread_world (the N ranks and their shared state) and threads (one rank's
+// communicator). It exists so that sharded code — ZeRO partitions, the executor, checkpoints —
+// runs and is tested with several ranks on any machine, and bitwise against the MPI backend:
+// the reductions add in rank order exactly like comm::mpi (see comm/communicator.hpp).
+// What does not: a way to run distributed jobs (MPI launches real ranks: comm/mpi.hpp), or
+// speed on GPU buffers: in the CUDA build they are accepted (copies use cudaMemcpy, reductions
+// go through host copies of each tile) so single-process GPU runs work, not to be fast.
+//
+//   comm::thread_world world(4, 2000ms);
+//   world.run([&](comm::threads& c) {          // on 4 threads, c.rank() = 0..3
+//     c.all_gather(shard, full, shard_bytes).wait();
+//   });
+//
+// Buffers are exchanged by pointer, never staged: a rank's send buffer is read, and its receive
+// buffer written, by whichever participating threads run the copies (see
+// detail/thread_world_state.hpp), so both must stay valid until wait() returns. Dropping an
+// unfinished request finishes the collective on the spot when every rank has joined it, and
+// otherwise fails the world, so no copy ever touches a buffer that has gone.
+
+// ---- begin <strata/comm/detail/thread_world_state.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_COMM_DETAIL_THREAD_WORLD_STATE_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_COMM_DETAIL_THREAD_WORLD_STATE_HPP
+// strata/comm/detail/thread_world_state.hpp — the shared state behind comm::thread_world.
+//
+// What lives here: the rendezvous of the in-process communicator. Each collective is a slot
+// keyed by its sequence number (every rank's k-th call meets in slot k); a rank posts its
+// buffer pointers there and returns at once. Once every rank has posted, the work is cut into
+// tasks (one block copy, or one tile range of a reduction) that any rank waiting on — or
+// testing — the slot claims and runs, so the copies run in parallel on the participating
+// threads, no rank depends on the order in which the others wait, and nobody spins: a rank with
+// nothing to claim sleeps on the condition variable.
+// What does not: the public API (comm/threads.hpp).
+//
+// Failure (an abort, a timeout, mismatched calls, a request dropped before its peers arrived)
+// marks the whole world failed; from then on no task starts, every wait throws, and whoever
+// throws or aborts first waits for the tasks already running to finish ("drain"), so no copy
+// can touch the buffers of a rank whose stack is about to unwind.
+
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+STRATA_NAMESPACE_BEGIN
+namespace comm::detail {
+
+class thread_world_state {
+public:
+  using clock = std::chrono::steady_clock;
+
+  /// Bytes one copy task moves, floats one reduction task covers: large enough that taking the
+  /// lock per task costs nothing, small enough that several threads share one big block.
+  static constexpr std::size_t copy_chunk_bytes = std::size_t{1} << 20;
+  static constexpr std::size_t reduce_chunk_floats = std::size_t{1} << 18;
+
+  /// One collective as every rank sees it.
+  struct slot {
+    collective_call call;
+    std::uint64_t seq = 0;
+    int first_rank = 0;             // who posted first: named when a later call disagrees
+    std::vector<const void*> send;  // (size) per rank
+    std::vector<void*> recv;        // (size) per rank
+    std::vector<bool> arrived;      // (size) per rank
+    int posted = 0;
+    bool device = false;     // some rank passed GPU memory: copies go through cudaMemcpy
+    std::size_t chunks = 0;  // chunks per block (copies) or per rank's result (reductions)
+    std::size_t tasks = 0, claimed = 0, finished = 0;
+    bool done = false;  // every rank posted and every task finished
+  };
+
+  thread_world_state(int size, std::chrono::milliseconds timeout)
+      : size_(size), timeout_(timeout), next_seq_(static_cast<std::size_t>(size), 0) {}
+
+  int size() const noexcept { return size_; }
+  std::chrono::milliseconds timeout() const noexcept { return timeout_; }
+
+  /// Rank `rank` joins its next collective. Throws comm_error if the world has failed or the
+  /// call disagrees with what another rank called at this point (which fails the world).
+  std::shared_ptr<slot> post(int rank, const collective_call& call, const void* send,
+                             void* recv) {
+    const bool device = is_device_memory(send) || is_device_memory(recv);  // outside the lock
+    std::unique_lock lock(mutex_);
+    const std::uint64_t seq = next_seq_[static_cast<std::size_t>(rank)];
+    if (failed_) throw_failure(lock, rank, "cannot start " + describe(call, seq));
+    ++next_seq_[static_cast<std::size_t>(rank)];
+    std::shared_ptr<slot>& sp = open_[seq];
+    if (!sp) {
+      sp = std::make_shared<slot>();
+      sp->call = call;
+      sp->seq = seq;
+      sp->first_rank = rank;
+      sp->send.assign(static_cast<std::size_t>(size_), nullptr);
+      sp->recv.assign(static_cast<std::size_t>(size_), nullptr);
+      sp->arrived.assign(static_cast<std::size_t>(size_), false);
+      plan_tasks(*sp);
+    } else if (!(sp->call == call)) {
+      fail(lock, rank,
+           "collective mismatch: rank " + std::to_string(rank) + " called " + describe(call, seq) +
+               " where rank " + std::to_string(sp->first_rank) + " called " +
+               describe(sp->call, seq));
+      throw_failure(lock, rank, "");
+    }
+    std::shared_ptr<slot> s = sp;
+    s->send[static_cast<std::size_t>(rank)] = send;
+    s->recv[static_cast<std::size_t>(rank)] = recv;
+    s->arrived[static_cast<std::size_t>(rank)] = true;
+    s->device = s->device || device;
+    if (++s->posted == size_) {
+      finish_if_done(*s);
+      cv_.notify_all();  // waiters on arrivals may now claim tasks
+    }
+    return s;
+  }
+
+  /// Runs every task of `s` that can be claimed now; true when wait() would not block.
+  bool test(slot& s) {
+    std::unique_lock lock(mutex_);
+    while (!s.done && !failed_ && s.posted == size_ && s.claimed < s.tasks) run_one(lock, s);
+    return s.done || failed_;
+  }
+
+  /// Returns when `s` is done; helps with its tasks meanwhile. Throws comm_error when the world
+  /// fails, or fails it when some rank has not posted `s` within the timeout.
+  void wait(int rank, slot& s) {
+    std::unique_lock lock(mutex_);
+    const auto deadline = clock::now() + timeout_;
+    for (;;) {
+      if (s.done) return;
+      if (failed_) throw_failure(lock, rank, describe(s.call, s.seq) + " cannot complete");
+      if (s.posted == size_) {
+        if (s.claimed < s.tasks) {
+          run_one(lock, s);
+        } else {
+          // The last tasks run on other threads; each is one bounded copy, so no deadline.
+          cv_.wait(lock);
+        }
+        continue;
+      }
+      if (cv_.wait_until(lock, deadline) == std::cv_status::timeout && !failed_ && !s.done &&
+          s.posted < size_) {
+        fail(lock, rank,
+             "rank " + std::to_string(rank) + " waited " + std::to_string(timeout_.count()) +
+                 " ms for " + describe(s.call, s.seq) + "; " + missing_ranks(s) +
+                 " never called it");
+        throw_failure(lock, rank, "");
+      }
+    }
+  }
+
+  /// The last handle of rank `rank`'s request on `s` is gone. Its buffers are about to go
+  /// too, so the collective must not touch them later: finish it now when every rank is there
+  /// (bounded copies), otherwise fail the world, since the others can never complete it.
+  void abandon(int rank, slot& s) noexcept {
+    std::unique_lock lock(mutex_);
+    if (!s.done && !failed_ && s.posted == size_) {
+      while (!s.done && !failed_) {
+        if (s.claimed < s.tasks)
+          run_one(lock, s);
+        else
+          cv_.wait(lock);
+      }
+    }
+    if (!s.done && !failed_)
+      fail(lock, rank,
+           "rank " + std::to_string(rank) + " dropped its request for " + describe(s.call, s.seq) +
+               " before " + missing_ranks(s) + " had called it");
+    if (failed_) drain(lock);
+  }
+
+  /// Rank `rank` fails with reason `why` (the first failure of the world is the one reported).
+  /// Returns once no copy that might touch any rank's buffers is still running.
+  void abort(int rank, const std::string& why) noexcept {
+    std::unique_lock lock(mutex_);
+    if (!failed_) fail(lock, rank, "rank " + std::to_string(rank) + " failed: " + why);
+    drain(lock);
+  }
+
+  bool failed() const {
+    std::lock_guard lock(mutex_);
+    return failed_;
+  }
+
+private:
+  void plan_tasks(slot& s) const {
+    const auto n = static_cast<std::size_t>(size_);
+    const auto chunks_of = [](std::size_t amount, std::size_t chunk) {
+      return amount == 0 ? std::size_t{0} : (amount + chunk - 1) / chunk;
+    };
+    switch (s.call.kind) {
+    case collective::all_gather:  // (destination rank, source rank, chunk)
+      s.chunks = chunks_of(s.call.count, copy_chunk_bytes);
+      s.tasks = n * n * s.chunks;
+      break;
+    case collective::broadcast:  // (destination rank, chunk)
+      s.chunks = chunks_of(s.call.count, copy_chunk_bytes);
+      s.tasks = n * s.chunks;
+      break;
+    case collective::reduce_scatter:  // (destination rank, chunk)
+      s.chunks = chunks_of(s.call.count, reduce_chunk_floats);
+      s.tasks = n * s.chunks;
+      break;
+    case collective::all_reduce:  // (chunk): the result goes to every rank at once
+      s.chunks = chunks_of(s.call.count, reduce_chunk_floats);
+      s.tasks = s.chunks;
+      break;
+    case collective::barrier: s.tasks = 0; break;
+    }
+  }
+
+  /// Task t of s. Runs without the lock: posting happened under it, so every pointer and the
+  /// data behind it are visible here, and the result becomes visible to the owner when it
+  /// takes the lock to see the slot done.
+  void execute(const slot& s, std::size_t t) const {
+    const auto n = static_cast<std::size_t>(size_);
+    const std::size_t count = s.call.count;
+    switch (s.call.kind) {
+    case collective::all_gather: {
+      const std::size_t d = t / (n * s.chunks), src = t / s.chunks % n, c = t % s.chunks;
+      const std::size_t off = c * copy_chunk_bytes, len = std::min(copy_chunk_bytes, count - off);
+      const auto* from = static_cast<const std::byte*>(s.send[src]) + off;
+      auto* to = static_cast<std::byte*>(s.recv[d]) + src * count + off;
+      if (from != to) copy(s, to, from, len);  // equal: an in-place all_gather
+      break;
+    }
+    case collective::broadcast: {
+      const std::size_t d = t / s.chunks, c = t % s.chunks;
+      const auto root = static_cast<std::size_t>(s.call.root);
+      if (d == root) break;
+      const std::size_t off = c * copy_chunk_bytes, len = std::min(copy_chunk_bytes, count - off);
+      copy(s, static_cast<std::byte*>(s.recv[d]) + off,
+           static_cast<const std::byte*>(s.recv[root]) + off, len);
+      break;
+    }
+    case collective::reduce_scatter: {
+      const std::size_t d = t / s.chunks, c = t % s.chunks;
+      const std::size_t off = c * reduce_chunk_floats;
+      const std::size_t len = std::min(reduce_chunk_floats, count - off);
+      std::vector<const float*> blocks(n);
+      for (std::size_t r = 0; r < n; ++r)
+        blocks[r] = static_cast<const float*>(s.send[r]) + d * count + off;
+      float* out = static_cast<float*>(s.recv[d]) + off;
+      reduce(s, blocks, &out, 1, len);
+      break;
+    }
+    case collective::all_reduce: {
+      const std::size_t off = t * reduce_chunk_floats;
+      const std::size_t len = std::min(reduce_chunk_floats, count - off);
+      std::vector<const float*> blocks(n);
+      std::vector<float*> outs(n);
+      for (std::size_t r = 0; r < n; ++r) {
+        blocks[r] = static_cast<const float*>(s.send[r]) + off;
+        outs[r] = static_cast<float*>(s.recv[r]) + off;
+      }
+      reduce(s, blocks, outs.data(), size_, len);
+      break;
+    }
+    case collective::barrier: break;
+    }
+  }
+
+  static void copy(const slot& s, void* to, const void* from, std::size_t len) {
+    if (s.device)
+      copy_bytes(to, from, len, true, "strata::comm threads: copy");
+    else
+      std::memcpy(to, from, len);
+  }
+
+  /// reduce_in_rank_order, through host copies of the tile when GPU memory takes part (the
+  /// CUDA build's single-process runs: several thread-ranks sharing GPUs).
+  void reduce(const slot& s, std::vector<const float*>& blocks, float* const* outs, int n_outs,
+              std::size_t len) const {
+    if (!s.device) {
+      reduce_in_rank_order(blocks.data(), size_, outs, n_outs, len, s.call.op);
+      return;
+    }
+    const std::size_t bytes = len * sizeof(float);
+    std::vector<float> staged(static_cast<std::size_t>(size_ + 1) * len);
+    for (std::size_t r = 0; r < blocks.size(); ++r) {
+      copy_bytes(staged.data() + r * len, blocks[r], bytes, true, "strata::comm threads: stage");
+      blocks[r] = staged.data() + r * len;
+    }
+    float* result = staged.data() + blocks.size() * len;
+    reduce_in_rank_order(blocks.data(), size_, &result, 1, len, s.call.op);
+    for (int o = 0; o < n_outs; ++o)
+      copy_bytes(outs[o], result, bytes, true, "strata::comm threads: unstage");
+  }
+
+  /// Claims the next task of s, runs it unlocked, and accounts for it.
+  void run_one(std::unique_lock<std::mutex>& lock, slot& s) {
+    const std::size_t t = s.claimed++;
+    ++in_flight_;
+    lock.unlock();
+    execute(s, t);
+    lock.lock();
+    --in_flight_;
+    ++s.finished;
+    finish_if_done(s);
+    if (failed_ && in_flight_ == 0) cv_.notify_all();  // someone may be draining
+  }
+
+  void finish_if_done(slot& s) {
+    if (s.done || s.posted != size_ || s.finished != s.tasks) return;
+    s.done = true;
+    open_.erase(s.seq);
+    cv_.notify_all();
+  }
+
+  void fail(std::unique_lock<std::mutex>&, int rank, std::string reason) {
+    if (failed_) return;
+    failed_ = true;
+    failed_by_ = rank;
+    reason_ = std::move(reason);
+    cv_.notify_all();
+  }
+
+  void drain(std::unique_lock<std::mutex>& lock) {
+    cv_.wait(lock, [&] { return in_flight_ == 0; });
+  }
+
+  /// Waits for running copies, then throws the world's failure as seen from `rank`.
+  [[noreturn]] void throw_failure(std::unique_lock<std::mutex>& lock, int rank,
+                                  const std::string& consequence) {
+    drain(lock);
+    std::string message = "strata::comm threads: " + reason_;
+    if (!consequence.empty() && rank != failed_by_)
+      message += " (rank " + std::to_string(rank) + ": " + consequence + ")";
+    throw comm_error(message);
+  }
+
+  std::string missing_ranks(const slot& s) const {
+    std::string list;
+    int missing = 0;
+    for (int r = 0; r < size_; ++r)
+      if (!s.arrived[static_cast<std::size_t>(r)]) {
+        list += (missing++ ? ", " : "") + std::to_string(r);
+      }
+    return (missing == 1 ? "rank " : "ranks ") + list;
+  }
+
+  const int size_;
+  const std::chrono::milliseconds timeout_;
+  mutable std::mutex mutex_;
+  std::condition_variable cv_;
+  std::vector<std::uint64_t> next_seq_;             // (size) the next collective of each rank
+  std::map<std::uint64_t, std::shared_ptr<slot>> open_;  // slots not yet done, by sequence
+  std::size_t in_flight_ = 0;                       // tasks running outside the lock
+  bool failed_ = false;
+  int failed_by_ = -1;
+  std::string reason_;
+};
+
+}  // namespace comm::detail
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_COMM_DETAIL_THREAD_WORLD_STATE_HPP
+// ---- end <strata/comm/detail/thread_world_state.hpp> ----
+
+#include <chrono>
+#include <concepts>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+STRATA_NAMESPACE_BEGIN
+namespace comm {
+
+class thread_world;
+
+/// One rank of a thread_world. The world owns it: take it with world.communicator(r) or
+/// receive it in world.run(). A rank's collectives must be called from one thread at a time
+/// (that thread's program order is the rank's collective order).
+class threads {
+public:
+  threads(const threads&) = delete;
+  threads& operator=(const threads&) = delete;
+
+  int rank() const noexcept { return rank_; }
+  int size() const noexcept { return state_->size(); }
+  std::chrono::milliseconds timeout() const noexcept { return state_->timeout(); }
+
+  request all_gather(const void* send, void* recv, std::size_t bytes_per_rank) {
+    return start(detail::collective_call::all_gather(bytes_per_rank), send, recv);
+  }
+  request reduce_scatter(const float* send, float* recv, std::size_t count_per_rank,
+                         reduce_op op) {
+    return start(detail::collective_call::reduce_scatter(count_per_rank, op), send, recv);
+  }
+  request all_reduce(const float* send, float* recv, std::size_t count, reduce_op op) {
+    return start(detail::collective_call::all_reduce(count, op), send, recv);
+  }
+  request broadcast(void* buf, std::size_t bytes, int root) {
+    detail::check_root(root, size(), "threads");
+    return start(detail::collective_call::broadcast(bytes, root), buf, buf);
+  }
+  request barrier() { return start(detail::collective_call::barrier(), nullptr, nullptr); }
+
+  /// This rank fails: every other rank's pending or next collective throws comm_error naming
+  /// this rank and `why`. Returns once no copy touches any rank's buffers any more.
+  void abort(const std::string& why) noexcept { state_->abort(rank_, why); }
+
+private:
+  friend class thread_world;
+
+  class rank_request final : public detail::request_state {
+  public:
+    rank_request(std::shared_ptr<detail::thread_world_state> world,
+                 std::shared_ptr<detail::thread_world_state::slot> slot, int rank)
+        : world_(std::move(world)), slot_(std::move(slot)), rank_(rank) {}
+    ~rank_request() override { world_->abandon(rank_, *slot_); }
+    bool test() override { return world_->test(*slot_); }
+    void wait() override { world_->wait(rank_, *slot_); }
+
+  private:
+    std::shared_ptr<detail::thread_world_state> world_;
+    std::shared_ptr<detail::thread_world_state::slot> slot_;
+    int rank_;
+  };
+
+  threads(std::shared_ptr<detail::thread_world_state> state, int rank)
+      : state_(std::move(state)), rank_(rank) {}
+
+  request start(const detail::collective_call& call, const void* send, void* recv) {
+    return request(std::make_shared<rank_request>(state_, state_->post(rank_, call, send, recv),
+                                                  rank_));
+  }
+
+  std::shared_ptr<detail::thread_world_state> state_;
+  int rank_;
+};
+
+/// N ranks in this process. Either hand the ranks to threads of your own
+/// (communicator(r)), or let run() start one thread per rank.
+class thread_world {
+public:
+  /// `size` ranks; a rank that waits longer than `timeout` for its peers fails the world.
+  explicit thread_world(int size, std::chrono::milliseconds timeout = default_timeout)
+      : state_(std::make_shared<detail::thread_world_state>(check_size(size), timeout)) {
+    ranks_.reserve(static_cast<std::size_t>(size));
+    for (int r = 0; r < size; ++r) ranks_.emplace_back(new threads(state_, r));
+  }
+  thread_world(const thread_world&) = delete;
+  thread_world& operator=(const thread_world&) = delete;
+
+  int size() const noexcept { return state_->size(); }
+  std::chrono::milliseconds timeout() const noexcept { return state_->timeout(); }
+  /// True once a rank aborted, timed out or disagreed with the others (see communicator.hpp).
+  bool failed() const { return state_->failed(); }
+
+  /// Rank r's communicator, owned by the world (which must outlive its use).
+  threads& communicator(int rank) {
+    if (rank < 0 || rank >= size())
+      throw config_error("strata::comm thread_world: rank " + std::to_string(rank) +
+                         " out of range for " + std::to_string(size()) + " ranks");
+    return *ranks_[static_cast<std::size_t>(rank)];
+  }
+
+  /// Calls fn(communicator(r)) on one new thread per rank (concurrently, so fn must be safe to
+  /// call from several threads at once) and joins them. A rank whose fn throws aborts with the
+  /// exception's message, so its peers fail fast instead of timing out. Afterwards rethrows the
+  /// first exception that was not a comm_error — the cause, not its echoes on the other ranks —
+  /// or, when every failure was a comm_error, the first of those.
+  template <class F>
+    requires std::invocable<F&, threads&>
+  void run(F&& fn) {
+    std::mutex mutex;
+    std::vector<std::exception_ptr> failures;  // in the order they happened
+    const auto body = [&](int r) {
+      threads& c = *ranks_[static_cast<std::size_t>(r)];
+      try {
+        fn(c);
+      } catch (...) {
+        const std::exception_ptr e = std::current_exception();
+        {
+          std::lock_guard lock(mutex);
+          failures.push_back(e);
+        }
+        c.abort(message_of(e));
+      }
+    };
+    std::vector<std::thread> pool;
+    pool.reserve(ranks_.size());
+    try {
+      for (int r = 0; r < size(); ++r) pool.emplace_back(body, r);
+    } catch (...) {  // no thread for some rank: the started ones must not wait for it
+      for (int r = static_cast<int>(pool.size()); r < size(); ++r)
+        ranks_[static_cast<std::size_t>(r)]->abort("its thread could not be started");
+      for (auto& t : pool) t.join();
+      throw;
+    }
+    for (auto& t : pool) t.join();
+
+    for (const auto& e : failures)
+      if (!is_comm_error(e)) std::rethrow_exception(e);
+    if (!failures.empty()) std::rethrow_exception(failures.front());
+  }
+
+private:
+  static int check_size(int size) {
+    if (size < 1)
+      throw config_error("strata::comm thread_world: " + std::to_string(size) +
+                         " ranks; a world needs at least one");
+    return size;
+  }
+
+  static std::string message_of(const std::exception_ptr& e) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      return x.what();
+    } catch (...) {
+      return "an exception that is not a std::exception";
+    }
+  }
+
+  static bool is_comm_error(const std::exception_ptr& e) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const comm_error&) {
+      return true;
+    } catch (...) {
+      return false;
+    }
+  }
+
+  std::shared_ptr<detail::thread_world_state> state_;
+  std::vector<std::unique_ptr<threads>> ranks_;  // (size)
+};
+
+static_assert(communicator<threads>);
+
+}  // namespace comm
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_COMM_THREADS_HPP
+// ---- end <strata/comm/threads.hpp> ----
+// ---- begin <strata/comm/mpi.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_COMM_MPI_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_COMM_MPI_HPP
+// strata/comm/mpi.hpp — ranks launched by MPI (only with MPI: STRATA_HAVE_MPI).
+//
+// What lives here: comm::mpi, a communicator over a duplicate of an MPI communicator
+// (MPI_COMM_WORLD unless told otherwise), for host buffers and — in the CUDA build — device
+// buffers, which are staged through pinned host blocks (Debian's Open MPI is not CUDA-aware,
+// and staging works with any MPI). Collectives are MPI's nonblocking ones; the reductions are
+// deterministic (rank order, see comm/communicator.hpp) because strata adds, not MPI.
+// What does not: GPU-direct collectives (comm/nccl.hpp), launching ranks (mpirun / mpiexec).
+// Without STRATA_HAVE_MPI this header is empty: link strata::mpi to get the communicator.
+//
+// Differences from the concept's minimum worth knowing:
+//  - The send buffer is copied into staging during the call, so it may be reused as soon as the
+//    call returns (portable code still keeps it until wait(), for the other backends).
+//  - Progress happens in wait() and ready() (as with MPI_Test). all_reduce runs in two phases;
+//    its second starts inside a wait() or ready() of this communicator.
+//  - abort(why) sends `why` to every other rank on a control communicator of its own; their
+//    waits look for it while polling, so they throw comm_error naming this rank and `why`
+//    within one poll (well inside the timeout). A rank that times out tells the others the same
+//    way. Nobody calls MPI_Abort: every rank can still destroy its communicators, call
+//    MPI_Finalize and exit 0.
+//  - A request dropped before completion lets its collective finish in the background (its
+//    staging is owned by the communicator); its result is discarded.
+//  - One thread at a time per communicator object (calls are serialised by a mutex, but MPI
+//    itself must then be initialised with MPI_THREAD_MULTIPLE when several threads use MPI).
+//  - Per-rank counts are limited to INT_MAX bytes (all_gather, broadcast) or floats (the
+//    reductions): MPI counts are int. Larger ones are a config_error on every rank.
+
+
+#if STRATA_HAVE_MPI
+
+// ---- begin <strata/comm/detail/mpi_state.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_COMM_DETAIL_MPI_STATE_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_COMM_DETAIL_MPI_STATE_HPP
+// strata/comm/detail/mpi_state.hpp — the machinery behind comm::mpi.
+//
+// What lives here (only with STRATA_HAVE_MPI): one communicator's MPI communicators (data,
+// phase 2, control; all duplicates of the caller's), its operations in flight, their progress,
+// and failure. What does not: the public API (comm/mpi.hpp).
+//
+// How a collective runs:
+//  - At the call, the send data is copied into a staging block (pinned when a GPU buffer is
+//    involved), the nonblocking MPI collective is started on staging blocks only, and the op
+//    joins the list of active ops. MPI never sees a caller's buffer: a collective that fails, or
+//    whose request is dropped, can never write into memory its caller has freed or reused.
+//  - progress() walks the active ops in call order with MPI_Test. all_reduce has two phases
+//    (see below); its second phase starts on a communicator of its own, and in call order
+//    across all_reduces, so every rank starts the phase-2 collectives in the same order however
+//    its waits interleave — the rule MPI sets for collectives on one communicator.
+//  - wait() delivers the result from staging to the caller's receive buffer, reducing first
+//    where the op is a reduce_scatter.
+// Deterministic reductions without MPI's reduction (whose order MPI does not promise):
+//  - reduce_scatter: MPI_Ialltoall brings every rank's block r to rank r, which sums them in
+//    rank order (detail::reduce_in_rank_order): the same traffic as a ring reduce-scatter.
+//  - all_reduce: the vector is split into size parts (uneven allowed); an MPI_Ialltoallv brings
+//    part r of every rank to rank r, which sums them in rank order; an MPI_Iallgatherv then
+//    gives every rank every summed part. Traffic 2(n-1)/n of the vector, as a ring all-reduce.
+
+
+#if STRATA_HAVE_MPI
+
+// ---- begin <strata/comm/detail/mpi_support.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_COMM_DETAIL_MPI_SUPPORT_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_COMM_DETAIL_MPI_SUPPORT_HPP
+// strata/comm/detail/mpi_support.hpp — pieces the MPI-bootstrapped communicators share.
+//
+// What lives here (only with STRATA_HAVE_MPI): MPI status checks, int-count guards, the
+// polling backoff of a wait, the control channel on which a failing rank tells the others, and
+// the staging pool that keeps every buffer MPI touches owned by strata, not by the caller.
+// What does not: the communicators (comm/mpi.hpp, comm/nccl.hpp).
+
+
+#if STRATA_HAVE_MPI
+
+
+#  include <algorithm>
+#  include <chrono>
+#  include <climits>
+#  include <memory>
+#  include <mutex>
+#  include <optional>
+#  include <string>
+#  include <thread>
+#  include <utility>
+#  include <vector>
+
+#  include <mpi.h>
+
+STRATA_NAMESPACE_BEGIN
+namespace comm::detail {
+
+/// Throws comm_error("<backend>: <what>: <MPI's message>") unless rc is MPI_SUCCESS. (The
+/// communicators set MPI_ERRORS_RETURN on their own MPI communicators, so errors come back as
+/// codes instead of ending the job.)
+inline void check_mpi(int rc, const std::string& what, const char* backend = "strata::comm mpi") {
+  if (rc == MPI_SUCCESS) return;
+  char text[MPI_MAX_ERROR_STRING];
+  int length = 0;
+  if (MPI_Error_string(rc, text, &length) != MPI_SUCCESS) length = 0;
+  throw comm_error(std::string(backend) + ": " + what + ": " +
+                   (length > 0 ? std::string(text, static_cast<std::size_t>(length))
+                               : "MPI error " + std::to_string(rc)));
+}
+
+/// MPI counts are int. Larger ones are refused with the numbers rather than wrapped.
+inline int mpi_count(std::size_t n, const char* unit, const std::string& what) {
+  if (n > static_cast<std::size_t>(INT_MAX))
+    throw config_error("strata::comm mpi: " + what + " needs a count of " + std::to_string(n) +
+                       " " + unit + ", more than MPI's int counts hold (" +
+                       std::to_string(INT_MAX) + "); split the buffer");
+  return static_cast<int>(n);
+}
+
+/// Throws config_error unless MPI is initialised and not yet finalised.
+inline void require_mpi_running(const char* backend) {
+  int initialized = 0, finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (!initialized || finalized)
+    throw config_error(std::string(backend) + ": MPI is " +
+                       (finalized ? "already finalized" : "not initialized") +
+                       "; create the communicator between MPI_Init and MPI_Finalize");
+}
+
+/// A duplicate of `base` whose errors come back as codes (and become comm_errors) instead of
+/// ending the job.
+inline MPI_Comm duplicate_comm(MPI_Comm base, const char* backend) {
+  MPI_Comm c = MPI_COMM_NULL;
+  check_mpi(MPI_Comm_dup(base, &c), "MPI_Comm_dup", backend);
+  check_mpi(MPI_Comm_set_errhandler(c, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler", backend);
+  return c;
+}
+
+inline bool mpi_finalized() noexcept {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  return finalized != 0;
+}
+
+/// How a wait polls: a few yields (a collective between neighbours completes in microseconds),
+/// then sleeps growing to 250 us — short enough that a multi-round collective, which MPI
+/// advances only inside our MPI_Test calls, is not slowed much; long enough not to steal the
+/// cores that the peer ranks of an oversubscribed machine need.
+class backoff {
+public:
+  void pause() {
+    if (spins_ < 16) {
+      ++spins_;
+      std::this_thread::yield();
+      return;
+    }
+    std::this_thread::sleep_for(sleep_);
+    sleep_ = std::min(sleep_ * 2, std::chrono::microseconds(250));
+  }
+
+private:
+  int spins_ = 0;
+  std::chrono::microseconds sleep_{10};
+};
+
+/// Abort notices between the ranks of one communicator, on an MPI communicator of their own
+/// (so they never mix with the data). A failing rank sends its reason to every other rank and
+/// does not wait for anyone to receive it; ranks look for notices while they wait.
+class control_channel {
+public:
+  static constexpr int abort_tag = 0x5a7a;
+
+  struct notice {
+    int rank;
+    std::string why;
+  };
+
+  control_channel() = default;
+  explicit control_channel(MPI_Comm comm) : comm_(comm) {}
+  control_channel(const control_channel&) = delete;
+  control_channel& operator=(const control_channel&) = delete;
+
+  /// Sends `why` to every rank but `rank`. Never blocks and never throws: the sends are small
+  /// (delivered eagerly) and a failure to notify is no reason to fail differently.
+  void send_abort(int rank, int size, const std::string& why) noexcept {
+    try {
+      auto* text = new std::string(why);
+      texts_.push_back(text);
+      for (int peer = 0; peer < size; ++peer) {
+        if (peer == rank) continue;
+        MPI_Request r = MPI_REQUEST_NULL;
+        if (MPI_Isend(text->data(), static_cast<int>(text->size()), MPI_CHAR, peer, abort_tag,
+                      comm_, &r) == MPI_SUCCESS)
+          sends_.push_back(r);
+      }
+    } catch (...) {
+    }
+  }
+
+  /// An abort notice from another rank, if one has arrived.
+  std::optional<notice> poll() noexcept {
+    int flag = 0;
+    MPI_Status status;
+    if (MPI_Iprobe(MPI_ANY_SOURCE, abort_tag, comm_, &flag, &status) != MPI_SUCCESS || !flag)
+      return std::nullopt;
+    int length = 0;
+    MPI_Get_count(&status, MPI_CHAR, &length);
+    try {
+      std::string why(static_cast<std::size_t>(length > 0 ? length : 0), '\0');
+      if (MPI_Recv(why.data(), length, MPI_CHAR, status.MPI_SOURCE, abort_tag, comm_,
+                   MPI_STATUS_IGNORE) != MPI_SUCCESS)
+        return std::nullopt;
+      return notice{status.MPI_SOURCE, std::move(why)};
+    } catch (...) {
+      return std::nullopt;
+    }
+  }
+
+  /// Before the MPI communicator is freed: completed sends release their text; sends nobody has
+  /// received yet are let go (MPI_Request_free still delivers them) and their text is left
+  /// allocated, since MPI may still read it.
+  void close() noexcept {
+    bool all_done = true;
+    for (MPI_Request& r : sends_) {
+      int done = 0;
+      if (MPI_Test(&r, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS || !done) {
+        MPI_Request_free(&r);
+        all_done = false;
+      }
+    }
+    sends_.clear();
+    if (all_done)
+      for (std::string* t : texts_) delete t;
+    texts_.clear();
+  }
+
+private:
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  std::vector<MPI_Request> sends_;
+  std::vector<std::string*> texts_;  // owned; see close()
+};
+
+/// Host blocks for staging, kept for reuse: collectives of one model repeat the same sizes.
+/// Pinned blocks (cudaHostAlloc in the CUDA build) are used where a GPU buffer is copied in or
+/// out, so those copies run at DMA speed.
+class staging_pool {
+public:
+  struct block {
+    std::byte* data = nullptr;
+    std::size_t bytes = 0;
+    bool pinned = false;
+  };
+
+  /// A block of at least `bytes` (at least 1).
+  block take(std::size_t bytes, bool pinned) {
+    bytes = std::max<std::size_t>(bytes, 1);
+    {
+      std::lock_guard lock(mutex_);
+      auto best = idle_.end();
+      for (auto it = idle_.begin(); it != idle_.end(); ++it)
+        if (it->pinned == pinned && it->bytes >= bytes &&
+            (best == idle_.end() || it->bytes < best->bytes))
+          best = it;
+      if (best != idle_.end()) {
+        block b = *best;
+        idle_.erase(best);
+        return b;
+      }
+    }
+    memory_resource& from = pinned ? static_cast<memory_resource&>(pinned_)
+                                   : static_cast<memory_resource&>(host_);
+    const std::size_t alignment = pinned ? tier::pinned::alignment : tier::host::alignment;
+    return {static_cast<std::byte*>(from.allocate(bytes, alignment, "strata::comm staging")),
+            bytes, pinned};
+  }
+
+  void give_back(block b) noexcept {
+    if (!b.data) return;
+    std::lock_guard lock(mutex_);
+    try {
+      idle_.push_back(b);
+    } catch (...) {
+      release(b);
+      return;
+    }
+    while (idle_.size() > keep_blocks) {  // the oldest go first
+      release(idle_.front());
+      idle_.erase(idle_.begin());
+    }
+  }
+
+  ~staging_pool() {
+    for (const block& b : idle_) release(b);
+  }
+
+private:
+  static constexpr std::size_t keep_blocks = 8;
+
+  void release(const block& b) noexcept {
+    if (b.pinned)
+      pinned_.deallocate(b.data, b.bytes, tier::pinned::alignment);
+    else
+      host_.deallocate(b.data, b.bytes, tier::host::alignment);
+  }
+
+  std::mutex mutex_;
+  std::vector<block> idle_;
+  aligned_host_resource host_;
+  pinned_resource pinned_;
+};
+
+/// A staging block on loan; returned to its pool when the holder goes.
+class staged {
+public:
+  staged() = default;
+  staged(std::shared_ptr<staging_pool> pool, std::size_t bytes, bool pinned)
+      : pool_(std::move(pool)), block_(pool_->take(bytes, pinned)) {}
+  staged(staged&& o) noexcept : pool_(std::move(o.pool_)), block_(std::exchange(o.block_, {})) {}
+  staged& operator=(staged&& o) noexcept {
+    if (this != &o) {
+      reset();
+      pool_ = std::move(o.pool_);
+      block_ = std::exchange(o.block_, {});
+    }
+    return *this;
+  }
+  ~staged() { reset(); }
+
+  std::byte* data() const noexcept { return block_.data; }
+  float* floats() const noexcept { return reinterpret_cast<float*>(block_.data); }
+
+private:
+  void reset() noexcept {
+    if (pool_) pool_->give_back(block_);
+    block_ = {};
+    pool_.reset();
+  }
+  std::shared_ptr<staging_pool> pool_;
+  staging_pool::block block_;
+};
+
+}  // namespace comm::detail
+STRATA_NAMESPACE_END
+
+#endif  // STRATA_HAVE_MPI
+#endif // STRATA_SINGLE_INCLUDE_STRATA_COMM_DETAIL_MPI_SUPPORT_HPP
+// ---- end <strata/comm/detail/mpi_support.hpp> ----
+
+#  include <chrono>
+#  include <cstdint>
+#  include <list>
+#  include <memory>
+#  include <mutex>
+#  include <string>
+#  include <vector>
+
+#  include <mpi.h>
+
+STRATA_NAMESPACE_BEGIN
+namespace comm::detail {
+
+class mpi_state {
+public:
+  using clock = std::chrono::steady_clock;
+
+  enum class stage : std::uint8_t {
+    phase1,    // the first (often only) MPI collective is in flight
+    between,   // all_reduce: phase 1 done and reduced, phase 2 not started yet
+    phase2,    // all_reduce: the all-gather of the reduced parts is in flight
+    mpi_done,  // MPI is finished with the staging blocks
+  };
+
+  struct op {
+    collective_call call;
+    std::string what;  // describe(call, seq), for messages
+    MPI_Request request = MPI_REQUEST_NULL;
+    stage at = stage::phase1;
+    bool two_phase = false;
+    staged a, b;  // what each holds depends on the collective; see start()
+    std::vector<int> counts, displs, recv_counts, recv_displs;  // (size) v-collective arguments
+    void* user_recv = nullptr;
+    bool recv_device = false;
+    bool delivered = false;
+  };
+
+  mpi_state(MPI_Comm base, std::chrono::milliseconds timeout)
+      : timeout_(timeout), rank_(rank_in(base)), size_(size_of(base)), data_(duplicate(base)),
+        phase2_(duplicate(base)), ctrl_(duplicate(base)), control_(ctrl_) {}
+
+  ~mpi_state() { close(); }
+  mpi_state(const mpi_state&) = delete;
+  mpi_state& operator=(const mpi_state&) = delete;
+
+  int rank() const noexcept { return rank_; }
+  int size() const noexcept { return size_; }
+  std::chrono::milliseconds timeout() const noexcept { return timeout_; }
+  MPI_Comm data_comm() const noexcept { return data_; }
+
+  /// Starts one collective. Throws comm_error if the communicator has failed (looking for abort
+  /// notices first) or MPI refuses; config_error for counts MPI cannot express.
+  std::shared_ptr<op> start(const collective_call& call, const void* send, void* recv) {
+    std::lock_guard lock(mutex_);
+    auto o = std::make_shared<op>();
+    o->call = call;
+    o->what = describe(call, seq_);
+    check_usable_locked("cannot start " + o->what);
+
+    const auto n = static_cast<std::size_t>(size_);
+    const auto me = static_cast<std::size_t>(rank_);
+    const std::size_t count = call.count;
+    const bool send_device = is_device_memory(send);
+    o->recv_device = is_device_memory(recv);
+    o->user_recv = recv;
+    const bool pinned = send_device || o->recv_device;
+    const std::string& what = o->what;
+
+    // Counts first: a count MPI cannot express is the same on every rank, so every rank throws
+    // here and nobody is left waiting.
+    int c = 0;
+    switch (call.kind) {
+    case collective::all_gather:
+    case collective::broadcast: c = mpi_count(count, "bytes", what); break;
+    case collective::reduce_scatter:
+    case collective::all_reduce: c = mpi_count(count, "floats", what); break;
+    case collective::barrier: break;
+    }
+
+    try {
+      switch (call.kind) {
+      case collective::all_gather:  // a: (size, count) bytes, this rank's block copied in place
+        o->a = staged(pool_, n * count, pinned);
+        copy_bytes(o->a.data() + me * count, send, count, send_device, "all_gather: copy in");
+        check_mpi(MPI_Iallgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, o->a.data(), c, MPI_BYTE,
+                                 data_, &o->request),
+                  "MPI_Iallgather for " + what);
+        break;
+      case collective::broadcast:  // a: (count) bytes
+        o->a = staged(pool_, count, pinned);
+        if (rank_ == call.root)
+          copy_bytes(o->a.data(), send, count, send_device, "broadcast: copy in");
+        check_mpi(MPI_Ibcast(o->a.data(), c, MPI_BYTE, call.root, data_, &o->request),
+                  "MPI_Ibcast for " + what);
+        break;
+      case collective::barrier:
+        check_mpi(MPI_Ibarrier(data_, &o->request), "MPI_Ibarrier for " + what);
+        break;
+      case collective::reduce_scatter:  // a: send (size, count); b: every rank's block `rank`
+        o->a = staged(pool_, n * count * sizeof(float), pinned);
+        o->b = staged(pool_, n * count * sizeof(float), false);
+        copy_bytes(o->a.data(), send, n * count * sizeof(float), send_device,
+                   "reduce_scatter: copy in");
+        check_mpi(MPI_Ialltoall(o->a.data(), c, MPI_FLOAT, o->b.data(), c, MPI_FLOAT, data_,
+                                &o->request),
+                  "MPI_Ialltoall for " + what);
+        break;
+      case collective::all_reduce: {  // a: send, later the result (count); b: (size, my part)
+        o->two_phase = true;
+        o->counts.resize(n);
+        o->displs.resize(n);
+        for (std::size_t i = 0; i < n; ++i) {
+          o->displs[i] = static_cast<int>(part_begin(count, n, i));
+          o->counts[i] = static_cast<int>(part_begin(count, n, i + 1) - part_begin(count, n, i));
+        }
+        const int mine = o->counts[me];
+        o->recv_counts.assign(n, mine);
+        o->recv_displs.resize(n);
+        for (std::size_t j = 0; j < n; ++j) o->recv_displs[j] = static_cast<int>(j) * mine;
+        o->a = staged(pool_, count * sizeof(float), pinned);
+        o->b = staged(pool_, n * static_cast<std::size_t>(mine) * sizeof(float), false);
+        copy_bytes(o->a.data(), send, count * sizeof(float), send_device, "all_reduce: copy in");
+        check_mpi(MPI_Ialltoallv(o->a.data(), o->counts.data(), o->displs.data(), MPI_FLOAT,
+                                 o->b.data(), o->recv_counts.data(), o->recv_displs.data(),
+                                 MPI_FLOAT, data_, &o->request),
+                  "MPI_Ialltoallv for " + what);
+        break;
+      }
+      }
+    } catch (const std::exception& e) {
+      // The peers will wait for this collective: tell them why it never comes.
+      fail_locked("rank " + std::to_string(rank_) + " could not start " + what + ": " + e.what(),
+                  "could not start " + what + ": " + e.what());
+      throw;
+    }
+    ++seq_;
+    active_.push_back(o);
+    return o;
+  }
+
+  /// Advances the active ops; true when wait(o) would not block.
+  bool test(op& o) {
+    std::lock_guard lock(mutex_);
+    if (o.delivered || o.at == stage::mpi_done) return true;
+    if (failed_ || closed_) return true;
+    try {
+      progress_locked();
+    } catch (const comm_error&) {
+      return true;  // the communicator failed; wait() reports it
+    }
+    return o.at == stage::mpi_done || failed_;
+  }
+
+  /// Returns once o's result is in the caller's buffer; throws comm_error on failure, on an
+  /// abort notice from a peer, or when the timeout passes (then tells the peers too).
+  void wait(op& o) {
+    const auto deadline = clock::now() + timeout_;
+    backoff pause;
+    for (;;) {
+      {
+        std::lock_guard lock(mutex_);
+        if (o.delivered) return;
+        if (o.at != stage::mpi_done && !failed_ && !closed_) progress_locked();
+        if (o.at == stage::mpi_done) {
+          deliver(o);
+          return;
+        }
+        if (failed_) throw failure_locked(o.what + " cannot complete");
+        if (closed_)
+          throw comm_error("strata::comm mpi: the communicator was destroyed before " + o.what +
+                           " completed on rank " + std::to_string(rank_));
+        if (clock::now() >= deadline) {
+          const std::string t = std::to_string(timeout_.count()) + " ms";
+          fail_locked("rank " + std::to_string(rank_) + " waited " + t + " for " + o.what +
+                          "; a peer never called it or is stuck before it",
+                      "timed out after waiting " + t + " for " + o.what);
+          throw failure_locked("");
+        }
+      }
+      pause.pause();
+    }
+  }
+
+  /// This rank fails; the others hear of it through the control channel.
+  void abort(const std::string& why) noexcept {
+    std::lock_guard lock(mutex_);
+    fail_locked("rank " + std::to_string(rank_) + " failed: " + why, why);
+  }
+
+  /// Called by ~mpi. Lets the ops in flight finish (bounded by the timeout, and only while
+  /// nothing has failed), receives pending notices, and frees the MPI communicators — unless
+  /// some op is still in flight, in which case it, its staging and the communicators are
+  /// deliberately leaked so MPI can never write into freed memory.
+  void close() noexcept {
+    std::unique_lock lock(mutex_);
+    if (closed_) return;
+    closed_ = true;
+    if (mpi_finalized()) {
+      leak_active_locked();
+      return;
+    }
+    const auto deadline = clock::now() + timeout_;
+    backoff pause;
+    while (!active_.empty() && !failed_ && clock::now() < deadline) {
+      try {
+        progress_locked();
+      } catch (...) {
+        break;
+      }
+      if (active_.empty()) break;
+      lock.unlock();
+      pause.pause();
+      lock.lock();
+    }
+    while (auto notice = control_.poll()) note_locked(*notice);
+    control_.close();
+    if (!active_.empty()) {
+      leak_active_locked();
+      return;
+    }
+    MPI_Comm_free(&data_);
+    MPI_Comm_free(&phase2_);
+    MPI_Comm_free(&ctrl_);
+  }
+
+private:
+  static int rank_in(MPI_Comm c) {
+    require_mpi_running("strata::comm mpi");
+    int r = 0;
+    check_mpi(MPI_Comm_rank(c, &r), "MPI_Comm_rank");
+    return r;
+  }
+  static int size_of(MPI_Comm c) {
+    int s = 0;
+    check_mpi(MPI_Comm_size(c, &s), "MPI_Comm_size");
+    return s;
+  }
+  static MPI_Comm duplicate(MPI_Comm base) { return duplicate_comm(base, "strata::comm mpi"); }
+
+  void check_usable_locked(const std::string& consequence) {
+    if (!failed_ && !closed_)
+      if (auto notice = control_.poll()) note_locked(*notice);
+    if (failed_) throw failure_locked(consequence);
+    if (closed_) throw comm_error("strata::comm mpi: communicator already destroyed");
+  }
+
+  /// Tests the active ops in call order and moves them on. Phase 2 of an all_reduce starts only
+  /// when every earlier all_reduce has started its phase 2 (see the top of this file).
+  /// Abort notices are looked for after the ops: a collective that has completed here counts as
+  /// completed even when a peer failed right after it.
+  void progress_locked() {
+    bool phase2_blocked = false;
+    for (auto it = active_.begin(); it != active_.end();) {
+      op& o = **it;
+      try {
+        if (o.at == stage::phase1 || o.at == stage::phase2) {
+          int done = 0;
+          check_mpi(MPI_Test(&o.request, &done, MPI_STATUS_IGNORE), "MPI_Test for " + o.what);
+          if (done) {
+            if (o.at == stage::phase1 && o.two_phase) {
+              reduce_my_part(o);
+              o.at = stage::between;
+            } else {
+              o.at = stage::mpi_done;
+            }
+          }
+        }
+        if (o.at == stage::between && !phase2_blocked) {
+          check_mpi(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, o.a.data(),
+                                    o.counts.data(), o.displs.data(), MPI_FLOAT, phase2_,
+                                    &o.request),
+                    "MPI_Iallgatherv for " + o.what);
+          o.at = stage::phase2;
+        }
+      } catch (const comm_error& e) {
+        fail_locked(std::string(e.what()) + " (on rank " + std::to_string(rank_) + ")",
+                    std::string("MPI failed in ") + o.what + ": " + e.what());
+        throw;
+      }
+      if (o.two_phase && (o.at == stage::phase1 || o.at == stage::between)) phase2_blocked = true;
+      if (o.at == stage::mpi_done)
+        it = active_.erase(it);
+      else
+        ++it;
+    }
+    if (auto notice = control_.poll()) note_locked(*notice);
+  }
+
+  /// all_reduce between the phases: sum every rank's copy of my part, in rank order, into my
+  /// part of a.
+  void reduce_my_part(op& o) {
+    const auto n = static_cast<std::size_t>(size_);
+    const auto mine = static_cast<std::size_t>(o.counts[static_cast<std::size_t>(rank_)]);
+    std::vector<const float*> blocks(n);
+    for (std::size_t j = 0; j < n; ++j) blocks[j] = o.b.floats() + j * mine;
+    float* out = o.a.floats() + o.displs[static_cast<std::size_t>(rank_)];
+    reduce_in_rank_order(blocks.data(), size_, &out, 1, mine, o.call.op);
+  }
+
+  /// The result, from staging to the caller's buffer.
+  void deliver(op& o) {
+    const auto n = static_cast<std::size_t>(size_);
+    const std::size_t count = o.call.count;
+    switch (o.call.kind) {
+    case collective::all_gather:
+      copy_bytes(o.user_recv, o.a.data(), n * count, o.recv_device, "all_gather: copy out");
+      break;
+    case collective::broadcast:
+      if (rank_ != o.call.root)
+        copy_bytes(o.user_recv, o.a.data(), count, o.recv_device, "broadcast: copy out");
+      break;
+    case collective::barrier: break;
+    case collective::reduce_scatter: {
+      std::vector<const float*> blocks(n);
+      for (std::size_t j = 0; j < n; ++j) blocks[j] = o.b.floats() + j * count;
+      // Straight into a host buffer; through staging (a is free again) into a GPU buffer.
+      float* out = o.recv_device ? o.a.floats() : static_cast<float*>(o.user_recv);
+      reduce_in_rank_order(blocks.data(), size_, &out, 1, count, o.call.op);
+      if (o.recv_device)
+        copy_bytes(o.user_recv, out, count * sizeof(float), true, "reduce_scatter: copy out");
+      break;
+    }
+    case collective::all_reduce:
+      copy_bytes(o.user_recv, o.a.data(), count * sizeof(float), o.recv_device,
+                 "all_reduce: copy out");
+      break;
+    }
+    o.delivered = true;
+    o.a = {};  // the blocks go back to the pool for the next collective
+    o.b = {};
+  }
+
+  /// The first failure wins. `tell` (when not empty) goes to every other rank.
+  void fail_locked(std::string reason, const std::string& tell) noexcept {
+    if (failed_) return;
+    failed_ = true;
+    failed_by_ = rank_;
+    reason_ = std::move(reason);
+    if (!tell.empty() && !closed_) control_.send_abort(rank_, size_, tell);
+  }
+
+  void note_locked(const control_channel::notice& notice) {
+    if (failed_) return;
+    failed_ = true;
+    failed_by_ = notice.rank;
+    reason_ = "rank " + std::to_string(notice.rank) + " failed: " + notice.why;
+  }
+
+  comm_error failure_locked(const std::string& consequence) const {
+    std::string message = "strata::comm mpi: " + reason_;
+    if (!consequence.empty() && failed_by_ != rank_)
+      message += " (rank " + std::to_string(rank_) + ": " + consequence + ")";
+    return comm_error(message);
+  }
+
+  void leak_active_locked() noexcept {
+    // Intentionally never freed: MPI may still write into these ops' staging blocks.
+    if (!active_.empty()) new std::list<std::shared_ptr<op>>(std::move(active_));
+    active_.clear();
+  }
+
+  const std::chrono::milliseconds timeout_;
+  const int rank_, size_;
+  MPI_Comm data_, phase2_, ctrl_;
+  control_channel control_;
+  std::shared_ptr<staging_pool> pool_ = std::make_shared<staging_pool>();
+  std::mutex mutex_;
+  std::list<std::shared_ptr<op>> active_;  // in call order
+  std::uint64_t seq_ = 0;
+  bool failed_ = false;
+  bool closed_ = false;
+  int failed_by_ = -1;
+  std::string reason_;
+};
+
+}  // namespace comm::detail
+STRATA_NAMESPACE_END
+
+#endif  // STRATA_HAVE_MPI
+#endif // STRATA_SINGLE_INCLUDE_STRATA_COMM_DETAIL_MPI_STATE_HPP
+// ---- end <strata/comm/detail/mpi_state.hpp> ----
+
+#  include <chrono>
+#  include <memory>
+#  include <string>
+#  include <utility>
+
+#  include <mpi.h>
+
+STRATA_NAMESPACE_BEGIN
+namespace comm {
+
+class mpi {
+public:
+  /// Duplicates `base` (collective over its ranks, like MPI_Comm_dup). MPI must be initialised.
+  explicit mpi(MPI_Comm base = MPI_COMM_WORLD, std::chrono::milliseconds timeout = default_timeout)
+      : state_(std::make_shared<detail::mpi_state>(base, timeout)) {}
+  /// Frees the duplicates (see detail::mpi_state::close for what a failed one leaves behind).
+  ~mpi() {
+    if (state_) state_->close();
+  }
+  mpi(mpi&&) noexcept = default;
+  mpi& operator=(mpi&& o) noexcept {
+    if (this != &o) {
+      if (state_) state_->close();
+      state_ = std::move(o.state_);
+    }
+    return *this;
+  }
+  mpi(const mpi&) = delete;
+  mpi& operator=(const mpi&) = delete;
+
+  int rank() const noexcept { return state_->rank(); }
+  int size() const noexcept { return state_->size(); }
+  std::chrono::milliseconds timeout() const noexcept { return state_->timeout(); }
+  /// The duplicated communicator the collectives run on.
+  MPI_Comm native() const noexcept { return state_->data_comm(); }
+
+  request all_gather(const void* send, void* recv, std::size_t bytes_per_rank) {
+    return start(detail::collective_call::all_gather(bytes_per_rank), send, recv);
+  }
+  request reduce_scatter(const float* send, float* recv, std::size_t count_per_rank,
+                         reduce_op op) {
+    return start(detail::collective_call::reduce_scatter(count_per_rank, op), send, recv);
+  }
+  request all_reduce(const float* send, float* recv, std::size_t count, reduce_op op) {
+    return start(detail::collective_call::all_reduce(count, op), send, recv);
+  }
+  request broadcast(void* buf, std::size_t bytes, int root) {
+    detail::check_root(root, size(), "mpi");
+    return start(detail::collective_call::broadcast(bytes, root), buf, buf);
+  }
+  request barrier() { return start(detail::collective_call::barrier(), nullptr, nullptr); }
+
+  /// This rank fails: every other rank's pending or next collective throws comm_error naming
+  /// this rank and `why`. Never blocks, never calls MPI_Abort.
+  void abort(const std::string& why) noexcept { state_->abort(why); }
+
+private:
+  class mpi_request final : public detail::request_state {
+  public:
+    mpi_request(std::shared_ptr<detail::mpi_state> state,
+                std::shared_ptr<detail::mpi_state::op> op)
+        : state_(std::move(state)), op_(std::move(op)) {}
+    bool test() override { return state_->test(*op_); }
+    void wait() override { state_->wait(*op_); }
+
+  private:
+    std::shared_ptr<detail::mpi_state> state_;
+    std::shared_ptr<detail::mpi_state::op> op_;
+  };
+
+  request start(const detail::collective_call& call, const void* send, void* recv) {
+    return request(std::make_shared<mpi_request>(state_, state_->start(call, send, recv)));
+  }
+
+  std::shared_ptr<detail::mpi_state> state_;
+};
+
+static_assert(communicator<mpi>);
+
+}  // namespace comm
+STRATA_NAMESPACE_END
+
+#endif  // STRATA_HAVE_MPI
+#endif // STRATA_SINGLE_INCLUDE_STRATA_COMM_MPI_HPP
+// ---- end <strata/comm/mpi.hpp> ----
+// ---- begin <strata/comm/nccl.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_COMM_NCCL_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_COMM_NCCL_HPP
+// strata/comm/nccl.hpp — GPU collectives through NCCL, for ranks launched by MPI (only with
+// CUDA, NCCL and MPI: STRATA_ENABLE_CUDA, STRATA_HAVE_NCCL, STRATA_HAVE_MPI).
+//
+// What lives here: comm::nccl, one rank's NCCL communicator on one GPU (the local rank among
+// the ranks on its node, modulo the node's GPUs), bootstrapped by broadcasting the
+// ncclUniqueId over MPI. Buffers are device memory (a host pointer is a config_error);
+// collectives are queued on the communicator's own non-blocking CUDA stream and a request waits
+// on a CUDA event recorded after them.
+// What does not: host buffers (comm::mpi), launching ranks (mpirun), several GPUs per rank.
+// Without all three components this header is empty: link strata::nccl and strata::mpi.
+//
+// Differences from the contract in comm/communicator.hpp:
+//  - reduce_scatter and all_reduce use ncclReduceScatter / ncclAllReduce (mean: ncclAvg).
+//    NCCL's summation order is fixed for a given topology, rank count, message size and NCCL
+//    version — a rerun on the same machine repeats its bits — but it is not rank order, so the
+//    result may differ in the last bits from solo / threads / mpi. The bitwise equivalence
+//    tests apply to those backends; compare NCCL results with a tolerance.
+//  - Ordering with compute: the collectives run on stream(), not on the caller's stream. Data
+//    produced on another stream must be complete (or that stream made to wait: cudaEventRecord
+//    there, cudaStreamWaitEvent(stream(), ...)) before the call; the result is complete on the
+//    host when wait() returns, and for the GPU once stream() reaches the collective.
+//  - Failure: an abort notice from a peer, an NCCL error or the timeout ends in
+//    ncclCommAbort here (kernels waiting for a dead peer would otherwise never finish), and the
+//    peers hear of it over MPI as with comm::mpi. A peer that never arrives is noticed by
+//    the waits, which poll the event against the deadline — not by the GPU, whose kernel keeps
+//    waiting until the abort.
+
+
+#if STRATA_ENABLE_CUDA && STRATA_HAVE_NCCL && STRATA_HAVE_MPI
+
+// ---- begin <strata/comm/detail/nccl_state.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_COMM_DETAIL_NCCL_STATE_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_COMM_DETAIL_NCCL_STATE_HPP
+// strata/comm/detail/nccl_state.hpp — the machinery behind comm::nccl.
+//
+// What lives here (only with CUDA, NCCL and MPI): setting up an NCCL communicator through MPI,
+// starting collectives on its stream, waiting on their events with a deadline, and failure —
+// NCCL's own asynchronous errors, abort notices from peers (the MPI control channel shared with
+// comm::mpi), and timeouts, each of which ends in ncclCommAbort so no kernel waits forever on a
+// peer that is gone. What does not: the public API (comm/nccl.hpp).
+//
+// The NCCL communicator is created non-blocking (ncclConfig_t::blocking = 0): setup and every
+// call may return ncclInProgress, and polling ncclCommGetAsyncError against a deadline is what
+// turns a peer that never arrives into a comm_error instead of a hang.
+
+
+#if STRATA_ENABLE_CUDA && STRATA_HAVE_NCCL && STRATA_HAVE_MPI
+
+// ---- begin <strata/comm/detail/mpi_support.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_COMM_DETAIL_MPI_SUPPORT_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_COMM_DETAIL_MPI_SUPPORT_HPP
+// strata/comm/detail/mpi_support.hpp — pieces the MPI-bootstrapped communicators share.
+//
+// What lives here (only with STRATA_HAVE_MPI): MPI status checks, int-count guards, the
+// polling backoff of a wait, the control channel on which a failing rank tells the others, and
+// the staging pool that keeps every buffer MPI touches owned by strata, not by the caller.
+// What does not: the communicators (comm/mpi.hpp, comm/nccl.hpp).
+
+
+#if STRATA_HAVE_MPI
+
+
+#  include <algorithm>
+#  include <chrono>
+#  include <climits>
+#  include <memory>
+#  include <mutex>
+#  include <optional>
+#  include <string>
+#  include <thread>
+#  include <utility>
+#  include <vector>
+
+#  include <mpi.h>
+
+STRATA_NAMESPACE_BEGIN
+namespace comm::detail {
+
+/// Throws comm_error("<backend>: <what>: <MPI's message>") unless rc is MPI_SUCCESS. (The
+/// communicators set MPI_ERRORS_RETURN on their own MPI communicators, so errors come back as
+/// codes instead of ending the job.)
+inline void check_mpi(int rc, const std::string& what, const char* backend = "strata::comm mpi") {
+  if (rc == MPI_SUCCESS) return;
+  char text[MPI_MAX_ERROR_STRING];
+  int length = 0;
+  if (MPI_Error_string(rc, text, &length) != MPI_SUCCESS) length = 0;
+  throw comm_error(std::string(backend) + ": " + what + ": " +
+                   (length > 0 ? std::string(text, static_cast<std::size_t>(length))
+                               : "MPI error " + std::to_string(rc)));
+}
+
+/// MPI counts are int. Larger ones are refused with the numbers rather than wrapped.
+inline int mpi_count(std::size_t n, const char* unit, const std::string& what) {
+  if (n > static_cast<std::size_t>(INT_MAX))
+    throw config_error("strata::comm mpi: " + what + " needs a count of " + std::to_string(n) +
+                       " " + unit + ", more than MPI's int counts hold (" +
+                       std::to_string(INT_MAX) + "); split the buffer");
+  return static_cast<int>(n);
+}
+
+/// Throws config_error unless MPI is initialised and not yet finalised.
+inline void require_mpi_running(const char* backend) {
+  int initialized = 0, finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (!initialized || finalized)
+    throw config_error(std::string(backend) + ": MPI is " +
+                       (finalized ? "already finalized" : "not initialized") +
+                       "; create the communicator between MPI_Init and MPI_Finalize");
+}
+
+/// A duplicate of `base` whose errors come back as codes (and become comm_errors) instead of
+/// ending the job.
+inline MPI_Comm duplicate_comm(MPI_Comm base, const char* backend) {
+  MPI_Comm c = MPI_COMM_NULL;
+  check_mpi(MPI_Comm_dup(base, &c), "MPI_Comm_dup", backend);
+  check_mpi(MPI_Comm_set_errhandler(c, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler", backend);
+  return c;
+}
+
+inline bool mpi_finalized() noexcept {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  return finalized != 0;
+}
+
+/// How a wait polls: a few yields (a collective between neighbours completes in microseconds),
+/// then sleeps growing to 250 us — short enough that a multi-round collective, which MPI
+/// advances only inside our MPI_Test calls, is not slowed much; long enough not to steal the
+/// cores that the peer ranks of an oversubscribed machine need.
+class backoff {
+public:
+  void pause() {
+    if (spins_ < 16) {
+      ++spins_;
+      std::this_thread::yield();
+      return;
+    }
+    std::this_thread::sleep_for(sleep_);
+    sleep_ = std::min(sleep_ * 2, std::chrono::microseconds(250));
+  }
+
+private:
+  int spins_ = 0;
+  std::chrono::microseconds sleep_{10};
+};
+
+/// Abort notices between the ranks of one communicator, on an MPI communicator of their own
+/// (so they never mix with the data). A failing rank sends its reason to every other rank and
+/// does not wait for anyone to receive it; ranks look for notices while they wait.
+class control_channel {
+public:
+  static constexpr int abort_tag = 0x5a7a;
+
+  struct notice {
+    int rank;
+    std::string why;
+  };
+
+  control_channel() = default;
+  explicit control_channel(MPI_Comm comm) : comm_(comm) {}
+  control_channel(const control_channel&) = delete;
+  control_channel& operator=(const control_channel&) = delete;
+
+  /// Sends `why` to every rank but `rank`. Never blocks and never throws: the sends are small
+  /// (delivered eagerly) and a failure to notify is no reason to fail differently.
+  void send_abort(int rank, int size, const std::string& why) noexcept {
+    try {
+      auto* text = new std::string(why);
+      texts_.push_back(text);
+      for (int peer = 0; peer < size; ++peer) {
+        if (peer == rank) continue;
+        MPI_Request r = MPI_REQUEST_NULL;
+        if (MPI_Isend(text->data(), static_cast<int>(text->size()), MPI_CHAR, peer, abort_tag,
+                      comm_, &r) == MPI_SUCCESS)
+          sends_.push_back(r);
+      }
+    } catch (...) {
+    }
+  }
+
+  /// An abort notice from another rank, if one has arrived.
+  std::optional<notice> poll() noexcept {
+    int flag = 0;
+    MPI_Status status;
+    if (MPI_Iprobe(MPI_ANY_SOURCE, abort_tag, comm_, &flag, &status) != MPI_SUCCESS || !flag)
+      return std::nullopt;
+    int length = 0;
+    MPI_Get_count(&status, MPI_CHAR, &length);
+    try {
+      std::string why(static_cast<std::size_t>(length > 0 ? length : 0), '\0');
+      if (MPI_Recv(why.data(), length, MPI_CHAR, status.MPI_SOURCE, abort_tag, comm_,
+                   MPI_STATUS_IGNORE) != MPI_SUCCESS)
+        return std::nullopt;
+      return notice{status.MPI_SOURCE, std::move(why)};
+    } catch (...) {
+      return std::nullopt;
+    }
+  }
+
+  /// Before the MPI communicator is freed: completed sends release their text; sends nobody has
+  /// received yet are let go (MPI_Request_free still delivers them) and their text is left
+  /// allocated, since MPI may still read it.
+  void close() noexcept {
+    bool all_done = true;
+    for (MPI_Request& r : sends_) {
+      int done = 0;
+      if (MPI_Test(&r, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS || !done) {
+        MPI_Request_free(&r);
+        all_done = false;
+      }
+    }
+    sends_.clear();
+    if (all_done)
+      for (std::string* t : texts_) delete t;
+    texts_.clear();
+  }
+
+private:
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  std::vector<MPI_Request> sends_;
+  std::vector<std::string*> texts_;  // owned; see close()
+};
+
+/// Host blocks for staging, kept for reuse: collectives of one model repeat the same sizes.
+/// Pinned blocks (cudaHostAlloc in the CUDA build) are used where a GPU buffer is copied in or
+/// out, so those copies run at DMA speed.
+class staging_pool {
+public:
+  struct block {
+    std::byte* data = nullptr;
+    std::size_t bytes = 0;
+    bool pinned = false;
+  };
+
+  /// A block of at least `bytes` (at least 1).
+  block take(std::size_t bytes, bool pinned) {
+    bytes = std::max<std::size_t>(bytes, 1);
+    {
+      std::lock_guard lock(mutex_);
+      auto best = idle_.end();
+      for (auto it = idle_.begin(); it != idle_.end(); ++it)
+        if (it->pinned == pinned && it->bytes >= bytes &&
+            (best == idle_.end() || it->bytes < best->bytes))
+          best = it;
+      if (best != idle_.end()) {
+        block b = *best;
+        idle_.erase(best);
+        return b;
+      }
+    }
+    memory_resource& from = pinned ? static_cast<memory_resource&>(pinned_)
+                                   : static_cast<memory_resource&>(host_);
+    const std::size_t alignment = pinned ? tier::pinned::alignment : tier::host::alignment;
+    return {static_cast<std::byte*>(from.allocate(bytes, alignment, "strata::comm staging")),
+            bytes, pinned};
+  }
+
+  void give_back(block b) noexcept {
+    if (!b.data) return;
+    std::lock_guard lock(mutex_);
+    try {
+      idle_.push_back(b);
+    } catch (...) {
+      release(b);
+      return;
+    }
+    while (idle_.size() > keep_blocks) {  // the oldest go first
+      release(idle_.front());
+      idle_.erase(idle_.begin());
+    }
+  }
+
+  ~staging_pool() {
+    for (const block& b : idle_) release(b);
+  }
+
+private:
+  static constexpr std::size_t keep_blocks = 8;
+
+  void release(const block& b) noexcept {
+    if (b.pinned)
+      pinned_.deallocate(b.data, b.bytes, tier::pinned::alignment);
+    else
+      host_.deallocate(b.data, b.bytes, tier::host::alignment);
+  }
+
+  std::mutex mutex_;
+  std::vector<block> idle_;
+  aligned_host_resource host_;
+  pinned_resource pinned_;
+};
+
+/// A staging block on loan; returned to its pool when the holder goes.
+class staged {
+public:
+  staged() = default;
+  staged(std::shared_ptr<staging_pool> pool, std::size_t bytes, bool pinned)
+      : pool_(std::move(pool)), block_(pool_->take(bytes, pinned)) {}
+  staged(staged&& o) noexcept : pool_(std::move(o.pool_)), block_(std::exchange(o.block_, {})) {}
+  staged& operator=(staged&& o) noexcept {
+    if (this != &o) {
+      reset();
+      pool_ = std::move(o.pool_);
+      block_ = std::exchange(o.block_, {});
+    }
+    return *this;
+  }
+  ~staged() { reset(); }
+
+  std::byte* data() const noexcept { return block_.data; }
+  float* floats() const noexcept { return reinterpret_cast<float*>(block_.data); }
+
+private:
+  void reset() noexcept {
+    if (pool_) pool_->give_back(block_);
+    block_ = {};
+    pool_.reset();
+  }
+  std::shared_ptr<staging_pool> pool_;
+  staging_pool::block block_;
+};
+
+}  // namespace comm::detail
+STRATA_NAMESPACE_END
+
+#endif  // STRATA_HAVE_MPI
+#endif // STRATA_SINGLE_INCLUDE_STRATA_COMM_DETAIL_MPI_SUPPORT_HPP
+// ---- end <strata/comm/detail/mpi_support.hpp> ----
+// ---- begin <strata/core/cuda_check.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_CORE_CUDA_CHECK_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_CORE_CUDA_CHECK_HPP
+// strata/core/cuda_check.hpp — turning CUDA runtime status codes into strata::cuda_error.
+//
+// Only included when STRATA_ENABLE_CUDA is 1 (cuda-runtime and cuda-device builds).
+
+
+#include <cuda_runtime_api.h>
+
+#include <string>
+
+STRATA_NAMESPACE_BEGIN
+
+/// Throws cuda_error("<what>: <cuda message>") unless `status` is cudaSuccess.
+inline void check_cuda(cudaError_t status, const std::string& what) {
+  if (status != cudaSuccess)
+    throw cuda_error(static_cast<int>(status),
+                     what + ": " + cudaGetErrorName(status) + " (" + cudaGetErrorString(status) +
+                         ")");
+}
+
+/// How many GPUs this process can use. Any error from device discovery — including the
+/// "insufficient driver" that a machine with the toolkit but no driver answers — means none.
+inline int cuda_device_count() noexcept {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky status so later calls are not poisoned by it
+    return 0;
+  }
+  return n;
+}
+
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_CORE_CUDA_CHECK_HPP
+// ---- end <strata/core/cuda_check.hpp> ----
+
+#  include <chrono>
+#  include <cstdint>
+#  include <cstring>
+#  include <functional>
+#  include <memory>
+#  include <mutex>
+#  include <string>
+
+#  include <cuda_runtime_api.h>
+#  include <mpi.h>
+#  include <nccl.h>
+
+#  if NCCL_VERSION_CODE < NCCL_VERSION(2, 14, 0)
+#    error "strata::comm::nccl needs NCCL 2.14 or newer (non-blocking communicators)"
+#  endif
+
+STRATA_NAMESPACE_BEGIN
+namespace comm::detail {
+
+class nccl_state {
+public:
+  using clock = std::chrono::steady_clock;
+  static constexpr const char* backend = "strata::comm nccl";
+
+  /// One collective: the event recorded on the stream after it.
+  struct op {
+    std::string what;
+    cudaEvent_t event = nullptr;
+    bool done = false;
+    ~op() {
+      if (event) cudaEventDestroy(event);
+    }
+  };
+
+  nccl_state(MPI_Comm base, std::chrono::milliseconds timeout) : timeout_(timeout) {
+    require_mpi_running(backend);
+    check_mpi(MPI_Comm_rank(base, &rank_), "MPI_Comm_rank", backend);
+    check_mpi(MPI_Comm_size(base, &size_), "MPI_Comm_size", backend);
+    ctrl_ = duplicate_comm(base, backend);
+    control_ = std::make_unique<control_channel>(ctrl_);
+    try {
+      set_up(base);
+    } catch (...) {
+      if (comm_) ncclCommAbort(comm_);
+      if (stream_) cudaStreamDestroy(stream_);
+      if (barrier_buf_) cudaFree(barrier_buf_);
+      MPI_Comm_free(&ctrl_);
+      throw;
+    }
+  }
+
+  ~nccl_state() { close(); }
+  nccl_state(const nccl_state&) = delete;
+  nccl_state& operator=(const nccl_state&) = delete;
+
+  int rank() const noexcept { return rank_; }
+  int size() const noexcept { return size_; }
+  int device() const noexcept { return device_; }
+  std::chrono::milliseconds timeout() const noexcept { return timeout_; }
+  cudaStream_t stream() const noexcept { return stream_; }
+  ncclComm_t native() const noexcept { return comm_; }
+
+  /// Checks the buffers, runs `launch` (one NCCL call on the stream) and records the op's event.
+  std::shared_ptr<op> start(const collective_call& call, const void* send, const void* recv,
+                            const std::function<ncclResult_t()>& launch) {
+    std::lock_guard lock(mutex_);
+    auto o = std::make_shared<op>();
+    o->what = describe(call, seq_);
+    if (!failed_ && !closed_)
+      if (auto notice = control_->poll()) note_locked(*notice);
+    if (failed_) throw failure_locked("cannot start " + o->what);
+    if (closed_) throw comm_error(std::string(backend) + ": communicator already destroyed");
+    if (call.count > 0)
+      for (const void* p : {send, recv})
+        if (p && !is_device_memory(p))
+          throw config_error(std::string(backend) + ": " + o->what +
+                             " was given host memory; NCCL collectives need device buffers "
+                             "(use comm::mpi for host buffers)");
+    try {
+      check_cuda(cudaSetDevice(device_), "cudaSetDevice");
+      settle(launch(), o->what);
+      check_cuda(cudaEventCreateWithFlags(&o->event, cudaEventDisableTiming), "cudaEventCreate");
+      check_cuda(cudaEventRecord(o->event, stream_), "cudaEventRecord after " + o->what);
+    } catch (const std::exception& e) {
+      // The peers will wait for this collective: tell them why it never comes.
+      fail_locked("rank " + std::to_string(rank_) + " could not start " + o->what + ": " +
+                      e.what(),
+                  "could not start " + o->what + ": " + e.what());
+      throw;
+    }
+    ++seq_;
+    return o;
+  }
+
+  bool test(op& o) {
+    std::lock_guard lock(mutex_);
+    if (o.done || failed_ || closed_) return true;
+    // Anything but "not ready" ends the wait: success, or an error that wait() reports.
+    const cudaError_t q = cudaEventQuery(o.event);
+    if (q == cudaSuccess) o.done = true;
+    return q != cudaErrorNotReady;
+  }
+
+  /// Returns once the collective's event has completed; throws comm_error (after aborting the
+  /// NCCL communicator) on an NCCL error, a peer's abort notice, or the timeout.
+  void wait(op& o) {
+    const auto deadline = clock::now() + timeout_;
+    backoff pause;
+    for (;;) {
+      {
+        std::lock_guard lock(mutex_);
+        if (o.done) return;
+        if (failed_) throw failure_locked(o.what + " cannot complete");
+        if (closed_)
+          throw comm_error(std::string(backend) + ": the communicator was destroyed before " +
+                           o.what + " completed on rank " + std::to_string(rank_));
+        const cudaError_t q = cudaEventQuery(o.event);
+        if (q == cudaSuccess) {
+          o.done = true;
+          return;
+        }
+        if (q != cudaErrorNotReady) {
+          fail_locked("rank " + std::to_string(rank_) + ": CUDA error " + cudaGetErrorName(q) +
+                          " while waiting for " + o.what,
+                      std::string("CUDA error ") + cudaGetErrorName(q) + " in " + o.what);
+          abort_nccl_locked();
+          throw failure_locked("");
+        }
+        ncclResult_t async = ncclSuccess;
+        ncclCommGetAsyncError(comm_, &async);
+        if (async != ncclSuccess && async != ncclInProgress) {
+          fail_locked("rank " + std::to_string(rank_) + ": NCCL failed in " + o.what + ": " +
+                          nccl_message(async),
+                      "NCCL failed in " + o.what + ": " + nccl_message(async));
+          abort_nccl_locked();
+          throw failure_locked("");
+        }
+        if (auto notice = control_->poll()) {
+          note_locked(*notice);
+          abort_nccl_locked();  // the peer's kernels are gone; ours would wait for them forever
+          throw failure_locked(o.what + " cannot complete");
+        }
+        if (clock::now() >= deadline) {
+          const std::string t = std::to_string(timeout_.count()) + " ms";
+          fail_locked("rank " + std::to_string(rank_) + " waited " + t + " for " + o.what +
+                          "; a peer never called it or is stuck before it",
+                      "timed out after waiting " + t + " for " + o.what);
+          abort_nccl_locked();
+          throw failure_locked("");
+        }
+      }
+      pause.pause();
+    }
+  }
+
+  void abort(const std::string& why) noexcept {
+    std::lock_guard lock(mutex_);
+    fail_locked("rank " + std::to_string(rank_) + " failed: " + why, why);
+    abort_nccl_locked();
+  }
+
+  /// Called by ~nccl: lets queued work drain (bounded by the timeout), then finalises and
+  /// destroys the NCCL communicator — or aborts it, when something failed or would not drain.
+  void close() noexcept {
+    std::unique_lock lock(mutex_);
+    if (closed_) return;
+    closed_ = true;
+    cudaSetDevice(device_);
+    bool idle = false;
+    if (!failed_ && comm_) {
+      const auto deadline = clock::now() + timeout_;
+      backoff pause;
+      while (!(idle = cudaStreamQuery(stream_) == cudaSuccess) && clock::now() < deadline) {
+        lock.unlock();
+        pause.pause();
+        lock.lock();
+      }
+      cudaGetLastError();
+    }
+    if (idle) {
+      ncclResult_t r = ncclCommFinalize(comm_);
+      const auto deadline = clock::now() + timeout_;
+      backoff pause;
+      while (r == ncclInProgress && clock::now() < deadline) {
+        pause.pause();
+        if (ncclCommGetAsyncError(comm_, &r) != ncclSuccess) break;
+      }
+      if (r == ncclSuccess) {
+        ncclCommDestroy(comm_);
+        comm_ = nullptr;
+      }
+    }
+    abort_nccl_locked();  // whatever did not finish cleanly
+    if (stream_) cudaStreamDestroy(stream_);
+    if (barrier_buf_) cudaFree(barrier_buf_);
+    if (!mpi_finalized()) {
+      while (control_->poll()) {
+      }
+      control_->close();
+      MPI_Comm_free(&ctrl_);
+    }
+  }
+
+  float* barrier_buffer() const noexcept { return barrier_buf_; }
+
+private:
+  void set_up(MPI_Comm base) {
+    // The GPU: local rank (among the ranks on this node) modulo the node's GPUs.
+    MPI_Comm local = MPI_COMM_NULL;
+    check_mpi(MPI_Comm_split_type(base, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local),
+              "MPI_Comm_split_type", backend);
+    int local_rank = 0;
+    MPI_Comm_rank(local, &local_rank);
+    MPI_Comm_free(&local);
+    const int devices = cuda_device_count();
+    // Every rank must agree before anyone waits in a blocking bootstrap call.
+    int all_have_gpus = devices > 0 ? 1 : 0;
+    check_mpi(MPI_Allreduce(MPI_IN_PLACE, &all_have_gpus, 1, MPI_INT, MPI_MIN, ctrl_),
+              "MPI_Allreduce (GPU check)", backend);
+    if (!all_have_gpus)
+      throw config_error(std::string(backend) + ": " +
+                         (devices > 0 ? "another rank" : "rank " + std::to_string(rank_)) +
+                         " sees no usable GPU (no device, or no driver)");
+    device_ = local_rank % devices;
+    check_cuda(cudaSetDevice(device_), "cudaSetDevice(" + std::to_string(device_) + ")");
+
+    // The unique id travels from rank 0 by MPI, with rank 0's status, so a failure there
+    // fails every rank instead of leaving them in ncclCommInitRankConfig.
+    struct {
+      int status;
+      ncclUniqueId id;
+    } boot{};
+    if (rank_ == 0) boot.status = static_cast<int>(ncclGetUniqueId(&boot.id));
+    check_mpi(MPI_Bcast(&boot, sizeof boot, MPI_BYTE, 0, ctrl_), "MPI_Bcast (ncclUniqueId)",
+              backend);
+    if (boot.status != ncclSuccess)
+      throw comm_error(std::string(backend) + ": ncclGetUniqueId failed on rank 0: " +
+                       ncclGetErrorString(static_cast<ncclResult_t>(boot.status)));
+
+    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+    config.blocking = 0;
+    const ncclResult_t r = ncclCommInitRankConfig(&comm_, size_, boot.id, rank_, &config);
+    settle(r, "NCCL setup (ncclCommInitRankConfig)");
+
+    check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+    check_cuda(cudaMalloc(&barrier_buf_, sizeof(float)), "cudaMalloc (barrier)");
+    check_cuda(cudaMemset(barrier_buf_, 0, sizeof(float)), "cudaMemset (barrier)");
+  }
+
+  /// A non-blocking NCCL call returned r: wait (bounded) until it is no longer in progress,
+  /// and throw comm_error if it failed.
+  void settle(ncclResult_t r, const std::string& what) {
+    const auto deadline = clock::now() + timeout_;
+    backoff pause;
+    while (r == ncclInProgress) {
+      if (clock::now() >= deadline)
+        throw comm_error(std::string(backend) + ": rank " + std::to_string(rank_) + " waited " +
+                         std::to_string(timeout_.count()) + " ms for " + what +
+                         " to be accepted; a peer never joined");
+      pause.pause();
+      if (ncclCommGetAsyncError(comm_, &r) != ncclSuccess) break;
+    }
+    if (r != ncclSuccess)
+      throw comm_error(std::string(backend) + ": " + what + " on rank " + std::to_string(rank_) +
+                       ": " + nccl_message(r));
+  }
+
+  std::string nccl_message(ncclResult_t r) const {
+    std::string m = ncclGetErrorString(r);
+    const char* last = ncclGetLastError(comm_);
+    if (last && *last) m += std::string(" (") + last + ")";
+    return m;
+  }
+
+  void abort_nccl_locked() noexcept {
+    if (comm_) ncclCommAbort(comm_);
+    comm_ = nullptr;
+  }
+
+  void fail_locked(std::string reason, const std::string& tell) noexcept {
+    if (failed_) return;
+    failed_ = true;
+    failed_by_ = rank_;
+    reason_ = std::move(reason);
+    if (!tell.empty() && !closed_) control_->send_abort(rank_, size_, tell);
+  }
+
+  void note_locked(const control_channel::notice& notice) {
+    if (failed_) return;
+    failed_ = true;
+    failed_by_ = notice.rank;
+    reason_ = "rank " + std::to_string(notice.rank) + " failed: " + notice.why;
+  }
+
+  comm_error failure_locked(const std::string& consequence) const {
+    std::string message = std::string(backend) + ": " + reason_;
+    if (!consequence.empty() && failed_by_ != rank_)
+      message += " (rank " + std::to_string(rank_) + ": " + consequence + ")";
+    return comm_error(message);
+  }
+
+  const std::chrono::milliseconds timeout_;
+  int rank_ = 0, size_ = 0, device_ = 0;
+  MPI_Comm ctrl_ = MPI_COMM_NULL;  // control notices and the bootstrap
+  std::unique_ptr<control_channel> control_;
+  ncclComm_t comm_ = nullptr;  // null once destroyed or aborted
+  cudaStream_t stream_ = nullptr;
+  float* barrier_buf_ = nullptr;  // (1) on the device: NCCL has no barrier, so an all_reduce
+  std::mutex mutex_;
+  std::uint64_t seq_ = 0;
+  bool failed_ = false;
+  bool closed_ = false;
+  int failed_by_ = -1;
+  std::string reason_;
+};
+
+}  // namespace comm::detail
+STRATA_NAMESPACE_END
+
+#endif  // STRATA_ENABLE_CUDA && STRATA_HAVE_NCCL && STRATA_HAVE_MPI
+#endif // STRATA_SINGLE_INCLUDE_STRATA_COMM_DETAIL_NCCL_STATE_HPP
+// ---- end <strata/comm/detail/nccl_state.hpp> ----
+
+#  include <chrono>
+#  include <memory>
+#  include <string>
+#  include <utility>
+
+#  include <cuda_runtime_api.h>
+#  include <mpi.h>
+#  include <nccl.h>
+
+STRATA_NAMESPACE_BEGIN
+namespace comm {
+
+class nccl {
+public:
+  /// Collective over the ranks of `base` (MPI must be initialised). Waits at most `timeout` for
+  /// the other ranks to join the NCCL setup.
+  explicit nccl(MPI_Comm base = MPI_COMM_WORLD, std::chrono::milliseconds timeout = default_timeout)
+      : state_(std::make_shared<detail::nccl_state>(base, timeout)) {}
+  ~nccl() {
+    if (state_) state_->close();
+  }
+  nccl(nccl&&) noexcept = default;
+  nccl& operator=(nccl&& o) noexcept {
+    if (this != &o) {
+      if (state_) state_->close();
+      state_ = std::move(o.state_);
+    }
+    return *this;
+  }
+  nccl(const nccl&) = delete;
+  nccl& operator=(const nccl&) = delete;
+
+  int rank() const noexcept { return state_->rank(); }
+  int size() const noexcept { return state_->size(); }
+  std::chrono::milliseconds timeout() const noexcept { return state_->timeout(); }
+  /// The GPU this rank uses (cudaSetDevice is called with it before every NCCL call).
+  int device() const noexcept { return state_->device(); }
+  /// The stream the collectives run on.
+  cudaStream_t stream() const noexcept { return state_->stream(); }
+  ncclComm_t native() const noexcept { return state_->native(); }
+
+  request all_gather(const void* send, void* recv, std::size_t bytes_per_rank) {
+    return start(detail::collective_call::all_gather(bytes_per_rank), send, recv, [=, this] {
+      return ncclAllGather(send, recv, bytes_per_rank, ncclUint8, native(), stream());
+    });
+  }
+  request reduce_scatter(const float* send, float* recv, std::size_t count_per_rank,
+                         reduce_op op) {
+    return start(detail::collective_call::reduce_scatter(count_per_rank, op), send, recv,
+                 [=, this] {
+                   return ncclReduceScatter(send, recv, count_per_rank, ncclFloat32, to_nccl(op),
+                                            native(), stream());
+                 });
+  }
+  request all_reduce(const float* send, float* recv, std::size_t count, reduce_op op) {
+    return start(detail::collective_call::all_reduce(count, op), send, recv, [=, this] {
+      return ncclAllReduce(send, recv, count, ncclFloat32, to_nccl(op), native(), stream());
+    });
+  }
+  request broadcast(void* buf, std::size_t bytes, int root) {
+    detail::check_root(root, size(), "nccl");
+    return start(detail::collective_call::broadcast(bytes, root), buf, buf, [=, this] {
+      return ncclBroadcast(buf, buf, bytes, ncclUint8, root, native(), stream());
+    });
+  }
+  /// NCCL has no barrier: an all_reduce of one float that lives on the device for this.
+  request barrier() {
+    float* b = state_->barrier_buffer();
+    return start(detail::collective_call::barrier(), nullptr, nullptr, [=, this] {
+      return ncclAllReduce(b, b, 1, ncclFloat32, ncclSum, native(), stream());
+    });
+  }
+
+  /// This rank fails: its NCCL communicator is aborted and every other rank's pending or next
+  /// collective throws comm_error naming this rank and `why`.
+  void abort(const std::string& why) noexcept { state_->abort(why); }
+
+private:
+  static ncclRedOp_t to_nccl(reduce_op op) noexcept {
+    return op == reduce_op::sum ? ncclSum : ncclAvg;
+  }
+
+  class nccl_request final : public detail::request_state {
+  public:
+    nccl_request(std::shared_ptr<detail::nccl_state> state,
+                 std::shared_ptr<detail::nccl_state::op> op)
+        : state_(std::move(state)), op_(std::move(op)) {}
+    bool test() override { return state_->test(*op_); }
+    void wait() override { state_->wait(*op_); }
+
+  private:
+    std::shared_ptr<detail::nccl_state> state_;
+    std::shared_ptr<detail::nccl_state::op> op_;
+  };
+
+  template <class Launch>
+  request start(const detail::collective_call& call, const void* send, const void* recv,
+                Launch&& launch) {
+    return request(std::make_shared<nccl_request>(
+        state_, state_->start(call, send, recv, std::forward<Launch>(launch))));
+  }
+
+  std::shared_ptr<detail::nccl_state> state_;
+};
+
+static_assert(communicator<nccl>);
+
+}  // namespace comm
+STRATA_NAMESPACE_END
+
+#endif  // STRATA_ENABLE_CUDA && STRATA_HAVE_NCCL && STRATA_HAVE_MPI
+#endif // STRATA_SINGLE_INCLUDE_STRATA_COMM_NCCL_HPP
+// ---- end <strata/comm/nccl.hpp> ----
+
 // ---- begin <strata/exec/context.hpp> ----
 #ifndef STRATA_SINGLE_INCLUDE_STRATA_EXEC_CONTEXT_HPP
 #define STRATA_SINGLE_INCLUDE_STRATA_EXEC_CONTEXT_HPP
@@ -4772,19 +7388,32 @@ public:
   std::vector<event> take_last_use(std::size_t k) { return std::move(slots_[k].last_use); }
 
   /// Overwrites the tensor from host memory (waits).
-  void assign(const void* src) {
+  void assign(const void* src) { write_from(src, tier_id::host, {}).wait(); }
+
+  /// Starts overwriting the tensor's home with `bytes()` bytes at `src` on tier `from`, after
+  /// the events in `after`; `src` must stay valid until the returned event completes. Copies
+  /// on other tiers are dropped. (Executors use it to land reduced gradients at home.)
+  event write_from(const void* src, tier_id from, std::vector<event> after) {
     check_conflicts(home(), true);
     for (std::size_t i = 0; i < home(); ++i)
       if (slots_[i].valid) evict(i, {});
     slot& h = slots_[home()];
-    std::vector<event> after = still_reading(h);
+    auto reading = still_reading(h);
+    after.insert(after.end(), reading.begin(), reading.end());
     after.push_back(h.ready);
-    slot user(tier_id::host);
+    slot user(from);
     user.ptr = const_cast<void*>(src);  // only read from: it is the source of the copy
-    h.ready = copy(h, user, "assign " + name_, std::move(after));
+    h.ready = copy(h, user, "write " + name_, std::move(after));
     h.reads.clear();
-    h.ready.wait();
+    h.valid = true;
+    return h.ready;
   }
+
+  /// Slot k's memory (null on tier nvme or when the slot holds nothing).
+  void* ptr_at(std::size_t k) const noexcept { return slots_[k].ptr; }
+
+  /// The event after which slot k holds the value (its fetch, or the write into it).
+  const event& ready_at(std::size_t k) const noexcept { return slots_[k].ready; }
 
   /// Copies the current value into host memory (waits).
   void read(void* dst) {
@@ -5479,3 +8108,635 @@ private:
 STRATA_NAMESPACE_END
 #endif // STRATA_SINGLE_INCLUDE_STRATA_TENSOR_TENSOR_SEQUENCE_HPP
 // ---- end <strata/tensor/tensor_sequence.hpp> ----
+
+// ---- begin <strata/schedule/executor.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_SCHEDULE_EXECUTOR_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_SCHEDULE_EXECUTOR_HPP
+// strata/schedule/executor.hpp — the ZeRO layer executor: walks a model's layers forward and
+// backward across ranks, moving and collecting their parameters and gradients in the
+// background.
+//
+//   zero_executor<Comm, Bundle, Depth> ex(ctx, comm, {{"layer0", n0}, {"layer1", n1}, ...});
+//   ex.forward([&](std::size_t i, const float* w, std::size_t n) { ... });          // layer i
+//   ex.backward([&](std::size_t i, const float* w, float* dw, std::size_t n) { ... });
+//   ex.step([&](std::size_t i, float* w, const float* dw, std::size_t n) { ... });   // optimizer
+//
+// Forward, for layer i: wait for its parameters on the compute tier; start bringing layer
+// i+Depth (fetch its shard from the home tier, then all-gather it: stage 3; or fetch the
+// replica: stages 0-2); run the caller's compute on i; release i. Backward walks in reverse,
+// re-gathering, runs the caller's backward into a gradient buffer on the compute tier, then
+// reduces the gradient across ranks (reduce-scatter into this rank's shard for stages 2-3,
+// all-reduce for 0-1) and writes the result to its home tier. Copies (h2d, d2h, io-read,
+// io-write), collectives (their own queue) and compute overlap; all of it is in the trace.
+// step() runs the caller's optimizer update on each layer's state on the bundle's optimizer
+// tier: this rank's shard for stages 1-3 (then, for 1-2, all-gathers the updated replicas).
+//
+// Memory: everything the executor holds is planned up front (plan(), memory_plan.hpp) and a
+// plan that does not fit the budgets is refused in the constructor. On the compute tier it
+// keeps Depth+1 gathered-parameter buffers (plus Depth+1 shard buffers when the home is not the
+// device) and two gradient buffers, however many layers there are.
+//
+// Reductions are deterministic (rank-order sums, comm/communicator.hpp), so a sharded step
+// gives bitwise the same parameters as the same step on one rank that sums the ranks'
+// gradients in rank order. Not thread-safe; one executor per rank.
+
+// ---- begin <strata/schedule/memory_plan.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_SCHEDULE_MEMORY_PLAN_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_SCHEDULE_MEMORY_PLAN_HPP
+// strata/schedule/memory_plan.hpp — the bytes a schedule will need on each tier, up front.
+//
+// Before the first step the executor adds up what it will hold on each tier of this rank —
+// gathered-parameter buffers, shard rings, gradient buffers, shards at home, the staging ring —
+// from the layer sizes, the world size, the stage and the lookahead depth. The plan prints as a
+// table, and a plan that does not fit a tier's budget is refused before anything runs, with the
+// numbers, instead of an out-of-memory error in the middle of step 900. Tests check that the
+// measured peak of each tier never exceeds the plan.
+
+
+#include <array>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+STRATA_NAMESPACE_BEGIN
+
+class memory_plan {
+public:
+  struct line {
+    tier_id tier;
+    std::string what;
+    std::size_t bytes;
+  };
+
+  void add(tier_id t, std::string what, std::size_t bytes) {
+    lines_.push_back({t, std::move(what), bytes});
+    total_[static_cast<std::size_t>(t)] += bytes;
+  }
+
+  /// Planned peak bytes on tier t.
+  std::size_t peak(tier_id t) const noexcept { return total_[static_cast<std::size_t>(t)]; }
+  const std::vector<line>& lines() const noexcept { return lines_; }
+
+  /// The table: one row per item, a total per tier against its budget.
+  std::string to_string(const context* ctx = nullptr) const {
+    std::string s;
+    char row[256];
+    for (std::size_t t = 0; t < tier_count; ++t) {
+      if (total_[t] == 0) continue;
+      const auto tier = static_cast<tier_id>(t);
+      for (auto& l : lines_)
+        if (l.tier == tier) {
+          std::snprintf(row, sizeof row, "  %-18s %-48s %s\n", tier_name(tier), l.what.c_str(),
+                        format_bytes(l.bytes).c_str());
+          s += row;
+        }
+      std::string budget = "";
+      if (ctx) {
+        const auto& b = const_cast<context*>(ctx)->budget(tier);
+        budget = b.limit() == tier_budget::unlimited ? "  (budget unlimited)"
+                                                     : "  (budget " + format_bytes(b.limit()) + ")";
+      }
+      std::snprintf(row, sizeof row, "  %-18s %-48s %s%s\n", tier_name(tier), "= planned peak",
+                    format_bytes(total_[t]).c_str(), budget.c_str());
+      s += row;
+    }
+    return s;
+  }
+
+  /// Refuses a plan that does not fit: throws out_of_budget naming the tier, the planned peak
+  /// and the budget, with the whole table in the message. (What the context already held when
+  /// the plan was made — the staging ring — is a line of the plan, so peak <= budget is the
+  /// whole test.)
+  void check(context& ctx, std::string_view what) const {
+    for (std::size_t t = 0; t < tier_count; ++t) {
+      const auto tier = static_cast<tier_id>(t);
+      auto& b = ctx.budget(tier);
+      if (total_[t] > b.limit())
+        throw out_of_budget("memory plan of '" + std::string(what) + "' refused before the "
+                            "first step: tier '" + tier_name(tier) + "' needs " +
+                                format_bytes(total_[t]) + ", its budget is " +
+                                format_bytes(b.limit()) + "\n" + to_string(&ctx),
+                            tier_name(tier), total_[t], b.limit(), b.limit());
+    }
+  }
+
+private:
+  std::vector<line> lines_;
+  std::array<std::size_t, tier_count> total_{};
+};
+
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_SCHEDULE_MEMORY_PLAN_HPP
+// ---- end <strata/schedule/memory_plan.hpp> ----
+// ---- begin <strata/schedule/partition.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_SCHEDULE_PARTITION_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_SCHEDULE_PARTITION_HPP
+// strata/schedule/partition.hpp — how a flat buffer of parameters is split across ranks.
+//
+// ZeRO keeps each layer's parameters as one flat buffer (the layer's tensors back to back) and
+// gives each rank one contiguous slice of it. Any size works with any world size: the buffer is
+// padded up to a multiple of the world size, every rank's shard has the same length, and the
+// padding (zeros, never read by the model) sits at the end of the last shards. What does not
+// live here: moving shards (executor.hpp) and which tier they live on (zero.hpp).
+
+
+#include <cstddef>
+#include <string>
+
+STRATA_NAMESPACE_BEGIN
+
+class shard_layout {
+public:
+  shard_layout(std::size_t numel, int world) : numel_(numel), world_(world) {
+    if (world < 1) throw config_error("shard_layout: world size must be at least 1");
+    const auto w = static_cast<std::size_t>(world);
+    shard_ = (numel + w - 1) / w;
+    if (shard_ == 0) shard_ = 1;  // an empty buffer still gives every rank a (padding) element
+  }
+
+  std::size_t numel() const noexcept { return numel_; }  // real elements
+  int world() const noexcept { return world_; }
+  std::size_t shard_numel() const noexcept { return shard_; }  // every rank's shard length
+  std::size_t padded_numel() const noexcept { return shard_ * static_cast<std::size_t>(world_); }
+  /// First element of rank r's shard in the padded buffer.
+  std::size_t offset(int r) const noexcept { return shard_ * static_cast<std::size_t>(r); }
+  /// Real (not padding) elements in rank r's shard.
+  std::size_t valid_in(int r) const noexcept {
+    const std::size_t b = offset(r);
+    return b >= numel_ ? 0 : (numel_ - b < shard_ ? numel_ - b : shard_);
+  }
+
+private:
+  std::size_t numel_;
+  int world_;
+  std::size_t shard_ = 0;
+};
+
+/// One layer's parameters as the executor sees them: a name and a flat element count.
+struct layer_spec {
+  std::string name;
+  std::size_t numel;
+};
+
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_SCHEDULE_PARTITION_HPP
+// ---- end <strata/schedule/partition.hpp> ----
+// ---- begin <strata/schedule/zero.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_SCHEDULE_ZERO_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_SCHEDULE_ZERO_HPP
+// strata/schedule/zero.hpp — ZeRO stages as bundles of placements.
+//
+// Training state comes in three kinds: parameters, gradients and optimizer state. ZeRO's stages
+// say which of them are sharded across ranks, and the home tier says where the shards (or
+// replicas) live between uses:
+//
+//   stage 0  nothing sharded: gradients all-reduced, every rank updates everything
+//   stage 1  optimizer state sharded: each rank updates its slice, then parameters all-gathered
+//   stage 2  + gradients sharded: reduce-scattered straight into each rank's slice
+//   stage 3  + parameters sharded: all-gathered just before a layer runs, released after
+//
+// ZeRO-Offload is stage 2/3 with a host home; ZeRO-Infinity is stage 3 with an nvme home.
+// A bundle is a type; the executor reads the placements from it.
+
+
+#include <type_traits>
+
+STRATA_NAMESPACE_BEGIN
+
+namespace detail {
+template <class Home>
+struct placement_for_home {  // compute on the device, live at Home (through pinned for nvme)
+  using type = placement<tier::device, Home>;
+};
+template <>
+struct placement_for_home<tier::device> {
+  using type = placement<tier::device>;
+};
+template <>
+struct placement_for_home<tier::nvme> {
+  using type = placement<tier::device, tier::pinned, tier::nvme>;
+};
+}  // namespace detail
+
+template <int Stage, class Home = tier::device>
+struct zero_bundle {
+  static_assert(Stage >= 0 && Stage <= 3, "zero_bundle<Stage, Home>: Stage is 0, 1, 2 or 3");
+  static_assert(memory_tier<Home>,
+                "zero_bundle<Stage, Home>: Home is a tier (tier::device, tier::pinned, "
+                "tier::host or tier::nvme)");
+  static_assert(Stage == 3 || !std::is_same_v<Home, tier::nvme>,
+                "zero_bundle: an nvme home needs stage 3 (ZeRO-Infinity); stages 0-2 keep whole "
+                "parameters at home and would stream every replica from the drive");
+  static constexpr int stage = Stage;
+  using home_tier = Home;
+  /// Where parameters (stage 3: shards; else replicas) and gradients live.
+  using state_placement = typename detail::placement_for_home<Home>::type;
+  /// The tier the optimizer updates on: home when the host can touch it, else pinned.
+  using optimizer_tier = std::conditional_t<std::is_same_v<Home, tier::nvme>, tier::pinned, Home>;
+  static constexpr bool params_sharded = Stage >= 3;
+  static constexpr bool grads_sharded = Stage >= 2;
+  static constexpr bool optimizer_sharded = Stage >= 1;
+};
+
+using zero0 = zero_bundle<0>;
+using zero1 = zero_bundle<1>;
+using zero2 = zero_bundle<2>;
+using zero3 = zero_bundle<3>;
+/// ZeRO-Offload: shards at home in host memory.
+using zero3_offload = zero_bundle<3, tier::host>;
+/// ZeRO-Infinity: shards at home on NVMe.
+using zero3_infinity = zero_bundle<3, tier::nvme>;
+
+namespace detail {
+template <class T>
+struct is_zero_bundle : std::false_type {};
+template <int S, class H>
+struct is_zero_bundle<zero_bundle<S, H>> : std::true_type {};
+}  // namespace detail
+
+template <class B>
+concept zero_policy = detail::is_zero_bundle<B>::value;
+
+static_assert(zero_policy<zero3_infinity> && zero3_infinity::params_sharded);
+static_assert(std::is_same_v<zero3_infinity::optimizer_tier, tier::pinned>);
+
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_SCHEDULE_ZERO_HPP
+// ---- end <strata/schedule/zero.hpp> ----
+
+#include <algorithm>
+#include <cstring>
+#include <deque>
+#include <span>
+#include <vector>
+
+STRATA_NAMESPACE_BEGIN
+
+template <comm::communicator Comm, zero_policy Bundle, std::size_t Depth = 1>
+class zero_executor {
+public:
+  using bundle_type = Bundle;
+  using placement_type = typename Bundle::state_placement;
+  using state_tensor = tiered_tensor<float, placement_type>;
+  using optimizer_tier = typename Bundle::optimizer_tier;
+  static constexpr int stage = Bundle::stage;
+  static constexpr std::size_t depth = Depth;
+  static constexpr bool resident = placement_type::tier_count == 1;  // home is the device
+
+  zero_executor(context& ctx, Comm& comm, std::vector<layer_spec> layers,
+                std::string name = "model")
+      : ctx_(ctx), comm_(comm), name_(std::move(name)), specs_(std::move(layers)),
+        collectives_("collectives", ctx.trace()) {
+    if (specs_.empty()) throw config_error("zero_executor '" + name_ + "': no layers");
+    for (auto& l : specs_) layouts_.emplace_back(l.numel, comm_.size());
+    make_plan();
+    plan_.check(ctx_, name_);
+    const int r = comm_.rank();
+    for (std::size_t i = 0; i < specs_.size(); ++i) {
+      const auto& lay = layouts_[i];
+      const std::size_t pn = Bundle::params_sharded ? lay.shard_numel() : lay.padded_numel();
+      const std::size_t gn = Bundle::grads_sharded ? lay.shard_numel() : lay.padded_numel();
+      params_.emplace_back(ctx_, specs_[i].name + ".params[rank " + std::to_string(r) + "]",
+                           shape{pn});
+      grads_.emplace_back(ctx_, specs_[i].name + ".grads[rank " + std::to_string(r) + "]",
+                          shape{gn});
+      zero_fill(params_.back(), pn);
+    }
+    auto ring = [&](std::size_t count, std::size_t elems, const char* what) {
+      std::vector<buffer> v;
+      for (std::size_t k = 0; k < count; ++k)
+        v.push_back(ctx_.allocate(tier_id::device, elems * sizeof(float),
+                                  name_ + " " + what + " " + std::to_string(k)));
+      return v;
+    };
+    if (stage == 3 || !resident) gathered_ = ring(depth + 1, max_padded(), "gathered params");
+    if (stage == 3 && !resident) shard_ring_ = ring(depth + 1, max_shard(), "param shard");
+    grad_full_ = ring(2, max_padded(), "full grads");
+    if (Bundle::grads_sharded) grad_shard_ = ring(2, max_shard(), "grad shard");
+    gathered_free_.resize(gathered_.size());
+    shard_free_.resize(shard_ring_.size());
+    grad_full_free_.resize(grad_full_.size());
+    grad_shard_free_.resize(grad_shard_.size());
+  }
+
+  ~zero_executor() {
+    try {
+      collectives_.synchronize();
+      ctx_.synchronize();
+    } catch (...) {  // a failed copy or collective nobody waited for: nothing left to tell
+    }
+    auto give_back = [&](std::vector<buffer>& bufs, std::vector<std::vector<event>>& free) {
+      for (std::size_t k = 0; k < bufs.size(); ++k) ctx_.retire(std::move(bufs[k]), free[k]);
+    };
+    give_back(gathered_, gathered_free_);
+    give_back(shard_ring_, shard_free_);
+    give_back(grad_full_, grad_full_free_);
+    give_back(grad_shard_, grad_shard_free_);
+  }
+  zero_executor(const zero_executor&) = delete;
+  zero_executor& operator=(const zero_executor&) = delete;
+
+  const memory_plan& plan() const noexcept { return plan_; }
+  std::size_t size() const noexcept { return specs_.size(); }
+  const shard_layout& layout(std::size_t i) const { return layouts_[i]; }
+  const layer_spec& layer(std::size_t i) const { return specs_[i]; }
+
+  /// Sets layer i's parameters from the full values (every rank passes the same; each keeps
+  /// what its stage keeps: its shard, or the whole padded replica).
+  void set_params(std::size_t i, std::span<const float> full) {
+    const auto& lay = layouts_[i];
+    if (full.size() != lay.numel())
+      throw config_error("zero_executor '" + name_ + "': set_params of layer '" +
+                         specs_[i].name + "' with " + std::to_string(full.size()) +
+                         " values; it has " + std::to_string(lay.numel()));
+    std::vector<float> mine(params_[i].size(), 0.0f);
+    const std::size_t from = Bundle::params_sharded ? lay.offset(comm_.rank()) : 0;
+    const std::size_t n = Bundle::params_sharded ? lay.valid_in(comm_.rank()) : lay.numel();
+    std::copy_n(full.begin() + static_cast<std::ptrdiff_t>(from), n, mine.begin());
+    params_[i].assign(mine);
+  }
+
+  /// Layer i's full parameters on the host. A collective for stage 3 (all ranks must call it).
+  std::vector<float> params(std::size_t i) {
+    sync();
+    const auto& lay = layouts_[i];
+    std::vector<float> mine = params_[i].to_vector();
+    if constexpr (!Bundle::params_sharded) {
+      mine.resize(lay.numel());
+      return mine;
+    } else {
+      std::vector<float> full(lay.padded_numel());
+      comm_.all_gather(mine.data(), full.data(), lay.shard_numel() * sizeof(float)).wait();
+      full.resize(lay.numel());
+      return full;
+    }
+  }
+
+  /// f(i, params, n) for i = 0 .. size-1; params: n floats on the compute tier.
+  template <class F>
+  void forward(F&& f) {
+    walk(false, [&](std::size_t i, const float* w) {
+      ctx_.compute("forward " + specs_[i].name, [&] { f(i, w, layouts_[i].numel()); });
+    });
+  }
+
+  /// g(i, params, grads, n) for i = size-1 .. 0; g writes all n gradients (compute tier). The
+  /// gradients are then averaged over the ranks (reduce_op::mean) and stored at home.
+  template <class G>
+  void backward(G&& g) {
+    std::size_t turn = 0;
+    walk(true, [&](std::size_t i, const float* w) {
+      const auto& lay = layouts_[i];
+      const std::size_t b = turn++ % 2;
+      wait_all(grad_full_free_[b]);
+      float* dw = static_cast<float*>(grad_full_[b].data());
+      ctx_.compute("backward " + specs_[i].name, [&] {
+        g(i, w, dw, lay.numel());
+        zero_device(dw + lay.numel(), (lay.padded_numel() - lay.numel()) * sizeof(float));
+      });
+      reduce_gradient(i, b, ctx_.compute_fence());
+    });
+  }
+
+  /// u(i, params, grads, n) on the optimizer tier for every layer, over this rank's part: its
+  /// shard (stages 1-3) or everything (stage 0); then, for stages 1-2, the updated slices are
+  /// all-gathered so every rank holds the new replica.
+  template <class U>
+  void step(U&& u) {
+    sync();
+    const int r = comm_.rank();
+    for (std::size_t i = 0; i < specs_.size(); ++i) {
+      const auto& lay = layouts_[i];
+      auto w = params_[i].template acquire<optimizer_tier>(read_write);
+      auto dw = grads_[i].template acquire<optimizer_tier>();
+      float* p = w.data();
+      const float* gp = dw.data();
+      ctx_.compute("optimizer " + specs_[i].name, [&] {
+        if constexpr (stage == 0) {
+          u(i, p, gp, lay.numel());
+        } else if constexpr (stage == 3) {
+          u(i, p, gp, lay.valid_in(r));
+        } else {
+          const std::size_t off = lay.offset(r);
+          u(i, p + off, stage == 1 ? gp + off : gp, lay.valid_in(r));
+        }
+      });
+      if constexpr (stage == 1 || stage == 2) {
+        ctx_.compute_fence().wait();  // the update (a kernel, on a GPU) is done before sending
+        float* mine = p + lay.offset(r);
+        auto span = trace_recorder::scope(ctx_.trace(), "collectives", span_kind::all_gather,
+                                          "all-gather " + specs_[i].name);
+        comm_.all_gather(mine, p, lay.shard_numel() * sizeof(float)).wait();
+      }
+    }
+  }
+
+  /// Waits for every copy and collective the executor started; rethrows their failures.
+  void sync() {
+    collectives_.synchronize();
+    ctx_.synchronize();
+  }
+
+private:
+  std::size_t max_padded() const {
+    std::size_t m = 0;
+    for (auto& l : layouts_) m = std::max(m, l.padded_numel());
+    return m;
+  }
+  std::size_t max_shard() const {
+    std::size_t m = 0;
+    for (auto& l : layouts_) m = std::max(m, l.shard_numel());
+    return m;
+  }
+
+  void make_plan() {
+    constexpr std::size_t f = sizeof(float);
+    std::size_t params_bytes = 0, grads_bytes = 0;
+    for (auto& l : layouts_) {
+      params_bytes += (Bundle::params_sharded ? l.shard_numel() : l.padded_numel()) * f;
+      grads_bytes += (Bundle::grads_sharded ? l.shard_numel() : l.padded_numel()) * f;
+    }
+    const tier_id home = Bundle::home_tier::id;
+    const char* state = Bundle::params_sharded ? "parameter shards" : "parameter replicas";
+    plan_.add(home, std::string(state) + " (all layers)", params_bytes);
+    plan_.add(home, std::string(Bundle::grads_sharded ? "gradient shards" : "gradient replicas") +
+                        " (all layers)",
+              grads_bytes);
+    const std::size_t d1 = depth + 1;
+    if (stage == 3 || !resident)
+      plan_.add(tier_id::device,
+                std::to_string(d1) + " gathered-parameter buffers (Depth+1)",
+                d1 * max_padded() * f);
+    if (stage == 3 && !resident)
+      plan_.add(tier_id::device, std::to_string(d1) + " parameter-shard buffers (Depth+1)",
+                d1 * max_shard() * f);
+    plan_.add(tier_id::device, "2 full-gradient buffers", 2 * max_padded() * f);
+    if (Bundle::grads_sharded)
+      plan_.add(tier_id::device, "2 gradient-shard buffers", 2 * max_shard() * f);
+    // The optimizer leases one layer's state on its tier when that is not the home.
+    if (optimizer_tier::id != home)
+      plan_.add(optimizer_tier::id, "optimizer: one layer's params + grads",
+                (Bundle::params_sharded ? max_shard() : max_padded()) * f +
+                    (Bundle::grads_sharded ? max_shard() : max_padded()) * f);
+    for (std::size_t t = 0; t < tier_count; ++t) {
+      const auto tier = static_cast<tier_id>(t);
+      if (const std::size_t held = ctx_.budget(tier).used())
+        plan_.add(tier, "already held by the context (staging ring, ...)", held);
+    }
+    if (home == tier_id::nvme) {  // the store's bounce buffers: one per IO queue at most
+      const std::size_t block = std::max<std::size_t>(ctx_.config().nvme_checksum_block, 1 << 20);
+      plan_.add(tier_id::pinned, "NVMe bounce buffers (io-read, io-write)", 2 * block);
+    }
+  }
+
+  static void wait_all(std::vector<event>& events) {
+    for (auto& e : events) e.wait();
+    events.clear();
+  }
+
+  void zero_device(float* p, std::size_t bytes) {
+    if (!bytes) return;
+#if STRATA_ENABLE_CUDA
+    check_cuda(cudaMemsetAsync(p, 0, bytes, ctx_.compute_stream()), "zeroing gradient padding");
+#else
+    std::memset(p, 0, bytes);
+#endif
+  }
+
+  void zero_fill(state_tensor& t, std::size_t n) { t.assign(std::vector<float>(n, 0.0f)); }
+
+  // Where layer i's parameters will be for compute, and when.
+  struct in_flight {
+    const float* full = nullptr;  // n floats (padded) on the compute tier
+    event ready;
+    std::size_t ring = 0;  // ring slot used (gathered_ / shard_ring_)
+  };
+
+  in_flight bring(std::size_t i, std::size_t pos) {
+    in_flight f;
+    f.ring = gathered_.empty() ? 0 : pos % gathered_.size();
+    auto& core = *params_[i].core();
+    const float* src = nullptr;
+    event src_ready;
+    if constexpr (resident) {
+      src = static_cast<const float*>(core.ptr_at(0));
+      src_ready = core.ready_at(0);
+    } else {
+      auto& ring = stage == 3 ? shard_ring_ : gathered_;
+      auto& free = stage == 3 ? shard_free_ : gathered_free_;
+      core.fetch(0, ring[f.ring].data(), std::move(free[f.ring]));
+      free[f.ring].clear();
+      src = static_cast<const float*>(ring[f.ring].data());
+      src_ready = core.ready_at(0);
+    }
+    if constexpr (stage == 3) {
+      auto* dst = static_cast<float*>(gathered_[f.ring].data());
+      const std::size_t bytes = layouts_[i].shard_numel() * sizeof(float);
+      std::vector<event> after = std::move(gathered_free_[f.ring]);
+      gathered_free_[f.ring].clear();
+      after.push_back(src_ready);
+      f.ready = collectives_.submit(span_kind::all_gather, "all-gather " + specs_[i].name,
+                                    [this, src, dst, bytes] {
+                                      comm_.all_gather(src, dst, bytes).wait();
+                                    },
+                                    std::move(after));
+      f.full = dst;
+    } else {
+      f.full = src;
+      f.ready = src_ready;
+    }
+    return f;
+  }
+
+  void done_with(std::size_t i, const in_flight& f) {
+    event fence = ctx_.compute_fence();
+    if constexpr (stage == 3) gathered_free_[f.ring].push_back(fence);
+    if constexpr (!resident) {
+      auto& core = *params_[i].core();
+      core.evict(0, {f.ready, fence});
+      auto& free = stage == 3 ? shard_free_ : gathered_free_;
+      auto last = core.take_last_use(0);
+      free[f.ring].insert(free[f.ring].end(), last.begin(), last.end());
+    }
+  }
+
+  template <class Body>
+  void walk(bool backward, Body&& body) {
+    const std::size_t n = specs_.size();
+    auto index = [&](std::size_t p) { return backward ? n - 1 - p : p; };
+    const std::size_t ahead = std::min(depth, n - 1);
+    std::vector<in_flight> flight(n);
+    std::size_t issued = 0;
+    try {
+      for (; issued <= ahead; ++issued) flight[issued] = bring(index(issued), issued);
+      for (std::size_t p = 0; p < n; ++p) {
+        if (p > 0 && p + ahead < n && issued == p + ahead) {
+          flight[issued] = bring(index(issued), issued);
+          ++issued;
+        }
+        const std::size_t i = index(p);
+        flight[p].ready.wait();
+        body(i, flight[p].full);
+        done_with(i, flight[p]);
+      }
+    } catch (...) {
+      // Whatever is still in flight borrows ring memory: let it finish, then drop it.
+      try {
+        collectives_.synchronize();
+      } catch (...) {
+      }
+      if constexpr (!resident)
+        for (std::size_t p = 0; p < issued; ++p) {
+          auto& core = *params_[index(p)].core();
+          if (core.valid_at(0)) core.evict(0, {});
+          auto last = core.take_last_use(0);
+          auto& free = stage == 3 ? shard_free_ : gathered_free_;
+          free[flight[p].ring].insert(free[flight[p].ring].end(), last.begin(), last.end());
+        }
+      throw;
+    }
+  }
+
+  // Averages layer i's gradient (in grad_full_[b]) over the ranks and lands it at home.
+  void reduce_gradient(std::size_t i, std::size_t b, event computed) {
+    const auto& lay = layouts_[i];
+    float* full = static_cast<float*>(grad_full_[b].data());
+    if constexpr (Bundle::grads_sharded) {
+      wait_all(grad_shard_free_[b]);
+      float* shard = static_cast<float*>(grad_shard_[b].data());
+      const std::size_t count = lay.shard_numel();
+      event rs = collectives_.submit(
+          span_kind::reduce_scatter, "reduce-scatter " + specs_[i].name,
+          [this, full, shard, count] {
+            comm_.reduce_scatter(full, shard, count, comm::reduce_op::mean).wait();
+          },
+          {computed});
+      grad_full_free_[b].push_back(rs);
+      grad_shard_free_[b].push_back(grads_[i].core()->write_from(shard, tier_id::device, {rs}));
+    } else {
+      const std::size_t count = lay.padded_numel();
+      event ar = collectives_.submit(
+          span_kind::reduce_scatter, "all-reduce " + specs_[i].name,
+          [this, full, count] {
+            comm_.all_reduce(full, full, count, comm::reduce_op::mean).wait();
+          },
+          {computed});
+      grad_full_free_[b].push_back(grads_[i].core()->write_from(full, tier_id::device, {ar}));
+    }
+  }
+
+  context& ctx_;
+  Comm& comm_;
+  std::string name_;
+  std::vector<layer_spec> specs_;
+  std::vector<shard_layout> layouts_;
+  memory_plan plan_;
+  std::deque<state_tensor> params_, grads_;
+  std::vector<buffer> gathered_, shard_ring_, grad_full_, grad_shard_;  // on the compute tier
+  std::vector<std::vector<event>> gathered_free_, shard_free_, grad_full_free_, grad_shard_free_;
+  work_queue collectives_;  // last: its thread stops before the buffers it uses go
+};
+
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_SCHEDULE_EXECUTOR_HPP
+// ---- end <strata/schedule/executor.hpp> ----

@@ -32,6 +32,11 @@ class out_of_budget : public error {
 public:
   out_of_budget(std::string_view tier, std::size_t requested, std::size_t available,
                 std::size_t limit, std::string_view what);
+  /// The same facts with a message worded by the caller (a memory plan's table, say).
+  out_of_budget(std::string message, std::string_view tier, std::size_t requested,
+                std::size_t available, std::size_t limit)
+      : error(std::move(message)), tier_(tier), requested_(requested), available_(available),
+        limit_(limit) {}
   std::size_t requested() const noexcept { return requested_; }
   std::size_t available() const noexcept { return available_; }
   std::size_t limit() const noexcept { return limit_; }

@@ -185,19 +185,32 @@ public:
   std::vector<event> take_last_use(std::size_t k) { return std::move(slots_[k].last_use); }
 
   /// Overwrites the tensor from host memory (waits).
-  void assign(const void* src) {
+  void assign(const void* src) { write_from(src, tier_id::host, {}).wait(); }
+
+  /// Starts overwriting the tensor's home with `bytes()` bytes at `src` on tier `from`, after
+  /// the events in `after`; `src` must stay valid until the returned event completes. Copies
+  /// on other tiers are dropped. (Executors use it to land reduced gradients at home.)
+  event write_from(const void* src, tier_id from, std::vector<event> after) {
     check_conflicts(home(), true);
     for (std::size_t i = 0; i < home(); ++i)
       if (slots_[i].valid) evict(i, {});
     slot& h = slots_[home()];
-    std::vector<event> after = still_reading(h);
+    auto reading = still_reading(h);
+    after.insert(after.end(), reading.begin(), reading.end());
     after.push_back(h.ready);
-    slot user(tier_id::host);
+    slot user(from);
     user.ptr = const_cast<void*>(src);  // only read from: it is the source of the copy
-    h.ready = copy(h, user, "assign " + name_, std::move(after));
+    h.ready = copy(h, user, "write " + name_, std::move(after));
     h.reads.clear();
-    h.ready.wait();
+    h.valid = true;
+    return h.ready;
   }
+
+  /// Slot k's memory (null on tier nvme or when the slot holds nothing).
+  void* ptr_at(std::size_t k) const noexcept { return slots_[k].ptr; }
+
+  /// The event after which slot k holds the value (its fetch, or the write into it).
+  const event& ready_at(std::size_t k) const noexcept { return slots_[k].ready; }
 
   /// Copies the current value into host memory (waits).
   void read(void* dst) {

@@ -1,0 +1,409 @@
+// strata/schedule/executor.hpp — the ZeRO layer executor: walks a model's layers forward and
+// backward across ranks, moving and collecting their parameters and gradients in the
+// background.
+//
+//   zero_executor<Comm, Bundle, Depth> ex(ctx, comm, {{"layer0", n0}, {"layer1", n1}, ...});
+//   ex.forward([&](std::size_t i, const float* w, std::size_t n) { ... });          // layer i
+//   ex.backward([&](std::size_t i, const float* w, float* dw, std::size_t n) { ... });
+//   ex.step([&](std::size_t i, float* w, const float* dw, std::size_t n) { ... });   // optimizer
+//
+// Forward, for layer i: wait for its parameters on the compute tier; start bringing layer
+// i+Depth (fetch its shard from the home tier, then all-gather it: stage 3; or fetch the
+// replica: stages 0-2); run the caller's compute on i; release i. Backward walks in reverse,
+// re-gathering, runs the caller's backward into a gradient buffer on the compute tier, then
+// reduces the gradient across ranks (reduce-scatter into this rank's shard for stages 2-3,
+// all-reduce for 0-1) and writes the result to its home tier. Copies (h2d, d2h, io-read,
+// io-write), collectives (their own queue) and compute overlap; all of it is in the trace.
+// step() runs the caller's optimizer update on each layer's state on the bundle's optimizer
+// tier: this rank's shard for stages 1-3 (then, for 1-2, all-gathers the updated replicas).
+//
+// Memory: everything the executor holds is planned up front (plan(), memory_plan.hpp) and a
+// plan that does not fit the budgets is refused in the constructor. On the compute tier it
+// keeps Depth+1 gathered-parameter buffers (plus Depth+1 shard buffers when the home is not the
+// device) and two gradient buffers, however many layers there are.
+//
+// Reductions are deterministic (rank-order sums, comm/communicator.hpp), so a sharded step
+// gives bitwise the same parameters as the same step on one rank that sums the ranks'
+// gradients in rank order. Not thread-safe; one executor per rank.
+#pragma once
+
+#include <strata/comm/communicator.hpp>
+#include <strata/schedule/memory_plan.hpp>
+#include <strata/schedule/partition.hpp>
+#include <strata/schedule/zero.hpp>
+#include <strata/tensor/tiered_tensor.hpp>
+
+#include <algorithm>
+#include <cstring>
+#include <deque>
+#include <span>
+#include <vector>
+
+STRATA_NAMESPACE_BEGIN
+
+template <comm::communicator Comm, zero_policy Bundle, std::size_t Depth = 1>
+class zero_executor {
+public:
+  using bundle_type = Bundle;
+  using placement_type = typename Bundle::state_placement;
+  using state_tensor = tiered_tensor<float, placement_type>;
+  using optimizer_tier = typename Bundle::optimizer_tier;
+  static constexpr int stage = Bundle::stage;
+  static constexpr std::size_t depth = Depth;
+  static constexpr bool resident = placement_type::tier_count == 1;  // home is the device
+
+  zero_executor(context& ctx, Comm& comm, std::vector<layer_spec> layers,
+                std::string name = "model")
+      : ctx_(ctx), comm_(comm), name_(std::move(name)), specs_(std::move(layers)),
+        collectives_("collectives", ctx.trace()) {
+    if (specs_.empty()) throw config_error("zero_executor '" + name_ + "': no layers");
+    for (auto& l : specs_) layouts_.emplace_back(l.numel, comm_.size());
+    make_plan();
+    plan_.check(ctx_, name_);
+    const int r = comm_.rank();
+    for (std::size_t i = 0; i < specs_.size(); ++i) {
+      const auto& lay = layouts_[i];
+      const std::size_t pn = Bundle::params_sharded ? lay.shard_numel() : lay.padded_numel();
+      const std::size_t gn = Bundle::grads_sharded ? lay.shard_numel() : lay.padded_numel();
+      params_.emplace_back(ctx_, specs_[i].name + ".params[rank " + std::to_string(r) + "]",
+                           shape{pn});
+      grads_.emplace_back(ctx_, specs_[i].name + ".grads[rank " + std::to_string(r) + "]",
+                          shape{gn});
+      zero_fill(params_.back(), pn);
+    }
+    auto ring = [&](std::size_t count, std::size_t elems, const char* what) {
+      std::vector<buffer> v;
+      for (std::size_t k = 0; k < count; ++k)
+        v.push_back(ctx_.allocate(tier_id::device, elems * sizeof(float),
+                                  name_ + " " + what + " " + std::to_string(k)));
+      return v;
+    };
+    if (stage == 3 || !resident) gathered_ = ring(depth + 1, max_padded(), "gathered params");
+    if (stage == 3 && !resident) shard_ring_ = ring(depth + 1, max_shard(), "param shard");
+    grad_full_ = ring(2, max_padded(), "full grads");
+    if (Bundle::grads_sharded) grad_shard_ = ring(2, max_shard(), "grad shard");
+    gathered_free_.resize(gathered_.size());
+    shard_free_.resize(shard_ring_.size());
+    grad_full_free_.resize(grad_full_.size());
+    grad_shard_free_.resize(grad_shard_.size());
+  }
+
+  ~zero_executor() {
+    try {
+      collectives_.synchronize();
+      ctx_.synchronize();
+    } catch (...) {  // a failed copy or collective nobody waited for: nothing left to tell
+    }
+    auto give_back = [&](std::vector<buffer>& bufs, std::vector<std::vector<event>>& free) {
+      for (std::size_t k = 0; k < bufs.size(); ++k) ctx_.retire(std::move(bufs[k]), free[k]);
+    };
+    give_back(gathered_, gathered_free_);
+    give_back(shard_ring_, shard_free_);
+    give_back(grad_full_, grad_full_free_);
+    give_back(grad_shard_, grad_shard_free_);
+  }
+  zero_executor(const zero_executor&) = delete;
+  zero_executor& operator=(const zero_executor&) = delete;
+
+  const memory_plan& plan() const noexcept { return plan_; }
+  std::size_t size() const noexcept { return specs_.size(); }
+  const shard_layout& layout(std::size_t i) const { return layouts_[i]; }
+  const layer_spec& layer(std::size_t i) const { return specs_[i]; }
+
+  /// Sets layer i's parameters from the full values (every rank passes the same; each keeps
+  /// what its stage keeps: its shard, or the whole padded replica).
+  void set_params(std::size_t i, std::span<const float> full) {
+    const auto& lay = layouts_[i];
+    if (full.size() != lay.numel())
+      throw config_error("zero_executor '" + name_ + "': set_params of layer '" +
+                         specs_[i].name + "' with " + std::to_string(full.size()) +
+                         " values; it has " + std::to_string(lay.numel()));
+    std::vector<float> mine(params_[i].size(), 0.0f);
+    const std::size_t from = Bundle::params_sharded ? lay.offset(comm_.rank()) : 0;
+    const std::size_t n = Bundle::params_sharded ? lay.valid_in(comm_.rank()) : lay.numel();
+    std::copy_n(full.begin() + static_cast<std::ptrdiff_t>(from), n, mine.begin());
+    params_[i].assign(mine);
+  }
+
+  /// Layer i's full parameters on the host. A collective for stage 3 (all ranks must call it).
+  std::vector<float> params(std::size_t i) {
+    sync();
+    const auto& lay = layouts_[i];
+    std::vector<float> mine = params_[i].to_vector();
+    if constexpr (!Bundle::params_sharded) {
+      mine.resize(lay.numel());
+      return mine;
+    } else {
+      std::vector<float> full(lay.padded_numel());
+      comm_.all_gather(mine.data(), full.data(), lay.shard_numel() * sizeof(float)).wait();
+      full.resize(lay.numel());
+      return full;
+    }
+  }
+
+  /// f(i, params, n) for i = 0 .. size-1; params: n floats on the compute tier.
+  template <class F>
+  void forward(F&& f) {
+    walk(false, [&](std::size_t i, const float* w) {
+      ctx_.compute("forward " + specs_[i].name, [&] { f(i, w, layouts_[i].numel()); });
+    });
+  }
+
+  /// g(i, params, grads, n) for i = size-1 .. 0; g writes all n gradients (compute tier). The
+  /// gradients are then averaged over the ranks (reduce_op::mean) and stored at home.
+  template <class G>
+  void backward(G&& g) {
+    std::size_t turn = 0;
+    walk(true, [&](std::size_t i, const float* w) {
+      const auto& lay = layouts_[i];
+      const std::size_t b = turn++ % 2;
+      wait_all(grad_full_free_[b]);
+      float* dw = static_cast<float*>(grad_full_[b].data());
+      ctx_.compute("backward " + specs_[i].name, [&] {
+        g(i, w, dw, lay.numel());
+        zero_device(dw + lay.numel(), (lay.padded_numel() - lay.numel()) * sizeof(float));
+      });
+      reduce_gradient(i, b, ctx_.compute_fence());
+    });
+  }
+
+  /// u(i, params, grads, n) on the optimizer tier for every layer, over this rank's part: its
+  /// shard (stages 1-3) or everything (stage 0); then, for stages 1-2, the updated slices are
+  /// all-gathered so every rank holds the new replica.
+  template <class U>
+  void step(U&& u) {
+    sync();
+    const int r = comm_.rank();
+    for (std::size_t i = 0; i < specs_.size(); ++i) {
+      const auto& lay = layouts_[i];
+      auto w = params_[i].template acquire<optimizer_tier>(read_write);
+      auto dw = grads_[i].template acquire<optimizer_tier>();
+      float* p = w.data();
+      const float* gp = dw.data();
+      ctx_.compute("optimizer " + specs_[i].name, [&] {
+        if constexpr (stage == 0) {
+          u(i, p, gp, lay.numel());
+        } else if constexpr (stage == 3) {
+          u(i, p, gp, lay.valid_in(r));
+        } else {
+          const std::size_t off = lay.offset(r);
+          u(i, p + off, stage == 1 ? gp + off : gp, lay.valid_in(r));
+        }
+      });
+      if constexpr (stage == 1 || stage == 2) {
+        ctx_.compute_fence().wait();  // the update (a kernel, on a GPU) is done before sending
+        float* mine = p + lay.offset(r);
+        auto span = trace_recorder::scope(ctx_.trace(), "collectives", span_kind::all_gather,
+                                          "all-gather " + specs_[i].name);
+        comm_.all_gather(mine, p, lay.shard_numel() * sizeof(float)).wait();
+      }
+    }
+  }
+
+  /// Waits for every copy and collective the executor started; rethrows their failures.
+  void sync() {
+    collectives_.synchronize();
+    ctx_.synchronize();
+  }
+
+private:
+  std::size_t max_padded() const {
+    std::size_t m = 0;
+    for (auto& l : layouts_) m = std::max(m, l.padded_numel());
+    return m;
+  }
+  std::size_t max_shard() const {
+    std::size_t m = 0;
+    for (auto& l : layouts_) m = std::max(m, l.shard_numel());
+    return m;
+  }
+
+  void make_plan() {
+    constexpr std::size_t f = sizeof(float);
+    std::size_t params_bytes = 0, grads_bytes = 0;
+    for (auto& l : layouts_) {
+      params_bytes += (Bundle::params_sharded ? l.shard_numel() : l.padded_numel()) * f;
+      grads_bytes += (Bundle::grads_sharded ? l.shard_numel() : l.padded_numel()) * f;
+    }
+    const tier_id home = Bundle::home_tier::id;
+    const char* state = Bundle::params_sharded ? "parameter shards" : "parameter replicas";
+    plan_.add(home, std::string(state) + " (all layers)", params_bytes);
+    plan_.add(home, std::string(Bundle::grads_sharded ? "gradient shards" : "gradient replicas") +
+                        " (all layers)",
+              grads_bytes);
+    const std::size_t d1 = depth + 1;
+    if (stage == 3 || !resident)
+      plan_.add(tier_id::device,
+                std::to_string(d1) + " gathered-parameter buffers (Depth+1)",
+                d1 * max_padded() * f);
+    if (stage == 3 && !resident)
+      plan_.add(tier_id::device, std::to_string(d1) + " parameter-shard buffers (Depth+1)",
+                d1 * max_shard() * f);
+    plan_.add(tier_id::device, "2 full-gradient buffers", 2 * max_padded() * f);
+    if (Bundle::grads_sharded)
+      plan_.add(tier_id::device, "2 gradient-shard buffers", 2 * max_shard() * f);
+    // The optimizer leases one layer's state on its tier when that is not the home.
+    if (optimizer_tier::id != home)
+      plan_.add(optimizer_tier::id, "optimizer: one layer's params + grads",
+                (Bundle::params_sharded ? max_shard() : max_padded()) * f +
+                    (Bundle::grads_sharded ? max_shard() : max_padded()) * f);
+    for (std::size_t t = 0; t < tier_count; ++t) {
+      const auto tier = static_cast<tier_id>(t);
+      if (const std::size_t held = ctx_.budget(tier).used())
+        plan_.add(tier, "already held by the context (staging ring, ...)", held);
+    }
+    if (home == tier_id::nvme) {  // the store's bounce buffers: one per IO queue at most
+      const std::size_t block = std::max<std::size_t>(ctx_.config().nvme_checksum_block, 1 << 20);
+      plan_.add(tier_id::pinned, "NVMe bounce buffers (io-read, io-write)", 2 * block);
+    }
+  }
+
+  static void wait_all(std::vector<event>& events) {
+    for (auto& e : events) e.wait();
+    events.clear();
+  }
+
+  void zero_device(float* p, std::size_t bytes) {
+    if (!bytes) return;
+#if STRATA_ENABLE_CUDA
+    check_cuda(cudaMemsetAsync(p, 0, bytes, ctx_.compute_stream()), "zeroing gradient padding");
+#else
+    std::memset(p, 0, bytes);
+#endif
+  }
+
+  void zero_fill(state_tensor& t, std::size_t n) { t.assign(std::vector<float>(n, 0.0f)); }
+
+  // Where layer i's parameters will be for compute, and when.
+  struct in_flight {
+    const float* full = nullptr;  // n floats (padded) on the compute tier
+    event ready;
+    std::size_t ring = 0;  // ring slot used (gathered_ / shard_ring_)
+  };
+
+  in_flight bring(std::size_t i, std::size_t pos) {
+    in_flight f;
+    f.ring = gathered_.empty() ? 0 : pos % gathered_.size();
+    auto& core = *params_[i].core();
+    const float* src = nullptr;
+    event src_ready;
+    if constexpr (resident) {
+      src = static_cast<const float*>(core.ptr_at(0));
+      src_ready = core.ready_at(0);
+    } else {
+      auto& ring = stage == 3 ? shard_ring_ : gathered_;
+      auto& free = stage == 3 ? shard_free_ : gathered_free_;
+      core.fetch(0, ring[f.ring].data(), std::move(free[f.ring]));
+      free[f.ring].clear();
+      src = static_cast<const float*>(ring[f.ring].data());
+      src_ready = core.ready_at(0);
+    }
+    if constexpr (stage == 3) {
+      auto* dst = static_cast<float*>(gathered_[f.ring].data());
+      const std::size_t bytes = layouts_[i].shard_numel() * sizeof(float);
+      std::vector<event> after = std::move(gathered_free_[f.ring]);
+      gathered_free_[f.ring].clear();
+      after.push_back(src_ready);
+      f.ready = collectives_.submit(span_kind::all_gather, "all-gather " + specs_[i].name,
+                                    [this, src, dst, bytes] {
+                                      comm_.all_gather(src, dst, bytes).wait();
+                                    },
+                                    std::move(after));
+      f.full = dst;
+    } else {
+      f.full = src;
+      f.ready = src_ready;
+    }
+    return f;
+  }
+
+  void done_with(std::size_t i, const in_flight& f) {
+    event fence = ctx_.compute_fence();
+    if constexpr (stage == 3) gathered_free_[f.ring].push_back(fence);
+    if constexpr (!resident) {
+      auto& core = *params_[i].core();
+      core.evict(0, {f.ready, fence});
+      auto& free = stage == 3 ? shard_free_ : gathered_free_;
+      auto last = core.take_last_use(0);
+      free[f.ring].insert(free[f.ring].end(), last.begin(), last.end());
+    }
+  }
+
+  template <class Body>
+  void walk(bool backward, Body&& body) {
+    const std::size_t n = specs_.size();
+    auto index = [&](std::size_t p) { return backward ? n - 1 - p : p; };
+    const std::size_t ahead = std::min(depth, n - 1);
+    std::vector<in_flight> flight(n);
+    std::size_t issued = 0;
+    try {
+      for (; issued <= ahead; ++issued) flight[issued] = bring(index(issued), issued);
+      for (std::size_t p = 0; p < n; ++p) {
+        if (p > 0 && p + ahead < n && issued == p + ahead) {
+          flight[issued] = bring(index(issued), issued);
+          ++issued;
+        }
+        const std::size_t i = index(p);
+        flight[p].ready.wait();
+        body(i, flight[p].full);
+        done_with(i, flight[p]);
+      }
+    } catch (...) {
+      // Whatever is still in flight borrows ring memory: let it finish, then drop it.
+      try {
+        collectives_.synchronize();
+      } catch (...) {
+      }
+      if constexpr (!resident)
+        for (std::size_t p = 0; p < issued; ++p) {
+          auto& core = *params_[index(p)].core();
+          if (core.valid_at(0)) core.evict(0, {});
+          auto last = core.take_last_use(0);
+          auto& free = stage == 3 ? shard_free_ : gathered_free_;
+          free[flight[p].ring].insert(free[flight[p].ring].end(), last.begin(), last.end());
+        }
+      throw;
+    }
+  }
+
+  // Averages layer i's gradient (in grad_full_[b]) over the ranks and lands it at home.
+  void reduce_gradient(std::size_t i, std::size_t b, event computed) {
+    const auto& lay = layouts_[i];
+    float* full = static_cast<float*>(grad_full_[b].data());
+    if constexpr (Bundle::grads_sharded) {
+      wait_all(grad_shard_free_[b]);
+      float* shard = static_cast<float*>(grad_shard_[b].data());
+      const std::size_t count = lay.shard_numel();
+      event rs = collectives_.submit(
+          span_kind::reduce_scatter, "reduce-scatter " + specs_[i].name,
+          [this, full, shard, count] {
+            comm_.reduce_scatter(full, shard, count, comm::reduce_op::mean).wait();
+          },
+          {computed});
+      grad_full_free_[b].push_back(rs);
+      grad_shard_free_[b].push_back(grads_[i].core()->write_from(shard, tier_id::device, {rs}));
+    } else {
+      const std::size_t count = lay.padded_numel();
+      event ar = collectives_.submit(
+          span_kind::reduce_scatter, "all-reduce " + specs_[i].name,
+          [this, full, count] {
+            comm_.all_reduce(full, full, count, comm::reduce_op::mean).wait();
+          },
+          {computed});
+      grad_full_free_[b].push_back(grads_[i].core()->write_from(full, tier_id::device, {ar}));
+    }
+  }
+
+  context& ctx_;
+  Comm& comm_;
+  std::string name_;
+  std::vector<layer_spec> specs_;
+  std::vector<shard_layout> layouts_;
+  memory_plan plan_;
+  std::deque<state_tensor> params_, grads_;
+  std::vector<buffer> gathered_, shard_ring_, grad_full_, grad_shard_;  // on the compute tier
+  std::vector<std::vector<event>> gathered_free_, shard_free_, grad_full_free_, grad_shard_free_;
+  work_queue collectives_;  // last: its thread stops before the buffers it uses go
+};
+
+STRATA_NAMESPACE_END

@@ -1,0 +1,115 @@
+// ZeRO stages 0-3 on the threads communicator: a sharded training step gives bitwise the same
+// parameters as the unsharded step; the memory plan bounds the measured peaks; a plan that
+// does not fit is refused up front; a rank that fails mid-step fails its peers cleanly.
+// ctest-timeout: 600
+#include "catch.hpp"
+
+#include "zero_toy_model.hpp"
+
+#include <strata/comm/threads.hpp>
+
+#include <atomic>
+#include <mutex>
+
+using namespace strata;
+
+namespace {
+
+using namespace zero_toy;
+
+template <class Bundle, std::size_t Depth>
+result run(int world, int steps) {
+  comm::thread_world tw(world, std::chrono::seconds(20));
+  result out;
+  std::mutex m;
+  tw.run([&](comm::threads& c) {
+    context ctx({.device_bytes = 8 << 20});
+    auto r = train<Bundle, Depth>(c, ctx, steps);
+    std::lock_guard lock(m);
+    out.peaks_within_plan = out.peaks_within_plan && r.peaks_within_plan;
+    if (c.rank() == 0) {
+      out.weights = std::move(r.weights);
+      out.plan = std::move(r.plan);
+    }
+  });
+  return out;
+}
+
+template <class Bundle, std::size_t Depth>
+void check_equivalence(int world) {
+  INFO("stage " << Bundle::stage << ", home " << tier_name(Bundle::home_tier::id) << ", depth "
+                << Depth << ", world " << world);
+  const auto ref = reference(world, 2);
+  const auto got = run<Bundle, Depth>(world, 2);
+  REQUIRE(got.weights.size() == ref.size());
+  for (std::size_t i = 0; i < ref.size(); ++i) {
+    INFO("layer " << i);
+    CHECK(got.weights[i] == ref[i]);  // bitwise: the reduction order is fixed (rank order)
+  }
+  INFO(got.plan);
+  CHECK(got.peaks_within_plan);
+}
+
+}  // namespace
+
+TEST_CASE("ZeRO stages 0-3 == unsharded step, bitwise, world sizes 1-4", "[zero]") {
+  for (int world = 1; world <= 4; ++world) {
+    check_equivalence<zero0, 1>(world);
+    check_equivalence<zero1, 1>(world);
+    check_equivalence<zero2, 1>(world);
+    check_equivalence<zero3, 1>(world);
+  }
+}
+
+TEST_CASE("ZeRO with host homes (ZeRO-Offload) and deeper lookahead == unsharded", "[zero]") {
+  for (int world : {2, 3}) {
+    check_equivalence<zero_bundle<2, tier::host>, 2>(world);
+    check_equivalence<zero3_offload, 1>(world);
+    check_equivalence<zero3_offload, 3>(world);
+    check_equivalence<zero_bundle<3, tier::pinned>, 2>(world);
+  }
+}
+
+TEST_CASE("a plan that does not fit the device is refused before the first step", "[zero]") {
+  comm::thread_world tw(2, std::chrono::seconds(20));
+  tw.run([&](comm::threads& c) {
+    context ctx({.device_bytes = 64 << 10});
+    std::vector<layer_spec> layers = {{"big", 1 << 16}};  // 256 KiB of parameters
+    try {
+      zero_executor<comm::threads, zero3_offload, 1> ex(ctx, c, layers, "tiny-gpu");
+      FAIL("the plan was accepted");
+    } catch (const out_of_budget& e) {
+      const std::string m = e.what();
+      CHECK(m.find("tiny-gpu") != std::string::npos);
+      CHECK(m.find("gathered-parameter buffers") != std::string::npos);
+      CHECK(m.find("device") != std::string::npos);
+    }
+    CHECK(ctx.budget(tier_id::device).peak() == 0);  // nothing was allocated
+  });
+}
+
+TEST_CASE("a rank that throws mid-step fails its peers with comm_error, no hang", "[zero]") {
+  comm::thread_world tw(3, std::chrono::seconds(20));
+  std::atomic<int> comm_errors{0};
+  CHECK_THROWS_WITH(
+      tw.run([&](comm::threads& c) {
+        context ctx({.device_bytes = 8 << 20});
+        std::vector<layer_spec> layers = {{"a", 100}, {"b", 200}, {"c", 300}};
+        zero_executor<comm::threads, zero3, 1> ex(ctx, c, layers);
+        try {
+          ex.forward([&](std::size_t i, const float*, std::size_t) {
+            if (c.rank() == 1 && i == 1) throw std::runtime_error("rank 1 ran out of patience");
+          });
+          ex.backward([&](std::size_t, const float*, float* dw, std::size_t n) {
+            std::fill(dw, dw + n, 1.0f);
+          });
+          ex.sync();
+        } catch (const comm_error& e) {
+          CHECK(std::string(e.what()).find("rank 1") != std::string::npos);
+          ++comm_errors;
+          throw;
+        }
+      }),
+      "rank 1 ran out of patience");
+  CHECK(comm_errors.load() == 2);
+}
