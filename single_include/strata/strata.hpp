@@ -2699,6 +2699,7 @@ STRATA_NAMESPACE_END
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <thread>
 #include <vector>
 
 #include <fcntl.h>
@@ -2833,6 +2834,8 @@ private:
   void abandon(extent e) noexcept;
   void install(handle h, const std::string& name, extent e, std::vector<std::uint32_t> crcs);
   buffer bounce(std::size_t bytes, const std::string& name);
+  template <class Side, class Io>
+  static void overlapped(bool on, Side&& side, Io&& io);
   void put(const std::string& name, std::uint64_t file_offset, const char* src, std::size_t bytes);
   void verify_failed(const std::string& name, std::uint64_t file_offset, std::size_t block,
                      std::size_t blocks, std::size_t bytes, std::uint32_t expected,
@@ -3145,8 +3148,21 @@ inline void nvme_store::read(handle h, std::size_t offset, void* dst, std::size_
     if (is_aligned(out, a)) {
       const std::size_t full_end = end == last_end ? end : align_down(end, block_);
       direct_end = offset + align_down(full_end - offset, a);
-      if (direct_end > offset) engine_->read(file_, out, direct_end - offset, ext.offset + offset);
-      check(out, direct_end - offset);
+      // In pieces of whole checksum blocks: piece k+1 is read while a second thread checks
+      // piece k, so a large read costs max(IO, CRC), not their sum. Pieces are large enough
+      // that the engine's queue stays deep within each.
+      const std::size_t piece = std::max<std::size_t>(8 * block_, std::size_t{32} << 20);
+      char* checked = out;
+      for (std::size_t at = offset; at < direct_end;) {
+        const std::size_t n = std::min(piece, direct_end - at);
+        char* next = out + (at - offset);
+        const std::size_t pending = static_cast<std::size_t>(next - checked);
+        overlapped(pending > 0, [&] { check(checked, pending); },
+                   [&] { engine_->read(file_, next, n, ext.offset + at); });
+        checked = next;
+        at += n;
+      }
+      check(checked, static_cast<std::size_t>(out + (direct_end - offset) - checked));
     }
     // The rest through a bounce buffer: the unaligned tail, the last block when the read stops
     // inside it, or everything for an unaligned destination (one bounded buffer, reused).
@@ -3164,6 +3180,33 @@ inline void nvme_store::read(handle h, std::size_t offset, void* dst, std::size_
   } catch (const io_error& e) {
     throw io_error(where(name) + e.what());
   }
+}
+
+// Runs `side` on a second thread while `io` runs on this one (when `on`), else one after the
+// other. Both finish before it returns; an exception from either is rethrown (io's first).
+template <class Side, class Io>
+inline void nvme_store::overlapped(bool on, Side&& side, Io&& io) {
+  if (!on) {
+    io();
+    side();
+    return;
+  }
+  std::exception_ptr side_failure;
+  std::thread helper([&] {
+    try {
+      side();
+    } catch (...) {
+      side_failure = std::current_exception();
+    }
+  });
+  try {
+    io();
+  } catch (...) {
+    helper.join();
+    throw;
+  }
+  helper.join();
+  if (side_failure) std::rethrow_exception(side_failure);
 }
 
 inline nvme_store::write_txn nvme_store::begin_write(handle h) {
@@ -3230,13 +3273,17 @@ inline void nvme_store::write_txn::write(std::size_t offset, const void* src, st
                        std::to_string(end) + ") twice; every byte is written exactly once");
 
   const auto* p = static_cast<const char*>(src);
-  s.put(name_, ext_.offset + offset, p, bytes);
   // A block's CRC is known once the block is whole: all of it, or up to the tensor's end.
   // A range that stops inside a block leaves a gap that commit() reports.
-  for (std::size_t at = 0; at < bytes; at += block) {
-    const std::size_t n = std::min(block, bytes - at);
-    if (n == block || offset + at + n == size_) crcs_[(offset + at) / block] = crc32c(p + at, n);
-  }
+  auto checksum = [&] {
+    for (std::size_t at = 0; at < bytes; at += block) {
+      const std::size_t n = std::min(block, bytes - at);
+      if (n == block || offset + at + n == size_) crcs_[(offset + at) / block] = crc32c(p + at, n);
+    }
+  };
+  // The checksums only read the source, as the write does: on large writes they run on a
+  // second thread while the IO is in flight, so the write costs max(IO, CRC), not their sum.
+  overlapped(bytes >= 2 * block, checksum, [&] { s.put(name_, ext_.offset + offset, p, bytes); });
   written_.emplace(offset, end);
   written_bytes_ += bytes;
 }
