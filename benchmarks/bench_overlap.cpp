@@ -5,12 +5,14 @@
 // 4 MiB of parameters), with a fixed compute cost per layer from real host arithmetic:
 //   forward   y = x W                (batch x dim) . (dim x dim): 2 batch dim^2 flops
 //   backward  dW = x^T dy, dx = dy W^T                            4 batch dim^2 flops
-//   step      W -= lr dW (SGD)
+//   update    W -= lr dW (SGD), fused into the backward: ex.backward(g, u) updates each layer's
+//             shard on the device as soon as its gradient is reduced, and the shard goes home
+//             once — no separate step() that would stream the state back in
 // x and dy are fixed per layer (a synthetic layer: the cost is what matters, not the values).
 // `--batch` (default 128) sets the compute per layer; the default makes one layer's forward
 // (~20 ms here) several times the time to read its 4 MiB from the NVMe tier (~6 ms at ~700 MB/s).
 //
-// Benchmarks (one iteration = one training step: forward, backward, step, then sync() so every
+// Benchmarks (one iteration = one training step: forward, backward+update, then sync() so every
 // write-back is inside the timed region), all with comm::solo (world size 1) and Depth = 2:
 //   step/resident    zero_executor<solo, zero3, 2>: shards at home on the device (the peer)
 //   step/offload     zero_executor<solo, zero3_offload, 2>: shards at home in host memory
@@ -214,14 +216,17 @@ public:
       m.sink += m.y[i];
     });
     const auto t1 = clock::now();
-    ex_->backward([&](std::size_t i, const float* w, float* dw, std::size_t) {
-      gemm_backward(m.x[i].data(), w, m.dy.data(), dw, m.dx.data(), B, D, D);
-      m.sink += m.dx[i];
-    });
+    // The optimizer fused into the backward (stage 3): each layer's shard is updated where
+    // the backward left it and goes home once, overlapped with the next layers' compute.
+    ex_->backward(
+        [&](std::size_t i, const float* w, float* dw, std::size_t) {
+          gemm_backward(m.x[i].data(), w, m.dy.data(), dw, m.dx.data(), B, D, D);
+          m.sink += m.dx[i];
+        },
+        [](std::size_t, float* w, const float* dw, std::size_t n) {
+          for (std::size_t k = 0; k < n; ++k) w[k] -= 1e-6f * dw[k];
+        });
     const auto t2 = clock::now();
-    ex_->step([](std::size_t, float* w, const float* dw, std::size_t n) {
-      for (std::size_t k = 0; k < n; ++k) w[k] -= 1e-6f * dw[k];
-    });
     ex_->sync();
     const auto t3 = clock::now();
     const double bg = (cpu_ms(CLOCK_PROCESS_CPUTIME_ID) - proc0) -

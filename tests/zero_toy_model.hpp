@@ -76,9 +76,9 @@ struct result {
 };
 
 /// `steps` training steps of the toy model on this rank with the executor; the full weights
-/// after them (a collective for stage 3).
+/// after them (a collective for stage 3). `fused`: the optimizer runs inside backward(g, u).
 template <class Bundle, std::size_t Depth, class Comm>
-result train(Comm& c, strata::context& ctx, int steps) {
+result train(Comm& c, strata::context& ctx, int steps, bool fused = false) {
   using namespace strata;
   std::vector<layer_spec> layers;
   for (std::size_t i = 0; i < sizes.size(); ++i) layers.push_back({"L" + std::to_string(i), sizes[i]});
@@ -89,10 +89,16 @@ result train(Comm& c, strata::context& ctx, int steps) {
     ex.forward([&](std::size_t i, const float* w, std::size_t n) {
       forward_layer(c.rank(), i, w, n, act);
     });
-    ex.backward([&](std::size_t i, const float* w, float* dw, std::size_t n) {
+    auto g = [&](std::size_t i, const float* w, float* dw, std::size_t n) {
       backward_layer(c.rank(), i, w, dw, n, act);
-    });
-    ex.step([&](std::size_t, float* w, const float* dw, std::size_t n) { sgd(w, dw, n); });
+    };
+    auto u = [&](std::size_t, float* w, const float* dw, std::size_t n) { sgd(w, dw, n); };
+    if (fused) {
+      ex.backward(g, u);
+    } else {
+      ex.backward(g);
+      ex.step(u);
+    }
   }
   result out;
   for (std::size_t i = 0; i < sizes.size(); ++i) out.weights.push_back(ex.params(i));

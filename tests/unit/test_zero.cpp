@@ -18,13 +18,13 @@ namespace {
 using namespace zero_toy;
 
 template <class Bundle, std::size_t Depth>
-result run(int world, int steps) {
+result run(int world, int steps, bool fused) {
   comm::thread_world tw(world, std::chrono::seconds(20));
   result out;
   std::mutex m;
   tw.run([&](comm::threads& c) {
     context ctx({.device_bytes = 8 << 20});
-    auto r = train<Bundle, Depth>(c, ctx, steps);
+    auto r = train<Bundle, Depth>(c, ctx, steps, fused);
     std::lock_guard lock(m);
     out.peaks_within_plan = out.peaks_within_plan && r.peaks_within_plan;
     if (c.rank() == 0) {
@@ -36,11 +36,11 @@ result run(int world, int steps) {
 }
 
 template <class Bundle, std::size_t Depth>
-void check_equivalence(int world) {
+void check_equivalence(int world, bool fused = false) {
   INFO("stage " << Bundle::stage << ", home " << tier_name(Bundle::home_tier::id) << ", depth "
-                << Depth << ", world " << world);
+                << Depth << ", world " << world << (fused ? ", optimizer fused in backward" : ""));
   const auto ref = reference(world, 2);
-  const auto got = run<Bundle, Depth>(world, 2);
+  const auto got = run<Bundle, Depth>(world, 2, fused);
   REQUIRE(got.weights.size() == ref.size());
   for (std::size_t i = 0; i < ref.size(); ++i) {
     INFO("layer " << i);
@@ -67,6 +67,15 @@ TEST_CASE("ZeRO with host homes (ZeRO-Offload) and deeper lookahead == unsharded
     check_equivalence<zero3_offload, 1>(world);
     check_equivalence<zero3_offload, 3>(world);
     check_equivalence<zero_bundle<3, tier::pinned>, 2>(world);
+  }
+}
+
+TEST_CASE("the optimizer fused into backward == backward then step, bitwise", "[zero]") {
+  for (int world = 1; world <= 4; ++world) {
+    check_equivalence<zero3, 1>(world, true);
+    check_equivalence<zero3_offload, 2>(world, true);
+    check_equivalence<zero_bundle<3, tier::pinned>, 1>(world, true);
+    check_equivalence<zero2, 1>(world, true);  // stages 0-2: backward(g) then step(u)
   }
 }
 

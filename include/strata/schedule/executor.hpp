@@ -6,6 +6,7 @@
 //   ex.forward([&](std::size_t i, const float* w, std::size_t n) { ... });          // layer i
 //   ex.backward([&](std::size_t i, const float* w, float* dw, std::size_t n) { ... });
 //   ex.step([&](std::size_t i, float* w, const float* dw, std::size_t n) { ... });   // optimizer
+//   ex.backward(g, u);   // stage 3: backward with the update fused in, no step()
 //
 // Forward, for layer i: wait for its parameters on the compute tier; start bringing layer
 // i+Depth (fetch its shard from the home tier, then all-gather it: stage 3; or fetch the
@@ -79,7 +80,9 @@ public:
       return v;
     };
     if (stage == 3 || !resident) gathered_ = ring(depth + 1, max_padded(), "gathered params");
-    if (stage == 3 && !resident) shard_ring_ = ring(depth + 1, max_shard(), "param shard");
+    // One more shard buffer than gathered ones: the fused backward keeps a layer's shard on
+    // the device until its update, one layer after its gradient was computed.
+    if (stage == 3 && !resident) shard_ring_ = ring(depth + 2, max_shard(), "param shard");
     grad_full_ = ring(2, max_padded(), "full grads");
     if (Bundle::grads_sharded) grad_shard_ = ring(2, max_shard(), "grad shard");
     gathered_free_.resize(gathered_.size());
@@ -144,7 +147,7 @@ public:
   /// f(i, params, n) for i = 0 .. size-1; params: n floats on the compute tier.
   template <class F>
   void forward(F&& f) {
-    walk(false, [&](std::size_t i, const float* w) {
+    walk(false, [&](std::size_t i, const float* w, const in_flight&) {
       ctx_.compute("forward " + specs_[i].name, [&] { f(i, w, layouts_[i].numel()); });
     });
   }
@@ -154,17 +157,65 @@ public:
   template <class G>
   void backward(G&& g) {
     std::size_t turn = 0;
-    walk(true, [&](std::size_t i, const float* w) {
-      const auto& lay = layouts_[i];
+    walk(true, [&](std::size_t i, const float* w, const in_flight&) {
       const std::size_t b = turn++ % 2;
-      wait_all(grad_full_free_[b]);
-      float* dw = static_cast<float*>(grad_full_[b].data());
-      ctx_.compute("backward " + specs_[i].name, [&] {
-        g(i, w, dw, lay.numel());
-        zero_device(dw + lay.numel(), (lay.padded_numel() - lay.numel()) * sizeof(float));
-      });
-      reduce_gradient(i, b, ctx_.compute_fence());
+      compute_gradient(i, w, b, g);
+      reduce_gradient(i, b, ctx_.compute_fence(), true);
     });
+  }
+
+  /// backward(g) with the optimizer fused in: as soon as layer i's gradient is reduced into
+  /// this rank's shard, u(i, params, grads, n) updates this rank's parameter shard where the
+  /// backward left it — on the compute tier — and the updated shard goes home. Gradients never
+  /// travel home and no step() follows, so with an NVMe or host home each layer's shard crosses
+  /// the bus three times a step (forward fetch, backward fetch, write-back) instead of six, and
+  /// all of it overlaps compute. The update of layer i runs after the backward of layer i-1 has
+  /// been issued, by when i's reduce-scatter has had a layer's compute to finish in. Stage 3
+  /// only (for stages 0-2 the whole replica would have to be on the compute tier anyway: it is
+  /// backward(g) then step(u)). Same results as backward(g) + step(u), bitwise.
+  template <class G, class U>
+  void backward(G&& g, U&& u) {
+    if constexpr (stage != 3) {
+      backward(g);
+      step(u);
+    } else {
+      struct pending {
+        std::size_t layer, buffer;
+        in_flight flight;
+        event reduced;
+        bool live = false;
+      } last;
+      auto update = [&](pending& pd) {
+        if (!pd.live) return;
+        pd.live = false;
+        pd.reduced.wait();
+        auto& core = *params_[pd.layer].core();
+        float* shard = static_cast<float*>(core.acquire(0, true).first);
+        const float* gs = static_cast<const float*>(grad_shard_[pd.buffer].data());
+        const std::size_t n = layouts_[pd.layer].valid_in(comm_.rank());
+        try {
+          ctx_.compute("optimizer " + specs_[pd.layer].name, [&] { u(pd.layer, shard, gs, n); });
+        } catch (...) {
+          core.release(0, true);  // as any lease that ends: what was written goes home
+          throw;
+        }
+        core.release(0, true);  // the updated shard goes home (a write-back, overlapped)
+        grad_shard_free_[pd.buffer].push_back(ctx_.compute_fence());
+        if constexpr (!resident) give_back_slot(pd.layer, pd.flight);
+      };
+      std::size_t turn = 0;
+      walk(
+          true,
+          [&](std::size_t i, const float* w, const in_flight& f) {
+            const std::size_t b = turn++ % 2;
+            compute_gradient(i, w, b, g);
+            event reduced = reduce_gradient(i, b, ctx_.compute_fence(), false);
+            update(last);
+            last = {i, b, f, reduced, true};
+          },
+          true);
+      update(last);
+    }
   }
 
   /// u(i, params, grads, n) on the optimizer tier for every layer, over this rank's part: its
@@ -237,8 +288,8 @@ private:
                 std::to_string(d1) + " gathered-parameter buffers (Depth+1)",
                 d1 * max_padded() * f);
     if (stage == 3 && !resident)
-      plan_.add(tier_id::device, std::to_string(d1) + " parameter-shard buffers (Depth+1)",
-                d1 * max_shard() * f);
+      plan_.add(tier_id::device, std::to_string(d1 + 1) + " parameter-shard buffers (Depth+2)",
+                (d1 + 1) * max_shard() * f);
     plan_.add(tier_id::device, "2 full-gradient buffers", 2 * max_padded() * f);
     if (Bundle::grads_sharded)
       plan_.add(tier_id::device, "2 gradient-shard buffers", 2 * max_shard() * f);
@@ -278,12 +329,14 @@ private:
   struct in_flight {
     const float* full = nullptr;  // n floats (padded) on the compute tier
     event ready;
-    std::size_t ring = 0;  // ring slot used (gathered_ / shard_ring_)
+    std::size_t ring = 0;   // gathered_ slot (stage 3) or fetch slot (stages 0-2)
+    std::size_t shard = 0;  // shard_ring_ slot (stage 3 away from the device)
   };
 
   in_flight bring(std::size_t i, std::size_t pos) {
     in_flight f;
     f.ring = gathered_.empty() ? 0 : pos % gathered_.size();
+    f.shard = shard_ring_.empty() ? 0 : pos % shard_ring_.size();
     auto& core = *params_[i].core();
     const float* src = nullptr;
     event src_ready;
@@ -293,9 +346,10 @@ private:
     } else {
       auto& ring = stage == 3 ? shard_ring_ : gathered_;
       auto& free = stage == 3 ? shard_free_ : gathered_free_;
-      core.fetch(0, ring[f.ring].data(), std::move(free[f.ring]));
-      free[f.ring].clear();
-      src = static_cast<const float*>(ring[f.ring].data());
+      const std::size_t slot = stage == 3 ? f.shard : f.ring;
+      core.fetch(0, ring[slot].data(), std::move(free[slot]));
+      free[slot].clear();
+      src = static_cast<const float*>(ring[slot].data());
       src_ready = core.ready_at(0);
     }
     if constexpr (stage == 3) {
@@ -317,20 +371,30 @@ private:
     return f;
   }
 
-  void done_with(std::size_t i, const in_flight& f) {
+  // Layer i's compute is issued: its gathered buffer may be reused after that compute, and its
+  // fetched copy dropped — unless `keep_shard` (the fused backward updates it first).
+  void done_with(std::size_t i, const in_flight& f, bool keep_shard) {
     event fence = ctx_.compute_fence();
     if constexpr (stage == 3) gathered_free_[f.ring].push_back(fence);
     if constexpr (!resident) {
-      auto& core = *params_[i].core();
-      core.evict(0, {f.ready, fence});
-      auto& free = stage == 3 ? shard_free_ : gathered_free_;
-      auto last = core.take_last_use(0);
-      free[f.ring].insert(free[f.ring].end(), last.begin(), last.end());
+      if (keep_shard) return;
+      params_[i].core()->evict(0, {f.ready, fence});
+      give_back_slot(i, f);
     }
   }
 
+  // The fetch slot layer i borrowed may be reused once its last use is over.
+  void give_back_slot(std::size_t i, const in_flight& f) {
+    auto& free = stage == 3 ? shard_free_ : gathered_free_;
+    const std::size_t slot = stage == 3 ? f.shard : f.ring;
+    auto last = params_[i].core()->take_last_use(0);
+    free[slot].insert(free[slot].end(), last.begin(), last.end());
+  }
+
+  // Brings layers in walk order with lookahead and calls body(i, params, flight) for each;
+  // `keep_shard`: leave each fetched shard on the compute tier for the body's caller to update.
   template <class Body>
-  void walk(bool backward, Body&& body) {
+  void walk(bool backward, Body&& body, bool keep_shard = false) {
     const std::size_t n = specs_.size();
     auto index = [&](std::size_t p) { return backward ? n - 1 - p : p; };
     const std::size_t ahead = std::min(depth, n - 1);
@@ -345,8 +409,8 @@ private:
         }
         const std::size_t i = index(p);
         flight[p].ready.wait();
-        body(i, flight[p].full);
-        done_with(i, flight[p]);
+        body(i, flight[p].full, flight[p]);
+        done_with(i, flight[p], keep_shard);
       }
     } catch (...) {
       // Whatever is still in flight borrows ring memory: let it finish, then drop it.
@@ -357,17 +421,28 @@ private:
       if constexpr (!resident)
         for (std::size_t p = 0; p < issued; ++p) {
           auto& core = *params_[index(p)].core();
-          if (core.valid_at(0)) core.evict(0, {});
-          auto last = core.take_last_use(0);
-          auto& free = stage == 3 ? shard_free_ : gathered_free_;
-          free[flight[p].ring].insert(free[flight[p].ring].end(), last.begin(), last.end());
+          if (core.valid_at(0) && !core.leased()) core.evict(0, {});
+          give_back_slot(index(p), flight[p]);
         }
       throw;
     }
   }
 
-  // Averages layer i's gradient (in grad_full_[b]) over the ranks and lands it at home.
-  void reduce_gradient(std::size_t i, std::size_t b, event computed) {
+  // g(i, params, grad_full_[b], n) on the compute tier, padding zeroed.
+  template <class G>
+  void compute_gradient(std::size_t i, const float* w, std::size_t b, G& g) {
+    const auto& lay = layouts_[i];
+    wait_all(grad_full_free_[b]);
+    float* dw = static_cast<float*>(grad_full_[b].data());
+    ctx_.compute("backward " + specs_[i].name, [&] {
+      g(i, w, dw, lay.numel());
+      zero_device(dw + lay.numel(), (lay.padded_numel() - lay.numel()) * sizeof(float));
+    });
+  }
+
+  // Averages layer i's gradient (in grad_full_[b]) over the ranks — into grad_shard_[b] for
+  // stages 2-3 — and, if `land_home`, writes the result to its home. Returns the reduction.
+  event reduce_gradient(std::size_t i, std::size_t b, event computed, bool land_home) {
     const auto& lay = layouts_[i];
     float* full = static_cast<float*>(grad_full_[b].data());
     if constexpr (Bundle::grads_sharded) {
@@ -381,7 +456,9 @@ private:
           },
           {computed});
       grad_full_free_[b].push_back(rs);
-      grad_shard_free_[b].push_back(grads_[i].core()->write_from(shard, tier_id::device, {rs}));
+      grad_shard_free_[b].push_back(
+          land_home ? grads_[i].core()->write_from(shard, tier_id::device, {rs}) : rs);
+      return rs;
     } else {
       const std::size_t count = lay.padded_numel();
       event ar = collectives_.submit(
@@ -390,7 +467,9 @@ private:
             comm_.all_reduce(full, full, count, comm::reduce_op::mean).wait();
           },
           {computed});
-      grad_full_free_[b].push_back(grads_[i].core()->write_from(full, tier_id::device, {ar}));
+      grad_full_free_[b].push_back(
+          land_home ? grads_[i].core()->write_from(full, tier_id::device, {ar}) : ar);
+      return ar;
     }
   }
 
