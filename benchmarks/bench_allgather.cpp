@@ -36,6 +36,8 @@
 
 #include <benchmark/benchmark.h>
 
+#include "bench_support.hpp"
+
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -73,10 +75,7 @@ std::string g_filter_arg;  // a --benchmark_filter=... given to this run: passed
 
 // ---- memory ----------------------------------------------------------------------------------
 
-struct free_deleter {
-  void operator()(void* p) const noexcept { std::free(p); }
-};
-using block = std::unique_ptr<std::byte, free_deleter>;
+using block = std::unique_ptr<std::byte, bench_support::free_deleter>;
 
 block make_block(std::size_t bytes, int pattern) {
   block b(static_cast<std::byte*>(std::aligned_alloc(4096, (bytes + 4095) / 4096 * 4096)));
@@ -223,77 +222,6 @@ public:
 
 // ---- reporting -------------------------------------------------------------------------------
 
-/// The console reporter, keeping each run's bytes/s by "<family>/<arg>" for the ratio line, and
-/// printing one median row (and the coefficient of variation) per benchmark, in registration
-/// order, at the end. --benchmark_out=FILE still gets every repetition.
-class capturing_reporter : public benchmark::ConsoleReporter {
-public:
-  explicit capturing_reporter(OutputOptions opts) : ConsoleReporter(opts) {}
-
-  void ReportRuns(const std::vector<Run>& runs) override {
-    for (const Run& r : runs) {
-      if (r.run_type == Run::RT_Iteration && !r.error_occurred) {
-        auto it = r.counters.find("bytes_per_second");
-        if (it != r.counters.end())
-          bytes_per_s_[r.run_name.function_name + "/" + r.run_name.args].push_back(it->second.value);
-      }
-      const bool summary = r.run_type == Run::RT_Aggregate &&
-                           (r.aggregate_name == "median" || r.aggregate_name == "cv");
-      if (summary || r.error_occurred || r.repetitions <= 1) held_.push_back(r);
-    }
-  }
-
-  void Finalize() override {
-    std::stable_sort(held_.begin(), held_.end(), [](const Run& a, const Run& b) {
-      return std::pair(a.family_index, a.per_family_instance_index) <
-             std::pair(b.family_index, b.per_family_instance_index);
-    });
-    if (!held_.empty()) ConsoleReporter::ReportRuns(held_);
-    held_.clear();
-    ConsoleReporter::Finalize();
-  }
-
-  /// Median GB/s (1e9 bytes/s) of `family` at argument `arg`; negative if it did not run.
-  double gbps(const std::string& family, std::int64_t arg) const {
-    auto it = bytes_per_s_.find(family + "/" + std::to_string(arg));
-    if (it == bytes_per_s_.end() || it->second.empty()) return -1.0;
-    std::vector<double> v = it->second;
-    std::sort(v.begin(), v.end());
-    const std::size_t n = v.size();
-    const double median = n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-    return median > 0 ? median / 1e9 : -1.0;
-  }
-
-private:
-  std::map<std::string, std::vector<double>> bytes_per_s_;
-  std::vector<Run> held_;
-};
-
-benchmark::ConsoleReporter::OutputOptions console_options(int argc, char** argv) {
-  bool color = ::isatty(STDOUT_FILENO) != 0 && std::getenv("NO_COLOR") == nullptr;
-  bool tabular = false;
-  auto value_of = [](std::string_view arg, std::string_view flag, std::string_view& value) {
-    if (arg.substr(0, flag.size()) != flag) return false;
-    arg.remove_prefix(flag.size());
-    if (arg.empty()) value = "true";
-    else if (arg.front() == '=') value = arg.substr(1);
-    else return false;
-    return true;
-  };
-  auto truthy = [](std::string_view v) {
-    return v == "true" || v == "yes" || v == "1" || v == "always" || v == "on";
-  };
-  for (int i = 1; i < argc; ++i) {
-    std::string_view v;
-    if (value_of(argv[i], "--benchmark_color", v)) color = v == "auto" ? color : truthy(v);
-    if (value_of(argv[i], "--benchmark_counters_tabular", v)) tabular = truthy(v);
-  }
-  int opts = benchmark::ConsoleReporter::OO_None;
-  if (color) opts |= benchmark::ConsoleReporter::OO_Color;
-  if (tabular) opts |= benchmark::ConsoleReporter::OO_Tabular;
-  return static_cast<benchmark::ConsoleReporter::OutputOptions>(opts);
-}
-
 std::string gb(double v) {
   if (v <= 0) return "n/a";
   char buf[32];
@@ -398,7 +326,7 @@ int mpi_main(int argc, char** argv, benchmark::ConsoleReporter::OutputOptions co
                   "all_gathers each, in a row\n",
                   size, default_repetitions);
       std::fflush(stdout);
-      capturing_reporter reporter(console);
+      bench_support::bandwidth_reporter reporter(console);
       benchmark::RunSpecifiedBenchmarks(&reporter);
       for (std::int64_t s : sizes)
         std::printf("mpi-result %lld %.4f\n", static_cast<long long>(s),
@@ -423,7 +351,7 @@ int mpi_main(int argc, char** argv, benchmark::ConsoleReporter::OutputOptions co
 }  // namespace
 
 int main(int argc, char** argv) {
-  const auto console = console_options(argc, argv);
+  const auto console = bench_support::console_options(argc, argv);
   if (under_mpirun()) {
 #if STRATA_HAVE_MPI
     // No colour: mpirun hands the ranks a terminal even when its own output is a pipe.
@@ -480,7 +408,7 @@ int main(int argc, char** argv) {
               g_repetitions > 0 ? g_repetitions : 1);
   std::fflush(stdout);
 
-  capturing_reporter reporter(console);
+  bench_support::bandwidth_reporter reporter(console);
   benchmark::RunSpecifiedBenchmarks(&reporter);
   benchmark::Shutdown();
   g_thread_setups.clear();

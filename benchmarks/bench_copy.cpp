@@ -28,6 +28,8 @@
 
 #include <benchmark/benchmark.h>
 
+#include "bench_support.hpp"
+
 #include <unistd.h>
 
 #include <algorithm>
@@ -48,6 +50,7 @@
 namespace {
 
 using strata::tier_id;
+using bench_support::free_deleter;
 
 constexpr std::int64_t mib = std::int64_t{1} << 20;
 constexpr std::int64_t ratio_bytes = 64 * mib;  // the size the ratio line is computed at
@@ -80,10 +83,6 @@ void add_sizes(benchmark::internal::Benchmark* b) {
 }
 
 // ---- memcpy baseline -------------------------------------------------------------------------
-
-struct free_deleter {
-  void operator()(void* p) const noexcept { std::free(p); }
-};
 
 void bm_memcpy(benchmark::State& state) {
   const auto bytes = static_cast<std::size_t>(state.range(0));
@@ -171,82 +170,6 @@ void bm_cuda_peak(benchmark::State& state, bool to_device) {
 }
 #endif
 
-// ---- reporting -------------------------------------------------------------------------------
-
-/// The console reporter, keeping each run's bytes/s by "<family>/<arg>" for the ratio line.
-/// Interleaved repetitions finish in random order, so rows are held back and printed in
-/// registration order at the end. With repetitions it shows one median row (and the
-/// coefficient of variation) per benchmark; --benchmark_out=FILE still gets every repetition.
-class capturing_reporter : public benchmark::ConsoleReporter {
-public:
-  explicit capturing_reporter(OutputOptions opts) : ConsoleReporter(opts) {}
-
-  void ReportRuns(const std::vector<Run>& runs) override {
-    for (const Run& r : runs) {
-      if (r.run_type == Run::RT_Iteration && !r.error_occurred) {
-        auto it = r.counters.find("bytes_per_second");
-        if (it != r.counters.end())
-          bytes_per_s_[r.run_name.function_name + "/" + r.run_name.args].push_back(it->second.value);
-      }
-      const bool summary = r.run_type == Run::RT_Aggregate &&
-                           (r.aggregate_name == "median" || r.aggregate_name == "cv");
-      if (summary || r.error_occurred || r.repetitions <= 1) held_.push_back(r);
-    }
-  }
-
-  void Finalize() override {
-    std::stable_sort(held_.begin(), held_.end(), [](const Run& a, const Run& b) {
-      return std::pair(a.family_index, a.per_family_instance_index) <
-             std::pair(b.family_index, b.per_family_instance_index);
-    });
-    if (!held_.empty()) ConsoleReporter::ReportRuns(held_);
-    held_.clear();
-    ConsoleReporter::Finalize();
-  }
-
-  /// Median GB/s (1e9 bytes/s) over the repetitions of `family` at `bytes`; negative if it
-  /// did not run.
-  double gbps(const std::string& family, std::int64_t bytes) const {
-    auto it = bytes_per_s_.find(family + "/" + std::to_string(bytes));
-    if (it == bytes_per_s_.end() || it->second.empty()) return -1.0;
-    std::vector<double> v = it->second;
-    std::sort(v.begin(), v.end());
-    const std::size_t n = v.size();
-    const double median = n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-    return median > 0 ? median / 1e9 : -1.0;
-  }
-
-private:
-  std::map<std::string, std::vector<double>> bytes_per_s_;
-  std::vector<Run> held_;
-};
-
-/// The console options the library would pick for its own reporter: colour when stdout is a
-/// terminal (or as --benchmark_color says), a counters table with --benchmark_counters_tabular.
-benchmark::ConsoleReporter::OutputOptions console_options(int argc, char** argv) {
-  bool color = ::isatty(STDOUT_FILENO) != 0 && std::getenv("NO_COLOR") == nullptr;
-  bool tabular = false;
-  auto value_of = [](std::string_view arg, std::string_view flag, std::string_view& value) {
-    if (arg.substr(0, flag.size()) != flag) return false;
-    arg.remove_prefix(flag.size());
-    if (arg.empty()) value = "true";
-    else if (arg.front() == '=') value = arg.substr(1);
-    else return false;
-    return true;
-  };
-  auto truthy = [](std::string_view v) {
-    return v == "true" || v == "yes" || v == "1" || v == "always" || v == "on";
-  };
-  for (int i = 1; i < argc; ++i) {
-    std::string_view v;
-    if (value_of(argv[i], "--benchmark_color", v)) color = v == "auto" ? color : truthy(v);
-    if (value_of(argv[i], "--benchmark_counters_tabular", v)) tabular = truthy(v);
-  }
-  int opts = benchmark::ConsoleReporter::OO_None;
-  if (color) opts |= benchmark::ConsoleReporter::OO_Color;
-  if (tabular) opts |= benchmark::ConsoleReporter::OO_Tabular;
-  return static_cast<benchmark::ConsoleReporter::OutputOptions>(opts);
-}
 
 }  // namespace
 
@@ -262,7 +185,7 @@ int main(int argc, char** argv) {
     if (arg.starts_with("--benchmark_repetitions")) g_repetitions = 0;
     if (arg.starts_with("--benchmark_min_time")) g_min_time_s = 0;
   }
-  const auto console = console_options(argc, argv);
+  const auto console = bench_support::console_options(argc, argv);
   int n = static_cast<int>(args.size());
   args.push_back(nullptr);
   benchmark::Initialize(&n, args.data());
@@ -313,7 +236,7 @@ int main(int argc, char** argv) {
                 g_repetitions);
   std::fflush(stdout);
 
-  capturing_reporter reporter(console);
+  bench_support::bandwidth_reporter reporter(console);
   benchmark::RunSpecifiedBenchmarks(&reporter);
   benchmark::Shutdown();
   g_ctx.reset();

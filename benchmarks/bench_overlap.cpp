@@ -51,6 +51,8 @@
 
 #include <benchmark/benchmark.h>
 
+#include "bench_support.hpp"
+
 #include <time.h>
 #include <unistd.h>
 
@@ -274,43 +276,14 @@ void bm_step(benchmark::State& state, trainer* t) {
 
 // ---- reporting -------------------------------------------------------------------------------
 
-double median(std::vector<double> v) {
-  if (v.empty()) return -1.0;
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
+using bench_support::median;
 
-/// The console reporter, keeping each repetition's seconds per step and phase times by
-/// benchmark name. Rows are held back and printed in registration order at the end (one median
-/// row, plus the coefficient of variation, per benchmark); --benchmark_out=FILE gets them all.
-class capturing_reporter : public benchmark::ConsoleReporter {
+/// Keeps each repetition's milliseconds per step and phase times by benchmark name, for the
+/// summary lines and the ratio (the table itself is bench_support's: medians in registration
+/// order).
+class capturing_reporter : public bench_support::ordered_median_reporter {
 public:
-  explicit capturing_reporter(OutputOptions opts) : ConsoleReporter(opts) {}
-
-  void ReportRuns(const std::vector<Run>& runs) override {
-    for (const Run& r : runs) {
-      if (r.run_type == Run::RT_Iteration && !r.error_occurred && r.iterations > 0) {
-        auto& s = samples_[r.run_name.function_name];
-        s["step"].push_back(1e3 * r.real_accumulated_time / static_cast<double>(r.iterations));
-        for (const char* c : {"fwd", "bwd", "opt", "bg_cpu"})
-          if (auto it = r.counters.find(c); it != r.counters.end()) s[c].push_back(it->second.value);
-      }
-      const bool summary = r.run_type == Run::RT_Aggregate &&
-                           (r.aggregate_name == "median" || r.aggregate_name == "cv");
-      if (summary || r.error_occurred || r.repetitions <= 1) held_.push_back(r);
-    }
-  }
-
-  void Finalize() override {
-    std::stable_sort(held_.begin(), held_.end(), [](const Run& a, const Run& b) {
-      return std::pair(a.family_index, a.per_family_instance_index) <
-             std::pair(b.family_index, b.per_family_instance_index);
-    });
-    if (!held_.empty()) ConsoleReporter::ReportRuns(held_);
-    held_.clear();
-    ConsoleReporter::Finalize();
-  }
+  using ordered_median_reporter::ordered_median_reporter;
 
   /// Median milliseconds of `what` ("step", "fwd", "bwd", "opt", "bg_cpu") for benchmark
   /// `name`.
@@ -321,35 +294,18 @@ public:
     return jt == it->second.end() ? -1.0 : median(jt->second);
   }
 
+protected:
+  void capture(const Run& r) override {
+    if (r.iterations <= 0) return;
+    auto& s = samples_[r.run_name.function_name];
+    s["step"].push_back(1e3 * r.real_accumulated_time / static_cast<double>(r.iterations));
+    for (const char* c : {"fwd", "bwd", "opt", "bg_cpu"})
+      if (auto it = r.counters.find(c); it != r.counters.end()) s[c].push_back(it->second.value);
+  }
+
 private:
   std::map<std::string, std::map<std::string, std::vector<double>>> samples_;
-  std::vector<Run> held_;
 };
-
-benchmark::ConsoleReporter::OutputOptions console_options(int argc, char** argv) {
-  bool color = ::isatty(STDOUT_FILENO) != 0 && std::getenv("NO_COLOR") == nullptr;
-  bool tabular = false;
-  auto value_of = [](std::string_view arg, std::string_view flag, std::string_view& value) {
-    if (arg.substr(0, flag.size()) != flag) return false;
-    arg.remove_prefix(flag.size());
-    if (arg.empty()) value = "true";
-    else if (arg.front() == '=') value = arg.substr(1);
-    else return false;
-    return true;
-  };
-  auto truthy = [](std::string_view v) {
-    return v == "true" || v == "yes" || v == "1" || v == "always" || v == "on";
-  };
-  for (int i = 1; i < argc; ++i) {
-    std::string_view v;
-    if (value_of(argv[i], "--benchmark_color", v)) color = v == "auto" ? color : truthy(v);
-    if (value_of(argv[i], "--benchmark_counters_tabular", v)) tabular = truthy(v);
-  }
-  int opts = benchmark::ConsoleReporter::OO_None;
-  if (color) opts |= benchmark::ConsoleReporter::OO_Color;
-  if (tabular) opts |= benchmark::ConsoleReporter::OO_Tabular;
-  return static_cast<benchmark::ConsoleReporter::OutputOptions>(opts);
-}
 
 // ---- the traced step --------------------------------------------------------------------------
 
@@ -523,7 +479,7 @@ int main(int argc, char** argv) {
   args.insert(args.begin() + 1, interleave.data());
   for (char* a : args)
     if (std::string_view(a).starts_with("--benchmark_repetitions")) g_repetitions = 0;
-  const auto console = console_options(argc, argv);
+  const auto console = bench_support::console_options(argc, argv);
   int n = static_cast<int>(args.size());
   args.push_back(nullptr);
   benchmark::Initialize(&n, args.data());

@@ -1,6 +1,7 @@
 // IO floor below the store: CRC-32C, io::file, the posix and io_uring engines, make_engine's
 // choice (config and STRATA_IO_ENGINE), and io::faulty's rules.
 #include "catch.hpp"
+#include "io/io_test_support.hpp"
 
 #include <strata/io/crc32c.hpp>
 #include <strata/io/engine.hpp>
@@ -21,46 +22,13 @@
 #include <unistd.h>
 
 using namespace strata;
+using namespace io_test;
 
 namespace {
 
 std::string message_of(const std::exception& e) { return e.what(); }
 
-// A fresh directory under STRATA_TEST_TMPDIR (a real file system, unlike a tmpfs /tmp),
-// removed with everything in it at the end of the test.
-struct scratch_dir {
-  std::filesystem::path path;
-  scratch_dir() {
-    const char* base = std::getenv("STRATA_TEST_TMPDIR");
-    std::string tmpl = std::string(base && *base ? base : ".") + "/io-engines-XXXXXX";
-    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-    path = tmpl;
-  }
-  ~scratch_dir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
 
-// Sets (or unsets, for nullptr) an environment variable for one scope.
-struct env_guard {
-  std::string name;
-  std::optional<std::string> old;
-  env_guard(const char* n, const char* value) : name(n) {
-    if (const char* v = std::getenv(n)) old = v;
-    if (value)
-      ::setenv(n, value, 1);
-    else
-      ::unsetenv(n);
-  }
-  ~env_guard() {
-    if (old)
-      ::setenv(name.c_str(), old->c_str(), 1);
-    else
-      ::unsetenv(name.c_str());
-  }
-};
 
 // Page-aligned bytes: what O_DIRECT wants of memory.
 struct aligned_bytes {
@@ -77,22 +45,6 @@ struct aligned_bytes {
 void fill_random(char* p, std::size_t n, std::uint32_t seed) {
   std::mt19937 rng(seed);
   for (std::size_t i = 0; i < n; ++i) p[i] = static_cast<char>(rng() & 0xFF);
-}
-
-std::vector<std::string> engine_kinds() {
-  std::vector<std::string> kinds{"posix"};
-  if (io::uring_compiled) {
-    // Only where the kernel lets io_uring set up (a container's seccomp profile may not).
-    env_guard env("STRATA_IO_ENGINE", nullptr);
-    std::string notice;
-    io::engine_config c;
-    auto e = io::make_engine(c, notice);
-    if (std::string(e->name()) == "uring")
-      kinds.push_back("uring");
-    else
-      WARN("io_uring cannot be used here, only the posix engine is tested: " << notice);
-  }
-  return kinds;
 }
 
 std::unique_ptr<io::engine> make(const std::string& kind, io::engine_config c = {}) {

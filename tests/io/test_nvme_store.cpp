@@ -2,6 +2,7 @@
 // 64 MiB), copy-on-write transactions, checksums that catch a flipped byte, failures injected
 // with io::faulty that must leave the previous data intact, and the arena directory's rules.
 #include "catch.hpp"
+#include "io/io_test_support.hpp"
 
 #include <strata/io/faulty.hpp>
 #include <strata/io/nvme_store.hpp>
@@ -23,6 +24,7 @@
 #include <unistd.h>
 
 using namespace strata;
+using namespace io_test;
 
 namespace {
 
@@ -31,41 +33,7 @@ bool contains(const std::string& s, const std::string& part) {
   return s.find(part) != std::string::npos;
 }
 
-struct scratch_dir {
-  std::filesystem::path path;
-  explicit scratch_dir(const char* base_override = nullptr) {
-    const char* base = base_override ? base_override : std::getenv("STRATA_TEST_TMPDIR");
-    std::string tmpl = std::string(base && *base ? base : ".") + "/nvme-store-XXXXXX";
-    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-    path = tmpl;
-  }
-  ~scratch_dir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-  std::size_t files() const {
-    return static_cast<std::size_t>(std::distance(std::filesystem::directory_iterator(path),
-                                                  std::filesystem::directory_iterator()));
-  }
-};
 
-struct env_guard {
-  std::string name;
-  std::optional<std::string> old;
-  env_guard(const char* n, const char* value) : name(n) {
-    if (const char* v = std::getenv(n)) old = v;
-    if (value)
-      ::setenv(n, value, 1);
-    else
-      ::unsetenv(n);
-  }
-  ~env_guard() {
-    if (old)
-      ::setenv(name.c_str(), old->c_str(), 1);
-    else
-      ::unsetenv(name.c_str());
-  }
-};
 
 // Bounce buffers come from a budgeted pinned resource, as in the context: the budget's peak
 // shows they stay bounded whatever the transfer size.
@@ -102,15 +70,6 @@ bool uring_usable() {
   env_guard env("STRATA_IO_ENGINE", nullptr);
   std::string notice;
   return std::string(io::make_engine({}, notice)->name()) == "uring";
-}
-
-std::vector<std::string> engine_kinds() {
-  std::vector<std::string> kinds{"posix"};
-  if (uring_usable())
-    kinds.push_back("uring");
-  else
-    WARN("io_uring cannot be used here: only the posix engine is tested");
-  return kinds;
 }
 
 io::nvme_config config_for(const scratch_dir& dir, const std::string& kind,

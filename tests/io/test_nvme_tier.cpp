@@ -1,6 +1,7 @@
 // The NVMe tier under tensors: an nvme-home walk == the resident walk (bitwise) with both
 // engines; faults in a write-back lose nothing committed; a flipped byte on disk is caught.
 #include "catch.hpp"
+#include "io/io_test_support.hpp"
 
 #include <strata/io/faulty.hpp>
 #include <strata/strata.hpp>
@@ -11,13 +12,9 @@
 #include <unistd.h>
 
 using namespace strata;
+using namespace io_test;
 
 namespace {
-
-std::string scratch_dir() {
-  const char* d = std::getenv("STRATA_TEST_TMPDIR");
-  return d ? d : ".";
-}
 
 context_config nvme_config(const std::string& engine, std::size_t device_bytes = 1 << 20) {
   context_config c;
@@ -26,19 +23,11 @@ context_config nvme_config(const std::string& engine, std::size_t device_bytes =
   c.host_bytes = 1 << 20;  // smaller than the sequences below: they must live on NVMe
   c.staging_slot_bytes = 64 << 10;
   c.staging_slots = 4;
-  c.nvme_directory = scratch_dir();
+  c.nvme_directory = test_tmpdir();
   c.nvme_checksum_block = 16 << 10;
   c.io.kind = engine;
   c.io.block_bytes = 64 << 10;
   return c;
-}
-
-std::vector<std::string> engines() {
-#if STRATA_HAVE_URING
-  return {"posix", "uring"};
-#else
-  return {"posix"};
-#endif
 }
 
 std::vector<float> pattern(std::size_t n, unsigned seed) {
@@ -75,7 +64,7 @@ std::vector<std::vector<float>> walk(context& ctx) {
 TEST_CASE("an NVMe-home sequence walk == the resident walk, bitwise", "[nvme]") {
   context resident_ctx({.device_bytes = 8 << 20});
   const auto ref = walk<resident_on_device, prefetch::none>(resident_ctx);
-  for (const auto& engine : engines()) {
+  for (const auto& engine : engine_kinds()) {
     INFO("engine " << engine);
     context ctx(nvme_config(engine));
     CHECK(walk<offloaded_to_nvme, prefetch::none>(ctx) == ref);
@@ -95,7 +84,7 @@ TEST_CASE("an NVMe-home sequence walk == the resident walk, bitwise", "[nvme]") 
 }
 
 TEST_CASE("assign and read back through the NVMe tier, every size", "[nvme]") {
-  for (const auto& engine : engines()) {
+  for (const auto& engine : engine_kinds()) {
     context ctx(nvme_config(engine, 4 << 20));
     for (std::size_t n : {std::size_t{1}, std::size_t{4095}, std::size_t{16385},
                           std::size_t{(1 << 20) + 3}}) {

@@ -2,6 +2,7 @@
 // bitwise, for both IO engines; the plan bounds the peaks; the trace shows IO, collectives and
 // compute.
 #include "catch.hpp"
+#include "io/io_test_support.hpp"
 
 #include <strata/comm/threads.hpp>
 #include <strata/schedule/executor.hpp>
@@ -10,6 +11,7 @@
 #include <cstdlib>
 
 using namespace strata;
+using namespace io_test;
 
 namespace {
 
@@ -31,8 +33,7 @@ std::vector<std::vector<float>> train(int world, const std::string& engine, bool
     cfg.pinned_bytes = 16 << 20;
     cfg.staging_slot_bytes = 256 << 10;
     cfg.staging_slots = 4;
-    const char* dir = std::getenv("STRATA_TEST_TMPDIR");
-    cfg.nvme_directory = dir ? dir : ".";
+    cfg.nvme_directory = test_tmpdir();
     cfg.nvme_checksum_block = 64 << 10;
     cfg.rank = c.rank();
     cfg.io.kind = engine;
@@ -78,14 +79,6 @@ std::vector<std::vector<float>> train(int world, const std::string& engine, bool
   return out;
 }
 
-std::vector<std::string> engines() {
-#if STRATA_HAVE_URING
-  return {"posix", "uring"};
-#else
-  return {"posix"};
-#endif
-}
-
 }  // namespace
 
 TEST_CASE("ZeRO-Infinity (nvme homes) == ZeRO-3 on the device, bitwise", "[zero][nvme]") {
@@ -93,7 +86,7 @@ TEST_CASE("ZeRO-Infinity (nvme homes) == ZeRO-3 on the device, bitwise", "[zero]
     bool within = false;
     const auto ref = train<zero3>(world, "posix", within);
     CHECK(within);
-    for (const auto& engine : engines()) {
+    for (const auto& engine : engine_kinds()) {
       INFO("world " << world << ", engine " << engine);
       std::vector<span> spans;
       const auto got = train<zero3_infinity>(world, engine, within, &spans);

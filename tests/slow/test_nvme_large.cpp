@@ -2,37 +2,26 @@
 // size, and a tensor's fetch to the device and write-back through the staging ring.
 // ctest-timeout: 900
 #include "catch.hpp"
+#include "io/io_test_support.hpp"
 
 #include <strata/strata.hpp>
 
 #include <cstdlib>
 
 using namespace strata;
+using namespace io_test;
 
-namespace {
-std::string scratch_dir() {
-  const char* d = std::getenv("STRATA_TEST_TMPDIR");
-  return d ? d : ".";
-}
-std::vector<std::string> engines() {
-#if STRATA_HAVE_URING
-  return {"posix", "uring"};
-#else
-  return {"posix"};
-#endif
-}
-}  // namespace
 
 TEST_CASE("a 300 MiB tensor (+ 12345 bytes) round-trips through the NVMe tier", "[nvme][slow]") {
   const std::size_t n = (std::size_t{300} << 20) + 12345;
   std::vector<std::uint8_t> data(n);
   for (std::size_t i = 0; i < n; ++i) data[i] = static_cast<std::uint8_t>((i * 2654435761u) >> 13);
-  for (const auto& engine : engines()) {
+  for (const auto& engine : engine_kinds()) {
     INFO("engine " << engine);
     context_config cfg;
     cfg.device_bytes = std::size_t{320} << 20;
     cfg.pinned_bytes = std::size_t{64} << 20;
-    cfg.nvme_directory = scratch_dir();
+    cfg.nvme_directory = test_tmpdir();
     cfg.io.kind = engine;
     context ctx(cfg);
     tiered_tensor<std::uint8_t, offloaded_to_nvme> t(ctx, "large", {n});
