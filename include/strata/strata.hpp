@@ -41,6 +41,7 @@
 #include <strata/comm/mpi.hpp>   // empty unless STRATA_HAVE_MPI (link strata::mpi)
 #include <strata/comm/nccl.hpp>  // empty unless CUDA, NCCL and MPI
 
+#include <strata/exec/buffer_ring.hpp>
 #include <strata/exec/context.hpp>
 #include <strata/exec/copy_engine.hpp>
 #include <strata/exec/event.hpp>

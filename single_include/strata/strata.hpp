@@ -5946,6 +5946,17 @@ STRATA_NAMESPACE_END
 #endif // STRATA_SINGLE_INCLUDE_STRATA_COMM_NCCL_HPP
 // ---- end <strata/comm/nccl.hpp> ----
 
+// ---- begin <strata/exec/buffer_ring.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_EXEC_BUFFER_RING_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_EXEC_BUFFER_RING_HPP
+// strata/exec/buffer_ring.hpp — a fixed set of same-size buffers on one tier, reused in turn.
+//
+// Walking layers with lookahead needs a few buffers on the compute tier that are lent to one
+// element after another: a fetch into slot k must wait until the copies and compute still using
+// k's previous element are done. A buffer_ring holds the buffers (allocated once, so the memory
+// plan can count them) and, per slot, the events after which it may be reused. On destruction
+// each buffer is retired after its pending uses, never freed under a running copy.
+
 // ---- begin <strata/exec/context.hpp> ----
 #ifndef STRATA_SINGLE_INCLUDE_STRATA_EXEC_CONTEXT_HPP
 #define STRATA_SINGLE_INCLUDE_STRATA_EXEC_CONTEXT_HPP
@@ -7238,6 +7249,69 @@ STRATA_NAMESPACE_END
 #endif // STRATA_SINGLE_INCLUDE_STRATA_EXEC_CONTEXT_HPP
 // ---- end <strata/exec/context.hpp> ----
 
+#include <string>
+#include <vector>
+
+STRATA_NAMESPACE_BEGIN
+
+class buffer_ring {
+public:
+  buffer_ring() = default;
+  /// `count` buffers of `bytes` on `tier`, named "<what> <k>" in budget errors.
+  buffer_ring(context& ctx, tier_id tier, std::size_t count, std::size_t bytes,
+              const std::string& what)
+      : ctx_(&ctx), uses_(count) {
+    for (std::size_t k = 0; k < count; ++k)
+      buffers_.push_back(ctx.allocate(tier, bytes, what + " " + std::to_string(k)));
+  }
+  buffer_ring(buffer_ring&& o) noexcept = default;
+  buffer_ring& operator=(buffer_ring&& o) noexcept {
+    if (this != &o) {
+      release();
+      ctx_ = o.ctx_;
+      buffers_ = std::move(o.buffers_);
+      uses_ = std::move(o.uses_);
+    }
+    return *this;
+  }
+  buffer_ring(const buffer_ring&) = delete;
+  buffer_ring& operator=(const buffer_ring&) = delete;
+  ~buffer_ring() { release(); }
+
+  std::size_t size() const noexcept { return buffers_.size(); }
+  bool empty() const noexcept { return buffers_.empty(); }
+  std::size_t slot_bytes() const noexcept { return buffers_.empty() ? 0 : buffers_[0].size(); }
+  void* data(std::size_t k) const noexcept { return buffers_[k].data(); }
+
+  /// Slot k is in use until `e` completes (a copy reading or writing it, the compute on it).
+  void add_use(std::size_t k, event e) { uses_[k].push_back(std::move(e)); }
+  void add_uses(std::size_t k, const std::vector<event>& es) {
+    uses_[k].insert(uses_[k].end(), es.begin(), es.end());
+  }
+  /// The events slot k's next user must wait for; the slot's list is emptied (handed over).
+  std::vector<event> take_uses(std::size_t k) { return std::exchange(uses_[k], {}); }
+  /// Blocks until slot k is free.
+  void wait_free(std::size_t k) {
+    for (auto& e : take_uses(k)) e.wait();
+  }
+
+private:
+  void release() noexcept {
+    for (std::size_t k = 0; k < buffers_.size(); ++k)
+      ctx_->retire(std::move(buffers_[k]), std::move(uses_[k]));
+    buffers_.clear();
+    uses_.clear();
+  }
+
+  context* ctx_ = nullptr;
+  std::vector<buffer> buffers_;
+  std::vector<std::vector<event>> uses_;
+};
+
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_EXEC_BUFFER_RING_HPP
+// ---- end <strata/exec/buffer_ring.hpp> ----
+
 // ---- begin <strata/tensor/lease.hpp> ----
 #ifndef STRATA_SINGLE_INCLUDE_STRATA_TENSOR_LEASE_HPP
 #define STRATA_SINGLE_INCLUDE_STRATA_TENSOR_LEASE_HPP
@@ -8037,10 +8111,6 @@ public:
   explicit tensor_sequence(context& ctx) : ctx_(&ctx) {}
   tensor_sequence(tensor_sequence&&) noexcept = default;
   tensor_sequence& operator=(tensor_sequence&&) = delete;
-  ~tensor_sequence() {
-    for (std::size_t r = 0; r < ring_.size(); ++r)
-      ctx_->retire(std::move(ring_[r]), std::move(ring_free_[r]));
-  }
 
   tensor_type& emplace_back(std::string name, shape s) {
     items_.emplace_back(*ctx_, std::move(name), s);
@@ -8092,16 +8162,13 @@ private:
         auto& core = items_[index(p)].core();
         if (core->valid_at(0)) return;  // already on the compute tier in its own memory
         const std::size_t r = p % ring_.size();
-        core->fetch(0, ring_[r].data(), std::move(ring_free_[r]));
-        ring_free_[r].clear();
+        core->fetch(0, ring_.data(r), ring_.take_uses(r));
         in_flight.push_back(p);
       }
     };
     auto give_back = [&](std::size_t p) {
       if constexpr (staged) {
-        auto last = items_[index(p)].core()->take_last_use(0);
-        auto& free = ring_free_[p % ring_.size()];
-        free.insert(free.end(), last.begin(), last.end());
+        ring_.add_uses(p % ring_.size(), items_[index(p)].core()->take_last_use(0));
       }
     };
     try {
@@ -8136,20 +8203,14 @@ private:
   // (Re)allocates the ring when the sequence has grown past it.
   void ensure_ring() {
     const std::size_t largest = largest_bytes(), slots = ring_slots();
-    if (ring_.size() == slots && !ring_.empty() && ring_[0].size() >= largest) return;
-    for (std::size_t r = 0; r < ring_.size(); ++r)
-      ctx_->retire(std::move(ring_[r]), std::move(ring_free_[r]));
-    ring_.clear();
-    ring_free_.assign(slots, {});
-    for (std::size_t r = 0; r < slots; ++r)
-      ring_.push_back(ctx_->allocate(compute_tier::id, largest,
-                                     "sequence ring buffer " + std::to_string(r)));
+    if (ring_.size() == slots && ring_.slot_bytes() >= largest) return;
+    ring_ = buffer_ring();  // the old buffers go back (after their pending uses) first
+    ring_ = buffer_ring(*ctx_, compute_tier::id, slots, largest, "sequence ring buffer");
   }
 
   context* ctx_;
   std::deque<tensor_type> items_;  // deque: references stay valid as the sequence grows
-  std::vector<buffer> ring_;
-  std::vector<std::vector<event>> ring_free_;
+  buffer_ring ring_;  // min(Depth+1, size) buffers on the compute tier
 };
 
 STRATA_NAMESPACE_END
@@ -8451,11 +8512,7 @@ public:
       zero_fill(params_.back(), pn);
     }
     auto ring = [&](std::size_t count, std::size_t elems, const char* what) {
-      std::vector<buffer> v;
-      for (std::size_t k = 0; k < count; ++k)
-        v.push_back(ctx_.allocate(tier_id::device, elems * sizeof(float),
-                                  name_ + " " + what + " " + std::to_string(k)));
-      return v;
+      return buffer_ring(ctx_, tier_id::device, count, elems * sizeof(float), name_ + " " + what);
     };
     if (stage == 3 || !resident) gathered_ = ring(depth + 1, max_padded(), "gathered params");
     // One more shard buffer than gathered ones: the fused backward keeps a layer's shard on
@@ -8463,10 +8520,6 @@ public:
     if (stage == 3 && !resident) shard_ring_ = ring(depth + 2, max_shard(), "param shard");
     grad_full_ = ring(2, max_padded(), "full grads");
     if (Bundle::grads_sharded) grad_shard_ = ring(2, max_shard(), "grad shard");
-    gathered_free_.resize(gathered_.size());
-    shard_free_.resize(shard_ring_.size());
-    grad_full_free_.resize(grad_full_.size());
-    grad_shard_free_.resize(grad_shard_.size());
   }
 
   ~zero_executor() {
@@ -8475,13 +8528,6 @@ public:
       ctx_.synchronize();
     } catch (...) {  // a failed copy or collective nobody waited for: nothing left to tell
     }
-    auto give_back = [&](std::vector<buffer>& bufs, std::vector<std::vector<event>>& free) {
-      for (std::size_t k = 0; k < bufs.size(); ++k) ctx_.retire(std::move(bufs[k]), free[k]);
-    };
-    give_back(gathered_, gathered_free_);
-    give_back(shard_ring_, shard_free_);
-    give_back(grad_full_, grad_full_free_);
-    give_back(grad_shard_, grad_shard_free_);
   }
   zero_executor(const zero_executor&) = delete;
   zero_executor& operator=(const zero_executor&) = delete;
@@ -8569,7 +8615,7 @@ public:
         pd.reduced.wait();
         auto& core = *params_[pd.layer].core();
         float* shard = static_cast<float*>(core.acquire(0, true).first);
-        const float* gs = static_cast<const float*>(grad_shard_[pd.buffer].data());
+        const float* gs = static_cast<const float*>(grad_shard_.data(pd.buffer));
         const std::size_t n = layouts_[pd.layer].valid_in(comm_.rank());
         try {
           ctx_.compute("optimizer " + specs_[pd.layer].name, [&] { u(pd.layer, shard, gs, n); });
@@ -8578,7 +8624,7 @@ public:
           throw;
         }
         core.release(0, true);  // the updated shard goes home (a write-back, overlapped)
-        grad_shard_free_[pd.buffer].push_back(ctx_.compute_fence());
+        grad_shard_.add_use(pd.buffer, ctx_.compute_fence());
         if constexpr (!resident) give_back_slot(pd.layer, pd.flight);
       };
       std::size_t turn = 0;
@@ -8687,11 +8733,6 @@ private:
     }
   }
 
-  static void wait_all(std::vector<event>& events) {
-    for (auto& e : events) e.wait();
-    events.clear();
-  }
-
   void zero_device(float* p, std::size_t bytes) {
     if (!bytes) return;
 #if STRATA_ENABLE_CUDA
@@ -8723,18 +8764,15 @@ private:
       src_ready = core.ready_at(0);
     } else {
       auto& ring = stage == 3 ? shard_ring_ : gathered_;
-      auto& free = stage == 3 ? shard_free_ : gathered_free_;
       const std::size_t slot = stage == 3 ? f.shard : f.ring;
-      core.fetch(0, ring[slot].data(), std::move(free[slot]));
-      free[slot].clear();
-      src = static_cast<const float*>(ring[slot].data());
+      core.fetch(0, ring.data(slot), ring.take_uses(slot));
+      src = static_cast<const float*>(ring.data(slot));
       src_ready = core.ready_at(0);
     }
     if constexpr (stage == 3) {
-      auto* dst = static_cast<float*>(gathered_[f.ring].data());
+      auto* dst = static_cast<float*>(gathered_.data(f.ring));
       const std::size_t bytes = layouts_[i].shard_numel() * sizeof(float);
-      std::vector<event> after = std::move(gathered_free_[f.ring]);
-      gathered_free_[f.ring].clear();
+      std::vector<event> after = gathered_.take_uses(f.ring);
       after.push_back(src_ready);
       f.ready = collectives_.submit(span_kind::all_gather, "all-gather " + specs_[i].name,
                                     [this, src, dst, bytes] {
@@ -8753,7 +8791,7 @@ private:
   // fetched copy dropped — unless `keep_shard` (the fused backward updates it first).
   void done_with(std::size_t i, const in_flight& f, bool keep_shard) {
     event fence = ctx_.compute_fence();
-    if constexpr (stage == 3) gathered_free_[f.ring].push_back(fence);
+    if constexpr (stage == 3) gathered_.add_use(f.ring, fence);
     if constexpr (!resident) {
       if (keep_shard) return;
       params_[i].core()->evict(0, {f.ready, fence});
@@ -8763,10 +8801,8 @@ private:
 
   // The fetch slot layer i borrowed may be reused once its last use is over.
   void give_back_slot(std::size_t i, const in_flight& f) {
-    auto& free = stage == 3 ? shard_free_ : gathered_free_;
-    const std::size_t slot = stage == 3 ? f.shard : f.ring;
-    auto last = params_[i].core()->take_last_use(0);
-    free[slot].insert(free[slot].end(), last.begin(), last.end());
+    auto& ring = stage == 3 ? shard_ring_ : gathered_;
+    ring.add_uses(stage == 3 ? f.shard : f.ring, params_[i].core()->take_last_use(0));
   }
 
   // Brings layers in walk order with lookahead and calls body(i, params, flight) for each;
@@ -8810,8 +8846,8 @@ private:
   template <class G>
   void compute_gradient(std::size_t i, const float* w, std::size_t b, G& g) {
     const auto& lay = layouts_[i];
-    wait_all(grad_full_free_[b]);
-    float* dw = static_cast<float*>(grad_full_[b].data());
+    grad_full_.wait_free(b);
+    float* dw = static_cast<float*>(grad_full_.data(b));
     ctx_.compute("backward " + specs_[i].name, [&] {
       g(i, w, dw, lay.numel());
       zero_device(dw + lay.numel(), (lay.padded_numel() - lay.numel()) * sizeof(float));
@@ -8822,10 +8858,10 @@ private:
   // stages 2-3 — and, if `land_home`, writes the result to its home. Returns the reduction.
   event reduce_gradient(std::size_t i, std::size_t b, event computed, bool land_home) {
     const auto& lay = layouts_[i];
-    float* full = static_cast<float*>(grad_full_[b].data());
+    float* full = static_cast<float*>(grad_full_.data(b));
     if constexpr (Bundle::grads_sharded) {
-      wait_all(grad_shard_free_[b]);
-      float* shard = static_cast<float*>(grad_shard_[b].data());
+      grad_shard_.wait_free(b);
+      float* shard = static_cast<float*>(grad_shard_.data(b));
       const std::size_t count = lay.shard_numel();
       event rs = collectives_.submit(
           span_kind::reduce_scatter, "reduce-scatter " + specs_[i].name,
@@ -8833,9 +8869,9 @@ private:
             comm_.reduce_scatter(full, shard, count, comm::reduce_op::mean).wait();
           },
           {computed});
-      grad_full_free_[b].push_back(rs);
-      grad_shard_free_[b].push_back(
-          land_home ? grads_[i].core()->write_from(shard, tier_id::device, {rs}) : rs);
+      grad_full_.add_use(b, rs);
+      grad_shard_.add_use(b, land_home ? grads_[i].core()->write_from(shard, tier_id::device, {rs})
+                                       : rs);
       return rs;
     } else {
       const std::size_t count = lay.padded_numel();
@@ -8845,8 +8881,8 @@ private:
             comm_.all_reduce(full, full, count, comm::reduce_op::mean).wait();
           },
           {computed});
-      grad_full_free_[b].push_back(
-          land_home ? grads_[i].core()->write_from(full, tier_id::device, {ar}) : ar);
+      grad_full_.add_use(b, land_home ? grads_[i].core()->write_from(full, tier_id::device, {ar})
+                                      : ar);
       return ar;
     }
   }
@@ -8858,8 +8894,7 @@ private:
   std::vector<shard_layout> layouts_;
   memory_plan plan_;
   std::deque<state_tensor> params_, grads_;
-  std::vector<buffer> gathered_, shard_ring_, grad_full_, grad_shard_;  // on the compute tier
-  std::vector<std::vector<event>> gathered_free_, shard_free_, grad_full_free_, grad_shard_free_;
+  buffer_ring gathered_, shard_ring_, grad_full_, grad_shard_;  // on the compute tier
   work_queue collectives_;  // last: its thread stops before the buffers it uses go
 };
 

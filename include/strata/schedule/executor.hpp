@@ -29,6 +29,7 @@
 #pragma once
 
 #include <strata/comm/communicator.hpp>
+#include <strata/exec/buffer_ring.hpp>
 #include <strata/schedule/memory_plan.hpp>
 #include <strata/schedule/partition.hpp>
 #include <strata/schedule/zero.hpp>
@@ -73,11 +74,7 @@ public:
       zero_fill(params_.back(), pn);
     }
     auto ring = [&](std::size_t count, std::size_t elems, const char* what) {
-      std::vector<buffer> v;
-      for (std::size_t k = 0; k < count; ++k)
-        v.push_back(ctx_.allocate(tier_id::device, elems * sizeof(float),
-                                  name_ + " " + what + " " + std::to_string(k)));
-      return v;
+      return buffer_ring(ctx_, tier_id::device, count, elems * sizeof(float), name_ + " " + what);
     };
     if (stage == 3 || !resident) gathered_ = ring(depth + 1, max_padded(), "gathered params");
     // One more shard buffer than gathered ones: the fused backward keeps a layer's shard on
@@ -85,10 +82,6 @@ public:
     if (stage == 3 && !resident) shard_ring_ = ring(depth + 2, max_shard(), "param shard");
     grad_full_ = ring(2, max_padded(), "full grads");
     if (Bundle::grads_sharded) grad_shard_ = ring(2, max_shard(), "grad shard");
-    gathered_free_.resize(gathered_.size());
-    shard_free_.resize(shard_ring_.size());
-    grad_full_free_.resize(grad_full_.size());
-    grad_shard_free_.resize(grad_shard_.size());
   }
 
   ~zero_executor() {
@@ -97,13 +90,6 @@ public:
       ctx_.synchronize();
     } catch (...) {  // a failed copy or collective nobody waited for: nothing left to tell
     }
-    auto give_back = [&](std::vector<buffer>& bufs, std::vector<std::vector<event>>& free) {
-      for (std::size_t k = 0; k < bufs.size(); ++k) ctx_.retire(std::move(bufs[k]), free[k]);
-    };
-    give_back(gathered_, gathered_free_);
-    give_back(shard_ring_, shard_free_);
-    give_back(grad_full_, grad_full_free_);
-    give_back(grad_shard_, grad_shard_free_);
   }
   zero_executor(const zero_executor&) = delete;
   zero_executor& operator=(const zero_executor&) = delete;
@@ -191,7 +177,7 @@ public:
         pd.reduced.wait();
         auto& core = *params_[pd.layer].core();
         float* shard = static_cast<float*>(core.acquire(0, true).first);
-        const float* gs = static_cast<const float*>(grad_shard_[pd.buffer].data());
+        const float* gs = static_cast<const float*>(grad_shard_.data(pd.buffer));
         const std::size_t n = layouts_[pd.layer].valid_in(comm_.rank());
         try {
           ctx_.compute("optimizer " + specs_[pd.layer].name, [&] { u(pd.layer, shard, gs, n); });
@@ -200,7 +186,7 @@ public:
           throw;
         }
         core.release(0, true);  // the updated shard goes home (a write-back, overlapped)
-        grad_shard_free_[pd.buffer].push_back(ctx_.compute_fence());
+        grad_shard_.add_use(pd.buffer, ctx_.compute_fence());
         if constexpr (!resident) give_back_slot(pd.layer, pd.flight);
       };
       std::size_t turn = 0;
@@ -309,11 +295,6 @@ private:
     }
   }
 
-  static void wait_all(std::vector<event>& events) {
-    for (auto& e : events) e.wait();
-    events.clear();
-  }
-
   void zero_device(float* p, std::size_t bytes) {
     if (!bytes) return;
 #if STRATA_ENABLE_CUDA
@@ -345,18 +326,15 @@ private:
       src_ready = core.ready_at(0);
     } else {
       auto& ring = stage == 3 ? shard_ring_ : gathered_;
-      auto& free = stage == 3 ? shard_free_ : gathered_free_;
       const std::size_t slot = stage == 3 ? f.shard : f.ring;
-      core.fetch(0, ring[slot].data(), std::move(free[slot]));
-      free[slot].clear();
-      src = static_cast<const float*>(ring[slot].data());
+      core.fetch(0, ring.data(slot), ring.take_uses(slot));
+      src = static_cast<const float*>(ring.data(slot));
       src_ready = core.ready_at(0);
     }
     if constexpr (stage == 3) {
-      auto* dst = static_cast<float*>(gathered_[f.ring].data());
+      auto* dst = static_cast<float*>(gathered_.data(f.ring));
       const std::size_t bytes = layouts_[i].shard_numel() * sizeof(float);
-      std::vector<event> after = std::move(gathered_free_[f.ring]);
-      gathered_free_[f.ring].clear();
+      std::vector<event> after = gathered_.take_uses(f.ring);
       after.push_back(src_ready);
       f.ready = collectives_.submit(span_kind::all_gather, "all-gather " + specs_[i].name,
                                     [this, src, dst, bytes] {
@@ -375,7 +353,7 @@ private:
   // fetched copy dropped — unless `keep_shard` (the fused backward updates it first).
   void done_with(std::size_t i, const in_flight& f, bool keep_shard) {
     event fence = ctx_.compute_fence();
-    if constexpr (stage == 3) gathered_free_[f.ring].push_back(fence);
+    if constexpr (stage == 3) gathered_.add_use(f.ring, fence);
     if constexpr (!resident) {
       if (keep_shard) return;
       params_[i].core()->evict(0, {f.ready, fence});
@@ -385,10 +363,8 @@ private:
 
   // The fetch slot layer i borrowed may be reused once its last use is over.
   void give_back_slot(std::size_t i, const in_flight& f) {
-    auto& free = stage == 3 ? shard_free_ : gathered_free_;
-    const std::size_t slot = stage == 3 ? f.shard : f.ring;
-    auto last = params_[i].core()->take_last_use(0);
-    free[slot].insert(free[slot].end(), last.begin(), last.end());
+    auto& ring = stage == 3 ? shard_ring_ : gathered_;
+    ring.add_uses(stage == 3 ? f.shard : f.ring, params_[i].core()->take_last_use(0));
   }
 
   // Brings layers in walk order with lookahead and calls body(i, params, flight) for each;
@@ -432,8 +408,8 @@ private:
   template <class G>
   void compute_gradient(std::size_t i, const float* w, std::size_t b, G& g) {
     const auto& lay = layouts_[i];
-    wait_all(grad_full_free_[b]);
-    float* dw = static_cast<float*>(grad_full_[b].data());
+    grad_full_.wait_free(b);
+    float* dw = static_cast<float*>(grad_full_.data(b));
     ctx_.compute("backward " + specs_[i].name, [&] {
       g(i, w, dw, lay.numel());
       zero_device(dw + lay.numel(), (lay.padded_numel() - lay.numel()) * sizeof(float));
@@ -444,10 +420,10 @@ private:
   // stages 2-3 — and, if `land_home`, writes the result to its home. Returns the reduction.
   event reduce_gradient(std::size_t i, std::size_t b, event computed, bool land_home) {
     const auto& lay = layouts_[i];
-    float* full = static_cast<float*>(grad_full_[b].data());
+    float* full = static_cast<float*>(grad_full_.data(b));
     if constexpr (Bundle::grads_sharded) {
-      wait_all(grad_shard_free_[b]);
-      float* shard = static_cast<float*>(grad_shard_[b].data());
+      grad_shard_.wait_free(b);
+      float* shard = static_cast<float*>(grad_shard_.data(b));
       const std::size_t count = lay.shard_numel();
       event rs = collectives_.submit(
           span_kind::reduce_scatter, "reduce-scatter " + specs_[i].name,
@@ -455,9 +431,9 @@ private:
             comm_.reduce_scatter(full, shard, count, comm::reduce_op::mean).wait();
           },
           {computed});
-      grad_full_free_[b].push_back(rs);
-      grad_shard_free_[b].push_back(
-          land_home ? grads_[i].core()->write_from(shard, tier_id::device, {rs}) : rs);
+      grad_full_.add_use(b, rs);
+      grad_shard_.add_use(b, land_home ? grads_[i].core()->write_from(shard, tier_id::device, {rs})
+                                       : rs);
       return rs;
     } else {
       const std::size_t count = lay.padded_numel();
@@ -467,8 +443,8 @@ private:
             comm_.all_reduce(full, full, count, comm::reduce_op::mean).wait();
           },
           {computed});
-      grad_full_free_[b].push_back(
-          land_home ? grads_[i].core()->write_from(full, tier_id::device, {ar}) : ar);
+      grad_full_.add_use(b, land_home ? grads_[i].core()->write_from(full, tier_id::device, {ar})
+                                      : ar);
       return ar;
     }
   }
@@ -480,8 +456,7 @@ private:
   std::vector<shard_layout> layouts_;
   memory_plan plan_;
   std::deque<state_tensor> params_, grads_;
-  std::vector<buffer> gathered_, shard_ring_, grad_full_, grad_shard_;  // on the compute tier
-  std::vector<std::vector<event>> gathered_free_, shard_free_, grad_full_free_, grad_shard_free_;
+  buffer_ring gathered_, shard_ring_, grad_full_, grad_shard_;  // on the compute tier
   work_queue collectives_;  // last: its thread stops before the buffers it uses go
 };
 

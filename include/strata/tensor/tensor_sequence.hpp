@@ -10,6 +10,7 @@
 // With prefetch::none the ring has one buffer and every fetch happens on demand.
 #pragma once
 
+#include <strata/exec/buffer_ring.hpp>
 #include <strata/tensor/tiered_tensor.hpp>
 
 #include <algorithm>
@@ -29,10 +30,6 @@ public:
   explicit tensor_sequence(context& ctx) : ctx_(&ctx) {}
   tensor_sequence(tensor_sequence&&) noexcept = default;
   tensor_sequence& operator=(tensor_sequence&&) = delete;
-  ~tensor_sequence() {
-    for (std::size_t r = 0; r < ring_.size(); ++r)
-      ctx_->retire(std::move(ring_[r]), std::move(ring_free_[r]));
-  }
 
   tensor_type& emplace_back(std::string name, shape s) {
     items_.emplace_back(*ctx_, std::move(name), s);
@@ -84,16 +81,13 @@ private:
         auto& core = items_[index(p)].core();
         if (core->valid_at(0)) return;  // already on the compute tier in its own memory
         const std::size_t r = p % ring_.size();
-        core->fetch(0, ring_[r].data(), std::move(ring_free_[r]));
-        ring_free_[r].clear();
+        core->fetch(0, ring_.data(r), ring_.take_uses(r));
         in_flight.push_back(p);
       }
     };
     auto give_back = [&](std::size_t p) {
       if constexpr (staged) {
-        auto last = items_[index(p)].core()->take_last_use(0);
-        auto& free = ring_free_[p % ring_.size()];
-        free.insert(free.end(), last.begin(), last.end());
+        ring_.add_uses(p % ring_.size(), items_[index(p)].core()->take_last_use(0));
       }
     };
     try {
@@ -128,20 +122,14 @@ private:
   // (Re)allocates the ring when the sequence has grown past it.
   void ensure_ring() {
     const std::size_t largest = largest_bytes(), slots = ring_slots();
-    if (ring_.size() == slots && !ring_.empty() && ring_[0].size() >= largest) return;
-    for (std::size_t r = 0; r < ring_.size(); ++r)
-      ctx_->retire(std::move(ring_[r]), std::move(ring_free_[r]));
-    ring_.clear();
-    ring_free_.assign(slots, {});
-    for (std::size_t r = 0; r < slots; ++r)
-      ring_.push_back(ctx_->allocate(compute_tier::id, largest,
-                                     "sequence ring buffer " + std::to_string(r)));
+    if (ring_.size() == slots && ring_.slot_bytes() >= largest) return;
+    ring_ = buffer_ring();  // the old buffers go back (after their pending uses) first
+    ring_ = buffer_ring(*ctx_, compute_tier::id, slots, largest, "sequence ring buffer");
   }
 
   context* ctx_;
   std::deque<tensor_type> items_;  // deque: references stay valid as the sequence grows
-  std::vector<buffer> ring_;
-  std::vector<std::vector<event>> ring_free_;
+  buffer_ring ring_;  // min(Depth+1, size) buffers on the compute tier
 };
 
 STRATA_NAMESPACE_END
