@@ -4359,8 +4359,8 @@ STRATA_NAMESPACE_END
 //    reductions): MPI counts are int. Larger ones are a config_error on every rank.
 
 
-#if STRATA_HAVE_MPI
-
+// strata's own headers are included outside the conditional: each guards itself, and the
+// single-header generator then inlines each of them once.
 // ---- begin <strata/comm/detail/mpi_state.hpp> ----
 #ifndef STRATA_SINGLE_INCLUDE_STRATA_COMM_DETAIL_MPI_STATE_HPP
 #define STRATA_SINGLE_INCLUDE_STRATA_COMM_DETAIL_MPI_STATE_HPP
@@ -4389,8 +4389,8 @@ STRATA_NAMESPACE_END
 //    gives every rank every summed part. Traffic 2(n-1)/n of the vector, as a ring all-reduce.
 
 
-#if STRATA_HAVE_MPI
-
+// strata's own headers are included outside the conditional: each guards itself, and the
+// single-header generator then inlines each of them once.
 // ---- begin <strata/comm/detail/mpi_support.hpp> ----
 #ifndef STRATA_SINGLE_INCLUDE_STRATA_COMM_DETAIL_MPI_SUPPORT_HPP
 #define STRATA_SINGLE_INCLUDE_STRATA_COMM_DETAIL_MPI_SUPPORT_HPP
@@ -4672,6 +4672,8 @@ STRATA_NAMESPACE_END
 #endif  // STRATA_HAVE_MPI
 #endif // STRATA_SINGLE_INCLUDE_STRATA_COMM_DETAIL_MPI_SUPPORT_HPP
 // ---- end <strata/comm/detail/mpi_support.hpp> ----
+
+#if STRATA_HAVE_MPI
 
 #  include <chrono>
 #  include <cstdint>
@@ -5055,6 +5057,8 @@ STRATA_NAMESPACE_END
 #endif // STRATA_SINGLE_INCLUDE_STRATA_COMM_DETAIL_MPI_STATE_HPP
 // ---- end <strata/comm/detail/mpi_state.hpp> ----
 
+#if STRATA_HAVE_MPI
+
 #  include <chrono>
 #  include <memory>
 #  include <string>
@@ -5171,8 +5175,8 @@ STRATA_NAMESPACE_END
 //    waiting until the abort.
 
 
-#if STRATA_ENABLE_CUDA && STRATA_HAVE_NCCL && STRATA_HAVE_MPI
-
+// strata's own headers are included outside the conditional: each guards itself, and the
+// single-header generator then inlines each of them once.
 // ---- begin <strata/comm/detail/nccl_state.hpp> ----
 #ifndef STRATA_SINGLE_INCLUDE_STRATA_COMM_DETAIL_NCCL_STATE_HPP
 #define STRATA_SINGLE_INCLUDE_STRATA_COMM_DETAIL_NCCL_STATE_HPP
@@ -5189,289 +5193,11 @@ STRATA_NAMESPACE_END
 // turns a peer that never arrives into a comm_error instead of a hang.
 
 
+// strata's own headers are included outside the conditional: each guards itself, and the
+// single-header generator then inlines each of them once.
+
 #if STRATA_ENABLE_CUDA && STRATA_HAVE_NCCL && STRATA_HAVE_MPI
 
-// ---- begin <strata/comm/detail/mpi_support.hpp> ----
-#ifndef STRATA_SINGLE_INCLUDE_STRATA_COMM_DETAIL_MPI_SUPPORT_HPP
-#define STRATA_SINGLE_INCLUDE_STRATA_COMM_DETAIL_MPI_SUPPORT_HPP
-// strata/comm/detail/mpi_support.hpp — pieces the MPI-bootstrapped communicators share.
-//
-// What lives here (only with STRATA_HAVE_MPI): MPI status checks, int-count guards, the
-// polling backoff of a wait, the control channel on which a failing rank tells the others, and
-// the staging pool that keeps every buffer MPI touches owned by strata, not by the caller.
-// What does not: the communicators (comm/mpi.hpp, comm/nccl.hpp).
-
-
-#if STRATA_HAVE_MPI
-
-
-#  include <algorithm>
-#  include <chrono>
-#  include <climits>
-#  include <memory>
-#  include <mutex>
-#  include <optional>
-#  include <string>
-#  include <thread>
-#  include <utility>
-#  include <vector>
-
-#  include <mpi.h>
-
-STRATA_NAMESPACE_BEGIN
-namespace comm::detail {
-
-/// Throws comm_error("<backend>: <what>: <MPI's message>") unless rc is MPI_SUCCESS. (The
-/// communicators set MPI_ERRORS_RETURN on their own MPI communicators, so errors come back as
-/// codes instead of ending the job.)
-inline void check_mpi(int rc, const std::string& what, const char* backend = "strata::comm mpi") {
-  if (rc == MPI_SUCCESS) return;
-  char text[MPI_MAX_ERROR_STRING];
-  int length = 0;
-  if (MPI_Error_string(rc, text, &length) != MPI_SUCCESS) length = 0;
-  throw comm_error(std::string(backend) + ": " + what + ": " +
-                   (length > 0 ? std::string(text, static_cast<std::size_t>(length))
-                               : "MPI error " + std::to_string(rc)));
-}
-
-/// MPI counts are int. Larger ones are refused with the numbers rather than wrapped.
-inline int mpi_count(std::size_t n, const char* unit, const std::string& what) {
-  if (n > static_cast<std::size_t>(INT_MAX))
-    throw config_error("strata::comm mpi: " + what + " needs a count of " + std::to_string(n) +
-                       " " + unit + ", more than MPI's int counts hold (" +
-                       std::to_string(INT_MAX) + "); split the buffer");
-  return static_cast<int>(n);
-}
-
-/// Throws config_error unless MPI is initialised and not yet finalised.
-inline void require_mpi_running(const char* backend) {
-  int initialized = 0, finalized = 0;
-  MPI_Initialized(&initialized);
-  MPI_Finalized(&finalized);
-  if (!initialized || finalized)
-    throw config_error(std::string(backend) + ": MPI is " +
-                       (finalized ? "already finalized" : "not initialized") +
-                       "; create the communicator between MPI_Init and MPI_Finalize");
-}
-
-/// A duplicate of `base` whose errors come back as codes (and become comm_errors) instead of
-/// ending the job.
-inline MPI_Comm duplicate_comm(MPI_Comm base, const char* backend) {
-  MPI_Comm c = MPI_COMM_NULL;
-  check_mpi(MPI_Comm_dup(base, &c), "MPI_Comm_dup", backend);
-  check_mpi(MPI_Comm_set_errhandler(c, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler", backend);
-  return c;
-}
-
-inline bool mpi_finalized() noexcept {
-  int finalized = 0;
-  MPI_Finalized(&finalized);
-  return finalized != 0;
-}
-
-/// How a wait polls: a few yields (a collective between neighbours completes in microseconds),
-/// then sleeps growing to 250 us — short enough that a multi-round collective, which MPI
-/// advances only inside our MPI_Test calls, is not slowed much; long enough not to steal the
-/// cores that the peer ranks of an oversubscribed machine need.
-class backoff {
-public:
-  void pause() {
-    if (spins_ < 16) {
-      ++spins_;
-      std::this_thread::yield();
-      return;
-    }
-    std::this_thread::sleep_for(sleep_);
-    sleep_ = std::min(sleep_ * 2, std::chrono::microseconds(250));
-  }
-
-private:
-  int spins_ = 0;
-  std::chrono::microseconds sleep_{10};
-};
-
-/// Abort notices between the ranks of one communicator, on an MPI communicator of their own
-/// (so they never mix with the data). A failing rank sends its reason to every other rank and
-/// does not wait for anyone to receive it; ranks look for notices while they wait.
-class control_channel {
-public:
-  static constexpr int abort_tag = 0x5a7a;
-
-  struct notice {
-    int rank;
-    std::string why;
-  };
-
-  control_channel() = default;
-  explicit control_channel(MPI_Comm comm) : comm_(comm) {}
-  control_channel(const control_channel&) = delete;
-  control_channel& operator=(const control_channel&) = delete;
-
-  /// Sends `why` to every rank but `rank`. Never blocks and never throws: the sends are small
-  /// (delivered eagerly) and a failure to notify is no reason to fail differently.
-  void send_abort(int rank, int size, const std::string& why) noexcept {
-    try {
-      auto* text = new std::string(why);
-      texts_.push_back(text);
-      for (int peer = 0; peer < size; ++peer) {
-        if (peer == rank) continue;
-        MPI_Request r = MPI_REQUEST_NULL;
-        if (MPI_Isend(text->data(), static_cast<int>(text->size()), MPI_CHAR, peer, abort_tag,
-                      comm_, &r) == MPI_SUCCESS)
-          sends_.push_back(r);
-      }
-    } catch (...) {
-    }
-  }
-
-  /// An abort notice from another rank, if one has arrived.
-  std::optional<notice> poll() noexcept {
-    int flag = 0;
-    MPI_Status status;
-    if (MPI_Iprobe(MPI_ANY_SOURCE, abort_tag, comm_, &flag, &status) != MPI_SUCCESS || !flag)
-      return std::nullopt;
-    int length = 0;
-    MPI_Get_count(&status, MPI_CHAR, &length);
-    try {
-      std::string why(static_cast<std::size_t>(length > 0 ? length : 0), '\0');
-      if (MPI_Recv(why.data(), length, MPI_CHAR, status.MPI_SOURCE, abort_tag, comm_,
-                   MPI_STATUS_IGNORE) != MPI_SUCCESS)
-        return std::nullopt;
-      return notice{status.MPI_SOURCE, std::move(why)};
-    } catch (...) {
-      return std::nullopt;
-    }
-  }
-
-  /// Before the MPI communicator is freed: completed sends release their text; sends nobody has
-  /// received yet are let go (MPI_Request_free still delivers them) and their text is left
-  /// allocated, since MPI may still read it.
-  void close() noexcept {
-    bool all_done = true;
-    for (MPI_Request& r : sends_) {
-      int done = 0;
-      if (MPI_Test(&r, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS || !done) {
-        MPI_Request_free(&r);
-        all_done = false;
-      }
-    }
-    sends_.clear();
-    if (all_done)
-      for (std::string* t : texts_) delete t;
-    texts_.clear();
-  }
-
-private:
-  MPI_Comm comm_ = MPI_COMM_NULL;
-  std::vector<MPI_Request> sends_;
-  std::vector<std::string*> texts_;  // owned; see close()
-};
-
-/// Host blocks for staging, kept for reuse: collectives of one model repeat the same sizes.
-/// Pinned blocks (cudaHostAlloc in the CUDA build) are used where a GPU buffer is copied in or
-/// out, so those copies run at DMA speed.
-class staging_pool {
-public:
-  struct block {
-    std::byte* data = nullptr;
-    std::size_t bytes = 0;
-    bool pinned = false;
-  };
-
-  /// A block of at least `bytes` (at least 1).
-  block take(std::size_t bytes, bool pinned) {
-    bytes = std::max<std::size_t>(bytes, 1);
-    {
-      std::lock_guard lock(mutex_);
-      auto best = idle_.end();
-      for (auto it = idle_.begin(); it != idle_.end(); ++it)
-        if (it->pinned == pinned && it->bytes >= bytes &&
-            (best == idle_.end() || it->bytes < best->bytes))
-          best = it;
-      if (best != idle_.end()) {
-        block b = *best;
-        idle_.erase(best);
-        return b;
-      }
-    }
-    memory_resource& from = pinned ? static_cast<memory_resource&>(pinned_)
-                                   : static_cast<memory_resource&>(host_);
-    const std::size_t alignment = pinned ? tier::pinned::alignment : tier::host::alignment;
-    return {static_cast<std::byte*>(from.allocate(bytes, alignment, "strata::comm staging")),
-            bytes, pinned};
-  }
-
-  void give_back(block b) noexcept {
-    if (!b.data) return;
-    std::lock_guard lock(mutex_);
-    try {
-      idle_.push_back(b);
-    } catch (...) {
-      release(b);
-      return;
-    }
-    while (idle_.size() > keep_blocks) {  // the oldest go first
-      release(idle_.front());
-      idle_.erase(idle_.begin());
-    }
-  }
-
-  ~staging_pool() {
-    for (const block& b : idle_) release(b);
-  }
-
-private:
-  static constexpr std::size_t keep_blocks = 8;
-
-  void release(const block& b) noexcept {
-    if (b.pinned)
-      pinned_.deallocate(b.data, b.bytes, tier::pinned::alignment);
-    else
-      host_.deallocate(b.data, b.bytes, tier::host::alignment);
-  }
-
-  std::mutex mutex_;
-  std::vector<block> idle_;
-  aligned_host_resource host_;
-  pinned_resource pinned_;
-};
-
-/// A staging block on loan; returned to its pool when the holder goes.
-class staged {
-public:
-  staged() = default;
-  staged(std::shared_ptr<staging_pool> pool, std::size_t bytes, bool pinned)
-      : pool_(std::move(pool)), block_(pool_->take(bytes, pinned)) {}
-  staged(staged&& o) noexcept : pool_(std::move(o.pool_)), block_(std::exchange(o.block_, {})) {}
-  staged& operator=(staged&& o) noexcept {
-    if (this != &o) {
-      reset();
-      pool_ = std::move(o.pool_);
-      block_ = std::exchange(o.block_, {});
-    }
-    return *this;
-  }
-  ~staged() { reset(); }
-
-  std::byte* data() const noexcept { return block_.data; }
-  float* floats() const noexcept { return reinterpret_cast<float*>(block_.data); }
-
-private:
-  void reset() noexcept {
-    if (pool_) pool_->give_back(block_);
-    block_ = {};
-    pool_.reset();
-  }
-  std::shared_ptr<staging_pool> pool_;
-  staging_pool::block block_;
-};
-
-}  // namespace comm::detail
-STRATA_NAMESPACE_END
-
-#endif  // STRATA_HAVE_MPI
-#endif // STRATA_SINGLE_INCLUDE_STRATA_COMM_DETAIL_MPI_SUPPORT_HPP
-// ---- end <strata/comm/detail/mpi_support.hpp> ----
 // ---- begin <strata/core/cuda_check.hpp> ----
 #ifndef STRATA_SINGLE_INCLUDE_STRATA_CORE_CUDA_CHECK_HPP
 #define STRATA_SINGLE_INCLUDE_STRATA_CORE_CUDA_CHECK_HPP
@@ -5831,6 +5557,8 @@ STRATA_NAMESPACE_END
 #endif  // STRATA_ENABLE_CUDA && STRATA_HAVE_NCCL && STRATA_HAVE_MPI
 #endif // STRATA_SINGLE_INCLUDE_STRATA_COMM_DETAIL_NCCL_STATE_HPP
 // ---- end <strata/comm/detail/nccl_state.hpp> ----
+
+#if STRATA_ENABLE_CUDA && STRATA_HAVE_NCCL && STRATA_HAVE_MPI
 
 #  include <chrono>
 #  include <memory>
@@ -6736,8 +6464,6 @@ public:
     return io_write_.submit(span_kind::io_write, std::move(label), run, std::move(after));
   }
 
-  bool has_nvme() const noexcept { return nvme_ != nullptr; }
-
   /// Waits for every copy submitted so far; rethrows a failure of the last one on each queue.
   void synchronize() {
     up_.synchronize();
@@ -7010,6 +6736,9 @@ public:
   const context_config& config() const noexcept { return config_; }
   trace_recorder& trace() noexcept { return trace_; }
   tier_budget& budget(tier_id t) noexcept { return budgets_[static_cast<std::size_t>(t)]; }
+  const tier_budget& budget(tier_id t) const noexcept {
+    return budgets_[static_cast<std::size_t>(t)];
+  }
   staging_ring& staging() noexcept { return ring_; }
   copy_engine& copies() noexcept { return copies_; }
 
@@ -8301,7 +8030,7 @@ public:
         }
       std::string budget = "";
       if (ctx) {
-        const auto& b = const_cast<context*>(ctx)->budget(tier);
+        const auto& b = ctx->budget(tier);
         budget = b.limit() == tier_budget::unlimited ? "  (budget unlimited)"
                                                      : "  (budget " + format_bytes(b.limit()) + ")";
       }
@@ -8509,7 +8238,9 @@ public:
                            shape{pn});
       grads_.emplace_back(ctx_, specs_[i].name + ".grads[rank " + std::to_string(r) + "]",
                           shape{gn});
-      zero_fill(params_.back(), pn);
+      // Padding must read as zeros. An nvme home already does (never-written data reads as
+      // zeros), so it is not written twice before set_params.
+      if constexpr (Bundle::home_tier::id != tier_id::nvme) zero_fill(params_.back(), pn);
     }
     auto ring = [&](std::size_t count, std::size_t elems, const char* what) {
       return buffer_ring(ctx_, tier_id::device, count, elems * sizeof(float), name_ + " " + what);
@@ -8817,7 +8548,7 @@ private:
     try {
       for (; issued <= ahead; ++issued) flight[issued] = bring(index(issued), issued);
       for (std::size_t p = 0; p < n; ++p) {
-        if (p > 0 && p + ahead < n && issued == p + ahead) {
+        if (p > 0 && p + ahead < n) {  // the slot of layer p-1 is free: bring p+ahead
           flight[issued] = bring(index(issued), issued);
           ++issued;
         }

@@ -28,10 +28,12 @@
 
 #include <strata/comm/communicator.hpp>
 
-#if STRATA_ENABLE_CUDA && STRATA_HAVE_NCCL && STRATA_HAVE_MPI
+// strata's own headers are included outside the conditional: each guards itself, and the
+// single-header generator then inlines each of them once.
+#include <strata/comm/detail/collective.hpp>
+#include <strata/comm/detail/nccl_state.hpp>
 
-#  include <strata/comm/detail/collective.hpp>
-#  include <strata/comm/detail/nccl_state.hpp>
+#if STRATA_ENABLE_CUDA && STRATA_HAVE_NCCL && STRATA_HAVE_MPI
 
 #  include <chrono>
 #  include <memory>

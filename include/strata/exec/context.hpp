@@ -97,6 +97,9 @@ public:
   const context_config& config() const noexcept { return config_; }
   trace_recorder& trace() noexcept { return trace_; }
   tier_budget& budget(tier_id t) noexcept { return budgets_[static_cast<std::size_t>(t)]; }
+  const tier_budget& budget(tier_id t) const noexcept {
+    return budgets_[static_cast<std::size_t>(t)];
+  }
   staging_ring& staging() noexcept { return ring_; }
   copy_engine& copies() noexcept { return copies_; }
 

@@ -173,8 +173,6 @@ public:
     return io_write_.submit(span_kind::io_write, std::move(label), run, std::move(after));
   }
 
-  bool has_nvme() const noexcept { return nvme_ != nullptr; }
-
   /// Waits for every copy submitted so far; rethrows a failure of the last one on each queue.
   void synchronize() {
     up_.synchronize();

@@ -71,7 +71,9 @@ public:
                            shape{pn});
       grads_.emplace_back(ctx_, specs_[i].name + ".grads[rank " + std::to_string(r) + "]",
                           shape{gn});
-      zero_fill(params_.back(), pn);
+      // Padding must read as zeros. An nvme home already does (never-written data reads as
+      // zeros), so it is not written twice before set_params.
+      if constexpr (Bundle::home_tier::id != tier_id::nvme) zero_fill(params_.back(), pn);
     }
     auto ring = [&](std::size_t count, std::size_t elems, const char* what) {
       return buffer_ring(ctx_, tier_id::device, count, elems * sizeof(float), name_ + " " + what);
@@ -379,7 +381,7 @@ private:
     try {
       for (; issued <= ahead; ++issued) flight[issued] = bring(index(issued), issued);
       for (std::size_t p = 0; p < n; ++p) {
-        if (p > 0 && p + ahead < n && issued == p + ahead) {
+        if (p > 0 && p + ahead < n) {  // the slot of layer p-1 is free: bring p+ahead
           flight[issued] = bring(index(issued), issued);
           ++issued;
         }

@@ -49,7 +49,7 @@ public:
         }
       std::string budget = "";
       if (ctx) {
-        const auto& b = const_cast<context*>(ctx)->budget(tier);
+        const auto& b = ctx->budget(tier);
         budget = b.limit() == tier_budget::unlimited ? "  (budget unlimited)"
                                                      : "  (budget " + format_bytes(b.limit()) + ")";
       }

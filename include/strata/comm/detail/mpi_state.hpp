@@ -25,13 +25,15 @@
 
 #include <strata/core/config.hpp>
 
-#if STRATA_HAVE_MPI
+// strata's own headers are included outside the conditional: each guards itself, and the
+// single-header generator then inlines each of them once.
+#include <strata/comm/communicator.hpp>
+#include <strata/comm/detail/collective.hpp>
+#include <strata/comm/detail/memory.hpp>
+#include <strata/comm/detail/mpi_support.hpp>
+#include <strata/core/error.hpp>
 
-#  include <strata/comm/communicator.hpp>
-#  include <strata/comm/detail/collective.hpp>
-#  include <strata/comm/detail/memory.hpp>
-#  include <strata/comm/detail/mpi_support.hpp>
-#  include <strata/core/error.hpp>
+#if STRATA_HAVE_MPI
 
 #  include <chrono>
 #  include <cstdint>

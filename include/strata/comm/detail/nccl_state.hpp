@@ -13,14 +13,17 @@
 
 #include <strata/core/config.hpp>
 
+// strata's own headers are included outside the conditional: each guards itself, and the
+// single-header generator then inlines each of them once.
+#include <strata/comm/communicator.hpp>
+#include <strata/comm/detail/collective.hpp>
+#include <strata/comm/detail/memory.hpp>
+#include <strata/comm/detail/mpi_support.hpp>
+#include <strata/core/error.hpp>
+
 #if STRATA_ENABLE_CUDA && STRATA_HAVE_NCCL && STRATA_HAVE_MPI
 
-#  include <strata/comm/communicator.hpp>
-#  include <strata/comm/detail/collective.hpp>
-#  include <strata/comm/detail/memory.hpp>
-#  include <strata/comm/detail/mpi_support.hpp>
-#  include <strata/core/cuda_check.hpp>
-#  include <strata/core/error.hpp>
+#  include <strata/core/cuda_check.hpp>  // CUDA only: outside, it would need CUDA's headers
 
 #  include <chrono>
 #  include <cstdint>
