@@ -10,10 +10,12 @@
 //   exec/    queues, events, copies, trace, the context    (floor 3)
 //   tensor/  tiered_tensor, leases, views, sequences       (floor 4)
 //   schedule/ ZeRO partitioning, stage bundles, the layer executor, the memory plan (floor 5)
+//   optim/   Adam/AdamW (host SIMD, device kernel), clipping, loss scaling, NVMe-streamed state (floor 6)
 #pragma once
 
 #include <strata/core/align.hpp>
 #include <strata/core/config.hpp>
+#include <strata/core/cpu_features.hpp>
 #include <strata/core/dtype.hpp>
 #include <strata/core/error.hpp>
 #include <strata/core/shape.hpp>
@@ -46,6 +48,7 @@
 #include <strata/exec/copy_engine.hpp>
 #include <strata/exec/event.hpp>
 #include <strata/exec/staging_ring.hpp>
+#include <strata/exec/thread_pool.hpp>
 #include <strata/exec/trace.hpp>
 #include <strata/exec/work_queue.hpp>
 
@@ -60,3 +63,12 @@
 #include <strata/schedule/memory_plan.hpp>
 #include <strata/schedule/partition.hpp>
 #include <strata/schedule/zero.hpp>
+
+#include <strata/optim/adam.hpp>
+#include <strata/optim/grad_stats.hpp>
+#include <strata/optim/loss_scaler.hpp>
+#include <strata/optim/streamed_adam.hpp>
+#include <strata/optim/zero_adam.hpp>
+#if defined(__CUDACC__)
+#  include <strata/optim/device_adam.cuh>  // kernels: nvcc only
+#endif

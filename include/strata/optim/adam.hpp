@@ -22,6 +22,20 @@
 //
 // The scalars c1, c2, decay, k2 and step are computed once per step in double and rounded to
 // float (adam_step_scalars), so every path starts from the same floats.
+//
+// Paths (simd_level): scalar (the formula above element by element, std::fma), avx2 (AVX2 + FMA + F16C, 8
+// lanes) and avx512 (AVX-512 F/BW/VL, 16 lanes), chosen at run time from CPUID and XCR0
+// (core/cpu_features.hpp); the vector code is compiled with per-function target attributes, so
+// a binary built for baseline x86-64 still runs on a CPU without them. Vector paths exist on
+// x86-64 with GCC or Clang; elsewhere (and in nvcc's host pass) only scalar. All paths give the
+// same bits for every input, NaN payloads aside: an operation whose operands hold two different
+// NaNs returns one of them, and which one depends on the operand order the compiler picked.
+// f16 conversions use the F16C instructions, which agree with core/dtype.hpp while MXCSR.DAZ
+// is off (the default).
+//
+// Threads: elements are independent, so [0, n) is cut into contiguous chunks for
+// exec/thread_pool.hpp's default_thread_pool() (the caller works too). The result does not
+// depend on the number of threads.
 #pragma once
 
 #include <strata/core/dtype.hpp>
@@ -83,11 +97,24 @@ struct no_copy {};
 
 /// Updates n elements in place: master (fp32), m, v; reads grad; writes copy[i] unless P is
 /// no_copy. `threads` workers split the range (0: the hardware's count, capped so no worker
-/// gets less than 64 Ki elements). All spans are the same length (config_error otherwise).
+/// gets less than 64 Ki elements; 1: all on the calling thread; more chunks than cores simply
+/// queue). Chunk boundaries are multiples of 64 bytes into every array (whole cache lines per
+/// thread when the arrays start on a line, as strata's buffers do). All spans are the same length
+/// (config_error otherwise); a `level` this CPU or build cannot run is a config_error naming
+/// the level and the CPU's features. master, m, v and copy must not overlap each other or grad.
 template <class G, class P = no_copy>
 void adam_update(const adam_step_scalars& k, std::span<float> master, std::span<float> m,
                  std::span<float> v, std::span<const G> grad, P* copy = nullptr,
                  simd_level level = simd_level::automatic, unsigned threads = 0);
+
+/// The same without a copy, for calls that spell the copy argument as `nullptr` (which cannot
+/// deduce P): adam_update<float>(k, master, m, v, grad, nullptr, simd_level::avx2).
+template <class G>
+void adam_update(const adam_step_scalars& k, std::span<float> master, std::span<float> m,
+                 std::span<float> v, std::span<const G> grad, std::nullptr_t,
+                 simd_level level = simd_level::automatic, unsigned threads = 0) {
+  adam_update<G, no_copy>(k, master, m, v, grad, nullptr, level, threads);
+}
 
 }  // namespace optim
 STRATA_NAMESPACE_END

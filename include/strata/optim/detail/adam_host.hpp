@@ -1,9 +1,23 @@
 // strata/optim/detail/adam_host.hpp — definitions for optim/adam.hpp (host paths).
+//
+// What lives here: adam_params::validate, adam_step_scalars::make, the choice of path
+// (detect_simd, detail::resolve_simd), the scalar reference loop, and adam_update itself:
+// checks, the split over the thread pool, and the call into the scalar, AVX2
+// (adam_avx2.hpp) or AVX-512 (adam_avx512.hpp) loop. Included at the end of optim/adam.hpp
+// (not the other way round, so the single-header generator meets no include cycle).
 #pragma once
 
-#include <strata/optim/adam.hpp>
+#include <strata/core/cpu_features.hpp>
+#include <strata/core/dtype.hpp>
+#include <strata/core/error.hpp>
+#include <strata/exec/thread_pool.hpp>
+#include <strata/optim/detail/adam_avx2.hpp>
+#include <strata/optim/detail/adam_avx512.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <cstddef>
+#include <string>
 #include <type_traits>
 
 STRATA_NAMESPACE_BEGIN
@@ -53,7 +67,42 @@ inline const char* simd_level_name(simd_level l) noexcept {
   return "?";
 }
 
-inline simd_level detect_simd() noexcept { return simd_level::scalar; }
+namespace detail {
+
+/// The widest path `f` allows (pure, so tests can ask about CPUs other than this one).
+inline simd_level widest_simd(const cpu_features& f) noexcept {
+  if (f.has_avx512_path()) return simd_level::avx512;
+  if (f.has_avx2_path()) return simd_level::avx2;
+  return simd_level::scalar;
+}
+
+/// The path that runs for `asked` on a CPU with features `f`: automatic -> the widest; an
+/// explicit level the CPU (or this build) cannot run -> config_error naming both.
+inline simd_level resolve_simd(simd_level asked, const cpu_features& f, const char* who) {
+  if (asked == simd_level::automatic) return widest_simd(f);
+  if (asked == simd_level::scalar) return asked;
+  if (asked != simd_level::avx2 && asked != simd_level::avx512)
+    throw config_error(std::string(who) + ": unknown simd_level " +
+                       std::to_string(static_cast<int>(asked)));
+  if (!STRATA_X86_SIMD)
+    throw config_error(std::string(who) + ": simd_level " + simd_level_name(asked) +
+                       " is not compiled into this build (vector paths need x86-64 with GCC or "
+                       "Clang, outside nvcc); use simd_level::scalar or automatic");
+  const bool ok = asked == simd_level::avx2 ? f.has_avx2_path() : f.has_avx512_path();
+  if (!ok)
+    throw config_error(std::string(who) + ": simd_level " + simd_level_name(asked) +
+                       " asked for, but this CPU does not support it (" +
+                       (asked == simd_level::avx2 ? "needs avx2 fma f16c"
+                                                  : "needs avx512f avx512bw avx512vl avx2 fma "
+                                                    "f16c") +
+                       "; the CPU has: " + f.describe() + "; the widest usable level is " +
+                       simd_level_name(widest_simd(f)) + ")");
+  return asked;
+}
+
+}  // namespace detail
+
+inline simd_level detect_simd() noexcept { return detail::widest_simd(cpu()); }
 
 namespace detail {
 
@@ -83,6 +132,28 @@ inline void adam_scalar(const adam_step_scalars& k, float* p, float* m, float* v
   }
 }
 
+// A loop over one chunk: [0, n) of each array, pointers already offset.
+template <class G, class P>
+using adam_kernel = void (*)(const adam_step_scalars&, float*, float*, float*, const G*, P*,
+                             std::size_t) noexcept;
+
+template <class G, class P>
+adam_kernel<G, P> pick_adam_kernel(simd_level level, bool decoupled) noexcept {
+#if STRATA_X86_SIMD
+  if (level == simd_level::avx512)
+    return decoupled ? &avx512::adam_update<true, G, P> : &avx512::adam_update<false, G, P>;
+  if (level == simd_level::avx2)
+    return decoupled ? &avx2::adam_update<true, G, P> : &avx2::adam_update<false, G, P>;
+#endif
+  (void)level;
+  (void)decoupled;
+  return &adam_scalar<G, P>;
+}
+
+// Workers get at least this many elements when `threads` is 0: below it, waking a worker costs
+// more than the work (64 Ki elements move ~2 MB, tens of microseconds at memory speed).
+inline constexpr std::size_t adam_min_elements_per_worker = std::size_t{64} << 10;
+
 }  // namespace detail
 
 template <class G, class P>
@@ -101,9 +172,34 @@ void adam_update(const adam_step_scalars& k, std::span<float> master, std::span<
                        ", grad " + std::to_string(grad.size()) + "; they must be equal");
   if constexpr (!std::is_same_v<P, no_copy>)
     if (!copy && n) throw config_error("adam_update: a parameter copy type without a pointer");
-  (void)level;
-  (void)threads;
-  detail::adam_scalar(k, master.data(), m.data(), v.data(), grad.data(), copy, n);
+  const simd_level path = detail::resolve_simd(level, cpu(), "adam_update");
+  if (n == 0) return;
+  const auto kernel = detail::pick_adam_kernel<G, P>(path, k.decoupled);
+
+  float* const pw = master.data();
+  float* const pm = m.data();
+  float* const pv = v.data();
+  const G* const pg = grad.data();
+  // One chunk: run here, without touching (or starting) the pool.
+  if (threads == 1 || (threads == 0 && n < 2 * detail::adam_min_elements_per_worker)) {
+    kernel(k, pw, pm, pv, pg, copy, n);
+    return;
+  }
+  // Chunk boundaries fall on 64 bytes of every array (16 floats, 32 16-bit values), so no two
+  // threads write one cache line when the arrays start on a line, as strata's buffers do.
+  constexpr std::size_t smallest =
+      std::min({sizeof(float), sizeof(G), std::is_same_v<P, no_copy> ? sizeof(float) : sizeof(P)});
+  constexpr std::size_t line_elements = 64 / smallest;
+  thread_pool& pool = default_thread_pool();
+  parallel_for_options opt;
+  opt.align = line_elements;
+  opt.max_chunks = threads;  // 0: the pool's concurrency (the hardware's)
+  const std::size_t min_chunk = threads == 0 ? detail::adam_min_elements_per_worker : line_elements;
+  pool.parallel_for(n, min_chunk, opt, [&](std::size_t b, std::size_t e) {
+    P* c = nullptr;
+    if constexpr (!std::is_same_v<P, no_copy>) c = copy + b;
+    kernel(k, pw + b, pm + b, pv + b, pg + b, c, e - b);
+  });
 }
 
 }  // namespace optim

@@ -1,0 +1,530 @@
+// examples/gpt/safetensors.hpp — the mini-GPT's weights in the safetensors format.
+//
+// What this is: a writer and a checking reader for safetensors files (8-byte little-endian
+// header length, a JSON header {name: {dtype, shape, data_offsets}, "__metadata__": {...}},
+// then the raw little-endian tensor bytes), and on top of them save_gpt / load_gpt, which
+// store a gpt_config in the metadata and every parameter under its GPT-2 name (wte.weight,
+// wpe.weight, h.{i}.ln_1.weight, ..., ln_f.bias) in GPT-2's own layout: the four linear
+// weights of a block are stored (in, out), as GPT-2's Conv1D holds them, and transposed to
+// and from the (out, in) arrays of gpt_config.hpp on the way. So a saved model loads into
+// Hugging Face's GPT2LMHeadModel given the same sizes (vocab_size=256, n_positions=context,
+// n_embd=width, n_layer=layers, n_head=heads). Files are written F32 (F16 / BF16 on request);
+// the reader also reads F16 and BF16 and converts them to float.
+// What it is not: a loader for OpenAI's GPT-2 checkpoints (their vocabulary is BPE, not bytes);
+// a file without the "strata-gpt" metadata is refused rather than guessed at.
+//
+// Every malformed file is a strata::format_error (a failed read or write a strata::io_error)
+// whose message names the file and what is wrong: the tensor, the offsets, the shapes.
+#pragma once
+
+#include "gpt_config.hpp"
+
+#include <strata/core/dtype.hpp>
+#include <strata/core/error.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+namespace gpt {
+
+static_assert(std::endian::native == std::endian::little,
+              "safetensors stores little-endian bytes; this reader copies them as they are");
+
+/// The dtypes this file reads and writes. Other safetensors dtypes are recognised (so the
+/// offsets of any file can be checked) but reading them as float is refused.
+enum class st_dtype { f32, f16, bf16 };
+
+inline const char* st_dtype_name(st_dtype t) {
+  switch (t) {
+    case st_dtype::f32: return "F32";
+    case st_dtype::f16: return "F16";
+    case st_dtype::bf16: return "BF16";
+  }
+  return "?";
+}
+
+/// One tensor's entry in the header, after checking.
+struct st_tensor_info {
+  std::string name;
+  std::string dtype;                 // as written: "F32", "BF16", ...
+  std::vector<std::int64_t> shape;
+  std::uint64_t begin = 0, end = 0;  // data_offsets, relative to the start of the data
+};
+
+/// A tensor to write: `data` holds numel floats, stored as `dtype`. With `transposed` (2-D
+/// only) data holds the transpose, (shape[1], shape[0]) row-major, and is transposed on write.
+struct st_tensor_ref {
+  std::string name;
+  std::vector<std::int64_t> shape;
+  const float* data = nullptr;
+  st_dtype dtype = st_dtype::f32;
+  bool transposed = false;
+};
+
+namespace st_detail {
+
+/// Bytes per element of every dtype in the safetensors spec; 0 for names it does not list.
+inline std::size_t st_dtype_size(const std::string& d) {
+  static const std::map<std::string, std::size_t> sizes = {
+      {"BOOL", 1}, {"U8", 1},  {"I8", 1},  {"F8_E5M2", 1}, {"F8_E4M3", 1}, {"I16", 2},
+      {"U16", 2},  {"F16", 2}, {"BF16", 2}, {"I32", 4},     {"U32", 4},     {"F32", 4},
+      {"F64", 8},  {"I64", 8}, {"U64", 8}};
+  auto it = sizes.find(d);
+  return it == sizes.end() ? 0 : it->second;
+}
+
+inline std::string shape_string(const std::vector<std::int64_t>& s) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+inline std::uint64_t numel(const std::vector<std::int64_t>& s) {
+  std::uint64_t n = 1;
+  for (std::int64_t d : s) n *= static_cast<std::uint64_t>(d);
+  return n;
+}
+
+/// dst (cols, rows) = src (rows, cols)^T.
+inline void transpose(const float* src, float* dst, std::size_t rows, std::size_t cols) {
+  for (std::size_t r = 0; r < rows; ++r)
+    for (std::size_t c = 0; c < cols; ++c) dst[c * rows + r] = src[r * cols + c];
+}
+
+inline void write_all(int fd, const void* data, std::size_t bytes, const std::string& path) {
+  const char* p = static_cast<const char*>(data);
+  while (bytes > 0) {
+    const ssize_t w = ::write(fd, p, bytes);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0)
+      throw strata::io_error("safetensors: writing '" + path + "' failed: " +
+                             std::strerror(errno));
+    p += w;
+    bytes -= static_cast<std::size_t>(w);
+  }
+}
+
+}  // namespace st_detail
+
+// ---------------------------------------------------------------------------------------------
+// Writing
+// ---------------------------------------------------------------------------------------------
+
+/// Writes the tensors, in the order given, and the metadata (string -> string, as the format
+/// requires) to `path`. The bytes go to path + ".tmp", are fsync'ed, and only then renamed
+/// over `path`: a crash leaves either the old file or the new one, never half of one.
+inline void write_safetensors(const std::string& path, const std::vector<st_tensor_ref>& tensors,
+                              const std::map<std::string, std::string>& metadata) {
+  nlohmann::ordered_json header = nlohmann::ordered_json::object();
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  std::uint64_t offset = 0;
+  for (const st_tensor_ref& t : tensors) {
+    if (t.name == "__metadata__" || header.contains(t.name))
+      throw strata::config_error("safetensors: tensor name '" + t.name + "' for '" + path +
+                                 "' is reserved or used twice");
+    if (t.transposed && t.shape.size() != 2)
+      throw strata::config_error("safetensors: tensor '" + t.name + "' for '" + path +
+                                 "' is marked transposed but has shape " +
+                                 st_detail::shape_string(t.shape) + ", not 2-D");
+    const std::uint64_t bytes =
+        st_detail::numel(t.shape) * st_detail::st_dtype_size(st_dtype_name(t.dtype));
+    header[t.name] = {{"dtype", st_dtype_name(t.dtype)},
+                      {"shape", t.shape},
+                      {"data_offsets", {offset, offset + bytes}}};
+    offset += bytes;
+  }
+  std::string text = header.dump();
+  // The spec lets the header be padded with spaces; 8-byte alignment keeps every F32 tensor
+  // aligned when the file is mapped.
+  text.append((8 - text.size() % 8) % 8, ' ');
+
+  const std::string tmp = path + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0)
+    throw strata::io_error("safetensors: cannot create '" + tmp + "': " + std::strerror(errno));
+  try {
+    const std::uint64_t n = text.size();
+    st_detail::write_all(fd, &n, 8, tmp);
+    st_detail::write_all(fd, text.data(), text.size(), tmp);
+    std::vector<std::uint16_t> half;
+    std::vector<float> flipped;
+    for (const st_tensor_ref& t : tensors) {
+      const std::size_t count = st_detail::numel(t.shape);
+      const float* data = t.data;
+      if (t.transposed) {
+        flipped.resize(count);
+        st_detail::transpose(t.data, flipped.data(), std::size_t(t.shape[1]), std::size_t(t.shape[0]));
+        data = flipped.data();
+      }
+      if (t.dtype == st_dtype::f32) {
+        st_detail::write_all(fd, data, count * sizeof(float), tmp);
+        continue;
+      }
+      half.resize(count);
+      if (t.dtype == st_dtype::f16)
+        strata::convert(data, reinterpret_cast<strata::f16*>(half.data()), count);
+      else
+        strata::convert(data, reinterpret_cast<strata::bf16*>(half.data()), count);
+      st_detail::write_all(fd, half.data(), count * 2, tmp);
+    }
+    if (::fsync(fd) != 0)
+      throw strata::io_error("safetensors: fsync of '" + tmp + "' failed: " + std::strerror(errno));
+  } catch (...) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  if (::close(fd) != 0) {
+    ::unlink(tmp.c_str());
+    throw strata::io_error("safetensors: closing '" + tmp + "' failed: " + std::strerror(errno));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    throw strata::io_error("safetensors: renaming '" + tmp + "' to '" + path +
+                           "' failed: " + std::strerror(err));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading
+// ---------------------------------------------------------------------------------------------
+
+/// Opens a safetensors file and checks its header against the file: the length, the JSON,
+/// every entry's dtype, shape and data_offsets (inside the data, matching the shape, no two
+/// tensors sharing a byte). Tensor bytes are read only when asked for.
+class safetensors_reader {
+public:
+  explicit safetensors_reader(std::string path) : path_(std::move(path)) {
+    std::error_code ec;
+    const auto size = std::filesystem::file_size(path_, ec);
+    if (ec) throw strata::io_error("safetensors: cannot open '" + path_ + "': " + ec.message());
+    in_.open(path_, std::ios::binary);
+    if (!in_) throw strata::io_error("safetensors: cannot open '" + path_ + "' for reading");
+    if (size < 8)
+      fail("not a safetensors file: it has " + std::to_string(size) +
+           " bytes, fewer than the 8-byte header length (truncated header)");
+    std::uint64_t n = 0;
+    read_at(0, &n, 8);
+    if (n > size - 8)
+      fail("header length " + std::to_string(n) + " (the first 8 bytes) is beyond the file: only " +
+           std::to_string(size - 8) + " bytes follow; truncated file or not a safetensors file");
+    if (n > max_header_bytes)
+      fail("header length " + std::to_string(n) + " is over the format's limit of " +
+           std::to_string(max_header_bytes) + " bytes; not a safetensors file");
+    data_offset_ = 8 + n;
+    data_bytes_ = size - data_offset_;
+    std::string text(n, '\0');
+    read_at(8, text.data(), n);
+    parse_header(text);
+  }
+
+  const std::string& path() const noexcept { return path_; }
+  const std::map<std::string, std::string>& metadata() const noexcept { return metadata_; }
+  const std::vector<st_tensor_info>& tensors() const noexcept { return tensors_; }
+
+  /// The entry named `name`, or nullptr.
+  const st_tensor_info* find(const std::string& name) const {
+    for (const st_tensor_info& t : tensors_)
+      if (t.name == name) return &t;
+    return nullptr;
+  }
+
+  /// Reads tensor `name` as float into out (numel), checking that its shape is `shape`. With
+  /// `transpose` (2-D only), out receives the transpose, (shape[1], shape[0]) row-major.
+  void read_f32(const std::string& name, const std::vector<std::int64_t>& shape, float* out,
+                bool transpose = false) const {
+    if (transpose) {
+      std::vector<float> file_order(st_detail::numel(shape));
+      read_f32(name, shape, file_order.data());
+      st_detail::transpose(file_order.data(), out, std::size_t(shape.at(0)), std::size_t(shape.at(1)));
+      return;
+    }
+    const st_tensor_info* t = find(name);
+    if (!t) fail("missing tensor '" + name + "' (expected shape " + st_detail::shape_string(shape) + ")");
+    if (t->shape != shape)
+      fail("shape mismatch for tensor '" + name + "': expected " + st_detail::shape_string(shape) +
+           ", found " + st_detail::shape_string(t->shape));
+    const std::size_t count = st_detail::numel(shape);
+    const std::uint64_t at = data_offset_ + t->begin;
+    if (t->dtype == "F32") {
+      read_at(at, out, count * sizeof(float));
+    } else if (t->dtype == "F16" || t->dtype == "BF16") {
+      std::vector<std::uint16_t> half(count);
+      read_at(at, half.data(), count * 2);
+      if (t->dtype == "F16")
+        strata::convert(reinterpret_cast<const strata::f16*>(half.data()), out, count);
+      else
+        strata::convert(reinterpret_cast<const strata::bf16*>(half.data()), out, count);
+    } else {
+      fail("tensor '" + name + "' has dtype " + t->dtype +
+           "; only F32, F16 and BF16 can be read as float");
+    }
+  }
+
+  static constexpr std::uint64_t max_header_bytes = 100'000'000;  // the reference implementation's limit
+
+  [[noreturn]] void fail(const std::string& what) const {
+    throw strata::format_error("safetensors '" + path_ + "': " + what);
+  }
+
+private:
+  void read_at(std::uint64_t offset, void* dst, std::size_t bytes) const {
+    in_.clear();
+    in_.seekg(static_cast<std::streamoff>(offset));
+    in_.read(static_cast<char*>(dst), static_cast<std::streamsize>(bytes));
+    if (!in_)
+      throw strata::io_error("safetensors: reading " + std::to_string(bytes) + " bytes at offset " +
+                             std::to_string(offset) + " of '" + path_ + "' failed");
+  }
+
+  void parse_header(const std::string& text) {
+    nlohmann::json h;
+    try {
+      h = nlohmann::json::parse(text);
+    } catch (const nlohmann::json::parse_error& e) {
+      const bool at_end = e.byte >= text.size();
+      fail(std::string(at_end ? "truncated header: the JSON ends early"
+                              : "header is not JSON; not a safetensors file?") +
+           " (" + std::to_string(text.size()) + " bytes at offset 8): " + e.what());
+    }
+    if (!h.is_object()) fail("header is JSON but not an object; not a safetensors file");
+
+    for (auto it = h.begin(); it != h.end(); ++it) {
+      const std::string& name = it.key();
+      const nlohmann::json& v = it.value();
+      if (name == "__metadata__") {
+        if (!v.is_object()) fail("__metadata__ is not an object of strings");
+        for (auto m = v.begin(); m != v.end(); ++m) {
+          if (!m.value().is_string()) fail("__metadata__ entry '" + m.key() + "' is not a string");
+          metadata_[m.key()] = m.value().get<std::string>();
+        }
+        continue;
+      }
+      st_tensor_info t;
+      t.name = name;
+      if (!v.is_object() || !v.contains("dtype") || !v.contains("shape") ||
+          !v.contains("data_offsets"))
+        fail("tensor '" + name + "' lacks dtype, shape or data_offsets");
+      if (!v["dtype"].is_string()) fail("tensor '" + name + "': dtype is not a string");
+      t.dtype = v["dtype"].get<std::string>();
+      const std::size_t esize = st_detail::st_dtype_size(t.dtype);
+      if (esize == 0) fail("tensor '" + name + "' has unknown dtype '" + t.dtype + "'");
+      if (!v["shape"].is_array()) fail("tensor '" + name + "': shape is not an array");
+      for (const auto& d : v["shape"]) {
+        if (!d.is_number_unsigned()) fail("tensor '" + name + "': shape " + v["shape"].dump() +
+                                          " has an entry that is not a non-negative integer");
+        t.shape.push_back(d.get<std::int64_t>());
+      }
+      const auto& off = v["data_offsets"];
+      if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() ||
+          !off[1].is_number_unsigned())
+        fail("tensor '" + name + "': data_offsets " + off.dump() + " is not [begin, end]");
+      t.begin = off[0].get<std::uint64_t>();
+      t.end = off[1].get<std::uint64_t>();
+      if (t.begin > t.end || t.end > data_bytes_)
+        fail("tensor '" + name + "': data_offsets [" + std::to_string(t.begin) + ", " +
+             std::to_string(t.end) + "] out of range: the data holds " +
+             std::to_string(data_bytes_) + " bytes");
+      const std::uint64_t need = st_detail::numel(t.shape) * esize;
+      if (t.end - t.begin != need)
+        fail("tensor '" + name + "': data_offsets [" + std::to_string(t.begin) + ", " +
+             std::to_string(t.end) + "] span " + std::to_string(t.end - t.begin) +
+             " bytes, but shape " + st_detail::shape_string(t.shape) + " of " + t.dtype + " needs " +
+             std::to_string(need));
+      tensors_.push_back(std::move(t));
+    }
+
+    std::vector<const st_tensor_info*> by_offset;
+    for (const st_tensor_info& t : tensors_)
+      if (t.end > t.begin) by_offset.push_back(&t);
+    std::sort(by_offset.begin(), by_offset.end(),
+              [](auto* a, auto* b) { return a->begin < b->begin; });
+    for (std::size_t i = 1; i < by_offset.size(); ++i)
+      if (by_offset[i]->begin < by_offset[i - 1]->end)
+        fail("tensors '" + by_offset[i - 1]->name + "' [" + std::to_string(by_offset[i - 1]->begin) +
+             ", " + std::to_string(by_offset[i - 1]->end) + ") and '" + by_offset[i]->name +
+             "' [" + std::to_string(by_offset[i]->begin) + ", " +
+             std::to_string(by_offset[i]->end) + ") have overlapping data_offsets");
+  }
+
+  std::string path_;
+  mutable std::ifstream in_;
+  std::uint64_t data_offset_ = 0, data_bytes_ = 0;
+  std::map<std::string, std::string> metadata_;
+  std::vector<st_tensor_info> tensors_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// The mini-GPT's weights
+// ---------------------------------------------------------------------------------------------
+
+/// A model's parameters as the host holds them: the embedding/head array and one array per
+/// block, laid out as gpt_config.hpp's embed_slots / block_slots say.
+struct gpt_weights {
+  gpt_config cfg;
+  std::vector<float> embed;               // (embed_numel,)
+  std::vector<std::vector<float>> blocks; // (layers, block_numel)
+};
+
+inline constexpr const char* gpt_format_name = "strata-gpt";
+
+namespace st_detail {
+
+/// A block slot's shape in the file: GPT-2's Conv1D stores linear weights (in, out), the
+/// transpose of our (out, in); vectors are stored as they are.
+inline std::vector<std::int64_t> file_shape(const tensor_slot& s) {
+  if (s.shape.size() == 2) return {s.shape[1], s.shape[0]};
+  return std::vector<std::int64_t>(s.shape.begin(), s.shape.end());
+}
+inline std::vector<std::int64_t> to_shape(const std::vector<int>& s) {
+  return std::vector<std::int64_t>(s.begin(), s.end());
+}
+
+}  // namespace st_detail
+
+/// Saves a model: cfg in the metadata, every parameter under its GPT-2 name and layout.
+/// embed: (embed_numel,); blocks[l]: (block_numel,) for l < cfg.layers.
+inline void save_gpt(const std::string& path, const gpt_config& cfg, const float* embed,
+                     const std::vector<const float*>& blocks, st_dtype dtype = st_dtype::f32) {
+  cfg.validate();
+  if (blocks.size() != static_cast<std::size_t>(cfg.layers))
+    throw strata::config_error("save_gpt '" + path + "': " + std::to_string(blocks.size()) +
+                               " block arrays given for a config with " +
+                               std::to_string(cfg.layers) + " layers");
+  std::vector<st_tensor_ref> refs;
+  for (const tensor_slot& s : embed_slots(cfg))
+    refs.push_back({s.name, st_detail::to_shape(s.shape), embed + s.offset, dtype});
+  for (int l = 0; l < cfg.layers; ++l)
+    for (const tensor_slot& s : block_slots(cfg))
+      refs.push_back({block_tensor_name(l, s), st_detail::file_shape(s), blocks[l] + s.offset, dtype,
+                      s.shape.size() == 2});
+  const std::map<std::string, std::string> meta = {
+      {"format", gpt_format_name},
+      {"vocab", std::to_string(cfg.vocab)},
+      {"context", std::to_string(cfg.context)},
+      {"layers", std::to_string(cfg.layers)},
+      {"heads", std::to_string(cfg.heads)},
+      {"width", std::to_string(cfg.width)},
+      {"weight_layout", "GPT-2 Conv1D (in, out)"}};
+  write_safetensors(path, refs, meta);
+}
+
+inline void save_gpt(const std::string& path, const gpt_config& cfg, const std::vector<float>& embed,
+                     const std::vector<std::vector<float>>& blocks, st_dtype dtype = st_dtype::f32) {
+  if (embed.size() != embed_numel(cfg))
+    throw strata::config_error("save_gpt '" + path + "': embed array has " +
+                               std::to_string(embed.size()) + " floats, the config needs " +
+                               std::to_string(embed_numel(cfg)));
+  std::vector<const float*> ptrs;
+  for (std::size_t l = 0; l < blocks.size(); ++l) {
+    if (blocks[l].size() != block_numel(cfg))
+      throw strata::config_error("save_gpt '" + path + "': block " + std::to_string(l) + " has " +
+                                 std::to_string(blocks[l].size()) + " floats, the config needs " +
+                                 std::to_string(block_numel(cfg)));
+    ptrs.push_back(blocks[l].data());
+  }
+  save_gpt(path, cfg, embed.data(), ptrs, dtype);
+}
+
+/// The gpt_config stored in a reader's metadata.
+inline gpt_config read_gpt_config(const safetensors_reader& r) {
+  const auto& meta = r.metadata();
+  auto fmt = meta.find("format");
+  if (fmt == meta.end())
+    r.fail("config missing: __metadata__ has no \"format\": \"" + std::string(gpt_format_name) +
+           "\" (not written by save_gpt? Hugging Face GPT-2 files are not read here)");
+  if (fmt->second != gpt_format_name)
+    r.fail("config missing: __metadata__ format is '" + fmt->second + "', not '" +
+           gpt_format_name + "'");
+  auto field = [&](const char* key) {
+    auto it = meta.find(key);
+    if (it == meta.end()) r.fail(std::string("config missing: __metadata__ has no '") + key + "'");
+    std::size_t used = 0;
+    int v = 0;
+    try {
+      v = std::stoi(it->second, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != it->second.size())
+      r.fail(std::string("config field '") + key + "' is '" + it->second + "', not an integer");
+    return v;
+  };
+  gpt_config cfg;
+  cfg.vocab = field("vocab");
+  cfg.context = field("context");
+  cfg.layers = field("layers");
+  cfg.heads = field("heads");
+  cfg.width = field("width");
+  try {
+    cfg.validate();
+  } catch (const std::exception& e) {
+    r.fail(std::string("config in __metadata__ is not valid: ") + e.what());
+  }
+  return cfg;
+}
+
+/// Reads every parameter of a save_gpt file into caller-owned arrays laid out for `cfg`
+/// (embed: embed_numel floats, blocks[l]: block_numel floats), e.g. to start training from
+/// saved weights. `cfg` must be the file's config (read_gpt_config). Every tensor the config
+/// implies must be there with its shape, and the file must hold no other tensor: a layer count
+/// that disagrees with the tensors is a broken file, not something to ignore.
+inline void read_gpt_params(const safetensors_reader& r, const gpt_config& cfg, float* embed,
+                            const std::vector<float*>& blocks) {
+  if (blocks.size() != std::size_t(cfg.layers))
+    throw strata::config_error("read_gpt_params '" + r.path() + "': " +
+                               std::to_string(blocks.size()) + " block arrays for " +
+                               std::to_string(cfg.layers) + " layers");
+  std::size_t expected = 0;
+  for (const tensor_slot& s : embed_slots(cfg)) {
+    r.read_f32(s.name, st_detail::to_shape(s.shape), embed + s.offset);
+    ++expected;
+  }
+  const std::vector<tensor_slot> slots = block_slots(cfg);
+  for (int l = 0; l < cfg.layers; ++l)
+    for (const tensor_slot& s : slots) {
+      r.read_f32(block_tensor_name(l, s), st_detail::file_shape(s), blocks[l] + s.offset,
+                 s.shape.size() == 2);
+      ++expected;
+    }
+  if (r.tensors().size() == expected) return;
+  for (const st_tensor_info& t : r.tensors()) {
+    bool known = false;
+    for (const tensor_slot& s : embed_slots(cfg)) known |= t.name == s.name;
+    for (int l = 0; l < cfg.layers && !known; ++l)
+      for (const tensor_slot& s : slots) known |= t.name == block_tensor_name(l, s);
+    if (!known)
+      r.fail("unexpected tensor '" + t.name + "': a model with " + std::to_string(cfg.layers) +
+             " layers and width " + std::to_string(cfg.width) + " has no such parameter");
+  }
+}
+
+/// Loads a file written by save_gpt: its config and every parameter.
+inline gpt_weights load_gpt(const std::string& path) {
+  safetensors_reader r(path);
+  gpt_weights w;
+  w.cfg = read_gpt_config(r);
+  w.embed.resize(embed_numel(w.cfg));
+  w.blocks.assign(std::size_t(w.cfg.layers), std::vector<float>(block_numel(w.cfg)));
+  std::vector<float*> blocks;
+  for (auto& b : w.blocks) blocks.push_back(b.data());
+  read_gpt_params(r, w.cfg, w.embed.data(), blocks);
+  return w;
+}
+
+}  // namespace gpt

@@ -1,0 +1,389 @@
+// examples/gpt/train.cpp — gpt_train: trains the mini-GPT through strata's ZeRO executor.
+//
+// What this is: the command line around trainer.hpp. It picks a policy bundle (where the
+// parameters, gradients and optimizer state live) and a communicator (thread ranks in this
+// process, or MPI ranks under mpirun), prints the memory plan before the first step, then one
+// progress line per step, and leaves behind:
+//   gpt_loss.csv, gpt_loss.svg   the loss log and its curve (train and validation)
+//   gpt_trace.json               rank 0's trace of the step --trace-step (open in Perfetto)
+//   gpt.safetensors              the final weights with GPT-2 tensor names (gpt_generate reads it)
+// What it is not: fast on a GPU. This is the host build: tier::device is strata's emulated
+// device (a bounded arena in host memory with its own copy queues), the kernels are host/
+// (OpenBLAS GEMMs, OpenMP), and the CUDA kernels live in cuda/.
+//
+// The policies (see README "The mini-GPT" for the plan tables):
+//   resident  zero0: every rank keeps all parameters, gradients and Adam state on the device;
+//             gradients are all-reduced. The baseline.
+//   host      zero3_offload: each rank keeps a 1/R shard of every layer in host memory; layers
+//             are all-gathered onto the device just before they run; Adam runs on the host
+//             over the shard (ZeRO-Offload).
+//   nvme      zero3_infinity: the shards and the Adam moments live in a file per rank on the
+//             NVMe tier, streamed through pinned buffers (ZeRO-Infinity).
+//
+//   gpt_train --policy nvme --ranks 2 --nvme-dir nvme          (the README demo)
+//   mpirun -np 2 gpt_train --policy host                        (MPI ranks)
+//
+// Exit codes: 0 trained, 1 failed (the message says why), 2 bad arguments.
+#include "data.hpp"
+#include "safetensors.hpp"
+#include "trainer.hpp"
+
+#include <strata/comm/mpi.hpp>  // empty without STRATA_HAVE_MPI
+#include <strata/comm/threads.hpp>
+
+#include <cblas.h>
+
+#include <chrono>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
+
+#if defined(_OPENMP)
+#  include <omp.h>
+#endif
+
+namespace {
+
+constexpr const char* usage = R"(usage: gpt_train [options]
+
+Trains a byte-level GPT-2-style model with strata's ZeRO executor (host build: emulated device).
+
+Model:     --layers N (4)  --heads N (4)  --width N (128)  --context N (64)
+Batch:     --batch B (8, sequences per rank per micro-batch)  --seq T (= context)
+           --accum A (1, micro-batches per step); global batch = ranks x B x A sequences
+Schedule:  --steps N (300)  --lr F (3e-3)  --min-lr F (3e-4)  --warmup N (20)
+           --wd F (0.1, AdamW)  --clip F (1.0, global gradient norm; 0 = off)  --seed N
+Policy:    --policy resident|host|nvme (host)   --ranks R (2, thread ranks; mpirun sets it)
+           --device-mib F (per rank; default: what the plan needs)  --pinned-mib F (64)
+           --nvme-dir DIR (gpt-nvme)
+Data:      --data PATH (file or directory; default the fortunes, else /usr/share/common-licenses)
+           --val-every N (25)  --val-batches N (8)
+Output:    --out FILE (gpt.safetensors)  --log FILE (gpt_loss.csv)  --svg FILE (gpt_loss.svg)
+           --trace-step N (5; -1 = none, writes gpt_trace.json)  --threads N (per rank)
+           --help
+)";
+
+struct options {
+  gpt::train_config train;
+  std::string policy = "host";
+  int ranks = 2;
+  double device_mib = 0, pinned_mib = 64;
+  std::string nvme_dir = "gpt-nvme";
+  std::string data;
+  int val_every = 25, val_batches = 8;
+  std::string out = "gpt.safetensors", log = "gpt_loss.csv", svg = "gpt_loss.svg";
+  int trace_step = 5;
+  int threads = 0;
+};
+
+[[noreturn]] void bad_argument(const std::string& why) {
+  std::fprintf(stderr, "gpt_train: %s\n(see gpt_train --help)\n", why.c_str());
+  std::exit(2);
+}
+
+options parse(int argc, char** argv) {
+  options o;
+  o.train.model.context = 64;
+  o.train.seq = -1;  // = context unless given
+  o.train.steps = 300;
+  for (int a = 1; a < argc; ++a) {
+    const std::string arg = argv[a];
+    if (arg == "--help" || arg == "-h") {
+      std::fputs(usage, stdout);
+      std::exit(0);
+    }
+    if (a + 1 >= argc) bad_argument("'" + arg + "' needs a value (or is unknown)");
+    const std::string v = argv[++a];
+    auto number = [&]() -> double {
+      char* end = nullptr;
+      const double d = std::strtod(v.c_str(), &end);
+      if (v.empty() || *end != '\0') bad_argument(arg + " expects a number, got '" + v + "'");
+      return d;
+    };
+    auto integer = [&]() -> int {
+      const double d = number();
+      if (d != static_cast<int>(d)) bad_argument(arg + " expects an integer, got '" + v + "'");
+      return static_cast<int>(d);
+    };
+    auto& t = o.train;
+    if (arg == "--layers") t.model.layers = integer();
+    else if (arg == "--heads") t.model.heads = integer();
+    else if (arg == "--width") t.model.width = integer();
+    else if (arg == "--context") t.model.context = integer();
+    else if (arg == "--batch") t.batch = integer();
+    else if (arg == "--seq") t.seq = integer();
+    else if (arg == "--accum") t.accum = integer();
+    else if (arg == "--steps") t.steps = integer();
+    else if (arg == "--lr") t.lr = number();
+    else if (arg == "--min-lr") t.min_lr = number();
+    else if (arg == "--warmup") t.warmup = integer();
+    else if (arg == "--wd") t.weight_decay = static_cast<float>(number());
+    else if (arg == "--clip") t.clip = static_cast<float>(number());
+    else if (arg == "--seed") t.seed = static_cast<std::uint64_t>(integer());
+    else if (arg == "--policy") {
+      if (v != "resident" && v != "host" && v != "nvme")
+        bad_argument("--policy is resident, host or nvme, got '" + v + "'");
+      o.policy = v;
+    } else if (arg == "--ranks") o.ranks = integer();
+    else if (arg == "--device-mib") o.device_mib = number();
+    else if (arg == "--pinned-mib") o.pinned_mib = number();
+    else if (arg == "--nvme-dir") o.nvme_dir = v;
+    else if (arg == "--data") o.data = v;
+    else if (arg == "--val-every") o.val_every = integer();
+    else if (arg == "--val-batches") o.val_batches = integer();
+    else if (arg == "--out") o.out = v;
+    else if (arg == "--log") o.log = v;
+    else if (arg == "--svg") o.svg = v;
+    else if (arg == "--trace-step") o.trace_step = integer();
+    else if (arg == "--threads") o.threads = integer();
+    else bad_argument("unknown option '" + arg + "'");
+  }
+  if (o.train.seq < 0) o.train.seq = o.train.model.context;
+  if (o.ranks < 1) bad_argument("--ranks must be >= 1");
+  if (o.val_every < 1 || o.val_batches < 1) bad_argument("--val-every and --val-batches must be >= 1");
+  if (o.device_mib < 0 || o.pinned_mib <= 0) bad_argument("--device-mib >= 0, --pinned-mib > 0");
+  try {
+    o.train.validate();
+  } catch (const std::exception& e) {
+    bad_argument(e.what());
+  }
+  return o;
+}
+
+// Only rank 0 talks; the lines appear as they happen, also through mpirun's pipes.
+struct voice {
+  bool on;
+  [[gnu::format(printf, 2, 3)]] void operator()(const char* format, ...) const {
+    if (!on) return;
+    va_list args;
+    va_start(args, format);
+    std::vprintf(format, args);
+    va_end(args);
+    std::fflush(stdout);
+  }
+};
+
+double mib(double bytes) { return bytes / (1024.0 * 1024.0); }
+
+// This machine's sgemm rate with every core, the "peak" the MFU is measured against on the
+// host (there is no datasheet figure for an emulated device): a 768^3 single-precision GEMM.
+double measured_sgemm_flops() {
+  const int n = 768;
+  std::vector<float> a(std::size_t(n) * n, 0.5f), b(a), c(a);
+  auto run = [&] {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n,
+                0.0f, c.data(), n);
+  };
+  run();
+  double best = 0;
+  for (int r = 0; r < 5; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    run();
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::max(best, 2.0 * n * n * n / s);
+  }
+  return best;
+}
+
+std::string tier_line(const strata::context& ctx) {
+  std::string s;
+  char buf[96];
+  for (auto t : {strata::tier_id::device, strata::tier_id::pinned, strata::tier_id::host,
+                 strata::tier_id::nvme}) {
+    std::snprintf(buf, sizeof buf, "%s%s %.1f", s.empty() ? "" : " ",
+                  t == strata::tier_id::device ? "dev" : t == strata::tier_id::pinned ? "pin"
+                                                       : t == strata::tier_id::host   ? "host"
+                                                                                      : "nvme",
+                  mib(static_cast<double>(ctx.budget(t).used())));
+    s += buf;
+  }
+  return s + " MiB";
+}
+
+template <class Bundle, class Comm>
+int train(Comm& comm, const options& o, const gpt::text_split& data, double peak_flops) {
+  const int rank = comm.rank(), ranks = comm.size();
+  const voice say{rank == 0};
+  const auto& tc = o.train;
+  const gpt::gpt_config& cfg = tc.model;
+
+  strata::context_config cc;
+  // The device budget: what the plan needs unless --device-mib says otherwise. A plan that does
+  // not fit is refused by the executor before anything is allocated.
+  cc.device_bytes = o.device_mib > 0 ? static_cast<std::size_t>(o.device_mib * 1024 * 1024)
+                                     : std::size_t{1} << 40;
+  cc.pinned_bytes = static_cast<std::size_t>(o.pinned_mib * 1024 * 1024);
+  cc.staging_slot_bytes = std::size_t{1} << 20;
+  cc.staging_slots = 4;
+  cc.trace = rank == 0 && o.trace_step >= 0;
+  cc.rank = rank;
+  if (o.policy == "nvme") {
+    std::filesystem::create_directories(o.nvme_dir);
+    cc.nvme_directory = o.nvme_dir;
+  }
+  strata::context ctx(cc);
+  ctx.trace().set_enabled(false);
+
+  gpt::trainer<Comm, Bundle> tr(ctx, comm, tc, data);
+  const double params = static_cast<double>(gpt::parameter_count(cfg));
+  const double state_bytes = params * 16;  // fp32 params, grads, Adam m and v
+  say("\n== model: %d layers, %d heads, width %d, context %d, vocab %d: %.2f M parameters\n",
+      cfg.layers, cfg.heads, cfg.width, cfg.context, cfg.vocab, params / 1e6);
+  say("   training state (fp32 params + grads + Adam m, v): %.1f MiB; activations kept per rank: "
+      "%.1f MiB\n",
+      mib(state_bytes), mib(static_cast<double>(tr.activation_bytes())));
+  say("   policy %s over %d rank%s; global batch %d ranks x %d seq x %d accum x %d tokens = %zu "
+      "tokens/step\n",
+      o.policy.c_str(), ranks, ranks > 1 ? "s" : "", ranks, tc.batch, tc.accum, tc.seq,
+      tr.tokens_per_step());
+  say("\n== memory plan of rank 0 (refused up front if it does not fit):\n%s",
+      tr.plan().to_string(&ctx).c_str());
+  if (o.device_mib > 0)
+    say("   the device budget (%.1f MiB) is %.0f%% of the model's training state\n", o.device_mib,
+        100.0 * o.device_mib * 1024 * 1024 / state_bytes);
+
+  std::unique_ptr<gpt::train_log> log;
+  if (rank == 0) log = std::make_unique<gpt::train_log>(o.log);
+  const double flops_per_token =
+      6.0 * params + 12.0 * cfg.layers * static_cast<double>(cfg.width) * tc.seq;
+  say("\n== training (%d steps)\n", tc.steps);
+  double first_loss = 0, last_val = std::numeric_limits<double>::quiet_NaN();
+  for (int step = 0; step < tc.steps; ++step) {
+    const bool traced = step == o.trace_step && rank == 0;
+    if (traced) ctx.trace().set_enabled(true);
+    const auto t0 = std::chrono::steady_clock::now();
+    const gpt::step_stats st = tr.train_step(step);
+    const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (traced) {
+      ctx.trace().set_enabled(false);
+      ctx.trace().write_chrome_json("gpt_trace.json");
+    }
+    gpt::step_record rec;
+    rec.step = step + 1;
+    rec.train_loss = st.loss;
+    rec.lr = st.lr;
+    rec.grad_norm = st.grad_norm;
+    rec.ms = sec * 1e3;
+    rec.tokens_per_s = static_cast<double>(tr.tokens_per_step()) / sec;
+    if (step == 0) first_loss = st.loss;
+    if ((step + 1) % o.val_every == 0 || step + 1 == tc.steps) {
+      rec.val_loss = tr.validation_loss(o.val_batches);
+      last_val = rec.val_loss;
+    }
+    const double flops = rec.tokens_per_s * flops_per_token;
+    char val[32] = "";
+    if (!std::isnan(rec.val_loss)) std::snprintf(val, sizeof val, " val %.4f |", rec.val_loss);
+    say("step %4d/%d | loss %.4f |%s lr %.2e | norm %5.2f%s | %6.0f tok/s | %5.2f GFLOP/s | MFU "
+        "%4.1f%% | %s | %4.0f ms%s\n",
+        rec.step, tc.steps, rec.train_loss, val, rec.lr, rec.grad_norm,
+        st.skipped ? " (skipped)" : "", rec.tokens_per_s, flops / 1e9, 100.0 * flops / peak_flops,
+        tier_line(ctx).c_str(), rec.ms, traced ? " (traced)" : "");
+    if (log) log->add(rec);
+  }
+
+  // The weights: every rank takes part in gathering them; rank 0 writes the file.
+  auto w = tr.weights();
+  if (rank == 0) {
+    std::vector<std::vector<float>> blocks(w.begin() + 1, w.end());
+    gpt::save_gpt(o.out, cfg, w[0], blocks);
+    log->write_svg(o.svg, "mini-GPT " + std::to_string(params / 1e6).substr(0, 4) +
+                              " M params, policy " + o.policy + ", " + std::to_string(ranks) +
+                              " ranks");
+    say("\n== done: loss %.3f -> validation %.3f\n", first_loss, last_val);
+    say("   wrote %s (weights), %s + %s (loss log and curve)%s\n", o.out.c_str(), o.log.c_str(),
+        o.svg.c_str(), o.trace_step >= 0 && o.trace_step < tc.steps ? ", gpt_trace.json" : "");
+    say("   memory, rank 0:\n%s", ctx.memory_report().c_str());
+  }
+  return 0;
+}
+
+template <class Comm>
+int train_policy(Comm& comm, const options& o, const gpt::text_split& data, double peak) {
+  if (o.policy == "resident") return train<strata::zero0>(comm, o, data, peak);
+  if (o.policy == "host") return train<strata::zero3_offload>(comm, o, data, peak);
+  return train<strata::zero3_infinity>(comm, o, data, peak);
+}
+
+void print_corpus(const gpt::corpus& text, const gpt::text_split& data) {
+  std::printf("corpus: %s (%zu files, %.2f MB; %zu train / %zu validation bytes)\n",
+              text.source.c_str(), text.files.size(), text.bytes.size() / 1e6, data.train.size(),
+              data.val.size());
+}
+
+#if STRATA_HAVE_MPI
+// Under mpirun: one process per rank on comm::mpi. The executor's collectives thread and this
+// thread both call MPI, so comm::mpi needs MPI_THREAD_MULTIPLE.
+int train_mpi(int& argc, char**& argv, const options& o, const gpt::corpus& text,
+              const gpt::text_split& data, double peak, unsigned cores) {
+  int provided = 0, rank = 0, size = 1;
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  int rc = 1;
+  if (provided < MPI_THREAD_MULTIPLE) {
+    if (rank == 0) std::fprintf(stderr, "gpt_train: this MPI lacks MPI_THREAD_MULTIPLE\n");
+  } else {
+    strata::comm::mpi comm;  // a duplicate of MPI_COMM_WORLD, freed before MPI_Finalize
+    try {
+      const int threads = o.threads > 0 ? o.threads : std::max(1, int(cores) / size);
+      gpt::use_one_thread_pool();
+#  if defined(_OPENMP)
+      omp_set_num_threads(threads);
+#  endif
+      if (rank == 0) print_corpus(text, data);
+      rc = train_policy(comm, o, data, peak);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "gpt_train (rank %d): %s\n", rank, e.what());
+      comm.abort(e.what());
+    }
+  }
+  MPI_Finalize();
+  return rc;
+}
+#endif
+
+#if STRATA_HAVE_MPI
+bool launched_by_mpirun() {
+  return std::getenv("OMPI_COMM_WORLD_SIZE") != nullptr || std::getenv("PMI_SIZE") != nullptr;
+}
+#endif
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const options o = parse(argc, argv);
+  try {
+    const std::string path = o.data.empty() ? gpt::default_corpus_path() : o.data;
+    const gpt::corpus text = gpt::load_corpus(path);
+    const gpt::text_split data = gpt::split_corpus(text);
+    const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+    const double peak = measured_sgemm_flops();
+#if STRATA_HAVE_MPI
+    if (launched_by_mpirun()) return train_mpi(argc, argv, o, text, data, peak, cores);
+#endif
+    print_corpus(text, data);
+    std::printf("host sgemm peak (all %u cores, 768^3): %.1f GFLOP/s — the MFU reference\n", cores,
+                peak / 1e9);
+    // Thread ranks share the cores: each gets its share of OpenMP threads, and OpenBLAS runs
+    // on the calling thread (one thread pool, see host/kernels.hpp).
+    const int threads = o.threads > 0 ? o.threads : std::max(1, int(cores) / o.ranks);
+    gpt::use_one_thread_pool();
+    int status = 0;
+    strata::comm::thread_world world(o.ranks, std::chrono::minutes(10));
+    world.run([&](strata::comm::threads& comm) {
+#if defined(_OPENMP)
+      omp_set_num_threads(threads);
+#endif
+      const int s = train_policy(comm, o, data, peak);
+      if (comm.rank() == 0) status = s;
+    });
+    return status;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "gpt_train: %s\n", e.what());
+    return 1;
+  }
+}

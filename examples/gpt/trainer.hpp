@@ -1,0 +1,312 @@
+// examples/gpt/trainer.hpp — one rank's training of the mini-GPT through strata's ZeRO executor.
+//
+// What this is: the part of train.cpp that a test and a benchmark also need — the model's
+// layers as a strata zero_executor (layer 0 the embeddings and ln_f, layers 1..L the blocks),
+// one training step (forward, loss, backward over A micro-batches, then AdamW through
+// strata::optim::zero_adam with the gradient norm clipped over every rank's shards), and the
+// validation loss. Every rank runs the same code; the communicator joins them.
+// What it is not: the command line, printing or files (train.cpp), the kernels (host/).
+//
+// How the model maps onto the executor (what a newcomer needs to follow train.cpp):
+//   layer 0      "embed": wte (V,C), wpe (T,C), ln_f.weight (C), ln_f.bias (C)
+//   layer 1+l    "h.l":   block l's twelve tensors (gpt_config.hpp's block_slots)
+// The LM head is tied to wte, and wte lives in layer 0, which the forward walk visits first.
+// So when layer 0 is gathered in the forward, the trainer keeps a copy of wte and ln_f on the
+// compute tier (the "head copy", V*C + 2C floats) for the head at the end of the walk, and the
+// head's gradient of them waits in the "head gradient" buffer until the backward walk reaches
+// layer 0, where it is added to the embedding's own gradient. Each parameter is still stored,
+// sharded and updated exactly once.
+//
+// Activations (all on the compute tier — the emulated device in the host build — and counted
+// against its budget in the memory plan):
+//   x[0..L]      (B,T,C) each: the input of every block, kept from forward to backward
+//                (activation checkpointing: block_backward recomputes the rest)
+//   dx           (B,T,C): the gradient flowing backward
+//   block scratch, head scratch (logits (B*T, V), ...): one of each, reused by every layer
+//
+// Determinism: the executor's reductions add in rank order and the kernels do not depend on the
+// thread count, so R ranks x micro-batch B equal 1 rank x B with A = R accumulation steps — the
+// same data (data.hpp's global sample order) and the same sums. tests/test_gpt_zero.cpp checks
+// it bitwise.
+#pragma once
+
+#include "data.hpp"
+#include "gpt_config.hpp"
+#include "host/block.hpp"
+#include "host/kernels.hpp"
+#include "train_log.hpp"
+
+#include <strata/strata.hpp>
+#include <strata/optim/adam.hpp>
+#include <strata/optim/grad_stats.hpp>
+#include <strata/optim/zero_adam.hpp>
+#include <strata/schedule/executor.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace gpt {
+
+struct train_config {
+  gpt_config model;
+  int batch = 8;        // B: sequences per rank per micro-batch
+  int seq = 64;         // T: tokens per sequence (<= model.context)
+  int accum = 1;        // A: micro-batches per optimizer step
+  int steps = 200;      // optimizer steps
+  double lr = 3e-3;     // peak learning rate
+  double min_lr = 3e-4; // at the end of the cosine
+  int warmup = 20;
+  float weight_decay = 0.1f;
+  float beta1 = 0.9f, beta2 = 0.95f;
+  float clip = 1.0f;    // max global gradient norm; <= 0: no clipping
+  std::uint64_t seed = 1337;
+
+  void validate() const {
+    model.validate();
+    auto bad = [](const std::string& what) { throw std::invalid_argument("gpt train: " + what); };
+    if (batch < 1) bad("batch must be >= 1");
+    if (seq < 1 || seq > model.context)
+      bad("seq (" + std::to_string(seq) + ") must be in [1, context = " +
+          std::to_string(model.context) + "]");
+    if (accum < 1) bad("accum must be >= 1");
+    if (steps < 1) bad("steps must be >= 1");
+    if (!(lr > 0) || !(min_lr >= 0) || min_lr > lr) bad("need 0 <= min_lr <= lr, lr > 0");
+    if (warmup < 0) bad("warmup must be >= 0");
+  }
+};
+
+/// GPT-2's initialisation of layer `layer` of the executor (0: embed, 1+l: block l), the same
+/// on every rank: N(0, 0.02) weights, c_proj weights N(0, 0.02/sqrt(2L)), zero biases, unit
+/// layernorm weights. A pure function of (seed, layer), so no rank needs to send it.
+inline std::vector<float> initial_layer(const gpt_config& cfg, std::size_t layer,
+                                        std::uint64_t seed) {
+  const bool embed = layer == 0;
+  const auto slots = embed ? embed_slots(cfg) : block_slots(cfg);
+  std::vector<float> w(embed ? embed_numel(cfg) : block_numel(cfg), 0.0f);
+  std::mt19937_64 rng(splitmix64(seed * 1000003 + layer));
+  const float proj_std = 0.02f / std::sqrt(2.0f * static_cast<float>(cfg.layers));
+  for (const auto& s : slots) {
+    float* p = w.data() + s.offset;
+    const bool is_ln_weight = s.name.find("ln") != std::string::npos &&
+                              s.name.find(".weight") != std::string::npos;
+    if (is_ln_weight) {
+      std::fill(p, p + s.numel, 1.0f);
+    } else if (s.shape.size() == 2) {
+      const float sd = s.name.find("c_proj.weight") != std::string::npos ? proj_std : 0.02f;
+      // Box-Muller over splitmix bits: the same numbers with every standard library.
+      for (std::size_t i = 0; i < s.numel; i += 2) {
+        const double u1 = (static_cast<double>(rng() >> 11) + 0.5) / 9007199254740992.0;
+        const double u2 = static_cast<double>(rng() >> 11) / 9007199254740992.0;
+        const double r = std::sqrt(-2.0 * std::log(u1));
+        p[i] = static_cast<float>(sd * r * std::cos(6.283185307179586 * u2));
+        if (i + 1 < s.numel) p[i + 1] = static_cast<float>(sd * r * std::sin(6.283185307179586 * u2));
+      }
+    }
+  }
+  return w;
+}
+
+struct step_stats {
+  double loss = 0;       // mean over the global batch
+  double grad_norm = 0;  // before clipping
+  double lr = 0;
+  bool skipped = false;
+};
+
+template <class Comm, class Bundle, std::size_t Depth = 2>
+class trainer {
+public:
+  using executor_type = strata::zero_executor<Comm, Bundle, Depth>;
+
+  trainer(strata::context& ctx, Comm& comm, const train_config& tc, const text_split& data)
+      : ctx_(ctx), comm_(comm), tc_(validated(tc)), cfg_(tc.model),
+        train_(data.train, tc.seq, tc.seed, "train split of " + data.source),
+        val_(data.val.size() > std::size_t(tc.seq) ? data.val : data.train, tc.seq, tc.seed + 1,
+             "validation split of " + data.source),
+        acts_(allocate_activations()),
+        scratch_(cfg_, tc.batch),
+        ex_(ctx, comm, layer_specs(cfg_), "gpt"),
+        opt_(ex_, adam_for(tc)) {
+    for (std::size_t i = 0; i < ex_.size(); ++i) ex_.set_params(i, initial_layer(cfg_, i, tc.seed));
+  }
+
+  const strata::memory_plan& plan() const { return ex_.plan(); }
+  executor_type& executor() noexcept { return ex_; }
+  const train_config& config() const noexcept { return tc_; }
+  /// Bytes of activations and scratch this rank keeps on the compute tier.
+  std::size_t activation_bytes() const noexcept { return acts_.size(); }
+  std::size_t tokens_per_step() const noexcept {
+    return std::size_t(comm_.size()) * tc_.batch * tc_.seq * tc_.accum;
+  }
+
+  /// One optimizer step (0-based `step`): A micro-batches of forward + backward, then AdamW.
+  step_stats train_step(int step) {
+    step_stats st;
+    // In float, in micro-batch order: the same sum the ranks' mean makes in rank order, so the
+    // reported loss too is the same bits for R ranks and for 1 rank with A = R.
+    float loss_sum = 0;
+    for (int a = 0; a < tc_.accum; ++a) {
+      train_.batch(std::uint64_t(step), a, tc_.accum, comm_.rank(), comm_.size(), tc_.batch,
+                   tokens_.data(), targets_.data());
+      loss_sum += forward(true);
+      backward(a > 0);
+    }
+    st.lr = learning_rate(step, tc_.warmup, tc_.steps, tc_.lr, tc_.min_lr);
+    opt_.set_lr(static_cast<float>(st.lr));
+    strata::optim::step_options so;
+    so.max_grad_norm = tc_.clip;
+    so.grad_multiplier = 1.0f / static_cast<float>(tc_.accum);  // the sum at home -> the mean
+    const strata::optim::step_result r = opt_.step(ex_, so);
+    st.grad_norm = r.norm;
+    st.skipped = r.skipped;
+    st.loss = mean_over_ranks(loss_sum / static_cast<float>(tc_.accum));
+    return st;
+  }
+
+  /// Mean loss over `batches` evaluation batches per rank (each rank its own windows).
+  double validation_loss(int batches) {
+    double sum = 0;
+    for (int b = 0; b < batches; ++b) {
+      val_.eval_batch(std::uint64_t(b) * comm_.size() + comm_.rank(), tc_.batch, tokens_.data(),
+                      targets_.data());
+      sum += forward(false);
+    }
+    return mean_over_ranks(static_cast<float>(sum / std::max(batches, 1)));
+  }
+
+  /// Every layer's full parameters (a collective: every rank must call it).
+  std::vector<std::vector<float>> weights() {
+    std::vector<std::vector<float>> w;
+    for (std::size_t i = 0; i < ex_.size(); ++i) w.push_back(ex_.params(i));
+    return w;
+  }
+
+private:
+  static const train_config& validated(const train_config& tc) {
+    tc.validate();
+    return tc;
+  }
+
+  static std::vector<strata::layer_spec> layer_specs(const gpt_config& cfg) {
+    std::vector<strata::layer_spec> l{{"embed", embed_numel(cfg)}};
+    for (int i = 0; i < cfg.layers; ++i) l.push_back({"h." + std::to_string(i), block_numel(cfg)});
+    return l;
+  }
+
+  static strata::optim::adam_params adam_for(const train_config& tc) {
+    strata::optim::adam_params h;
+    h.lr = static_cast<float>(tc.lr);
+    h.beta1 = tc.beta1;
+    h.beta2 = tc.beta2;
+    h.eps = 1e-8f;
+    h.weight_decay = tc.weight_decay;
+    h.mode = strata::optim::weight_decay_mode::decoupled;
+    return h;
+  }
+
+  // One device buffer carved into every activation the step keeps (see the top of the file).
+  strata::buffer allocate_activations() {
+    const std::size_t N = std::size_t(tc_.batch) * tc_.seq, C = cfg_.width, V = cfg_.vocab;
+    const std::size_t L = cfg_.layers;
+    std::size_t floats = 0;
+    auto carve = [&](std::size_t n) {
+      const std::size_t at = floats;
+      floats += (n + 15) / 16 * 16;  // 64-byte aligned pieces
+      return at;
+    };
+    const std::size_t x = carve((L + 1) * N * C), dx = carve(N * C);
+    const std::size_t head_copy = carve(V * C + 2 * C), head_grad = carve(V * C + 2 * C);
+    const std::size_t xf = carve(N * C), mean = carve(N), rstd = carve(N), logits = carve(N * V);
+    const std::size_t losses = carve(N), dlogits = carve(N * V), dxf = carve(N * C);
+    strata::buffer b = ctx_.allocate(strata::tier_id::device, floats * sizeof(float),
+                                      "gpt activations (x[0..L], dx, head)");
+    float* base = static_cast<float*>(b.data());
+    x_ = base + x, dx_ = base + dx, head_copy_ = base + head_copy, head_grad_ = base + head_grad;
+    xf_ = base + xf, mean_ = base + mean, rstd_ = base + rstd, logits_ = base + logits;
+    losses_ = base + losses, dlogits_ = base + dlogits, dxf_ = base + dxf;
+    tokens_.resize(N);
+    targets_.resize(N);
+    return b;
+  }
+
+  float* x_at(int l) const { return x_ + std::size_t(l) * tc_.batch * tc_.seq * cfg_.width; }
+
+  // Forward over the current batch (tokens_, targets_): returns this rank's mean loss.
+  float forward(bool for_training) {
+    (void)for_training;
+    const int B = tc_.batch, T = tc_.seq, C = cfg_.width, V = cfg_.vocab, L = cfg_.layers;
+    const auto embed = embed_slots(cfg_);
+    const std::size_t wte = embed[0].offset, wpe = embed[1].offset, lnf = embed[2].offset;
+    ex_.forward([&](std::size_t i, const float* w, std::size_t) {
+      if (i == 0) {
+        encoder_forward(x_at(0), tokens_.data(), w + wte, w + wpe, B, T, C);
+        // The head copy: wte (V,C), then ln_f weight and bias (C each).
+        std::memcpy(head_copy_, w + wte, std::size_t(V) * C * sizeof(float));
+        std::memcpy(head_copy_ + std::size_t(V) * C, w + lnf, 2 * std::size_t(C) * sizeof(float));
+      } else {
+        const int l = int(i) - 1;
+        block_forward(cfg_, B, T, w, x_at(l), x_at(l + 1), scratch_);
+      }
+    });
+    const float* lnf_w = head_copy_ + std::size_t(V) * C;
+    const float loss = head_forward(xf_, mean_, rstd_, logits_, losses_, x_at(L), targets_.data(),
+                                    head_copy_, lnf_w, lnf_w + C, B * T, C, V);
+    ctx_.compute_fence().wait();
+    return loss;
+  }
+
+  // Backward of the batch forward() last ran; `accumulate`: add to the gradients at home.
+  void backward(bool accumulate) {
+    const int B = tc_.batch, T = tc_.seq, C = cfg_.width, V = cfg_.vocab, L = cfg_.layers;
+    const std::size_t N = std::size_t(B) * T;
+    const std::size_t head_numel = std::size_t(V) * C + 2 * std::size_t(C);
+    std::fill(head_grad_, head_grad_ + head_numel, 0.0f);
+    std::fill(dx_, dx_ + N * C, 0.0f);
+    float* dwte_head = head_grad_;
+    float* dlnf = head_grad_ + std::size_t(V) * C;
+    const float* lnf_w = head_copy_ + std::size_t(V) * C;
+    head_backward(dx_, dlnf, dlnf + C, dwte_head, dlogits_, dxf_, logits_, xf_, x_at(L),
+                  mean_, rstd_, targets_.data(), head_copy_, lnf_w, int(N), C, V);
+    const auto embed = embed_slots(cfg_);
+    auto g = [&](std::size_t i, const float* w, float* dw, std::size_t n) {
+      if (i == 0) {
+        // The embedding's gradient: the head's share of wte and ln_f, then the encoder's.
+        std::fill(dw, dw + n, 0.0f);
+        std::memcpy(dw + embed[0].offset, dwte_head, std::size_t(V) * C * sizeof(float));
+        std::memcpy(dw + embed[2].offset, dlnf, 2 * std::size_t(C) * sizeof(float));
+        encoder_backward(dw + embed[0].offset, dw + embed[1].offset, dx_, tokens_.data(), B, T, C);
+      } else {
+        const int l = int(i) - 1;
+        block_backward(cfg_, B, T, w, x_at(l), dx_, dx_, dw, scratch_);
+      }
+    };
+    ex_.backward(g, accumulate ? strata::grad_mode::accumulate : strata::grad_mode::overwrite);
+  }
+
+  float mean_over_ranks(float v) {
+    float out = v;
+    comm_.all_reduce(&v, &out, 1, strata::comm::reduce_op::mean).wait();
+    return out;
+  }
+
+  strata::context& ctx_;
+  Comm& comm_;
+  train_config tc_;
+  gpt_config cfg_;
+  batch_sampler train_, val_;
+  float *x_ = nullptr, *dx_ = nullptr, *head_copy_ = nullptr, *head_grad_ = nullptr;
+  float *xf_ = nullptr, *mean_ = nullptr, *rstd_ = nullptr, *logits_ = nullptr;
+  float *losses_ = nullptr, *dlogits_ = nullptr, *dxf_ = nullptr;
+  std::vector<int> tokens_, targets_;
+  strata::buffer acts_;
+  block_scratch scratch_;
+  executor_type ex_;
+  strata::optim::zero_adam<executor_type> opt_;
+};
+
+}  // namespace gpt

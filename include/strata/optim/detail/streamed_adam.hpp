@@ -1,0 +1,392 @@
+// strata/optim/detail/streamed_adam.hpp — definitions for optim/streamed_adam.hpp.
+#pragma once
+
+
+#include <algorithm>
+#include <cstring>
+#include <exception>
+#include <optional>
+#include <type_traits>
+#include <utility>
+
+STRATA_NAMESPACE_BEGIN
+namespace optim {
+
+// The sub-group size in use: a multiple of the checksum block's floats, never larger than the
+// groups laid end to end (each starting on a block).
+inline std::size_t streamed_adam::sub_group_for(std::size_t block_elems,
+                                                const std::vector<group_spec>& groups,
+                                                const streamed_adam_config& config,
+                                                const std::string& name) {
+  if (config.sub_group == 0 || config.sub_group % block_elems != 0)
+    throw config_error("streamed adam '" + name + "': sub_group of " +
+                       std::to_string(config.sub_group) + " elements (" +
+                       format_bytes(config.sub_group * sizeof(float)) +
+                       " per tensor) is not a positive multiple of the NVMe checksum block (" +
+                       format_bytes(block_elems * sizeof(float)) + " = " +
+                       std::to_string(block_elems) +
+                       " floats): every sub-group must start on a block of every tensor");
+  std::size_t laid = 0;
+  for (auto& g : groups) laid += align_up(g.numel, block_elems);
+  return std::max(block_elems, std::min(config.sub_group, laid));
+}
+
+inline memory_plan streamed_adam::plan_for(context& ctx, const std::vector<group_spec>& groups,
+                                           const streamed_adam_config& config,
+                                           const std::string& name) {
+  const std::size_t block = ctx.nvme().checksum_block();  // config_error without an NVMe tier
+  const std::size_t sub = sub_group_for(block / sizeof(float), groups, config, name);
+  constexpr std::size_t f = sizeof(float);
+  const std::size_t kinds = config.master_on_nvme ? 3 : 2;
+  const char* arrays = config.master_on_nvme ? "(master, m, v)" : "(m, v)";
+  std::size_t state_floats = 0;
+  for (auto& g : groups) state_floats += g.numel;
+  memory_plan plan;
+  plan.add(tier_id::pinned, "3 buffer sets x " + std::to_string(sub) + " elements x " + arrays,
+           3 * sub * kinds * f);
+  // The store's bounce buffers. In a step, a read and a write per array run at a time, each
+  // with at most one bounce buffer for an unaligned tail (one alignment unit: the sets are
+  // aligned and every piece starts on a block); the commits, after them, one checksum table at
+  // a time; set_master / master() between steps go through one buffer of up to the store's
+  // maximum.
+  const std::size_t align = ctx.nvme().alignment();
+  const std::size_t bounce_max = std::max<std::size_t>(block, std::size_t{1} << 20);
+  std::size_t table = 0;
+  for (auto& g : groups)
+    table = std::max(table, align_up((g.numel * f + block - 1) / block * 4, align));
+  plan.add(tier_id::pinned, "NVMe bounce buffers",
+           std::max({bounce_max, 2 * kinds * align, std::min(bounce_max, table)}));
+  plan.add(tier_id::nvme,
+           std::string(arrays) + " of " + std::to_string(groups.size()) +
+               " groups: current + the step being written",
+           2 * state_floats * kinds * f);
+  return plan;
+}
+
+inline streamed_adam::streamed_adam(context& ctx, std::vector<group_spec> groups,
+                                    const streamed_adam_config& config, std::string name)
+    : ctx_(ctx), name_(std::move(name)), groups_(std::move(groups)),
+      own_master_(config.master_on_nvme), simd_(config.simd), threads_(config.threads) {
+  io::nvme_store& store = ctx_.nvme();  // config_error without an NVMe tier
+  if (groups_.empty()) throw config_error("streamed adam '" + name_ + "': no parameter groups");
+  block_elems_ = store.checksum_block() / sizeof(float);
+  sub_ = sub_group_for(block_elems_, groups_, config, name_);
+  constexpr std::size_t f = sizeof(float);
+
+  for (std::size_t t = 0; t < tier_count; ++t) {
+    const auto tier = static_cast<tier_id>(t);
+    if (const std::size_t held = ctx_.budget(tier).used())
+      plan_.add(tier, "already held by the context (staging ring, ...)", held);
+  }
+  const memory_plan own = plan_for(ctx_, groups_, config, name_);
+  for (const auto& l : own.lines()) {
+    plan_.add(l.tier, l.what, l.bytes);
+    if (l.tier == tier_id::nvme) nvme_reserved_ += l.bytes;
+  }
+  plan_.check(ctx_, "streamed adam '" + name_ + "'");
+
+  ctx_.budget(tier_id::nvme).reserve(nvme_reserved_, name_ + " (optimizer state)");
+  try {
+    for (std::size_t s = 0; s < 3; ++s)
+      sets_.push_back(ctx_.allocate(tier_id::pinned, sub_ * kinds() * f,
+                                    name_ + " buffer set " + std::to_string(s)));
+    for (std::size_t a = 0; a < kinds(); ++a) {
+      const std::string what = kind_name(kind_at(a));
+      readers_.push_back(std::make_unique<work_queue>(name_ + " io-read " + what, ctx_.trace()));
+      writers_.push_back(std::make_unique<work_queue>(name_ + " io-write " + what, ctx_.trace()));
+    }
+    current_.assign(groups_.size(), {0, 0, 0});
+    for (std::size_t g = 0; g < groups_.size(); ++g) {
+      if (!groups_[g].numel) continue;
+      for (std::size_t a = 0; a < kinds(); ++a)
+        current_[g][kind_at(a)] = store.create(groups_[g].numel * f, tensor_name(g, kind_at(a)));
+    }
+  } catch (...) {
+    for (auto& hs : current_)
+      for (handle h : hs)
+        if (h) store.destroy(h);
+    ctx_.budget(tier_id::nvme).release(nvme_reserved_);
+    throw;
+  }
+}
+
+inline streamed_adam::~streamed_adam() {
+  drain();
+  if (ctx_.has_nvme()) {
+    io::nvme_store& store = ctx_.nvme();
+    for (auto& hs : current_)
+      for (handle h : hs)
+        if (h) store.destroy(h);
+  }
+  ctx_.budget(tier_id::nvme).release(nvme_reserved_);
+}
+
+inline const char* streamed_adam::kind_name(state_kind k) noexcept {
+  static constexpr const char* names[] = {"master", "m", "v"};
+  return names[k];
+}
+
+inline std::string streamed_adam::tensor_name(std::size_t g, state_kind k) const {
+  return groups_[g].name + "." + kind_name(k);
+}
+
+inline float* streamed_adam::array(std::size_t set, std::size_t a) const noexcept {
+  return static_cast<float*>(sets_[set].data()) + a * sub_;
+}
+
+inline void streamed_adam::drain() noexcept {
+  for (auto* queues : {&readers_, &writers_})
+    for (auto& q : *queues) try {
+        q->synchronize();
+      } catch (...) {  // the step that submitted it has heard of it
+      }
+}
+
+template <class Err>
+[[noreturn]] inline void streamed_adam::rethrow_as(const Err& e, const std::string& where) const {
+  throw Err("streamed adam '" + name_ + "': " + where + ": " + e.what());
+}
+
+inline std::vector<std::vector<streamed_adam::piece>> streamed_adam::sub_groups(
+    std::size_t first, std::size_t last) const {
+  std::vector<std::vector<piece>> out;
+  std::vector<piece> cur;
+  std::size_t used = 0;  // elements of the set taken, always a multiple of block_elems_
+  for (std::size_t g = first; g < last; ++g) {
+    const std::size_t n = groups_[g].numel;
+    for (std::size_t o = 0; o < n;) {
+      const std::size_t take = std::min(n - o, sub_ - used);
+      cur.push_back({g, o, take, used});
+      o += take;
+      used += align_up(take, block_elems_);  // the next piece starts on a block
+      if (used >= sub_) {
+        out.push_back(std::move(cur));
+        cur.clear();
+        used = 0;
+      }
+    }
+  }
+  if (!cur.empty()) out.push_back(std::move(cur));
+  return out;
+}
+
+inline void streamed_adam::set_master(std::size_t g, std::span<const float> values) {
+  if (!own_master_)
+    throw config_error("streamed adam '" + name_ +
+                       "': set_master, but the master weights are the caller's "
+                       "(master_on_nvme is false)");
+  const group_spec& gs = group(g);
+  if (values.size() != gs.numel)
+    throw config_error("streamed adam '" + name_ + "': set_master of group '" + gs.name +
+                       "' with " + std::to_string(values.size()) + " values; it has " +
+                       std::to_string(gs.numel));
+  if (gs.numel) ctx_.nvme().write(current_[g][master_kind], values.data(), values.size_bytes());
+}
+
+inline std::vector<float> streamed_adam::read_whole(std::size_t g, state_kind k) {
+  const group_spec& gs = group(g);
+  std::vector<float> out(gs.numel);
+  if (gs.numel) ctx_.nvme().read(current_[g][k], 0, out.data(), gs.numel * sizeof(float));
+  return out;
+}
+
+inline std::vector<float> streamed_adam::master(std::size_t g) {
+  if (!own_master_)
+    throw config_error("streamed adam '" + name_ +
+                       "': master(), but the master weights are the caller's");
+  return read_whole(g, master_kind);
+}
+inline std::vector<float> streamed_adam::m(std::size_t g) { return read_whole(g, m_kind); }
+inline std::vector<float> streamed_adam::v(std::size_t g) { return read_whole(g, v_kind); }
+
+template <class G, class P>
+void streamed_adam::step(const adam_step_scalars& k, const std::vector<std::span<const G>>& grads,
+                         const std::vector<std::span<P>>& copies) {
+  std::vector<adam_step_scalars> all(groups_.size(), k);
+  step<G, P>(std::span<const adam_step_scalars>(all), grads, copies);
+}
+
+template <class G, class P>
+void streamed_adam::step(std::span<const adam_step_scalars> k,
+                         const std::vector<std::span<const G>>& grads,
+                         const std::vector<std::span<P>>& copies) {
+  const std::string who = "streamed adam '" + name_ + "': step: ";
+  if (!own_master_)
+    throw config_error(who + "the master weights are the caller's (master_on_nvme is false); "
+                             "use update_group");
+  const std::size_t n = groups_.size();
+  if (k.size() != n || grads.size() != n)
+    throw config_error(who + std::to_string(k.size()) + " sets of scalars and " +
+                       std::to_string(grads.size()) + " gradients for " + std::to_string(n) +
+                       " groups");
+  constexpr bool with_copy = !std::is_same_v<P, no_copy>;
+  if (with_copy && copies.size() != n)
+    throw config_error(who + std::to_string(copies.size()) + " parameter copies for " +
+                       std::to_string(n) + " groups");
+  for (std::size_t g = 0; g < n; ++g) {
+    auto bad = [&](const char* what, std::size_t got) {
+      throw config_error(who + what + " of group '" + groups_[g].name + "' has " +
+                         std::to_string(got) + " elements; the group has " +
+                         std::to_string(groups_[g].numel));
+    };
+    if (grads[g].size() != groups_[g].numel) bad("the gradient", grads[g].size());
+    if constexpr (with_copy)
+      if (copies[g].size() != groups_[g].numel) bad("the parameter copy", copies[g].size());
+  }
+  run<G, P>(
+      0, n, [&](std::size_t g) -> const adam_step_scalars& { return k[g]; },
+      [&](std::size_t g) { return grads[g].data(); },
+      [&](std::size_t g) -> P* {
+        if constexpr (with_copy) return copies[g].data();
+        else return nullptr;
+      },
+      [](std::size_t) -> float* { return nullptr; });
+  ++t_;
+}
+
+template <class G>
+void streamed_adam::update_group(std::size_t g, const adam_step_scalars& k,
+                                 std::span<float> master, std::span<const G> grad) {
+  const group_spec& gs = group(g);
+  const std::string who = "streamed adam '" + name_ + "': update of group '" + gs.name + "': ";
+  if (own_master_)
+    throw config_error(who + "the master weights live on NVMe here (master_on_nvme); use step");
+  if (master.size() != gs.numel || grad.size() != gs.numel)
+    throw config_error(who + std::to_string(master.size()) + " master weights and " +
+                       std::to_string(grad.size()) + " gradients; the group has " +
+                       std::to_string(gs.numel));
+  run<G, no_copy>(
+      g, g + 1, [&](std::size_t) -> const adam_step_scalars& { return k; },
+      [&](std::size_t) { return grad.data(); }, [](std::size_t) -> no_copy* { return nullptr; },
+      [&](std::size_t) { return master.data(); });
+}
+
+template <class G, class P, class K, class Grads, class Copies, class Masters>
+void streamed_adam::run(std::size_t first, std::size_t last, K&& k_of, Grads&& grad_of,
+                        Copies&& copy_of, Masters&& master_of) {
+  (void)copy_of;  // unused without a parameter copy
+  io::nvme_store& store = ctx_.nvme();
+  const auto chunks = sub_groups(first, last);
+  const std::size_t count = chunks.size();
+  const std::size_t na = kinds();
+  const std::string step_name = "step " + std::to_string(t_ + 1);
+  constexpr std::size_t f = sizeof(float);
+
+  // The step's new version of every tensor: fresh handles, one transaction each.
+  std::vector<std::array<handle, 3>> fresh(last - first, {0, 0, 0});
+  std::vector<std::optional<io::nvme_store::write_txn>> txns((last - first) * 3);
+  auto txn_of = [&](std::size_t g, state_kind k) -> io::nvme_store::write_txn& {
+    return *txns[(g - first) * 3 + k];
+  };
+  auto where = [&](std::size_t c, const piece& p, state_kind k, const char* doing) {
+    return step_name + ", sub-group " + std::to_string(c) + ": " + doing + " group '" +
+           groups_[p.group].name + "', tensor '" + tensor_name(p.group, k) + "', elements [" +
+           std::to_string(p.offset) + ", " + std::to_string(p.offset + p.count) +
+           ") (byte offset " + std::to_string(p.offset * f) + ")";
+  };
+  // Errors keep their type (io_error, format_error) and gain where they happened.
+  auto guarded = [&](auto&& io, const std::string& at) {
+    try {
+      io();
+    } catch (const io_error& e) {
+      rethrow_as(e, at);
+    } catch (const format_error& e) {
+      rethrow_as(e, at);
+    }
+  };
+
+  // Per sub-group and array: its read, and its write. An array's region of a set is refilled
+  // (with sub-group c+3) once its write of sub-group c is done.
+  std::vector<std::array<event, 3>> read_done(count), written(count);
+  auto read = [&](std::size_t c, std::size_t a, std::vector<event> after) {
+    const state_kind k = kind_at(a);
+    read_done[c][a] = readers_[a]->submit(
+        span_kind::io_read, name_ + " read " + kind_name(k) + " sub-group " + std::to_string(c),
+        [&, c, a, k] {
+          for (const piece& p : chunks[c])
+            guarded([&] {
+              store.read(current_[p.group][k], p.offset * f, array(c % 3, a) + p.pos,
+                         p.count * f);
+            }, where(c, p, k, "reading"));
+        },
+        std::move(after));
+  };
+  auto write = [&](std::size_t c, std::size_t a) {
+    const state_kind k = kind_at(a);
+    written[c][a] = writers_[a]->submit(
+        span_kind::io_write, name_ + " write " + kind_name(k) + " sub-group " + std::to_string(c),
+        [&, c, a, k] {
+          for (const piece& p : chunks[c])
+            guarded([&] {
+              txn_of(p.group, k).write(p.offset * f, array(c % 3, a) + p.pos, p.count * f);
+            }, where(c, p, k, "writing"));
+        });
+  };
+
+  try {
+    for (std::size_t g = first; g < last; ++g) {
+      if (!groups_[g].numel) continue;
+      for (std::size_t a = 0; a < na; ++a) {
+        const state_kind k = kind_at(a);
+        handle h = store.create(groups_[g].numel * f, tensor_name(g, k));
+        fresh[g - first][k] = h;
+        guarded([&] { txns[(g - first) * 3 + k].emplace(store.begin_write(h)); },
+                step_name + ": starting the new version of '" + tensor_name(g, k) + "'");
+      }
+    }
+
+    for (std::size_t c = 0; c < std::min<std::size_t>(3, count); ++c)
+      for (std::size_t a = 0; a < na; ++a) read(c, a, {});
+    for (std::size_t c = 0; c < count; ++c) {
+      for (std::size_t a = 0; a < na; ++a) read_done[c][a].wait();
+      const std::size_t set = c % 3;
+      {
+        trace_recorder::scope span(ctx_.trace(), name_ + " update", span_kind::optimizer,
+                                   name_ + " update sub-group " + std::to_string(c));
+        for (const piece& p : chunks[c]) {
+          const std::size_t n = p.count;
+          float* w = own_master_ ? array(set, 0) + p.pos : master_of(p.group) + p.offset;
+          float* m = array(set, own_master_ ? 1 : 0) + p.pos;
+          float* v = array(set, own_master_ ? 2 : 1) + p.pos;
+          const G* g = grad_of(p.group) + p.offset;
+          P* copy = nullptr;
+          if constexpr (!std::is_same_v<P, no_copy>) copy = copy_of(p.group) + p.offset;
+          adam_update<G, P>(k_of(p.group), std::span<float>(w, n), std::span<float>(m, n),
+                            std::span<float>(v, n), std::span<const G>(g, n), copy, simd_,
+                            threads_);
+        }
+      }
+      for (std::size_t a = 0; a < na; ++a) {
+        write(c, a);
+        if (c + 3 < count) read(c + 3, a, {written[c][a]});
+      }
+    }
+    for (auto& ws : written)
+      for (std::size_t a = 0; a < na; ++a) ws[a].wait();
+    for (std::size_t g = first; g < last; ++g)
+      for (std::size_t a = 0; a < na && groups_[g].numel; ++a) {
+        const state_kind k = kind_at(a);
+        guarded([&] { txn_of(g, k).commit(); },
+                step_name + ": committing group '" + groups_[g].name + "', tensor '" +
+                    tensor_name(g, k) + "'");
+      }
+  } catch (...) {
+    drain();  // nothing of this step may still touch the sets, the transactions or `chunks`
+    txns.clear();
+    for (auto& hs : fresh)
+      for (handle h : hs)
+        if (h) store.destroy(h);
+    throw;
+  }
+  // Every new version is written and committed: it becomes current (nothing here can fail).
+  txns.clear();
+  for (std::size_t g = first; g < last; ++g)
+    for (std::size_t a = 0; a < na; ++a) {
+      const state_kind k = kind_at(a);
+      if (current_[g][k]) store.destroy(current_[g][k]);
+      current_[g][k] = fresh[g - first][k];
+    }
+}
+
+}  // namespace optim
+STRATA_NAMESPACE_END

@@ -1,0 +1,184 @@
+// strata/optim/streamed_adam.hpp — ZeRO-Infinity's optimizer step: Adam's state on NVMe,
+// streamed through a fixed set of pinned buffers.
+//
+// What lives here: streamed_adam, which keeps, for a list of parameter groups, the fp32 master
+// weights and both Adam moments on the NVMe tier (the context's nvme_store) and runs a step by
+// streaming them through three pinned buffer sets, a sub-group at a time. What does not: the
+// arithmetic (adam.hpp: adam_update, the same bits as the in-memory step), gradient norms and
+// loss scaling (grad_stats.hpp, loss_scaler.hpp), Adam for the ZeRO executor (zero_adam.hpp,
+// which uses this class for an NVMe home, with the executor's parameters as master weights).
+//
+//   std::vector<optim::group_spec> groups = {{"embed", 50304 * 768}, {"h0", 7'087'872}, ...};
+//   optim::streamed_adam opt(ctx, groups, {.sub_group = 4 << 20});  // 3 sets x 4 Mi x 12 B
+//   for (std::size_t g = 0; g < groups.size(); ++g) opt.set_master(g, initial[g]);
+//   auto k = optim::adam_step_scalars::make(params, opt.t() + 1, unscale * clip);
+//   opt.step(k, grads, bf16_copies);   // grads: one span per group (f32 / bf16 / f16)
+//
+// The pipeline. The groups are laid end to end and cut into sub-groups of `sub_group`
+// elements, across group boundaries (one pipeline per step, however small the groups). While
+// sub-group c is updated on the calling thread (adam_update, host SIMD), sub-group c+1 is read
+// into the next buffer set (io-read queues, one per array) and sub-group c-1 written from the
+// previous one (io-write queues), so a step costs max(IO, compute) rather than their sum. Three
+// sets are all it ever holds: pinned memory is 3 x sub_group x (master, m, v) x 4 bytes whatever
+// the model size. In a sub-group, each group's piece starts on a checksum block of its NVMe tensors
+// (the store reads and writes from block boundaries), so a group's piece may leave up to a block of
+// a set unused: many groups much smaller than a block waste buffer space, not correctness.
+//
+// Transactions. A step writes a new version of every tensor (new store handles, each written
+// through a copy-on-write write_txn) while it reads the current ones; only when every write
+// and every commit succeeded does the new version replace the current one (an in-memory swap
+// that cannot fail). So an error anywhere in the step — an IO error, a checksum mismatch, an
+// exception from the update — leaves the previous step's master, m and v current and readable,
+// and reaches the caller naming the group, the tensor and the offset; the optimizer stays
+// usable, and a retried step starts from the same state. During a step the NVMe tier holds
+// both versions (planned). The parameter copies are written as the step goes: after a failed
+// step they are partly new and should be written again by the retry.
+//
+// Memory: plan() lists the pinned buffer sets, the store's bounce buffers and the NVMe bytes
+// (both versions); a plan that does not fit the context's budgets is refused in the
+// constructor, before anything is allocated. Not thread-safe: one thread drives a
+// streamed_adam (its own IO runs on its own queues).
+#pragma once
+
+#include <strata/exec/context.hpp>
+#include <strata/exec/work_queue.hpp>
+#include <strata/optim/adam.hpp>
+#include <strata/schedule/memory_plan.hpp>
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+STRATA_NAMESPACE_BEGIN
+namespace optim {
+
+/// One parameter group: its name (in messages and NVMe tensor names) and element count.
+struct group_spec {
+  std::string name;
+  std::size_t numel = 0;
+};
+
+struct streamed_adam_config {
+  /// Elements per sub-group: each of the three buffer sets holds this many of the master
+  /// weights, m and v. A multiple of the NVMe checksum block / 4 (context_config::
+  /// nvme_checksum_block; 1 MiB = 256 Ki floats by default), so that every sub-group starts on
+  /// a block of every tensor. Sets are never larger than all groups together need.
+  std::size_t sub_group = std::size_t{1} << 20;
+  /// false: the caller owns the master weights and hands them to every update (zero_adam: the
+  /// executor's fp32 parameters); only m and v live here, and the sets hold (m, v).
+  bool master_on_nvme = true;
+  /// The update's code path and threads (adam_update's level and threads).
+  simd_level simd = simd_level::automatic;
+  unsigned threads = 0;
+};
+
+class streamed_adam {
+public:
+  using handle = io::nvme_store::handle;
+
+  /// Creates the state of `groups` on the context's NVMe tier (config_error without one):
+  /// m and v read as zeros, and so do master weights until set_master. Refuses, before
+  /// allocating anything, a sub_group that is not a multiple of the checksum block's floats
+  /// (config_error) and a plan that exceeds a budget (out_of_budget with the numbers).
+  streamed_adam(context& ctx, std::vector<group_spec> groups,
+                const streamed_adam_config& config = {}, std::string name = "streamed adam");
+  /// Waits for its IO queues; frees the NVMe tensors and buffers.
+  ~streamed_adam();
+  streamed_adam(const streamed_adam&) = delete;
+  streamed_adam& operator=(const streamed_adam&) = delete;
+
+  const std::string& name() const noexcept { return name_; }
+  std::size_t size() const noexcept { return groups_.size(); }
+  const group_spec& group(std::size_t g) const { return groups_.at(g); }
+  /// Steps applied so far (a failed step does not count). The next step is t() + 1.
+  std::uint64_t t() const noexcept { return t_; }
+  /// Elements per sub-group, as used (the configured size, or less when the groups are small).
+  std::size_t sub_group() const noexcept { return sub_; }
+  bool master_on_nvme() const noexcept { return own_master_; }
+  const memory_plan& plan() const noexcept { return plan_; }
+  /// The lines this optimizer would add to a plan for `groups` in `ctx` (pinned buffer sets,
+  /// the store's bounce buffers, the NVMe bytes), without what the context already holds: for
+  /// callers that plan a larger whole (zero_adam). config_error for a bad sub_group.
+  static memory_plan plan_for(context& ctx, const std::vector<group_spec>& groups,
+                              const streamed_adam_config& config,
+                              const std::string& name = "streamed adam");
+
+  /// Sets group g's master weights (an atomic write of the whole tensor).
+  void set_master(std::size_t g, std::span<const float> values);
+  /// Group g's current master weights, m and v (read from NVMe, checksums checked).
+  std::vector<float> master(std::size_t g);
+  std::vector<float> m(std::size_t g);
+  std::vector<float> v(std::size_t g);
+
+  /// One step over every group with the same scalars (made for t() + 1); grads[g] and, unless
+  /// P is no_copy, copies[g] have group g's numel elements (host memory). Advances t() when it
+  /// succeeded; see the top for what a failure leaves. Needs master_on_nvme.
+  template <class G, class P = no_copy>
+  void step(const adam_step_scalars& k, const std::vector<std::span<const G>>& grads,
+            const std::vector<std::span<P>>& copies = {});
+  /// The same with scalars per group (learning rate, weight decay per group).
+  template <class G, class P = no_copy>
+  void step(std::span<const adam_step_scalars> k, const std::vector<std::span<const G>>& grads,
+            const std::vector<std::span<P>>& copies = {});
+
+  /// For an executor that hands over one group at a time, with master weights of its own
+  /// (master_on_nvme false): updates `master` and group g's m and v in place, streaming only
+  /// g's sub-groups, and commits g's new m and v when it is done (or, on failure, leaves them
+  /// as they were). t() does not change: the caller counts steps.
+  template <class G>
+  void update_group(std::size_t g, const adam_step_scalars& k, std::span<float> master,
+                    std::span<const G> grad);
+
+private:
+  struct piece {
+    std::size_t group, offset, count, pos;  // elements: in the group, how many, in the set
+  };
+  enum state_kind : std::size_t { master_kind = 0, m_kind = 1, v_kind = 2 };
+
+  static std::size_t sub_group_for(std::size_t block_elems, const std::vector<group_spec>& groups,
+                                   const streamed_adam_config& config, const std::string& name);
+  std::vector<std::vector<piece>> sub_groups(std::size_t first, std::size_t last) const;
+  std::size_t kinds() const noexcept { return own_master_ ? 3 : 2; }
+  state_kind kind_at(std::size_t a) const noexcept {
+    return static_cast<state_kind>(own_master_ ? a : a + 1);
+  }
+  float* array(std::size_t set, std::size_t a) const noexcept;
+  static const char* kind_name(state_kind k) noexcept;
+  std::string tensor_name(std::size_t g, state_kind k) const;
+  std::vector<float> read_whole(std::size_t g, state_kind k);
+  template <class Err>
+  [[noreturn]] void rethrow_as(const Err& e, const std::string& where) const;
+  void drain() noexcept;
+
+  // The pipeline over groups [first, last): k_of(g), grad_of(g) -> const G*, copy_of(g) -> P*
+  // (nullptr: none), master_of(g) -> float* (external masters only).
+  template <class G, class P, class K, class Grads, class Copies, class Masters>
+  void run(std::size_t first, std::size_t last, K&& k_of, Grads&& grad_of, Copies&& copy_of,
+           Masters&& master_of);
+
+  context& ctx_;
+  std::string name_;
+  std::vector<group_spec> groups_;
+  bool own_master_;
+  simd_level simd_;
+  unsigned threads_;
+  std::size_t block_elems_ = 0;  // floats per checksum block
+  std::size_t sub_ = 0;          // elements per sub-group
+  std::size_t nvme_reserved_ = 0;
+  std::uint64_t t_ = 0;
+  memory_plan plan_;
+  std::vector<std::array<handle, 3>> current_;  // per group: master, m, v (0: none)
+  std::vector<buffer> sets_;                    // 3 x (kinds x sub_) floats, pinned
+  // One reader and one writer per array (master, m, v): the arrays of a sub-group move at
+  // once, so one array's checksums (which the store computes on the calling thread) overlap
+  // another's IO, and the drive sees several requests at a time. Last: they stop first.
+  std::vector<std::unique_ptr<work_queue>> readers_, writers_;
+};
+
+}  // namespace optim
+STRATA_NAMESPACE_END
+
+#include <strata/optim/detail/streamed_adam.hpp>

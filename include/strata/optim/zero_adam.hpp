@@ -1,0 +1,362 @@
+// strata/optim/zero_adam.hpp — Adam for the ZeRO executor: this rank's optimizer state, on the
+// tier its bundle says, and the step with clipping and loss scaling.
+//
+// What lives here: zero_adam<Executor>, which holds Adam's m and v for this rank's part of
+// every layer (its shard for stages 1-3, everything for stage 0: executor.part_numel(i)), and
+// the plain types its step() takes and returns (step_options, step_result). The executor's
+// fp32 parameters are the master weights; no second copy is kept. What does not: the
+// arithmetic (adam.hpp, device_adam.cuh), the norm and the scaler (grad_stats.hpp,
+// loss_scaler.hpp), streaming state from NVMe (streamed_adam.hpp, which this uses).
+//
+//   zero_executor<comm::threads, zero3_infinity, 2> ex(ctx, comm, layers);
+//   optim::zero_adam opt(ex, optim::adam_params{.lr = 3e-4f, .weight_decay = 0.1f});
+//   auto scaler = optim::loss_scaler::dynamic();
+//   ex.forward(f);  ex.backward(g);                       // gradients averaged, at home
+//   auto r = opt.step(ex, {.max_grad_norm = 1.0, .scaler = &scaler});  // r.norm, r.skipped
+//   // or, with no clipping and no skipping:  ex.backward(g, opt.update_fn());  (fused)
+//
+// Where the state lives, by the bundle's home tier:
+//   device, pinned, host   m and v in memory on that tier, updated in place by adam_update
+//                          (host SIMD; the emulated device of the host build is host memory).
+//                          A device home in a CUDA build needs the device kernel
+//                          (optim/device_adam.cuh): that path is compiled by nvcc only, and
+//                          elsewhere the constructor throws config_error saying so.
+//   nvme (zero3_infinity)  m and v on NVMe, streamed per layer through a fixed set of pinned
+//                          buffers (streamed_adam with the executor's parameters as master
+//                          weights): each layer's update reads its m and v in sub-groups,
+//                          updates and writes them back in a pipeline, and commits that layer's
+//                          new m and v when its update returned (so a failed update leaves both
+//                          the layer's parameters, see executor.hpp, and its moments as they
+//                          were). The executor writes each layer's parameters home after that,
+//                          on its own: should that write fail, the layer's moments are one step
+//                          ahead of its parameters (the error reaches the caller at the next
+//                          sync); the step as a whole is not one transaction.
+//
+// step(ex, options): measures this rank's gradient slices (measure_gradient, with the loss
+// scaler's 1/scale and options.grad_multiplier as multiplier), sums the measures over the ranks
+// (all_reduce_stats: every rank gets the same bits), and then either skips the step — a
+// non-finite gradient anywhere (with a scaler, when its update() says so; it also backs the
+// dynamic scale off) — or runs ex.step(update_fn(s)) with s = multiplier * clip coefficient.
+// t() counts applied steps only. update_fn(s) is one step's update, for ex.step(u) or the fused
+// ex.backward(g, u) (which cannot clip or skip: no norm is known before the first layer is
+// updated); t() advances when it has updated every layer.
+//
+// Gradient accumulation: backward(g) for the first micro-batch, backward(g,
+// grad_mode::accumulate) for the others, then step with options.grad_multiplier = 1 / micro-
+// batches (the sum at home becomes the mean, for the norm as for the update).
+#pragma once
+
+#include <strata/optim/adam.hpp>
+#include <strata/optim/grad_stats.hpp>
+#include <strata/optim/loss_scaler.hpp>
+#include <strata/optim/streamed_adam.hpp>
+#include <strata/schedule/executor.hpp>
+
+#if defined(__CUDACC__)
+#  include <strata/optim/device_adam.cuh>
+#endif
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+STRATA_NAMESPACE_BEGIN
+namespace optim {
+
+/// What zero_adam::step does besides the update.
+struct step_options {
+  /// Clip the global gradient norm to this (<= 0: no clipping).
+  double max_grad_norm = 0.0;
+  /// Loss scaling: the gradients are unscaled by its grad_multiplier(), and its update() decides
+  /// whether a step with Inf/NaN gradients is skipped (it always is). Null: no scaling, and a
+  /// non-finite gradient still skips the step.
+  loss_scaler* scaler = nullptr;
+  /// A further factor on the gradients, e.g. 1 / micro-batches with gradient accumulation.
+  float grad_multiplier = 1.0f;
+};
+
+struct step_result {
+  double norm = 0.0;         // global L2 norm of the (unscaled, multiplied) gradient
+  float coefficient = 1.0f;  // clip coefficient applied (1: not clipped)
+  bool skipped = false;      // true: Inf/NaN found, nothing was updated
+};
+
+struct zero_adam_config {
+  /// NVMe home: elements per streamed sub-group (streamed_adam_config::sub_group; a multiple of
+  /// the NVMe checksum block / 4). Pinned memory: 3 x sub_group x (m, v) x 4 bytes at most.
+  std::size_t sub_group = std::size_t{1} << 20;
+  simd_level simd = simd_level::automatic;
+  unsigned threads = 0;
+};
+
+template <class Executor>
+class zero_adam {
+public:
+  using executor_type = Executor;
+  using bundle_type = typename Executor::bundle_type;
+  using home_tier = typename bundle_type::home_tier;
+  static constexpr bool streamed = home_tier::id == tier_id::nvme;
+  static constexpr bool on_real_device = home_tier::id == tier_id::device && cuda_enabled;
+
+  /// The same hyper-parameters for every layer.
+  zero_adam(Executor& ex, const adam_params& params, const zero_adam_config& config = {},
+            std::string name = "adam")
+      : zero_adam(ex, std::vector<adam_params>(ex.size(), params), config, std::move(name)) {}
+  /// Hyper-parameters per layer (lr and weight decay per layer index): one per layer.
+  zero_adam(Executor& ex, std::vector<adam_params> per_layer, const zero_adam_config& config = {},
+            std::string name = "adam");
+  /// Hyper-parameters per layer from a function of the layer index.
+  zero_adam(Executor& ex, const std::function<adam_params(std::size_t)>& per_layer,
+            const zero_adam_config& config = {}, std::string name = "adam")
+      : zero_adam(ex, tabulate(ex, per_layer), config, std::move(name)) {}
+
+  zero_adam(const zero_adam&) = delete;
+  zero_adam& operator=(const zero_adam&) = delete;
+
+  /// Applied steps; the next is t() + 1.
+  std::uint64_t t() const noexcept { return t_; }
+  const adam_params& params(std::size_t layer) const { return params_.at(layer); }
+  /// For learning-rate schedules: every layer's lr becomes `lr` from the next step on
+  /// (config_error, and nothing changes, unless it is finite and >= 0).
+  void set_lr(float lr) {
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      adam_params p = params_[i];
+      p.lr = lr;
+      p.validate(where() + "set_lr for layer '" + ex_.layer(i).name + "'");
+    }
+    for (auto& p : params_) p.lr = lr;
+  }
+  /// Replaces layer i's hyper-parameters from the next step on (validated).
+  void set_params(std::size_t layer, const adam_params& p) {
+    p.validate(where() + "set_params for layer '" + ex_.layer(layer).name + "'");
+    params_.at(layer) = p;
+  }
+  /// The executor's plan plus this optimizer's state and buffers (checked in the constructor).
+  const memory_plan& plan() const noexcept { return plan_; }
+  /// The NVMe home's streaming optimizer (null for in-memory homes).
+  const streamed_adam* stream() const noexcept { return stream_.get(); }
+
+  /// This rank's m and v of layer i (part_numel(i) values), copied to the host.
+  std::vector<float> m(std::size_t i) { return moment(i, 0); }
+  std::vector<float> v(std::size_t i) { return moment(i, 1); }
+
+  /// One step's update, u(i, params, grads, n), for ex.step(u) or ex.backward(g, u): layer i's
+  /// state at step t() + 1 with gradient multiplier s. Each layer is updated once; t() advances
+  /// when all have been. Copies share the step.
+  class update {
+  public:
+    void operator()(std::size_t i, float* p, const float* g, std::size_t n) const {
+      s_->opt->apply(*s_, i, p, g, n);
+    }
+
+  private:
+    friend class zero_adam;
+    struct state {
+      zero_adam* opt;
+      std::uint64_t t;
+      float s;
+      std::vector<bool> done;
+      std::size_t count = 0;
+    };
+    explicit update(std::shared_ptr<state> s) : s_(std::move(s)) {}
+    std::shared_ptr<state> s_;
+  };
+  update update_fn(float grad_multiplier = 1.0f) {
+    return update(std::make_shared<typename update::state>(typename update::state{
+        this, t_ + 1, grad_multiplier, std::vector<bool>(ex_.size(), false), 0}));
+  }
+
+  /// The norm, the skip decision and the update; see the top. `ex` is the executor this
+  /// optimizer was made for. A collective: every rank calls it.
+  step_result step(Executor& ex, const step_options& options = {});
+  step_result step(const step_options& options = {}) { return step(ex_, options); }
+
+private:
+  static std::vector<adam_params> tabulate(Executor& ex,
+                                           const std::function<adam_params(std::size_t)>& f) {
+    std::vector<adam_params> out;
+    for (std::size_t i = 0; i < ex.size(); ++i) out.push_back(f(i));
+    return out;
+  }
+  std::string where() const { return "zero_adam '" + name_ + "': "; }
+  void apply(typename update::state& st, std::size_t i, float* p, const float* g, std::size_t n);
+  std::vector<float> moment(std::size_t i, int which);
+
+  Executor& ex_;
+  context& ctx_;
+  std::string name_;
+  std::vector<adam_params> params_;
+  zero_adam_config config_;
+  std::uint64_t t_ = 0;
+  memory_plan plan_;
+  std::vector<std::size_t> part_;             // part_numel of each layer
+  std::vector<buffer> m_, v_;                 // in-memory homes: per layer, on the home tier
+  std::unique_ptr<streamed_adam> stream_;     // nvme home
+};
+
+// ---- definitions ------------------------------------------------------------------------------
+
+template <class Executor>
+zero_adam<Executor>::zero_adam(Executor& ex, std::vector<adam_params> per_layer,
+                               const zero_adam_config& config, std::string name)
+    : ex_(ex), ctx_(ex.ctx()), name_(std::move(name)), params_(std::move(per_layer)),
+      config_(config) {
+  if (params_.size() != ex_.size())
+    throw config_error(where() + std::to_string(params_.size()) +
+                       " sets of hyper-parameters for " + std::to_string(ex_.size()) + " layers");
+  for (std::size_t i = 0; i < params_.size(); ++i)
+    params_[i].validate(where() + "layer '" + ex_.layer(i).name + "'");
+  if constexpr (on_real_device) {
+#if !defined(__CUDACC__)
+    throw config_error(where() + "the executor's home is the GPU, and this translation unit "
+                       "was not compiled by nvcc: the device update (optim/device_adam.cuh) "
+                       "is a CUDA kernel. Compile it as a .cu file, or use a host, pinned or "
+                       "nvme home (ZeRO-Offload / ZeRO-Infinity)");
+#endif
+  }
+
+  constexpr std::size_t f = sizeof(float);
+  std::size_t total = 0;
+  std::vector<group_spec> groups;
+  for (std::size_t i = 0; i < ex_.size(); ++i) {
+    part_.push_back(ex_.part_numel(i));
+    total += part_.back();
+    groups.push_back({ex_.layer(i).name + "[rank " + std::to_string(ex_.comm().rank()) + "]",
+                      part_.back()});
+  }
+
+  // The plan: the executor's, and this optimizer's own, checked before anything is allocated.
+  for (const auto& l : ex_.plan().lines()) plan_.add(l.tier, l.what, l.bytes);
+  streamed_adam_config sc;
+  sc.sub_group = config_.sub_group;
+  sc.master_on_nvme = false;
+  sc.simd = config_.simd;
+  sc.threads = config_.threads;
+  if constexpr (streamed) {
+    const memory_plan own = streamed_adam::plan_for(ctx_, groups, sc, name_);
+    for (const auto& l : own.lines())
+      plan_.add(l.tier, name_ + ": " + l.what, l.bytes);
+  } else {
+    plan_.add(home_tier::id, name_ + ": Adam m and v (this rank's part, all layers)",
+              2 * total * f);
+  }
+  plan_.check(ctx_, where() + "optimizer of '" + ex_.layer(0).name + "'...");
+
+  if constexpr (streamed) {
+    stream_ = std::make_unique<streamed_adam>(ctx_, std::move(groups), sc, name_);
+  } else {
+    for (std::size_t i = 0; i < ex_.size(); ++i) {
+      const std::size_t bytes = part_[i] * f;
+      for (auto* list : {&m_, &v_}) {
+        if (!bytes) {  // no real element of this layer on this rank
+          list->emplace_back();
+          continue;
+        }
+        list->push_back(ctx_.allocate(home_tier::id, bytes,
+                                      name_ + (list == &m_ ? ".m " : ".v ") + ex_.layer(i).name));
+#if STRATA_ENABLE_CUDA
+        if constexpr (home_tier::id == tier_id::device)
+          check_cuda(cudaMemset(list->back().data(), 0, bytes), "zeroing Adam moments");
+        else
+#endif
+          std::memset(list->back().data(), 0, bytes);
+      }
+    }
+  }
+}
+
+template <class Executor>
+void zero_adam<Executor>::apply(typename update::state& st, std::size_t i, float* p,
+                                const float* g, std::size_t n) {
+  if (i >= part_.size() || n != part_[i])
+    throw config_error(where() + "update of layer " + std::to_string(i) + " with " +
+                       std::to_string(n) + " elements; this rank's part of it has " +
+                       (i < part_.size() ? std::to_string(part_[i]) : std::string("none")));
+  if (st.done[i])
+    throw config_error(where() + "layer '" + ex_.layer(i).name + "' updated twice by one "
+                       "update_fn(): make one per step");
+  if (n) {
+    const adam_step_scalars k = adam_step_scalars::make(params_[i], st.t, st.s);
+    if constexpr (streamed) {
+      stream_->update_group<float>(i, k, std::span<float>(p, n), std::span<const float>(g, n));
+    } else if constexpr (on_real_device) {
+#if defined(__CUDACC__)
+      const device_adam_tensor<float> one{p, static_cast<float*>(m_[i].data()),
+                                          static_cast<float*>(v_[i].data()), g, nullptr, n};
+      adam_update_device<float, no_copy>(k, std::span<const device_adam_tensor<float>>(&one, 1),
+                                         ctx_.compute_stream());
+#endif
+    } else {
+      adam_update<float>(k, std::span<float>(p, n),
+                         std::span<float>(static_cast<float*>(m_[i].data()), n),
+                         std::span<float>(static_cast<float*>(v_[i].data()), n),
+                         std::span<const float>(g, n), nullptr, config_.simd, config_.threads);
+    }
+  }
+  st.done[i] = true;
+  if (++st.count == st.done.size() && st.t > t_) t_ = st.t;
+}
+
+template <class Executor>
+step_result zero_adam<Executor>::step(Executor& ex, const step_options& options) {
+  if (&ex != &ex_)
+    throw config_error(where() + "step() with an executor other than the one it was made for");
+  const float unscale = options.scaler ? options.scaler->grad_multiplier() : 1.0f;
+  const float multiplier = unscale * options.grad_multiplier;
+  grad_stats local;
+  ex_.for_each_grad_shard([&](std::size_t, const float* g, std::size_t n) {
+    if constexpr (on_real_device) {  // the GPU's slice, measured on the host (exact order)
+      std::vector<float> host(n);
+      if (n)
+        ctx_.copy(host.data(), tier_id::host, g, tier_id::device, n * sizeof(float),
+                  "gradient for the norm")
+            .wait();
+      local += measure_gradient(std::span<const float>(host), multiplier);
+    } else {
+      local += measure_gradient(std::span<const float>(g, n), multiplier);
+    }
+  });
+  const grad_stats all = all_reduce_stats(ex_.comm(), local);
+  step_result r;
+  r.norm = global_norm(all);
+  const bool take = options.scaler ? options.scaler->update(!all.finite()) : all.finite();
+  if (!take) {
+    r.skipped = true;
+    return r;
+  }
+  r.coefficient = clip_coefficient(r.norm, options.max_grad_norm);
+  ex_.step(update_fn(multiplier * r.coefficient));
+  return r;
+}
+
+template <class Executor>
+std::vector<float> zero_adam<Executor>::moment(std::size_t i, int which) {
+  if (i >= part_.size())
+    throw config_error(where() + "layer " + std::to_string(i) + " of " +
+                       std::to_string(part_.size()));
+  if constexpr (streamed) {
+    return which == 0 ? stream_->m(i) : stream_->v(i);
+  } else {
+    std::vector<float> out(part_[i]);
+    const void* src = (which == 0 ? m_ : v_)[i].data();
+    if (out.empty()) return out;
+    if constexpr (on_real_device) {
+      ex_.sync();
+      ctx_.copy(out.data(), tier_id::host, src, tier_id::device, out.size() * sizeof(float),
+                "read Adam moment")
+          .wait();
+    } else {
+      std::memcpy(out.data(), src, out.size() * sizeof(float));
+    }
+    return out;
+  }
+}
+
+}  // namespace optim
+STRATA_NAMESPACE_END
