@@ -135,7 +135,8 @@ public:
     for (std::size_t i = 0; i < ex_.size(); ++i) ex_.set_params(i, initial_layer(cfg_, i, tc.seed));
   }
 
-  const strata::memory_plan& plan() const { return ex_.plan(); }
+  /// The executor's plan plus the optimizer's state and buffers.
+  const strata::memory_plan& plan() const { return opt_.plan(); }
   executor_type& executor() noexcept { return ex_; }
   const train_config& config() const noexcept { return tc_; }
   /// Bytes of activations and scratch this rank keeps on the compute tier.

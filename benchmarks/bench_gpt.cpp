@@ -1,0 +1,174 @@
+// benchmarks/bench_gpt.cpp — the mini-GPT's host training speed, as two ratios measured in one
+// run (built by examples/gpt/CMakeLists.txt: it needs the example's kernels and a CBLAS).
+//
+//   gpt ratio=X          X = model FLOP/s of a training step (6N + 12LCT per token, the
+//                        standard count: recompute and the optimizer are not counted) ÷ the
+//                        FLOP/s of cblas_sgemm over the same GEMM shapes in the same mix, on
+//                        the same threads (gemm_parallel, as the model calls it). Goal >= 0.5.
+//                        Per-block activation checkpointing runs the forward twice, which
+//                        caps X at about 0.75.
+//   gpt-offload ratio=Y  Y = step time with ZeRO-3 + NVMe (zero3_infinity: shards and Adam
+//                        state in an NVMe file) ÷ step time with everything resident (zero0),
+//                        one rank each, steps interleaved. Goal <= 1.15.
+//
+//   scripts/bench gpt [--steps N] [--layers L --width C --heads H --seq T --batch B]
+// Defaults: the README demo's model (6 layers, width 192, T = 128, B = 8), 12 measured steps.
+#include "trainer.hpp"
+
+#include <strata/comm/solo.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
+
+#if defined(_OPENMP)
+#  include <omp.h>
+#endif
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+double seconds_since(clock_type::time_point t0) {
+  return std::chrono::duration<double>(clock_type::now() - t0).count();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? -1 : v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+}
+
+// One GEMM shape of the training step: C (M,N) = A (M,K) B (K,N), with A/B transposed as the
+// model calls it, `count` times per step.
+struct gemm_shape {
+  bool ta, tb;
+  int m, n, k;
+  int count;
+};
+
+// Every GEMM of one training step of one block (forward twice: forward + recompute; backward:
+// dinp and dweight) and of the head, N = B*T rows.
+std::vector<gemm_shape> step_gemms(const gpt::gpt_config& c, int N) {
+  const int C = c.width, L = c.layers, V = c.vocab;
+  std::vector<gemm_shape> s;
+  for (int oc_in : {0, 1, 2, 3}) {
+    const int oc = oc_in == 0 ? 3 * C : oc_in == 1 ? C : oc_in == 2 ? 4 * C : C;
+    const int in = oc_in == 3 ? 4 * C : C;
+    s.push_back({false, true, N, oc, in, 2 * L});   // forward (+ recompute): inp · W^T
+    s.push_back({false, false, N, in, oc, L});      // dinp = dout · W
+    s.push_back({true, false, oc, in, N, L});       // dW = dout^T · inp
+  }
+  s.push_back({false, true, N, V, C, 1});  // head: logits
+  s.push_back({false, false, N, C, V, 1});
+  s.push_back({true, false, V, C, N, 1});
+  return s;
+}
+
+// sgemm's FLOP/s over the step's GEMM mix: total flops ÷ total time, best of a few rounds.
+double sgemm_mix_flops(const std::vector<gemm_shape>& shapes) {
+  double flops = 0;
+  for (auto& g : shapes) flops += 2.0 * g.m * g.n * g.k * g.count;
+  std::vector<double> times;
+  for (int round = 0; round < 5; ++round) {
+    double t = 0;
+    for (auto& g : shapes) {
+      std::vector<float> a(std::size_t(g.m) * g.k, 0.01f), b(std::size_t(g.k) * g.n, 0.02f),
+          c(std::size_t(g.m) * g.n);
+      const int lda = g.ta ? g.m : g.k, ldb = g.tb ? g.k : g.n;
+      gpt::gemm_parallel(g.ta, g.tb, g.m, g.n, g.k, 1.0f, a.data(), lda, b.data(), ldb, 0.0f,
+                         c.data(), g.n);  // warm
+      const auto t0 = clock_type::now();
+      for (int r = 0; r < g.count; ++r)
+        gpt::gemm_parallel(g.ta, g.tb, g.m, g.n, g.k, 1.0f, a.data(), lda, b.data(), ldb, 0.0f,
+                           c.data(), g.n);
+      t += seconds_since(t0);
+    }
+    times.push_back(t);
+  }
+  return flops / *std::min_element(times.begin(), times.end());
+}
+
+gpt::text_split corpus() {
+  const gpt::corpus c = gpt::load_corpus(gpt::default_corpus_path());
+  return gpt::split_corpus(c);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  gpt::train_config tc;
+  tc.model.layers = 6;
+  tc.model.width = 192;
+  tc.model.heads = 6;
+  tc.model.context = 128;
+  tc.seq = 128;
+  tc.batch = 8;
+  int steps = 12;
+  for (int a = 1; a + 1 < argc; a += 2) {
+    const std::string k = argv[a];
+    const int v = std::atoi(argv[a + 1]);
+    if (k == "--steps") steps = v;
+    else if (k == "--layers") tc.model.layers = v;
+    else if (k == "--width") tc.model.width = v;
+    else if (k == "--heads") tc.model.heads = v;
+    else if (k == "--seq") tc.seq = tc.model.context = v;
+    else if (k == "--batch") tc.batch = v;
+    else {
+      std::fprintf(stderr, "bench_gpt: unknown option %s\n", k.c_str());
+      return 2;
+    }
+  }
+  tc.steps = 1000;  // the schedule's length; only `steps` (+ warm-up) of it run
+  tc.warmup = 10;
+  gpt::use_one_thread_pool();
+  const auto data = corpus();
+  const gpt::gpt_config& cfg = tc.model;
+  const double params = static_cast<double>(gpt::parameter_count(cfg));
+  const double tokens = double(tc.batch) * tc.seq;
+  const double flops_per_token = 6.0 * params + 12.0 * cfg.layers * double(cfg.width) * tc.seq;
+  std::printf("gpt bench: %d layers, width %d, %d heads, T %d, B %d: %.2f M params, %.0f tokens "
+              "per step, %u threads\n",
+              cfg.layers, cfg.width, cfg.heads, tc.seq, tc.batch, params / 1e6, tokens,
+              std::max(1u, std::thread::hardware_concurrency()));
+
+  strata::comm::solo solo_a, solo_b;
+  strata::context_config resident_cfg;
+  strata::context resident_ctx(resident_cfg);
+  const std::filesystem::path nvme_dir = std::filesystem::current_path() / "bench_gpt.nvme";
+  std::filesystem::create_directories(nvme_dir);
+  strata::context_config nvme_cfg;
+  nvme_cfg.nvme_directory = nvme_dir.string();
+  nvme_cfg.pinned_bytes = std::size_t{128} << 20;
+  nvme_cfg.staging_slot_bytes = std::size_t{1} << 20;
+  strata::context nvme_ctx(nvme_cfg);
+  gpt::trainer<strata::comm::solo, strata::zero0> resident(resident_ctx, solo_a, tc, data);
+  gpt::trainer<strata::comm::solo, strata::zero3_infinity> offload(nvme_ctx, solo_b, tc, data);
+
+  // Interleaved: resident step s, then offloaded step s (the same data and work).
+  std::vector<double> t_res, t_nvme;
+  for (int s = 0; s < steps + 2; ++s) {
+    auto t0 = clock_type::now();
+    resident.train_step(s);
+    const double r = seconds_since(t0);
+    t0 = clock_type::now();
+    offload.train_step(s);
+    const double n = seconds_since(t0);
+    if (s >= 2) t_res.push_back(r), t_nvme.push_back(n);  // 2 warm-up steps
+  }
+  const double res = median(t_res), inf = median(t_nvme);
+  const double model_flops = tokens * flops_per_token / res;
+  const double sgemm = sgemm_mix_flops(step_gemms(cfg, tc.batch * tc.seq));
+  std::printf("resident step %.1f ms: %.0f tokens/s, %.1f GFLOP/s (model FLOPs)\n", res * 1e3,
+              tokens / res, model_flops / 1e9);
+  std::printf("zero3_infinity step %.1f ms: %.0f tokens/s\n", inf * 1e3, tokens / inf);
+  std::printf("cblas_sgemm over the step's GEMM shapes: %.1f GFLOP/s\n", sgemm / 1e9);
+  std::printf("gpt ratio=%.2f\n", model_flops / sgemm);
+  std::printf("gpt-offload ratio=%.2f\n", inf / res);
+  std::filesystem::remove_all(nvme_dir);
+  return 0;
+}
