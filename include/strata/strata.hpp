@@ -68,7 +68,4 @@
 #include <strata/optim/grad_stats.hpp>
 #include <strata/optim/loss_scaler.hpp>
 #include <strata/optim/streamed_adam.hpp>
-#include <strata/optim/zero_adam.hpp>
-#if defined(__CUDACC__)
-#  include <strata/optim/device_adam.cuh>  // kernels: nvcc only
-#endif
+#include <strata/optim/zero_adam.hpp>  // + optim/device_adam.cuh when compiled by nvcc
