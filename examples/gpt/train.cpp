@@ -335,7 +335,11 @@ int train_mpi(int& argc, char**& argv, const options& o, const gpt::corpus& text
       omp_set_num_threads(threads);
 #  endif
       if (rank == 0) print_corpus(text, data);
-      rc = train_policy(comm, o, data, peak);
+      // Every process measured its sgemm rate at the same time, sharing the machine: the sum
+      // is the machine's rate, the reference for the global FLOP/s.
+      double machine_peak = peak;
+      MPI_Allreduce(&peak, &machine_peak, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+      rc = train_policy(comm, o, data, machine_peak);
     } catch (const std::exception& e) {
       std::fprintf(stderr, "gpt_train (rank %d): %s\n", rank, e.what());
       comm.abort(e.what());
