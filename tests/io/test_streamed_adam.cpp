@@ -11,10 +11,15 @@
 #include <strata/io/faulty.hpp>
 #include <strata/optim/streamed_adam.hpp>
 
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <memory>
+#include <map>
+#include <mutex>
 #include <random>
+#include <thread>
 
 using namespace strata;
 using namespace io_test;
@@ -181,27 +186,121 @@ TEST_CASE("streamed Adam == in-memory adam_update, bitwise, both engines", "[nvm
   }
 }
 
+namespace {
+// An engine that holds chosen IO calls until the optimizer has finished a number of sub-group
+// updates (for at most a minute). It makes the pipeline's schedule observable without timing:
+//  - a read of sub-group >= 1 (its queue has already read sub-group 0's bytes) waits for the
+//    update of sub-group 0 — so it is provably in flight while an update runs;
+//  - a write of sub-group 0 waits for the update of sub-group 1 — so the update of 1 must be
+//    able to run while 0 is still being written.
+// A pipeline that serialised IO and updates would never let those updates finish: the held
+// call would run out of time and the test fail. A fast or loaded machine changes nothing.
+class schedule_gate final : public io::engine {
+public:
+  schedule_gate(std::unique_ptr<io::engine> inner, std::size_t sub_group_bytes)
+      : inner_(std::move(inner)), sub_group_bytes_(sub_group_bytes) {}
+  const char* name() const noexcept override { return inner_->name(); }
+
+  /// Starts holding calls, counting bytes per thread from zero; `trace` shows the updates.
+  void arm(const trace_recorder& trace) {
+    std::lock_guard lock(mutex_);
+    trace_ = &trace;
+    bytes_.clear();
+  }
+  void disarm() {
+    std::lock_guard lock(mutex_);
+    trace_ = nullptr;
+  }
+  int held() const { return held_.load(); }
+  int timed_out() const { return timed_out_.load(); }
+
+  void read(const io::file& f, void* dst, std::size_t bytes, std::uint64_t offset) override {
+    hold(io::io_op::read, bytes);
+    inner_->read(f, dst, bytes, offset);
+  }
+  void write(const io::file& f, const void* src, std::size_t bytes,
+             std::uint64_t offset) override {
+    hold(io::io_op::write, bytes);
+    inner_->write(f, src, bytes, offset);
+  }
+
+private:
+  void hold(io::io_op op, std::size_t bytes) {
+    const trace_recorder* trace = nullptr;
+    std::size_t before = 0;
+    {
+      std::lock_guard lock(mutex_);
+      if (!trace_) return;
+      trace = trace_;
+      auto& done = bytes_[{std::this_thread::get_id(), op}];
+      before = done;
+      done += bytes;
+    }
+    // Each array's reads (and writes) run in sub-group order on one queue thread, and sub-group
+    // 0 is one full sub-group of the first group: the thread's first sub_group_bytes are it.
+    const bool later_read = op == io::io_op::read && before >= sub_group_bytes_;
+    const bool first_write = op == io::io_op::write && before < sub_group_bytes_;
+    if (!later_read && !first_write) return;
+    const std::size_t updates = later_read ? 1 : 2;
+    ++held_;
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::minutes(1);
+    while (updates_in(*trace) < updates) {
+      if (std::chrono::steady_clock::now() > give_up) {
+        ++timed_out_;
+        return;
+      }
+      std::this_thread::yield();
+    }
+  }
+  static std::size_t updates_in(const trace_recorder& trace) {
+    std::size_t n = 0;
+    for (auto& s : trace.spans()) n += s.kind == span_kind::optimizer;
+    return n;
+  }
+
+  std::unique_ptr<io::engine> inner_;
+  std::size_t sub_group_bytes_;
+  std::mutex mutex_;
+  const trace_recorder* trace_ = nullptr;
+  std::map<std::pair<std::thread::id, io::io_op>, std::size_t> bytes_;
+  std::atomic<int> held_{0}, timed_out_{0};
+};
+
+const span& span_labelled(const std::vector<span>& spans, const std::string& label) {
+  for (auto& s : spans)
+    if (s.label == label) return s;
+  FAIL("no span '" << label << "'");
+  return spans.front();
+}
+}  // namespace
+
 TEST_CASE("the pipeline overlaps IO with the update, inside its plan", "[nvme][adam]") {
-  io::faulty* faults = nullptr;
+  constexpr std::size_t sub_group = 1024;
+  schedule_gate* gate = nullptr;
   auto cfg = nvme_config("posix");
   cfg.wrap_io_engine = [&](std::unique_ptr<io::engine> e) {
-    auto f = std::make_unique<io::faulty>(std::move(e));
-    faults = f.get();
-    return std::unique_ptr<io::engine>(std::move(f));
+    auto g = std::make_unique<schedule_gate>(std::move(e), sub_group * sizeof(float));
+    gate = g.get();
+    return std::unique_ptr<io::engine>(std::move(g));
   };
   context ctx(cfg);
-  REQUIRE(faults != nullptr);
-  streamed_adam opt(ctx, groups, {.sub_group = 1024}, "opt");
+  REQUIRE(gate != nullptr);
+  REQUIRE(groups.front().numel >= sub_group);  // sub-group 0 is one full piece of group "a"
+  streamed_adam opt(ctx, groups, {.sub_group = sub_group}, "opt");
   reference<float, bf16> ref;
   for (std::size_t g = 0; g < groups.size(); ++g) opt.set_master(g, ref.master[g]);
-  // Slow IO, so that each read and write is surely still running while a neighbour updates.
-  faults->add_rule(io::fault_rule::delayed(std::chrono::microseconds(3000)));
-  ctx.trace().clear();
   std::vector<std::vector<bf16>> copies;
   for (auto& g : groups) copies.emplace_back(g.numel);
-  const auto grads = gradients<float>(1);
+  // Step 1 writes m and v for the first time (before, they read as zeros without IO); step 2,
+  // the one watched, reads and writes all three arrays.
+  const auto grads1 = gradients<float>(1), grads = gradients<float>(2);
+  streamed_step<float, bf16>(opt, grads1, copies, 1.0f);
+  ctx.trace().clear();
+  gate->arm(ctx.trace());
   streamed_step<float, bf16>(opt, grads, copies, 1.0f);
-  faults->clear();
+  gate->disarm();
+  CHECK(gate->timed_out() == 0);
+  CHECK(gate->held() >= 6);  // master, m, v: reads of sub-groups 1 and 2 at least, writes of 0
   const auto spans = ctx.trace().spans();
   std::size_t reads = 0, writes = 0, updates = 0;
   for (auto& s : spans) {
@@ -213,13 +312,24 @@ TEST_CASE("the pipeline overlaps IO with the update, inside its plan", "[nvme][a
   CHECK(sub_groups == 14);  // the groups take 14 blocks (each starts on one); 1 per sub-group
   CHECK(reads == 3 * sub_groups);  // master, m and v: one read and one write each
   CHECK(writes == 3 * sub_groups);
-  CHECK(trace_recorder::overlap_us(spans, span_kind::io_read, span_kind::optimizer) > 0);
-  CHECK(trace_recorder::overlap_us(spans, span_kind::io_write, span_kind::optimizer) > 0);
-  CHECK(trace_recorder::overlap_us(spans, span_kind::io_read, span_kind::io_write) > 0);
+  // What the gate made certain, read back from the trace: the read of sub-group 1 was running
+  // when the update of 0 ended, and the write of 0 when the update of 1 ended.
+  const span& update0 = span_labelled(spans, "opt update sub-group 0");
+  const span& update1 = span_labelled(spans, "opt update sub-group 1");
+  for (const char* kind : {"master", "m", "v"}) {
+    INFO(kind);
+    const span& read1 = span_labelled(spans, std::string("opt read ") + kind + " sub-group 1");
+    const span& write0 = span_labelled(spans, std::string("opt write ") + kind + " sub-group 0");
+    CHECK(read1.begin_us <= update0.end_us);
+    CHECK(read1.end_us >= update0.end_us);
+    CHECK(write0.begin_us <= update1.end_us);
+    CHECK(write0.end_us >= update1.end_us);
+  }
   // Fixed pinned memory: three sets of one sub-group of (master, m, v), whatever the sizes.
-  CHECK(opt.sub_group() == 1024);
+  CHECK(opt.sub_group() == sub_group);
   CHECK(ctx.budget(tier_id::pinned).peak() <= opt.plan().peak(tier_id::pinned));
-  ref.step(1, 1.0f, grads);
+  ref.step(1, 1.0f, grads1);
+  ref.step(2, 1.0f, grads);
   for (std::size_t g = 0; g < groups.size(); ++g) CHECK(same_bits(opt.master(g), ref.master[g]));
 }
 

@@ -4,6 +4,7 @@
 
 #include <strata/strata.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <random>
@@ -126,42 +127,56 @@ TEST_CASE("the compute tier never holds more than Depth+1 elements", "[sequence]
 }
 
 namespace {
-// Spins until `done` (a span with this label was recorded), or 10 s pass. The compute span then
-// provably contains the copy: the assertion rests on recorded spans, not on timing luck.
-void compute_until_span(context& ctx, const std::string& label) {
-  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  for (;;) {
+// Waits until a span with this label has been recorded (the copy it names has finished), for at
+// most a minute; returns whether it came. A bound, not a measurement: a schedule that works is
+// done in microseconds, one that does not (the copy waits for this compute) never finishes.
+bool wait_for_span(context& ctx, const std::string& label) {
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::minutes(1);
+  while (std::chrono::steady_clock::now() < give_up) {
     for (auto& s : ctx.trace().spans())
-      if (s.label == label) return;
-    if (std::chrono::steady_clock::now() > give_up) return;
+      if (s.label == label) return true;
     std::this_thread::yield();
   }
+  return false;
+}
+
+span find_span(const std::vector<span>& spans, const std::string& label) {
+  for (auto& s : spans)
+    if (s.label == label) return s;
+  FAIL("no span " << label);
+  return span{};
 }
 }  // namespace
 
+// The schedule is proven, not timed: while element i is computed, elements i+1 and i+2 must
+// already be on their way (held on the device), and element i+1's fetch must be able to finish
+// while the compute on i waits for it. Without prefetch that fetch would only start after the
+// compute returned, so the wait would run out and the test fail; how fast or loaded the machine
+// is changes nothing.
 TEST_CASE("with lookahead, fetching the next elements overlaps compute on this one",
           "[sequence][trace]") {
+  constexpr std::size_t n = 6, depth = 2;
   context ctx({.device_bytes = 1 << 20});
-  tensor_sequence<float, offloaded_to_host, prefetch::lookahead<2>> seq(ctx);
-  for (int i = 0; i < 6; ++i) seq.emplace_back("L" + std::to_string(i), {4096});
+  tensor_sequence<float, offloaded_to_host, prefetch::lookahead<depth>> seq(ctx);
+  for (std::size_t i = 0; i < n; ++i) seq.emplace_back("L" + std::to_string(i), {4096});
   ctx.trace().clear();
+  std::vector<int> ahead(n, 0);           // elements after i held on the device during compute i
+  std::vector<bool> next_arrived(n, false);  // i+1's fetch finished during compute i
   seq.forward([&](std::size_t i, auto) {
-    if (i + 1 < seq.size()) compute_until_span(ctx, "fetch L" + std::to_string(i + 1));
+    for (std::size_t j = i + 1; j <= std::min(i + depth, n - 1); ++j)
+      ahead[i] += seq[j].template holds<tier::device>();
+    if (i + 1 < n) next_arrived[i] = wait_for_span(ctx, "fetch L" + std::to_string(i + 1));
   });
-  auto spans = ctx.trace().spans();
-  CHECK(trace_recorder::overlap_us(spans, span_kind::h2d, span_kind::compute) > 0);
-  // Fetches of i+1 and i+2 were issued before compute on i: every fetch but the first two
-  // begins before the compute span of the element two places earlier ends.
-  auto find = [&](const std::string& label) {
-    for (auto& s : spans)
-      if (s.label == label) return s;
-    FAIL("no span " << label);
-    return span{};
-  };
-  for (int i = 2; i < 6; ++i) {
-    INFO("element " << i);
-    CHECK(find("fetch L" + std::to_string(i)).begin_us <
-          find("compute L" + std::to_string(i - 1)).end_us);
+  const auto spans = ctx.trace().spans();
+  for (std::size_t i = 0; i + 1 < n; ++i) {
+    INFO("compute on element " << i);
+    CHECK(ahead[i] == static_cast<int>(std::min(depth, n - 1 - i)));
+    CHECK(next_arrived[i]);
+    // So the fetch of i+1 began, and ended, before the compute on i did.
+    const span fetch = find_span(spans, "fetch L" + std::to_string(i + 1));
+    const span compute = find_span(spans, "compute L" + std::to_string(i));
+    CHECK(fetch.begin_us <= compute.end_us);
+    CHECK(fetch.end_us <= compute.end_us);
   }
   const auto summary = ctx.trace().summarize();
   CHECK(summary.busy_us_by_queue.count("h2d") == 1);
@@ -169,18 +184,22 @@ TEST_CASE("with lookahead, fetching the next elements overlaps compute on this o
 }
 
 TEST_CASE("without prefetch, fetch and compute never overlap", "[sequence][trace]") {
+  constexpr std::size_t n = 6;
   context ctx({.device_bytes = 1 << 20});
   tensor_sequence<float, offloaded_to_host, prefetch::none> seq(ctx);
-  for (int i = 0; i < 6; ++i) seq.emplace_back("L" + std::to_string(i), {4096});
+  for (std::size_t i = 0; i < n; ++i) seq.emplace_back("L" + std::to_string(i), {4096});
   ctx.trace().clear();
-  seq.forward([&](std::size_t, auto) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  int held_ahead = 0;  // elements after i on the device during compute i: none without prefetch
+  seq.forward([&](std::size_t i, auto) {
+    for (std::size_t j = i + 1; j < n; ++j) held_ahead += seq[j].template holds<tier::device>();
   });
+  CHECK(held_ahead == 0);
+  // Each fetch is waited for before its compute starts, so the spans cannot overlap.
   auto spans = ctx.trace().spans();
   CHECK(trace_recorder::overlap_us(spans, span_kind::h2d, span_kind::compute) == 0);
   std::size_t fetches = 0;
   for (auto& s : spans) fetches += s.kind == span_kind::h2d;
-  CHECK(fetches == 6);
+  CHECK(fetches == n);
 }
 
 TEST_CASE("a failure in compute mid-walk loses nothing committed and the walk can rerun",
