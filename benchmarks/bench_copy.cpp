@@ -23,7 +23,8 @@
 //     ratio = mean(strata device<-pinned, strata pinned<-device) / memcpy, all at 64 MiB
 //   CUDA build: copy ratio=X.XX h2d=A d2h=B peak=C GB/s
 //     ratio = mean(strata h2d, d2h) / mean(cudaMemcpyAsync h2d, d2h), all at 64 MiB
-// A CUDA build on a machine without a usable GPU prints "copy: no GPU: skipped" and exits 0.
+// A CUDA build on a machine without a usable GPU prints "copy: no GPU: skipped (<CUDA error>)"
+// and exits 0 — or 1 where a GPU is required (STRATA_REQUIRE_GPU=1, see core/cuda_check.hpp).
 #include <strata/exec/context.hpp>
 
 #include <benchmark/benchmark.h>
@@ -192,11 +193,9 @@ int main(int argc, char** argv) {
   if (benchmark::ReportUnrecognizedArguments(n, args.data())) return 1;
 
 #if STRATA_ENABLE_CUDA
-  if (strata::cuda_device_count() == 0) {
-    std::printf("copy: no GPU: skipped (CUDA build, and device discovery found no usable GPU; "
-                "build without CUDA to measure the emulated device)\n");
-    return 0;
-  }
+  // Skips (exit 0) without a GPU, or fails where one is required (STRATA_REQUIRE_GPU=1, or
+  // nvidia-smi lists one); the host build measures the emulated device instead.
+  if (const int rc = strata::no_gpu_exit_code("copy", 0); rc >= 0) return rc;
 #endif
 
   try {

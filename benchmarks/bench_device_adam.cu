@@ -16,7 +16,9 @@
 // Ratio (last line): device-adam ratio=X f32=A bf16=B memcpy=C GB/s, where
 //   ratio = median GB/s of device_adam/bf16_bf16 / median GB/s of cudaMemcpyAsync/d2d.
 // Goal: >= 0.85 (a memory-bound kernel that moves each byte once, as a copy does).
-// Without a usable GPU it prints `device-adam: no GPU: skipped` and exits 0.
+// Without a usable GPU it prints `device-adam: no GPU: skipped (<the CUDA error>)` and exits 0 —
+// or exits 1 where a GPU is required (STRATA_REQUIRE_GPU=1, or nvidia-smi lists one; see
+// strata::gpu_requirement).
 #include "bench_support.hpp"
 
 #include <strata/core/cuda_check.hpp>
@@ -196,10 +198,7 @@ int main(int argc, char** argv) {
   benchmark::Initialize(&n, args.data());
   if (benchmark::ReportUnrecognizedArguments(n, args.data())) return 1;
 
-  if (cuda_device_count() == 0) {
-    std::printf("device-adam: no GPU: skipped (device discovery found no usable GPU)\n");
-    return 0;
-  }
+  if (const int rc = no_gpu_exit_code("device-adam", 0); rc >= 0) return rc;
 
   std::size_t params = 0;
   for (std::size_t s : gpt2_small_sizes()) params += s;

@@ -1,6 +1,8 @@
 // The spine on a real GPU (cuda-device build, nvcc): device memory, every copy route, leases
 // with kernels on the compute stream, the offloaded sequence walk == the resident walk, and
-// the f16/bf16 conversions inside kernels == on the host. Skips (exit 77) without a GPU.
+// the f16/bf16 conversions inside kernels == on the host; memory claimed as device memory is
+// checked as on the emulated device; a "not ready" event query leaves no error behind for the
+// next launch check; compute spans are timed by events. Skips (exit 77) without a GPU.
 #include "cuda_test.hpp"
 
 #include <strata/strata.hpp>
@@ -32,6 +34,32 @@ __global__ void convert_patterns(const float* in, std::uint16_t* h, std::uint16_
   back_h[i] = to_float(f16::from_bits(static_cast<std::uint16_t>(i & 0xffff)));
   back_b[i] = to_float(bf16::from_bits(static_cast<std::uint16_t>(i & 0xffff)));
 }
+
+// Spins until the host sets *flag (mapped pinned memory), or for about `max_cycles` clock
+// cycles at most, so a test that fails early cannot hang the GPU.
+__global__ void wait_for_flag(const volatile int* flag, long long max_cycles) {
+  const long long start = clock64();
+  while (*flag == 0 && clock64() - start < max_cycles) {
+  }
+}
+
+// A flag in mapped pinned memory the host sets to release wait_for_flag.
+struct host_flag {
+  int* host = nullptr;
+  int* device = nullptr;
+  host_flag() {
+    check_cuda(cudaHostAlloc(&host, sizeof(int), cudaHostAllocMapped), "cudaHostAlloc (flag)");
+    *host = 0;
+    check_cuda(cudaHostGetDevicePointer(&device, host, 0), "cudaHostGetDevicePointer");
+  }
+  ~host_flag() {  // a test that failed early must not leave a kernel spinning on freed memory
+    set();
+    cudaDeviceSynchronize();
+    cudaFreeHost(host);
+  }
+  void set() { reinterpret_cast<volatile int*>(host)[0] = 1; }
+};
+constexpr long long ten_seconds_of_cycles = 20'000'000'000LL;  // ~2 GHz
 
 std::vector<unsigned char> random_bytes(std::size_t n, unsigned seed) {
   std::mt19937 rng(seed);
@@ -157,6 +185,90 @@ void budget_refuses_on_gpu() {
   GPU_CHECK(threw);
 }
 
+// A host pointer, device memory the context did not allocate, and a range running past a
+// context block are all refused as the emulated device refuses them; a range inside a block
+// is accepted.
+void device_claims_are_checked() {
+  context ctx({.device_bytes = 16 << 20});
+  std::vector<char> host(8192, 1);
+  buffer pinned = ctx.allocate(tier_id::pinned, 8192, "p");
+  buffer d = ctx.allocate(tier_id::device, 4096, "d");
+  void* foreign = nullptr;
+  check_cuda(cudaMalloc(&foreign, 4096), "cudaMalloc");
+  auto refused = [&](void* dst, std::size_t n, const char* label) {
+    try {
+      ctx.copy(dst, tier_id::device, pinned.data(), tier_id::pinned, n, label).wait();
+    } catch (const access_error& e) {
+      return std::string(e.what()).find(label) != std::string::npos;
+    }
+    return false;
+  };
+  GPU_CHECK(refused(host.data(), 100, "host-as-device"));
+  GPU_CHECK(refused(foreign, 100, "foreign-device"));
+  GPU_CHECK(refused(d.data(), 4097, "overrun"));
+  GPU_CHECK(refused(static_cast<char*>(d.data()) + 1, 4096, "shifted-overrun"));
+  bool inside = true;
+  try {
+    ctx.copy(static_cast<char*>(d.data()) + 96, tier_id::device, host.data(), tier_id::host, 4000,
+             "inside").wait();
+  } catch (const std::exception& e) {
+    inside = false;
+    std::printf("  unexpected: %s\n", e.what());
+  }
+  GPU_CHECK(inside);
+  cudaFree(foreign);
+}
+
+// Querying an event whose work is still running answers "not ready" and leaves the thread's
+// last error clean, so the next launch check (cudaGetLastError) does not fail.
+void not_ready_leaves_no_error() {
+  context ctx({.device_bytes = 16 << 20});
+  host_flag flag;
+  event e = ctx.compute("wait for the host", [&] {
+    wait_for_flag<<<1, 1, 0, ctx.compute_stream()>>>(flag.device, ten_seconds_of_cycles);
+    check_cuda(cudaGetLastError(), "wait_for_flag launch");
+  });
+  GPU_CHECK(!e.ready());  // the kernel waits for the flag, which is not set yet
+  GPU_CHECK(cudaGetLastError() == cudaSuccess);
+  // The retire path queries too: a buffer retired behind the running kernel stays.
+  buffer b = ctx.allocate(tier_id::device, 1 << 20, "behind the kernel");
+  ctx.retire(std::move(b), {e});
+  GPU_CHECK(ctx.budget(tier_id::device).used() == (1u << 20));
+  GPU_CHECK(cudaGetLastError() == cudaSuccess);
+  flag.set();
+  e.wait();
+  GPU_CHECK(ctx.budget(tier_id::device).used() == 0);  // given back at the first touch after
+  buffer x = ctx.allocate(tier_id::device, 256 * sizeof(float), "x");
+  launch_scale_add(ctx, static_cast<float*>(x.data()), 256, 1.0f, 0.0f);  // its check passes
+  ctx.synchronize();
+}
+
+// Compute spans are timed on the device by events: after synchronize the trace holds each
+// compute with its label, in stream order, with begin <= end. (Where they sit on the host
+// clock depends on a calibration whose error grows with the machine's load: not checked.)
+void compute_spans_are_timed_by_events() {
+  context ctx({.device_bytes = 16 << 20});
+  ctx.trace().clear();
+  const std::size_t n = 1 << 20;
+  buffer d = ctx.allocate(tier_id::device, n * sizeof(float), "x");
+  for (int i = 0; i < 3; ++i)
+    ctx.compute("scale " + std::to_string(i), [&] {
+      launch_scale_add(ctx, static_cast<float*>(d.data()), n, 1.0f, 1.0f);
+    });
+  ctx.synchronize();
+  std::vector<span> compute;
+  for (auto& s : ctx.trace().spans())
+    if (s.kind == span_kind::compute) compute.push_back(s);
+  GPU_CHECK(compute.size() == 3);
+  for (std::size_t i = 0; i < compute.size(); ++i) {
+    GPU_CHECK(compute[i].label == "scale " + std::to_string(i));
+    GPU_CHECK(compute[i].begin_us <= compute[i].end_us);
+    // One stream: each starts after the previous ended (1 us: float milliseconds rounding).
+    if (i) GPU_CHECK(compute[i].begin_us >= compute[i - 1].end_us - 1.0);
+  }
+  GPU_CHECK(ctx.trace().summarize().busy_us_by_queue.count("compute") == 1);
+}
+
 }  // namespace
 
 int main() {
@@ -166,5 +278,9 @@ int main() {
       {"offloaded sequence walks == resident walk with kernels", sequence_equivalence},
       {"f16/bf16 conversions in kernels == host", conversions_on_device_match_host},
       {"the device budget refuses an oversized tensor", budget_refuses_on_gpu},
+      {"memory claimed as device memory must be this context's", device_claims_are_checked},
+      {"a not-ready event query leaves no error for the next launch check",
+       not_ready_leaves_no_error},
+      {"compute spans are timed by CUDA events", compute_spans_are_timed_by_events},
   });
 }

@@ -200,10 +200,7 @@ void nccl_abort_fails_later_collectives() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (cuda_device_count() == 0) {
-    std::printf("no CUDA device or driver: skipping the communicator GPU tests\n");
-    return 77;
-  }
+  if (const int rc = cuda_test::no_gpu_exit_code(); rc >= 0) return rc;
 #if STRATA_HAVE_MPI
   int provided = 0;
   MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstring>
 #include <random>
+#include <thread>
 #include <vector>
 
 using namespace strata;
@@ -30,6 +31,31 @@ TEST_CASE("a work queue runs tasks in order and carries failures to the waiter",
   // The queue keeps working after a failure.
   event ok = q.submit(span_kind::other, "ok", [] {});
   CHECK_NOTHROW(ok.wait());
+}
+
+TEST_CASE("a work queue's start hook runs on its thread first; if it throws, tasks fail with it",
+          "[exec]") {
+  // The CUDA build's copy queues make the context's GPU current this way (cudaSetDevice).
+  trace_recorder trace;
+  std::thread::id hook_thread, task_thread;
+  bool hook_ran_first = false;
+  {
+    work_queue q("q", trace, [&] { hook_thread = std::this_thread::get_id(); });
+    q.submit(span_kind::other, "t", [&] {
+       task_thread = std::this_thread::get_id();
+       hook_ran_first = hook_thread == task_thread;
+     }).wait();
+  }
+  CHECK(hook_ran_first);
+  CHECK(task_thread != std::this_thread::get_id());
+
+  work_queue broken("broken", trace, [] { throw config_error("no GPU 3 here"); });
+  std::atomic<bool> ran{false};
+  event e = broken.submit(span_kind::other, "t", [&] { ran = true; });
+  CHECK_THROWS_WITH(e.wait(), "no GPU 3 here");
+  CHECK_THROWS_AS(broken.submit(span_kind::other, "again", [&] { ran = true; }).wait(),
+                  config_error);
+  CHECK_FALSE(ran.load());
 }
 
 TEST_CASE("events order work across queues", "[exec]") {

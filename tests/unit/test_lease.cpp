@@ -69,6 +69,37 @@ TEST_CASE("a read_write lease is written back to the home tier when it ends", "[
   }
 }
 
+TEST_CASE("an evicted slot's memory is back as soon as its write-back has ended", "[tensor]") {
+  context ctx(small());
+  tiered_tensor<float, offloaded_to_host> t(ctx, "w", {3000});
+  t.assign(iota(3000, 0));
+  // Hold the d2h queue, where write-backs run in order, until the test lets it go: the
+  // write-back is then certainly still running when the lease ends, whatever the machine's load.
+  buffer source = ctx.allocate(tier_id::pinned, 64, "gate source");
+  std::vector<char> sink(64);
+  event gate = event::pending();
+  struct opener {  // opens the gate on every way out, so the context can drain its queues
+    event g;
+    ~opener() { g.complete(); }
+  } open_on_exit{gate};
+  event held = ctx.copy(sink.data(), tier_id::host, source.data(), tier_id::pinned, 64, "held",
+                        {gate});
+  {
+    auto l = t.acquire(read_write);
+    ctx.compute("add", [&] { add_kernel(l.data(), l.view().size(), 0.5f); });
+  }
+  CHECK_FALSE(held.ready());
+  CHECK(ctx.budget(tier_id::device).used() == 3000 * sizeof(float));  // the write-back reads it
+  gate.complete();
+  CHECK(t.to_vector() == iota(3000, 0.5f));  // waits for the write-back...
+  // ... and nothing else: no allocation or synchronize is needed for the slot to be given back,
+  // which is what a GPU run sees too (CUDA memory cannot be freed from the copy's callback).
+  CHECK(ctx.budget(tier_id::device).used() == 0);
+  // memory_report is a touch too: on a second context it is the first thing asked.
+  const std::string report = ctx.memory_report();
+  CHECK(report.substr(0, report.find('\n')).find("in use 0 bytes") != std::string::npos);
+}
+
 TEST_CASE("leases on intermediate and home tiers", "[tensor]") {
   context ctx(small());
   using P = placement<tier::device, tier::pinned, tier::host>;

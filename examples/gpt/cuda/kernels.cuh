@@ -23,7 +23,6 @@
 #include <cub/block/block_reduce.cuh>
 #include <cub/util_ptx.cuh>
 #include <cub/warp/warp_reduce.cuh>
-#include <cuda/functional>
 
 #include <algorithm>
 #include <cmath>
@@ -46,6 +45,12 @@ inline constexpr int colsum_rows = 64;        // rows summed by one thread into 
 inline constexpr int colsum_threads = 128;    // columns per column-sum block
 
 inline int colsum_chunks(int rows) { return (rows + colsum_rows - 1) / colsum_rows; }
+
+// The max operator of a block reduction. Our own: ::cuda::maximum needs CCCL 2.8 (CUDA 12.9),
+// and cub::Max is gone from CCCL 3 (CUDA 13); the GPU path builds with CUDA 12.4 .. 13.x.
+struct max_op {
+  __device__ __forceinline__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
 
 // Sum over the warp, returned to every lane (cub reduces into lane 0; ShuffleIndex broadcasts).
 __device__ __forceinline__ float warp_sum_all(float v, cub::WarpReduce<float>::TempStorage& temp) {
@@ -235,7 +240,7 @@ __global__ void __launch_bounds__(ce_threads)
   const X* z = logits + static_cast<std::size_t>(n) * ld;
   float mx = -INFINITY;
   for (int v = threadIdx.x; v < V; v += ce_threads) mx = fmaxf(mx, to_f32(z[v]));
-  const float block_max = block_reduce(temp).Reduce(mx, ::cuda::maximum<>{});
+  const float block_max = block_reduce(temp).Reduce(mx, max_op{});
   if (threadIdx.x == 0) row_max = block_max;
   __syncthreads();  // row_max is visible, and temp may be reused
   mx = row_max;

@@ -8,7 +8,15 @@
 // Compute: in the host build, compute runs on the calling thread (the "compute queue" is the
 // caller, which is what an in-order stream with a synchronous host is); in the CUDA build it is
 // a CUDA stream that kernels are launched on — `compute_stream()`. `compute(label, fn)` wraps a
-// piece of compute in a trace span either way.
+// piece of compute in a trace span either way (on the GPU, timed by events on the stream).
+//
+// Retired memory: a buffer dropped while copies may still use it (an evicted slot whose
+// write-back is running) is given back as soon as those copies have ended — not at a fixed
+// later point, but by whoever next touches the context: a budget query, memory_report,
+// allocate, a copy, compute, synchronize, retire. The memory cannot be given back from the
+// copy's own completion (a CUDA host callback may not free CUDA memory), so the emulated device
+// does exactly what the GPU does: after `t.to_vector()` has waited for a write-back, the
+// device budget no longer counts the evicted slot.
 #pragma once
 
 #include <strata/exec/copy_engine.hpp>
@@ -20,6 +28,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstdio>
 #include <functional>
 #include <memory>
@@ -74,7 +83,7 @@ public:
                   budgeted_resource{*pools_[2], budgets_[2]}},
         ring_(budgeted_[1], config.staging_slot_bytes, config.staging_slots),
         nvme_(make_nvme_store(config, budgeted_[1], ring_)),
-        copies_(trace_, ring_, budgeted_[0], nvme_.get()) {
+        copies_(trace_, ring_, budgeted_[0], nvme_.get(), config.device) {
 #if STRATA_ENABLE_CUDA
     check_cuda(cudaStreamCreateWithFlags(&compute_stream_, cudaStreamNonBlocking),
                "compute stream");
@@ -96,15 +105,25 @@ public:
 
   const context_config& config() const noexcept { return config_; }
   trace_recorder& trace() noexcept { return trace_; }
-  tier_budget& budget(tier_id t) noexcept { return budgets_[static_cast<std::size_t>(t)]; }
+  /// A tier's budget; what it counts is current: retired memory whose copies have ended has
+  /// been given back first.
+  tier_budget& budget(tier_id t) noexcept {
+    reap_retired(false);
+    return budgets_[static_cast<std::size_t>(t)];
+  }
   const tier_budget& budget(tier_id t) const noexcept {
+    reap_retired(false);
     return budgets_[static_cast<std::size_t>(t)];
   }
   staging_ring& staging() noexcept { return ring_; }
-  copy_engine& copies() noexcept { return copies_; }
+  copy_engine& copies() noexcept {
+    reap_retired(false);
+    return copies_;
+  }
 
   /// The budgeted, pooled resource of an addressable tier.
   memory_resource& resource(tier_id t) {
+    reap_retired(false);
     if (t == tier_id::nvme)
       throw config_error("tier nvme has no memory resource: it is reached through an IO engine");
     return budgeted_[static_cast<std::size_t>(t)];
@@ -131,7 +150,7 @@ public:
   }
 
   /// Frees `b` once every event in `after` has completed (a copy may still read or write it):
-  /// at once if they have, else at the next allocation or synchronize.
+  /// at once if they have, else at the first touch of the context after they have.
   void retire(buffer&& b, std::vector<event> after) {
     if (!b) return;
     auto owner = std::make_shared<buffer>(std::move(b));
@@ -141,17 +160,19 @@ public:
   /// Runs `release` (giving back memory, an NVMe extent, budget) once every event in `after`
   /// has completed.
   void retire(std::function<void()> release, std::vector<event> after) {
+    reap_retired(false);
     if (std::all_of(after.begin(), after.end(), [](const event& e) { return e.ready(); })) {
       release();
       return;
     }
     std::lock_guard lock(retire_mutex_);
     retired_.push_back({std::move(release), std::move(after)});
+    retired_count_.store(retired_.size(), std::memory_order_release);
   }
 
   event copy(void* dst, tier_id to, const void* src, tier_id from, std::size_t bytes,
              std::string label, std::vector<event> after = {}) {
-    return copies_.copy(dst, to, src, from, bytes, std::move(label), std::move(after));
+    return copies().copy(dst, to, src, from, bytes, std::move(label), std::move(after));
   }
 
   /// The NVMe tier's storage; throws config_error when the context has none.
@@ -168,21 +189,21 @@ public:
   /// stream itself. Returns an event for the end of that work.
   template <class F>
   event compute(std::string label, F&& fn) {
+    reap_retired(false);
 #if STRATA_ENABLE_CUDA
-    auto* stamp = new compute_stamp{&trace_, std::move(label), 0};
-    if (trace_.enabled())
-      check_cuda(cudaLaunchHostFunc(compute_stream_, &compute_stamp::begin, stamp), "trace");
+    auto mark = trace_.begin_on(compute_stream_);
     try {
       std::forward<F>(fn)();
     } catch (...) {
-      if (trace_.enabled()) cudaLaunchHostFunc(compute_stream_, &compute_stamp::end, stamp);
-      else delete stamp;
+      try {
+        trace_.end_on(compute_stream_, std::move(mark), "compute", span_kind::compute,
+                      std::move(label));
+      } catch (...) {  // the compute's own failure is the one to report
+      }
       throw;
     }
-    if (trace_.enabled())
-      check_cuda(cudaLaunchHostFunc(compute_stream_, &compute_stamp::end, stamp), "trace");
-    else
-      delete stamp;
+    trace_.end_on(compute_stream_, std::move(mark), "compute", span_kind::compute,
+                  std::move(label));
     return event::recorded_on(compute_stream_);
 #else
     trace_recorder::scope span(trace_, "compute", span_kind::compute, std::move(label));
@@ -193,6 +214,7 @@ public:
 
   /// An event for the end of all compute issued so far (already complete in the host build).
   event compute_fence() {
+    reap_retired(false);
 #if STRATA_ENABLE_CUDA
     return event::recorded_on(compute_stream_);
 #else
@@ -209,10 +231,14 @@ public:
     compute_fence().wait();
     copies_.synchronize();
     reap_retired(false);
+#if STRATA_ENABLE_CUDA
+    trace_.resolve_device_spans(false);  // all their work has ended: nothing waits here
+#endif
   }
 
   /// One line per tier: in use, peak and budget.
   std::string memory_report() const {
+    reap_retired(false);
     std::string s;
     char line[200];
     for (auto& b : budgets_) {
@@ -239,10 +265,14 @@ public:
 private:
   static std::unique_ptr<memory_resource> make_device_upstream(const context_config& c) {
 #if STRATA_ENABLE_CUDA
-    if (cuda_device_count() <= c.device)
+    const cuda_discovery found = cuda_discover();
+    if (found.devices <= c.device)
       throw config_error("context: CUDA device " + std::to_string(c.device) +
-                         " is not available (this build needs a GPU; use the host build to "
-                         "run on the emulated device)");
+                         " is not available (" +
+                         (found.devices > 0 ? std::to_string(found.devices) + " found"
+                                            : found.why_none()) +
+                         "; this build needs a GPU; use the host build to run on the emulated "
+                         "device)");
     check_cuda(cudaSetDevice(c.device), "cudaSetDevice");
     return std::make_unique<cuda_device_resource>(c.device);
 #else
@@ -251,17 +281,24 @@ private:
   }
 
   /// Frees retired buffers whose copies are done (all of them, waiting, if `wait`).
-  /// Returns true if anything was freed.
-  bool reap_retired(bool wait) {
+  /// Returns true if anything was freed. Const because it only brings the accounting up to
+  /// date: what a caller can observe is as if each buffer had gone back when its copies ended.
+  bool reap_retired(bool wait) const noexcept {
+    if (retired_count_.load(std::memory_order_acquire) == 0) return false;  // the common case
     std::vector<retired_buffer> keep, done;
-    {
+    try {
       std::lock_guard lock(retire_mutex_);
+      keep.reserve(retired_.size());  // so that moving the entries below cannot throw
+      done.reserve(retired_.size());
       for (auto& r : retired_) {
         bool ready = true;
         for (auto& e : r.after) ready = ready && (wait || e.ready());
         (ready ? done : keep).push_back(std::move(r));
       }
       retired_ = std::move(keep);
+      retired_count_.store(retired_.size(), std::memory_order_release);
+    } catch (...) {  // no memory for the lists (or a failing query): the next touch tries again
+      return false;
     }
     for (auto& r : done) {
       for (auto& e : r.after)
@@ -269,27 +306,15 @@ private:
           e.wait();
         } catch (...) {  // the copy's owner hears of the failure through its own event
         }
-      r.release();
+      try {
+        r.release();
+      } catch (...) {  // releases give back memory and extents, which do not fail
+      }
     }
     return !done.empty();
   }
 
 #if STRATA_ENABLE_CUDA
-  struct compute_stamp {
-    trace_recorder* trace;
-    std::string label;
-    double begin_us;
-    static void CUDART_CB begin(void* p) {
-      auto* s = static_cast<compute_stamp*>(p);
-      s->begin_us = s->trace->now_us();
-    }
-    static void CUDART_CB end(void* p) {
-      auto* s = static_cast<compute_stamp*>(p);
-      s->trace->record("compute", span_kind::compute, std::move(s->label), s->begin_us,
-                       s->trace->now_us());
-      delete s;
-    }
-  };
   cudaStream_t compute_stream_ = nullptr;
 #endif
 
@@ -328,8 +353,9 @@ private:
   std::unique_ptr<memory_resource> device_upstream_;
   std::array<std::unique_ptr<pool_resource>, 3> pools_;  // under the budgets: idle blocks
   std::array<budgeted_resource, 3> budgeted_;            // do not count as used
-  std::mutex retire_mutex_;
-  std::vector<retired_buffer> retired_;
+  mutable std::mutex retire_mutex_;
+  mutable std::vector<retired_buffer> retired_;
+  mutable std::atomic<std::size_t> retired_count_{0};  // retired_.size(), read without the lock
   staging_ring ring_;
   std::unique_ptr<io::nvme_store> nvme_;
   copy_engine copies_;  // last: its queues stop first, while everything they use still exists

@@ -80,10 +80,14 @@ private:
 
 class copy_engine {
 public:
+  /// `device`: the CUDA device ordinal the queues' threads work on (CUDA build; ignored in the
+  /// host build, where the device is emulated).
   copy_engine(trace_recorder& trace, staging_ring& ring, memory_resource& device_memory,
-              io::nvme_store* nvme = nullptr)
-      : ring_(ring), device_memory_(device_memory), nvme_(nvme), up_("h2d", trace),
-        down_("d2h", trace), io_read_("io-read", trace), io_write_("io-write", trace) {}
+              io::nvme_store* nvme = nullptr, int device = 0)
+      : ring_(ring), device_memory_(device_memory), nvme_(nvme),
+        up_("h2d", trace, on_device(device)), down_("d2h", trace, on_device(device)),
+        io_read_("io-read", trace, on_device(device)),
+        io_write_("io-write", trace, on_device(device)) {}
   ~copy_engine() {
     try {
       synchronize();
@@ -182,6 +186,20 @@ public:
   }
 
 private:
+  // The start hook of a queue's thread: the CUDA calls it makes (copies, events, and freeing
+  // the buffers it may be the last to drop) go to the context's GPU.
+  static std::function<void()> on_device(int device) {
+#if STRATA_ENABLE_CUDA
+    return [device] {
+      check_cuda(cudaSetDevice(device),
+                 "copy queue: cudaSetDevice(" + std::to_string(device) + ")");
+    };
+#else
+    (void)device;
+    return {};
+#endif
+  }
+
   io::nvme_store& nvme(const std::string& label) {
     if (!nvme_)
       throw config_error("copy '" + label + "': this context has no NVMe tier; set "

@@ -63,11 +63,14 @@ public:
   void complete() const { finish(nullptr); }
   void fail(std::exception_ptr why) const { finish(why); }
 
-  bool ready() const {
+  /// True once the work has ended, successfully or not (wait() says which); never blocks.
+  [[nodiscard]] bool ready() const {
     if (!state_) return true;
     std::lock_guard lock(state_->mutex);
 #if STRATA_ENABLE_CUDA
-    if (state_->done && state_->cuda_event) return cudaEventQuery(state_->cuda_event) == cudaSuccess;
+    // A failed device event counts as ready, like a failed host one: wait() reports it.
+    if (state_->done && state_->cuda_event)
+      return cuda_query_done([&] { return cudaEventQuery(state_->cuda_event); });
 #endif
     return state_->done;
   }

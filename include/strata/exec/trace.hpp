@@ -5,14 +5,25 @@
 // summarises them: busy time per queue, and the fraction of wall time compute was busy — the
 // number the overlap goals are written in. Tests assert on spans (does a copy overlap compute?),
 // never on durations. Recording is thread-safe and can be switched off.
+//
+// CUDA build: work on a CUDA stream (context::compute) is timed by the stream itself, with a
+// pair of timing events around it (begin_on / end_on), so tracing never stalls the stream on a
+// host callback. Such a span becomes visible once its times are resolved: cudaEventElapsedTime
+// against a reference event whose host time is known, converted to the recorder's clock. That
+// happens as later spans are recorded, at context::synchronize, and whenever the spans are read
+// (spans(), summarize(), write_chrome_json() wait for the device work they have spans for).
 #pragma once
 
 #include <strata/core/error.hpp>
+#if STRATA_ENABLE_CUDA
+#  include <strata/core/cuda_check.hpp>
+#endif
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <utility>
@@ -93,6 +104,15 @@ class trace_recorder {
 public:
   explicit trace_recorder(bool enabled = true)
       : enabled_(enabled), origin_(std::chrono::steady_clock::now()) {}
+#if STRATA_ENABLE_CUDA
+  ~trace_recorder() {
+    for (auto& p : pending_) cudaEventDestroy(p.begin), cudaEventDestroy(p.end);
+    for (cudaEvent_t e : spare_events_) cudaEventDestroy(e);
+    if (calibration_stream_) cudaStreamDestroy(calibration_stream_);
+  }
+#endif
+  trace_recorder(const trace_recorder&) = delete;
+  trace_recorder& operator=(const trace_recorder&) = delete;
 
   bool enabled() const noexcept { return enabled_; }
   void set_enabled(bool on) noexcept { enabled_ = on; }
@@ -104,9 +124,7 @@ public:
 
   void record(std::string queue, span_kind kind, std::string label, double begin_us,
               double end_us) {
-    if (!enabled_) return;
-    std::lock_guard lock(mutex_);
-    spans_.push_back({std::move(queue), kind, std::move(label), begin_us, end_us});
+    record(std::move(queue), kind, std::move(label), begin_us, end_us, enabled_);
   }
 
   /// Records a span from construction to destruction.
@@ -126,11 +144,107 @@ public:
     double begin_;
   };
 
+#if STRATA_ENABLE_CUDA
+private:
+  struct reference_point;  // below
+
+public:
+  /// The start of a span of work on a CUDA stream: a timing event recorded on the stream.
+  /// Empty (and free) while recording is off.
+  class device_mark {
+  public:
+    device_mark() = default;
+    device_mark(device_mark&& o) noexcept
+        : event_(std::exchange(o.event_, nullptr)), reference_(std::move(o.reference_)) {}
+    device_mark& operator=(device_mark&& o) noexcept {
+      std::swap(event_, o.event_);
+      std::swap(reference_, o.reference_);
+      return *this;
+    }
+    ~device_mark() {
+      if (event_) cudaEventDestroy(event_);
+    }
+
+  private:
+    friend class trace_recorder;
+    cudaEvent_t event_ = nullptr;
+    std::shared_ptr<const reference_point> reference_;  // the host time of a point before it
+  };
+
+  /// Marks the start of a span on `stream` (the work launched on it after this call).
+  [[nodiscard]] device_mark begin_on(cudaStream_t stream) {
+    device_mark m;
+    if (!enabled_) return m;
+    m.reference_ = calibrate();
+    m.event_ = take_event();
+    check_cuda(cudaEventRecord(m.event_, stream), "trace: cudaEventRecord (span begin)");
+    return m;
+  }
+
+  /// Ends the span started by `begin` at the current end of `stream`'s work. Its times are
+  /// resolved later (see the top of this file); nothing here waits for the device.
+  void end_on(cudaStream_t stream, device_mark&& begin, std::string queue, span_kind kind,
+              std::string label) {
+    if (!begin.event_) return;
+    cudaEvent_t end = take_event();
+    if (const cudaError_t r = cudaEventRecord(end, stream); r != cudaSuccess) {
+      give_back(end);
+      check_cuda(r, "trace: cudaEventRecord (span end)");
+    }
+    {
+      std::lock_guard lock(device_mutex_);
+      pending_.push_back({std::exchange(begin.event_, nullptr), end, std::move(begin.reference_),
+                          std::move(queue), kind, std::move(label)});
+    }
+    resolve_device_spans(false);  // keeps the pending list as short as the work in flight
+  }
+
+  /// Turns the device spans whose work has ended into spans, in the order they were recorded
+  /// (one still running holds back those after it); with `wait`, waits for all of them.
+  /// A span whose work failed (a sticky CUDA error) cannot be timed and is dropped: the failure
+  /// is reported by whoever waits on that work.
+  void resolve_device_spans(bool wait) const {
+    std::lock_guard lock(device_mutex_);
+    std::vector<pending_span> keep;
+    for (auto& p : pending_) {
+      const bool done =
+          wait ? (cudaEventSynchronize(p.end), true)
+               : keep.empty() && cuda_query_done([&] { return cudaEventQuery(p.end); });
+      if (!done) {
+        keep.push_back(std::move(p));
+        continue;
+      }
+      float since_ms = 0, took_ms = 0;
+      const bool timed =
+          cudaEventElapsedTime(&since_ms, p.reference->event, p.begin) == cudaSuccess &&
+          cudaEventElapsedTime(&took_ms, p.begin, p.end) == cudaSuccess;
+      if (timed) {
+        const double begin_us = p.reference->host_us + 1e3 * since_ms;
+        record(std::move(p.queue), p.kind, std::move(p.label), begin_us, begin_us + 1e3 * took_ms,
+               true);
+      } else {
+        cudaGetLastError();  // the failure belongs to the work's waiter, not to the next check
+      }
+      give_back_locked(p.begin);
+      give_back_locked(p.end);
+    }
+    pending_ = std::move(keep);
+  }
+#endif
+
+  /// Every span recorded so far (in the CUDA build, after waiting for the device work of the
+  /// spans recorded on streams).
   std::vector<span> spans() const {
+#if STRATA_ENABLE_CUDA
+    resolve_device_spans(true);
+#endif
     std::lock_guard lock(mutex_);
     return spans_;
   }
   void clear() {
+#if STRATA_ENABLE_CUDA
+    resolve_device_spans(true);  // their events go back to the spares, their spans away
+#endif
     std::lock_guard lock(mutex_);
     spans_.clear();
   }
@@ -203,6 +317,92 @@ public:
   }
 
 private:
+  // `on`: a device span started while recording was on is kept even if it was switched off
+  // before its times were resolved.
+  void record(std::string queue, span_kind kind, std::string label, double begin_us,
+              double end_us, bool on) const {
+    if (!on) return;
+    std::lock_guard lock(mutex_);
+    spans_.push_back({std::move(queue), kind, std::move(label), begin_us, end_us});
+  }
+
+#if STRATA_ENABLE_CUDA
+  // A device timestamp whose host time is known: an event recorded on an idle stream of the
+  // recorder's own (no implicit ordering with the legacy default stream) and waited for, so
+  // the device stamped it between the two host clock readings around it; their midpoint is its
+  // host time, within a few microseconds.
+  struct reference_point {
+    cudaEvent_t event = nullptr;
+    double host_us = 0;
+    ~reference_point() {
+      if (event) cudaEventDestroy(event);
+    }
+  };
+
+  struct pending_span {
+    cudaEvent_t begin, end;
+    std::shared_ptr<const reference_point> reference;
+    std::string queue;
+    span_kind kind;
+    std::string label;
+  };
+
+  // cudaEventElapsedTime answers in float milliseconds: 24 bits are ~1 us at 10 s from the
+  // reference, 250 us after an hour. A fresh reference every few seconds keeps every span
+  // within microseconds (and the two clocks from drifting apart). Made on the calling thread's
+  // device, which is the device of the streams it will time.
+  static constexpr double reference_lifetime_us = 5e6;
+
+  std::shared_ptr<const reference_point> calibrate() {
+    std::lock_guard lock(device_mutex_);
+    if (reference_ && now_us() - reference_->host_us < reference_lifetime_us) return reference_;
+    if (!calibration_stream_)
+      check_cuda(cudaStreamCreateWithFlags(&calibration_stream_, cudaStreamNonBlocking),
+                 "trace: stream");
+    auto ref = std::make_shared<reference_point>();
+    check_cuda(cudaEventCreate(&ref->event), "trace: cudaEventCreate");
+    const double before = now_us();
+    check_cuda(cudaEventRecord(ref->event, calibration_stream_),
+               "trace: cudaEventRecord (reference)");
+    check_cuda(cudaEventSynchronize(ref->event), "trace: reference event");
+    ref->host_us = (before + now_us()) / 2;
+    reference_ = std::move(ref);
+    return reference_;
+  }
+
+  // Timing events (no cudaEventDisableTiming), reused: one span costs two cudaEventRecord calls.
+  cudaEvent_t take_event() {
+    {
+      std::lock_guard lock(device_mutex_);
+      if (!spare_events_.empty()) {
+        cudaEvent_t e = spare_events_.back();
+        spare_events_.pop_back();
+        return e;
+      }
+    }
+    cudaEvent_t e = nullptr;
+    check_cuda(cudaEventCreate(&e), "trace: cudaEventCreate");
+    return e;
+  }
+  void give_back(cudaEvent_t e) const {
+    std::lock_guard lock(device_mutex_);
+    give_back_locked(e);
+  }
+  void give_back_locked(cudaEvent_t e) const {
+    try {
+      spare_events_.push_back(e);
+    } catch (...) {
+      cudaEventDestroy(e);
+    }
+  }
+
+  mutable std::mutex device_mutex_;  // guards what follows
+  mutable std::vector<pending_span> pending_;
+  mutable std::vector<cudaEvent_t> spare_events_;
+  std::shared_ptr<const reference_point> reference_;
+  cudaStream_t calibration_stream_ = nullptr;
+#endif
+
   static std::string escape(const std::string& in) {
     std::string out;
     for (char c : in) {
@@ -216,7 +416,7 @@ private:
   bool enabled_;
   std::chrono::steady_clock::time_point origin_;
   mutable std::mutex mutex_;
-  std::vector<span> spans_;
+  mutable std::vector<span> spans_;  // mutable: reading resolves pending device spans into it
 };
 
 STRATA_NAMESPACE_END

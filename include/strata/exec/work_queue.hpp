@@ -21,8 +21,12 @@ STRATA_NAMESPACE_BEGIN
 
 class work_queue {
 public:
-  work_queue(std::string name, trace_recorder& trace)
-      : name_(std::move(name)), trace_(trace), worker_([this] { run(); }) {}
+  /// `on_start` runs first on the worker thread, before any task: in the CUDA build it makes
+  /// the context's GPU the thread's current device (a new thread starts on GPU 0, where its
+  /// first CUDA call would otherwise create a context). If it throws, every task fails with it.
+  work_queue(std::string name, trace_recorder& trace, std::function<void()> on_start = {})
+      : name_(std::move(name)), trace_(trace), on_start_(std::move(on_start)),
+        worker_([this] { run(); }) {}
   ~work_queue() {
     {
       std::lock_guard lock(mutex_);
@@ -71,6 +75,12 @@ private:
   };
 
   void run() {
+    std::exception_ptr start_failure;
+    try {
+      if (on_start_) on_start_();
+    } catch (...) {
+      start_failure = std::current_exception();
+    }
     for (;;) {
       task t;
       {
@@ -81,6 +91,7 @@ private:
         tasks_.pop_front();
       }
       try {
+        if (start_failure) std::rethrow_exception(start_failure);
         for (auto& e : t.after) e.wait();
         const double begin = trace_.now_us();
         t.fn();
@@ -94,6 +105,7 @@ private:
 
   std::string name_;
   trace_recorder& trace_;
+  std::function<void()> on_start_;
   std::mutex mutex_;
   std::condition_variable cv_;
   std::deque<task> tasks_;

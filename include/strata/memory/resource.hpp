@@ -12,7 +12,10 @@
 #include <strata/memory/budget.hpp>
 #include <strata/memory/tier.hpp>
 
+#include <cstdint>
 #include <cstdlib>
+#include <map>
+#include <mutex>
 #include <new>
 #include <string>
 
@@ -87,7 +90,10 @@ private:
 
 #if STRATA_ENABLE_CUDA
 /// GPU memory from the device's stream-ordered allocator (cudaMallocAsync), made usable at
-/// once by synchronising the allocation stream, so any stream may use the block.
+/// once by synchronising the allocation stream, so any stream may use the block. It remembers
+/// every block it handed out, so owns() is exact, as the emulated arena's is: a host pointer, or
+/// device memory this context did not allocate, passed off as the context's device memory is an
+/// access_error in the copy engine, not a copy (or a fault) on the GPU.
 class cuda_device_resource final : public memory_resource {
 public:
   explicit cuda_device_resource(int device = 0) : device_(device) {}
@@ -95,23 +101,47 @@ public:
     if (alignment > tier::device::alignment)
       throw config_error("device allocation for '" + std::string(what) + "' asks for " +
                          std::to_string(alignment) + "-byte alignment; cudaMalloc gives 256");
+    // Left current, not restored: switching a thread back to a device it never used would
+    // create that device's primary context (the cost the copy queues' start hook avoids).
     check_cuda(cudaSetDevice(device_), "cudaSetDevice");
     void* p = nullptr;
     const std::string ctx = "cudaMallocAsync of " + format_bytes(bytes) + " for '" +
                             std::string(what) + "'";
     check_cuda(cudaMallocAsync(&p, bytes ? bytes : 1, cudaStreamPerThread), ctx);
     check_cuda(cudaStreamSynchronize(cudaStreamPerThread), ctx);
+    try {
+      std::lock_guard lock(mutex_);
+      blocks_.emplace(reinterpret_cast<std::uintptr_t>(p), bytes ? bytes : 1);
+    } catch (...) {
+      cudaFreeAsync(p, cudaStreamPerThread);
+      throw;
+    }
     return p;
   }
   void deallocate(void* p, std::size_t, std::size_t) noexcept override {
+    {
+      std::lock_guard lock(mutex_);
+      blocks_.erase(reinterpret_cast<std::uintptr_t>(p));
+    }
     cudaSetDevice(device_);
     cudaFreeAsync(p, cudaStreamPerThread);
     cudaStreamSynchronize(cudaStreamPerThread);
+  }
+  /// True if p .. p+bytes lies inside one block this resource allocated and has not freed.
+  bool owns(const void* p, std::size_t bytes) const noexcept override {
+    const auto a = reinterpret_cast<std::uintptr_t>(p);
+    std::lock_guard lock(mutex_);
+    auto it = blocks_.upper_bound(a);
+    if (it == blocks_.begin()) return false;
+    --it;
+    return a - it->first <= it->second && bytes <= it->second - (a - it->first);
   }
   tier_id tier() const noexcept override { return tier_id::device; }
 
 private:
   int device_;
+  mutable std::mutex mutex_;
+  std::map<std::uintptr_t, std::size_t> blocks_;  // address -> bytes of each live block
 };
 #endif
 

@@ -123,7 +123,7 @@ public:
     std::lock_guard lock(mutex_);
     if (o.done || failed_ || closed_) return true;
     // Anything but "not ready" ends the wait: success, or an error that wait() reports.
-    const cudaError_t q = cudaEventQuery(o.event);
+    const cudaError_t q = cuda_query([&] { return cudaEventQuery(o.event); });
     if (q == cudaSuccess) o.done = true;
     return q != cudaErrorNotReady;
   }
@@ -141,7 +141,7 @@ public:
         if (closed_)
           throw comm_error(std::string(backend) + ": the communicator was destroyed before " +
                            o.what + " completed on rank " + std::to_string(rank_));
-        const cudaError_t q = cudaEventQuery(o.event);
+        const cudaError_t q = cuda_query([&] { return cudaEventQuery(o.event); });
         if (q == cudaSuccess) {
           o.done = true;
           return;
@@ -197,12 +197,12 @@ public:
     if (!failed_ && comm_) {
       const auto deadline = clock::now() + timeout_;
       backoff pause;
-      while (!(idle = cudaStreamQuery(stream_) == cudaSuccess) && clock::now() < deadline) {
+      while (!(idle = cuda_query([&] { return cudaStreamQuery(stream_); }) == cudaSuccess) &&
+             clock::now() < deadline) {
         lock.unlock();
         pause.pause();
         lock.lock();
       }
-      cudaGetLastError();
     }
     if (idle) {
       ncclResult_t r = ncclCommFinalize(comm_);
@@ -239,7 +239,8 @@ private:
     int local_rank = 0;
     MPI_Comm_rank(local, &local_rank);
     MPI_Comm_free(&local);
-    const int devices = cuda_device_count();
+    const cuda_discovery found = cuda_discover();
+    const int devices = found.devices;
     // Every rank must agree before anyone waits in a blocking bootstrap call.
     int all_have_gpus = devices > 0 ? 1 : 0;
     check_mpi(MPI_Allreduce(MPI_IN_PLACE, &all_have_gpus, 1, MPI_INT, MPI_MIN, ctrl_),
@@ -247,7 +248,9 @@ private:
     if (!all_have_gpus)
       throw config_error(std::string(backend) + ": " +
                          (devices > 0 ? "another rank" : "rank " + std::to_string(rank_)) +
-                         " sees no usable GPU (no device, or no driver)");
+                         " sees no usable GPU (" +
+                         (devices > 0 ? std::string("no device, or no driver") : found.why_none()) +
+                         ")");
     device_ = local_rank % devices;
     check_cuda(cudaSetDevice(device_), "cudaSetDevice(" + std::to_string(device_) + ")");
 
