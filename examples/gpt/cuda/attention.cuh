@@ -1,7 +1,18 @@
 // examples/gpt/cuda/attention.cuh — causal multi-head self-attention on the GPU, tiled.
 //
-// What this is: the FlashAttention idea in its simplest CUDA form, the twin of
-// host/attention.hpp. No (T, T) matrix is ever stored, in either direction:
+// What this is: the public entry points (attention_forward, attention_backward,
+// attention_workspace_floats) and the FlashAttention idea in its simplest CUDA form, the twin of
+// host/attention.hpp. No (T, T) matrix is ever stored, in either direction. Two
+// implementations sit behind the same calls:
+//   tensor cores  attention_tc.cuh: X = bf16 with head size 32, 64 or 128 (and 16-byte aligned
+//                 qkv / dout, which every device_array is). mma.sync bf16 tiles with fp32
+//                 accumulation, longest-tile-first scheduling over the causal triangle,
+//                 deterministic. The path of a bf16 training step (GPT-2: hs 64).
+//   CUDA cores    this file: everything else, i.e. X = float (the exact path the tests compare
+//                 with the host model, kept in fp32 on purpose: tensor cores would round the
+//                 inputs to bf16/tf32), the head sizes 8 and 16 (too narrow to keep the
+//                 16-wide MMA busy, not worth kernels of their own), misaligned pointers.
+// The CUDA-core kernels:
 //   forward   one thread (or a few, see below) per query row; key/value tiles of att_tile rows
 //             are staged in shared memory as fp32; scores are folded into the output with an
 //             online softmax (running max m and sum l per row, rescaled once per chunk of
@@ -9,11 +20,10 @@
 //   backward  rebuilds P = exp(S - lse) tile by tile, in two kernels so that every gradient
 //             element has exactly one writer (no atomics, deterministic): one walks the keys of
 //             a query row and writes dQ; the other walks the queries of a key row and writes
-//             dK and dV. D = rowsum(dout * out) is computed first, once per row.
+//             dK and dV. D = rowsum(dout * out) is computed first, once per row (both paths).
 // Everything accumulates in fp32; inputs and outputs are X (float or bf16).
-// What it is not: fast. The products run on CUDA cores, not tensor cores (correctness and
-// readability first). It is the part of a GPU training step to replace first (a wgmma / mma
-// FlashAttention kernel) when speed matters; see bench_gpt_cuda.
+// What it is not: fast on the fallback. The CUDA-core products are for correctness and
+// readability; a bf16 model with hs 32/64/128 never runs them (see bench_gpt_cuda).
 //
 // Threads per row: a row's head vector (hs values) is split over S = max(1, hs / 32) adjacent
 // lanes, each holding D = hs / S values in registers, so a thread never keeps more than
@@ -26,12 +36,14 @@
 // 1/sqrt(hs); position t attends to 0..t.
 #pragma once
 
+#include "attention_tc.cuh"
 #include "common.cuh"
 
 #include <cub/util_ptx.cuh>
 #include <cub/warp/warp_reduce.cuh>
 
 #include <cstddef>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -324,13 +336,60 @@ inline void check_attention_shape(int B, int T, int C, int NH, const char* who) 
                                 " exceeds the grid's y limit (65535)");
 }
 
+// Whether attention_forward / attention_backward of X take the tensor-core path for head size
+// hs with these tensors: bf16, a head size attention_tc.cuh has, 16-byte aligned rows to stage
+// (qkv, and dout in the backward) and 4-byte aligned bf16 pairs to store (out, dqkv), and a
+// grid that fits (T / 64 query tiles on grid.y).
+template <class X>
+bool use_tensor_cores(int T, int hs, const void* staged, const void* staged2, const void* stored) {
+  if constexpr (!std::is_same_v<X, bf16>) {
+    return false;
+  } else {
+    const auto aligned = [](const void* p, std::uintptr_t a) {
+      return reinterpret_cast<std::uintptr_t>(p) % a == 0;
+    };
+    return tc::supports_head_size(hs) && aligned(staged, 16) && aligned(staged2, 16) &&
+           aligned(stored, 4) && (T + tc::block_rows - 1) / tc::block_rows <= 65535;
+  }
+}
+
+// Calls f(std::integral_constant<int, hs>{}) for the tensor-core head sizes.
+template <class F>
+void with_tc_head_size(int hs, F&& f) {
+  switch (hs) {
+    case 32: f(std::integral_constant<int, 32>{}); break;
+    case 64: f(std::integral_constant<int, 64>{}); break;
+    case 128: f(std::integral_constant<int, 128>{}); break;
+    default:
+      throw std::logic_error("attention: no tensor-core kernel for head size " +
+                             std::to_string(hs));
+  }
+}
+
 }  // namespace detail
+
+/// Whether attention_forward/_backward<X> run on tensor cores for this shape and these tensors
+/// (bf16, head size 32, 64 or 128, aligned pointers); otherwise on the CUDA-core kernels.
+template <class X>
+bool attention_uses_tensor_cores(int T, int C, int NH, const void* qkv, const void* dout_or_qkv,
+                                 const void* out_or_dqkv) {
+  return NH > 0 && C % NH == 0 &&
+         detail::use_tensor_cores<X>(T, C / NH, qkv, dout_or_qkv, out_or_dqkv);
+}
 
 /// out (B,T,C) = causal softmax(Q K^T / sqrt(hs)) V per head, lse (B,NH,T) fp32.
 template <class X>
 void attention_forward(X* out, float* lse, const X* qkv, int B, int T, int C, int NH,
                        cudaStream_t stream) {
   detail::check_attention_shape(B, T, C, NH, "attention_forward");
+  if constexpr (std::is_same_v<X, bf16>) {
+    if (attention_uses_tensor_cores<X>(T, C, NH, qkv, qkv, out)) {
+      detail::with_tc_head_size(C / NH, [&](auto hs) {
+        detail::tc::forward<decltype(hs)::value>(out, lse, qkv, B, T, C, NH, stream);
+      });
+      return;
+    }
+  }
   detail::with_head_size(C / NH, "attention_forward", [&](auto hs) {
     constexpr int HS = decltype(hs)::value;
     const dim3 grid((T + detail::att_rows - 1) / detail::att_rows, B * NH);
@@ -356,6 +415,15 @@ void attention_backward(X* dqkv, float* workspace, const X* dout, const X* qkv, 
   detail::attention_row_dot_kernel<<<blocks_for(rows, 256), 256, 0, stream>>>(workspace, dout, out,
                                                                               B, T, C, NH);
   check_launch("attention_row_dot");
+  if constexpr (std::is_same_v<X, bf16>) {
+    if (attention_uses_tensor_cores<X>(T, C, NH, qkv, dout, dqkv)) {
+      detail::with_tc_head_size(C / NH, [&](auto hs) {
+        detail::tc::backward<decltype(hs)::value>(dqkv, workspace, dout, qkv, lse, B, T, C, NH,
+                                                  accumulate, stream);
+      });
+      return;
+    }
+  }
   detail::with_head_size(C / NH, "attention_backward", [&](auto hs) {
     constexpr int HS = decltype(hs)::value;
     const dim3 grid((T + detail::att_rows - 1) / detail::att_rows, B * NH);

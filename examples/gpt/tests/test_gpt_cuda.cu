@@ -49,6 +49,8 @@ using vecf = std::vector<float>;
 
 constexpr double kernel_tol_f32 = 1e-4;
 constexpr double kernel_tol_bf16 = 1e-2;
+// bf16 attention on tensor cores rounds P and dS to bf16 before their second products.
+constexpr double attention_tc_tol_bwd = 2e-2;
 
 template <class X>
 constexpr double kernel_tol() {
@@ -405,8 +407,13 @@ void test_attention() {
   std::uint64_t seed = 50;
   for (const auto& s : shapes) {
     const int B = s.B, T = s.T, C = s.C, NH = s.NH;
+    // bf16 with hs 32/64/128 runs on tensor cores (test_attention_tensor_cores has the details):
+    // P and dS are rounded to bf16 there before their second product, hence its tolerance.
+    // (nullptr for the tensors: device_array memory is aligned, only the shape matters here.)
+    const bool tc = gg::attention_uses_tensor_cores<X>(T, C, NH, nullptr, nullptr, nullptr);
+    const double tol_bwd = tc ? attention_tc_tol_bwd : tol;
     const std::string name = "(B " + std::to_string(B) + ", T " + std::to_string(T) + ", hs " +
-                             std::to_string(C / NH) + ") " + t;
+                             std::to_string(C / NH) + ") " + t + (tc ? " tc" : "");
     const std::size_t n3 = std::size_t(B) * T * 3 * C, n1 = std::size_t(B) * T * C;
     const vecf qkv = rounded<X>(randn(n3, seed++));
     vecf out(n1), lse(std::size_t(B) * NH * T);
@@ -436,8 +443,135 @@ void test_attention() {
       gpt::attention_backward(dqkv.data(), dout.data(), qkv.data(), out_x.data(), lse.data(), B,
                               T, C, NH);
       expect_close(std::string("attention_backward dqkv ") + (accumulate ? "(+=) " : "(=) ") + name,
-                   to_host(d_dqkv.data(), n3), dqkv, tol);
+                   to_host(d_dqkv.data(), n3), dqkv, tol_bwd);
     }
+  }
+}
+
+// The q, k or v third (part 0, 1, 2) of a (N, 3C) matrix, as (N, C).
+vecf qkv_part(const vecf& v, int N, int C, int part) {
+  vecf out(static_cast<std::size_t>(N) * C);
+  for (int n = 0; n < N; ++n)
+    for (int c = 0; c < C; ++c)
+      out[static_cast<std::size_t>(n) * C + c] =
+          v[static_cast<std::size_t>(n) * 3 * C + static_cast<std::size_t>(part) * C + c];
+  return out;
+}
+
+// The bf16 tensor-core attention (attention_tc.cuh) against the host on the host's rounded
+// inputs. Tolerances: out within 1e-2 of its largest value (bf16 P in P V, then out rounded
+// to bf16: a few 2^-9 ulps); lse within 1e-4 (its statistics never leave fp32); dqkv within
+// 2e-2, as a whole and per third (dQ, dK, dV each against its own largest value, so a wrong
+// small third cannot hide behind a large one): P and dS are rounded to bf16 before the second
+// products and every output to bf16. T = 1 has dQ = dK = 0 exactly in theory and rounding
+// noise in practice, so there only the whole dqkv is compared.
+void test_attention_tensor_cores() {
+  struct shape { int B, T, C, NH; };
+  const shape shapes[] = {
+      {1, 1, 64, 1},     // T = 1: a single key
+      {2, 77, 256, 4},   // hs 64, T a multiple of neither 16 nor 64, B > 1
+      {1, 64, 128, 2},   // hs 64, exactly one tile
+      {3, 130, 128, 4},  // hs 32, three query tiles, the last of 2 rows
+      {1, 17, 96, 3},    // hs 32, T not a multiple of 16
+      {1, 1, 128, 1},    // hs 128, T = 1
+      {2, 161, 256, 2},  // hs 128 (backward tiles of 32), T = 161
+      {1, 200, 768, 12}  // GPT-2 124M's heads (12 x 64), a shorter sequence
+  };
+  std::uint64_t seed = 70;
+  for (const auto& s : shapes) {
+    const int B = s.B, T = s.T, C = s.C, NH = s.NH, N = B * T;
+    const std::string name = "(B " + std::to_string(B) + ", T " + std::to_string(T) + ", NH " +
+                             std::to_string(NH) + ", hs " + std::to_string(C / NH) + ") bf16 tc";
+    const std::size_t n3 = std::size_t(N) * 3 * C, n1 = std::size_t(N) * C;
+    const vecf qkv = rounded<bf16>(randn(n3, seed++));
+    vecf out(n1), lse(std::size_t(B) * NH * T);
+    gpt::attention_forward(out.data(), lse.data(), qkv.data(), B, T, C, NH);
+    auto d_qkv = to_device<bf16>(qkv);
+    gg::device_array<bf16> d_out(n1, "out");
+    gg::device_array<float> d_lse(lse.size(), "lse");
+    GPU_CHECK((gg::attention_uses_tensor_cores<bf16>(T, C, NH, d_qkv.data(), d_qkv.data(),
+                                                     d_out.data())));
+    gg::attention_forward(d_out.data(), d_lse.data(), d_qkv.data(), B, T, C, NH, nullptr);
+    expect_close("attention_forward out " + name, to_host(d_out.data(), n1), out, 1e-2);
+    expect_close("attention_forward lse " + name, to_host(d_lse.data(), lse.size()), lse, 1e-4);
+
+    const vecf out_x = rounded<bf16>(out);
+    const vecf dout = rounded<bf16>(randn(n1, seed++));
+    const vecf dqkv0 = rounded<bf16>(randn(n3, seed++));
+    auto d_outx = to_device<bf16>(out_x), d_dout = to_device<bf16>(dout);
+    auto d_lse_h = to_device<float>(lse);
+    gg::device_array<float> ws(gg::attention_workspace_floats(B, T, NH), "ws");
+    for (bool accumulate : {false, true}) {
+      auto d_dqkv = to_device<bf16>(dqkv0);
+      gg::attention_backward(d_dqkv.data(), ws.data(), d_dout.data(), d_qkv.data(), d_outx.data(),
+                             d_lse_h.data(), B, T, C, NH, accumulate, nullptr);
+      const vecf got = to_host(d_dqkv.data(), n3);
+      vecf grad(n3, 0.0f);  // the gradient alone; += adds it to dqkv0
+      gpt::attention_backward(grad.data(), dout.data(), qkv.data(), out_x.data(), lse.data(), B,
+                              T, C, NH);
+      vecf want = grad;
+      if (accumulate)
+        for (std::size_t i = 0; i < n3; ++i)
+          want[i] = gg::to_f32(gg::from_f32<bf16>(dqkv0[i] + grad[i]));
+      const std::string mode = accumulate ? "(+=) " : "(=) ";
+      if (!accumulate) {
+        expect_close("attention_backward dqkv " + mode + name, got, want, attention_tc_tol_bwd);
+        if (T > 1) {
+          const char* parts[] = {"dq ", "dk ", "dv "};
+          for (int part = 0; part < 3; ++part)
+            expect_close(std::string("attention_backward ") + parts[part] + mode + name,
+                         qkv_part(got, N, C, part), qkv_part(want, N, C, part),
+                         attention_tc_tol_bwd);
+        }
+      } else {
+        // += : what was added, against the gradient (dqkv0 is O(1), the gradient may be
+        // smaller; got - dqkv0 carries one bf16 rounding of the sum on top).
+        vecf added(n3);
+        for (std::size_t i = 0; i < n3; ++i) added[i] = got[i] - dqkv0[i];
+        expect_close("attention_backward dqkv " + mode + name, got, want, attention_tc_tol_bwd);
+        expect_close("attention_backward dqkv added " + mode + name, added, grad,
+                     2 * attention_tc_tol_bwd);
+      }
+    }
+  }
+}
+
+// The tensor-core attention twice on the same inputs: out, lse and dqkv bitwise equal (no
+// atomics, fixed summation orders), for hs 64 and 128 at T spanning several tiles.
+void test_attention_deterministic() {
+  struct shape { int B, T, C, NH; };
+  const shape shapes[] = {{2, 300, 256, 4}, {1, 257, 256, 2}};
+  std::uint64_t seed = 90;
+  for (const auto& s : shapes) {
+    const int B = s.B, T = s.T, C = s.C, NH = s.NH;
+    const std::string name = "(B " + std::to_string(B) + ", T " + std::to_string(T) + ", hs " +
+                             std::to_string(C / NH) + ")";
+    const std::size_t n3 = std::size_t(B) * T * 3 * C, n1 = std::size_t(B) * T * C;
+    const std::size_t nl = std::size_t(B) * NH * T;
+    auto d_qkv = to_device<bf16>(randn(n3, seed++));
+    auto d_dout = to_device<bf16>(randn(n1, seed++));
+    gg::device_array<float> ws(gg::attention_workspace_floats(B, T, NH), "ws");
+    std::vector<bf16> outs[2], dqkvs[2];
+    std::vector<float> lses[2];
+    for (int run = 0; run < 2; ++run) {
+      gg::device_array<bf16> d_out(n1, "out"), d_dqkv(n3, "dqkv");
+      gg::device_array<float> d_lse(nl, "lse");
+      gg::attention_forward(d_out.data(), d_lse.data(), d_qkv.data(), B, T, C, NH, nullptr);
+      gg::attention_backward(d_dqkv.data(), ws.data(), d_dout.data(), d_qkv.data(), d_out.data(),
+                             d_lse.data(), B, T, C, NH, false, nullptr);
+      strata::check_cuda(cudaDeviceSynchronize(), "test sync");
+      outs[run] = gg::download(d_out.data(), n1, "out");
+      lses[run] = gg::download(d_lse.data(), nl, "lse");
+      dqkvs[run] = gg::download(d_dqkv.data(), n3, "dqkv");
+    }
+    const bool same_out = std::memcmp(outs[0].data(), outs[1].data(), n1 * sizeof(bf16)) == 0;
+    const bool same_lse = std::memcmp(lses[0].data(), lses[1].data(), nl * sizeof(float)) == 0;
+    const bool same_dqkv = std::memcmp(dqkvs[0].data(), dqkvs[1].data(), n3 * sizeof(bf16)) == 0;
+    std::printf("  %-4s attention bf16 tc %s: out, lse, dqkv bitwise equal over two runs\n",
+                same_out && same_lse && same_dqkv ? "ok" : "BAD", name.c_str());
+    GPU_CHECK(same_out);
+    GPU_CHECK(same_lse);
+    GPU_CHECK(same_dqkv);
   }
 }
 
@@ -462,12 +596,12 @@ struct tiny_batch {
 };
 
 template <class X>
-void test_model_vs_host(bool checkpoint) {
-  const auto cfg = tiny_config();
+void test_model_vs_host(bool checkpoint, const gpt::gpt_config& cfg = tiny_config(),
+                        const std::string& label = "") {
   const tiny_batch batch(cfg);
   const int B = batch.B, T = batch.T, N = B * T;
   const bool f32 = std::is_same_v<X, float>;
-  const std::string t = std::string(type_name<X>()) + (checkpoint ? " checkpointed" : "");
+  const std::string t = std::string(type_name<X>()) + (checkpoint ? " checkpointed" : "") + label;
   gpt::host_model host(cfg, 4);
   host.init_weights(7);
   gg::basic_gpt_cuda_model<X> gpu(cfg, 4, checkpoint);
@@ -499,6 +633,16 @@ void test_model_vs_host(bool checkpoint) {
       expect_close("grad " + gpt::block_tensor_name(l, s) + " " + t, slice(gb, s.offset, s.numel),
                    slice(host.block_grads(l), s.offset, s.numel), gtol, !f32);
   }
+}
+
+// The tiny model with 2 heads of 32 instead of 4 of 16: its bf16 attention runs on tensor
+// cores (hs 16 stays on the CUDA-core kernels), inside the whole forward and backward.
+void test_model_tc_attention() {
+  auto cfg = tiny_config();
+  cfg.heads = 2;
+  GPU_CHECK(gg::attention_uses_tensor_cores<bf16>(21, cfg.width, cfg.heads, nullptr, nullptr,
+                                                  nullptr));
+  test_model_vs_host<bf16>(false, cfg, " hs 32");
 }
 
 template <class X>
@@ -592,10 +736,13 @@ int main() {
       {"head (ln_f, tied LM head, cross-entropy) bf16", test_head<bf16>},
       {"attention f32", test_attention<float>},
       {"attention bf16", test_attention<bf16>},
+      {"attention bf16 tensor cores", test_attention_tensor_cores},
+      {"attention bf16 tensor cores deterministic", test_attention_deterministic},
       {"model == host_model f32", [] { test_model_vs_host<float>(false); }},
       {"model == host_model f32, checkpointed", [] { test_model_vs_host<float>(true); }},
       {"model ~ host_model bf16", [] { test_model_vs_host<bf16>(false); }},
       {"model ~ host_model bf16, checkpointed", [] { test_model_vs_host<bf16>(true); }},
+      {"model ~ host_model bf16, hs 32 (tensor-core attention)", [] { test_model_tc_attention(); }},
       {"checkpointed == kept f32", test_checkpoint_equivalence<float>},
       {"checkpointed == kept bf16", test_checkpoint_equivalence<bf16>},
       {"AdamW == host Adam f32", test_adam<float>},
