@@ -2,8 +2,8 @@
 //
 // What this is: the GPT-2 small shape (L 12, NH 12, C 768, V 50257, T 1024) as
 // gpt_cuda_model (bf16 activations, fp32 master weights and gradients, cuBLASLt GEMMs, the
-// tiled attention of attention.cuh, strata's fused device AdamW), a few warm-up steps, then
-// timed steps of forward + backward + AdamW on random tokens. Prints tokens/s, the achieved
+// flash attention of attention.cuh on tensor cores, strata's fused device AdamW), a few warm-up
+// steps, then timed steps of forward + backward + AdamW on random tokens. Prints tokens/s, the achieved
 // TFLOP/s (flops_per_token: 6N + 12·L·C·T per token, the PaLM / llm.c count) and
 //   gpt-gpu mfu=X
 // the fraction of the device's dense bf16 peak. The device name picks the peak (dense, not 2:4
