@@ -113,6 +113,39 @@ inline bool looks_like_text(const std::vector<std::uint8_t>& bytes) {
   return std::find(bytes.begin(), bytes.end(), std::uint8_t{0}) == bytes.end();
 }
 
+/// What a file that is not regular is, for messages ("a character device").
+inline const char* file_kind(std::filesystem::file_type t) {
+  using ft = std::filesystem::file_type;
+  switch (t) {
+    case ft::directory: return "a directory";
+    case ft::symlink: return "a symbolic link";
+    case ft::block: return "a block device";
+    case ft::character: return "a character device";
+    case ft::fifo: return "a FIFO (named pipe)";
+    case ft::socket: return "a socket";
+    default: return "not a regular file";
+  }
+}
+
+/// The bytes of the text file `p` given by name (a symlink to one is followed): a regular file
+/// without a NUL byte, the same rule as for the files of a directory. Anything else is an
+/// io_error naming the path and why, raised before reading (a device such as /dev/zero would
+/// never end) or, for a binary, at its first NUL byte.
+inline std::vector<std::uint8_t> read_text_file(const std::filesystem::path& p,
+                                                std::filesystem::file_status st) {
+  if (!std::filesystem::is_regular_file(st))
+    throw strata::io_error("corpus: '" + p.string() + "' is " + file_kind(st.type()) +
+                           ", not a regular text file; give a text file or a directory of them");
+  std::vector<std::uint8_t> bytes = read_file_bytes(p);
+  const auto nul = std::find(bytes.begin(), bytes.end(), std::uint8_t{0});
+  if (nul != bytes.end())
+    throw strata::io_error("corpus: '" + p.string() + "' is not text: byte " +
+                           std::to_string(nul - bytes.begin()) + " of " +
+                           std::to_string(bytes.size()) +
+                           " is NUL (a binary file?); give a text file or a directory of them");
+  return bytes;
+}
+
 }  // namespace data_detail
 
 /// The default corpus: the fortune files when installed, else the licenses every Debian has.
@@ -125,11 +158,13 @@ inline std::string default_corpus_path() {
                          "' exists; give a text file or directory");
 }
 
-/// Loads `path`: a file (read as it is, symlink followed), or a directory, of which every
-/// regular text file is read in name order. In a directory, symlinks are skipped (the fortune
-/// *.u8 links and the licenses' GPL -> GPL-3 would read the same text twice), and so are the
-/// fortune index files *.dat / *.u8 and files with a NUL byte (binary). A file whose last
-/// byte is not '\n' gets one, so two files never run into one line.
+/// Loads `path`: a text file (a symlink to one is followed), or a directory, of which every
+/// regular text file is read in name order. Text means a regular file without a NUL byte: a
+/// file given by name that is not (a device such as /dev/zero, a FIFO, a binary such as
+/// /bin/ls) is an io_error saying which. In a directory such files are skipped, and so are
+/// symlinks (the fortune *.u8 links and the licenses' GPL -> GPL-3 would read the same text
+/// twice) and the fortune index files *.dat / *.u8. A file whose last byte is not '\n' gets
+/// one, so two files never run into one line.
 inline corpus load_corpus(const std::string& path) {
   namespace fs = std::filesystem;
   corpus c;
@@ -164,7 +199,7 @@ inline corpus load_corpus(const std::string& path) {
                              "' holds no non-empty text file (symlinks, *.dat, *.u8 and binary "
                              "files are skipped)");
   } else {
-    append(path, data_detail::read_file_bytes(path));
+    append(path, data_detail::read_text_file(path, st));
     if (c.bytes.empty()) throw strata::io_error("corpus: file '" + path + "' is empty");
   }
   return c;

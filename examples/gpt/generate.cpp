@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <limits>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -51,22 +52,25 @@ struct bad_argument {
   std::string message;
 };
 
+// Integers are read as integers (from_chars: no conversion from a double that could be out
+// of range), and a value beyond the type is refused with the range, not wrapped.
 template <class Int>
 Int parse_int(std::string_view flag, std::string_view text, Int lo) {
   Int v{};
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
   if (ec != std::errc{} || end != text.data() + text.size() || v < lo)
-    throw bad_argument{std::string(flag) + " wants an integer >= " + std::to_string(lo) +
-                       ", got '" + std::string(text) + "'"};
+    throw bad_argument{std::string(flag) + " wants an integer in [" + std::to_string(lo) + ", " +
+                       std::to_string(std::numeric_limits<Int>::max()) + "], got '" +
+                       std::string(text) + "'"};
   return v;
 }
 
 float parse_temperature(std::string_view text) {
   const std::string s(text);
   char* end = nullptr;
-  const float v = std::strtof(s.c_str(), &end);
+  const float v = std::strtof(s.c_str(), &end);  // beyond float: HUGE_VALF, refused below
   if (s.empty() || end != s.c_str() + s.size() || !std::isfinite(v) || v < 0.0f)
-    throw bad_argument{"--temperature wants a number >= 0, got '" + s + "'"};
+    throw bad_argument{"--temperature wants a finite number >= 0, got '" + s + "'"};
   return v;
 }
 

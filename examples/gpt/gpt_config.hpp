@@ -17,6 +17,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -44,6 +45,13 @@ struct gpt_config {
     positive(layers, "layers");
     positive(heads, "heads");
     positive(width, "width");
+    // The slots' shapes are ints and the widest is the MLP's 4C: a larger width would
+    // overflow them before any array could be sized.
+    constexpr int max_width = std::numeric_limits<int>::max() / 4;
+    if (width > max_width)
+      throw std::invalid_argument("gpt_config: width must be at most " +
+                                  std::to_string(max_width) + " (4 x width is a tensor's size), got " +
+                                  std::to_string(width));
     if (width % heads != 0)
       throw std::invalid_argument("gpt_config: width (" + std::to_string(width) +
                                   ") must be a multiple of heads (" + std::to_string(heads) + ")");
@@ -129,11 +137,15 @@ inline std::string block_tensor_name(int layer, const tensor_slot& slot) {
 }
 
 /// The slot called `name` ("mlp.c_fc.weight"); throws std::invalid_argument when absent.
+/// The result refers into `slots`, so slots must be a list that outlives it.
 inline const tensor_slot& find_slot(const std::vector<tensor_slot>& slots,
                                     const std::string& name) {
   for (const auto& s : slots)
     if (s.name == name) return s;
   throw std::invalid_argument("gpt: no parameter tensor named '" + name + "'");
 }
+/// find_slot(block_slots(cfg), ...) would return a reference into a temporary that dies at
+/// the end of the statement: keep the list in a variable first.
+const tensor_slot& find_slot(std::vector<tensor_slot>&&, const std::string&) = delete;
 
 }  // namespace gpt

@@ -27,12 +27,16 @@
 #include <algorithm>
 #include <bit>
 #include <cerrno>
+#include <charconv>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
+#include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -91,6 +95,21 @@ inline std::string shape_string(const std::vector<std::int64_t>& s) {
   std::string out = "[";
   for (std::size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
   return out + "]";
+}
+
+/// Bytes of a tensor of shape s with `esize`-byte elements, or nothing when they exceed
+/// `limit` (so the product is never formed where it could wrap around).
+inline std::optional<std::uint64_t> shape_bytes(const std::vector<std::int64_t>& s,
+                                                std::uint64_t esize, std::uint64_t limit) {
+  if (std::find(s.begin(), s.end(), 0) != s.end()) return 0;
+  std::uint64_t bytes = esize;
+  for (std::int64_t d : s) {
+    const auto u = static_cast<std::uint64_t>(d);
+    if (bytes > limit / u) return std::nullopt;
+    bytes *= u;
+  }
+  if (bytes > limit) return std::nullopt;
+  return bytes;
 }
 
 inline std::uint64_t numel(const std::vector<std::int64_t>& s) {
@@ -226,6 +245,7 @@ public:
     if (n > max_header_bytes)
       fail("header length " + std::to_string(n) + " is over the format's limit of " +
            std::to_string(max_header_bytes) + " bytes; not a safetensors file");
+    file_bytes_ = size;
     data_offset_ = 8 + n;
     data_bytes_ = size - data_offset_;
     std::string text(n, '\0');
@@ -236,12 +256,13 @@ public:
   const std::string& path() const noexcept { return path_; }
   const std::map<std::string, std::string>& metadata() const noexcept { return metadata_; }
   const std::vector<st_tensor_info>& tensors() const noexcept { return tensors_; }
+  /// The file's size; every tensor's bytes lie inside it (checked when the header was read).
+  std::uint64_t file_bytes() const noexcept { return file_bytes_; }
 
   /// The entry named `name`, or nullptr.
   const st_tensor_info* find(const std::string& name) const {
-    for (const st_tensor_info& t : tensors_)
-      if (t.name == name) return &t;
-    return nullptr;
+    const auto it = index_.find(name);
+    return it == index_.end() ? nullptr : &tensors_[it->second];
   }
 
   /// Reads tensor `name` as float into out (numel), checking that its shape is `shape`. With
@@ -326,8 +347,10 @@ private:
       if (esize == 0) fail("tensor '" + name + "' has unknown dtype '" + t.dtype + "'");
       if (!v["shape"].is_array()) fail("tensor '" + name + "': shape is not an array");
       for (const auto& d : v["shape"]) {
-        if (!d.is_number_unsigned()) fail("tensor '" + name + "': shape " + v["shape"].dump() +
-                                          " has an entry that is not a non-negative integer");
+        if (!d.is_number_unsigned() ||
+            d.get<std::uint64_t>() > std::uint64_t(std::numeric_limits<std::int64_t>::max()))
+          fail("tensor '" + name + "': shape " + v["shape"].dump() +
+               " has an entry that is not a non-negative 64-bit integer");
         t.shape.push_back(d.get<std::int64_t>());
       }
       const auto& off = v["data_offsets"];
@@ -340,12 +363,20 @@ private:
         fail("tensor '" + name + "': data_offsets [" + std::to_string(t.begin) + ", " +
              std::to_string(t.end) + "] out of range: the data holds " +
              std::to_string(data_bytes_) + " bytes");
-      const std::uint64_t need = st_detail::numel(t.shape) * esize;
+      // The shape's bytes, computed so that no product wraps around: a shape whose bytes
+      // exceed the data cannot match its offsets, however its product would have wrapped.
+      const auto need_or_none = st_detail::shape_bytes(t.shape, esize, data_bytes_);
+      if (!need_or_none)
+        fail("tensor '" + name + "': shape " + st_detail::shape_string(t.shape) + " of " +
+             t.dtype + " needs more bytes than the data holds (" + std::to_string(data_bytes_) +
+             " bytes; the file has " + std::to_string(file_bytes_) + ")");
+      const std::uint64_t need = *need_or_none;
       if (t.end - t.begin != need)
         fail("tensor '" + name + "': data_offsets [" + std::to_string(t.begin) + ", " +
              std::to_string(t.end) + "] span " + std::to_string(t.end - t.begin) +
              " bytes, but shape " + st_detail::shape_string(t.shape) + " of " + t.dtype + " needs " +
              std::to_string(need));
+      index_.emplace(t.name, tensors_.size());
       tensors_.push_back(std::move(t));
     }
 
@@ -364,9 +395,10 @@ private:
 
   std::string path_;
   mutable std::ifstream in_;
-  std::uint64_t data_offset_ = 0, data_bytes_ = 0;
+  std::uint64_t file_bytes_ = 0, data_offset_ = 0, data_bytes_ = 0;
   std::map<std::string, std::string> metadata_;
   std::vector<st_tensor_info> tensors_;
+  std::map<std::string, std::size_t> index_;  // name -> position in tensors_
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -441,7 +473,96 @@ inline void save_gpt(const std::string& path, const gpt_config& cfg, const std::
   save_gpt(path, cfg, embed.data(), ptrs, dtype);
 }
 
-/// The gpt_config stored in a reader's metadata.
+namespace st_detail {
+
+/// The layer indices i of the file's block tensors ("h.<i>.<slot>"), each once. A name that
+/// looks like none (not "h.", no digits, no dot after them) is left to the unexpected-tensor
+/// check.
+inline std::set<std::uint64_t> block_layers_in(const safetensors_reader& r) {
+  std::set<std::uint64_t> layers;
+  for (const st_tensor_info& t : r.tensors()) {
+    if (t.name.rfind("h.", 0) != 0) continue;
+    std::uint64_t i = 0;
+    const char* first = t.name.data() + 2;
+    const char* last = t.name.data() + t.name.size();
+    const auto [end, ec] = std::from_chars(first, last, i);
+    if (ec == std::errc{} && end != first && end != last && *end == '.') layers.insert(i);
+  }
+  return layers;
+}
+
+}  // namespace st_detail
+
+/// Checks that `r` holds exactly the tensors of a model with config `cfg`, each with its shape,
+/// without sizing anything from cfg: the claims of __metadata__ are checked against the file
+/// before they are believed. The reader has already checked that every tensor's bytes lie in
+/// the file, so a config that passes describes no more floats than the file holds (at most
+/// half its bytes: F16 is the narrowest dtype read). Throws format_error naming the file, the
+/// __metadata__ key whose claim the tensors contradict, the claimed value and the file's size.
+inline void check_gpt_tensors(const safetensors_reader& r, const gpt_config& cfg) {
+  const std::string file_size = " (the file has " + std::to_string(r.file_bytes()) + " bytes)";
+  auto claim = [](const char* key, int value) {
+    return std::string("__metadata__ '") + key + "' is " + std::to_string(value);
+  };
+
+  // layers first: it multiplies everything else, and the tensor names say how many there are.
+  const std::set<std::uint64_t> in_file = st_detail::block_layers_in(r);
+  if (in_file.size() < std::size_t(cfg.layers)) {
+    const std::string has =
+        in_file.empty() ? "has no block tensors (h.<i>.*)"
+                        : "has block tensors of " + std::to_string(in_file.size()) + " layers (h." +
+                              std::to_string(*in_file.begin()) + ".* .. h." +
+                              std::to_string(*in_file.rbegin()) + ".*)";
+    r.fail(claim("layers", cfg.layers) + ", but the file " + has + file_size);
+  }
+
+  // vocab, context and width: the embeddings' shapes, before any shape is built from width.
+  auto embedding = [&](const char* name, const char* rows_key, int rows) {
+    const st_tensor_info* t = r.find(name);
+    const std::vector<std::int64_t> want{rows, cfg.width};
+    if (!t) r.fail("missing tensor '" + std::string(name) + "' (expected shape " +
+                   st_detail::shape_string(want) + ")" + file_size);
+    if (t->shape == want) return;
+    std::string keys;
+    if (t->shape.size() != 2 || t->shape[0] != rows) keys = claim(rows_key, rows);
+    if (t->shape.size() != 2 || t->shape[1] != cfg.width)
+      keys += (keys.empty() ? "" : " and ") + claim("width", cfg.width);
+    r.fail(keys + ", but tensor '" + name + "' has shape " + st_detail::shape_string(t->shape) +
+           ", not " + st_detail::shape_string(want) + file_size);
+  };
+  embedding("wte.weight", "vocab", cfg.vocab);
+  embedding("wpe.weight", "context", cfg.context);
+
+  // Every parameter, with its shape (GPT-2's Conv1D layout for the block weights).
+  auto expect = [&](const std::string& name, const std::vector<std::int64_t>& shape) {
+    const st_tensor_info* t = r.find(name);
+    if (!t) r.fail("missing tensor '" + name + "' (expected shape " + st_detail::shape_string(shape) + ")");
+    if (t->shape != shape)
+      r.fail("shape mismatch for tensor '" + name + "': expected " + st_detail::shape_string(shape) +
+             ", found " + st_detail::shape_string(t->shape));
+  };
+  const std::vector<tensor_slot> embed = embed_slots(cfg), block = block_slots(cfg);
+  for (const tensor_slot& s : embed) expect(s.name, st_detail::to_shape(s.shape));
+  for (int l = 0; l < cfg.layers; ++l)
+    for (const tensor_slot& s : block) expect(block_tensor_name(l, s), st_detail::file_shape(s));
+
+  // Nothing else: a layer count that disagrees with the tensors is a broken file, not
+  // something to ignore. (Names are unique, so equal counts mean the same set.)
+  const std::size_t expected = embed.size() + std::size_t(cfg.layers) * block.size();
+  if (r.tensors().size() == expected) return;
+  std::set<std::string> known;
+  for (const tensor_slot& s : embed) known.insert(s.name);
+  for (int l = 0; l < cfg.layers; ++l)
+    for (const tensor_slot& s : block) known.insert(block_tensor_name(l, s));
+  for (const st_tensor_info& t : r.tensors())
+    if (!known.count(t.name))
+      r.fail("unexpected tensor '" + t.name + "': a model with " + std::to_string(cfg.layers) +
+             " layers and width " + std::to_string(cfg.width) +
+             " (__metadata__) has no such parameter" + file_size);
+}
+
+/// The gpt_config stored in a reader's metadata, checked against the file's tensors
+/// (check_gpt_tensors): what it returns can size arrays without trusting the header's strings.
 inline gpt_config read_gpt_config(const safetensors_reader& r) {
   const auto& meta = r.metadata();
   auto fmt = meta.find("format");
@@ -454,15 +575,15 @@ inline gpt_config read_gpt_config(const safetensors_reader& r) {
   auto field = [&](const char* key) {
     auto it = meta.find(key);
     if (it == meta.end()) r.fail(std::string("config missing: __metadata__ has no '") + key + "'");
-    std::size_t used = 0;
     int v = 0;
-    try {
-      v = std::stoi(it->second, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used == 0 || used != it->second.size())
-      r.fail(std::string("config field '") + key + "' is '" + it->second + "', not an integer");
+    const std::string& text = it->second;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+    if (ec == std::errc::result_out_of_range)
+      r.fail(std::string("config field '") + key + "' is '" + text +
+             "', out of range for an int (at most " +
+             std::to_string(std::numeric_limits<int>::max()) + ")");
+    if (ec != std::errc{} || end != text.data() + text.size())
+      r.fail(std::string("config field '") + key + "' is '" + text + "', not an integer");
     return v;
   };
   gpt_config cfg;
@@ -474,47 +595,36 @@ inline gpt_config read_gpt_config(const safetensors_reader& r) {
   try {
     cfg.validate();
   } catch (const std::exception& e) {
-    r.fail(std::string("config in __metadata__ is not valid: ") + e.what());
+    r.fail(std::string("config in __metadata__ is not valid: ") + e.what() + " (the file has " +
+           std::to_string(r.file_bytes()) + " bytes)");
   }
+  check_gpt_tensors(r, cfg);
   return cfg;
 }
 
 /// Reads every parameter of a save_gpt file into caller-owned arrays laid out for `cfg`
 /// (embed: embed_numel floats, blocks[l]: block_numel floats), e.g. to start training from
-/// saved weights. `cfg` must be the file's config (read_gpt_config). Every tensor the config
-/// implies must be there with its shape, and the file must hold no other tensor: a layer count
-/// that disagrees with the tensors is a broken file, not something to ignore.
+/// saved weights. `cfg` must be the file's config (read_gpt_config): every tensor it implies
+/// must be there with its shape, and the file must hold no other (check_gpt_tensors).
 inline void read_gpt_params(const safetensors_reader& r, const gpt_config& cfg, float* embed,
                             const std::vector<float*>& blocks) {
   if (blocks.size() != std::size_t(cfg.layers))
     throw strata::config_error("read_gpt_params '" + r.path() + "': " +
                                std::to_string(blocks.size()) + " block arrays for " +
                                std::to_string(cfg.layers) + " layers");
-  std::size_t expected = 0;
-  for (const tensor_slot& s : embed_slots(cfg)) {
+  check_gpt_tensors(r, cfg);
+  for (const tensor_slot& s : embed_slots(cfg))
     r.read_f32(s.name, st_detail::to_shape(s.shape), embed + s.offset);
-    ++expected;
-  }
   const std::vector<tensor_slot> slots = block_slots(cfg);
   for (int l = 0; l < cfg.layers; ++l)
-    for (const tensor_slot& s : slots) {
+    for (const tensor_slot& s : slots)
       r.read_f32(block_tensor_name(l, s), st_detail::file_shape(s), blocks[l] + s.offset,
                  s.shape.size() == 2);
-      ++expected;
-    }
-  if (r.tensors().size() == expected) return;
-  for (const st_tensor_info& t : r.tensors()) {
-    bool known = false;
-    for (const tensor_slot& s : embed_slots(cfg)) known |= t.name == s.name;
-    for (int l = 0; l < cfg.layers && !known; ++l)
-      for (const tensor_slot& s : slots) known |= t.name == block_tensor_name(l, s);
-    if (!known)
-      r.fail("unexpected tensor '" + t.name + "': a model with " + std::to_string(cfg.layers) +
-             " layers and width " + std::to_string(cfg.width) + " has no such parameter");
-  }
 }
 
-/// Loads a file written by save_gpt: its config and every parameter.
+/// Loads a file written by save_gpt: its config and every parameter. The arrays are sized
+/// only after the config has been checked against the tensors and the file (read_gpt_config),
+/// so a header that claims more than the file holds is a format_error, not an allocation.
 inline gpt_weights load_gpt(const std::string& path) {
   safetensors_reader r(path);
   gpt_weights w;

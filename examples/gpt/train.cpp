@@ -26,6 +26,7 @@
 // Exit codes: 0 trained, 1 failed (the message says why), 2 bad arguments.
 #include "data.hpp"
 #include "safetensors.hpp"
+#include "train_options.hpp"
 #include "trainer.hpp"
 
 #include <strata/comm/mpi.hpp>  // empty without STRATA_HAVE_MPI
@@ -37,7 +38,6 @@
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
 #include <string>
 #include <thread>
 #include <vector>
@@ -59,100 +59,17 @@ Schedule:  --steps N (300)  --lr F (3e-3)  --min-lr F (3e-4)  --warmup N (20)
            --wd F (0.1, AdamW)  --clip F (1.0, global gradient norm; 0 = off)  --seed N
 Policy:    --policy resident|host|nvme (host)   --ranks R (2, thread ranks; mpirun sets it)
            --device-mib F (per rank; default: what the plan needs)  --pinned-mib F (64)
-           --nvme-dir DIR (gpt-nvme)
-Data:      --data PATH (file or directory; default the fortunes, else /usr/share/common-licenses)
+           --nvme-dir DIR (gpt-nvme; created if missing; a symbolic link anywhere in the
+           path is refused)
+Data:      --data PATH (a text file, or a directory of them; default the fortunes, else
+           /usr/share/common-licenses)
            --val-every N (25)  --val-batches N (8)
 Output:    --out FILE (gpt.safetensors)  --log FILE (gpt_loss.csv)  --svg FILE (gpt_loss.svg)
            --trace-step N (5; -1 = none, writes gpt_trace.json)  --threads N (per rank)
            --help
 )";
 
-struct options {
-  gpt::train_config train;
-  std::string policy = "host";
-  int ranks = 2;
-  double device_mib = 0, pinned_mib = 64;
-  std::string nvme_dir = "gpt-nvme";
-  std::string data;
-  int val_every = 25, val_batches = 8;
-  std::string out = "gpt.safetensors", log = "gpt_loss.csv", svg = "gpt_loss.svg";
-  int trace_step = 5;
-  int threads = 0;
-};
-
-[[noreturn]] void bad_argument(const std::string& why) {
-  std::fprintf(stderr, "gpt_train: %s\n(see gpt_train --help)\n", why.c_str());
-  std::exit(2);
-}
-
-options parse(int argc, char** argv) {
-  options o;
-  o.train.model.context = 64;
-  o.train.seq = -1;  // = context unless given
-  o.train.steps = 300;
-  for (int a = 1; a < argc; ++a) {
-    const std::string arg = argv[a];
-    if (arg == "--help" || arg == "-h") {
-      std::fputs(usage, stdout);
-      std::exit(0);
-    }
-    if (a + 1 >= argc) bad_argument("'" + arg + "' needs a value (or is unknown)");
-    const std::string v = argv[++a];
-    auto number = [&]() -> double {
-      char* end = nullptr;
-      const double d = std::strtod(v.c_str(), &end);
-      if (v.empty() || *end != '\0') bad_argument(arg + " expects a number, got '" + v + "'");
-      return d;
-    };
-    auto integer = [&]() -> int {
-      const double d = number();
-      if (d != static_cast<int>(d)) bad_argument(arg + " expects an integer, got '" + v + "'");
-      return static_cast<int>(d);
-    };
-    auto& t = o.train;
-    if (arg == "--layers") t.model.layers = integer();
-    else if (arg == "--heads") t.model.heads = integer();
-    else if (arg == "--width") t.model.width = integer();
-    else if (arg == "--context") t.model.context = integer();
-    else if (arg == "--batch") t.batch = integer();
-    else if (arg == "--seq") t.seq = integer();
-    else if (arg == "--accum") t.accum = integer();
-    else if (arg == "--steps") t.steps = integer();
-    else if (arg == "--lr") t.lr = number();
-    else if (arg == "--min-lr") t.min_lr = number();
-    else if (arg == "--warmup") t.warmup = integer();
-    else if (arg == "--wd") t.weight_decay = static_cast<float>(number());
-    else if (arg == "--clip") t.clip = static_cast<float>(number());
-    else if (arg == "--seed") t.seed = static_cast<std::uint64_t>(integer());
-    else if (arg == "--policy") {
-      if (v != "resident" && v != "host" && v != "nvme")
-        bad_argument("--policy is resident, host or nvme, got '" + v + "'");
-      o.policy = v;
-    } else if (arg == "--ranks") o.ranks = integer();
-    else if (arg == "--device-mib") o.device_mib = number();
-    else if (arg == "--pinned-mib") o.pinned_mib = number();
-    else if (arg == "--nvme-dir") o.nvme_dir = v;
-    else if (arg == "--data") o.data = v;
-    else if (arg == "--val-every") o.val_every = integer();
-    else if (arg == "--val-batches") o.val_batches = integer();
-    else if (arg == "--out") o.out = v;
-    else if (arg == "--log") o.log = v;
-    else if (arg == "--svg") o.svg = v;
-    else if (arg == "--trace-step") o.trace_step = integer();
-    else if (arg == "--threads") o.threads = integer();
-    else bad_argument("unknown option '" + arg + "'");
-  }
-  if (o.train.seq < 0) o.train.seq = o.train.model.context;
-  if (o.ranks < 1) bad_argument("--ranks must be >= 1");
-  if (o.val_every < 1 || o.val_batches < 1) bad_argument("--val-every and --val-batches must be >= 1");
-  if (o.device_mib < 0 || o.pinned_mib <= 0) bad_argument("--device-mib >= 0, --pinned-mib > 0");
-  try {
-    o.train.validate();
-  } catch (const std::exception& e) {
-    bad_argument(e.what());
-  }
-  return o;
-}
+using options = gpt::train_options;
 
 // Only rank 0 talks; the lines appear as they happen, also through mpirun's pipes.
 struct voice {
@@ -221,10 +138,7 @@ int train(Comm& comm, const options& o, const gpt::text_split& data, double peak
   cc.staging_slots = 4;
   cc.trace = rank == 0 && o.trace_step >= 0;
   cc.rank = rank;
-  if (o.policy == "nvme") {
-    std::filesystem::create_directories(o.nvme_dir);
-    cc.nvme_directory = o.nvme_dir;
-  }
+  if (o.policy == "nvme") cc.nvme_directory = o.nvme_dir;  // prepare_nvme_dir made it (main)
   strata::context ctx(cc);
   ctx.trace().set_enabled(false);
 
@@ -359,7 +273,21 @@ bool launched_by_mpirun() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const options o = parse(argc, argv);
+  options o;
+  try {
+    o = gpt::parse_train_options(std::vector<std::string>(argv + 1, argv + argc));
+    if (o.help) {
+      std::fputs(usage, stdout);
+      return 0;
+    }
+    if (o.policy == "nvme") gpt::prepare_nvme_dir(o.nvme_dir);
+  } catch (const gpt::bad_argument& e) {
+    std::fprintf(stderr, "gpt_train: %s\n(see gpt_train --help)\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "gpt_train: %s\n", e.what());
+    return 1;
+  }
   try {
     const std::string path = o.data.empty() ? gpt::default_corpus_path() : o.data;
     const gpt::corpus text = gpt::load_corpus(path);

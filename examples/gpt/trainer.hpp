@@ -17,12 +17,18 @@
 // layer 0, where it is added to the embedding's own gradient. Each parameter is still stored,
 // sharded and updated exactly once.
 //
-// Activations (all on the compute tier — the emulated device in the host build — and counted
-// against its budget in the memory plan):
+// Activations, in one buffer on the compute tier (the emulated device in the host build) that
+// is a line of the memory plan:
 //   x[0..L]      (B,T,C) each: the input of every block, kept from forward to backward
 //                (activation checkpointing: block_backward recomputes the rest)
 //   dx           (B,T,C): the gradient flowing backward
-//   block scratch, head scratch (logits (B*T, V), ...): one of each, reused by every layer
+//   head copy, head gradient, head scratch (logits (B*T, V), ...)
+// and beside it the block scratch (host/block.hpp: one block's activations, reused by every
+// layer), in host memory.
+//
+// Memory plan: the executor's lines, the activations and the optimizer's state are one plan,
+// checked once when the executor is made (its plan extension) and before any of them is
+// allocated; a budget that is too small is refused with the whole table.
 //
 // Determinism: the executor's reductions add in rank order and the kernels do not depend on the
 // thread count, so R ranks x micro-batch B equal 1 rank x B with A = R accumulation steps — the
@@ -128,15 +134,17 @@ public:
         train_(data.train, tc.seq, tc.seed, "train split of " + data.source),
         val_(data.val.size() > std::size_t(tc.seq) ? data.val : data.train, tc.seq, tc.seed + 1,
              "validation split of " + data.source),
-        acts_(allocate_activations()),
         scratch_(cfg_, tc.batch),
-        ex_(ctx, comm, layer_specs(cfg_), "gpt"),
+        ex_(ctx, comm, layer_specs(cfg_), "gpt",
+            [this](executor_type& ex, strata::memory_plan& plan) { plan_beside(ex, plan); }),
         opt_(ex_, adam_for(tc)) {
+    acts_ = allocate_activations();  // planned and checked with the executor's lines
     for (std::size_t i = 0; i < ex_.size(); ++i) ex_.set_params(i, initial_layer(cfg_, i, tc.seed));
   }
 
-  /// The executor's plan plus the optimizer's state and buffers.
-  const strata::memory_plan& plan() const { return opt_.plan(); }
+  /// Everything this rank holds on each tier: the executor's buffers and shards, the
+  /// activations, the optimizer's state and buffers.
+  const strata::memory_plan& plan() const { return ex_.plan(); }
   executor_type& executor() noexcept { return ex_; }
   const train_config& config() const noexcept { return tc_; }
   /// Bytes of activations and scratch this rank keeps on the compute tier.
@@ -210,28 +218,46 @@ private:
     return h;
   }
 
-  // One device buffer carved into every activation the step keeps (see the top of the file).
-  strata::buffer allocate_activations() {
-    const std::size_t N = std::size_t(tc_.batch) * tc_.seq, C = cfg_.width, V = cfg_.vocab;
-    const std::size_t L = cfg_.layers;
-    std::size_t floats = 0;
+  // Where each activation starts in the one device buffer (see the top of the file), in floats.
+  struct activation_layout {
+    std::size_t x, dx, head_copy, head_grad, xf, mean, rstd, logits, losses, dlogits, dxf;
+    std::size_t floats = 0;  // the buffer's size
+  };
+  static activation_layout activations_for(const train_config& tc) {
+    const std::size_t N = std::size_t(tc.batch) * tc.seq, C = tc.model.width, V = tc.model.vocab;
+    const std::size_t L = tc.model.layers;
+    activation_layout a{};
     auto carve = [&](std::size_t n) {
-      const std::size_t at = floats;
-      floats += (n + 15) / 16 * 16;  // 64-byte aligned pieces
+      const std::size_t at = a.floats;
+      a.floats += (n + 15) / 16 * 16;  // 64-byte aligned pieces
       return at;
     };
-    const std::size_t x = carve((L + 1) * N * C), dx = carve(N * C);
-    const std::size_t head_copy = carve(V * C + 2 * C), head_grad = carve(V * C + 2 * C);
-    const std::size_t xf = carve(N * C), mean = carve(N), rstd = carve(N), logits = carve(N * V);
-    const std::size_t losses = carve(N), dlogits = carve(N * V), dxf = carve(N * C);
-    strata::buffer b = ctx_.allocate(strata::tier_id::device, floats * sizeof(float),
-                                      "gpt activations (x[0..L], dx, head)");
+    a.x = carve((L + 1) * N * C), a.dx = carve(N * C);
+    a.head_copy = carve(V * C + 2 * C), a.head_grad = carve(V * C + 2 * C);
+    a.xf = carve(N * C), a.mean = carve(N), a.rstd = carve(N), a.logits = carve(N * V);
+    a.losses = carve(N), a.dlogits = carve(N * V), a.dxf = carve(N * C);
+    return a;
+  }
+  static constexpr const char* activations_name = "gpt activations (x[0..L], dx, head)";
+
+  // The lines the executor's plan gets before its check: what the trainer allocates after it.
+  void plan_beside(executor_type& ex, strata::memory_plan& plan) const {
+    plan.add(strata::tier_id::device, activations_name,
+             activations_for(tc_).floats * sizeof(float));
+    plan.add(strata::optim::zero_adam<executor_type>::plan_for(ex));
+  }
+
+  strata::buffer allocate_activations() {
+    const activation_layout a = activations_for(tc_);
+    strata::buffer b =
+        ctx_.allocate(strata::tier_id::device, a.floats * sizeof(float), activations_name);
     float* base = static_cast<float*>(b.data());
-    x_ = base + x, dx_ = base + dx, head_copy_ = base + head_copy, head_grad_ = base + head_grad;
-    xf_ = base + xf, mean_ = base + mean, rstd_ = base + rstd, logits_ = base + logits;
-    losses_ = base + losses, dlogits_ = base + dlogits, dxf_ = base + dxf;
-    tokens_.resize(N);
-    targets_.resize(N);
+    x_ = base + a.x, dx_ = base + a.dx, head_copy_ = base + a.head_copy;
+    head_grad_ = base + a.head_grad, xf_ = base + a.xf, mean_ = base + a.mean;
+    rstd_ = base + a.rstd, logits_ = base + a.logits, losses_ = base + a.losses;
+    dlogits_ = base + a.dlogits, dxf_ = base + a.dxf;
+    tokens_.resize(std::size_t(tc_.batch) * tc_.seq);
+    targets_.resize(std::size_t(tc_.batch) * tc_.seq);
     return b;
   }
 
@@ -304,9 +330,11 @@ private:
   float *xf_ = nullptr, *mean_ = nullptr, *rstd_ = nullptr, *logits_ = nullptr;
   float *losses_ = nullptr, *dlogits_ = nullptr, *dxf_ = nullptr;
   std::vector<int> tokens_, targets_;
+  // Declared before the executor, so that they outlive its destructor's wait for the work in
+  // flight; allocated after its plan check, in the constructor's body.
   strata::buffer acts_;
   block_scratch scratch_;
-  executor_type ex_;
+  executor_type ex_;  // checks the whole plan (plan_beside) before anything below is allocated
   strata::optim::zero_adam<executor_type> opt_;
 };
 

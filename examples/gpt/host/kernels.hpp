@@ -127,7 +127,8 @@ inline float exp_f32(float x) noexcept {
   // GCC then specialises the rest of the function for the clamped constant and, with float
   // traps on by default, gives up vectorising the loop.
   const float shifter = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-  const float n = (x * 1.44269504088896341f + shifter) - shifter;
+  const float t = x * 1.44269504088896341f + shifter;
+  const float n = t - shifter;
   float r = x - n * 0.693359375f;  // ln2 split in two so n * hi is exact (Cody-Waite)
   r = r - n * -2.12194440e-4f;
   const float r2 = r * r;
@@ -138,9 +139,19 @@ inline float exp_f32(float x) noexcept {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r2 + r + 1.0f;
-  std::int32_t e = static_cast<std::int32_t>(n) + 127;  // the biased exponent of 2^n
+  // n as an integer, read from t's mantissa (t's bits minus the shifter's, in unsigned
+  // arithmetic) rather than converted from the float n: converting a NaN (a diverging run's
+  // logits) or a float beyond int's range is undefined behaviour, a bit pattern is always an
+  // integer. A NaN x leaves p NaN, so the result is NaN. A negative t (x below about -8.7e6)
+  // has its sign bit set and becomes the smallest exponent, as an exact conversion would
+  // after the clamp. Same results as converting n wherever that is defined, at the same speed
+  // (an integer subtraction instead of a conversion).
+  const std::uint32_t t_bits = std::bit_cast<std::uint32_t>(t);
+  std::int32_t e = std::bit_cast<std::int32_t>(t_bits - std::bit_cast<std::uint32_t>(shifter) +
+                                               127u);  // the biased exponent of 2^n
   e = e < 0 ? 0 : e;
   e = e > 254 ? 254 : e;
+  e = (t_bits >> 31) != 0 ? 0 : e;
   return p * std::bit_cast<float>(e << 23);
 }
 

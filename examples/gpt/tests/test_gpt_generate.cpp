@@ -30,6 +30,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <utility>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <vector>
@@ -351,6 +352,20 @@ TEST_CASE("gpt_generate: arguments, exit codes, and the library's text", "[gpt][
     INFO(bad << " -> " << r.output);
     CHECK(r.code == 2);
     CHECK(r.output.find("gpt_generate: ") != std::string::npos);
+  }
+  // Numbers beyond their type or not finite: refused naming the option, the range and the value.
+  const std::pair<const char*, const char*> out_of_range[] = {
+      {"--tokens 99999999999", "--tokens wants an integer in [0, 2147483647], got '99999999999'"},
+      {"--top-k 1e3", "--top-k wants an integer in [0, 2147483647], got '1e3'"},
+      {"--seed 18446744073709551616",
+       "--seed wants an integer in [0, 18446744073709551615], got '18446744073709551616'"},
+      {"--temperature nan", "--temperature wants a finite number >= 0, got 'nan'"},
+      {"--temperature 1e39", "--temperature wants a finite number >= 0, got '1e39'"}};
+  for (const auto& [bad, says] : out_of_range) {
+    const run_result r = run(std::string("--weights '") + weights + "' " + bad);
+    INFO(bad << " -> " << r.output);
+    CHECK(r.code == 2);
+    CHECK(r.output.find(says) != std::string::npos);
   }
 
   const run_result missing = run("--weights '" + (dir / "absent.safetensors").string() + "'");

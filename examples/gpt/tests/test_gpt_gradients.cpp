@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <numeric>
 #include <sstream>
 #include <string>
@@ -157,6 +158,38 @@ TEST_CASE("gpt config: slots tile the flat arrays, counts and validation", "[gpt
   bad = cfg;
   bad.vocab = 0;
   CHECK_THROWS_WITH(bad.validate(), Catch::Contains("vocab"));
+  // 4 x width is a slot's dimension (an int): a width beyond INT_MAX / 4 is refused, not
+  // overflowed into a negative shape.
+  bad = cfg;
+  bad.heads = 1;
+  bad.width = std::numeric_limits<int>::max() / 4 + 1;
+  CHECK_THROWS_WITH(bad.validate(), Catch::Contains("width must be at most 536870911") &&
+                                        Catch::Contains("got 536870912"));
+  bad.width = std::numeric_limits<int>::max() / 4;
+  CHECK_NOTHROW(bad.validate());
+}
+
+namespace {
+// find_slot's result refers into the list it searched, so the list must not be a temporary
+// (find_slot(block_slots(cfg), ...) dangled at the end of the statement: a heap-use-after-free
+// under ASan). The rvalue overload is deleted; these say so at compile time.
+template <class List>
+concept find_slot_accepts = requires(List&& slots) {
+  gpt::find_slot(static_cast<List&&>(slots), std::string("ln_1.weight"));
+};
+static_assert(find_slot_accepts<const std::vector<gpt::tensor_slot>&>);
+static_assert(find_slot_accepts<std::vector<gpt::tensor_slot>&>);
+static_assert(!find_slot_accepts<std::vector<gpt::tensor_slot>>);  // a temporary
+static_assert(!find_slot_accepts<std::vector<gpt::tensor_slot>&&>);
+}  // namespace
+
+TEST_CASE("gpt config: find_slot finds by name in a list that outlives it", "[gpt]") {
+  const gpt::gpt_config cfg;
+  const std::vector<gpt::tensor_slot> slots = gpt::block_slots(cfg);
+  const gpt::tensor_slot& fc = gpt::find_slot(slots, "mlp.c_fc.weight");
+  CHECK(&fc == &slots[8]);
+  CHECK(fc.shape == std::vector<int>{4 * cfg.width, cfg.width});
+  CHECK_THROWS_WITH(gpt::find_slot(slots, "mlp.c_fc.wieght"), Catch::Contains("mlp.c_fc.wieght"));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -460,6 +493,45 @@ TEST_CASE("gpt model: loss at init is ln(V), results repeat bit for bit", "[gpt]
 }
 
 // ---------------------------------------------------------------------------------------------
+TEST_CASE("gpt kernels: a NaN input gives NaN, in vector loops too, and nothing else changes",
+          "[gpt]") {
+  // A diverging run feeds NaN logits to softmax and NaN pre-activations to GELU. The exponent
+  // of fast_exp used to come from converting a float to int, undefined for NaN (UBSan:
+  // "nan is outside the range of representable values of type 'int'"); it must give NaN,
+  // also when the compiler vectorises the loop, and leave its neighbours as they were.
+  const float qnan = std::numeric_limits<float>::quiet_NaN();
+  CHECK(std::isnan(gpt::fast_exp(qnan)));
+  CHECK(std::isnan(gpt::fast_exp(-qnan)));
+  CHECK(std::isnan(gpt::fast_tanh(qnan)));
+  std::vector<float> in(203), exp_out(in.size()), tanh_out(in.size());
+  for (std::size_t i = 0; i < in.size(); ++i)
+    in[i] = i % 7 == 3 ? qnan : -30.0f + 0.3f * static_cast<float>(i);
+  const int n = static_cast<int>(in.size());
+#pragma omp simd
+  for (int i = 0; i < n; ++i) {
+    exp_out[i] = gpt::fast_exp(in[i]);
+    tanh_out[i] = gpt::fast_tanh(in[i]);
+  }
+  int nan_where_nan = 0, same_elsewhere = 0, nan_count = 0;
+  for (int i = 0; i < n; ++i) {
+    if (std::isnan(in[i])) {
+      ++nan_count;
+      nan_where_nan += std::isnan(exp_out[i]) && std::isnan(tanh_out[i]);
+    } else {
+      same_elsewhere += exp_out[i] == gpt::fast_exp(in[i]) && tanh_out[i] == gpt::fast_tanh(in[i]) &&
+                        std::abs(exp_out[i] - std::exp(double(in[i]))) <= 2e-7 * std::exp(double(in[i]));
+    }
+  }
+  CHECK(nan_count == 29);
+  CHECK(nan_where_nan == nan_count);
+  CHECK(same_elsewhere == n - nan_count);
+  // Through a kernel: GELU of a NaN is NaN, its neighbours are finite.
+  std::vector<float> g(in.size());
+  gpt::gelu_forward(g.data(), in.data(), n);
+  CHECK(std::isnan(g[3]));
+  CHECK(std::isfinite(g[4]));
+}
+
 TEST_CASE("gpt kernels: float fast exp/tanh accuracy, GEMMs split over threads", "[gpt]") {
   // fast_exp: relative error < 2e-7 wherever the result is a normal float; fast_tanh: absolute
   // error < 5e-7; both saturate cleanly outside.
@@ -477,6 +549,10 @@ TEST_CASE("gpt kernels: float fast exp/tanh accuracy, GEMMs split over threads",
   CHECK(gpt::fast_tanh(1e6f) == 1.0f);
   CHECK(gpt::fast_tanh(-1e6f) == -1.0f);
   CHECK(std::isnan(gpt::fast_exp(std::nanf(""))));
+  // Far outside: still 0 and "huge" (x below -8.7e6 makes the shifted sum negative).
+  CHECK(gpt::fast_exp(-1e7f) == 0.0f);
+  CHECK(gpt::fast_exp(-1e8f) == 0.0f);
+  CHECK(gpt::fast_exp(1e7f) > 1e38f);
 
   // With OpenBLAS single-threaded, matmuls split their rows over the OpenMP threads: the
   // result must not change (against a double reference, and split == unsplit within float).

@@ -12,7 +12,12 @@
 //   logits bit for bit; the file really is GPT-2's layout (Conv1D weights transposed); F16 and
 //   BF16 files read back as strata's conversions; no .tmp left behind, and a save that fails
 //   leaves the old file; every malformed file gives a strata::format_error whose message
-//   names the file and the fault.
+//   names the file and the fault; the config's claims are checked against the tensors and the
+//   file before any array is sized from them (a 136-byte file that claims a million layers is
+//   refused, naming the key, the value and the file's bytes, after allocating next to nothing:
+//   this binary counts operator new's bytes to show it).
+// - corpus given by name: a device, a FIFO or a binary file is refused before it is read (or at
+//   its first NUL byte), naming the path and why.
 #include "catch.hpp"
 
 #include "data.hpp"
@@ -33,13 +38,56 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <new>
 #include <set>
 #include <string>
 #include <vector>
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace fs = std::filesystem;
+
+// ---- operator new, counted: the bytes a call asks for while a test measures it ---------------
+// Replacing the global operator new (and the deletes that pair with it) is how a test can see
+// that load_gpt sizes nothing from a header before checking it; the count is per thread and
+// only while counting, so Catch and the other tests are not affected.
+namespace {
+thread_local bool counting_news = false;
+thread_local std::size_t counted_new_bytes = 0;
+}  // namespace
+
+// Every plain (not over-aligned) form is replaced, new and delete alike, so that each pair
+// is malloc/free (sanitizers check that pairs match).
+namespace {
+void* counted_malloc(std::size_t bytes) noexcept {
+  if (counting_news) counted_new_bytes += bytes;
+  return std::malloc(bytes ? bytes : 1);
+}
+}  // namespace
+
+void* operator new(std::size_t bytes) {
+  if (void* p = counted_malloc(bytes)) return p;
+  throw std::bad_alloc();
+}
+void* operator new[](std::size_t bytes) { return operator new(bytes); }
+void* operator new(std::size_t bytes, const std::nothrow_t&) noexcept { return counted_malloc(bytes); }
+void* operator new[](std::size_t bytes, const std::nothrow_t&) noexcept { return counted_malloc(bytes); }
+// GCC, inlining these into a delete expression, sees free() meet a pointer from operator new
+// and warns; here that pair is the point.
+#if defined(__GNUC__) && !defined(__clang__)
+#  pragma GCC diagnostic push
+#  pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
+#if defined(__GNUC__) && !defined(__clang__)
+#  pragma GCC diagnostic pop
+#endif
 
 namespace {
 
@@ -79,6 +127,21 @@ std::string message_of(F&& f) {
 
 bool contains(const std::string& s, const std::string& part) {
   return s.find(part) != std::string::npos;
+}
+
+/// Bytes operator new was asked for while f ran (on this thread).
+template <class F>
+std::size_t new_bytes_during(F&& f) {
+  counted_new_bytes = 0;
+  counting_news = true;
+  try {
+    f();
+  } catch (...) {
+    counting_news = false;
+    throw;
+  }
+  counting_news = false;
+  return counted_new_bytes;
 }
 
 gpt::gpt_config small_config() {
@@ -218,6 +281,46 @@ TEST_CASE("corpus: errors name the path", "[gpt][data]") {
   INFO(msg);
   CHECK(contains(msg, dir.file("empty.txt")));
   CHECK(contains(msg, "empty"));
+}
+
+TEST_CASE("corpus: a file given by name must be a regular text file", "[gpt][data]") {
+  // --data /dev/zero used to read until memory ran out, a FIFO until its writer closed it,
+  // and --data /bin/ls trained on machine code. A file named on the command line follows the
+  // directory walk's rule: regular, no NUL byte.
+  temp_dir dir("corpus_kinds");
+  auto refusal = [](const std::string& path) {
+    return message_of<strata::io_error>([&] { gpt::load_corpus(path); });
+  };
+  std::string msg = refusal("/dev/zero");
+  INFO(msg);
+  CHECK(contains(msg, "'/dev/zero' is a character device, not a regular text file"));
+
+  const std::string fifo = dir.file("pipe");
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  msg = refusal(fifo);  // returns at once: nothing opens the FIFO
+  INFO(msg);
+  CHECK(contains(msg, "'" + fifo + "' is a FIFO (named pipe), not a regular text file"));
+
+  fs::create_symlink("/dev/zero", dir.file("zero_link"));  // a link is followed, then judged
+  msg = refusal(dir.file("zero_link"));
+  INFO(msg);
+  CHECK(contains(msg, dir.file("zero_link")));
+  CHECK(contains(msg, "character device"));
+
+  write_text(dir.file("program"), std::string("\x7f" "ELF\x02\x01\x01\0\0\0 more", 16));
+  msg = refusal(dir.file("program"));
+  INFO(msg);
+  CHECK(contains(msg, "'" + dir.file("program") + "' is not text: byte 7 of 16 is NUL"));
+  if (fs::is_regular_file("/bin/ls")) {
+    msg = refusal("/bin/ls");
+    INFO(msg);
+    CHECK(contains(msg, "'/bin/ls' is not text"));
+  }
+
+  // Text (UTF-8 included) still loads, and so does a link to it.
+  write_text(dir.file("text"), "caf\xc3\xa9\n");
+  fs::create_symlink(dir.file("text"), dir.file("text_link"));
+  CHECK(gpt::load_corpus(dir.file("text_link")).bytes.size() == 6);
 }
 
 TEST_CASE("corpus: the default corpus loads as text", "[gpt][data]") {
@@ -415,7 +518,8 @@ TEST_CASE("safetensors: the file is GPT-2's names and layout, with the config in
   // Element (i, o) in the file is our weight (o, i).
   std::vector<float> file_order(std::size_t(4) * C * C);
   r.read_f32("h.1.mlp.c_fc.weight", {C, 4 * C}, file_order.data());
-  const gpt::tensor_slot& slot = gpt::find_slot(gpt::block_slots(cfg), "mlp.c_fc.weight");
+  const std::vector<gpt::tensor_slot> slots = gpt::block_slots(cfg);
+  const gpt::tensor_slot& slot = gpt::find_slot(slots, "mlp.c_fc.weight");
   const float* ours = w.blocks[1].data() + slot.offset;  // (4C, C)
   bool all_equal = true;
   for (int o = 0; o < 4 * C; ++o)
@@ -587,6 +691,119 @@ TEST_CASE("safetensors: every malformed file is a format_error naming the file a
   SECTION("the untouched file still loads") {
     write_raw(bad, base);
     CHECK(gpt::load_gpt(bad).blocks.size() == 2);
+  }
+}
+
+TEST_CASE("safetensors: __metadata__'s sizes are checked against the file before anything is "
+          "sized from them", "[gpt][safetensors]") {
+  temp_dir dir("st_claims");
+  const gpt::gpt_config cfg = small_config();  // V 256, T 16, L 2, NH 2, C 8
+  const gpt::gpt_weights w = random_weights(cfg, 5);
+  const std::string good = dir.file("good.safetensors");
+  gpt::save_gpt(good, cfg, w.embed, w.blocks);
+  const raw_file base = read_raw(good);
+  const std::string bad = dir.file("claims.safetensors");
+
+  // load_gpt(bad)'s format_error and the bytes operator new was asked for meanwhile. A correct
+  // load of the good file takes about twice its floats; a refusal must take no more than the
+  // header's parsing does, whatever the header claims.
+  struct outcome {
+    std::string message;
+    std::size_t allocated;
+  };
+  auto load = [&](bool names_file_size = true) {
+    outcome o;
+    o.allocated = new_bytes_during(
+        [&] { o.message = message_of<strata::format_error>([&] { gpt::load_gpt(bad); }); });
+    INFO(o.message);
+    CHECK(contains(o.message, bad));
+    if (names_file_size)
+      CHECK(contains(o.message, "(the file has " + std::to_string(fs::file_size(bad)) + " bytes)"));
+    CHECK(o.allocated < (std::size_t{1} << 20));
+    return o;
+  };
+  auto metadata_only = [&](const std::map<std::string, std::string>& changes) {
+    nlohmann::json meta = base.header["__metadata__"];
+    for (const auto& [k, v] : changes) meta[k] = v;
+    const std::string text = nlohmann::json{{"__metadata__", meta}}.dump();
+    write_raw(bad, text, "", text.size());
+  };
+  auto claiming = [&](const std::map<std::string, std::string>& changes) {
+    raw_file r = base;
+    for (const auto& [k, v] : changes) r.header["__metadata__"][k] = v;
+    write_raw(bad, r);
+  };
+
+  SECTION("a header of ~136 bytes claiming a million layers (it took 1 GB before failing)") {
+    metadata_only({{"layers", "1000000"}});
+    REQUIRE(fs::file_size(bad) < 200);
+    const outcome o = load();
+    INFO(o.message);
+    CHECK(contains(o.message, "__metadata__ 'layers' is 1000000, but the file has no block "
+                              "tensors (h.<i>.*)"));
+  }
+  SECTION("a million layers over a file with two") {
+    claiming({{"layers", "1000000"}});
+    const outcome o = load();
+    INFO(o.message);
+    CHECK(contains(o.message, "'layers' is 1000000"));
+    CHECK(contains(o.message, "the file has block tensors of 2 layers (h.0.* .. h.1.*)"));
+  }
+  SECTION("fewer layers than the file has") {
+    claiming({{"layers", "1"}});
+    const outcome o = load();
+    INFO(o.message);
+    CHECK(contains(o.message, "unexpected tensor 'h.1."));
+    CHECK(contains(o.message, "a model with 1 layers"));
+  }
+  SECTION("width 2147483647 (a bare std::bad_alloc before)") {
+    claiming({{"width", "2147483647"}, {"heads", "1"}});
+    const outcome o = load();
+    INFO(o.message);
+    CHECK(contains(o.message, "config in __metadata__ is not valid"));
+    CHECK(contains(o.message, "width must be at most 536870911"));
+    CHECK(contains(o.message, "got 2147483647"));
+  }
+  SECTION("a width the tensors contradict") {
+    claiming({{"width", "1000000"}});
+    const outcome o = load();
+    INFO(o.message);
+    CHECK(contains(o.message, "__metadata__ 'width' is 1000000, but tensor 'wte.weight' has "
+                              "shape [256, 8], not [256, 1000000]"));
+  }
+  SECTION("a vocab and a context the tensors contradict") {
+    claiming({{"vocab", "100000"}});
+    outcome o = load();
+    INFO(o.message);
+    CHECK(contains(o.message, "__metadata__ 'vocab' is 100000, but tensor 'wte.weight'"));
+    claiming({{"context", "70000"}});
+    o = load();
+    INFO(o.message);
+    CHECK(contains(o.message, "__metadata__ 'context' is 70000, but tensor 'wpe.weight' has "
+                              "shape [16, 8], not [70000, 8]"));
+  }
+  SECTION("a value beyond int") {
+    claiming({{"layers", "99999999999"}});
+    const outcome o = load(false);
+    INFO(o.message);
+    CHECK(contains(o.message, "config field 'layers' is '99999999999', out of range for an int"));
+  }
+  SECTION("a shape whose byte count wraps around 64 bits") {
+    // 2^32 x 2^32 F32 elements are 2^66 bytes, which wrapped to 0 and matched data_offsets [0, 0].
+    raw_file r = base;
+    r.header["h.0.ln_1.weight"]["shape"] = {std::uint64_t{1} << 32, std::uint64_t{1} << 32};
+    r.header["h.0.ln_1.weight"]["data_offsets"] = {0, 0};
+    write_raw(bad, r);
+    const std::string msg = message_of<strata::format_error>([&] { gpt::load_gpt(bad); });
+    INFO(msg);
+    CHECK(contains(msg, "tensor 'h.0.ln_1.weight': shape [4294967296, 4294967296] of F32 needs "
+                        "more bytes than the data holds"));
+  }
+  SECTION("the good file loads, and sizes its arrays from the config") {
+    gpt::gpt_weights back;
+    const std::size_t bytes = new_bytes_during([&] { back = gpt::load_gpt(good); });
+    CHECK(same_bits(back.embed, w.embed));
+    CHECK(bytes >= gpt::parameter_count(cfg) * sizeof(float));
   }
 }
 

@@ -11,6 +11,8 @@
 // - Host offload (zero3_offload) over 2 ranks == the same bitwise.
 // - Training lowers the loss on a small real corpus: below a stated value within a bounded
 //   number of steps (GPL-3's text, always present on Debian).
+// - The trainer's memory plan is one table (executor, activations, Adam), honest (a step's
+//   device peak stays within it) and refused once, whole, before anything is allocated.
 #include "catch.hpp"
 
 #include "trainer.hpp"
@@ -107,6 +109,10 @@ bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
+bool contains_line(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
 double max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
   double m = 0;
   for (std::size_t i = 0; i < a.size(); ++i)
@@ -193,4 +199,61 @@ TEST_CASE("gpt zero: the loss falls on a real text", "[gpt][zero]") {
   INFO("train loss " << last << ", validation loss " << val);
   CHECK(last < 3.2);
   CHECK(val < 3.2);
+}
+
+TEST_CASE("gpt zero: one memory plan, every line in it, refused once before anything is allocated",
+          "[gpt][zero]") {
+  // The executor's buffers, the trainer's activations and Adam's m and v are one plan, checked
+  // when the executor is made. Before, the activations were allocated first (a too-small device
+  // refused them with a bare out_of_budget and no table), and Adam's lines came in a second
+  // check after the executor's own.
+  const auto data = small_corpus(4000);
+  const gpt::train_config tc = tiny(1, 1.0f);
+  strata::comm::solo solo;
+  auto context_with = [](std::size_t device_bytes) {
+    strata::context_config cc;
+    cc.device_bytes = device_bytes;
+    cc.staging_slot_bytes = std::size_t{1} << 20;
+    cc.staging_slots = 2;
+    return cc;
+  };
+  using resident = gpt::trainer<strata::comm::solo, strata::zero0>;
+
+  // What the plan says the device needs, and that it is honest: a step never holds more.
+  std::size_t planned = 0;
+  std::string table;
+  {
+    strata::context ctx(context_with(std::size_t{64} << 20));
+    resident tr(ctx, solo, tc, data);
+    planned = tr.plan().peak(strata::tier_id::device);
+    table = tr.plan().to_string();
+    tr.train_step(0);
+    CHECK(ctx.budget(strata::tier_id::device).peak() <= planned);
+  }
+  INFO(table);
+  CHECK(contains_line(table, "gpt activations (x[0..L], dx, head)"));
+  CHECK(contains_line(table, "adam: Adam m and v (this rank's part, all layers)"));
+  CHECK(contains_line(table, "2 full-gradient buffers"));
+
+  auto refusal = [&](std::size_t device_bytes) {
+    strata::context ctx(context_with(device_bytes));
+    try {
+      resident tr(ctx, solo, tc, data);
+    } catch (const strata::out_of_budget& e) {
+      CHECK(ctx.budget(strata::tier_id::device).used() == 0);  // nothing allocated yet
+      return std::string(e.what());
+    }
+    return std::string("<no refusal>");
+  };
+  for (const std::size_t budget : {std::size_t{1} << 10, planned - 1}) {
+    const std::string msg = refusal(budget);
+    INFO("budget " << budget << ": " << msg);
+    CHECK(msg.find("memory plan of 'gpt' refused before the first step: tier 'device") == 0);
+    CHECK(contains_line(msg, "gpt activations (x[0..L], dx, head)"));
+    CHECK(contains_line(msg, "adam: Adam m and v (this rank's part, all layers)"));
+    CHECK(contains_line(msg, "2 full-gradient buffers"));
+    CHECK(contains_line(msg, "(" + std::to_string(planned) + " bytes)"));
+  }
+  strata::context exact(context_with(planned));
+  CHECK_NOTHROW(resident(exact, solo, tc, data));
 }

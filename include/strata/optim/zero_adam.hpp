@@ -139,6 +139,12 @@ public:
   }
   /// The executor's plan plus this optimizer's state and buffers (checked in the constructor).
   const memory_plan& plan() const noexcept { return plan_; }
+  /// This optimizer's own lines for `ex` (m and v on the home tier; for an NVMe home the
+  /// streamed state's buffers and NVMe bytes), as the constructor plans them. Handed to the
+  /// executor's plan extension, they are checked with the executor's lines, once; the
+  /// constructor then finds them in ex.plan() and does not add or check them again.
+  static memory_plan plan_for(Executor& ex, const zero_adam_config& config = {},
+                              const std::string& name = "adam");
   /// The NVMe home's streaming optimizer (null for in-memory homes).
   const streamed_adam* stream() const noexcept { return stream_.get(); }
 
@@ -185,6 +191,22 @@ private:
     return out;
   }
   std::string where() const { return "zero_adam '" + name_ + "': "; }
+  // This rank's part of each layer, as a streamed_adam group ("h.0[rank 1]", part_numel).
+  static std::vector<group_spec> groups_of(Executor& ex) {
+    std::vector<group_spec> groups;
+    for (std::size_t i = 0; i < ex.size(); ++i)
+      groups.push_back({ex.layer(i).name + "[rank " + std::to_string(ex.comm().rank()) + "]",
+                        ex.part_numel(i)});
+    return groups;
+  }
+  static streamed_adam_config stream_config(const zero_adam_config& config) {
+    streamed_adam_config sc;
+    sc.sub_group = config.sub_group;
+    sc.master_on_nvme = false;
+    sc.simd = config.simd;
+    sc.threads = config.threads;
+    return sc;
+  }
   void apply(typename update::state& st, std::size_t i, float* p, const float* g, std::size_t n);
   std::vector<float> moment(std::size_t i, int which);
 
@@ -222,34 +244,22 @@ zero_adam<Executor>::zero_adam(Executor& ex, std::vector<adam_params> per_layer,
   }
 
   constexpr std::size_t f = sizeof(float);
-  std::size_t total = 0;
-  std::vector<group_spec> groups;
-  for (std::size_t i = 0; i < ex_.size(); ++i) {
-    part_.push_back(ex_.part_numel(i));
-    total += part_.back();
-    groups.push_back({ex_.layer(i).name + "[rank " + std::to_string(ex_.comm().rank()) + "]",
-                      part_.back()});
-  }
+  for (std::size_t i = 0; i < ex_.size(); ++i) part_.push_back(ex_.part_numel(i));
 
-  // The plan: the executor's, and this optimizer's own, checked before anything is allocated.
-  for (const auto& l : ex_.plan().lines()) plan_.add(l.tier, l.what, l.bytes);
-  streamed_adam_config sc;
-  sc.sub_group = config_.sub_group;
-  sc.master_on_nvme = false;
-  sc.simd = config_.simd;
-  sc.threads = config_.threads;
-  if constexpr (streamed) {
-    const memory_plan own = streamed_adam::plan_for(ctx_, groups, sc, name_);
-    for (const auto& l : own.lines())
-      plan_.add(l.tier, name_ + ": " + l.what, l.bytes);
+  // The plan: the executor's, and this optimizer's own, checked before anything is allocated
+  // — unless the executor's plan has them already (its plan extension), and so was checked
+  // with them.
+  const memory_plan own = plan_for(ex_, config_, name_);
+  if (ex_.plan().includes(own)) {
+    plan_ = ex_.plan();
   } else {
-    plan_.add(home_tier::id, name_ + ": Adam m and v (this rank's part, all layers)",
-              2 * total * f);
+    plan_.add(ex_.plan());
+    plan_.add(own);
+    plan_.check(ctx_, where() + "optimizer of '" + ex_.layer(0).name + "'...");
   }
-  plan_.check(ctx_, where() + "optimizer of '" + ex_.layer(0).name + "'...");
 
   if constexpr (streamed) {
-    stream_ = std::make_unique<streamed_adam>(ctx_, std::move(groups), sc, name_);
+    stream_ = std::make_unique<streamed_adam>(ctx_, groups_of(ex_), stream_config(config_), name_);
   } else {
     for (std::size_t i = 0; i < ex_.size(); ++i) {
       const std::size_t bytes = part_[i] * f;
@@ -269,6 +279,23 @@ zero_adam<Executor>::zero_adam(Executor& ex, std::vector<adam_params> per_layer,
       }
     }
   }
+}
+
+template <class Executor>
+memory_plan zero_adam<Executor>::plan_for(Executor& ex, const zero_adam_config& config,
+                                          const std::string& name) {
+  memory_plan plan;
+  if constexpr (streamed) {
+    const memory_plan stream =
+        streamed_adam::plan_for(ex.ctx(), groups_of(ex), stream_config(config), name);
+    for (const auto& l : stream.lines()) plan.add(l.tier, name + ": " + l.what, l.bytes);
+  } else {
+    std::size_t total = 0;
+    for (std::size_t i = 0; i < ex.size(); ++i) total += ex.part_numel(i);
+    plan.add(home_tier::id, name + ": Adam m and v (this rank's part, all layers)",
+             2 * total * sizeof(float));
+  }
+  return plan;
 }
 
 template <class Executor>

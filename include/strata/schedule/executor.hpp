@@ -37,7 +37,10 @@
 // Memory: everything the executor holds is planned up front (plan(), memory_plan.hpp) and a
 // plan that does not fit the budgets is refused in the constructor. On the compute tier it
 // keeps Depth+1 gathered-parameter buffers (plus Depth+1 shard buffers when the home is not the
-// device) and two gradient buffers, however many layers there are.
+// device) and two gradient buffers, however many layers there are. A caller that will hold
+// more beside the executor (activations, the optimizer's state: zero_adam::plan_for) adds those
+// lines through the constructor's plan extension, so that the one check covers them too and a
+// refusal shows every line.
 //
 // Reductions are deterministic (rank-order sums, comm/communicator.hpp), so a sharded step
 // gives bitwise the same parameters as the same step on one rank that sums the ranks'
@@ -55,6 +58,7 @@
 #include <cstdint>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <span>
 #include <string>
 #include <type_traits>
@@ -78,13 +82,19 @@ public:
   static constexpr std::size_t depth = Depth;
   static constexpr bool resident = placement_type::tier_count == 1;  // home is the device
 
+  /// Adds the caller's lines to the executor's plan before it is checked. It is called with
+  /// the executor's layouts in place (size(), layer(), layout(), part_numel(), comm(), ctx()
+  /// answer) and nothing allocated yet.
+  using plan_extension = std::function<void(zero_executor&, memory_plan&)>;
+
   zero_executor(context& ctx, Comm& comm, std::vector<layer_spec> layers,
-                std::string name = "model")
+                std::string name = "model", const plan_extension& extend = {})
       : ctx_(ctx), comm_(comm), name_(std::move(name)), specs_(std::move(layers)),
         collectives_("collectives", ctx.trace()) {
     if (specs_.empty()) throw config_error("zero_executor '" + name_ + "': no layers");
     for (auto& l : specs_) layouts_.emplace_back(l.numel, comm_.size());
     make_plan();
+    if (extend) extend(*this, plan_);
     plan_.check(ctx_, name_);
     const int r = comm_.rank();
     for (std::size_t i = 0; i < specs_.size(); ++i) {

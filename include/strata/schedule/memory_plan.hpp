@@ -29,6 +29,26 @@ public:
     lines_.push_back({t, std::move(what), bytes});
     total_[static_cast<std::size_t>(t)] += bytes;
   }
+  /// Every line of `part`, appended (a component's own plan into a larger whole).
+  void add(const memory_plan& part) {
+    for (const line& l : part.lines_) add(l.tier, l.what, l.bytes);
+  }
+
+  /// True when every line of `part` is also a line of this plan (each matched once): a part
+  /// that was planned into this one, such as an optimizer's lines handed to the executor
+  /// before its check (zero_executor's plan extension), need not be added or checked again.
+  bool includes(const memory_plan& part) const {
+    std::vector<bool> used(lines_.size(), false);
+    for (const line& p : part.lines_) {
+      std::size_t i = 0;
+      while (i < lines_.size() && (used[i] || lines_[i].tier != p.tier ||
+                                   lines_[i].bytes != p.bytes || lines_[i].what != p.what))
+        ++i;
+      if (i == lines_.size()) return false;
+      used[i] = true;
+    }
+    return true;
+  }
 
   /// Planned peak bytes on tier t.
   std::size_t peak(tier_id t) const noexcept { return total_[static_cast<std::size_t>(t)]; }

@@ -1,0 +1,261 @@
+// Tests for gpt_train's command line (examples/gpt/train_options.hpp) and the program itself.
+//
+// - Numbers are checked as doubles before they become ints, floats or byte counts: values
+//   beyond the target type (--layers 1e10, --device-mib 1e300, --wd 1e300), non-finite ones
+//   (nan, inf) and fractions where an integer is wanted are bad_argument errors naming the
+//   option and the value; they used to be undefined conversions.
+// - --nvme-dir: missing components are created; a symbolic link anywhere in the path (last
+//   component or above, dangling or not) is refused naming the link, and nothing is created
+//   behind it; a file in the way is refused.
+// - The program (when the test knows where gpt_train is): exit 2 for bad arguments, exit 1 and
+//   the path for a device or binary as --data, and --device-mib 1 refused once, before the
+//   first step, with the whole plan table (the executor's lines, the activations, Adam's).
+#include "catch.hpp"
+
+#include "train_options.hpp"
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace fs = std::filesystem;
+
+namespace {
+
+/// A fresh directory under STRATA_TEST_TMPDIR (or the system temp dir), removed at the end.
+struct scratch {
+  fs::path path;
+  explicit scratch(const std::string& tag) {
+    const char* base = std::getenv("STRATA_TEST_TMPDIR");
+    path = fs::path(base ? base : fs::temp_directory_path().string()) /
+           ("gpt_train_" + tag + "_" + std::to_string(::getpid()));
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~scratch() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  std::string operator/(const std::string& name) const { return (path / name).string(); }
+};
+
+/// The bad_argument message of parsing `args`, or "<no exception>" / "<other: ...>".
+std::string refusal(const std::vector<std::string>& args) {
+  try {
+    gpt::parse_train_options(args);
+  } catch (const gpt::bad_argument& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    return std::string("<other exception: ") + e.what() + ">";
+  }
+  return "<no exception>";
+}
+
+std::string nvme_refusal(const std::string& dir) {
+  try {
+    gpt::prepare_nvme_dir(dir);
+  } catch (const gpt::bad_argument& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    return std::string("<other exception: ") + e.what() + ">";
+  }
+  return "<no exception>";
+}
+
+bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
+
+}  // namespace
+
+TEST_CASE("gpt_train options: numbers are range-checked before they are converted",
+          "[gpt][train]") {
+  struct bad {
+    std::vector<std::string> args;
+    std::string says;
+  };
+  const std::vector<bad> cases = {
+      {{"--layers", "1e10"}, "--layers expects an integer in [1, 2147483647], got '1e10'"},
+      {{"--layers", "nan"}, "--layers expects a finite number, got 'nan'"},
+      {{"--layers", "-nan"}, "--layers expects a finite number, got '-nan'"},
+      {{"--width", "-3"}, "--width expects an integer in [1, 2147483647], got '-3'"},
+      {{"--steps", "2.5"}, "--steps expects an integer in [1, 2147483647], got '2.5'"},
+      {{"--batch", "1e400"}, "--batch expects a finite number, got '1e400' (beyond the range of a double)"},
+      {{"--trace-step", "-2"}, "--trace-step expects an integer in [-1, 2147483647], got '-2'"},
+      {{"--seed", "-1"}, "--seed expects an integer in [0, 9007199254740992], got '-1'"},
+      {{"--device-mib", "1e300"}, "--device-mib expects a number in [0, 1073741824] MiB, got '1e300'"},
+      {{"--device-mib", "inf"}, "--device-mib expects a finite number, got 'inf'"},
+      {{"--pinned-mib", "-1"}, "--pinned-mib expects a number in [0, 1073741824] MiB, got '-1'"},
+      {{"--pinned-mib", "0"}, "--pinned-mib must be > 0"},
+      {{"--wd", "1e300"}, "--wd expects a number in [0, 3.402823466e+38], got '1e300'"},
+      {{"--lr", "inf"}, "--lr expects a finite number, got 'inf'"},
+      {{"--clip", "12x"}, "--clip expects a number, got '12x'"},
+      {{"--heads", "3"}, "width (128) must be a multiple of heads (3)"},
+      {{"--seq", "65"}, "seq (65) must be in [1, context = 64]"},
+      {{"--policy", "gpu"}, "--policy is resident, host or nvme, got 'gpu'"},
+      {{"--nvme-dir", ""}, "--nvme-dir expects a path, got ''"},
+      {{"--frobnicate", "1"}, "unknown option '--frobnicate'"},
+      {{"--layers"}, "'--layers' needs a value"},
+  };
+  for (const bad& b : cases) {
+    const std::string msg = refusal(b.args);
+    INFO(b.args[0] << (b.args.size() > 1 ? " " + b.args[1] : "") << " -> " << msg);
+    CHECK(contains(msg, b.says));
+  }
+
+  // Good values parse exactly, integers given as doubles included.
+  const gpt::train_options o = gpt::parse_train_options(
+      {"--layers", "6", "--heads", "6", "--width", "192", "--context", "128", "--steps", "1e3",
+       "--device-mib", "24.5", "--seed", "9007199254740992", "--wd", "0", "--clip", "0",
+       "--trace-step", "-1", "--policy", "nvme", "--nvme-dir", "somewhere"});
+  CHECK(o.train.model.layers == 6);
+  CHECK(o.train.model.width == 192);
+  CHECK(o.train.seq == 128);  // = context when not given
+  CHECK(o.train.steps == 1000);
+  CHECK(o.device_mib == 24.5);
+  CHECK(o.train.seed == (std::uint64_t{1} << 53));
+  CHECK(o.trace_step == -1);
+  CHECK(o.policy == "nvme");
+  CHECK(o.nvme_dir == "somewhere");
+  CHECK_FALSE(o.help);
+  CHECK(gpt::parse_train_options({"--steps", "5", "--help"}).help);
+}
+
+TEST_CASE("gpt_train --nvme-dir: created when missing, a symbolic link anywhere is refused",
+          "[gpt][train]") {
+  scratch s("nvme_dir");
+  fs::create_directory(s / "real");
+
+  SECTION("missing components are created; an existing directory is fine") {
+    const std::string nested = s / "a/b/c/";
+    REQUIRE(nvme_refusal(nested) == "<no exception>");
+    CHECK(fs::is_directory(s / "a/b/c"));
+    CHECK(nvme_refusal(nested) == "<no exception>");
+    CHECK(nvme_refusal(s / "real") == "<no exception>");
+  }
+  SECTION("the last component a symbolic link to a directory") {
+    fs::create_directory_symlink(s / "real", s / "link");
+    const std::string msg = nvme_refusal(s / "link");
+    INFO(msg);
+    CHECK(contains(msg, "--nvme-dir '" + (s / "link") + "': '" + (s / "link") +
+                            "' is a symbolic link to '" + (s / "real") + "'"));
+    CHECK(contains(msg, "A symbolic link anywhere in the NVMe directory's path is refused"));
+    CHECK(contains(msg, "name the real directory: '" + fs::canonical(s / "real").string() + "'"));
+  }
+  SECTION("a dangling symbolic link (was: \"File exists\")") {
+    fs::create_symlink(s / "gone", s / "dangling");
+    const std::string msg = nvme_refusal(s / "dangling");
+    INFO(msg);
+    CHECK(contains(msg, "'" + (s / "dangling") + "' is a symbolic link to '" + (s / "gone") +
+                            "', which does not exist"));
+    CHECK_FALSE(fs::exists(s / "gone"));
+  }
+  SECTION("a symbolic link above the last component (was: followed)") {
+    fs::create_directory_symlink(s / "real", s / "up");
+    const std::string msg = nvme_refusal(s / "up/nvme");
+    INFO(msg);
+    CHECK(contains(msg, "'" + (s / "up") + "' is a symbolic link to '" + (s / "real") + "'"));
+    CHECK(contains(msg, "name the real directory: '" +
+                            (fs::canonical(s / "real") / "nvme").string() + "'"));
+    CHECK_FALSE(fs::exists(s / "real/nvme"));  // nothing was created behind the link
+  }
+  SECTION("a file in the way") {
+    std::ofstream(s / "file") << "x";
+    std::string msg = nvme_refusal(s / "file");
+    INFO(msg);
+    CHECK(contains(msg, "'" + (s / "file") + "' exists and is not a directory"));
+    msg = nvme_refusal(s / "file/below");
+    INFO(msg);
+    CHECK(contains(msg, "'" + (s / "file") + "' exists and is not a directory"));
+  }
+}
+
+// ---- the program ------------------------------------------------------------------------------
+
+namespace {
+
+// gpt_train's path: GPT_TRAIN_EXE when the build names it, else the file next to this test
+// program (both are built into examples/gpt/); empty when neither is there.
+std::string gpt_train_exe() {
+#if defined(GPT_TRAIN_EXE)
+  return GPT_TRAIN_EXE;
+#else
+  std::error_code ec;
+  const fs::path here = fs::read_symlink("/proc/self/exe", ec);
+  if (ec) return {};
+  const fs::path next_to = here.parent_path() / "gpt_train";
+  return fs::is_regular_file(next_to, ec) ? next_to.string() : std::string();
+#endif
+}
+
+struct run_result {
+  int code = -1;
+  std::string output;
+};
+
+run_result run(const std::string& exe, const std::string& args) {
+  const std::string cmd = "'" + exe + "' " + args + " 2>&1";
+  run_result r;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  REQUIRE(p != nullptr);
+  char buf[4096];
+  std::size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
+  const int status = ::pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("gpt_train: exit codes and messages for bad input, one refusal with the whole plan",
+          "[gpt][train]") {
+  const std::string exe = gpt_train_exe();
+  if (exe.empty()) {
+    WARN("gpt_train was not found next to this test (build the gpt_train target): not run");
+    return;
+  }
+  scratch s("program");
+  std::ofstream(s / "text.txt") << std::string(4000, 'a') << "\nthe quick brown fox\n";
+
+  for (const char* bad : {"--layers 1e10", "--layers nan", "--device-mib 1e300", "--width 2.5",
+                          "--frobnicate 1"}) {
+    const run_result r = run(exe, bad);
+    INFO(bad << " -> " << r.output);
+    CHECK(r.code == 2);
+    CHECK(contains(r.output, "gpt_train: "));
+    CHECK(contains(r.output, std::string(bad).substr(0, std::string(bad).find(' '))));
+  }
+
+  run_result r = run(exe, "--data /dev/zero");
+  INFO(r.output);
+  CHECK(r.code == 1);
+  CHECK(contains(r.output, "'/dev/zero' is a character device"));
+
+  fs::create_symlink(s / "gone", s / "dangling");
+  r = run(exe, "--policy nvme --nvme-dir '" + (s / "dangling") + "'");
+  INFO(r.output);
+  CHECK(r.code == 2);
+  CHECK(contains(r.output, "is a symbolic link to '" + (s / "gone") + "', which does not exist"));
+
+  // A device budget of 1 MiB: one refusal, before the first step, listing every line.
+  r = run(exe, "--device-mib 1 --policy resident --ranks 1 --steps 1 --data '" +
+                   (s / "text.txt") + "'");
+  INFO(r.output);
+  CHECK(r.code == 1);
+  CHECK(contains(r.output, "memory plan of 'gpt' refused before the first step: tier 'device"));
+  CHECK(contains(r.output, "2 full-gradient buffers"));
+  CHECK(contains(r.output, "gpt activations (x[0..L], dx, head)"));
+  CHECK(contains(r.output, "adam: Adam m and v (this rank's part, all layers)"));
+  CHECK(contains(r.output, "(budget 1.00 MiB (1048576 bytes))"));
+  std::size_t refusals = 0;
+  for (std::size_t at = 0; (at = r.output.find("refused", at)) != std::string::npos; ++at) ++refusals;
+  CHECK(refusals == 1);
+  CHECK_FALSE(contains(r.output, "step    1/"));
+}
