@@ -15,6 +15,7 @@
 // - gpt_generate: bad arguments exit 2 with a message, unusable weights exit 1, and a run
 //   prints the same text as generate() and its latencies.
 #include "catch.hpp"
+#include "gpt_test_support.hpp"
 
 #include "data.hpp"
 #include "gpt_config.hpp"
@@ -312,23 +313,9 @@ TEST_CASE("sampling: a seed fixes the text, another seed changes it, rows are in
 #if defined(GPT_GENERATE_EXE)
 namespace {
 
-struct run_result {
-  int code = -1;
-  std::string output;  // stdout and stderr together
-};
+using gpt_test::run_result;
 
-run_result run(const std::string& args) {
-  const std::string cmd = std::string("'") + GPT_GENERATE_EXE + "' " + args + " 2>&1";
-  run_result r;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  char buf[4096];
-  std::size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  const int status = ::pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+run_result run(const std::string& args) { return gpt_test::run_program(GPT_GENERATE_EXE, args); }
 
 }  // namespace
 

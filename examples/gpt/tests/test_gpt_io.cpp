@@ -19,6 +19,7 @@
 // - corpus given by name: a device, a FIFO or a binary file is refused before it is read (or at
 //   its first NUL byte), naming the path and why.
 #include "catch.hpp"
+#include "gpt_test_support.hpp"
 
 #include "data.hpp"
 #include "gpt_config.hpp"
@@ -91,22 +92,7 @@ void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); 
 
 namespace {
 
-/// A fresh directory under STRATA_TEST_TMPDIR (or the system temp dir), removed at the end.
-struct temp_dir {
-  fs::path path;
-  explicit temp_dir(const std::string& tag) {
-    const char* base = std::getenv("STRATA_TEST_TMPDIR");
-    path = fs::path(base ? base : fs::temp_directory_path().string()) /
-           ("gpt_io_" + tag + "_" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
+using gpt_test::temp_dir;
 
 void write_text(const std::string& path, const std::string& text) {
   std::ofstream(path, std::ios::binary) << text;

@@ -12,6 +12,7 @@
 //   first step, with the whole plan table (the executor's lines, the activations, Adam's).
 #include "catch.hpp"
 
+#include "gpt_test_support.hpp"
 #include "train_options.hpp"
 
 #include <cstdio>
@@ -28,22 +29,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-/// A fresh directory under STRATA_TEST_TMPDIR (or the system temp dir), removed at the end.
-struct scratch {
-  fs::path path;
-  explicit scratch(const std::string& tag) {
-    const char* base = std::getenv("STRATA_TEST_TMPDIR");
-    path = fs::path(base ? base : fs::temp_directory_path().string()) /
-           ("gpt_train_" + tag + "_" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~scratch() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
+using gpt_test::temp_dir;
 
 /// The bad_argument message of parsing `args`, or "<no exception>" / "<other: ...>".
 std::string refusal(const std::vector<std::string>& args) {
@@ -129,7 +115,7 @@ TEST_CASE("gpt_train options: numbers are range-checked before they are converte
 
 TEST_CASE("gpt_train --nvme-dir: created when missing, a symbolic link anywhere is refused",
           "[gpt][train]") {
-  scratch s("nvme_dir");
+  temp_dir s("nvme_dir");
   fs::create_directory(s / "real");
 
   SECTION("missing components are created; an existing directory is fine") {
@@ -178,6 +164,8 @@ TEST_CASE("gpt_train --nvme-dir: created when missing, a symbolic link anywhere 
 
 // ---- the program ------------------------------------------------------------------------------
 
+using gpt_test::run_result;
+
 namespace {
 
 // gpt_train's path: GPT_TRAIN_EXE when the build names it, else the file next to this test
@@ -194,22 +182,8 @@ std::string gpt_train_exe() {
 #endif
 }
 
-struct run_result {
-  int code = -1;
-  std::string output;
-};
-
 run_result run(const std::string& exe, const std::string& args) {
-  const std::string cmd = "'" + exe + "' " + args + " 2>&1";
-  run_result r;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  char buf[4096];
-  std::size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  const int status = ::pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
+  return gpt_test::run_program(exe, args);
 }
 
 }  // namespace
@@ -221,7 +195,7 @@ TEST_CASE("gpt_train: exit codes and messages for bad input, one refusal with th
     WARN("gpt_train was not found next to this test (build the gpt_train target): not run");
     return;
   }
-  scratch s("program");
+  temp_dir s("program");
   std::ofstream(s / "text.txt") << std::string(4000, 'a') << "\nthe quick brown fox\n";
 
   for (const char* bad : {"--layers 1e10", "--layers nan", "--device-mib 1e300", "--width 2.5",
