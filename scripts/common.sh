@@ -1,4 +1,4 @@
-# scripts/common.sh — sourced by scripts/{setup,test,demo,bench}; not a program.
+# scripts/common.sh — sourced by scripts/{setup,test,demo,bench,gpu-deps,gpu-check}; not a program.
 #
 # Sets REPO_ROOT, and strata_pick_preset sets PRESET (cuda when nvcc is found, host otherwise;
 # STRATA_PRESET=host|cuda overrides) and BUILD_DIR, putting /usr/local/cuda/bin on PATH when
@@ -40,28 +40,46 @@ strata_pick_preset() {
 }
 
 strata_jobs() {
+  if [[ -n "${STRATA_JOBS:-}" ]]; then echo "$STRATA_JOBS"; return; fi
   nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2
 }
 
+# strata_summary_lines LOG: strata's configure summary from a configure log — the component
+# line, where each dependency was found ("strata deps:"), the GPU targets that are built and
+# those that are not, with why ("strata gpu:"), and the example's own notes ("gpt:").
+strata_summary_lines() {
+  grep -E '^-- (strata[ :]|gpt:)' "$1" | grep -vE '^-- strata: (CUDA|NCCL|URING|MPI) off' || true
+}
+
 # Configure the preset (always: it is cheap and picks up new files); prints strata's summary.
+# Extra args go to cmake (e.g. -DSTRATA_ENABLE_MPI=OFF).
 strata_configure() {
   cd "$REPO_ROOT"
   mkdir -p "$REPO_ROOT/build"
   local log="$REPO_ROOT/build/configure-$PRESET.log"
-  strata_log "== configure (preset $PRESET)"
-  if ! cmake --preset "$PRESET" >"$log" 2>&1; then
+  strata_log "== configure (preset $PRESET; log build/configure-$PRESET.log)"
+  if ! cmake --preset "$PRESET" "$@" >"$log" 2>&1; then
     cat "$log" >&2
     strata_log "configure failed (preset $PRESET)"
     return 1
   fi
-  grep -E '^-- strata ' "$log" >&2 || true
+  strata_summary_lines "$log" >&2
 }
 
-# Build the preset with all cores; extra args go to `cmake --build` (e.g. --target NAME).
+# Build the preset with all cores (STRATA_JOBS overrides); extra args go to `cmake --build`
+# (e.g. --target NAME).
 strata_build() {
   cd "$REPO_ROOT"
-  strata_log "== build (preset $PRESET, $(strata_jobs) jobs)"
+  strata_log "== build (preset $PRESET, $(strata_jobs) jobs${*:+: $*})"
   cmake --build --preset "$PRESET" --parallel "$(strata_jobs)" "$@"
+}
+
+# The path of a benchmark program in the configured build (from strata-benchmarks.txt, which
+# the configure writes: bench_gpt and bench_gpt_cuda are built by examples/gpt); empty if none.
+strata_benchmark_path() {
+  local list="$BUILD_DIR/strata-benchmarks.txt"
+  [[ -f "$list" ]] || return 0
+  awk -v t="$1" '$1 == t { print $2; exit }' "$list"
 }
 
 # Whether the configured build has a target of this name (Ninja's `help` lists them).

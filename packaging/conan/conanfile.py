@@ -1,20 +1,46 @@
 """Conan 2 recipe for strata (header-only).
 
+    conan profile detect                                         # once, if you have no profile
     conan create packaging/conan --build=missing                 # from the repository root
-    conan create packaging/conan -o strata/*:with_uring=True -o strata/*:with_mpi=True
+    conan create packaging/conan -o "strata/*:with_uring=True" -o "strata/*:with_mpi=True"
 
 Consumers get the same CMake names as an installed strata: find_package(strata) and the
 targets strata::strata, strata::uring, strata::mpi, strata::cuda (CMakeDeps generates them from
 package_info below). CUDA itself is not on ConanCenter: with_cuda expects the system's CUDA
 toolkit (CUDA::cudart through find_package(CUDAToolkit) in the consumer, or cudart on the
 library path). The recipe never downloads strata's sources: they are exported from this tree.
+test_package/ builds and runs a small consumer (conan create does it).
+
+C++20: strata's headers need it. The profile `conan profile detect` writes says gnu17 with
+GCC 12, and that is fine: like the installed strataConfig.cmake, the CMake targets of this
+package ask for the compile feature cxx_std_20 (a CMake build module, see package_info), so
+whatever links strata::strata is compiled as C++20 — the profile's standard stays the default
+for the rest. Other build systems (PkgConfigDeps, ...) need -s compiler.cppstd=20 (or gnu20)
+or their own -std=c++20; a profile that says so is checked to be at least 20.
 """
 
 import os
 
 from conan import ConanFile
-from conan.tools.files import copy
+from conan.errors import ConanInvalidConfiguration
+from conan.tools.files import copy, save
 from conan.tools.layout import basic_layout
+
+_CXX20_MODULE = """\
+# strata-cxx20.cmake (from the Conan recipe): strata's headers need C++20, as the installed
+# strataConfig.cmake says with target_compile_features; CMakeDeps targets carry no compile
+# features, so this build module adds it.
+foreach(_strata_target IN ITEMS strata::strata strata_strata_core strata::core)
+  if(TARGET ${_strata_target})
+    get_target_property(_strata_aliased ${_strata_target} ALIASED_TARGET)
+    if(NOT _strata_aliased)
+      set_property(TARGET ${_strata_target} APPEND PROPERTY INTERFACE_COMPILE_FEATURES cxx_std_20)
+    endif()
+  endif()
+endforeach()
+unset(_strata_target)
+unset(_strata_aliased)
+"""
 
 required_conan_version = ">=2.0"
 
@@ -69,8 +95,20 @@ class StrataConan(ConanFile):
             self.requires("openmpi/4.1.6")
 
     def validate(self):
-        from conan.tools.build import check_min_cppstd
-        check_min_cppstd(self, 20)
+        # Header-only: the consumer compiles strata, as C++20 through the CMake targets (see
+        # the top of this file), so a profile's default standard below 20 is no reason to
+        # refuse the package. A compiler that cannot do C++20 at all is.
+        compiler = str(self.settings.get_safe("compiler") or "")
+        version = str(self.settings.get_safe("compiler.version") or "0")
+        minimum = {"gcc": 10, "clang": 13, "apple-clang": 14, "msvc": 193}.get(compiler)
+        try:
+            major = int(version.split(".")[0])
+        except ValueError:
+            major = 0
+        if minimum is not None and major < minimum:
+            raise ConanInvalidConfiguration(
+                f"strata needs a C++20 compiler: {compiler} >= {minimum} (this profile says "
+                f"{compiler} {version})")
 
     def package_id(self):
         # Header-only: one package whatever the settings; options only change package_info.
@@ -81,6 +119,8 @@ class StrataConan(ConanFile):
         for pattern in ("*.hpp", "*.cuh"):
             copy(self, pattern, os.path.join(self.source_folder, "include"),
                  os.path.join(self.package_folder, "include"))
+        save(self, os.path.join(self.package_folder, "lib", "cmake", "strata-cxx20.cmake"),
+             _CXX20_MODULE)
 
     def package_info(self):
         self.cpp_info.bindirs = []
@@ -88,6 +128,8 @@ class StrataConan(ConanFile):
         self.cpp_info.set_property("cmake_file_name", "strata")
         self.cpp_info.set_property("cmake_target_name", "strata::strata")
         self.cpp_info.set_property("pkg_config_name", "strata")
+        self.cpp_info.set_property("cmake_build_modules", [os.path.join("lib", "cmake", "strata-cxx20.cmake")])
+        self.cpp_info.builddirs = [os.path.join("lib", "cmake")]
 
         core = self.cpp_info.components["core"]
         core.set_property("cmake_target_name", "strata::strata")

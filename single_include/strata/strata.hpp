@@ -1056,7 +1056,10 @@ STRATA_NAMESPACE_END
 // pool_resource in pool.hpp); tensors never call these directly — they go through the context.
 
 
+#include <cstdint>
 #include <cstdlib>
+#include <map>
+#include <mutex>
 #include <new>
 #include <string>
 
@@ -1064,34 +1067,132 @@ STRATA_NAMESPACE_END
 // ---- begin <strata/core/cuda_check.hpp> ----
 #ifndef STRATA_SINGLE_INCLUDE_STRATA_CORE_CUDA_CHECK_HPP
 #define STRATA_SINGLE_INCLUDE_STRATA_CORE_CUDA_CHECK_HPP
-// strata/core/cuda_check.hpp — turning CUDA runtime status codes into strata::cuda_error.
+// strata/core/cuda_check.hpp — turning CUDA runtime status codes into strata::cuda_error, and
+// the few CUDA runtime habits every floor needs the same way.
 //
+// What lives here: check_cuda; device discovery (cuda_discover, cuda_device_count) and the one
+// rule that says whether a run without a usable GPU is a skip or a failure (gpu_requirement,
+// no_gpu_exit_code — used by every GPU test and benchmark main); cuda_query and
+// cuda_query_done, which read cudaEventQuery / cudaStreamQuery without leaving "not ready"
+// behind as the thread's last error.
+// What does not: streams, events and memory (exec/, memory/).
 // Only included when STRATA_ENABLE_CUDA is 1 (cuda-runtime and cuda-device builds).
 
 
 #include <cuda_runtime_api.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <string>
 
 STRATA_NAMESPACE_BEGIN
 
+/// "cudaErrorInsufficientDriver (CUDA driver version is insufficient for CUDA runtime version)".
+inline std::string cuda_status_text(cudaError_t status) {
+  return std::string(cudaGetErrorName(status)) + " (" + cudaGetErrorString(status) + ")";
+}
+
 /// Throws cuda_error("<what>: <cuda message>") unless `status` is cudaSuccess.
 inline void check_cuda(cudaError_t status, const std::string& what) {
   if (status != cudaSuccess)
-    throw cuda_error(static_cast<int>(status),
-                     what + ": " + cudaGetErrorName(status) + " (" + cudaGetErrorString(status) +
-                         ")");
+    throw cuda_error(static_cast<int>(status), what + ": " + cuda_status_text(status));
 }
 
-/// How many GPUs this process can use. Any error from device discovery — including the
-/// "insufficient driver" that a machine with the toolkit but no driver answers — means none.
-inline int cuda_device_count() noexcept {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    cudaGetLastError();  // clear the sticky status so later calls are not poisoned by it
-    return 0;
+/// What device discovery found: how many GPUs this process can use, and the error that
+/// discovery stopped at (cudaSuccess when it answered, even with 0).
+struct cuda_discovery {
+  int devices = 0;
+  cudaError_t status = cudaSuccess;
+
+  /// Why no GPU is usable, for a skip message ("cudaGetDeviceCount: cudaErrorNoDevice (...)").
+  std::string why_none() const {
+    if (status != cudaSuccess) return "cudaGetDeviceCount: " + cuda_status_text(status);
+    return devices == 0 ? "cudaGetDeviceCount found 0 devices" : "";
   }
-  return n;
+};
+
+/// Asks the runtime for its devices. Any error from discovery — including the "insufficient
+/// driver" that a machine with the toolkit but no driver answers — means none; the sticky
+/// status is cleared so later calls are not poisoned by it.
+inline cuda_discovery cuda_discover() noexcept {
+  cuda_discovery d;
+  d.status = cudaGetDeviceCount(&d.devices);
+  if (d.status != cudaSuccess) {
+    cudaGetLastError();
+    d.devices = 0;
+  }
+  return d;
+}
+
+/// How many GPUs this process can use (0 on any discovery error).
+inline int cuda_device_count() noexcept { return cuda_discover().devices; }
+
+/// Why this run must have a usable GPU; empty when it need not. The one place that decides
+/// whether a GPU test or benchmark without a GPU is skipped or failed:
+///  - STRATA_REQUIRE_GPU=1 (scripts/gpu-check sets it): required;
+///  - STRATA_REQUIRE_GPU=0: not required (e.g. CUDA_VISIBLE_DEVICES= on a GPU machine);
+///  - unset: required when `nvidia-smi -L` runs and lists a GPU — a GPU machine where CUDA
+///    cannot reach the GPU (driver mismatch, container without the device) is broken, and a
+///    skip there would hide it.
+inline std::string gpu_requirement() {
+  if (const char* env = std::getenv("STRATA_REQUIRE_GPU"); env && *env) {
+    if (std::string(env) == "0") return "";
+    return std::string("STRATA_REQUIRE_GPU=") + env + " says a GPU is required";
+  }
+  std::FILE* p = ::popen("nvidia-smi -L 2>/dev/null", "r");
+  if (!p) return "";
+  std::string first_gpu;
+  char line[512];
+  while (std::fgets(line, sizeof line, p))
+    if (first_gpu.empty() && std::string(line).rfind("GPU ", 0) == 0) {
+      first_gpu = line;
+      while (!first_gpu.empty() && (first_gpu.back() == '\n' || first_gpu.back() == '\r'))
+        first_gpu.pop_back();
+    }
+  ::pclose(p);
+  if (first_gpu.empty()) return "";
+  return "nvidia-smi -L lists a GPU (" + first_gpu +
+         "), so CUDA should see it (set STRATA_REQUIRE_GPU=0 to allow the skip)";
+}
+
+/// For the main() of a GPU test or benchmark named `who`: -1 when a GPU is usable (run).
+/// Otherwise prints why there is none (the CUDA error name and text) and returns the exit code:
+/// `skip_code` (77 for tests: CTest's SKIP_RETURN_CODE), or 1 when gpu_requirement() says a GPU
+/// is required, with the reason in the message.
+[[nodiscard]] inline int no_gpu_exit_code(const char* who, int skip_code = 77) {
+  const cuda_discovery d = cuda_discover();
+  if (d.devices > 0) return -1;
+  const std::string required = gpu_requirement();
+  if (required.empty()) {
+    std::printf("%s: no GPU: skipped (%s)\n", who, d.why_none().c_str());
+    std::fflush(stdout);
+    return skip_code;
+  }
+  std::printf("%s: no GPU (%s): FAILED, not skipped, because %s\n", who, d.why_none().c_str(),
+              required.c_str());
+  std::fflush(stdout);
+  return 1;
+}
+
+/// Runs a completion query (cudaEventQuery, cudaStreamQuery) and returns its status.
+/// cudaErrorNotReady is an answer, not a failure, but the runtime also keeps it as the thread's
+/// last error, where the next cudaGetLastError() launch check would report it as a bogus launch
+/// failure: it is cleared here — unless another error was already pending before the query,
+/// which belongs to the check of whoever caused it.
+template <class Query>
+[[nodiscard]] cudaError_t cuda_query(Query&& query) {
+  const bool clean_before = cudaPeekAtLastError() == cudaSuccess;
+  const cudaError_t status = query();
+  if (status == cudaErrorNotReady && clean_before) cudaGetLastError();
+  return status;
+}
+
+/// cuda_query as "has the work ended?". Any error but "not ready" means the work will never
+/// complete normally: it counts as ended, and the waiter (cudaEventSynchronize, check_cuda)
+/// reports the error.
+template <class Query>
+[[nodiscard]] bool cuda_query_done(Query&& query) {
+  return cuda_query(static_cast<Query&&>(query)) != cudaErrorNotReady;
 }
 
 STRATA_NAMESPACE_END
@@ -1166,7 +1267,10 @@ private:
 
 #if STRATA_ENABLE_CUDA
 /// GPU memory from the device's stream-ordered allocator (cudaMallocAsync), made usable at
-/// once by synchronising the allocation stream, so any stream may use the block.
+/// once by synchronising the allocation stream, so any stream may use the block. It remembers
+/// every block it handed out, so owns() is exact, as the emulated arena's is: a host pointer, or
+/// device memory this context did not allocate, passed off as the context's device memory is an
+/// access_error in the copy engine, not a copy (or a fault) on the GPU.
 class cuda_device_resource final : public memory_resource {
 public:
   explicit cuda_device_resource(int device = 0) : device_(device) {}
@@ -1174,23 +1278,47 @@ public:
     if (alignment > tier::device::alignment)
       throw config_error("device allocation for '" + std::string(what) + "' asks for " +
                          std::to_string(alignment) + "-byte alignment; cudaMalloc gives 256");
+    // Left current, not restored: switching a thread back to a device it never used would
+    // create that device's primary context (the cost the copy queues' start hook avoids).
     check_cuda(cudaSetDevice(device_), "cudaSetDevice");
     void* p = nullptr;
     const std::string ctx = "cudaMallocAsync of " + format_bytes(bytes) + " for '" +
                             std::string(what) + "'";
     check_cuda(cudaMallocAsync(&p, bytes ? bytes : 1, cudaStreamPerThread), ctx);
     check_cuda(cudaStreamSynchronize(cudaStreamPerThread), ctx);
+    try {
+      std::lock_guard lock(mutex_);
+      blocks_.emplace(reinterpret_cast<std::uintptr_t>(p), bytes ? bytes : 1);
+    } catch (...) {
+      cudaFreeAsync(p, cudaStreamPerThread);
+      throw;
+    }
     return p;
   }
   void deallocate(void* p, std::size_t, std::size_t) noexcept override {
+    {
+      std::lock_guard lock(mutex_);
+      blocks_.erase(reinterpret_cast<std::uintptr_t>(p));
+    }
     cudaSetDevice(device_);
     cudaFreeAsync(p, cudaStreamPerThread);
     cudaStreamSynchronize(cudaStreamPerThread);
+  }
+  /// True if p .. p+bytes lies inside one block this resource allocated and has not freed.
+  bool owns(const void* p, std::size_t bytes) const noexcept override {
+    const auto a = reinterpret_cast<std::uintptr_t>(p);
+    std::lock_guard lock(mutex_);
+    auto it = blocks_.upper_bound(a);
+    if (it == blocks_.begin()) return false;
+    --it;
+    return a - it->first <= it->second && bytes <= it->second - (a - it->first);
   }
   tier_id tier() const noexcept override { return tier_id::device; }
 
 private:
   int device_;
+  mutable std::mutex mutex_;
+  std::map<std::uintptr_t, std::size_t> blocks_;  // address -> bytes of each live block
 };
 #endif
 
@@ -3744,34 +3872,132 @@ STRATA_NAMESPACE_END
 // ---- begin <strata/core/cuda_check.hpp> ----
 #ifndef STRATA_SINGLE_INCLUDE_STRATA_CORE_CUDA_CHECK_HPP
 #define STRATA_SINGLE_INCLUDE_STRATA_CORE_CUDA_CHECK_HPP
-// strata/core/cuda_check.hpp — turning CUDA runtime status codes into strata::cuda_error.
+// strata/core/cuda_check.hpp — turning CUDA runtime status codes into strata::cuda_error, and
+// the few CUDA runtime habits every floor needs the same way.
 //
+// What lives here: check_cuda; device discovery (cuda_discover, cuda_device_count) and the one
+// rule that says whether a run without a usable GPU is a skip or a failure (gpu_requirement,
+// no_gpu_exit_code — used by every GPU test and benchmark main); cuda_query and
+// cuda_query_done, which read cudaEventQuery / cudaStreamQuery without leaving "not ready"
+// behind as the thread's last error.
+// What does not: streams, events and memory (exec/, memory/).
 // Only included when STRATA_ENABLE_CUDA is 1 (cuda-runtime and cuda-device builds).
 
 
 #include <cuda_runtime_api.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <string>
 
 STRATA_NAMESPACE_BEGIN
 
+/// "cudaErrorInsufficientDriver (CUDA driver version is insufficient for CUDA runtime version)".
+inline std::string cuda_status_text(cudaError_t status) {
+  return std::string(cudaGetErrorName(status)) + " (" + cudaGetErrorString(status) + ")";
+}
+
 /// Throws cuda_error("<what>: <cuda message>") unless `status` is cudaSuccess.
 inline void check_cuda(cudaError_t status, const std::string& what) {
   if (status != cudaSuccess)
-    throw cuda_error(static_cast<int>(status),
-                     what + ": " + cudaGetErrorName(status) + " (" + cudaGetErrorString(status) +
-                         ")");
+    throw cuda_error(static_cast<int>(status), what + ": " + cuda_status_text(status));
 }
 
-/// How many GPUs this process can use. Any error from device discovery — including the
-/// "insufficient driver" that a machine with the toolkit but no driver answers — means none.
-inline int cuda_device_count() noexcept {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    cudaGetLastError();  // clear the sticky status so later calls are not poisoned by it
-    return 0;
+/// What device discovery found: how many GPUs this process can use, and the error that
+/// discovery stopped at (cudaSuccess when it answered, even with 0).
+struct cuda_discovery {
+  int devices = 0;
+  cudaError_t status = cudaSuccess;
+
+  /// Why no GPU is usable, for a skip message ("cudaGetDeviceCount: cudaErrorNoDevice (...)").
+  std::string why_none() const {
+    if (status != cudaSuccess) return "cudaGetDeviceCount: " + cuda_status_text(status);
+    return devices == 0 ? "cudaGetDeviceCount found 0 devices" : "";
   }
-  return n;
+};
+
+/// Asks the runtime for its devices. Any error from discovery — including the "insufficient
+/// driver" that a machine with the toolkit but no driver answers — means none; the sticky
+/// status is cleared so later calls are not poisoned by it.
+inline cuda_discovery cuda_discover() noexcept {
+  cuda_discovery d;
+  d.status = cudaGetDeviceCount(&d.devices);
+  if (d.status != cudaSuccess) {
+    cudaGetLastError();
+    d.devices = 0;
+  }
+  return d;
+}
+
+/// How many GPUs this process can use (0 on any discovery error).
+inline int cuda_device_count() noexcept { return cuda_discover().devices; }
+
+/// Why this run must have a usable GPU; empty when it need not. The one place that decides
+/// whether a GPU test or benchmark without a GPU is skipped or failed:
+///  - STRATA_REQUIRE_GPU=1 (scripts/gpu-check sets it): required;
+///  - STRATA_REQUIRE_GPU=0: not required (e.g. CUDA_VISIBLE_DEVICES= on a GPU machine);
+///  - unset: required when `nvidia-smi -L` runs and lists a GPU — a GPU machine where CUDA
+///    cannot reach the GPU (driver mismatch, container without the device) is broken, and a
+///    skip there would hide it.
+inline std::string gpu_requirement() {
+  if (const char* env = std::getenv("STRATA_REQUIRE_GPU"); env && *env) {
+    if (std::string(env) == "0") return "";
+    return std::string("STRATA_REQUIRE_GPU=") + env + " says a GPU is required";
+  }
+  std::FILE* p = ::popen("nvidia-smi -L 2>/dev/null", "r");
+  if (!p) return "";
+  std::string first_gpu;
+  char line[512];
+  while (std::fgets(line, sizeof line, p))
+    if (first_gpu.empty() && std::string(line).rfind("GPU ", 0) == 0) {
+      first_gpu = line;
+      while (!first_gpu.empty() && (first_gpu.back() == '\n' || first_gpu.back() == '\r'))
+        first_gpu.pop_back();
+    }
+  ::pclose(p);
+  if (first_gpu.empty()) return "";
+  return "nvidia-smi -L lists a GPU (" + first_gpu +
+         "), so CUDA should see it (set STRATA_REQUIRE_GPU=0 to allow the skip)";
+}
+
+/// For the main() of a GPU test or benchmark named `who`: -1 when a GPU is usable (run).
+/// Otherwise prints why there is none (the CUDA error name and text) and returns the exit code:
+/// `skip_code` (77 for tests: CTest's SKIP_RETURN_CODE), or 1 when gpu_requirement() says a GPU
+/// is required, with the reason in the message.
+[[nodiscard]] inline int no_gpu_exit_code(const char* who, int skip_code = 77) {
+  const cuda_discovery d = cuda_discover();
+  if (d.devices > 0) return -1;
+  const std::string required = gpu_requirement();
+  if (required.empty()) {
+    std::printf("%s: no GPU: skipped (%s)\n", who, d.why_none().c_str());
+    std::fflush(stdout);
+    return skip_code;
+  }
+  std::printf("%s: no GPU (%s): FAILED, not skipped, because %s\n", who, d.why_none().c_str(),
+              required.c_str());
+  std::fflush(stdout);
+  return 1;
+}
+
+/// Runs a completion query (cudaEventQuery, cudaStreamQuery) and returns its status.
+/// cudaErrorNotReady is an answer, not a failure, but the runtime also keeps it as the thread's
+/// last error, where the next cudaGetLastError() launch check would report it as a bogus launch
+/// failure: it is cleared here — unless another error was already pending before the query,
+/// which belongs to the check of whoever caused it.
+template <class Query>
+[[nodiscard]] cudaError_t cuda_query(Query&& query) {
+  const bool clean_before = cudaPeekAtLastError() == cudaSuccess;
+  const cudaError_t status = query();
+  if (status == cudaErrorNotReady && clean_before) cudaGetLastError();
+  return status;
+}
+
+/// cuda_query as "has the work ended?". Any error but "not ready" means the work will never
+/// complete normally: it counts as ended, and the waiter (cudaEventSynchronize, check_cuda)
+/// reports the error.
+template <class Query>
+[[nodiscard]] bool cuda_query_done(Query&& query) {
+  return cuda_query(static_cast<Query&&>(query)) != cudaErrorNotReady;
 }
 
 STRATA_NAMESPACE_END
@@ -5160,9 +5386,14 @@ private:
   }
 
   void leak_active_locked() noexcept {
-    // Intentionally never freed: MPI may still write into these ops' staging blocks.
-    if (!active_.empty()) new std::list<std::shared_ptr<op>>(std::move(active_));
-    active_.clear();
+    // Intentionally never freed: MPI may still write into these ops' staging blocks. They go to
+    // a process-wide list that is never destroyed, so they stay reachable: a deliberate leak,
+    // which leak checkers (LeakSanitizer) do not report as a lost allocation.
+    if (active_.empty()) return;
+    static auto* const graveyard_mutex = new std::mutex;
+    static auto* const graveyard = new std::list<std::shared_ptr<op>>;
+    std::lock_guard g(*graveyard_mutex);
+    graveyard->splice(graveyard->end(), active_);
   }
 
   const std::chrono::milliseconds timeout_;
@@ -5330,34 +5561,132 @@ STRATA_NAMESPACE_END
 // ---- begin <strata/core/cuda_check.hpp> ----
 #ifndef STRATA_SINGLE_INCLUDE_STRATA_CORE_CUDA_CHECK_HPP
 #define STRATA_SINGLE_INCLUDE_STRATA_CORE_CUDA_CHECK_HPP
-// strata/core/cuda_check.hpp — turning CUDA runtime status codes into strata::cuda_error.
+// strata/core/cuda_check.hpp — turning CUDA runtime status codes into strata::cuda_error, and
+// the few CUDA runtime habits every floor needs the same way.
 //
+// What lives here: check_cuda; device discovery (cuda_discover, cuda_device_count) and the one
+// rule that says whether a run without a usable GPU is a skip or a failure (gpu_requirement,
+// no_gpu_exit_code — used by every GPU test and benchmark main); cuda_query and
+// cuda_query_done, which read cudaEventQuery / cudaStreamQuery without leaving "not ready"
+// behind as the thread's last error.
+// What does not: streams, events and memory (exec/, memory/).
 // Only included when STRATA_ENABLE_CUDA is 1 (cuda-runtime and cuda-device builds).
 
 
 #include <cuda_runtime_api.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <string>
 
 STRATA_NAMESPACE_BEGIN
 
+/// "cudaErrorInsufficientDriver (CUDA driver version is insufficient for CUDA runtime version)".
+inline std::string cuda_status_text(cudaError_t status) {
+  return std::string(cudaGetErrorName(status)) + " (" + cudaGetErrorString(status) + ")";
+}
+
 /// Throws cuda_error("<what>: <cuda message>") unless `status` is cudaSuccess.
 inline void check_cuda(cudaError_t status, const std::string& what) {
   if (status != cudaSuccess)
-    throw cuda_error(static_cast<int>(status),
-                     what + ": " + cudaGetErrorName(status) + " (" + cudaGetErrorString(status) +
-                         ")");
+    throw cuda_error(static_cast<int>(status), what + ": " + cuda_status_text(status));
 }
 
-/// How many GPUs this process can use. Any error from device discovery — including the
-/// "insufficient driver" that a machine with the toolkit but no driver answers — means none.
-inline int cuda_device_count() noexcept {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    cudaGetLastError();  // clear the sticky status so later calls are not poisoned by it
-    return 0;
+/// What device discovery found: how many GPUs this process can use, and the error that
+/// discovery stopped at (cudaSuccess when it answered, even with 0).
+struct cuda_discovery {
+  int devices = 0;
+  cudaError_t status = cudaSuccess;
+
+  /// Why no GPU is usable, for a skip message ("cudaGetDeviceCount: cudaErrorNoDevice (...)").
+  std::string why_none() const {
+    if (status != cudaSuccess) return "cudaGetDeviceCount: " + cuda_status_text(status);
+    return devices == 0 ? "cudaGetDeviceCount found 0 devices" : "";
   }
-  return n;
+};
+
+/// Asks the runtime for its devices. Any error from discovery — including the "insufficient
+/// driver" that a machine with the toolkit but no driver answers — means none; the sticky
+/// status is cleared so later calls are not poisoned by it.
+inline cuda_discovery cuda_discover() noexcept {
+  cuda_discovery d;
+  d.status = cudaGetDeviceCount(&d.devices);
+  if (d.status != cudaSuccess) {
+    cudaGetLastError();
+    d.devices = 0;
+  }
+  return d;
+}
+
+/// How many GPUs this process can use (0 on any discovery error).
+inline int cuda_device_count() noexcept { return cuda_discover().devices; }
+
+/// Why this run must have a usable GPU; empty when it need not. The one place that decides
+/// whether a GPU test or benchmark without a GPU is skipped or failed:
+///  - STRATA_REQUIRE_GPU=1 (scripts/gpu-check sets it): required;
+///  - STRATA_REQUIRE_GPU=0: not required (e.g. CUDA_VISIBLE_DEVICES= on a GPU machine);
+///  - unset: required when `nvidia-smi -L` runs and lists a GPU — a GPU machine where CUDA
+///    cannot reach the GPU (driver mismatch, container without the device) is broken, and a
+///    skip there would hide it.
+inline std::string gpu_requirement() {
+  if (const char* env = std::getenv("STRATA_REQUIRE_GPU"); env && *env) {
+    if (std::string(env) == "0") return "";
+    return std::string("STRATA_REQUIRE_GPU=") + env + " says a GPU is required";
+  }
+  std::FILE* p = ::popen("nvidia-smi -L 2>/dev/null", "r");
+  if (!p) return "";
+  std::string first_gpu;
+  char line[512];
+  while (std::fgets(line, sizeof line, p))
+    if (first_gpu.empty() && std::string(line).rfind("GPU ", 0) == 0) {
+      first_gpu = line;
+      while (!first_gpu.empty() && (first_gpu.back() == '\n' || first_gpu.back() == '\r'))
+        first_gpu.pop_back();
+    }
+  ::pclose(p);
+  if (first_gpu.empty()) return "";
+  return "nvidia-smi -L lists a GPU (" + first_gpu +
+         "), so CUDA should see it (set STRATA_REQUIRE_GPU=0 to allow the skip)";
+}
+
+/// For the main() of a GPU test or benchmark named `who`: -1 when a GPU is usable (run).
+/// Otherwise prints why there is none (the CUDA error name and text) and returns the exit code:
+/// `skip_code` (77 for tests: CTest's SKIP_RETURN_CODE), or 1 when gpu_requirement() says a GPU
+/// is required, with the reason in the message.
+[[nodiscard]] inline int no_gpu_exit_code(const char* who, int skip_code = 77) {
+  const cuda_discovery d = cuda_discover();
+  if (d.devices > 0) return -1;
+  const std::string required = gpu_requirement();
+  if (required.empty()) {
+    std::printf("%s: no GPU: skipped (%s)\n", who, d.why_none().c_str());
+    std::fflush(stdout);
+    return skip_code;
+  }
+  std::printf("%s: no GPU (%s): FAILED, not skipped, because %s\n", who, d.why_none().c_str(),
+              required.c_str());
+  std::fflush(stdout);
+  return 1;
+}
+
+/// Runs a completion query (cudaEventQuery, cudaStreamQuery) and returns its status.
+/// cudaErrorNotReady is an answer, not a failure, but the runtime also keeps it as the thread's
+/// last error, where the next cudaGetLastError() launch check would report it as a bogus launch
+/// failure: it is cleared here — unless another error was already pending before the query,
+/// which belongs to the check of whoever caused it.
+template <class Query>
+[[nodiscard]] cudaError_t cuda_query(Query&& query) {
+  const bool clean_before = cudaPeekAtLastError() == cudaSuccess;
+  const cudaError_t status = query();
+  if (status == cudaErrorNotReady && clean_before) cudaGetLastError();
+  return status;
+}
+
+/// cuda_query as "has the work ended?". Any error but "not ready" means the work will never
+/// complete normally: it counts as ended, and the waiter (cudaEventSynchronize, check_cuda)
+/// reports the error.
+template <class Query>
+[[nodiscard]] bool cuda_query_done(Query&& query) {
+  return cuda_query(static_cast<Query&&>(query)) != cudaErrorNotReady;
 }
 
 STRATA_NAMESPACE_END
@@ -5462,7 +5791,7 @@ public:
     std::lock_guard lock(mutex_);
     if (o.done || failed_ || closed_) return true;
     // Anything but "not ready" ends the wait: success, or an error that wait() reports.
-    const cudaError_t q = cudaEventQuery(o.event);
+    const cudaError_t q = cuda_query([&] { return cudaEventQuery(o.event); });
     if (q == cudaSuccess) o.done = true;
     return q != cudaErrorNotReady;
   }
@@ -5480,7 +5809,7 @@ public:
         if (closed_)
           throw comm_error(std::string(backend) + ": the communicator was destroyed before " +
                            o.what + " completed on rank " + std::to_string(rank_));
-        const cudaError_t q = cudaEventQuery(o.event);
+        const cudaError_t q = cuda_query([&] { return cudaEventQuery(o.event); });
         if (q == cudaSuccess) {
           o.done = true;
           return;
@@ -5536,12 +5865,12 @@ public:
     if (!failed_ && comm_) {
       const auto deadline = clock::now() + timeout_;
       backoff pause;
-      while (!(idle = cudaStreamQuery(stream_) == cudaSuccess) && clock::now() < deadline) {
+      while (!(idle = cuda_query([&] { return cudaStreamQuery(stream_); }) == cudaSuccess) &&
+             clock::now() < deadline) {
         lock.unlock();
         pause.pause();
         lock.lock();
       }
-      cudaGetLastError();
     }
     if (idle) {
       ncclResult_t r = ncclCommFinalize(comm_);
@@ -5578,7 +5907,8 @@ private:
     int local_rank = 0;
     MPI_Comm_rank(local, &local_rank);
     MPI_Comm_free(&local);
-    const int devices = cuda_device_count();
+    const cuda_discovery found = cuda_discover();
+    const int devices = found.devices;
     // Every rank must agree before anyone waits in a blocking bootstrap call.
     int all_have_gpus = devices > 0 ? 1 : 0;
     check_mpi(MPI_Allreduce(MPI_IN_PLACE, &all_have_gpus, 1, MPI_INT, MPI_MIN, ctrl_),
@@ -5586,7 +5916,9 @@ private:
     if (!all_have_gpus)
       throw config_error(std::string(backend) + ": " +
                          (devices > 0 ? "another rank" : "rank " + std::to_string(rank_)) +
-                         " sees no usable GPU (no device, or no driver)");
+                         " sees no usable GPU (" +
+                         (devices > 0 ? std::string("no device, or no driver") : found.why_none()) +
+                         ")");
     device_ = local_rank % devices;
     check_cuda(cudaSetDevice(device_), "cudaSetDevice(" + std::to_string(device_) + ")");
 
@@ -5827,7 +6159,15 @@ STRATA_NAMESPACE_END
 // Compute: in the host build, compute runs on the calling thread (the "compute queue" is the
 // caller, which is what an in-order stream with a synchronous host is); in the CUDA build it is
 // a CUDA stream that kernels are launched on — `compute_stream()`. `compute(label, fn)` wraps a
-// piece of compute in a trace span either way.
+// piece of compute in a trace span either way (on the GPU, timed by events on the stream).
+//
+// Retired memory: a buffer dropped while copies may still use it (an evicted slot whose
+// write-back is running) is given back as soon as those copies have ended — not at a fixed
+// later point, but by whoever next touches the context: a budget query, memory_report,
+// allocate, a copy, compute, synchronize, retire. The memory cannot be given back from the
+// copy's own completion (a CUDA host callback may not free CUDA memory), so the emulated device
+// does exactly what the GPU does: after `t.to_vector()` has waited for a write-back, the
+// device budget no longer counts the evicted slot.
 
 // ---- begin <strata/exec/copy_engine.hpp> ----
 #ifndef STRATA_SINGLE_INCLUDE_STRATA_EXEC_COPY_ENGINE_HPP
@@ -5958,34 +6298,132 @@ STRATA_NAMESPACE_END
 // ---- begin <strata/core/cuda_check.hpp> ----
 #ifndef STRATA_SINGLE_INCLUDE_STRATA_CORE_CUDA_CHECK_HPP
 #define STRATA_SINGLE_INCLUDE_STRATA_CORE_CUDA_CHECK_HPP
-// strata/core/cuda_check.hpp — turning CUDA runtime status codes into strata::cuda_error.
+// strata/core/cuda_check.hpp — turning CUDA runtime status codes into strata::cuda_error, and
+// the few CUDA runtime habits every floor needs the same way.
 //
+// What lives here: check_cuda; device discovery (cuda_discover, cuda_device_count) and the one
+// rule that says whether a run without a usable GPU is a skip or a failure (gpu_requirement,
+// no_gpu_exit_code — used by every GPU test and benchmark main); cuda_query and
+// cuda_query_done, which read cudaEventQuery / cudaStreamQuery without leaving "not ready"
+// behind as the thread's last error.
+// What does not: streams, events and memory (exec/, memory/).
 // Only included when STRATA_ENABLE_CUDA is 1 (cuda-runtime and cuda-device builds).
 
 
 #include <cuda_runtime_api.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <string>
 
 STRATA_NAMESPACE_BEGIN
 
+/// "cudaErrorInsufficientDriver (CUDA driver version is insufficient for CUDA runtime version)".
+inline std::string cuda_status_text(cudaError_t status) {
+  return std::string(cudaGetErrorName(status)) + " (" + cudaGetErrorString(status) + ")";
+}
+
 /// Throws cuda_error("<what>: <cuda message>") unless `status` is cudaSuccess.
 inline void check_cuda(cudaError_t status, const std::string& what) {
   if (status != cudaSuccess)
-    throw cuda_error(static_cast<int>(status),
-                     what + ": " + cudaGetErrorName(status) + " (" + cudaGetErrorString(status) +
-                         ")");
+    throw cuda_error(static_cast<int>(status), what + ": " + cuda_status_text(status));
 }
 
-/// How many GPUs this process can use. Any error from device discovery — including the
-/// "insufficient driver" that a machine with the toolkit but no driver answers — means none.
-inline int cuda_device_count() noexcept {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    cudaGetLastError();  // clear the sticky status so later calls are not poisoned by it
-    return 0;
+/// What device discovery found: how many GPUs this process can use, and the error that
+/// discovery stopped at (cudaSuccess when it answered, even with 0).
+struct cuda_discovery {
+  int devices = 0;
+  cudaError_t status = cudaSuccess;
+
+  /// Why no GPU is usable, for a skip message ("cudaGetDeviceCount: cudaErrorNoDevice (...)").
+  std::string why_none() const {
+    if (status != cudaSuccess) return "cudaGetDeviceCount: " + cuda_status_text(status);
+    return devices == 0 ? "cudaGetDeviceCount found 0 devices" : "";
   }
-  return n;
+};
+
+/// Asks the runtime for its devices. Any error from discovery — including the "insufficient
+/// driver" that a machine with the toolkit but no driver answers — means none; the sticky
+/// status is cleared so later calls are not poisoned by it.
+inline cuda_discovery cuda_discover() noexcept {
+  cuda_discovery d;
+  d.status = cudaGetDeviceCount(&d.devices);
+  if (d.status != cudaSuccess) {
+    cudaGetLastError();
+    d.devices = 0;
+  }
+  return d;
+}
+
+/// How many GPUs this process can use (0 on any discovery error).
+inline int cuda_device_count() noexcept { return cuda_discover().devices; }
+
+/// Why this run must have a usable GPU; empty when it need not. The one place that decides
+/// whether a GPU test or benchmark without a GPU is skipped or failed:
+///  - STRATA_REQUIRE_GPU=1 (scripts/gpu-check sets it): required;
+///  - STRATA_REQUIRE_GPU=0: not required (e.g. CUDA_VISIBLE_DEVICES= on a GPU machine);
+///  - unset: required when `nvidia-smi -L` runs and lists a GPU — a GPU machine where CUDA
+///    cannot reach the GPU (driver mismatch, container without the device) is broken, and a
+///    skip there would hide it.
+inline std::string gpu_requirement() {
+  if (const char* env = std::getenv("STRATA_REQUIRE_GPU"); env && *env) {
+    if (std::string(env) == "0") return "";
+    return std::string("STRATA_REQUIRE_GPU=") + env + " says a GPU is required";
+  }
+  std::FILE* p = ::popen("nvidia-smi -L 2>/dev/null", "r");
+  if (!p) return "";
+  std::string first_gpu;
+  char line[512];
+  while (std::fgets(line, sizeof line, p))
+    if (first_gpu.empty() && std::string(line).rfind("GPU ", 0) == 0) {
+      first_gpu = line;
+      while (!first_gpu.empty() && (first_gpu.back() == '\n' || first_gpu.back() == '\r'))
+        first_gpu.pop_back();
+    }
+  ::pclose(p);
+  if (first_gpu.empty()) return "";
+  return "nvidia-smi -L lists a GPU (" + first_gpu +
+         "), so CUDA should see it (set STRATA_REQUIRE_GPU=0 to allow the skip)";
+}
+
+/// For the main() of a GPU test or benchmark named `who`: -1 when a GPU is usable (run).
+/// Otherwise prints why there is none (the CUDA error name and text) and returns the exit code:
+/// `skip_code` (77 for tests: CTest's SKIP_RETURN_CODE), or 1 when gpu_requirement() says a GPU
+/// is required, with the reason in the message.
+[[nodiscard]] inline int no_gpu_exit_code(const char* who, int skip_code = 77) {
+  const cuda_discovery d = cuda_discover();
+  if (d.devices > 0) return -1;
+  const std::string required = gpu_requirement();
+  if (required.empty()) {
+    std::printf("%s: no GPU: skipped (%s)\n", who, d.why_none().c_str());
+    std::fflush(stdout);
+    return skip_code;
+  }
+  std::printf("%s: no GPU (%s): FAILED, not skipped, because %s\n", who, d.why_none().c_str(),
+              required.c_str());
+  std::fflush(stdout);
+  return 1;
+}
+
+/// Runs a completion query (cudaEventQuery, cudaStreamQuery) and returns its status.
+/// cudaErrorNotReady is an answer, not a failure, but the runtime also keeps it as the thread's
+/// last error, where the next cudaGetLastError() launch check would report it as a bogus launch
+/// failure: it is cleared here — unless another error was already pending before the query,
+/// which belongs to the check of whoever caused it.
+template <class Query>
+[[nodiscard]] cudaError_t cuda_query(Query&& query) {
+  const bool clean_before = cudaPeekAtLastError() == cudaSuccess;
+  const cudaError_t status = query();
+  if (status == cudaErrorNotReady && clean_before) cudaGetLastError();
+  return status;
+}
+
+/// cuda_query as "has the work ended?". Any error but "not ready" means the work will never
+/// complete normally: it counts as ended, and the waiter (cudaEventSynchronize, check_cuda)
+/// reports the error.
+template <class Query>
+[[nodiscard]] bool cuda_query_done(Query&& query) {
+  return cuda_query(static_cast<Query&&>(query)) != cudaErrorNotReady;
 }
 
 STRATA_NAMESPACE_END
@@ -6037,11 +6475,14 @@ public:
   void complete() const { finish(nullptr); }
   void fail(std::exception_ptr why) const { finish(why); }
 
-  bool ready() const {
+  /// True once the work has ended, successfully or not (wait() says which); never blocks.
+  [[nodiscard]] bool ready() const {
     if (!state_) return true;
     std::lock_guard lock(state_->mutex);
 #if STRATA_ENABLE_CUDA
-    if (state_->done && state_->cuda_event) return cudaEventQuery(state_->cuda_event) == cudaSuccess;
+    // A failed device event counts as ready, like a failed host one: wait() reports it.
+    if (state_->done && state_->cuda_event)
+      return cuda_query_done([&] { return cudaEventQuery(state_->cuda_event); });
 #endif
     return state_->done;
   }
@@ -6091,12 +6532,156 @@ STRATA_NAMESPACE_END
 // summarises them: busy time per queue, and the fraction of wall time compute was busy — the
 // number the overlap goals are written in. Tests assert on spans (does a copy overlap compute?),
 // never on durations. Recording is thread-safe and can be switched off.
+//
+// CUDA build: work on a CUDA stream (context::compute) is timed by the stream itself, with a
+// pair of timing events around it (begin_on / end_on), so tracing never stalls the stream on a
+// host callback. Such a span becomes visible once its times are resolved: cudaEventElapsedTime
+// against a reference event whose host time is known, converted to the recorder's clock. That
+// happens as later spans are recorded, at context::synchronize, and whenever the spans are read
+// (spans(), summarize(), write_chrome_json() wait for the device work they have spans for).
 
+#if STRATA_ENABLE_CUDA
+// ---- begin <strata/core/cuda_check.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_CORE_CUDA_CHECK_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_CORE_CUDA_CHECK_HPP
+// strata/core/cuda_check.hpp — turning CUDA runtime status codes into strata::cuda_error, and
+// the few CUDA runtime habits every floor needs the same way.
+//
+// What lives here: check_cuda; device discovery (cuda_discover, cuda_device_count) and the one
+// rule that says whether a run without a usable GPU is a skip or a failure (gpu_requirement,
+// no_gpu_exit_code — used by every GPU test and benchmark main); cuda_query and
+// cuda_query_done, which read cudaEventQuery / cudaStreamQuery without leaving "not ready"
+// behind as the thread's last error.
+// What does not: streams, events and memory (exec/, memory/).
+// Only included when STRATA_ENABLE_CUDA is 1 (cuda-runtime and cuda-device builds).
+
+
+#include <cuda_runtime_api.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+STRATA_NAMESPACE_BEGIN
+
+/// "cudaErrorInsufficientDriver (CUDA driver version is insufficient for CUDA runtime version)".
+inline std::string cuda_status_text(cudaError_t status) {
+  return std::string(cudaGetErrorName(status)) + " (" + cudaGetErrorString(status) + ")";
+}
+
+/// Throws cuda_error("<what>: <cuda message>") unless `status` is cudaSuccess.
+inline void check_cuda(cudaError_t status, const std::string& what) {
+  if (status != cudaSuccess)
+    throw cuda_error(static_cast<int>(status), what + ": " + cuda_status_text(status));
+}
+
+/// What device discovery found: how many GPUs this process can use, and the error that
+/// discovery stopped at (cudaSuccess when it answered, even with 0).
+struct cuda_discovery {
+  int devices = 0;
+  cudaError_t status = cudaSuccess;
+
+  /// Why no GPU is usable, for a skip message ("cudaGetDeviceCount: cudaErrorNoDevice (...)").
+  std::string why_none() const {
+    if (status != cudaSuccess) return "cudaGetDeviceCount: " + cuda_status_text(status);
+    return devices == 0 ? "cudaGetDeviceCount found 0 devices" : "";
+  }
+};
+
+/// Asks the runtime for its devices. Any error from discovery — including the "insufficient
+/// driver" that a machine with the toolkit but no driver answers — means none; the sticky
+/// status is cleared so later calls are not poisoned by it.
+inline cuda_discovery cuda_discover() noexcept {
+  cuda_discovery d;
+  d.status = cudaGetDeviceCount(&d.devices);
+  if (d.status != cudaSuccess) {
+    cudaGetLastError();
+    d.devices = 0;
+  }
+  return d;
+}
+
+/// How many GPUs this process can use (0 on any discovery error).
+inline int cuda_device_count() noexcept { return cuda_discover().devices; }
+
+/// Why this run must have a usable GPU; empty when it need not. The one place that decides
+/// whether a GPU test or benchmark without a GPU is skipped or failed:
+///  - STRATA_REQUIRE_GPU=1 (scripts/gpu-check sets it): required;
+///  - STRATA_REQUIRE_GPU=0: not required (e.g. CUDA_VISIBLE_DEVICES= on a GPU machine);
+///  - unset: required when `nvidia-smi -L` runs and lists a GPU — a GPU machine where CUDA
+///    cannot reach the GPU (driver mismatch, container without the device) is broken, and a
+///    skip there would hide it.
+inline std::string gpu_requirement() {
+  if (const char* env = std::getenv("STRATA_REQUIRE_GPU"); env && *env) {
+    if (std::string(env) == "0") return "";
+    return std::string("STRATA_REQUIRE_GPU=") + env + " says a GPU is required";
+  }
+  std::FILE* p = ::popen("nvidia-smi -L 2>/dev/null", "r");
+  if (!p) return "";
+  std::string first_gpu;
+  char line[512];
+  while (std::fgets(line, sizeof line, p))
+    if (first_gpu.empty() && std::string(line).rfind("GPU ", 0) == 0) {
+      first_gpu = line;
+      while (!first_gpu.empty() && (first_gpu.back() == '\n' || first_gpu.back() == '\r'))
+        first_gpu.pop_back();
+    }
+  ::pclose(p);
+  if (first_gpu.empty()) return "";
+  return "nvidia-smi -L lists a GPU (" + first_gpu +
+         "), so CUDA should see it (set STRATA_REQUIRE_GPU=0 to allow the skip)";
+}
+
+/// For the main() of a GPU test or benchmark named `who`: -1 when a GPU is usable (run).
+/// Otherwise prints why there is none (the CUDA error name and text) and returns the exit code:
+/// `skip_code` (77 for tests: CTest's SKIP_RETURN_CODE), or 1 when gpu_requirement() says a GPU
+/// is required, with the reason in the message.
+[[nodiscard]] inline int no_gpu_exit_code(const char* who, int skip_code = 77) {
+  const cuda_discovery d = cuda_discover();
+  if (d.devices > 0) return -1;
+  const std::string required = gpu_requirement();
+  if (required.empty()) {
+    std::printf("%s: no GPU: skipped (%s)\n", who, d.why_none().c_str());
+    std::fflush(stdout);
+    return skip_code;
+  }
+  std::printf("%s: no GPU (%s): FAILED, not skipped, because %s\n", who, d.why_none().c_str(),
+              required.c_str());
+  std::fflush(stdout);
+  return 1;
+}
+
+/// Runs a completion query (cudaEventQuery, cudaStreamQuery) and returns its status.
+/// cudaErrorNotReady is an answer, not a failure, but the runtime also keeps it as the thread's
+/// last error, where the next cudaGetLastError() launch check would report it as a bogus launch
+/// failure: it is cleared here — unless another error was already pending before the query,
+/// which belongs to the check of whoever caused it.
+template <class Query>
+[[nodiscard]] cudaError_t cuda_query(Query&& query) {
+  const bool clean_before = cudaPeekAtLastError() == cudaSuccess;
+  const cudaError_t status = query();
+  if (status == cudaErrorNotReady && clean_before) cudaGetLastError();
+  return status;
+}
+
+/// cuda_query as "has the work ended?". Any error but "not ready" means the work will never
+/// complete normally: it counts as ended, and the waiter (cudaEventSynchronize, check_cuda)
+/// reports the error.
+template <class Query>
+[[nodiscard]] bool cuda_query_done(Query&& query) {
+  return cuda_query(static_cast<Query&&>(query)) != cudaErrorNotReady;
+}
+
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_CORE_CUDA_CHECK_HPP
+// ---- end <strata/core/cuda_check.hpp> ----
+#endif
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <utility>
@@ -6177,6 +6762,15 @@ class trace_recorder {
 public:
   explicit trace_recorder(bool enabled = true)
       : enabled_(enabled), origin_(std::chrono::steady_clock::now()) {}
+#if STRATA_ENABLE_CUDA
+  ~trace_recorder() {
+    for (auto& p : pending_) cudaEventDestroy(p.begin), cudaEventDestroy(p.end);
+    for (cudaEvent_t e : spare_events_) cudaEventDestroy(e);
+    if (calibration_stream_) cudaStreamDestroy(calibration_stream_);
+  }
+#endif
+  trace_recorder(const trace_recorder&) = delete;
+  trace_recorder& operator=(const trace_recorder&) = delete;
 
   bool enabled() const noexcept { return enabled_; }
   void set_enabled(bool on) noexcept { enabled_ = on; }
@@ -6188,9 +6782,7 @@ public:
 
   void record(std::string queue, span_kind kind, std::string label, double begin_us,
               double end_us) {
-    if (!enabled_) return;
-    std::lock_guard lock(mutex_);
-    spans_.push_back({std::move(queue), kind, std::move(label), begin_us, end_us});
+    record(std::move(queue), kind, std::move(label), begin_us, end_us, enabled_);
   }
 
   /// Records a span from construction to destruction.
@@ -6210,11 +6802,107 @@ public:
     double begin_;
   };
 
+#if STRATA_ENABLE_CUDA
+private:
+  struct reference_point;  // below
+
+public:
+  /// The start of a span of work on a CUDA stream: a timing event recorded on the stream.
+  /// Empty (and free) while recording is off.
+  class device_mark {
+  public:
+    device_mark() = default;
+    device_mark(device_mark&& o) noexcept
+        : event_(std::exchange(o.event_, nullptr)), reference_(std::move(o.reference_)) {}
+    device_mark& operator=(device_mark&& o) noexcept {
+      std::swap(event_, o.event_);
+      std::swap(reference_, o.reference_);
+      return *this;
+    }
+    ~device_mark() {
+      if (event_) cudaEventDestroy(event_);
+    }
+
+  private:
+    friend class trace_recorder;
+    cudaEvent_t event_ = nullptr;
+    std::shared_ptr<const reference_point> reference_;  // the host time of a point before it
+  };
+
+  /// Marks the start of a span on `stream` (the work launched on it after this call).
+  [[nodiscard]] device_mark begin_on(cudaStream_t stream) {
+    device_mark m;
+    if (!enabled_) return m;
+    m.reference_ = calibrate();
+    m.event_ = take_event();
+    check_cuda(cudaEventRecord(m.event_, stream), "trace: cudaEventRecord (span begin)");
+    return m;
+  }
+
+  /// Ends the span started by `begin` at the current end of `stream`'s work. Its times are
+  /// resolved later (see the top of this file); nothing here waits for the device.
+  void end_on(cudaStream_t stream, device_mark&& begin, std::string queue, span_kind kind,
+              std::string label) {
+    if (!begin.event_) return;
+    cudaEvent_t end = take_event();
+    if (const cudaError_t r = cudaEventRecord(end, stream); r != cudaSuccess) {
+      give_back(end);
+      check_cuda(r, "trace: cudaEventRecord (span end)");
+    }
+    {
+      std::lock_guard lock(device_mutex_);
+      pending_.push_back({std::exchange(begin.event_, nullptr), end, std::move(begin.reference_),
+                          std::move(queue), kind, std::move(label)});
+    }
+    resolve_device_spans(false);  // keeps the pending list as short as the work in flight
+  }
+
+  /// Turns the device spans whose work has ended into spans, in the order they were recorded
+  /// (one still running holds back those after it); with `wait`, waits for all of them.
+  /// A span whose work failed (a sticky CUDA error) cannot be timed and is dropped: the failure
+  /// is reported by whoever waits on that work.
+  void resolve_device_spans(bool wait) const {
+    std::lock_guard lock(device_mutex_);
+    std::vector<pending_span> keep;
+    for (auto& p : pending_) {
+      const bool done =
+          wait ? (cudaEventSynchronize(p.end), true)
+               : keep.empty() && cuda_query_done([&] { return cudaEventQuery(p.end); });
+      if (!done) {
+        keep.push_back(std::move(p));
+        continue;
+      }
+      float since_ms = 0, took_ms = 0;
+      const bool timed =
+          cudaEventElapsedTime(&since_ms, p.reference->event, p.begin) == cudaSuccess &&
+          cudaEventElapsedTime(&took_ms, p.begin, p.end) == cudaSuccess;
+      if (timed) {
+        const double begin_us = p.reference->host_us + 1e3 * since_ms;
+        record(std::move(p.queue), p.kind, std::move(p.label), begin_us, begin_us + 1e3 * took_ms,
+               true);
+      } else {
+        cudaGetLastError();  // the failure belongs to the work's waiter, not to the next check
+      }
+      give_back_locked(p.begin);
+      give_back_locked(p.end);
+    }
+    pending_ = std::move(keep);
+  }
+#endif
+
+  /// Every span recorded so far (in the CUDA build, after waiting for the device work of the
+  /// spans recorded on streams).
   std::vector<span> spans() const {
+#if STRATA_ENABLE_CUDA
+    resolve_device_spans(true);
+#endif
     std::lock_guard lock(mutex_);
     return spans_;
   }
   void clear() {
+#if STRATA_ENABLE_CUDA
+    resolve_device_spans(true);  // their events go back to the spares, their spans away
+#endif
     std::lock_guard lock(mutex_);
     spans_.clear();
   }
@@ -6287,6 +6975,92 @@ public:
   }
 
 private:
+  // `on`: a device span started while recording was on is kept even if it was switched off
+  // before its times were resolved.
+  void record(std::string queue, span_kind kind, std::string label, double begin_us,
+              double end_us, bool on) const {
+    if (!on) return;
+    std::lock_guard lock(mutex_);
+    spans_.push_back({std::move(queue), kind, std::move(label), begin_us, end_us});
+  }
+
+#if STRATA_ENABLE_CUDA
+  // A device timestamp whose host time is known: an event recorded on an idle stream of the
+  // recorder's own (no implicit ordering with the legacy default stream) and waited for, so
+  // the device stamped it between the two host clock readings around it; their midpoint is its
+  // host time, within a few microseconds.
+  struct reference_point {
+    cudaEvent_t event = nullptr;
+    double host_us = 0;
+    ~reference_point() {
+      if (event) cudaEventDestroy(event);
+    }
+  };
+
+  struct pending_span {
+    cudaEvent_t begin, end;
+    std::shared_ptr<const reference_point> reference;
+    std::string queue;
+    span_kind kind;
+    std::string label;
+  };
+
+  // cudaEventElapsedTime answers in float milliseconds: 24 bits are ~1 us at 10 s from the
+  // reference, 250 us after an hour. A fresh reference every few seconds keeps every span
+  // within microseconds (and the two clocks from drifting apart). Made on the calling thread's
+  // device, which is the device of the streams it will time.
+  static constexpr double reference_lifetime_us = 5e6;
+
+  std::shared_ptr<const reference_point> calibrate() {
+    std::lock_guard lock(device_mutex_);
+    if (reference_ && now_us() - reference_->host_us < reference_lifetime_us) return reference_;
+    if (!calibration_stream_)
+      check_cuda(cudaStreamCreateWithFlags(&calibration_stream_, cudaStreamNonBlocking),
+                 "trace: stream");
+    auto ref = std::make_shared<reference_point>();
+    check_cuda(cudaEventCreate(&ref->event), "trace: cudaEventCreate");
+    const double before = now_us();
+    check_cuda(cudaEventRecord(ref->event, calibration_stream_),
+               "trace: cudaEventRecord (reference)");
+    check_cuda(cudaEventSynchronize(ref->event), "trace: reference event");
+    ref->host_us = (before + now_us()) / 2;
+    reference_ = std::move(ref);
+    return reference_;
+  }
+
+  // Timing events (no cudaEventDisableTiming), reused: one span costs two cudaEventRecord calls.
+  cudaEvent_t take_event() {
+    {
+      std::lock_guard lock(device_mutex_);
+      if (!spare_events_.empty()) {
+        cudaEvent_t e = spare_events_.back();
+        spare_events_.pop_back();
+        return e;
+      }
+    }
+    cudaEvent_t e = nullptr;
+    check_cuda(cudaEventCreate(&e), "trace: cudaEventCreate");
+    return e;
+  }
+  void give_back(cudaEvent_t e) const {
+    std::lock_guard lock(device_mutex_);
+    give_back_locked(e);
+  }
+  void give_back_locked(cudaEvent_t e) const {
+    try {
+      spare_events_.push_back(e);
+    } catch (...) {
+      cudaEventDestroy(e);
+    }
+  }
+
+  mutable std::mutex device_mutex_;  // guards what follows
+  mutable std::vector<pending_span> pending_;
+  mutable std::vector<cudaEvent_t> spare_events_;
+  std::shared_ptr<const reference_point> reference_;
+  cudaStream_t calibration_stream_ = nullptr;
+#endif
+
   static std::string escape(const std::string& in) {
     std::string out;
     for (char c : in) {
@@ -6300,7 +7074,7 @@ private:
   bool enabled_;
   std::chrono::steady_clock::time_point origin_;
   mutable std::mutex mutex_;
-  std::vector<span> spans_;
+  mutable std::vector<span> spans_;  // mutable: reading resolves pending device spans into it
 };
 
 STRATA_NAMESPACE_END
@@ -6317,8 +7091,12 @@ STRATA_NAMESPACE_BEGIN
 
 class work_queue {
 public:
-  work_queue(std::string name, trace_recorder& trace)
-      : name_(std::move(name)), trace_(trace), worker_([this] { run(); }) {}
+  /// `on_start` runs first on the worker thread, before any task: in the CUDA build it makes
+  /// the context's GPU the thread's current device (a new thread starts on GPU 0, where its
+  /// first CUDA call would otherwise create a context). If it throws, every task fails with it.
+  work_queue(std::string name, trace_recorder& trace, std::function<void()> on_start = {})
+      : name_(std::move(name)), trace_(trace), on_start_(std::move(on_start)),
+        worker_([this] { run(); }) {}
   ~work_queue() {
     {
       std::lock_guard lock(mutex_);
@@ -6367,6 +7145,12 @@ private:
   };
 
   void run() {
+    std::exception_ptr start_failure;
+    try {
+      if (on_start_) on_start_();
+    } catch (...) {
+      start_failure = std::current_exception();
+    }
     for (;;) {
       task t;
       {
@@ -6377,6 +7161,7 @@ private:
         tasks_.pop_front();
       }
       try {
+        if (start_failure) std::rethrow_exception(start_failure);
         for (auto& e : t.after) e.wait();
         const double begin = trace_.now_us();
         t.fn();
@@ -6390,6 +7175,7 @@ private:
 
   std::string name_;
   trace_recorder& trace_;
+  std::function<void()> on_start_;
   std::mutex mutex_;
   std::condition_variable cv_;
   std::deque<task> tasks_;
@@ -6410,34 +7196,132 @@ STRATA_NAMESPACE_END
 // ---- begin <strata/core/cuda_check.hpp> ----
 #ifndef STRATA_SINGLE_INCLUDE_STRATA_CORE_CUDA_CHECK_HPP
 #define STRATA_SINGLE_INCLUDE_STRATA_CORE_CUDA_CHECK_HPP
-// strata/core/cuda_check.hpp — turning CUDA runtime status codes into strata::cuda_error.
+// strata/core/cuda_check.hpp — turning CUDA runtime status codes into strata::cuda_error, and
+// the few CUDA runtime habits every floor needs the same way.
 //
+// What lives here: check_cuda; device discovery (cuda_discover, cuda_device_count) and the one
+// rule that says whether a run without a usable GPU is a skip or a failure (gpu_requirement,
+// no_gpu_exit_code — used by every GPU test and benchmark main); cuda_query and
+// cuda_query_done, which read cudaEventQuery / cudaStreamQuery without leaving "not ready"
+// behind as the thread's last error.
+// What does not: streams, events and memory (exec/, memory/).
 // Only included when STRATA_ENABLE_CUDA is 1 (cuda-runtime and cuda-device builds).
 
 
 #include <cuda_runtime_api.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <string>
 
 STRATA_NAMESPACE_BEGIN
 
+/// "cudaErrorInsufficientDriver (CUDA driver version is insufficient for CUDA runtime version)".
+inline std::string cuda_status_text(cudaError_t status) {
+  return std::string(cudaGetErrorName(status)) + " (" + cudaGetErrorString(status) + ")";
+}
+
 /// Throws cuda_error("<what>: <cuda message>") unless `status` is cudaSuccess.
 inline void check_cuda(cudaError_t status, const std::string& what) {
   if (status != cudaSuccess)
-    throw cuda_error(static_cast<int>(status),
-                     what + ": " + cudaGetErrorName(status) + " (" + cudaGetErrorString(status) +
-                         ")");
+    throw cuda_error(static_cast<int>(status), what + ": " + cuda_status_text(status));
 }
 
-/// How many GPUs this process can use. Any error from device discovery — including the
-/// "insufficient driver" that a machine with the toolkit but no driver answers — means none.
-inline int cuda_device_count() noexcept {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    cudaGetLastError();  // clear the sticky status so later calls are not poisoned by it
-    return 0;
+/// What device discovery found: how many GPUs this process can use, and the error that
+/// discovery stopped at (cudaSuccess when it answered, even with 0).
+struct cuda_discovery {
+  int devices = 0;
+  cudaError_t status = cudaSuccess;
+
+  /// Why no GPU is usable, for a skip message ("cudaGetDeviceCount: cudaErrorNoDevice (...)").
+  std::string why_none() const {
+    if (status != cudaSuccess) return "cudaGetDeviceCount: " + cuda_status_text(status);
+    return devices == 0 ? "cudaGetDeviceCount found 0 devices" : "";
   }
-  return n;
+};
+
+/// Asks the runtime for its devices. Any error from discovery — including the "insufficient
+/// driver" that a machine with the toolkit but no driver answers — means none; the sticky
+/// status is cleared so later calls are not poisoned by it.
+inline cuda_discovery cuda_discover() noexcept {
+  cuda_discovery d;
+  d.status = cudaGetDeviceCount(&d.devices);
+  if (d.status != cudaSuccess) {
+    cudaGetLastError();
+    d.devices = 0;
+  }
+  return d;
+}
+
+/// How many GPUs this process can use (0 on any discovery error).
+inline int cuda_device_count() noexcept { return cuda_discover().devices; }
+
+/// Why this run must have a usable GPU; empty when it need not. The one place that decides
+/// whether a GPU test or benchmark without a GPU is skipped or failed:
+///  - STRATA_REQUIRE_GPU=1 (scripts/gpu-check sets it): required;
+///  - STRATA_REQUIRE_GPU=0: not required (e.g. CUDA_VISIBLE_DEVICES= on a GPU machine);
+///  - unset: required when `nvidia-smi -L` runs and lists a GPU — a GPU machine where CUDA
+///    cannot reach the GPU (driver mismatch, container without the device) is broken, and a
+///    skip there would hide it.
+inline std::string gpu_requirement() {
+  if (const char* env = std::getenv("STRATA_REQUIRE_GPU"); env && *env) {
+    if (std::string(env) == "0") return "";
+    return std::string("STRATA_REQUIRE_GPU=") + env + " says a GPU is required";
+  }
+  std::FILE* p = ::popen("nvidia-smi -L 2>/dev/null", "r");
+  if (!p) return "";
+  std::string first_gpu;
+  char line[512];
+  while (std::fgets(line, sizeof line, p))
+    if (first_gpu.empty() && std::string(line).rfind("GPU ", 0) == 0) {
+      first_gpu = line;
+      while (!first_gpu.empty() && (first_gpu.back() == '\n' || first_gpu.back() == '\r'))
+        first_gpu.pop_back();
+    }
+  ::pclose(p);
+  if (first_gpu.empty()) return "";
+  return "nvidia-smi -L lists a GPU (" + first_gpu +
+         "), so CUDA should see it (set STRATA_REQUIRE_GPU=0 to allow the skip)";
+}
+
+/// For the main() of a GPU test or benchmark named `who`: -1 when a GPU is usable (run).
+/// Otherwise prints why there is none (the CUDA error name and text) and returns the exit code:
+/// `skip_code` (77 for tests: CTest's SKIP_RETURN_CODE), or 1 when gpu_requirement() says a GPU
+/// is required, with the reason in the message.
+[[nodiscard]] inline int no_gpu_exit_code(const char* who, int skip_code = 77) {
+  const cuda_discovery d = cuda_discover();
+  if (d.devices > 0) return -1;
+  const std::string required = gpu_requirement();
+  if (required.empty()) {
+    std::printf("%s: no GPU: skipped (%s)\n", who, d.why_none().c_str());
+    std::fflush(stdout);
+    return skip_code;
+  }
+  std::printf("%s: no GPU (%s): FAILED, not skipped, because %s\n", who, d.why_none().c_str(),
+              required.c_str());
+  std::fflush(stdout);
+  return 1;
+}
+
+/// Runs a completion query (cudaEventQuery, cudaStreamQuery) and returns its status.
+/// cudaErrorNotReady is an answer, not a failure, but the runtime also keeps it as the thread's
+/// last error, where the next cudaGetLastError() launch check would report it as a bogus launch
+/// failure: it is cleared here — unless another error was already pending before the query,
+/// which belongs to the check of whoever caused it.
+template <class Query>
+[[nodiscard]] cudaError_t cuda_query(Query&& query) {
+  const bool clean_before = cudaPeekAtLastError() == cudaSuccess;
+  const cudaError_t status = query();
+  if (status == cudaErrorNotReady && clean_before) cudaGetLastError();
+  return status;
+}
+
+/// cuda_query as "has the work ended?". Any error but "not ready" means the work will never
+/// complete normally: it counts as ended, and the waiter (cudaEventSynchronize, check_cuda)
+/// reports the error.
+template <class Query>
+[[nodiscard]] bool cuda_query_done(Query&& query) {
+  return cuda_query(static_cast<Query&&>(query)) != cudaErrorNotReady;
 }
 
 STRATA_NAMESPACE_END
@@ -6500,10 +7384,14 @@ private:
 
 class copy_engine {
 public:
+  /// `device`: the CUDA device ordinal the queues' threads work on (CUDA build; ignored in the
+  /// host build, where the device is emulated).
   copy_engine(trace_recorder& trace, staging_ring& ring, memory_resource& device_memory,
-              io::nvme_store* nvme = nullptr)
-      : ring_(ring), device_memory_(device_memory), nvme_(nvme), up_("h2d", trace),
-        down_("d2h", trace), io_read_("io-read", trace), io_write_("io-write", trace) {}
+              io::nvme_store* nvme = nullptr, int device = 0)
+      : ring_(ring), device_memory_(device_memory), nvme_(nvme),
+        up_("h2d", trace, on_device(device)), down_("d2h", trace, on_device(device)),
+        io_read_("io-read", trace, on_device(device)),
+        io_write_("io-write", trace, on_device(device)) {}
   ~copy_engine() {
     try {
       synchronize();
@@ -6602,6 +7490,20 @@ public:
   }
 
 private:
+  // The start hook of a queue's thread: the CUDA calls it makes (copies, events, and freeing
+  // the buffers it may be the last to drop) go to the context's GPU.
+  static std::function<void()> on_device(int device) {
+#if STRATA_ENABLE_CUDA
+    return [device] {
+      check_cuda(cudaSetDevice(device),
+                 "copy queue: cudaSetDevice(" + std::to_string(device) + ")");
+    };
+#else
+    (void)device;
+    return {};
+#endif
+  }
+
   io::nvme_store& nvme(const std::string& label) {
     if (!nvme_)
       throw config_error("copy '" + label + "': this context has no NVMe tier; set "
@@ -6788,6 +7690,7 @@ STRATA_NAMESPACE_END
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstdio>
 #include <functional>
 #include <memory>
@@ -6842,7 +7745,7 @@ public:
                   budgeted_resource{*pools_[2], budgets_[2]}},
         ring_(budgeted_[1], config.staging_slot_bytes, config.staging_slots),
         nvme_(make_nvme_store(config, budgeted_[1], ring_)),
-        copies_(trace_, ring_, budgeted_[0], nvme_.get()) {
+        copies_(trace_, ring_, budgeted_[0], nvme_.get(), config.device) {
 #if STRATA_ENABLE_CUDA
     check_cuda(cudaStreamCreateWithFlags(&compute_stream_, cudaStreamNonBlocking),
                "compute stream");
@@ -6864,15 +7767,25 @@ public:
 
   const context_config& config() const noexcept { return config_; }
   trace_recorder& trace() noexcept { return trace_; }
-  tier_budget& budget(tier_id t) noexcept { return budgets_[static_cast<std::size_t>(t)]; }
+  /// A tier's budget; what it counts is current: retired memory whose copies have ended has
+  /// been given back first.
+  tier_budget& budget(tier_id t) noexcept {
+    reap_retired(false);
+    return budgets_[static_cast<std::size_t>(t)];
+  }
   const tier_budget& budget(tier_id t) const noexcept {
+    reap_retired(false);
     return budgets_[static_cast<std::size_t>(t)];
   }
   staging_ring& staging() noexcept { return ring_; }
-  copy_engine& copies() noexcept { return copies_; }
+  copy_engine& copies() noexcept {
+    reap_retired(false);
+    return copies_;
+  }
 
   /// The budgeted, pooled resource of an addressable tier.
   memory_resource& resource(tier_id t) {
+    reap_retired(false);
     if (t == tier_id::nvme)
       throw config_error("tier nvme has no memory resource: it is reached through an IO engine");
     return budgeted_[static_cast<std::size_t>(t)];
@@ -6899,7 +7812,7 @@ public:
   }
 
   /// Frees `b` once every event in `after` has completed (a copy may still read or write it):
-  /// at once if they have, else at the next allocation or synchronize.
+  /// at once if they have, else at the first touch of the context after they have.
   void retire(buffer&& b, std::vector<event> after) {
     if (!b) return;
     auto owner = std::make_shared<buffer>(std::move(b));
@@ -6909,17 +7822,19 @@ public:
   /// Runs `release` (giving back memory, an NVMe extent, budget) once every event in `after`
   /// has completed.
   void retire(std::function<void()> release, std::vector<event> after) {
+    reap_retired(false);
     if (std::all_of(after.begin(), after.end(), [](const event& e) { return e.ready(); })) {
       release();
       return;
     }
     std::lock_guard lock(retire_mutex_);
     retired_.push_back({std::move(release), std::move(after)});
+    retired_count_.store(retired_.size(), std::memory_order_release);
   }
 
   event copy(void* dst, tier_id to, const void* src, tier_id from, std::size_t bytes,
              std::string label, std::vector<event> after = {}) {
-    return copies_.copy(dst, to, src, from, bytes, std::move(label), std::move(after));
+    return copies().copy(dst, to, src, from, bytes, std::move(label), std::move(after));
   }
 
   /// The NVMe tier's storage; throws config_error when the context has none.
@@ -6936,21 +7851,21 @@ public:
   /// stream itself. Returns an event for the end of that work.
   template <class F>
   event compute(std::string label, F&& fn) {
+    reap_retired(false);
 #if STRATA_ENABLE_CUDA
-    auto* stamp = new compute_stamp{&trace_, std::move(label), 0};
-    if (trace_.enabled())
-      check_cuda(cudaLaunchHostFunc(compute_stream_, &compute_stamp::begin, stamp), "trace");
+    auto mark = trace_.begin_on(compute_stream_);
     try {
       std::forward<F>(fn)();
     } catch (...) {
-      if (trace_.enabled()) cudaLaunchHostFunc(compute_stream_, &compute_stamp::end, stamp);
-      else delete stamp;
+      try {
+        trace_.end_on(compute_stream_, std::move(mark), "compute", span_kind::compute,
+                      std::move(label));
+      } catch (...) {  // the compute's own failure is the one to report
+      }
       throw;
     }
-    if (trace_.enabled())
-      check_cuda(cudaLaunchHostFunc(compute_stream_, &compute_stamp::end, stamp), "trace");
-    else
-      delete stamp;
+    trace_.end_on(compute_stream_, std::move(mark), "compute", span_kind::compute,
+                  std::move(label));
     return event::recorded_on(compute_stream_);
 #else
     trace_recorder::scope span(trace_, "compute", span_kind::compute, std::move(label));
@@ -6961,6 +7876,7 @@ public:
 
   /// An event for the end of all compute issued so far (already complete in the host build).
   event compute_fence() {
+    reap_retired(false);
 #if STRATA_ENABLE_CUDA
     return event::recorded_on(compute_stream_);
 #else
@@ -6977,10 +7893,14 @@ public:
     compute_fence().wait();
     copies_.synchronize();
     reap_retired(false);
+#if STRATA_ENABLE_CUDA
+    trace_.resolve_device_spans(false);  // all their work has ended: nothing waits here
+#endif
   }
 
   /// One line per tier: in use, peak and budget.
   std::string memory_report() const {
+    reap_retired(false);
     std::string s;
     char line[200];
     for (auto& b : budgets_) {
@@ -7007,10 +7927,14 @@ public:
 private:
   static std::unique_ptr<memory_resource> make_device_upstream(const context_config& c) {
 #if STRATA_ENABLE_CUDA
-    if (cuda_device_count() <= c.device)
+    const cuda_discovery found = cuda_discover();
+    if (found.devices <= c.device)
       throw config_error("context: CUDA device " + std::to_string(c.device) +
-                         " is not available (this build needs a GPU; use the host build to "
-                         "run on the emulated device)");
+                         " is not available (" +
+                         (found.devices > 0 ? std::to_string(found.devices) + " found"
+                                            : found.why_none()) +
+                         "; this build needs a GPU; use the host build to run on the emulated "
+                         "device)");
     check_cuda(cudaSetDevice(c.device), "cudaSetDevice");
     return std::make_unique<cuda_device_resource>(c.device);
 #else
@@ -7019,17 +7943,24 @@ private:
   }
 
   /// Frees retired buffers whose copies are done (all of them, waiting, if `wait`).
-  /// Returns true if anything was freed.
-  bool reap_retired(bool wait) {
+  /// Returns true if anything was freed. Const because it only brings the accounting up to
+  /// date: what a caller can observe is as if each buffer had gone back when its copies ended.
+  bool reap_retired(bool wait) const noexcept {
+    if (retired_count_.load(std::memory_order_acquire) == 0) return false;  // the common case
     std::vector<retired_buffer> keep, done;
-    {
+    try {
       std::lock_guard lock(retire_mutex_);
+      keep.reserve(retired_.size());  // so that moving the entries below cannot throw
+      done.reserve(retired_.size());
       for (auto& r : retired_) {
         bool ready = true;
         for (auto& e : r.after) ready = ready && (wait || e.ready());
         (ready ? done : keep).push_back(std::move(r));
       }
       retired_ = std::move(keep);
+      retired_count_.store(retired_.size(), std::memory_order_release);
+    } catch (...) {  // no memory for the lists (or a failing query): the next touch tries again
+      return false;
     }
     for (auto& r : done) {
       for (auto& e : r.after)
@@ -7037,27 +7968,15 @@ private:
           e.wait();
         } catch (...) {  // the copy's owner hears of the failure through its own event
         }
-      r.release();
+      try {
+        r.release();
+      } catch (...) {  // releases give back memory and extents, which do not fail
+      }
     }
     return !done.empty();
   }
 
 #if STRATA_ENABLE_CUDA
-  struct compute_stamp {
-    trace_recorder* trace;
-    std::string label;
-    double begin_us;
-    static void CUDART_CB begin(void* p) {
-      auto* s = static_cast<compute_stamp*>(p);
-      s->begin_us = s->trace->now_us();
-    }
-    static void CUDART_CB end(void* p) {
-      auto* s = static_cast<compute_stamp*>(p);
-      s->trace->record("compute", span_kind::compute, std::move(s->label), s->begin_us,
-                       s->trace->now_us());
-      delete s;
-    }
-  };
   cudaStream_t compute_stream_ = nullptr;
 #endif
 
@@ -7096,8 +8015,9 @@ private:
   std::unique_ptr<memory_resource> device_upstream_;
   std::array<std::unique_ptr<pool_resource>, 3> pools_;  // under the budgets: idle blocks
   std::array<budgeted_resource, 3> budgeted_;            // do not count as used
-  std::mutex retire_mutex_;
-  std::vector<retired_buffer> retired_;
+  mutable std::mutex retire_mutex_;
+  mutable std::vector<retired_buffer> retired_;
+  mutable std::atomic<std::size_t> retired_count_{0};  // retired_.size(), read without the lock
   staging_ring ring_;
   std::unique_ptr<io::nvme_store> nvme_;
   copy_engine copies_;  // last: its queues stop first, while everything they use still exists
@@ -8342,7 +9262,10 @@ STRATA_NAMESPACE_END
 // Memory: everything the executor holds is planned up front (plan(), memory_plan.hpp) and a
 // plan that does not fit the budgets is refused in the constructor. On the compute tier it
 // keeps Depth+1 gathered-parameter buffers (plus Depth+1 shard buffers when the home is not the
-// device) and two gradient buffers, however many layers there are.
+// device) and two gradient buffers, however many layers there are. A caller that will hold
+// more beside the executor (activations, the optimizer's state: zero_adam::plan_for) adds those
+// lines through the constructor's plan extension, so that the one check covers them too and a
+// refusal shows every line.
 //
 // Reductions are deterministic (rank-order sums, comm/communicator.hpp), so a sharded step
 // gives bitwise the same parameters as the same step on one rank that sums the ranks'
@@ -8379,6 +9302,26 @@ public:
   void add(tier_id t, std::string what, std::size_t bytes) {
     lines_.push_back({t, std::move(what), bytes});
     total_[static_cast<std::size_t>(t)] += bytes;
+  }
+  /// Every line of `part`, appended (a component's own plan into a larger whole).
+  void add(const memory_plan& part) {
+    for (const line& l : part.lines_) add(l.tier, l.what, l.bytes);
+  }
+
+  /// True when every line of `part` is also a line of this plan (each matched once): a part
+  /// that was planned into this one, such as an optimizer's lines handed to the executor
+  /// before its check (zero_executor's plan extension), need not be added or checked again.
+  bool includes(const memory_plan& part) const {
+    std::vector<bool> used(lines_.size(), false);
+    for (const line& p : part.lines_) {
+      std::size_t i = 0;
+      while (i < lines_.size() && (used[i] || lines_[i].tier != p.tier ||
+                                   lines_[i].bytes != p.bytes || lines_[i].what != p.what))
+        ++i;
+      if (i == lines_.size()) return false;
+      used[i] = true;
+    }
+    return true;
   }
 
   /// Planned peak bytes on tier t.
@@ -8576,6 +9519,7 @@ STRATA_NAMESPACE_END
 #include <cstdint>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <span>
 #include <string>
 #include <type_traits>
@@ -8599,13 +9543,19 @@ public:
   static constexpr std::size_t depth = Depth;
   static constexpr bool resident = placement_type::tier_count == 1;  // home is the device
 
+  /// Adds the caller's lines to the executor's plan before it is checked. It is called with
+  /// the executor's layouts in place (size(), layer(), layout(), part_numel(), comm(), ctx()
+  /// answer) and nothing allocated yet.
+  using plan_extension = std::function<void(zero_executor&, memory_plan&)>;
+
   zero_executor(context& ctx, Comm& comm, std::vector<layer_spec> layers,
-                std::string name = "model")
+                std::string name = "model", const plan_extension& extend = {})
       : ctx_(ctx), comm_(comm), name_(std::move(name)), specs_(std::move(layers)),
         collectives_("collectives", ctx.trace()) {
     if (specs_.empty()) throw config_error("zero_executor '" + name_ + "': no layers");
     for (auto& l : specs_) layouts_.emplace_back(l.numel, comm_.size());
     make_plan();
+    if (extend) extend(*this, plan_);
     plan_.check(ctx_, name_);
     const int r = comm_.rank();
     for (std::size_t i = 0; i < specs_.size(); ++i) {
@@ -11002,34 +11952,132 @@ compiled by nvcc (host code uses strata/optim/adam.hpp and grad_stats.hpp)"
 // ---- begin <strata/core/cuda_check.hpp> ----
 #ifndef STRATA_SINGLE_INCLUDE_STRATA_CORE_CUDA_CHECK_HPP
 #define STRATA_SINGLE_INCLUDE_STRATA_CORE_CUDA_CHECK_HPP
-// strata/core/cuda_check.hpp — turning CUDA runtime status codes into strata::cuda_error.
+// strata/core/cuda_check.hpp — turning CUDA runtime status codes into strata::cuda_error, and
+// the few CUDA runtime habits every floor needs the same way.
 //
+// What lives here: check_cuda; device discovery (cuda_discover, cuda_device_count) and the one
+// rule that says whether a run without a usable GPU is a skip or a failure (gpu_requirement,
+// no_gpu_exit_code — used by every GPU test and benchmark main); cuda_query and
+// cuda_query_done, which read cudaEventQuery / cudaStreamQuery without leaving "not ready"
+// behind as the thread's last error.
+// What does not: streams, events and memory (exec/, memory/).
 // Only included when STRATA_ENABLE_CUDA is 1 (cuda-runtime and cuda-device builds).
 
 
 #include <cuda_runtime_api.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <string>
 
 STRATA_NAMESPACE_BEGIN
 
+/// "cudaErrorInsufficientDriver (CUDA driver version is insufficient for CUDA runtime version)".
+inline std::string cuda_status_text(cudaError_t status) {
+  return std::string(cudaGetErrorName(status)) + " (" + cudaGetErrorString(status) + ")";
+}
+
 /// Throws cuda_error("<what>: <cuda message>") unless `status` is cudaSuccess.
 inline void check_cuda(cudaError_t status, const std::string& what) {
   if (status != cudaSuccess)
-    throw cuda_error(static_cast<int>(status),
-                     what + ": " + cudaGetErrorName(status) + " (" + cudaGetErrorString(status) +
-                         ")");
+    throw cuda_error(static_cast<int>(status), what + ": " + cuda_status_text(status));
 }
 
-/// How many GPUs this process can use. Any error from device discovery — including the
-/// "insufficient driver" that a machine with the toolkit but no driver answers — means none.
-inline int cuda_device_count() noexcept {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    cudaGetLastError();  // clear the sticky status so later calls are not poisoned by it
-    return 0;
+/// What device discovery found: how many GPUs this process can use, and the error that
+/// discovery stopped at (cudaSuccess when it answered, even with 0).
+struct cuda_discovery {
+  int devices = 0;
+  cudaError_t status = cudaSuccess;
+
+  /// Why no GPU is usable, for a skip message ("cudaGetDeviceCount: cudaErrorNoDevice (...)").
+  std::string why_none() const {
+    if (status != cudaSuccess) return "cudaGetDeviceCount: " + cuda_status_text(status);
+    return devices == 0 ? "cudaGetDeviceCount found 0 devices" : "";
   }
-  return n;
+};
+
+/// Asks the runtime for its devices. Any error from discovery — including the "insufficient
+/// driver" that a machine with the toolkit but no driver answers — means none; the sticky
+/// status is cleared so later calls are not poisoned by it.
+inline cuda_discovery cuda_discover() noexcept {
+  cuda_discovery d;
+  d.status = cudaGetDeviceCount(&d.devices);
+  if (d.status != cudaSuccess) {
+    cudaGetLastError();
+    d.devices = 0;
+  }
+  return d;
+}
+
+/// How many GPUs this process can use (0 on any discovery error).
+inline int cuda_device_count() noexcept { return cuda_discover().devices; }
+
+/// Why this run must have a usable GPU; empty when it need not. The one place that decides
+/// whether a GPU test or benchmark without a GPU is skipped or failed:
+///  - STRATA_REQUIRE_GPU=1 (scripts/gpu-check sets it): required;
+///  - STRATA_REQUIRE_GPU=0: not required (e.g. CUDA_VISIBLE_DEVICES= on a GPU machine);
+///  - unset: required when `nvidia-smi -L` runs and lists a GPU — a GPU machine where CUDA
+///    cannot reach the GPU (driver mismatch, container without the device) is broken, and a
+///    skip there would hide it.
+inline std::string gpu_requirement() {
+  if (const char* env = std::getenv("STRATA_REQUIRE_GPU"); env && *env) {
+    if (std::string(env) == "0") return "";
+    return std::string("STRATA_REQUIRE_GPU=") + env + " says a GPU is required";
+  }
+  std::FILE* p = ::popen("nvidia-smi -L 2>/dev/null", "r");
+  if (!p) return "";
+  std::string first_gpu;
+  char line[512];
+  while (std::fgets(line, sizeof line, p))
+    if (first_gpu.empty() && std::string(line).rfind("GPU ", 0) == 0) {
+      first_gpu = line;
+      while (!first_gpu.empty() && (first_gpu.back() == '\n' || first_gpu.back() == '\r'))
+        first_gpu.pop_back();
+    }
+  ::pclose(p);
+  if (first_gpu.empty()) return "";
+  return "nvidia-smi -L lists a GPU (" + first_gpu +
+         "), so CUDA should see it (set STRATA_REQUIRE_GPU=0 to allow the skip)";
+}
+
+/// For the main() of a GPU test or benchmark named `who`: -1 when a GPU is usable (run).
+/// Otherwise prints why there is none (the CUDA error name and text) and returns the exit code:
+/// `skip_code` (77 for tests: CTest's SKIP_RETURN_CODE), or 1 when gpu_requirement() says a GPU
+/// is required, with the reason in the message.
+[[nodiscard]] inline int no_gpu_exit_code(const char* who, int skip_code = 77) {
+  const cuda_discovery d = cuda_discover();
+  if (d.devices > 0) return -1;
+  const std::string required = gpu_requirement();
+  if (required.empty()) {
+    std::printf("%s: no GPU: skipped (%s)\n", who, d.why_none().c_str());
+    std::fflush(stdout);
+    return skip_code;
+  }
+  std::printf("%s: no GPU (%s): FAILED, not skipped, because %s\n", who, d.why_none().c_str(),
+              required.c_str());
+  std::fflush(stdout);
+  return 1;
+}
+
+/// Runs a completion query (cudaEventQuery, cudaStreamQuery) and returns its status.
+/// cudaErrorNotReady is an answer, not a failure, but the runtime also keeps it as the thread's
+/// last error, where the next cudaGetLastError() launch check would report it as a bogus launch
+/// failure: it is cleared here — unless another error was already pending before the query,
+/// which belongs to the check of whoever caused it.
+template <class Query>
+[[nodiscard]] cudaError_t cuda_query(Query&& query) {
+  const bool clean_before = cudaPeekAtLastError() == cudaSuccess;
+  const cudaError_t status = query();
+  if (status == cudaErrorNotReady && clean_before) cudaGetLastError();
+  return status;
+}
+
+/// cuda_query as "has the work ended?". Any error but "not ready" means the work will never
+/// complete normally: it counts as ended, and the waiter (cudaEventSynchronize, check_cuda)
+/// reports the error.
+template <class Query>
+[[nodiscard]] bool cuda_query_done(Query&& query) {
+  return cuda_query(static_cast<Query&&>(query)) != cudaErrorNotReady;
 }
 
 STRATA_NAMESPACE_END
@@ -11700,6 +12748,12 @@ public:
   }
   /// The executor's plan plus this optimizer's state and buffers (checked in the constructor).
   const memory_plan& plan() const noexcept { return plan_; }
+  /// This optimizer's own lines for `ex` (m and v on the home tier; for an NVMe home the
+  /// streamed state's buffers and NVMe bytes), as the constructor plans them. Handed to the
+  /// executor's plan extension, they are checked with the executor's lines, once; the
+  /// constructor then finds them in ex.plan() and does not add or check them again.
+  static memory_plan plan_for(Executor& ex, const zero_adam_config& config = {},
+                              const std::string& name = "adam");
   /// The NVMe home's streaming optimizer (null for in-memory homes).
   const streamed_adam* stream() const noexcept { return stream_.get(); }
 
@@ -11746,6 +12800,22 @@ private:
     return out;
   }
   std::string where() const { return "zero_adam '" + name_ + "': "; }
+  // This rank's part of each layer, as a streamed_adam group ("h.0[rank 1]", part_numel).
+  static std::vector<group_spec> groups_of(Executor& ex) {
+    std::vector<group_spec> groups;
+    for (std::size_t i = 0; i < ex.size(); ++i)
+      groups.push_back({ex.layer(i).name + "[rank " + std::to_string(ex.comm().rank()) + "]",
+                        ex.part_numel(i)});
+    return groups;
+  }
+  static streamed_adam_config stream_config(const zero_adam_config& config) {
+    streamed_adam_config sc;
+    sc.sub_group = config.sub_group;
+    sc.master_on_nvme = false;
+    sc.simd = config.simd;
+    sc.threads = config.threads;
+    return sc;
+  }
   void apply(typename update::state& st, std::size_t i, float* p, const float* g, std::size_t n);
   std::vector<float> moment(std::size_t i, int which);
 
@@ -11783,34 +12853,22 @@ zero_adam<Executor>::zero_adam(Executor& ex, std::vector<adam_params> per_layer,
   }
 
   constexpr std::size_t f = sizeof(float);
-  std::size_t total = 0;
-  std::vector<group_spec> groups;
-  for (std::size_t i = 0; i < ex_.size(); ++i) {
-    part_.push_back(ex_.part_numel(i));
-    total += part_.back();
-    groups.push_back({ex_.layer(i).name + "[rank " + std::to_string(ex_.comm().rank()) + "]",
-                      part_.back()});
-  }
+  for (std::size_t i = 0; i < ex_.size(); ++i) part_.push_back(ex_.part_numel(i));
 
-  // The plan: the executor's, and this optimizer's own, checked before anything is allocated.
-  for (const auto& l : ex_.plan().lines()) plan_.add(l.tier, l.what, l.bytes);
-  streamed_adam_config sc;
-  sc.sub_group = config_.sub_group;
-  sc.master_on_nvme = false;
-  sc.simd = config_.simd;
-  sc.threads = config_.threads;
-  if constexpr (streamed) {
-    const memory_plan own = streamed_adam::plan_for(ctx_, groups, sc, name_);
-    for (const auto& l : own.lines())
-      plan_.add(l.tier, name_ + ": " + l.what, l.bytes);
+  // The plan: the executor's, and this optimizer's own, checked before anything is allocated
+  // — unless the executor's plan has them already (its plan extension), and so was checked
+  // with them.
+  const memory_plan own = plan_for(ex_, config_, name_);
+  if (ex_.plan().includes(own)) {
+    plan_ = ex_.plan();
   } else {
-    plan_.add(home_tier::id, name_ + ": Adam m and v (this rank's part, all layers)",
-              2 * total * f);
+    plan_.add(ex_.plan());
+    plan_.add(own);
+    plan_.check(ctx_, where() + "optimizer of '" + ex_.layer(0).name + "'...");
   }
-  plan_.check(ctx_, where() + "optimizer of '" + ex_.layer(0).name + "'...");
 
   if constexpr (streamed) {
-    stream_ = std::make_unique<streamed_adam>(ctx_, std::move(groups), sc, name_);
+    stream_ = std::make_unique<streamed_adam>(ctx_, groups_of(ex_), stream_config(config_), name_);
   } else {
     for (std::size_t i = 0; i < ex_.size(); ++i) {
       const std::size_t bytes = part_[i] * f;
@@ -11830,6 +12888,23 @@ zero_adam<Executor>::zero_adam(Executor& ex, std::vector<adam_params> per_layer,
       }
     }
   }
+}
+
+template <class Executor>
+memory_plan zero_adam<Executor>::plan_for(Executor& ex, const zero_adam_config& config,
+                                          const std::string& name) {
+  memory_plan plan;
+  if constexpr (streamed) {
+    const memory_plan stream =
+        streamed_adam::plan_for(ex.ctx(), groups_of(ex), stream_config(config), name);
+    for (const auto& l : stream.lines()) plan.add(l.tier, name + ": " + l.what, l.bytes);
+  } else {
+    std::size_t total = 0;
+    for (std::size_t i = 0; i < ex.size(); ++i) total += ex.part_numel(i);
+    plan.add(home_tier::id, name + ": Adam m and v (this rank's part, all layers)",
+             2 * total * sizeof(float));
+  }
+  return plan;
 }
 
 template <class Executor>

@@ -1,4 +1,4 @@
-// expect: assignment of read-only location|read-only
+// expect: assignment of read-only location|read-only|returns a const value
 // A read_only lease hands out a const view: writing through it does not compile.
 #include <strata/strata.hpp>
 

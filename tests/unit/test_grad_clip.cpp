@@ -94,7 +94,8 @@ double sum_bound(std::size_t n, int ranks = 1) {
 }
 
 bool same_bits(const std::vector<float>& a, const float* b) {
-  return std::memcmp(a.data(), b, a.size() * sizeof(float)) == 0;
+  // memcmp's pointers must be valid even for 0 bytes (an empty vector's data() may be null).
+  return a.empty() || std::memcmp(a.data(), b, a.size() * sizeof(float)) == 0;
 }
 
 template <class G>
