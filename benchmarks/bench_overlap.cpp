@@ -14,9 +14,10 @@
 //
 // Benchmarks (one iteration = one training step: forward, backward+update, then sync() so every
 // write-back is inside the timed region), all with comm::solo (world size 1) and Depth = 2:
-//   step/resident    zero_executor<solo, zero3, 2>: shards at home on the device (the peer)
-//   step/offload     zero_executor<solo, zero3_offload, 2>: shards at home in host memory
-//   step/infinity    zero_executor<solo, zero3_infinity, 2>: shards at home on NVMe, in
+//   (each with prefetch::lookahead<2>)
+//   step/resident    zero_executor<solo, zero3, ...>: shards at home on the device (the peer)
+//   step/offload     zero_executor<solo, zero3_offload, ...>: shards at home in host memory
+//   step/infinity    zero_executor<solo, zero3_infinity, ...>: shards at home on NVMe, in
 //                    --dir (default $STRATA_BENCH_DIR, else nvme-scratch/ beside this
 //                    executable, i.e. in the build tree: a real file system with O_DIRECT)
 // World size 1: on 2 cores, a second rank would take the core the copy and IO threads overlap
@@ -193,7 +194,7 @@ public:
     std::vector<layer_spec> layers;
     for (std::size_t i = 0; i < m.layers; ++i)
       layers.push_back({"L" + std::to_string(i), m.dim * m.dim});
-    ex_ = std::make_unique<zero_executor<comm::solo, Bundle, 2>>(*ctx_, comm_, layers, name);
+    ex_ = std::make_unique<executor>(*ctx_, comm_, layers, name);
     for (std::size_t i = 0; i < m.layers; ++i) ex_->set_params(i, m.init_w[i]);
   }
   ~trainer_of() override {
@@ -241,7 +242,8 @@ private:
   model& m_;
   comm::solo comm_;
   std::unique_ptr<context> ctx_;
-  std::unique_ptr<zero_executor<comm::solo, Bundle, 2>> ex_;
+  using executor = zero_executor<comm::solo, Bundle, prefetch::lookahead<2>>;
+  std::unique_ptr<executor> ex_;
 };
 
 std::vector<std::unique_ptr<trainer>> g_trainers;

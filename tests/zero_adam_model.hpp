@@ -178,7 +178,7 @@ outcome train(int world, const scenario& sc, MakeConfig&& make_config) {
     context ctx(make_config(c.rank()));
     std::vector<layer_spec> specs;
     for (std::size_t i = 0; i < layers; ++i) specs.push_back({"L" + std::to_string(i), sizes[i]});
-    zero_executor<comm::threads, Bundle, Depth> ex(ctx, c, specs);
+    zero_executor<comm::threads, Bundle, prefetch::lookahead<Depth>> ex(ctx, c, specs);
     for (std::size_t i = 0; i < layers; ++i) ex.set_params(i, initial(i));
     optim::zero_adam opt(ex, std::function<optim::adam_params(std::size_t)>(params_of),
                          {.sub_group = 16 << 10});
@@ -211,9 +211,7 @@ outcome train(int world, const scenario& sc, MakeConfig&& make_config) {
     for (std::size_t i = 0; i < layers; ++i) w.push_back(ex.params(i));
     ex.sync();
     bool within = true;
-    for (std::size_t t = 0; t < tier_count; ++t)
-      within = within && ctx.budget(static_cast<tier_id>(t)).peak() <=
-                             opt.plan().peak(static_cast<tier_id>(t));
+    within = within && opt.plan().covers_peaks(ctx);
     std::lock_guard lock(mutex);
     out.within_plan = out.within_plan && within;
     for (std::size_t i = 0; i < layers; ++i) {

@@ -75,6 +75,11 @@ struct result {
   std::string plan;
 };
 
+/// The executor's prefetch policy for a lookahead depth: prefetch::none for 0.
+template <std::size_t Depth>
+using prefetch_for = std::conditional_t<Depth == 0, strata::prefetch::none,
+                                        strata::prefetch::lookahead<(Depth > 0 ? Depth : 1)>>;
+
 /// `steps` training steps of the toy model on this rank with the executor; the full weights
 /// after them (a collective for stage 3). `fused`: the optimizer runs inside backward(g, u).
 template <class Bundle, std::size_t Depth, class Comm>
@@ -82,7 +87,7 @@ result train(Comm& c, strata::context& ctx, int steps, bool fused = false) {
   using namespace strata;
   std::vector<layer_spec> layers;
   for (std::size_t i = 0; i < sizes.size(); ++i) layers.push_back({"L" + std::to_string(i), sizes[i]});
-  zero_executor<Comm, Bundle, Depth> ex(ctx, c, layers);
+  zero_executor<Comm, Bundle, prefetch_for<Depth>> ex(ctx, c, layers);
   for (std::size_t i = 0; i < sizes.size(); ++i) ex.set_params(i, initial(i));
   for (int s = 0; s < steps; ++s) {
     float act = 0;
@@ -103,9 +108,7 @@ result train(Comm& c, strata::context& ctx, int steps, bool fused = false) {
   result out;
   for (std::size_t i = 0; i < sizes.size(); ++i) out.weights.push_back(ex.params(i));
   ex.sync();
-  for (std::size_t t = 0; t < tier_count; ++t)
-    out.peaks_within_plan = out.peaks_within_plan && ctx.budget(static_cast<tier_id>(t)).peak() <=
-                                                         ex.plan().peak(static_cast<tier_id>(t));
+  out.peaks_within_plan = out.peaks_within_plan && ex.plan().covers_peaks(ctx);
   out.plan = ex.plan().to_string(&ctx);
   return out;
 }

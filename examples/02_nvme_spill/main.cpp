@@ -386,7 +386,7 @@ int run(const std::string& nvme_directory) {
   std::vector<float> probe_values(probe.size());
   for (std::size_t i = 0; i < probe_values.size(); ++i) probe_values[i] = static_cast<float>(i);
   probe.assign(probe_values);
-  const std::uint64_t extent = nvme.file_offset_of(probe.core()->home_file());
+  const std::uint64_t extent = nvme.file_offset_of(probe.ref().home_file());
   const std::uint64_t flipped_at = extent + 1000 * sizeof(float);  // a byte of element 1000
   {
     // Another writer (a stray process, a bad sector): bitwise NOT of one byte, with plain

@@ -306,7 +306,8 @@ std::uint64_t checksum(const std::vector<float>& v, std::uint64_t h = 0xcbf29ce4
 // ---------------------------------------------------------------------------------------------
 // Training, the same for thread ranks and MPI ranks: Comm is comm::threads or comm::mpi.
 
-constexpr std::size_t depth = 2;  // layers gathered ahead of the one being computed
+// Layers gathered ahead of the one being computed: the same policy a tensor_sequence takes.
+using prefetch_policy = strata::prefetch::lookahead<2>;
 
 template <class Bundle, class Comm>
 bool train_with(Comm& comm, const options& opt, const char* bundle_name) {
@@ -346,7 +347,7 @@ bool train_with(Comm& comm, const options& opt, const char* bundle_name) {
   // constructor adds up its plan and refuses it before it allocates anything.
   if (rank == 0) {
     try {
-      strata::zero_executor<Comm, strata::zero0, depth> replicated(ctx, comm, layers,
+      strata::zero_executor<Comm, strata::zero0, prefetch_policy> replicated(ctx, comm, layers,
                                                                    "unsharded");
       say("  zero0 (nothing sharded, all on the device) would fit this device too\n");
     } catch (const strata::out_of_budget& e) {
@@ -360,11 +361,11 @@ bool train_with(Comm& comm, const options& opt, const char* bundle_name) {
   // ZeRO-3 with the shards at home on `Bundle`'s tier. Compute is on the device; the executor
   // holds Depth+1 gathered-layer buffers there (+ Depth+1 shard buffers when the home is not
   // the device) and two gradient buffers, however many layers there are.
-  strata::zero_executor<Comm, Bundle, depth> ex(ctx, comm, layers, "mlp");
+  strata::zero_executor<Comm, Bundle, prefetch_policy> ex(ctx, comm, layers, "mlp");
   for (std::size_t l = 0; l < layer_count; ++l) ex.set_params(l, initial_weights(l));
   say("  %s: shards at home in %s, lookahead Depth = %zu; memory plan of rank 0 (every "
       "rank's is the same):\n%s",
-      bundle_name, home_name(opt.where), depth, ex.plan().to_string(&ctx).c_str());
+      bundle_name, home_name(opt.where), prefetch_policy::depth, ex.plan().to_string(&ctx).c_str());
 
   // -------------------------------------------------------------------------------------------
   section(say, "2. Training: forward (all-gather), backward (reduce-scatter), SGD on each shard");
@@ -460,9 +461,7 @@ bool train_with(Comm& comm, const options& opt, const char* bundle_name) {
 
   // Every tier's measured peak on every rank within the plan made before the first step.
   float over = 0;
-  for (std::size_t t = 0; t < strata::tier_count; ++t)
-    if (ctx.budget(static_cast<tier_id>(t)).peak() > ex.plan().peak(static_cast<tier_id>(t)))
-      over = 1;
+  if (!ex.plan().covers_peaks(ctx)) over = 1;
   float ranks_over = 0;
   comm.all_reduce(&over, &ranks_over, 1, strata::comm::reduce_op::sum).wait();
   check("on every rank, the peak of every tier stayed within the plan", ranks_over == 0);

@@ -124,10 +124,10 @@ struct step_stats {
   bool skipped = false;
 };
 
-template <class Comm, class Bundle, std::size_t Depth = 2>
+template <class Comm, class Bundle, class Prefetch = strata::prefetch::lookahead<2>>
 class trainer {
 public:
-  using executor_type = strata::zero_executor<Comm, Bundle, Depth>;
+  using executor_type = strata::zero_executor<Comm, Bundle, Prefetch>;
 
   trainer(strata::context& ctx, Comm& comm, const train_config& tc, const text_split& data)
       : ctx_(ctx), comm_(comm), tc_(validated(tc)), cfg_(tc.model),

@@ -22,9 +22,12 @@
 
 #include <strata/memory/budget.hpp>
 #include <strata/memory/buffer.hpp>
+#include <strata/memory/default_resource.hpp>
+#include <strata/memory/pointer.hpp>
 #include <strata/memory/pool.hpp>
 #include <strata/memory/resource.hpp>
 #include <strata/memory/tier.hpp>
+#include <strata/memory/tier_list.hpp>
 #if !STRATA_ENABLE_CUDA
 #  include <strata/memory/emulated_device.hpp>
 #endif
@@ -33,11 +36,13 @@
 #include <strata/io/engine.hpp>
 #include <strata/io/faulty.hpp>
 #include <strata/io/file.hpp>
+#include <strata/io/make_engine.hpp>
 #include <strata/io/nvme_store.hpp>
 #include <strata/io/posix_engine.hpp>
 #include <strata/io/uring_engine.hpp>
 
 #include <strata/comm/communicator.hpp>
+#include <strata/comm/communicator_face.hpp>
 #include <strata/comm/solo.hpp>
 #include <strata/comm/threads.hpp>
 #include <strata/comm/mpi.hpp>   // empty unless STRATA_HAVE_MPI (link strata::mpi)
@@ -55,13 +60,14 @@
 #include <strata/tensor/lease.hpp>
 #include <strata/tensor/placement.hpp>
 #include <strata/tensor/prefetch.hpp>
+#include <strata/tensor/shard_layout.hpp>
+#include <strata/tensor/tensor_ref.hpp>
 #include <strata/tensor/tensor_sequence.hpp>
 #include <strata/tensor/tiered_tensor.hpp>
 #include <strata/tensor/view.hpp>
 
 #include <strata/schedule/executor.hpp>
 #include <strata/schedule/memory_plan.hpp>
-#include <strata/schedule/partition.hpp>
 #include <strata/schedule/zero.hpp>
 
 #include <strata/optim/adam.hpp>

@@ -143,7 +143,7 @@ TEST_CASE("a flipped byte in the arena file is detected, naming the tensor", "[n
   a.assign(pattern(10000, 1));
   b.assign(pattern(100, 2));
   ctx.synchronize();
-  const auto off = ctx.nvme().file_offset_of(a.core()->home_file());
+  const auto off = ctx.nvme().file_offset_of(a.ref().home_file());
   int fd = ::open(ctx.nvme().path().c_str(), O_RDWR);
   REQUIRE(fd >= 0);
   unsigned char byte = 0;

@@ -62,7 +62,7 @@ TEST_CASE("the NVMe home's optimizer streams m and v in the background", "[zero]
     std::vector<layer_spec> specs;
     // Layers larger than a sub-group (16 Ki elements), so each update is a pipeline of several.
     for (std::size_t i = 0; i < 3; ++i) specs.push_back({"big" + std::to_string(i), 50000});
-    zero_executor<comm::threads, zero3_infinity, 1> ex(ctx, c, specs);
+    zero_executor<comm::threads, zero3_infinity, prefetch::lookahead<1>> ex(ctx, c, specs);
     optim::zero_adam opt(ex, optim::adam_params{}, {.sub_group = 16 << 10});
     ex.forward([](std::size_t, const float*, std::size_t) {});
     ex.backward([](std::size_t, const float*, float* dw, std::size_t n) {
@@ -110,7 +110,7 @@ TEST_CASE("an IO fault in a ZeRO-Infinity step leaves each layer old or new, nev
       std::vector<layer_spec> specs;
       for (std::size_t i = 0; i < sizes.size(); ++i)
         specs.push_back({"L" + std::to_string(i), sizes[i]});
-      zero_executor<comm::threads, zero3_infinity, 1> ex(ctx, c, specs);
+      zero_executor<comm::threads, zero3_infinity, prefetch::lookahead<1>> ex(ctx, c, specs);
       for (std::size_t i = 0; i < sizes.size(); ++i) ex.set_params(i, initial(i));
       optim::zero_adam opt(ex, std::function<optim::adam_params(std::size_t)>(params_of),
                            {.sub_group = 16 << 10});

@@ -40,7 +40,7 @@ std::vector<std::vector<float>> train(int world, const std::string& engine, bool
     context ctx(cfg);
     std::vector<layer_spec> layers;
     for (std::size_t i = 0; i < sizes.size(); ++i) layers.push_back({"L" + std::to_string(i), sizes[i]});
-    zero_executor<comm::threads, Bundle, 2> ex(ctx, c, layers);
+    zero_executor<comm::threads, Bundle, prefetch::lookahead<2>> ex(ctx, c, layers);
     for (std::size_t i = 0; i < sizes.size(); ++i) {
       std::vector<float> w(sizes[i]);
       for (std::size_t k = 0; k < w.size(); ++k) w[k] = init(i, k);
@@ -68,9 +68,7 @@ std::vector<std::vector<float>> train(int world, const std::string& engine, bool
     for (std::size_t i = 0; i < sizes.size(); ++i) w.push_back(ex.params(i));
     ex.sync();
     std::lock_guard lock(m);
-    for (std::size_t t = 0; t < tier_count; ++t)
-      within_plan = within_plan && ctx.budget(static_cast<tier_id>(t)).peak() <=
-                                       ex.plan().peak(static_cast<tier_id>(t));
+    within_plan = within_plan && ex.plan().covers_peaks(ctx);
     if (c.rank() == 0) {
       out = std::move(w);
       if (spans) *spans = ctx.trace().spans();

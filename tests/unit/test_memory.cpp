@@ -139,12 +139,13 @@ TEST_CASE("a staging ring that cannot fit its budget is refused up front", "[mem
 }
 
 TEST_CASE("tier traits and copy routes", "[memory]") {
-  STATIC_REQUIRE(copy_route<tier::device, tier::pinned>::direct);
-  STATIC_REQUIRE(copy_route<tier::pinned, tier::host>::direct);
-  STATIC_REQUIRE(copy_route<tier::device, tier::host>::staged);
-  STATIC_REQUIRE(copy_route<tier::host, tier::nvme>::staged);
-  STATIC_REQUIRE(copy_route<tier::device, tier::nvme>::value.via == tier_id::pinned);
-  STATIC_REQUIRE(copy_route<tier::device, tier::device>::direct);
+  STATIC_REQUIRE(direct_copy_v<tier::device, tier::pinned>);
+  STATIC_REQUIRE(direct_copy_v<tier::pinned, tier::host>);
+  STATIC_REQUIRE(staged_copy_v<tier::device, tier::host>);
+  STATIC_REQUIRE(staged_copy_v<tier::host, tier::nvme>);
+  STATIC_REQUIRE(copy_route_v<tier::device, tier::nvme>.via == tier_id::pinned);
+  STATIC_REQUIRE(direct_copy_v<tier::device, tier::device>);
+  STATIC_REQUIRE(staged_copy_v<tier::nvme, tier::nvme>);
   STATIC_REQUIRE(!tier::device::host_accessible);
   STATIC_REQUIRE(tier::pinned::host_accessible);
   STATIC_REQUIRE(!tier::nvme::host_accessible);

@@ -70,6 +70,15 @@ TEST_CASE("ZeRO with host homes (ZeRO-Offload) and deeper lookahead == unsharded
   }
 }
 
+TEST_CASE("ZeRO with prefetch::none (each layer brought when reached) == unsharded", "[zero]") {
+  for (int world : {1, 3}) {
+    check_equivalence<zero3, 0>(world);
+    check_equivalence<zero3_offload, 0>(world);
+    check_equivalence<zero1, 0>(world);
+    check_equivalence<zero3_offload, 0>(world, true);
+  }
+}
+
 TEST_CASE("the optimizer fused into backward == backward then step, bitwise", "[zero]") {
   for (int world = 1; world <= 4; ++world) {
     check_equivalence<zero3, 1>(world, true);
@@ -91,7 +100,7 @@ TEST_CASE("a plan that does not fit the device is refused before the first step"
     std::vector<layer_spec> layers = {{"big", 1 << 16}};  // 256 KiB of parameters
     std::string message = "(accepted)";
     try {
-      zero_executor<comm::threads, zero3_offload, 1> ex(ctx, c, layers, "tiny-gpu");
+      zero_executor<comm::threads, zero3_offload, prefetch::lookahead<1>> ex(ctx, c, layers, "tiny-gpu");
     } catch (const out_of_budget& e) {
       message = e.what();
     }
@@ -116,7 +125,7 @@ TEST_CASE("a rank that throws mid-step fails its peers with comm_error, no hang"
       tw.run([&](comm::threads& c) {
         context ctx({.device_bytes = 8 << 20});
         std::vector<layer_spec> layers = {{"a", 100}, {"b", 200}, {"c", 300}};
-        zero_executor<comm::threads, zero3, 1> ex(ctx, c, layers);
+        zero_executor<comm::threads, zero3, prefetch::lookahead<1>> ex(ctx, c, layers);
         try {
           ex.forward([&](std::size_t i, const float*, std::size_t) {
             if (c.rank() == 1 && i == 1) throw std::runtime_error("rank 1 ran out of patience");

@@ -177,7 +177,7 @@ throw_outcome throwing_update(int world, bool fused) {
     std::vector<layer_spec> specs;
     for (std::size_t i = 0; i < sizes.size(); ++i)
       specs.push_back({"L" + std::to_string(i), sizes[i]});
-    zero_executor<comm::threads, Bundle, Depth> ex(ctx, c, specs);
+    zero_executor<comm::threads, Bundle, prefetch::lookahead<Depth>> ex(ctx, c, specs);
     for (std::size_t i = 0; i < sizes.size(); ++i) ex.set_params(i, initial(i));
     float act = 0;
     ex.forward([&](std::size_t i, const float* w, std::size_t n) {
@@ -252,14 +252,14 @@ TEST_CASE("zero_adam refuses what does not fit and what does not match", "[zero]
     // Parameters and gradients fit the device; with m and v they do not.
     context ctx({.device_bytes = 320 << 10});  // the executor plans 288 KiB
     std::vector<layer_spec> specs = {{"big", 8 << 10}};
-    zero_executor<comm::threads, zero3, 1> ex(ctx, c, specs);
+    zero_executor<comm::threads, zero3, prefetch::lookahead<1>> ex(ctx, c, specs);
     try {
       optim::zero_adam opt(ex, optim::adam_params{});
     } catch (const out_of_budget& e) {
       budget_message = e.what();
     }
     context roomy({.device_bytes = 8 << 20});
-    zero_executor<comm::threads, zero3, 1> ex2(roomy, c, specs);
+    zero_executor<comm::threads, zero3, prefetch::lookahead<1>> ex2(roomy, c, specs);
     try {
       optim::zero_adam opt(ex2, std::vector<optim::adam_params>(2));
     } catch (const config_error& e) {

@@ -2,9 +2,11 @@
 //
 // What lives here: reduce_op, request (the handle every collective returns), the default
 // timeout, and the concept `communicator<C>` that each implementation checks at its end.
-// What does not: the implementations — comm/solo.hpp (one rank), comm/threads.hpp (N ranks in
-// one process, for tests and single-process use), comm/mpi.hpp (MPI ranks, host or staged
-// device buffers), comm/nccl.hpp (MPI-launched ranks, GPU buffers through NCCL).
+// What does not: the collective calls themselves, written once for every backend in
+// comm/communicator_face.hpp, and the implementations — comm/solo.hpp (one rank),
+// comm/threads.hpp (N ranks in one process, for tests and single-process use), comm/mpi.hpp
+// (MPI ranks, host or staged device buffers), comm/nccl.hpp (MPI-launched ranks, GPU buffers
+// through NCCL).
 //
 // The contract every communicator keeps:
 //  - Every rank calls the same collectives in the same order with the same sizes, op and root
@@ -70,8 +72,10 @@ public:
 
 /// The handle of one collective on one rank. Shared: copies refer to the same operation.
 /// A default-constructed request is complete. wait() may be called more than once; after a
-/// failure every call throws the same comm_error again.
-class request {
+/// failure every call throws the same comm_error again. [[nodiscard]]: a request dropped at
+/// once is almost always a missing wait(), and what dropping does differs by backend (threads
+/// fails the world when the peers have not all arrived; mpi finishes it in the background).
+class [[nodiscard]] request {
 public:
   request() = default;
   explicit request(std::shared_ptr<detail::request_state> state) noexcept

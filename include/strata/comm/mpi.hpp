@@ -27,11 +27,13 @@
 #pragma once
 
 #include <strata/comm/communicator.hpp>
+#include <strata/comm/communicator_face.hpp>
 
 // strata's own headers are included outside the conditional: each guards itself, and the
 // single-header generator then inlines each of them once.
 #include <strata/comm/detail/collective.hpp>
 #include <strata/comm/detail/mpi_state.hpp>
+#include <strata/comm/detail/pending_collective.hpp>
 
 #if STRATA_HAVE_MPI
 
@@ -45,7 +47,7 @@
 STRATA_NAMESPACE_BEGIN
 namespace comm {
 
-class mpi {
+class mpi : public communicator_face<mpi> {
 public:
   /// Duplicates `base` (collective over its ranks, like MPI_Comm_dup). MPI must be initialised.
   explicit mpi(MPI_Comm base = MPI_COMM_WORLD, std::chrono::milliseconds timeout = default_timeout)
@@ -71,43 +73,17 @@ public:
   /// The duplicated communicator the collectives run on.
   MPI_Comm native() const noexcept { return state_->data_comm(); }
 
-  request all_gather(const void* send, void* recv, std::size_t bytes_per_rank) {
-    return start(detail::collective_call::all_gather(bytes_per_rank), send, recv);
-  }
-  request reduce_scatter(const float* send, float* recv, std::size_t count_per_rank,
-                         reduce_op op) {
-    return start(detail::collective_call::reduce_scatter(count_per_rank, op), send, recv);
-  }
-  request all_reduce(const float* send, float* recv, std::size_t count, reduce_op op) {
-    return start(detail::collective_call::all_reduce(count, op), send, recv);
-  }
-  request broadcast(void* buf, std::size_t bytes, int root) {
-    detail::check_root(root, size(), "mpi");
-    return start(detail::collective_call::broadcast(bytes, root), buf, buf);
-  }
-  request barrier() { return start(detail::collective_call::barrier(), nullptr, nullptr); }
-
-  /// This rank fails: every other rank's pending or next collective throws comm_error naming
-  /// this rank and `why`. Never blocks, never calls MPI_Abort.
-  void abort(const std::string& why) noexcept { state_->abort(why); }
-
 private:
-  class mpi_request final : public detail::request_state {
-  public:
-    mpi_request(std::shared_ptr<detail::mpi_state> state,
-                std::shared_ptr<detail::mpi_state::op> op)
-        : state_(std::move(state)), op_(std::move(op)) {}
-    bool test() override { return state_->test(*op_); }
-    void wait() override { state_->wait(*op_); }
+  friend class communicator_face<mpi>;
+  static constexpr const char* backend_name = "mpi";
 
-  private:
-    std::shared_ptr<detail::mpi_state> state_;
-    std::shared_ptr<detail::mpi_state::op> op_;
-  };
-
-  request start(const detail::collective_call& call, const void* send, void* recv) {
-    return request(std::make_shared<mpi_request>(state_, state_->start(call, send, recv)));
+  detail::pending_op<detail::mpi_state> transport_start(const detail::collective_call& call,
+                                                        const void* send, void* recv) {
+    return {state_, state_->start(call, send, recv)};
   }
+
+  /// Never blocks, never calls MPI_Abort: the peers hear of it on the control communicator.
+  void transport_abort(const std::string& why) noexcept { state_->abort(why); }
 
   std::shared_ptr<detail::mpi_state> state_;
 };

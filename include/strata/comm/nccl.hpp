@@ -27,11 +27,13 @@
 #pragma once
 
 #include <strata/comm/communicator.hpp>
+#include <strata/comm/communicator_face.hpp>
 
 // strata's own headers are included outside the conditional: each guards itself, and the
 // single-header generator then inlines each of them once.
 #include <strata/comm/detail/collective.hpp>
 #include <strata/comm/detail/nccl_state.hpp>
+#include <strata/comm/detail/pending_collective.hpp>
 
 #if STRATA_ENABLE_CUDA && STRATA_HAVE_NCCL && STRATA_HAVE_MPI
 
@@ -47,7 +49,7 @@
 STRATA_NAMESPACE_BEGIN
 namespace comm {
 
-class nccl {
+class nccl : public communicator_face<nccl> {
 public:
   /// Collective over the ranks of `base` (MPI must be initialised). Waits at most `timeout` for
   /// the other ranks to join the NCCL setup.
@@ -76,66 +78,46 @@ public:
   cudaStream_t stream() const noexcept { return state_->stream(); }
   ncclComm_t native() const noexcept { return state_->native(); }
 
-  request all_gather(const void* send, void* recv, std::size_t bytes_per_rank) {
-    return start(detail::collective_call::all_gather(bytes_per_rank), send, recv, [=, this] {
-      return ncclAllGather(send, recv, bytes_per_rank, ncclUint8, native(), stream());
-    });
-  }
-  request reduce_scatter(const float* send, float* recv, std::size_t count_per_rank,
-                         reduce_op op) {
-    return start(detail::collective_call::reduce_scatter(count_per_rank, op), send, recv,
-                 [=, this] {
-                   return ncclReduceScatter(send, recv, count_per_rank, ncclFloat32, to_nccl(op),
-                                            native(), stream());
-                 });
-  }
-  request all_reduce(const float* send, float* recv, std::size_t count, reduce_op op) {
-    return start(detail::collective_call::all_reduce(count, op), send, recv, [=, this] {
-      return ncclAllReduce(send, recv, count, ncclFloat32, to_nccl(op), native(), stream());
-    });
-  }
-  request broadcast(void* buf, std::size_t bytes, int root) {
-    detail::check_root(root, size(), "nccl");
-    return start(detail::collective_call::broadcast(bytes, root), buf, buf, [=, this] {
-      return ncclBroadcast(buf, buf, bytes, ncclUint8, root, native(), stream());
-    });
-  }
-  /// NCCL has no barrier: an all_reduce of one float that lives on the device for this.
-  request barrier() {
-    float* b = state_->barrier_buffer();
-    return start(detail::collective_call::barrier(), nullptr, nullptr, [=, this] {
-      return ncclAllReduce(b, b, 1, ncclFloat32, ncclSum, native(), stream());
-    });
-  }
-
-  /// This rank fails: its NCCL communicator is aborted and every other rank's pending or next
-  /// collective throws comm_error naming this rank and `why`.
-  void abort(const std::string& why) noexcept { state_->abort(why); }
-
 private:
+  friend class communicator_face<nccl>;
+  static constexpr const char* backend_name = "nccl";
+
+  /// nccl_state checks the buffers and the communicator, then runs the NCCL call on stream().
+  detail::pending_op<detail::nccl_state> transport_start(const detail::collective_call& call,
+                                                         const void* send, void* recv) {
+    return {state_, state_->start(call, send, recv, [&] { return launch(call, send, recv); })};
+  }
+
+  /// The one NCCL call of `call`. NCCL has no barrier: an all_reduce of one float that lives
+  /// on the device for this.
+  ncclResult_t launch(const detail::collective_call& call, const void* send, void* recv) const {
+    const auto* fsend = static_cast<const float*>(send);
+    auto* frecv = static_cast<float*>(recv);
+    switch (call.kind) {
+    case detail::collective::all_gather:
+      return ncclAllGather(send, recv, call.count, ncclUint8, native(), stream());
+    case detail::collective::reduce_scatter:
+      return ncclReduceScatter(fsend, frecv, call.count, ncclFloat32, to_nccl(call.op), native(),
+                               stream());
+    case detail::collective::all_reduce:
+      return ncclAllReduce(fsend, frecv, call.count, ncclFloat32, to_nccl(call.op), native(),
+                           stream());
+    case detail::collective::broadcast:
+      return ncclBroadcast(send, recv, call.count, ncclUint8, call.root, native(), stream());
+    case detail::collective::barrier: {
+      float* b = state_->barrier_buffer();
+      return ncclAllReduce(b, b, 1, ncclFloat32, ncclSum, native(), stream());
+    }
+    }
+    return ncclInvalidArgument;
+  }
+
   static ncclRedOp_t to_nccl(reduce_op op) noexcept {
     return op == reduce_op::sum ? ncclSum : ncclAvg;
   }
 
-  class nccl_request final : public detail::request_state {
-  public:
-    nccl_request(std::shared_ptr<detail::nccl_state> state,
-                 std::shared_ptr<detail::nccl_state::op> op)
-        : state_(std::move(state)), op_(std::move(op)) {}
-    bool test() override { return state_->test(*op_); }
-    void wait() override { state_->wait(*op_); }
-
-  private:
-    std::shared_ptr<detail::nccl_state> state_;
-    std::shared_ptr<detail::nccl_state::op> op_;
-  };
-
-  template <class Launch>
-  request start(const detail::collective_call& call, const void* send, const void* recv,
-                Launch&& launch) {
-    return request(std::make_shared<nccl_request>(
-        state_, state_->start(call, send, recv, std::forward<Launch>(launch))));
-  }
+  /// Its NCCL communicator is aborted too, so no kernel of this rank waits for the peers.
+  void transport_abort(const std::string& why) noexcept { state_->abort(why); }
 
   std::shared_ptr<detail::nccl_state> state_;
 };

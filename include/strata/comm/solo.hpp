@@ -12,9 +12,10 @@
 #pragma once
 
 #include <strata/comm/communicator.hpp>
+#include <strata/comm/communicator_face.hpp>
 #include <strata/comm/detail/collective.hpp>
-#include <strata/comm/detail/memory.hpp>
 #include <strata/core/error.hpp>
+#include <strata/memory/pointer.hpp>
 
 #include <chrono>
 #include <string>
@@ -22,7 +23,7 @@
 STRATA_NAMESPACE_BEGIN
 namespace comm {
 
-class solo {
+class solo : public communicator_face<solo> {
 public:
   /// The timeout is kept only so code can read it from any communicator: one rank never waits.
   explicit solo(std::chrono::milliseconds timeout = default_timeout) : timeout_(timeout) {}
@@ -33,46 +34,34 @@ public:
   int size() const noexcept { return 1; }
   std::chrono::milliseconds timeout() const noexcept { return timeout_; }
 
-  request all_gather(const void* send, void* recv, std::size_t bytes_per_rank) {
-    check("all_gather");
-    copy(recv, send, bytes_per_rank, "all_gather");
-    return {};
+private:
+  friend class communicator_face<solo>;
+  static constexpr const char* backend_name = "solo";
+
+  /// The whole collective, done here: the face returns a complete request.
+  void transport_start(const detail::collective_call& call, const void* send, void* recv) {
+    const char* what = detail::collective_name(call.kind);
+    check(what);
+    switch (call.kind) {
+    case detail::collective::all_gather: copy(recv, send, call.count, what); break;
+    case detail::collective::reduce_scatter:
+    case detail::collective::all_reduce:
+      reduce(static_cast<const float*>(send), static_cast<float*>(recv), call.count, call.op,
+             what);
+      break;
+    case detail::collective::broadcast:  // the root's buffer is everybody's
+    case detail::collective::barrier: break;
+    }
   }
 
-  request reduce_scatter(const float* send, float* recv, std::size_t count_per_rank,
-                         reduce_op op) {
-    check("reduce_scatter");
-    reduce(send, recv, count_per_rank, op, "reduce_scatter");
-    return {};
-  }
-
-  request all_reduce(const float* send, float* recv, std::size_t count, reduce_op op) {
-    check("all_reduce");
-    reduce(send, recv, count, op, "all_reduce");
-    return {};
-  }
-
-  request broadcast(void* buf, std::size_t bytes, int root) {
-    (void)buf, (void)bytes;
-    check("broadcast");
-    detail::check_root(root, 1, "solo");
-    return {};
-  }
-
-  request barrier() {
-    check("barrier");
-    return {};
-  }
-
-  /// Marks the communicator failed: every later collective throws comm_error naming `why`.
-  void abort(const std::string& why) noexcept {
+  /// Every later collective throws comm_error naming `why`; the first reason is kept.
+  void transport_abort(const std::string& why) noexcept {
     if (!aborted_) {
       aborted_ = true;
       why_ = why;
     }
   }
 
-private:
   void check(const char* what) const {
     if (aborted_)
       throw comm_error(std::string("strata::comm solo: rank 0 failed: ") + why_ +
@@ -80,13 +69,13 @@ private:
   }
 
   static void copy(void* dst, const void* src, std::size_t bytes, const char* what) {
-    const bool device = detail::is_device_memory(dst) || detail::is_device_memory(src);
-    detail::copy_bytes(dst, src, bytes, device, what);
+    const bool device = is_device_memory(dst) || is_device_memory(src);
+    copy_bytes(dst, src, bytes, device, what);
   }
 
   static void reduce(const float* send, float* recv, std::size_t count, reduce_op op,
                      const char* what) {
-    if (detail::is_device_memory(send) || detail::is_device_memory(recv)) {
+    if (is_device_memory(send) || is_device_memory(recv)) {
       copy(recv, send, count * sizeof(float), what);  // x / 1.0f == x: see the top of the file
       return;
     }

@@ -21,6 +21,7 @@
 #pragma once
 
 #include <strata/comm/communicator.hpp>
+#include <strata/comm/communicator_face.hpp>
 #include <strata/comm/detail/collective.hpp>
 #include <strata/comm/detail/thread_world_state.hpp>
 #include <strata/core/error.hpp>
@@ -42,8 +43,9 @@ class thread_world;
 
 /// One rank of a thread_world. The world owns it: take it with world.communicator(r) or
 /// receive it in world.run(). A rank's collectives must be called from one thread at a time
-/// (that thread's program order is the rank's collective order).
-class threads {
+/// (that thread's program order is the rank's collective order). abort() returns once no copy
+/// touches any rank's buffers any more.
+class threads : public communicator_face<threads> {
 public:
   threads(const threads&) = delete;
   threads& operator=(const threads&) = delete;
@@ -52,37 +54,25 @@ public:
   int size() const noexcept { return state_->size(); }
   std::chrono::milliseconds timeout() const noexcept { return state_->timeout(); }
 
-  request all_gather(const void* send, void* recv, std::size_t bytes_per_rank) {
-    return start(detail::collective_call::all_gather(bytes_per_rank), send, recv);
-  }
-  request reduce_scatter(const float* send, float* recv, std::size_t count_per_rank,
-                         reduce_op op) {
-    return start(detail::collective_call::reduce_scatter(count_per_rank, op), send, recv);
-  }
-  request all_reduce(const float* send, float* recv, std::size_t count, reduce_op op) {
-    return start(detail::collective_call::all_reduce(count, op), send, recv);
-  }
-  request broadcast(void* buf, std::size_t bytes, int root) {
-    detail::check_root(root, size(), "threads");
-    return start(detail::collective_call::broadcast(bytes, root), buf, buf);
-  }
-  request barrier() { return start(detail::collective_call::barrier(), nullptr, nullptr); }
-
-  /// This rank fails: every other rank's pending or next collective throws comm_error naming
-  /// this rank and `why`. Returns once no copy touches any rank's buffers any more.
-  void abort(const std::string& why) noexcept { state_->abort(rank_, why); }
-
 private:
   friend class thread_world;
+  friend class communicator_face<threads>;
+  static constexpr const char* backend_name = "threads";
 
-  class rank_request final : public detail::request_state {
+  /// This rank's part in one slot. The last request dropping it abandons the slot, which
+  /// finishes the collective or fails the world (see the top of this file).
+  class pending_slot {
   public:
-    rank_request(std::shared_ptr<detail::thread_world_state> world,
+    pending_slot(std::shared_ptr<detail::thread_world_state> world,
                  std::shared_ptr<detail::thread_world_state::slot> slot, int rank)
         : world_(std::move(world)), slot_(std::move(slot)), rank_(rank) {}
-    ~rank_request() override { world_->abandon(rank_, *slot_); }
-    bool test() override { return world_->test(*slot_); }
-    void wait() override { world_->wait(rank_, *slot_); }
+    pending_slot(pending_slot&&) noexcept = default;  // leaves slot_ empty: only one abandons
+    pending_slot& operator=(pending_slot&&) = delete;
+    ~pending_slot() {
+      if (slot_) world_->abandon(rank_, *slot_);
+    }
+    bool test() { return world_->test(*slot_); }
+    void wait() { world_->wait(rank_, *slot_); }
 
   private:
     std::shared_ptr<detail::thread_world_state> world_;
@@ -93,10 +83,12 @@ private:
   threads(std::shared_ptr<detail::thread_world_state> state, int rank)
       : state_(std::move(state)), rank_(rank) {}
 
-  request start(const detail::collective_call& call, const void* send, void* recv) {
-    return request(std::make_shared<rank_request>(state_, state_->post(rank_, call, send, recv),
-                                                  rank_));
+  pending_slot transport_start(const detail::collective_call& call, const void* send,
+                               void* recv) {
+    return pending_slot(state_, state_->post(rank_, call, send, recv), rank_);
   }
+
+  void transport_abort(const std::string& why) noexcept { state_->abort(rank_, why); }
 
   std::shared_ptr<detail::thread_world_state> state_;
   int rank_;

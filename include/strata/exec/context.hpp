@@ -2,7 +2,7 @@
 //
 // A context owns the per-tier budgets and memory resources (budgeted, over pools), the pinned
 // staging ring, the copy queues, the compute stream and the trace recorder. Tensors, sequences
-// and (later) executors keep a reference to it, so it must outlive them. Policies are types;
+// and executors keep a reference to it, so it must outlive them. Policies are types;
 // this is where their state lives.
 //
 // Compute: in the host build, compute runs on the calling thread (the "compute queue" is the
@@ -21,10 +21,9 @@
 
 #include <strata/exec/copy_engine.hpp>
 #include <strata/memory/buffer.hpp>
+#include <strata/memory/default_resource.hpp>
 #include <strata/memory/pool.hpp>
-#if !STRATA_ENABLE_CUDA
-#  include <strata/memory/emulated_device.hpp>
-#endif
+#include <strata/memory/tier_list.hpp>
 
 #include <algorithm>
 #include <array>
@@ -33,6 +32,9 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
 
 STRATA_NAMESPACE_BEGIN
 
@@ -43,6 +45,9 @@ struct context_config {
   std::size_t pinned_bytes = std::size_t{1} << 30;
   std::size_t host_bytes = tier_budget::unlimited;
   std::size_t nvme_bytes = tier_budget::unlimited;
+  /// Budgets of tiers of your own (a context built with a tier_list that adds them), by id;
+  /// such a tier not listed here is unlimited.
+  std::vector<std::pair<tier_id, std::size_t>> tier_bytes{};
   /// The pinned staging ring (counted in the pinned budget): slots x slot_bytes.
   std::size_t staging_slot_bytes = std::size_t{4} << 20;
   std::size_t staging_slots = 4;
@@ -64,26 +69,46 @@ struct context_config {
   /// Wraps the IO engine the context picked (tests put an io::faulty around it; a profiler
   /// could count bytes). Empty: the engine is used as it is.
   std::function<std::unique_ptr<io::engine>(std::unique_ptr<io::engine>)> wrap_io_engine{};
+
+  /// The budget of tier t: the named field for the library's tiers, tier_bytes for others.
+  std::size_t budget_of(tier_id t) const noexcept {
+    switch (t) {
+    case tier_id::device: return device_bytes;
+    case tier_id::pinned: return pinned_bytes;
+    case tier_id::host: return host_bytes;
+    case tier_id::nvme: return nvme_bytes;
+    }
+    for (auto& [id, bytes] : tier_bytes)
+      if (id == t) return bytes;
+    return tier_budget::unlimited;
+  }
 };
 
 class context {
 public:
-  explicit context(const context_config& config = {})
-      : config_(config), trace_(config.trace),
-        budgets_{tier_budget{tier_id::device, config.device_bytes},
-                 tier_budget{tier_id::pinned, config.pinned_bytes},
-                 tier_budget{tier_id::host, config.host_bytes},
-                 tier_budget{tier_id::nvme, config.nvme_bytes}},
-        device_upstream_(make_device_upstream(config)),
-        pools_{std::make_unique<pool_resource>(*device_upstream_),
-               std::make_unique<pool_resource>(pinned_upstream_),
-               std::make_unique<pool_resource>(host_upstream_)},
-        budgeted_{budgeted_resource{*pools_[0], budgets_[0]},
-                  budgeted_resource{*pools_[1], budgets_[1]},
-                  budgeted_resource{*pools_[2], budgets_[2]}},
-        ring_(budgeted_[1], config.staging_slot_bytes, config.staging_slots),
-        nvme_(make_nvme_store(config, budgeted_[1], ring_)),
-        copies_(trace_, ring_, budgeted_[0], nvme_.get(), config.device) {
+  /// A context with the library's four tiers (standard_tiers).
+  explicit context(const context_config& config = {}) : context(config, standard_tiers{}) {}
+
+  /// A context with the tiers of `list`: each gets a budget (context_config), its
+  /// default_resource under a pool, and its routes from copy_route. The list must hold the
+  /// library's four tiers (compute, staging, the host side of assign/copy_to, the NVMe tier),
+  /// plus any tiers of your own.
+  template <memory_tier... Tiers>
+  context(const context_config& config, tier_list<Tiers...> list)
+      : config_(config), trace_(config.trace), table_(list), tiers_(make_tiers(config, list)),
+        ring_(*tiers_[index(tier_id::pinned)]->budgeted, config.staging_slot_bytes,
+              config.staging_slots),
+        nvme_(make_nvme_store(config, *tiers_[index(tier_id::pinned)]->budgeted, ring_)),
+        copies_(trace_, table_, ring_, *tiers_[index(tier_id::device)]->budgeted, nvme_.get(),
+                config.device) {
+    using L = tier_list<Tiers...>;
+    static_assert(L::template contains<tier::device> && L::template contains<tier::pinned> &&
+                      L::template contains<tier::host> && L::template contains<tier::nvme>,
+                  "context: a tier list holds tier::device, tier::pinned, tier::host and "
+                  "tier::nvme, plus any tiers of your own");
+    static_assert(((Tiers::kind != tier_kind::file || std::is_same_v<Tiers, tier::nvme>) && ...),
+                  "context: tier::nvme is the only file tier (its bytes go through the context's "
+                  "nvme_store); a tier of your own must be host or device memory");
 #if STRATA_ENABLE_CUDA
     check_cuda(cudaStreamCreateWithFlags(&compute_stream_, cudaStreamNonBlocking),
                "compute stream");
@@ -105,15 +130,17 @@ public:
 
   const context_config& config() const noexcept { return config_; }
   trace_recorder& trace() noexcept { return trace_; }
+  /// The context's tiers: their traits (fastest first) and the route of every pair.
+  const tier_table& tiers() const noexcept { return table_; }
   /// A tier's budget; what it counts is current: retired memory whose copies have ended has
-  /// been given back first.
-  tier_budget& budget(tier_id t) noexcept {
+  /// been given back first. config_error for a tier the context was not given.
+  tier_budget& budget(tier_id t) {
     reap_retired(false);
-    return budgets_[static_cast<std::size_t>(t)];
+    return tiers_[index(t)]->budget;
   }
-  const tier_budget& budget(tier_id t) const noexcept {
+  const tier_budget& budget(tier_id t) const {
     reap_retired(false);
-    return budgets_[static_cast<std::size_t>(t)];
+    return tiers_[index(t)]->budget;
   }
   staging_ring& staging() noexcept { return ring_; }
   copy_engine& copies() noexcept {
@@ -124,15 +151,17 @@ public:
   /// The budgeted, pooled resource of an addressable tier.
   memory_resource& resource(tier_id t) {
     reap_retired(false);
-    if (t == tier_id::nvme)
-      throw config_error("tier nvme has no memory resource: it is reached through an IO engine");
-    return budgeted_[static_cast<std::size_t>(t)];
+    tier_state& st = *tiers_[index(t)];
+    if (!st.budgeted)
+      throw config_error(std::string("tier ") + st.info.name +
+                         " has no memory resource: it is reached through an IO engine");
+    return *st.budgeted;
   }
 
   /// The cache under a tier's budget: blocks freed by tensors wait there for the next request.
   pool_resource& pool(tier_id t) {
-    resource(t);  // refuses nvme
-    return *pools_[static_cast<std::size_t>(t)];
+    resource(t);  // refuses a file tier
+    return *tiers_[index(t)]->pool;
   }
 
   /// `bytes` on tier `t` for `what` (a tensor name, "staging ring", ...). When the budget is
@@ -140,7 +169,7 @@ public:
   buffer allocate(tier_id t, std::size_t bytes, std::string_view what) {
     reap_retired(false);
     memory_resource& r = resource(t);
-    const std::size_t align = alignment_of(t);
+    const std::size_t align = table_.info(t).alignment;
     try {
       return buffer(r, bytes, align, what);
     } catch (const out_of_budget&) {
@@ -241,43 +270,51 @@ public:
     reap_retired(false);
     std::string s;
     char line[200];
-    for (auto& b : budgets_) {
+    for (const tier_info& t : table_.all()) {
+      const tier_budget& b = tiers_[index(t.id)]->budget;
       auto lim = b.limit() == tier_budget::unlimited ? std::string("unlimited")
                                                      : format_bytes(b.limit());
       std::snprintf(line, sizeof line, "  %-18s in use %-28s peak %-28s budget %s\n",
-                    tier_name(b.tier()), format_bytes(b.used()).c_str(),
+                    t.name, format_bytes(b.used()).c_str(),
                     format_bytes(b.peak()).c_str(), lim.c_str());
       s += line;
     }
     return s;
   }
 
-  static constexpr std::size_t alignment_of(tier_id t) noexcept {
-    switch (t) {
-    case tier_id::device: return tier::device::alignment;
-    case tier_id::pinned: return tier::pinned::alignment;
-    case tier_id::host: return tier::host::alignment;
-    case tier_id::nvme: return tier::nvme::alignment;
-    }
-    return 1;
+private:
+  // A tier's state: its budget, and for addressable tiers the upstream resource, the pool over
+  // it and the budget over the pool (destroyed in reverse: the pool returns its blocks to the
+  // upstream, and both before the budget they are charged to).
+  struct tier_state {
+    tier_state(const tier_info& i, std::size_t limit, std::unique_ptr<memory_resource> up)
+        : info(i), budget(i.id, limit, i.name), upstream(std::move(up)),
+          pool(upstream ? std::make_unique<pool_resource>(*upstream) : nullptr),
+          budgeted(pool ? std::make_unique<budgeted_resource>(*pool, budget) : nullptr) {}
+    tier_info info;
+    tier_budget budget;
+    std::unique_ptr<memory_resource> upstream;
+    std::unique_ptr<pool_resource> pool;  // under the budget: idle blocks do not count as used
+    std::unique_ptr<budgeted_resource> budgeted;
+  };
+  using tier_states = std::array<std::unique_ptr<tier_state>, tier_table::id_space>;  // by id
+
+  template <memory_tier... Tiers>
+  static tier_states make_tiers(const context_config& c, tier_list<Tiers...>) {
+    tier_states states;
+    auto add = [&]<class Tier>(std::type_identity<Tier>) {
+      const std::size_t limit = c.budget_of(Tier::id);
+      states[static_cast<std::size_t>(Tier::id)] = std::make_unique<tier_state>(
+          tier_info_of<Tier>, limit, default_resource<Tier>::make({limit, c.device}));
+    };
+    (add(std::type_identity<Tiers>{}), ...);
+    return states;
   }
 
-private:
-  static std::unique_ptr<memory_resource> make_device_upstream(const context_config& c) {
-#if STRATA_ENABLE_CUDA
-    const cuda_discovery found = cuda_discover();
-    if (found.devices <= c.device)
-      throw config_error("context: CUDA device " + std::to_string(c.device) +
-                         " is not available (" +
-                         (found.devices > 0 ? std::to_string(found.devices) + " found"
-                                            : found.why_none()) +
-                         "; this build needs a GPU; use the host build to run on the emulated "
-                         "device)");
-    check_cuda(cudaSetDevice(c.device), "cudaSetDevice");
-    return std::make_unique<cuda_device_resource>(c.device);
-#else
-    return std::make_unique<emulated_device_arena>(c.device_bytes);
-#endif
+  // tiers_'s index of tier t; config_error (naming the id) for a tier the context lacks.
+  std::size_t index(tier_id t) const {
+    table_.position(t);  // refuses an absent tier with its message
+    return static_cast<std::size_t>(t);
   }
 
   /// Frees retired buffers whose copies are done (all of them, waiting, if `wait`).
@@ -347,12 +384,8 @@ private:
 
   context_config config_;
   trace_recorder trace_;
-  std::array<tier_budget, tier_count> budgets_;
-  aligned_host_resource host_upstream_;
-  pinned_resource pinned_upstream_;
-  std::unique_ptr<memory_resource> device_upstream_;
-  std::array<std::unique_ptr<pool_resource>, 3> pools_;  // under the budgets: idle blocks
-  std::array<budgeted_resource, 3> budgeted_;            // do not count as used
+  tier_table table_;
+  tier_states tiers_;
   mutable std::mutex retire_mutex_;
   mutable std::vector<retired_buffer> retired_;
   mutable std::atomic<std::size_t> retired_count_{0};  // retired_.size(), read without the lock

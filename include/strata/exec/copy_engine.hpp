@@ -5,9 +5,10 @@
 //   d2h       memory -> memory away from the device
 //   io-read   nvme -> memory (the NVMe tier's reads, through the context's nvme_store)
 //   io-write  memory -> nvme (copy-on-write: a failed write leaves the old data current)
-// The route trait decides the mechanics: a direct route is one memcpy / cudaMemcpyAsync / file
-// read; a staged route streams through slots of the pinned staging ring, so on a GPU the CPU
-// (or file) side of one chunk overlaps the DMA of the previous one. Pointers claiming to be
+// The context's tier table (copy_route per pair, tier kinds, speed ranks) decides the mechanics:
+// a direct route is one memcpy / cudaMemcpyAsync / file read; a staged route streams through
+// slots of the pinned staging ring, so on a GPU the CPU (or file) side of one chunk overlaps the
+// DMA of the previous one. "Toward the device" means to a tier of smaller speed_rank. Pointers claiming to be
 // device memory are checked against the device resource: passing host memory as device memory
 // is an access_error, as it would be a fault on a real GPU.
 #pragma once
@@ -15,7 +16,7 @@
 #include <strata/exec/staging_ring.hpp>
 #include <strata/exec/work_queue.hpp>
 #include <strata/io/nvme_store.hpp>
-#include <strata/memory/tier.hpp>
+#include <strata/memory/tier_list.hpp>
 
 #include <algorithm>
 #include <cstring>
@@ -82,9 +83,9 @@ class copy_engine {
 public:
   /// `device`: the CUDA device ordinal the queues' threads work on (CUDA build; ignored in the
   /// host build, where the device is emulated).
-  copy_engine(trace_recorder& trace, staging_ring& ring, memory_resource& device_memory,
-              io::nvme_store* nvme = nullptr, int device = 0)
-      : ring_(ring), device_memory_(device_memory), nvme_(nvme),
+  copy_engine(trace_recorder& trace, const tier_table& tiers, staging_ring& ring,
+              memory_resource& device_memory, io::nvme_store* nvme = nullptr, int device = 0)
+      : tiers_(tiers), ring_(ring), device_memory_(device_memory), nvme_(nvme),
         up_("h2d", trace, on_device(device)), down_("d2h", trace, on_device(device)),
         io_read_("io-read", trace, on_device(device)),
         io_write_("io-write", trace, on_device(device)) {}
@@ -99,31 +100,37 @@ public:
 
   /// Copies `bytes` from `src` (on tier `from`) to `dst` (on tier `to`) after every event in
   /// `after`; the returned event completes when the bytes have arrived. `label` names the copy
-  /// in the trace and in errors. Both tiers must be addressable (not nvme).
+  /// in the trace and in errors. Both tiers must be addressable (not a file tier).
   event copy(void* dst, tier_id to, const void* src, tier_id from, std::size_t bytes,
              std::string label, std::vector<event> after = {}) {
-    if (to == tier_id::nvme || from == tier_id::nvme)
-      throw config_error("copy '" + label + "': tier nvme has no addresses; its data moves with "
-                         "read_nvme and write_nvme");
+    const tier_info &dt = tiers_.info(to), &st = tiers_.info(from);
+    if (!dt.addressable() || !st.addressable())
+      throw config_error("copy '" + label + "': tier " + (dt.addressable() ? st : dt).name +
+                         " has no addresses; its data moves with read_nvme and write_nvme");
     check_claim(dst, to, bytes, label, "destination");
     check_claim(src, from, bytes, label, "source");
     if (bytes == 0) return {};
-    const bool toward_device = static_cast<int>(to) < static_cast<int>(from);
-    const span_kind kind = to == tier_id::device     ? span_kind::h2d
-                           : from == tier_id::device ? span_kind::d2h
-                                                     : span_kind::copy;
+    const bool to_dev = dt.kind == tier_kind::device_memory;
+    const bool from_dev = st.kind == tier_kind::device_memory;
+    const route r = tiers_.route_between(from, to);
+    if (r.kind == route_kind::staged && !to_dev && !from_dev)
+      throw config_error("copy '" + label + "': the route " + st.name + " -> " + dt.name +
+                         " is staged, but only copies to or from device memory stage through "
+                         "the pinned ring; make copy_route of that pair direct");
+    const bool toward_device = dt.speed_rank < st.speed_rank;
+    const span_kind kind = to_dev ? span_kind::h2d : from_dev ? span_kind::d2h : span_kind::copy;
     auto* d = static_cast<std::byte*>(dst);
     auto* s = static_cast<const std::byte*>(src);
     detail::dma_lane& lane = toward_device ? up_lane_ : down_lane_;
-    auto run = [this, &lane, d, s, bytes, to, from] {
-      if (route_between(from, to).kind == route_kind::direct) {
-        if (to == tier_id::device || from == tier_id::device) {
+    auto run = [this, &lane, d, s, bytes, r, to_dev, from_dev] {
+      if (r.kind == route_kind::direct) {
+        if (to_dev || from_dev) {
           lane.start(d, s, bytes, 0);
           lane.drain();
         } else {
           std::memcpy(d, s, bytes);
         }
-      } else if (to == tier_id::device) {
+      } else if (to_dev) {
         to_device(lane, d, bytes, [s](std::byte* slot, std::size_t off, std::size_t len) {
           std::memcpy(slot, s + off, len);
         });
@@ -142,10 +149,12 @@ public:
                   std::string label, std::vector<event> after = {}) {
     io::nvme_store& store = nvme(label);
     check_claim(dst, to, bytes, label, "destination");
-    if (to == tier_id::nvme) throw config_error("copy '" + label + "': nvme -> nvme");
+    const tier_info& dt = tiers_.info(to);
+    if (!dt.addressable()) throw config_error("copy '" + label + "': nvme -> " + dt.name);
     auto* d = static_cast<std::byte*>(dst);
-    auto run = [this, &store, d, to, h, bytes] {
-      if (to != tier_id::device) return store.read(h, 0, d, bytes);
+    const bool to_dev = dt.kind == tier_kind::device_memory;
+    auto run = [this, &store, d, to_dev, h, bytes] {
+      if (!to_dev) return store.read(h, 0, d, bytes);
       to_device(io_read_lane_, d, bytes, [&](std::byte* slot, std::size_t off, std::size_t len) {
         store.read(h, off, slot, len);
       });
@@ -160,11 +169,13 @@ public:
                    std::string label, std::vector<event> after = {}) {
     io::nvme_store& store = nvme(label);
     check_claim(src, from, bytes, label, "source");
-    if (from == tier_id::nvme) throw config_error("copy '" + label + "': nvme -> nvme");
+    const tier_info& st = tiers_.info(from);
+    if (!st.addressable()) throw config_error("copy '" + label + "': " + st.name + " -> nvme");
     auto* s = static_cast<const std::byte*>(src);
-    auto run = [this, &store, s, from, h, bytes] {
+    const bool from_dev = st.kind == tier_kind::device_memory;
+    auto run = [this, &store, s, from_dev, h, bytes] {
       auto txn = store.begin_write(h);
-      if (from != tier_id::device) {
+      if (!from_dev) {
         txn.write(0, s, bytes);
       } else {
         from_device(io_write_lane_, s, bytes,
@@ -211,7 +222,7 @@ private:
                    const char* side) const {
     if (t == tier_id::device && bytes && !device_memory_.owns(p, bytes))
       throw access_error("copy '" + label + "': the " + side + " is claimed to be on tier '" +
-                         tier_name(t) + "', but " + format_bytes(bytes) +
+                         tiers_.name(t) + "', but " + format_bytes(bytes) +
                          " from that address are not device memory of this context");
   }
 
@@ -252,6 +263,7 @@ private:
     }
   }
 
+  const tier_table& tiers_;
   staging_ring& ring_;
   memory_resource& device_memory_;
   io::nvme_store* nvme_;

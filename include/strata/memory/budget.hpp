@@ -18,7 +18,9 @@ class tier_budget {
 public:
   static constexpr std::size_t unlimited = std::numeric_limits<std::size_t>::max();
 
-  explicit tier_budget(tier_id tier, std::size_t limit = unlimited) : tier_(tier), limit_(limit) {}
+  /// `name`: what messages call the tier (its trait); the library's tiers are named by default.
+  explicit tier_budget(tier_id tier, std::size_t limit = unlimited, const char* name = nullptr)
+      : tier_(tier), name_(name ? name : ::strata::tier_name(tier)), limit_(limit) {}
   tier_budget(const tier_budget&) = delete;
   tier_budget& operator=(const tier_budget&) = delete;
 
@@ -27,7 +29,7 @@ public:
     std::size_t used = used_.load(std::memory_order_relaxed);
     do {
       if (bytes > limit_ || used > limit_ - bytes)
-        throw out_of_budget(tier_name(tier_), bytes, used > limit_ ? 0 : limit_ - used, limit_,
+        throw out_of_budget(name_, bytes, used > limit_ ? 0 : limit_ - used, limit_,
                             what);
     } while (!used_.compare_exchange_weak(used, used + bytes, std::memory_order_relaxed));
     std::size_t now = used + bytes, peak = peak_.load(std::memory_order_relaxed);
@@ -38,6 +40,7 @@ public:
   void release(std::size_t bytes) noexcept { used_.fetch_sub(bytes, std::memory_order_relaxed); }
 
   tier_id tier() const noexcept { return tier_; }
+  const char* tier_name() const noexcept { return name_; }
   std::size_t limit() const noexcept { return limit_; }
   std::size_t used() const noexcept { return used_.load(std::memory_order_relaxed); }
   std::size_t peak() const noexcept { return peak_.load(std::memory_order_relaxed); }
@@ -50,6 +53,7 @@ public:
 
 private:
   tier_id tier_;
+  const char* name_;
   std::size_t limit_;
   std::atomic<std::size_t> used_{0};
   std::atomic<std::size_t> peak_{0};

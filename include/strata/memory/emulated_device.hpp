@@ -57,7 +57,7 @@ public:
     // "available" is the largest free block: with a fragmented arena that is less than the
     // free total, and the message says so.
     const bool fragmented = largest < capacity_ - in_use_locked();
-    throw out_of_budget(tier_name(tier_id::device), bytes, largest, capacity_,
+    throw out_of_budget(tier::device::name, bytes, largest, capacity_,
                         fragmented ? std::string(what) + " [arena fragmented]" : std::string(what));
   }
 

@@ -40,9 +40,11 @@ public:
   virtual tier_id tier() const noexcept = 0;
 };
 
-/// Pageable host memory, aligned (posix_memalign).
+/// Pageable host memory, aligned (posix_memalign). `tier`: the tier it serves (host, or a
+/// host-memory tier of your own).
 class aligned_host_resource final : public memory_resource {
 public:
+  explicit aligned_host_resource(tier_id tier = tier_id::host) noexcept : tier_(tier) {}
   void* allocate(std::size_t bytes, std::size_t alignment, std::string_view what) override {
     void* p = nullptr;
     if (posix_memalign(&p, alignment < sizeof(void*) ? sizeof(void*) : alignment,
@@ -52,7 +54,10 @@ public:
     return p;
   }
   void deallocate(void* p, std::size_t, std::size_t) noexcept override { std::free(p); }
-  tier_id tier() const noexcept override { return tier_id::host; }
+  tier_id tier() const noexcept override { return tier_; }
+
+private:
+  tier_id tier_;
 };
 
 /// Page-locked host memory. In the host build there is no DMA engine to lock pages for, so it

@@ -35,9 +35,9 @@
 #pragma once
 
 #include <strata/comm/communicator.hpp>
-#include <strata/comm/detail/memory.hpp>  // cuda_runtime_api.h in the CUDA build
 #include <strata/core/dtype.hpp>
 #include <strata/core/error.hpp>
+#include <strata/memory/pointer.hpp>  // cuda_runtime_api.h in the CUDA build
 
 #include <cstddef>
 #include <cstdint>

@@ -8,7 +8,7 @@
 // arithmetic (adam.hpp, device_adam.cuh), the norm and the scaler (grad_stats.hpp,
 // loss_scaler.hpp), streaming state from NVMe (streamed_adam.hpp, which this uses).
 //
-//   zero_executor<comm::threads, zero3_infinity, 2> ex(ctx, comm, layers);
+//   zero_executor<comm::threads, zero3_infinity, prefetch::lookahead<2>> ex(ctx, comm, layers);
 //   optim::zero_adam opt(ex, optim::adam_params{.lr = 3e-4f, .weight_decay = 0.1f});
 //   auto scaler = optim::loss_scaler::dynamic();
 //   ex.forward(f);  ex.backward(g);                       // gradients averaged, at home
@@ -101,7 +101,7 @@ public:
   using executor_type = Executor;
   using bundle_type = typename Executor::bundle_type;
   using home_tier = typename bundle_type::home_tier;
-  static constexpr bool streamed = home_tier::id == tier_id::nvme;
+  static constexpr bool streamed = home_tier::kind == tier_kind::file;
   static constexpr bool on_real_device = home_tier::id == tier_id::device && cuda_enabled;
 
   /// The same hyper-parameters for every layer.

@@ -29,6 +29,13 @@ public:
     lines_.push_back({t, std::move(what), bytes});
     total_[static_cast<std::size_t>(t)] += bytes;
   }
+  /// One line per tier on which the context already holds memory (its staging ring, buffers
+  /// of other components): a plan made beside them must count them.
+  void add_held_by(const context& ctx) {
+    for (const tier_info& t : ctx.tiers().all())
+      if (const std::size_t held = ctx.budget(t.id).used())
+        add(t.id, "already held by the context (staging ring, ...)", held);
+  }
   /// Every line of `part`, appended (a component's own plan into a larger whole).
   void add(const memory_plan& part) {
     for (const line& l : part.lines_) add(l.tier, l.what, l.bytes);
@@ -50,20 +57,30 @@ public:
     return true;
   }
 
+  /// True when no tier of `ctx` has held more than this plan's peak for it (measured peaks,
+  /// since the budgets' last reset_peak): the check that a plan told the truth.
+  bool covers_peaks(const context& ctx) const {
+    for (const tier_info& t : ctx.tiers().all())
+      if (ctx.budget(t.id).peak() > peak(t.id)) return false;
+    return true;
+  }
+
   /// Planned peak bytes on tier t.
   std::size_t peak(tier_id t) const noexcept { return total_[static_cast<std::size_t>(t)]; }
   const std::vector<line>& lines() const noexcept { return lines_; }
 
-  /// The table: one row per item, a total per tier against its budget.
+  /// The table: one row per item, a total per tier against its budget; tiers fastest first
+  /// and named as the context's tier list names them (by id without a context).
   std::string to_string(const context* ctx = nullptr) const {
     std::string s;
     char row[256];
-    for (std::size_t t = 0; t < tier_count; ++t) {
+    for (const tier_id tier : tiers_in_order(ctx)) {
+      const std::size_t t = static_cast<std::size_t>(tier);
       if (total_[t] == 0) continue;
-      const auto tier = static_cast<tier_id>(t);
+      const char* name = ctx ? ctx->tiers().name(tier) : tier_name(tier);
       for (auto& l : lines_)
         if (l.tier == tier) {
-          std::snprintf(row, sizeof row, "  %-18s %-48s %s\n", tier_name(tier), l.what.c_str(),
+          std::snprintf(row, sizeof row, "  %-18s %-48s %s\n", name, l.what.c_str(),
                         format_bytes(l.bytes).c_str());
           s += row;
         }
@@ -73,7 +90,7 @@ public:
         budget = b.limit() == tier_budget::unlimited ? "  (budget unlimited)"
                                                      : "  (budget " + format_bytes(b.limit()) + ")";
       }
-      std::snprintf(row, sizeof row, "  %-18s %-48s %s%s\n", tier_name(tier), "= planned peak",
+      std::snprintf(row, sizeof row, "  %-18s %-48s %s%s\n", name, "= planned peak",
                     format_bytes(total_[t]).c_str(), budget.c_str());
       s += row;
     }
@@ -85,21 +102,33 @@ public:
   /// the plan was made — the staging ring — is a line of the plan, so peak <= budget is the
   /// whole test.)
   void check(context& ctx, std::string_view what) const {
-    for (std::size_t t = 0; t < tier_count; ++t) {
-      const auto tier = static_cast<tier_id>(t);
+    for (const tier_id tier : tiers_in_order(&ctx)) {
+      const std::size_t t = static_cast<std::size_t>(tier);
       auto& b = ctx.budget(tier);
       if (total_[t] > b.limit())
         throw out_of_budget("memory plan of '" + std::string(what) + "' refused before the "
-                            "first step: tier '" + tier_name(tier) + "' needs " +
+                            "first step: tier '" + b.tier_name() + "' needs " +
                                 format_bytes(total_[t]) + ", its budget is " +
                                 format_bytes(b.limit()) + "\n" + to_string(&ctx),
-                            tier_name(tier), total_[t], b.limit(), b.limit());
+                            b.tier_name(), total_[t], b.limit(), b.limit());
     }
+    for (const line& l : lines_)  // a line on a tier the context lacks is refused by name
+      if (!ctx.tiers().contains(l.tier)) ctx.tiers().position(l.tier);
   }
 
 private:
+  // The context's tiers fastest first; without a context, every id that has a line.
+  static std::vector<tier_id> tiers_in_order(const context* ctx) {
+    std::vector<tier_id> order;
+    if (ctx)
+      for (const tier_info& t : ctx->tiers().all()) order.push_back(t.id);
+    else
+      for (std::size_t t = 0; t < tier_table::id_space; ++t) order.push_back(static_cast<tier_id>(t));
+    return order;
+  }
+
   std::vector<line> lines_;
-  std::array<std::size_t, tier_count> total_{};
+  std::array<std::size_t, tier_table::id_space> total_{};  // by tier id
 };
 
 STRATA_NAMESPACE_END

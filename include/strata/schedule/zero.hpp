@@ -10,7 +10,10 @@
 //   stage 3  + parameters sharded: all-gathered just before a layer runs, released after
 //
 // ZeRO-Offload is stage 2/3 with a host home; ZeRO-Infinity is stage 3 with an nvme home.
-// A bundle is a type; the executor reads the placements from it.
+// A bundle is a type: a bundle of placements, one per kind of state (DESIGN: "ZeRO stages are
+// bundles of placements"). Its param_placement and grad_placement are sharded_placement<...>
+// where the stage shards that state, so the executor's tensors are rank shards of a
+// shard_layout (tensor/shard_layout.hpp) and their handles say so.
 #pragma once
 
 #include <strata/tensor/placement.hpp>
@@ -20,18 +23,19 @@
 STRATA_NAMESPACE_BEGIN
 
 namespace detail {
-template <class Home>
-struct placement_for_home {  // compute on the device, live at Home (through pinned for nvme)
-  using type = placement<tier::device, Home>;
+// Compute on the device, live at Home; a file home is reached through the staging tier.
+template <class Partition, class Home>
+struct placement_for_home {
+  using type = std::conditional_t<Home::kind == tier_kind::file,
+                                  basic_placement<Partition, tier::device, tier::staging, Home>,
+                                  basic_placement<Partition, tier::device, Home>>;
 };
-template <>
-struct placement_for_home<tier::device> {
-  using type = placement<tier::device>;
+template <class Partition>
+struct placement_for_home<Partition, tier::device> {
+  using type = basic_placement<Partition, tier::device>;
 };
-template <>
-struct placement_for_home<tier::nvme> {
-  using type = placement<tier::device, tier::pinned, tier::nvme>;
-};
+template <bool Sharded>
+using partition_if = std::conditional_t<Sharded, partition::sharded, partition::replicated>;
 }  // namespace detail
 
 template <int Stage, class Home = tier::device>
@@ -40,17 +44,22 @@ struct zero_bundle {
   static_assert(memory_tier<Home>,
                 "zero_bundle<Stage, Home>: Home is a tier (tier::device, tier::pinned, "
                 "tier::host or tier::nvme)");
-  static_assert(Stage == 3 || !std::is_same_v<Home, tier::nvme>,
+  static_assert(Stage == 3 || Home::kind != tier_kind::file,
                 "zero_bundle: an nvme home needs stage 3 (ZeRO-Infinity); stages 0-2 keep whole "
                 "parameters at home and would stream every replica from the drive");
   static constexpr int stage = Stage;
   using home_tier = Home;
-  /// Where parameters (stage 3: shards; else replicas) and gradients live.
-  using state_placement = typename detail::placement_for_home<Home>::type;
-  /// The tier the optimizer updates on: home when the host can touch it, else pinned.
-  using optimizer_tier = std::conditional_t<std::is_same_v<Home, tier::nvme>, tier::pinned, Home>;
-  static constexpr bool params_sharded = Stage >= 3;
-  static constexpr bool grads_sharded = Stage >= 2;
+  /// Where the parameters live: rank shards from stage 3 on, padded replicas before.
+  using param_placement =
+      typename detail::placement_for_home<detail::partition_if<(Stage >= 3)>, Home>::type;
+  /// Where the gradients live: rank shards from stage 2 on, padded replicas before.
+  using grad_placement =
+      typename detail::placement_for_home<detail::partition_if<(Stage >= 2)>, Home>::type;
+  /// The tier the optimizer updates on: home unless it is a file (then the staging tier).
+  using optimizer_tier = std::conditional_t<Home::kind == tier_kind::file, tier::staging, Home>;
+  static constexpr bool params_sharded = param_placement::partition_type::is_sharded;
+  static constexpr bool grads_sharded = grad_placement::partition_type::is_sharded;
+  /// The optimizer's state (fp32 masters, m, v) is this rank's slice from stage 1 on.
   static constexpr bool optimizer_sharded = Stage >= 1;
 };
 
@@ -75,5 +84,8 @@ concept zero_policy = detail::is_zero_bundle<B>::value;
 
 static_assert(zero_policy<zero3_infinity> && zero3_infinity::params_sharded);
 static_assert(std::is_same_v<zero3_infinity::optimizer_tier, tier::pinned>);
+static_assert(std::is_same_v<zero3_infinity::param_placement,
+                             sharded_placement<tier::device, tier::pinned, tier::nvme>>);
+static_assert(zero2::grads_sharded && !zero2::params_sharded);
 
 STRATA_NAMESPACE_END

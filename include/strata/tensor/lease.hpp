@@ -23,15 +23,13 @@ struct read_write_t {
 inline constexpr read_only_t read_only{};
 inline constexpr read_write_t read_write{};
 
+class tensor_ref;
+
+/// [[nodiscard]]: a lease dropped at once fetches, waits and releases for nothing.
 template <class T, memory_tier Tier>
-class lease {
+class [[nodiscard]] lease {
 public:
   lease() = default;
-  lease(std::shared_ptr<detail::tensor_core> core, std::size_t slot)
-      : core_(std::move(core)), slot_(slot) {
-    auto [ptr, token] = core_->acquire(slot_, writable);
-    view_ = strata::view<T, Tier>(static_cast<T*>(ptr), core_->shape(), token);
-  }
   lease(lease&& o) noexcept
       : core_(std::move(o.core_)), slot_(o.slot_), view_(std::move(o.view_)) {}
   lease& operator=(lease&& o) noexcept {
@@ -63,6 +61,15 @@ public:
   explicit operator bool() const noexcept { return core_ != nullptr; }
 
 private:
+  template <class, class, class>
+  friend class tiered_tensor;
+  friend class tensor_ref;
+  lease(std::shared_ptr<detail::tensor_core> core, std::size_t slot)
+      : core_(std::move(core)), slot_(slot) {
+    auto [ptr, token] = core_->acquire(slot_, writable);
+    view_ = strata::view<T, Tier>(static_cast<T*>(ptr), core_->shape(), token);
+  }
+
   std::shared_ptr<detail::tensor_core> core_;
   std::size_t slot_ = 0;
   strata::view<T, Tier> view_;

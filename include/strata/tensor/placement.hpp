@@ -36,9 +36,9 @@ concept partition_policy = std::is_empty_v<P> && requires {
 namespace detail {
 template <memory_tier... Tiers>
 constexpr bool strictly_fastest_first() {
-  constexpr std::array<int, sizeof...(Tiers)> ids{static_cast<int>(Tiers::id)...};
-  for (std::size_t i = 1; i < ids.size(); ++i)
-    if (ids[i] <= ids[i - 1]) return false;
+  constexpr std::array<int, sizeof...(Tiers)> ranks{Tiers::speed_rank...};
+  for (std::size_t i = 1; i < ranks.size(); ++i)
+    if (ranks[i] <= ranks[i - 1]) return false;
   return true;
 }
 template <class First, class...>
@@ -58,8 +58,8 @@ struct basic_placement {
   static_assert(partition_policy<Partition>,
                 "placement: the partition must be partition::replicated or partition::sharded");
   static_assert(detail::strictly_fastest_first<Tiers...>(),
-                "placement: list each tier once, fastest first (device, pinned, host, nvme): the "
-                "compute tier first, the home tier last");
+                "placement: list each tier once, fastest first (by speed_rank: device, pinned, "
+                "host, nvme): the compute tier first, the home tier last");
 
   using partition_type = Partition;
   using compute_tier = typename detail::first_of<Tiers...>::type;
@@ -67,7 +67,7 @@ struct basic_placement {
   static constexpr std::size_t tier_count = sizeof...(Tiers);
   static constexpr std::array<tier_id, sizeof...(Tiers)> tiers{Tiers::id...};
 
-  static_assert(compute_tier::id != tier_id::nvme,
+  static_assert(compute_tier::kind != tier_kind::file,
                 "placement: the compute tier (first) must be addressable memory; nvme can only be "
                 "a home tier, e.g. placement<tier::device, tier::pinned, tier::nvme>");
 

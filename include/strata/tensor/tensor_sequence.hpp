@@ -78,16 +78,16 @@ private:
     std::vector<std::size_t> in_flight;  // positions fetched into the ring, not yet leased
     auto issue = [&](std::size_t p) {
       if constexpr (staged) {
-        auto& core = items_[index(p)].core();
-        if (core->valid_at(0)) return;  // already on the compute tier in its own memory
+        tensor_ref t = items_[index(p)].ref();
+        if (t.holds(compute_tier::id)) return;  // already on the compute tier in its own memory
         const std::size_t r = p % ring_.size();
-        core->fetch(0, ring_.data(r), ring_.take_uses(r));
+        t.fetch_into(compute_tier::id, ring_.data(r), ring_.take_uses(r));
         in_flight.push_back(p);
       }
     };
     auto give_back = [&](std::size_t p) {
       if constexpr (staged) {
-        ring_.add_uses(p % ring_.size(), items_[index(p)].core()->take_last_use(0));
+        ring_.add_uses(p % ring_.size(), items_[index(p)].ref().take_last_use(compute_tier::id));
       }
     };
     try {
@@ -96,7 +96,7 @@ private:
         if (p > 0 && p + depth < n) issue(p + depth);
         const std::size_t i = index(p);
         {
-          lease<elem, compute_tier> l(items_[i].core(), 0);
+          auto l = items_[i].ref().template acquire<elem, compute_tier>();
           std::erase(in_flight, p);
           ctx_->compute("compute " + items_[i].name(), [&] { f(i, l.view()); });
         }
@@ -105,7 +105,7 @@ private:
     } catch (...) {
       // Prefetched elements borrow ring memory: drop them before anyone reuses the ring.
       for (std::size_t p : in_flight) {
-        items_[index(p)].core()->evict(0, {});
+        items_[index(p)].ref().evict(compute_tier::id);
         give_back(p);
       }
       throw;

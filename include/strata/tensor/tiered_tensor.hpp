@@ -11,13 +11,16 @@
 // when the last lease ends, a copy on a non-home tier is written back if it was leased
 // read_write, and dropped. So a tensor occupies its compute tier only while it is leased or
 // prefetched. Move-only; not thread-safe (one thread uses a tensor at a time); the context
-// must outlive it. What does not live here: walking many tensors with lookahead
-// (tensor_sequence.hpp), and sharding across ranks (schedule/, later).
+// must outlive it. A tensor with a sharded placement is one rank's shard of a global tensor:
+// it is made from a shard_layout and a rank, and its size is the shard's. Higher floors reach
+// it through `ref()`, the public handle (tensor_ref.hpp). What does not live here: walking many
+// tensors with lookahead (tensor_sequence.hpp), and moving shards between ranks (schedule/).
 #pragma once
 
 #include <strata/tensor/lease.hpp>
 #include <strata/tensor/placement.hpp>
 #include <strata/tensor/prefetch.hpp>
+#include <strata/tensor/tensor_ref.hpp>
 
 #include <span>
 #include <vector>
@@ -47,11 +50,26 @@ public:
   using compute_tier = typename Placement::compute_tier;
   using home_tier = typename Placement::home_tier;
 
+  static constexpr bool sharded = Placement::partition_type::is_sharded;
+
   /// Allocates the tensor on its home tier (charged to that tier's budget) for `ctx`.
   tiered_tensor(context& ctx, std::string name, strata::shape s)
       : core_(std::make_shared<detail::tensor_core>(ctx, std::move(name), s, bytes_of<T>(s),
                                                     Placement::tiers.data(),
-                                                    Placement::tier_count)) {}
+                                                    Placement::tier_count)) {
+    static_assert(!sharded,
+                  "tiered_tensor: a sharded placement's tensor is one rank's shard; make it from "
+                  "a shard_layout and the rank: tiered_tensor(ctx, name, layout, rank)");
+  }
+
+  /// A sharded placement's tensor: rank `rank`'s shard of a flat global tensor split by
+  /// `layout` (layout.shard_numel() elements, padding included).
+  tiered_tensor(context& ctx, std::string name, const shard_layout& layout, int rank)
+      : core_(make_shard(ctx, std::move(name), layout, rank)) {
+    static_assert(sharded,
+                  "tiered_tensor: a shard_layout makes a sharded tensor; use a sharded placement "
+                  "(sharded_placement<...>) or the (ctx, name, shape) constructor");
+  }
 
   tiered_tensor(tiered_tensor&&) noexcept = default;
   tiered_tensor& operator=(tiered_tensor&&) noexcept = default;
@@ -65,14 +83,14 @@ public:
 
   /// A read-only lease on `Tier` (the compute tier by default): fetches and waits if needed.
   template <class Tier = compute_tier>
-  lease<const T, Tier> acquire(read_only_t = read_only) {
+  [[nodiscard]] lease<const T, Tier> acquire(read_only_t = read_only) {
     check_tier<Tier>();
     return {core_, index_of<Tier>()};
   }
 
   /// A read_write lease on `Tier`: exclusive; the data is written back when it ends.
   template <class Tier = compute_tier>
-  lease<T, Tier> acquire(read_write_t) {
+  [[nodiscard]] lease<T, Tier> acquire(read_write_t) {
     check_tier<Tier>();
     return {core_, index_of<Tier>()};
   }
@@ -120,10 +138,22 @@ public:
     return v;
   }
 
-  /// For tensor_sequence: the type-erased state.
-  const std::shared_ptr<detail::tensor_core>& core() const noexcept { return core_; }
+  /// The public handle: what the higher floors (executor, optimizers, checkpoints) use.
+  tensor_ref ref() noexcept { return tensor_ref(core_.get()); }
 
 private:
+  static std::shared_ptr<detail::tensor_core> make_shard(context& ctx, std::string name,
+                                                         const shard_layout& layout, int rank) {
+    if (rank < 0 || rank >= layout.world())
+      throw config_error("tensor '" + name + "': rank " + std::to_string(rank) +
+                         " is outside the shard layout's world of " +
+                         std::to_string(layout.world()));
+    const strata::shape s{layout.shard_numel()};
+    return std::make_shared<detail::tensor_core>(ctx, std::move(name), s, bytes_of<T>(s),
+                                                 Placement::tiers.data(), Placement::tier_count,
+                                                 shard_spec{layout, rank});
+  }
+
   template <class Tier>
   static constexpr void check_tier() {
     static_assert(memory_tier<Tier>, "tiered_tensor: the template argument must be a tier");

@@ -79,7 +79,7 @@ public:
 private:
   void check_alive() const {
     if (token_.expired())
-      throw access_error(std::string("view on tier '") + tier_name(Tier::id) + "' of shape " +
+      throw access_error(std::string("view on tier '") + Tier::name + "' of shape " +
                          shape_.to_string() + " used after its lease was released");
   }
 

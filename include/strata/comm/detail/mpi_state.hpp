@@ -29,9 +29,9 @@
 // single-header generator then inlines each of them once.
 #include <strata/comm/communicator.hpp>
 #include <strata/comm/detail/collective.hpp>
-#include <strata/comm/detail/memory.hpp>
 #include <strata/comm/detail/mpi_support.hpp>
 #include <strata/core/error.hpp>
+#include <strata/memory/pointer.hpp>
 
 #if STRATA_HAVE_MPI
 
@@ -65,7 +65,7 @@ public:
     MPI_Request request = MPI_REQUEST_NULL;
     stage at = stage::phase1;
     bool two_phase = false;
-    staged a, b;  // what each holds depends on the collective; see start()
+    staged a, b;  // what each holds depends on the collective; see the post_* steps
     std::vector<int> counts, displs, recv_counts, recv_displs;  // (size) v-collective arguments
     void* user_recv = nullptr;
     bool recv_device = false;
@@ -94,80 +94,17 @@ public:
     o->what = describe(call, seq_);
     check_usable_locked("cannot start " + o->what);
 
-    const auto n = static_cast<std::size_t>(size_);
-    const auto me = static_cast<std::size_t>(rank_);
-    const std::size_t count = call.count;
-    const bool send_device = is_device_memory(send);
+    const send_side from{send, is_device_memory(send)};
     o->recv_device = is_device_memory(recv);
     o->user_recv = recv;
-    const bool pinned = send_device || o->recv_device;
-    const std::string& what = o->what;
-
-    // Counts first: a count MPI cannot express is the same on every rank, so every rank throws
-    // here and nobody is left waiting.
-    int c = 0;
-    switch (call.kind) {
-    case collective::all_gather:
-    case collective::broadcast: c = mpi_count(count, "bytes", what); break;
-    case collective::reduce_scatter:
-    case collective::all_reduce: c = mpi_count(count, "floats", what); break;
-    case collective::barrier: break;
-    }
-
+    const int c = mpi_count_of(call, o->what);
     try {
-      switch (call.kind) {
-      case collective::all_gather:  // a: (size, count) bytes, this rank's block copied in place
-        o->a = staged(pool_, n * count, pinned);
-        copy_bytes(o->a.data() + me * count, send, count, send_device, "all_gather: copy in");
-        check_mpi(MPI_Iallgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, o->a.data(), c, MPI_BYTE,
-                                 data_, &o->request),
-                  "MPI_Iallgather for " + what);
-        break;
-      case collective::broadcast:  // a: (count) bytes
-        o->a = staged(pool_, count, pinned);
-        if (rank_ == call.root)
-          copy_bytes(o->a.data(), send, count, send_device, "broadcast: copy in");
-        check_mpi(MPI_Ibcast(o->a.data(), c, MPI_BYTE, call.root, data_, &o->request),
-                  "MPI_Ibcast for " + what);
-        break;
-      case collective::barrier:
-        check_mpi(MPI_Ibarrier(data_, &o->request), "MPI_Ibarrier for " + what);
-        break;
-      case collective::reduce_scatter:  // a: send (size, count); b: every rank's block `rank`
-        o->a = staged(pool_, n * count * sizeof(float), pinned);
-        o->b = staged(pool_, n * count * sizeof(float), false);
-        copy_bytes(o->a.data(), send, n * count * sizeof(float), send_device,
-                   "reduce_scatter: copy in");
-        check_mpi(MPI_Ialltoall(o->a.data(), c, MPI_FLOAT, o->b.data(), c, MPI_FLOAT, data_,
-                                &o->request),
-                  "MPI_Ialltoall for " + what);
-        break;
-      case collective::all_reduce: {  // a: send, later the result (count); b: (size, my part)
-        o->two_phase = true;
-        o->counts.resize(n);
-        o->displs.resize(n);
-        for (std::size_t i = 0; i < n; ++i) {
-          o->displs[i] = static_cast<int>(part_begin(count, n, i));
-          o->counts[i] = static_cast<int>(part_begin(count, n, i + 1) - part_begin(count, n, i));
-        }
-        const int mine = o->counts[me];
-        o->recv_counts.assign(n, mine);
-        o->recv_displs.resize(n);
-        for (std::size_t j = 0; j < n; ++j) o->recv_displs[j] = static_cast<int>(j) * mine;
-        o->a = staged(pool_, count * sizeof(float), pinned);
-        o->b = staged(pool_, n * static_cast<std::size_t>(mine) * sizeof(float), false);
-        copy_bytes(o->a.data(), send, count * sizeof(float), send_device, "all_reduce: copy in");
-        check_mpi(MPI_Ialltoallv(o->a.data(), o->counts.data(), o->displs.data(), MPI_FLOAT,
-                                 o->b.data(), o->recv_counts.data(), o->recv_displs.data(),
-                                 MPI_FLOAT, data_, &o->request),
-                  "MPI_Ialltoallv for " + what);
-        break;
-      }
-      }
+      post_locked(*o, from, c);
     } catch (const std::exception& e) {
       // The peers will wait for this collective: tell them why it never comes.
-      fail_locked("rank " + std::to_string(rank_) + " could not start " + what + ": " + e.what(),
-                  "could not start " + what + ": " + e.what());
+      fail_locked("rank " + std::to_string(rank_) + " could not start " + o->what + ": " +
+                      e.what(),
+                  "could not start " + o->what + ": " + e.what());
       throw;
     }
     ++seq_;
@@ -279,6 +216,109 @@ private:
       if (auto notice = control_.poll()) note_locked(*notice);
     if (failed_) throw failure_locked(consequence);
     if (closed_) throw comm_error("strata::comm mpi: communicator already destroyed");
+  }
+
+  /// The caller's send buffer, as the post_* steps copy it into staging.
+  struct send_side {
+    const void* data;
+    bool device;  // GPU memory: copied with cudaMemcpy
+  };
+
+  /// MPI's int count of `call`, checked before anything starts: a count MPI cannot express is
+  /// the same on every rank, so every rank throws here and nobody is left waiting.
+  static int mpi_count_of(const collective_call& call, const std::string& what) {
+    switch (call.kind) {
+    case collective::all_gather:
+    case collective::broadcast: return mpi_count(call.count, "bytes", what);
+    case collective::reduce_scatter:
+    case collective::all_reduce: return mpi_count(call.count, "floats", what);
+    case collective::barrier: break;
+    }
+    return 0;
+  }
+
+  /// Staging is pinned when a GPU buffer takes part: cudaMemcpy to and from it is then direct.
+  static bool pinned(const op& o, const send_side& from) noexcept {
+    return from.device || o.recv_device;
+  }
+
+  /// Copies the send data into o's staging and starts the nonblocking MPI collective on it; the
+  /// one place that decides what o.a and o.b hold for each collective.
+  void post_locked(op& o, const send_side& from, int c) {
+    switch (o.call.kind) {
+    case collective::all_gather: post_all_gather(o, from, c); break;
+    case collective::broadcast: post_broadcast(o, from, c); break;
+    case collective::barrier:
+      check_mpi(MPI_Ibarrier(data_, &o.request), "MPI_Ibarrier for " + o.what);
+      break;
+    case collective::reduce_scatter: post_reduce_scatter(o, from, c); break;
+    case collective::all_reduce: post_all_reduce(o, from); break;
+    }
+  }
+
+  /// a: (size, count) bytes, this rank's block copied in place, so MPI needs no send buffer.
+  void post_all_gather(op& o, const send_side& from, int c) {
+    const std::size_t count = o.call.count;
+    o.a = staged(pool_, static_cast<std::size_t>(size_) * count, pinned(o, from));
+    copy_bytes(o.a.data() + static_cast<std::size_t>(rank_) * count, from.data, count,
+               from.device, "all_gather: copy in");
+    check_mpi(MPI_Iallgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, o.a.data(), c, MPI_BYTE, data_,
+                             &o.request),
+              "MPI_Iallgather for " + o.what);
+  }
+
+  /// a: (count) bytes; only the root's holds data before MPI runs.
+  void post_broadcast(op& o, const send_side& from, int c) {
+    o.a = staged(pool_, o.call.count, pinned(o, from));
+    if (rank_ == o.call.root)
+      copy_bytes(o.a.data(), from.data, o.call.count, from.device, "broadcast: copy in");
+    check_mpi(MPI_Ibcast(o.a.data(), c, MPI_BYTE, o.call.root, data_, &o.request),
+              "MPI_Ibcast for " + o.what);
+  }
+
+  /// a: send (size, count); b: every rank's block `rank`, which deliver() sums in rank order.
+  void post_reduce_scatter(op& o, const send_side& from, int c) {
+    const std::size_t bytes = static_cast<std::size_t>(size_) * o.call.count * sizeof(float);
+    o.a = staged(pool_, bytes, pinned(o, from));
+    o.b = staged(pool_, bytes, false);
+    copy_bytes(o.a.data(), from.data, bytes, from.device, "reduce_scatter: copy in");
+    check_mpi(MPI_Ialltoall(o.a.data(), c, MPI_FLOAT, o.b.data(), c, MPI_FLOAT, data_,
+                            &o.request),
+              "MPI_Ialltoall for " + o.what);
+  }
+
+  /// Phase 1 of all_reduce. a: send, later the result (count); b: (size, my part), every rank's
+  /// copy of the part this rank sums (reduce_my_part) before phase 2 gathers the parts.
+  void post_all_reduce(op& o, const send_side& from) {
+    o.two_phase = true;
+    split_into_parts(o);
+    const auto n = static_cast<std::size_t>(size_);
+    const std::size_t count = o.call.count;
+    const auto mine = static_cast<std::size_t>(o.counts[static_cast<std::size_t>(rank_)]);
+    o.a = staged(pool_, count * sizeof(float), pinned(o, from));
+    o.b = staged(pool_, n * mine * sizeof(float), false);
+    copy_bytes(o.a.data(), from.data, count * sizeof(float), from.device, "all_reduce: copy in");
+    check_mpi(MPI_Ialltoallv(o.a.data(), o.counts.data(), o.displs.data(), MPI_FLOAT, o.b.data(),
+                             o.recv_counts.data(), o.recv_displs.data(), MPI_FLOAT, data_,
+                             &o.request),
+              "MPI_Ialltoallv for " + o.what);
+  }
+
+  /// all_reduce's v-collective arguments: part r of the vector (uneven sizes allowed, see
+  /// part_begin) goes to rank r, which receives its part from every rank, in rank order.
+  void split_into_parts(op& o) const {
+    const auto n = static_cast<std::size_t>(size_);
+    const std::size_t count = o.call.count;
+    o.counts.resize(n);
+    o.displs.resize(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      o.displs[i] = static_cast<int>(part_begin(count, n, i));
+      o.counts[i] = static_cast<int>(part_begin(count, n, i + 1) - part_begin(count, n, i));
+    }
+    const int mine = o.counts[static_cast<std::size_t>(rank_)];
+    o.recv_counts.assign(n, mine);
+    o.recv_displs.resize(n);
+    for (std::size_t j = 0; j < n; ++j) o.recv_displs[j] = static_cast<int>(j) * mine;
   }
 
   /// Tests the active ops in call order and moves them on. Phase 2 of an all_reduce starts only

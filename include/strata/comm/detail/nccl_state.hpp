@@ -17,9 +17,9 @@
 // single-header generator then inlines each of them once.
 #include <strata/comm/communicator.hpp>
 #include <strata/comm/detail/collective.hpp>
-#include <strata/comm/detail/memory.hpp>
 #include <strata/comm/detail/mpi_support.hpp>
 #include <strata/core/error.hpp>
+#include <strata/memory/pointer.hpp>
 
 #if STRATA_ENABLE_CUDA && STRATA_HAVE_NCCL && STRATA_HAVE_MPI
 

@@ -17,8 +17,8 @@
 
 #include <strata/comm/communicator.hpp>
 #include <strata/comm/detail/collective.hpp>
-#include <strata/comm/detail/memory.hpp>
 #include <strata/core/error.hpp>
+#include <strata/memory/pointer.hpp>
 
 #include <algorithm>
 #include <chrono>

@@ -73,11 +73,7 @@ inline streamed_adam::streamed_adam(context& ctx, std::vector<group_spec> groups
   sub_ = sub_group_for(block_elems_, groups_, config, name_);
   constexpr std::size_t f = sizeof(float);
 
-  for (std::size_t t = 0; t < tier_count; ++t) {
-    const auto tier = static_cast<tier_id>(t);
-    if (const std::size_t held = ctx_.budget(tier).used())
-      plan_.add(tier, "already held by the context (staging ring, ...)", held);
-  }
+  plan_.add_held_by(ctx_);
   const memory_plan own = plan_for(ctx_, groups_, config, name_);
   for (const auto& l : own.lines()) {
     plan_.add(l.tier, l.what, l.bytes);

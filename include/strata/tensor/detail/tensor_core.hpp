@@ -2,7 +2,7 @@
 //
 // One slot per tier of the placement (0 = compute tier, last = home). A slot may hold memory
 // (owned, or borrowed from a sequence's ring) and may hold the current value ("valid"). Rules:
-//  - Home always has memory (or, on tier nvme, a handle in the context's store); it is valid
+//  - Home always has memory (or, on a file tier, a handle in the context's store); it is valid
 //    except while a write lease on another tier is out.
 //  - A fetch copies from the nearest valid slot below; a copy into a slot waits for the copies
 //    still reading it, a copy out of a slot waits for the copy that filled it (`ready`).
@@ -10,33 +10,37 @@
 //    other copies. When the last lease on a non-home slot ends, dirty data is written back to
 //    home and the slot is evicted (its memory returned once pending copies are done).
 // Not thread-safe: a tensor belongs to one thread at a time, as a std::vector does. The copies
-// it starts run on the context's queues and touch only memory, never this state.
+// it starts run on the context's queues and touch only memory, never this state. The public
+// face of all this is tensor_ref (tensor_ref.hpp); nothing above floor 5 sees this class.
 #pragma once
 
 #include <strata/core/shape.hpp>
 #include <strata/exec/context.hpp>
+#include <strata/tensor/shard_layout.hpp>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 STRATA_NAMESPACE_BEGIN
 namespace detail {
 
-class tensor_core {
+class tensor_core : public std::enable_shared_from_this<tensor_core> {
 public:
   tensor_core(context& ctx, std::string name, strata::shape s, std::size_t bytes,
-              const tier_id* tiers, std::size_t tier_count)
-      : ctx_(ctx), name_(std::move(name)), shape_(s), bytes_(bytes) {
+              const tier_id* tiers, std::size_t tier_count, std::optional<shard_spec> shard = {})
+      : ctx_(ctx), name_(std::move(name)), shape_(s), bytes_(bytes), shard_(shard) {
     for (std::size_t i = 0; i < tier_count; ++i) slots_.emplace_back(tiers[i]);
+    for (auto& sl : slots_) ctx_.tiers().position(sl.tier);  // refuses a tier the context lacks
     slot& h = slots_.back();
-    if (h.tier == tier_id::nvme) {
+    if (is_file(h.tier)) {
       io::nvme_store& store = ctx_.nvme();  // refuses a context without an NVMe tier
-      ctx_.budget(tier_id::nvme).reserve(bytes_, name_);
+      ctx_.budget(h.tier).reserve(bytes_, name_);
       try {
         h.file = store.create(bytes_, name_);
       } catch (...) {
-        ctx_.budget(tier_id::nvme).release(bytes_);
+        ctx_.budget(h.tier).release(bytes_);
         throw;
       }
     } else {
@@ -49,9 +53,9 @@ public:
   ~tensor_core() {
     for (auto& s : slots_) ctx_.retire(std::move(s.owned), uses_of(s));
     slot& h = slots_.back();
-    if (h.tier == tier_id::nvme) {
+    if (is_file(h.tier)) {
       auto* store = &ctx_.nvme();
-      auto* budget = &ctx_.budget(tier_id::nvme);
+      auto* budget = &ctx_.budget(h.tier);
       ctx_.retire(
           [store, budget, file = h.file, bytes = bytes_] {
             store->destroy(file);
@@ -67,9 +71,19 @@ public:
   const strata::shape& shape() const noexcept { return shape_; }
   std::size_t bytes() const noexcept { return bytes_; }
   std::size_t home() const noexcept { return slots_.size() - 1; }
+  std::size_t slot_count() const noexcept { return slots_.size(); }
   tier_id tier_at(std::size_t k) const noexcept { return slots_[k].tier; }
+  /// The slot of tier t; access_error naming the tensor when its placement lacks t.
+  std::size_t slot_of(tier_id t) const {
+    for (std::size_t k = 0; k < slots_.size(); ++k)
+      if (slots_[k].tier == t) return k;
+    throw access_error("tensor '" + name_ + "': tier '" + ctx_.tiers().name(t) +
+                       "' is not in its placement");
+  }
+  const std::optional<shard_spec>& shard() const noexcept { return shard_; }
+  context& ctx() const noexcept { return ctx_; }
   bool valid_at(std::size_t k) const noexcept { return slots_[k].valid; }
-  /// The home's handle in the context's NVMe store (meaningful when the home tier is nvme).
+  /// The home's handle in the context's NVMe store (meaningful when the home is a file tier).
   io::nvme_store::handle home_file() const noexcept { return slots_.back().file; }
   bool leased() const noexcept {
     for (auto& s : slots_)
@@ -168,7 +182,7 @@ public:
     if (k == home()) return;
     if (s.readers || s.writer)
       throw access_error("tensor '" + name_ + "': cannot evict it from tier '" +
-                         tier_name(s.tier) + "' while a lease on it is held");
+                         ctx_.tiers().name(s.tier) + "' while a lease on it is held");
     auto uses = uses_of(s);
     uses.insert(uses.end(), extra.begin(), extra.end());
     if (s.owned)
@@ -206,7 +220,7 @@ public:
     return h.ready;
   }
 
-  /// Slot k's memory (null on tier nvme or when the slot holds nothing).
+  /// Slot k's memory (null on a file tier or when the slot holds nothing).
   void* ptr_at(std::size_t k) const noexcept { return slots_[k].ptr; }
 
   /// The event after which slot k holds the value (its fetch, or the write into it).
@@ -245,13 +259,15 @@ private:
     std::shared_ptr<const void> token;  // alive while leases are out: views check it
   };
 
+  bool is_file(tier_id t) const { return !ctx_.tiers().info(t).addressable(); }
+
   // One copy between two slots, whatever their tiers: memory to memory, or to/from the NVMe
   // tier's store.
   event copy(slot& dst, const slot& src, std::string label, std::vector<event> after) {
     copy_engine& c = ctx_.copies();
-    if (src.tier == tier_id::nvme)
+    if (is_file(src.tier))
       return c.read_nvme(dst.ptr, dst.tier, src.file, bytes_, std::move(label), std::move(after));
-    if (dst.tier == tier_id::nvme)
+    if (is_file(dst.tier))
       return c.write_nvme(dst.file, src.ptr, src.tier, bytes_, std::move(label), std::move(after));
     return c.copy(dst.ptr, dst.tier, src.ptr, src.tier, bytes_, std::move(label),
                   std::move(after));
@@ -278,9 +294,9 @@ private:
       const slot& o = slots_[i];
       if (o.writer || (write && o.readers))
         throw access_error("tensor '" + name_ + "': a " + (write ? "read_write" : "read_only") +
-                           " lease on tier '" + tier_name(slots_[k].tier) +
+                           " lease on tier '" + ctx_.tiers().name(slots_[k].tier) +
                            "' conflicts with the " + (o.writer ? "read_write" : "read_only") +
-                           " lease held on tier '" + tier_name(o.tier) +
+                           " lease held on tier '" + ctx_.tiers().name(o.tier) +
                            "' (a read_write lease is exclusive)");
     }
   }
@@ -289,6 +305,7 @@ private:
   std::string name_;
   strata::shape shape_;
   std::size_t bytes_;
+  std::optional<shard_spec> shard_;
   std::vector<slot> slots_;
 };
 

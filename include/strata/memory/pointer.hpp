@@ -1,8 +1,13 @@
-// strata/comm/detail/memory.hpp — telling GPU buffers from host buffers, and copying either.
+// strata/memory/pointer.hpp — what a raw pointer points at (GPU or host memory), and a copy
+// that works for either.
 //
-// The host-side communicators (solo, mpi) accept device buffers in the CUDA build and move them
-// with cudaMemcpy; everything else they touch is host memory. In the host build the emulated
-// device is host memory, so plain copies reach it and nothing here needs CUDA.
+// What lives here: is_device_memory(p) and copy_bytes(), for code that is handed buffers it did
+// not allocate — the host-side communicators (comm::solo, comm::threads, comm::mpi) accept GPU
+// buffers in the CUDA build and move them with cudaMemcpy, and optim's gradient statistics
+// reach CUDA's headers through this one. In the host build the emulated device is host memory,
+// so plain copies reach it and nothing here needs CUDA.
+// What does not: tier-aware copies with queues and budgets (exec/copy_engine.hpp), memory
+// resources (resource.hpp).
 #pragma once
 
 #include <strata/core/config.hpp>
@@ -16,7 +21,6 @@
 #endif
 
 STRATA_NAMESPACE_BEGIN
-namespace comm::detail {
 
 /// True when p points into GPU memory. Any error from the query (a pointer CUDA never saw, no
 /// driver) means host memory. Always false in the host build.
@@ -36,7 +40,9 @@ inline bool is_device_memory(const void* p) noexcept {
 }
 
 /// Copies `bytes` from src to dst and returns when they are there. `device` says that one side
-/// is GPU memory (then cudaMemcpy, which finds the direction itself); host copies may overlap.
+/// is GPU memory (then cudaMemcpy, which finds the direction itself; callers ask
+/// is_device_memory once per buffer, not once per copy); host copies may overlap. `what` names
+/// the copy in a CUDA error's message.
 inline void copy_bytes(void* dst, const void* src, std::size_t bytes, bool device,
                        const char* what) {
   if (bytes == 0 || dst == src) return;
@@ -51,5 +57,4 @@ inline void copy_bytes(void* dst, const void* src, std::size_t bytes, bool devic
   std::memmove(dst, src, bytes);
 }
 
-}  // namespace comm::detail
 STRATA_NAMESPACE_END

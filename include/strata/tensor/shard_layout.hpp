@@ -1,10 +1,12 @@
-// strata/schedule/partition.hpp — how a flat buffer of parameters is split across ranks.
+// strata/tensor/shard_layout.hpp — how a flat tensor is split across ranks: the layout of a
+// sharded placement.
 //
-// ZeRO keeps each layer's parameters as one flat buffer (the layer's tensors back to back) and
-// gives each rank one contiguous slice of it. Any size works with any world size: the buffer is
-// padded up to a multiple of the world size, every rank's shard has the same length, and the
-// padding (zeros, never read by the model) sits at the end of the last shards. What does not
-// live here: moving shards (executor.hpp) and which tier they live on (zero.hpp).
+// A tensor with a sharded placement (sharded_placement<...>, placement.hpp) is one rank's
+// contiguous slice of a flat global tensor. Any size works with any world size: the global
+// tensor is padded up to a multiple of the world size, every rank's shard has the same length,
+// and the padding (zeros, never read by the model) sits at the end of the last shards. ZeRO
+// keeps each layer's parameters this way (the layer's tensors back to back). What does not live
+// here: moving shards (schedule/executor.hpp) and which tier they live on (the placement).
 #pragma once
 
 #include <strata/core/error.hpp>
@@ -41,10 +43,14 @@ private:
   std::size_t shard_ = 0;
 };
 
-/// One layer's parameters as the executor sees them: a name and a flat element count.
-struct layer_spec {
-  std::string name;
-  std::size_t numel;
+/// Which shard of which layout a tensor holds: what a sharded tensor's handle reports, so that
+/// a checkpoint or a reshard knows where its bytes sit in the global tensor.
+struct shard_spec {
+  shard_layout layout;
+  int rank;
+  /// First global element of this shard, and its real (not padding) elements.
+  std::size_t offset() const noexcept { return layout.offset(rank); }
+  std::size_t valid() const noexcept { return layout.valid_in(rank); }
 };
 
 STRATA_NAMESPACE_END
