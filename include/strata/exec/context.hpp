@@ -199,8 +199,8 @@ public:
     retired_count_.store(retired_.size(), std::memory_order_release);
   }
 
-  event copy(void* dst, tier_id to, const void* src, tier_id from, std::size_t bytes,
-             std::string label, std::vector<event> after = {}) {
+  [[nodiscard]] event copy(void* dst, tier_id to, const void* src, tier_id from, std::size_t bytes,
+                           std::string label, std::vector<event> after = {}) {
     return copies().copy(dst, to, src, from, bytes, std::move(label), std::move(after));
   }
 

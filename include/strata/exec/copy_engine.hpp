@@ -8,9 +8,9 @@
 // The context's tier table (copy_route per pair, tier kinds, speed ranks) decides the mechanics:
 // a direct route is one memcpy / cudaMemcpyAsync / file read; a staged route streams through
 // slots of the pinned staging ring, so on a GPU the CPU (or file) side of one chunk overlaps the
-// DMA of the previous one. "Toward the device" means to a tier of smaller speed_rank. Pointers claiming to be
-// device memory are checked against the device resource: passing host memory as device memory
-// is an access_error, as it would be a fault on a real GPU.
+// DMA of the previous one. "Toward the device" means to a tier of smaller speed_rank. Pointers
+// claiming to be device memory are checked against the device resource: passing host memory as
+// device memory is an access_error, as it would be a fault on a real GPU.
 #pragma once
 
 #include <strata/exec/staging_ring.hpp>
@@ -101,8 +101,8 @@ public:
   /// Copies `bytes` from `src` (on tier `from`) to `dst` (on tier `to`) after every event in
   /// `after`; the returned event completes when the bytes have arrived. `label` names the copy
   /// in the trace and in errors. Both tiers must be addressable (not a file tier).
-  event copy(void* dst, tier_id to, const void* src, tier_id from, std::size_t bytes,
-             std::string label, std::vector<event> after = {}) {
+  [[nodiscard]] event copy(void* dst, tier_id to, const void* src, tier_id from, std::size_t bytes,
+                           std::string label, std::vector<event> after = {}) {
     const tier_info &dt = tiers_.info(to), &st = tiers_.info(from);
     if (!dt.addressable() || !st.addressable())
       throw config_error("copy '" + label + "': tier " + (dt.addressable() ? st : dt).name +
@@ -145,8 +145,8 @@ public:
 
   /// Reads `bytes` of NVMe-tier data `h` into `dst` on tier `to`, on the io-read queue. To the
   /// device it streams through the staging ring (file -> pinned slot -> DMA).
-  event read_nvme(void* dst, tier_id to, io::nvme_store::handle h, std::size_t bytes,
-                  std::string label, std::vector<event> after = {}) {
+  [[nodiscard]] event read_nvme(void* dst, tier_id to, io::nvme_store::handle h, std::size_t bytes,
+                                std::string label, std::vector<event> after = {}) {
     io::nvme_store& store = nvme(label);
     check_claim(dst, to, bytes, label, "destination");
     const tier_info& dt = tiers_.info(to);
@@ -165,8 +165,9 @@ public:
   /// Writes `bytes` from `src` on tier `from` as the new value of NVMe-tier data `h`, on the
   /// io-write queue. Copy-on-write: until the write has fully succeeded, the old value stays
   /// current, so a failed write loses nothing that was committed before it.
-  event write_nvme(io::nvme_store::handle h, const void* src, tier_id from, std::size_t bytes,
-                   std::string label, std::vector<event> after = {}) {
+  [[nodiscard]] event write_nvme(io::nvme_store::handle h, const void* src, tier_id from,
+                                 std::size_t bytes, std::string label,
+                                 std::vector<event> after = {}) {
     io::nvme_store& store = nvme(label);
     check_claim(src, from, bytes, label, "source");
     const tier_info& st = tiers_.info(from);

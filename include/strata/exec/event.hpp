@@ -1,7 +1,7 @@
 // strata/exec/event.hpp — completion of asynchronous work, and the error it ended with.
 //
 // An event is a shared handle: the queue that runs the work completes it, anyone holding a copy
-// can wait on it. A failure on a background queue (a copy, later an IO) is stored in the event
+// can wait on it. A failure on a background queue (a copy, an IO) is stored in the event
 // and rethrown by wait() in the waiting thread — errors surface where the data is needed, never
 // as a crash on a worker thread. A default-constructed event is already complete.
 // In the CUDA build an event may also stand for a point in a CUDA stream (a cudaEvent_t).
@@ -50,7 +50,7 @@ public:
 
 #if STRATA_ENABLE_CUDA
   /// An event for the current end of a CUDA stream's work.
-  static event recorded_on(cudaStream_t stream) {
+  [[nodiscard]] static event recorded_on(cudaStream_t stream) {
     event e = pending();
     check_cuda(cudaEventCreateWithFlags(&e.state_->cuda_event, cudaEventDisableTiming),
                "cudaEventCreate");

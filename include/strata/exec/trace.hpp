@@ -1,6 +1,6 @@
 // strata/exec/trace.hpp — what every queue did and when: spans, Chrome trace JSON, a summary.
 //
-// Each queue (compute, h2d, d2h, later io and collectives) records a span per piece of work.
+// Each queue (compute, h2d, d2h, io-read, io-write, collectives) records a span per piece of work.
 // The recorder writes them as Chrome trace JSON (open it in Perfetto or chrome://tracing) and
 // summarises them: busy time per queue, and the fraction of wall time compute was busy — the
 // number the overlap goals are written in. Tests assert on spans (does a copy overlap compute?),

@@ -1,7 +1,7 @@
 // strata/exec/work_queue.hpp — an in-order queue of host work on its own thread.
 //
-// The host build's streams: each copy direction (h2d, d2h; later io) is one work_queue, so
-// work on different queues overlaps while work on one queue runs in submission order — the
+// The host build's streams: each copy direction (h2d, d2h, io-read, io-write) is one
+// work_queue, so work on different queues overlaps while work on one queue runs in submission order — the
 // semantics of a CUDA stream. In the CUDA build the copy queues are work_queues too: each owns
 // a CUDA stream, issues its cudaMemcpyAsync calls there and waits for them on its own thread,
 // so staging (host memcpy into pinned slots) and DMA pipeline without blocking the caller.
@@ -41,8 +41,8 @@ public:
   /// Runs `fn` on the worker after all earlier tasks and after every event in `after`.
   /// The returned event completes when fn returns, or fails with what fn (or a dependency)
   /// threw.
-  event submit(span_kind kind, std::string label, std::function<void()> fn,
-               std::vector<event> after = {}) {
+  [[nodiscard]] event submit(span_kind kind, std::string label, std::function<void()> fn,
+                             std::vector<event> after = {}) {
     event done = event::pending();
     {
       std::lock_guard lock(mutex_);
