@@ -48,6 +48,7 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -154,10 +155,47 @@ private:
   void drain() noexcept;
 
   // The pipeline over groups [first, last): k_of(g), grad_of(g) -> const G*, copy_of(g) -> P*
-  // (nullptr: none), master_of(g) -> float* (external masters only).
+  // (nullptr: none), master_of(g) -> float* (external masters only). Its steps follow.
   template <class G, class P, class K, class Grads, class Copies, class Masters>
   void run(std::size_t first, std::size_t last, K&& k_of, Grads&& grad_of, Copies&& copy_of,
            Masters&& master_of);
+
+  // One run's state: its sub-groups, the new version of every tensor (a fresh handle and its
+  // copy-on-write transaction) and, per sub-group and array, the events of its read and write.
+  // It outlives every IO it submits: a run waits for them, or drains the queues on failure.
+  struct run_state {
+    std::size_t first, last;
+    std::string step_name;
+    std::vector<std::vector<piece>> chunks;
+    std::vector<std::array<handle, 3>> fresh;
+    std::vector<std::optional<io::nvme_store::write_txn>> txns;  // (group - first) x 3 kinds
+    std::vector<std::array<event, 3>> read_done, written;
+    io::nvme_store::write_txn& txn(std::size_t g, state_kind k) {
+      return *txns[(g - first) * 3 + k];
+    }
+  };
+  // New handles and open transactions for every tensor of groups [first, last).
+  void begin_versions(run_state& r);
+  // Sub-group c's array a into its set, on that array's reader, after `after`.
+  void start_read(run_state& r, std::size_t c, std::size_t a, std::vector<event> after);
+  // Sub-group c's array a from its set into the new version, on that array's writer.
+  void start_write(run_state& r, std::size_t c, std::size_t a);
+  // Adam on sub-group c, in its set (the reads have arrived).
+  template <class G, class P, class K, class Grads, class Copies, class Masters>
+  void update_sub_group(run_state& r, std::size_t c, K& k_of, Grads& grad_of, Copies& copy_of,
+                        Masters& master_of);
+  // Every write has ended: commit each new version (a failure leaves the current ones).
+  void commit_versions(run_state& r);
+  // After a failure: nothing of the run may still touch the sets; the new versions go.
+  void abandon_versions(run_state& r) noexcept;
+  // After the commits: the new versions become current (nothing here can fail).
+  void adopt_versions(run_state& r) noexcept;
+  // Runs io(), giving an io_error or format_error the place it happened (`at`), its type kept.
+  template <class F>
+  void guarded(F&& io, const std::string& at) const;
+  // "step N, sub-group c: <doing> group 'g', tensor 't', elements [a, b) (byte offset o)".
+  std::string where(const run_state& r, std::size_t c, const piece& p, state_kind k,
+                    const char* doing) const;
 
   context& ctx_;
   std::string name_;

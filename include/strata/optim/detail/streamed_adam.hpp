@@ -260,127 +260,146 @@ void streamed_adam::update_group(std::size_t g, const adam_step_scalars& k,
 template <class G, class P, class K, class Grads, class Copies, class Masters>
 void streamed_adam::run(std::size_t first, std::size_t last, K&& k_of, Grads&& grad_of,
                         Copies&& copy_of, Masters&& master_of) {
-  (void)copy_of;  // unused without a parameter copy
-  io::nvme_store& store = ctx_.nvme();
-  const auto chunks = sub_groups(first, last);
-  const std::size_t count = chunks.size();
-  const std::size_t na = kinds();
-  const std::string step_name = "step " + std::to_string(t_ + 1);
-  constexpr std::size_t f = sizeof(float);
-
-  // The step's new version of every tensor: fresh handles, one transaction each.
-  std::vector<std::array<handle, 3>> fresh(last - first, {0, 0, 0});
-  std::vector<std::optional<io::nvme_store::write_txn>> txns((last - first) * 3);
-  auto txn_of = [&](std::size_t g, state_kind k) -> io::nvme_store::write_txn& {
-    return *txns[(g - first) * 3 + k];
-  };
-  auto where = [&](std::size_t c, const piece& p, state_kind k, const char* doing) {
-    return step_name + ", sub-group " + std::to_string(c) + ": " + doing + " group '" +
-           groups_[p.group].name + "', tensor '" + tensor_name(p.group, k) + "', elements [" +
-           std::to_string(p.offset) + ", " + std::to_string(p.offset + p.count) +
-           ") (byte offset " + std::to_string(p.offset * f) + ")";
-  };
-  // Errors keep their type (io_error, format_error) and gain where they happened.
-  auto guarded = [&](auto&& io, const std::string& at) {
-    try {
-      io();
-    } catch (const io_error& e) {
-      rethrow_as(e, at);
-    } catch (const format_error& e) {
-      rethrow_as(e, at);
-    }
-  };
-
-  // Per sub-group and array: its read, and its write. An array's region of a set is refilled
-  // (with sub-group c+3) once its write of sub-group c is done.
-  std::vector<std::array<event, 3>> read_done(count), written(count);
-  auto read = [&](std::size_t c, std::size_t a, std::vector<event> after) {
-    const state_kind k = kind_at(a);
-    read_done[c][a] = readers_[a]->submit(
-        span_kind::io_read, name_ + " read " + kind_name(k) + " sub-group " + std::to_string(c),
-        [&, c, a, k] {
-          for (const piece& p : chunks[c])
-            guarded([&] {
-              store.read(current_[p.group][k], p.offset * f, array(c % 3, a) + p.pos,
-                         p.count * f);
-            }, where(c, p, k, "reading"));
-        },
-        std::move(after));
-  };
-  auto write = [&](std::size_t c, std::size_t a) {
-    const state_kind k = kind_at(a);
-    written[c][a] = writers_[a]->submit(
-        span_kind::io_write, name_ + " write " + kind_name(k) + " sub-group " + std::to_string(c),
-        [&, c, a, k] {
-          for (const piece& p : chunks[c])
-            guarded([&] {
-              txn_of(p.group, k).write(p.offset * f, array(c % 3, a) + p.pos, p.count * f);
-            }, where(c, p, k, "writing"));
-        });
-  };
-
+  run_state r{first, last, "step " + std::to_string(t_ + 1), sub_groups(first, last), {}, {}, {},
+              {}};
+  const std::size_t count = r.chunks.size(), na = kinds();
+  r.fresh.assign(last - first, {0, 0, 0});
+  r.txns.resize((last - first) * 3);
+  r.read_done.resize(count);
+  r.written.resize(count);
   try {
-    for (std::size_t g = first; g < last; ++g) {
-      if (!groups_[g].numel) continue;
-      for (std::size_t a = 0; a < na; ++a) {
-        const state_kind k = kind_at(a);
-        handle h = store.create(groups_[g].numel * f, tensor_name(g, k));
-        fresh[g - first][k] = h;
-        guarded([&] { txns[(g - first) * 3 + k].emplace(store.begin_write(h)); },
-                step_name + ": starting the new version of '" + tensor_name(g, k) + "'");
-      }
-    }
-
+    begin_versions(r);
+    // Three sets in flight: sub-group c+3 is read into c's set once c's writes have ended.
     for (std::size_t c = 0; c < std::min<std::size_t>(3, count); ++c)
-      for (std::size_t a = 0; a < na; ++a) read(c, a, {});
+      for (std::size_t a = 0; a < na; ++a) start_read(r, c, a, {});
     for (std::size_t c = 0; c < count; ++c) {
-      for (std::size_t a = 0; a < na; ++a) read_done[c][a].wait();
-      const std::size_t set = c % 3;
-      {
-        trace_recorder::scope span(ctx_.trace(), name_ + " update", span_kind::optimizer,
-                                   name_ + " update sub-group " + std::to_string(c));
-        for (const piece& p : chunks[c]) {
-          const std::size_t n = p.count;
-          float* w = own_master_ ? array(set, 0) + p.pos : master_of(p.group) + p.offset;
-          float* m = array(set, own_master_ ? 1 : 0) + p.pos;
-          float* v = array(set, own_master_ ? 2 : 1) + p.pos;
-          const G* g = grad_of(p.group) + p.offset;
-          P* copy = nullptr;
-          if constexpr (!std::is_same_v<P, no_copy>) copy = copy_of(p.group) + p.offset;
-          adam_update<G, P>(k_of(p.group), std::span<float>(w, n), std::span<float>(m, n),
-                            std::span<float>(v, n), std::span<const G>(g, n), copy, simd_,
-                            threads_);
-        }
-      }
+      for (std::size_t a = 0; a < na; ++a) r.read_done[c][a].wait();
+      update_sub_group<G, P>(r, c, k_of, grad_of, copy_of, master_of);
       for (std::size_t a = 0; a < na; ++a) {
-        write(c, a);
-        if (c + 3 < count) read(c + 3, a, {written[c][a]});
+        start_write(r, c, a);
+        if (c + 3 < count) start_read(r, c + 3, a, {r.written[c][a]});
       }
     }
-    for (auto& ws : written)
+    for (auto& ws : r.written)
       for (std::size_t a = 0; a < na; ++a) ws[a].wait();
-    for (std::size_t g = first; g < last; ++g)
-      for (std::size_t a = 0; a < na && groups_[g].numel; ++a) {
-        const state_kind k = kind_at(a);
-        guarded([&] { txn_of(g, k).commit(); },
-                step_name + ": committing group '" + groups_[g].name + "', tensor '" +
-                    tensor_name(g, k) + "'");
-      }
+    commit_versions(r);
   } catch (...) {
-    drain();  // nothing of this step may still touch the sets, the transactions or `chunks`
-    txns.clear();
-    for (auto& hs : fresh)
-      for (handle h : hs)
-        if (h) store.destroy(h);
+    abandon_versions(r);
     throw;
   }
-  // Every new version is written and committed: it becomes current (nothing here can fail).
-  txns.clear();
-  for (std::size_t g = first; g < last; ++g)
-    for (std::size_t a = 0; a < na; ++a) {
+  adopt_versions(r);
+}
+
+template <class F>
+void streamed_adam::guarded(F&& io, const std::string& at) const {
+  try {
+    io();
+  } catch (const io_error& e) {
+    rethrow_as(e, at);
+  } catch (const format_error& e) {
+    rethrow_as(e, at);
+  }
+}
+
+inline std::string streamed_adam::where(const run_state& r, std::size_t c, const piece& p,
+                                        state_kind k, const char* doing) const {
+  constexpr std::size_t f = sizeof(float);
+  return r.step_name + ", sub-group " + std::to_string(c) + ": " + doing + " group '" +
+         groups_[p.group].name + "', tensor '" + tensor_name(p.group, k) + "', elements [" +
+         std::to_string(p.offset) + ", " + std::to_string(p.offset + p.count) +
+         ") (byte offset " + std::to_string(p.offset * f) + ")";
+}
+
+inline void streamed_adam::begin_versions(run_state& r) {
+  io::nvme_store& store = ctx_.nvme();
+  for (std::size_t g = r.first; g < r.last; ++g) {
+    if (!groups_[g].numel) continue;
+    for (std::size_t a = 0; a < kinds(); ++a) {
+      const state_kind k = kind_at(a);
+      handle h = store.create(groups_[g].numel * sizeof(float), tensor_name(g, k));
+      r.fresh[g - r.first][k] = h;
+      guarded([&] { r.txns[(g - r.first) * 3 + k].emplace(store.begin_write(h)); },
+              r.step_name + ": starting the new version of '" + tensor_name(g, k) + "'");
+    }
+  }
+}
+
+inline void streamed_adam::start_read(run_state& r, std::size_t c, std::size_t a,
+                                      std::vector<event> after) {
+  const state_kind k = kind_at(a);
+  io::nvme_store& store = ctx_.nvme();
+  r.read_done[c][a] = readers_[a]->submit(
+      span_kind::io_read, name_ + " read " + kind_name(k) + " sub-group " + std::to_string(c),
+      [this, &r, &store, c, a, k] {
+        constexpr std::size_t f = sizeof(float);
+        for (const piece& p : r.chunks[c])
+          guarded([&] {
+            store.read(current_[p.group][k], p.offset * f, array(c % 3, a) + p.pos, p.count * f);
+          }, where(r, c, p, k, "reading"));
+      },
+      std::move(after));
+}
+
+inline void streamed_adam::start_write(run_state& r, std::size_t c, std::size_t a) {
+  const state_kind k = kind_at(a);
+  r.written[c][a] = writers_[a]->submit(
+      span_kind::io_write, name_ + " write " + kind_name(k) + " sub-group " + std::to_string(c),
+      [this, &r, c, a, k] {
+        constexpr std::size_t f = sizeof(float);
+        for (const piece& p : r.chunks[c])
+          guarded(
+              [&] { r.txn(p.group, k).write(p.offset * f, array(c % 3, a) + p.pos, p.count * f); },
+              where(r, c, p, k, "writing"));
+      });
+}
+
+template <class G, class P, class K, class Grads, class Copies, class Masters>
+void streamed_adam::update_sub_group(run_state& r, std::size_t c, K& k_of, Grads& grad_of,
+                                     Copies& copy_of, Masters& master_of) {
+  (void)copy_of;  // unused without a parameter copy
+  const std::size_t set = c % 3;
+  trace_recorder::scope span(ctx_.trace(), name_ + " update", span_kind::optimizer,
+                             name_ + " update sub-group " + std::to_string(c));
+  for (const piece& p : r.chunks[c]) {
+    const std::size_t n = p.count;
+    float* w = own_master_ ? array(set, 0) + p.pos : master_of(p.group) + p.offset;
+    float* m = array(set, own_master_ ? 1 : 0) + p.pos;
+    float* v = array(set, own_master_ ? 2 : 1) + p.pos;
+    const G* g = grad_of(p.group) + p.offset;
+    P* copy = nullptr;
+    if constexpr (!std::is_same_v<P, no_copy>) copy = copy_of(p.group) + p.offset;
+    adam_update<G, P>(k_of(p.group), std::span<float>(w, n), std::span<float>(m, n),
+                      std::span<float>(v, n), std::span<const G>(g, n), copy, simd_, threads_);
+  }
+}
+
+inline void streamed_adam::commit_versions(run_state& r) {
+  for (std::size_t g = r.first; g < r.last; ++g)
+    for (std::size_t a = 0; a < kinds() && groups_[g].numel; ++a) {
+      const state_kind k = kind_at(a);
+      guarded([&] { r.txn(g, k).commit(); },
+              r.step_name + ": committing group '" + groups_[g].name + "', tensor '" +
+                  tensor_name(g, k) + "'");
+    }
+}
+
+inline void streamed_adam::abandon_versions(run_state& r) noexcept {
+  drain();  // nothing of this step may still touch the sets, the transactions or the chunks
+  r.txns.clear();
+  io::nvme_store& store = ctx_.nvme();
+  for (auto& hs : r.fresh)
+    for (handle h : hs)
+      if (h) store.destroy(h);
+}
+
+inline void streamed_adam::adopt_versions(run_state& r) noexcept {
+  r.txns.clear();
+  io::nvme_store& store = ctx_.nvme();
+  for (std::size_t g = r.first; g < r.last; ++g)
+    for (std::size_t a = 0; a < kinds(); ++a) {
       const state_kind k = kind_at(a);
       if (current_[g][k]) store.destroy(current_[g][k]);
-      current_[g][k] = fresh[g - first][k];
+      current_[g][k] = r.fresh[g - r.first][k];
     }
 }
 
