@@ -60,10 +60,11 @@
 //   --sweep-fio       --sweep, and fio for every cell too, with strata/fio ratio tables
 // Files are named strata-bench-<what>-<pid>.dat (the stores' own: strata-rank0-<pid>-<n>.nvme)
 // and removed on exit; .dat files of a killed run are removed by the next run.
+#include "bench_support.hpp"
 #include "nvme_fio.hpp"
 
 #include <strata/exec/context.hpp>
-#include <strata/io/engine.hpp>
+#include <strata/io/make_engine.hpp>
 #include <strata/io/file.hpp>
 #include <strata/io/nvme_store.hpp>
 #include <strata/memory/resource.hpp>
@@ -90,7 +91,6 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -118,29 +118,7 @@ struct bench_error : std::runtime_error {
 };
 [[noreturn]] void die(const std::string& why) { throw bench_error(why); }
 
-std::optional<std::size_t> parse_size(std::string_view s) {
-  if (s.empty()) return std::nullopt;
-  std::size_t i = 0;
-  std::uint64_t v = 0;
-  while (i < s.size() && s[i] >= '0' && s[i] <= '9') v = v * 10 + static_cast<unsigned>(s[i++] - '0');
-  if (i == 0) return std::nullopt;
-  std::string_view unit = s.substr(i);
-  std::uint64_t mult = 1;
-  if (!unit.empty()) {
-    switch (unit[0]) {
-    case 'k': case 'K': mult = KiB; break;
-    case 'm': case 'M': mult = MiB; break;
-    case 'g': case 'G': mult = GiB; break;
-    case 't': case 'T': mult = GiB * 1024; break;
-    case 'b': case 'B': mult = 1; break;
-    default: return std::nullopt;
-    }
-    unit.remove_prefix(1);
-    if (!(unit.empty() || unit == "i" || unit == "iB" || unit == "B" || unit == "ib"))
-      return std::nullopt;
-  }
-  return static_cast<std::size_t>(v * mult);
-}
+using bench_support::parse_size;
 
 std::string size_text(std::size_t b) {
   char buf[32];
@@ -255,22 +233,6 @@ fs_info file_system_of(const std::string& dir) {
   return info;
 }
 
-bool is_tmpfs(const std::string& dir) {
-  struct statfs sf {};
-  if (::statfs(dir.c_str(), &sf) != 0) return false;
-  constexpr long tmpfs_magic = 0x01021994, ramfs_magic = static_cast<long>(0x858458f6);
-  return static_cast<long>(sf.f_type) == tmpfs_magic || static_cast<long>(sf.f_type) == ramfs_magic;
-}
-
-std::string exe_directory() {
-  char buf[PATH_MAX];
-  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n <= 0) return ".";
-  std::string p(buf, static_cast<std::size_t>(n));
-  auto slash = p.rfind('/');
-  return slash == std::string::npos ? "." : p.substr(0, slash);
-}
-
 // Files this benchmark leaves behind when killed: strata-bench-<what>-<pid>.dat. Those of a
 // process that is gone are removed; a running benchmark's are left alone.
 void remove_stale_files(const std::string& dir) {
@@ -345,7 +307,6 @@ void usage() {
 
 options parse(int argc, char** argv) {
   options o;
-  if (const char* d = std::getenv("STRATA_BENCH_DIR"); d && *d) o.dir = d;
   for (int i = 1; i < argc; ++i) {
     const std::string_view a = argv[i];
     // --key=value splits at the first '='; a flag has no value.
@@ -672,13 +633,12 @@ struct op {
 
 int run(const options& o) {
   // Directory: a real file system, never tmpfs.
-  std::string dir = o.dir;
-  if (dir.empty()) dir = exe_directory() + "/nvme-scratch";
+  const std::string dir = bench_support::scratch_dir(o.dir);
   ::mkdir(dir.c_str(), 0700);
   struct stat st {};
   if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
     die("scratch directory '" + dir + "' is not a directory (set --dir or STRATA_BENCH_DIR)");
-  if (is_tmpfs(dir))
+  if (bench_support::is_tmpfs(dir))
     die("scratch directory '" + dir + "' is on tmpfs/ramfs: that measures memory, not a disk; "
         "set --dir or STRATA_BENCH_DIR to a directory on the NVMe file system");
   remove_stale_files(dir);

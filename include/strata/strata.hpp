@@ -3,14 +3,14 @@
 // strata is a header-only C++20 library that keeps tensors on memory tiers (GPU memory, pinned
 // host memory, host memory, NVMe files) and moves them between tiers in the background while
 // the program computes. Include this header, or the floor headers you need:
-//   core/    dtypes, shapes, alignment, errors            (floor 1)
-//   memory/  tiers, budgets, memory resources, pools       (floor 2)
-//   io/      IO engines (io_uring, pread/pwrite, faulty), CRC-32C, the NVMe store (floor 2)
-//   comm/    communicators: solo, threads, MPI, NCCL                (floor 2)
-//   exec/    queues, events, copies, trace, the context    (floor 3)
-//   tensor/  tiered_tensor, leases, views, sequences       (floor 4)
-//   schedule/ ZeRO partitioning, stage bundles, the layer executor, the memory plan (floor 5)
-//   optim/   Adam/AdamW (host SIMD, device kernel), clipping, loss scaling, NVMe-streamed state (floor 6)
+//   core/     dtypes, shapes, alignment, errors                                  (floor 1)
+//   memory/   tier traits and lists, copy routes, budgets, resources, pools      (floor 2)
+//   io/       IO engines (io_uring, pread/pwrite, faulty), CRC-32C, NVMe store   (floor 3)
+//   comm/     communicators on one face: solo, threads, MPI, NCCL                (floor 3)
+//   exec/     queues, events, copies, trace, the context                         (floor 4)
+//   tensor/   tiered_tensor, tensor_ref, leases, views, sequences, shard layouts (floor 5)
+//   schedule/ ZeRO bundles, the layer executor, the memory plan                  (floor 6)
+//   optim/    Adam/AdamW (host SIMD, device), clipping, loss scaling, NVMe state (floor 7)
 #pragma once
 
 #include <strata/core/align.hpp>

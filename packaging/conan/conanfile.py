@@ -75,6 +75,8 @@ class StrataConan(ConanFile):
              os.path.join(self.export_sources_folder, "include"))
         copy(self, "*.cuh", os.path.join(self._root, "include"),
              os.path.join(self.export_sources_folder, "include"))
+        copy(self, "*.inl", os.path.join(self._root, "include"),
+             os.path.join(self.export_sources_folder, "include"))
         copy(self, "*", os.path.join(self._root, "cmake"),
              os.path.join(self.export_sources_folder, "cmake"))
         for name in ("LICENSE", "README.md", "CMakeLists.txt"):
@@ -116,7 +118,7 @@ class StrataConan(ConanFile):
 
     def package(self):
         copy(self, "LICENSE", self.source_folder, os.path.join(self.package_folder, "licenses"))
-        for pattern in ("*.hpp", "*.cuh"):
+        for pattern in ("*.hpp", "*.cuh", "*.inl"):
             copy(self, pattern, os.path.join(self.source_folder, "include"),
                  os.path.join(self.package_folder, "include"))
         save(self, os.path.join(self.package_folder, "lib", "cmake", "strata-cxx20.cmake"),

@@ -4,7 +4,7 @@
 
 #include "catch.hpp"
 
-#include <strata/io/engine.hpp>
+#include <strata/io/make_engine.hpp>
 
 #include <cstdlib>
 #include <filesystem>

@@ -1,22 +1,28 @@
 // IO floor below the store: CRC-32C, io::file, the posix and io_uring engines, make_engine's
-// choice (config and STRATA_IO_ENGINE), and io::faulty's rules.
+// choice (config and STRATA_IO_ENGINE), engine_config's one validation and queue_depth's one
+// meaning, and io::faulty's rules.
 #include "catch.hpp"
 #include "io/io_test_support.hpp"
 
 #include <strata/io/crc32c.hpp>
-#include <strata/io/engine.hpp>
 #include <strata/io/faulty.hpp>
 #include <strata/io/file.hpp>
+#include <strata/io/make_engine.hpp>
 
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <random>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <fcntl.h>
@@ -431,6 +437,164 @@ TEST_CASE("make_engine follows the config, and STRATA_IO_ENGINE overrides it", "
       CHECK(notice.find("posix") != std::string::npos);  // and why
       if (!io::uring_compiled) CHECK(notice.find("liburing") != std::string::npos);
     }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// engine_config: one validation, the same queue_depth in both engines
+// ---------------------------------------------------------------------------------------------
+
+namespace {
+
+struct bad_field {
+  const char* what;
+  void (*spoil)(io::engine_config&);
+  const char* field;  // as the message names it
+  const char* value;  // as the message prints it
+};
+
+const bad_field bad_fields[] = {
+    {"block_bytes 0", [](io::engine_config& c) { c.block_bytes = 0; }, "engine_config.block_bytes", "is 0"},
+    {"block_bytes 1000", [](io::engine_config& c) { c.block_bytes = 1000; }, "engine_config.block_bytes", "is 1000"},
+    {"block_bytes 2 GiB", [](io::engine_config& c) { c.block_bytes = std::size_t{2} << 30; },
+     "engine_config.block_bytes", "is 2147483648"},
+    {"queue_depth 0", [](io::engine_config& c) { c.queue_depth = 0; }, "engine_config.queue_depth", "is 0"},
+    {"queue_depth 5000", [](io::engine_config& c) { c.queue_depth = 5000; }, "engine_config.queue_depth", "is 5000"},
+    {"rings 0", [](io::engine_config& c) { c.rings = 0; }, "engine_config.rings", "is 0"},
+    {"posix_threads 2000", [](io::engine_config& c) { c.posix_threads = 2000; },
+     "engine_config.posix_threads", "is 2000"},
+    {"kind", [](io::engine_config& c) { c.kind = "fastest"; }, "engine_config.kind", "is 'fastest'"},
+};
+
+// Runs `make` and returns the config_error's message ("" if it did not throw one).
+template <class Make>
+std::string refusal(Make&& make) {
+  try {
+    make();
+  } catch (const config_error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST_CASE("a bad engine_config is refused by every engine and make_engine, naming the field",
+          "[io][engine]") {
+  env_guard env("STRATA_IO_ENGINE", nullptr);
+  for (const bad_field& b : bad_fields) {
+    INFO(b.what);
+    io::engine_config c;
+    b.spoil(c);
+    std::vector<std::pair<std::string, std::string>> refusals;
+    refusals.emplace_back("posix_engine", refusal([&] { io::posix_engine e(c); }));
+#if STRATA_HAVE_URING
+    // Refused before any ring is set up, so this holds where io_uring itself is refused.
+    refusals.emplace_back("uring_engine", refusal([&] { io::uring_engine e(c); }));
+#endif
+    std::string notice;
+    refusals.emplace_back("make_engine", refusal([&] { (void)io::make_engine(c, notice); }));
+    for (const auto& [who, m] : refusals) {
+      INFO(who << ": " << m);
+      CHECK(m.find(b.field) != std::string::npos);
+      CHECK(m.find(b.value) != std::string::npos);
+      CHECK(m.find("allowed") != std::string::npos);
+    }
+  }
+  // The message says what is allowed, not only that the value is wrong.
+  io::engine_config c;
+  c.queue_depth = 0;
+  CHECK(refusal([&] { io::posix_engine e(c); }).find("1 .. 4096") != std::string::npos);
+  c = {};
+  c.block_bytes = 1000;
+  CHECK(refusal([&] { io::posix_engine e(c); }).find("multiple of 4096") != std::string::npos);
+  // A kind set by STRATA_IO_ENGINE is named as such.
+  env_guard bogus("STRATA_IO_ENGINE", "bogus");
+  c = {};
+  std::string notice;
+  const std::string m = refusal([&] { (void)io::make_engine(c, notice); });
+  CHECK(m.find("STRATA_IO_ENGINE is 'bogus'") != std::string::npos);
+  CHECK(m.find("auto, uring or posix") != std::string::npos);
+}
+
+TEST_CASE("request_bytes cuts a transfer into block_bytes requests and the rest",
+          "[io][engine]") {
+  io::engine_config c;
+  c.block_bytes = 64 << 10;
+  CHECK(io::request_bytes(c) == (64u << 10));
+  CHECK(io::request_bytes(c, 1u << 20) == (64u << 10));
+  CHECK(io::request_bytes(c, 64u << 10) == (64u << 10));
+  CHECK(io::request_bytes(c, 5) == 5);
+}
+
+namespace {
+
+// A posix_engine request mover that counts the requests in flight and holds each one until
+// `target` are in flight at once (or, after that has happened once, not at all): if the engine
+// admitted more than `target`, the extra ones would arrive while the first are held. The hold
+// is bounded so a broken engine fails the test instead of hanging it.
+struct in_flight_gate {
+  std::mutex mutex;
+  std::condition_variable cv;
+  unsigned target = 1;
+  unsigned in_flight = 0, most = 0, requests = 0;
+  bool opened = false, timed_out = false;
+
+  int move(io::io_op op, int fd, char* p, std::size_t bytes, std::uint64_t offset,
+           std::size_t& done) {
+    {
+      std::unique_lock lock(mutex);
+      ++requests;
+      most = std::max(most, ++in_flight);
+      if (in_flight >= target) opened = true;
+      cv.notify_all();
+      if (!cv.wait_for(lock, std::chrono::seconds(30), [&] { return opened; })) timed_out = true;
+    }
+    const int err = io::posix_engine::move_piece(op, fd, p, bytes, offset, done);
+    std::lock_guard lock(mutex);
+    --in_flight;
+    return err;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("posix_engine keeps at most queue_depth requests of a call in flight", "[io][engine]") {
+  scratch_dir dir;
+  io::file f = buffered_file(dir.file("queue-depth"));
+  struct shape {
+    unsigned threads, queue_depth, requests, expected;
+  };
+  for (const shape s : {shape{8, 3, 32, 3},    // queue_depth bounds it
+                        shape{2, 16, 32, 2},   // the pool bounds it
+                        shape{8, 16, 5, 5},    // the call's own requests bound it
+                        shape{8, 1, 16, 1},    // one at a time, on the caller's thread
+                        shape{0, 8, 16, 1}}) { // no pool: the caller's thread
+    INFO("threads " << s.threads << ", queue_depth " << s.queue_depth << ", requests "
+                    << s.requests);
+    io::engine_config c;
+    c.block_bytes = 4096;
+    c.queue_depth = s.queue_depth;
+    c.posix_threads = s.threads;
+    in_flight_gate gate;
+    gate.target = s.expected;
+    io::posix_engine e(c, [&](io::io_op op, int fd, char* p, std::size_t bytes,
+                              std::uint64_t offset, std::size_t& done) {
+      return gate.move(op, fd, p, bytes, offset, done);
+    });
+    const std::size_t n = std::size_t{s.requests} * 4096 - 100;  // the last request is short
+    std::vector<char> src(n), dst(n);
+    fill_random(src.data(), n, s.requests);
+    e.write(f, src.data(), n, 0);
+    CHECK(gate.most == s.expected);
+    CHECK(gate.requests == s.requests);
+    gate.most = gate.requests = 0;
+    gate.opened = false;
+    e.read(f, dst.data(), n, 0);
+    CHECK(gate.most == s.expected);
+    CHECK(gate.requests == s.requests);
+    CHECK(!gate.timed_out);
+    CHECK(std::memcmp(src.data(), dst.data(), n) == 0);
   }
 }
 

@@ -6,12 +6,14 @@
 
 #include <strata/io/faulty.hpp>
 #include <strata/io/nvme_store.hpp>
+#include <strata/io/posix_engine.hpp>
 #include <strata/memory/budget.hpp>
 #include <strata/memory/resource.hpp>
 
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <random>
 #include <string>
@@ -681,6 +683,76 @@ TEST_CASE("nvme_store engine choice: posix forced, uring forced, STRATA_IO_ENGIN
     CHECK(contains(s.notice(), "liburing"));
   }
 #endif
+}
+
+TEST_CASE("nvme_store refuses a bad engine config, naming nvme_config.engine's field",
+          "[io][nvme]") {
+  scratch_dir dir;
+  bounce_pool bp;
+  env_guard env("STRATA_IO_ENGINE", nullptr);
+  auto refusal = [&](const io::nvme_config& cfg, bool own_engine) -> std::string {
+    try {
+      if (own_engine)
+        io::nvme_store s(cfg, bp.resource, std::make_unique<io::posix_engine>());
+      else
+        io::nvme_store s(cfg, bp.resource);
+    } catch (const config_error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  // With a caller-made engine too: the store sizes its reads from this config.
+  for (const bool own_engine : {false, true}) {
+    INFO((own_engine ? "caller-made engine" : "the store's own engine"));
+    auto cfg = config_for(dir, "posix");
+    cfg.engine.queue_depth = 0;
+    std::string m = refusal(cfg, own_engine);
+    CHECK(contains(m, "nvme_config.engine.queue_depth is 0"));
+    CHECK(contains(m, "1 .. 4096"));
+    cfg = config_for(dir, "posix");
+    cfg.engine.block_bytes = 1000;
+    m = refusal(cfg, own_engine);
+    CHECK(contains(m, "nvme_config.engine.block_bytes is 1000"));
+    CHECK(contains(m, "multiple of 4096"));
+    cfg = config_for(dir, "fastest");
+    m = refusal(cfg, own_engine);
+    CHECK(contains(m, "nvme_config.engine.kind is 'fastest'"));
+    CHECK(dir.files() == 0);
+  }
+}
+
+TEST_CASE("nvme_store reads in pieces of twice the engine's requests in flight", "[io][nvme]") {
+  // A read whose checksums overlap its IO goes to the engine in pieces of
+  // max(8 checksum blocks, 2 x queue_depth x request_bytes): the engine config decides them.
+  scratch_dir dir;
+  bounce_pool bp;
+  env_guard env("STRATA_IO_ENGINE", nullptr);
+  struct shape {
+    unsigned queue_depth;
+    std::size_t expected_calls;
+  };
+  const std::size_t n = 8u << 20;
+  for (const shape s : {shape{4, 16},    // 2 x 4 x 64 KiB = 512 KiB = 8 blocks: 16 pieces
+                        shape{16, 4},    // 2 x 16 x 64 KiB = 2 MiB: 4 pieces
+                        shape{1, 16}}) { // 128 KiB < 8 blocks: 8 blocks, 16 pieces
+    INFO("queue_depth " << s.queue_depth);
+    auto cfg = config_for(dir, "posix", 64u << 10);
+    cfg.engine.block_bytes = 64u << 10;
+    cfg.engine.queue_depth = s.queue_depth;
+    std::string notice;
+    auto owned = std::make_unique<io::faulty>(io::make_engine(cfg.engine, notice));
+    io::faulty& f = *owned;
+    io::nvme_store store(cfg, bp.resource, std::move(owned));
+    test_bytes src(n, 0), dst(n, 0);
+    fill_random(src.data(), n, s.queue_depth);
+    const auto h = store.create(n, "pieces");
+    store.write(h, src.data(), n);
+    f.reset_counters();
+    store.read(h, 0, dst.data(), n);
+    CHECK(f.reads() == s.expected_calls);
+    CHECK(std::memcmp(src.data(), dst.data(), n) == 0);
+    store.destroy(h);
+  }
 }
 
 TEST_CASE("nvme_store on a file system without O_DIRECT works buffered, with a notice",

@@ -177,7 +177,8 @@ inline bool crc32c_hardware() noexcept {
 
 /// CRC-32C of `bytes` bytes at `data`. `seed` is the CRC of the bytes before them (0 for none),
 /// so a CRC can be computed piece by piece.
-inline std::uint32_t crc32c(const void* data, std::size_t bytes, std::uint32_t seed = 0) noexcept {
+[[nodiscard]] inline std::uint32_t crc32c(const void* data, std::size_t bytes,
+                                         std::uint32_t seed = 0) noexcept {
   const auto* p = static_cast<const unsigned char*>(data);
   std::uint32_t crc = ~seed;
 #if STRATA_IO_CRC32C_X86
@@ -187,8 +188,8 @@ inline std::uint32_t crc32c(const void* data, std::size_t bytes, std::uint32_t s
 }
 
 /// The table path alone, whatever the CPU: the reference the hardware path is tested against.
-inline std::uint32_t crc32c_portable(const void* data, std::size_t bytes,
-                                     std::uint32_t seed = 0) noexcept {
+[[nodiscard]] inline std::uint32_t crc32c_portable(const void* data, std::size_t bytes,
+                                                  std::uint32_t seed = 0) noexcept {
   return ~detail::crc32c_table_update(~seed, static_cast<const unsigned char*>(data), bytes);
 }
 

@@ -4,11 +4,12 @@
 // fails them instead — EIO, ENOSPC, a short transfer that then fails — or delays them.
 // Rules select by operation, by the n-th call of that operation (counting from 0, reads and
 // writes counted apart) and by offset range. Injected failures are io_errors worded like real
-// ones (detail/engine_interface.hpp), plus "(injected)". What does not: deciding what a
+// ones (detail/io_failure.hpp), plus "(injected)". What does not: deciding what a
 // failure means for stored data (nvme_store.hpp keeps the previous data; its tests check it).
 #pragma once
 
-#include <strata/io/detail/engine_interface.hpp>
+#include <strata/io/detail/io_failure.hpp>
+#include <strata/io/engine.hpp>
 
 #include <atomic>
 #include <chrono>

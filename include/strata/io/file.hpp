@@ -94,7 +94,7 @@ public:
   /// refuses O_DIRECT (EINVAL: e.g. tmpfs before Linux 6.6, ramfs, some FUSE file systems)
   /// the file stays buffered and `notice` says so; otherwise `notice` is left as it is.
   /// Throws io_error naming the path and the system's reason.
-  static file open_for_arena(std::string path, std::string& notice) {
+  [[nodiscard]] static file open_for_arena(std::string path, std::string& notice) {
     const std::string name = path;
     return open_for_arena_at(AT_FDCWD, name, std::move(path), notice);
   }
@@ -102,8 +102,8 @@ public:
   /// As open_for_arena(), creating `name` inside the open directory `dir_fd`, so a caller
   /// that has checked a directory creates the file in that very directory, not in whatever
   /// its path names by then. `path` is the name messages use (the directory's path + name).
-  static file open_for_arena_at(int dir_fd, const std::string& name, std::string path,
-                                std::string& notice) {
+  [[nodiscard]] static file open_for_arena_at(int dir_fd, const std::string& name,
+                                              std::string path, std::string& notice) {
     constexpr int flags = O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
     // The exclusive create happens buffered and O_DIRECT is switched on right after (F_SETFL
     // applies the same check as open()): an open() that created the file and then refused

@@ -1,16 +1,20 @@
 // strata/io/posix_engine.hpp — the fallback IO engine: pread/pwrite on a pool of threads.
 //
 // Works wherever POSIX does: no io_uring, a seccomp filter that blocks it, a sysctl that
-// disables it. A call is split into block_bytes pieces that the pool's threads move in
-// parallel (the thread count is the queue depth here); the caller waits for all of them.
-// EINTR is retried and short transfers are continued, so a call moves every byte or throws.
-// What does not live here: choosing the engine (engine.hpp), io_uring (uring_engine.hpp).
+// disables it. A call is cut into requests of request_bytes() that the pool's threads move in
+// parallel, at most queue_depth of one call at once (engine_config says why both engines mean
+// the same by it); the caller waits for all of them. EINTR is retried and short transfers are
+// continued, so a call moves every byte or throws.
+// What does not live here: choosing the engine (make_engine.hpp), io_uring (uring_engine.hpp).
 #pragma once
 
-#include <strata/io/detail/engine_interface.hpp>
+#include <strata/io/detail/io_failure.hpp>
+#include <strata/io/engine.hpp>
 
+#include <algorithm>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -20,10 +24,20 @@ namespace io {
 
 class posix_engine final : public engine {
 public:
-  explicit posix_engine(const engine_config& config = {})
-      : block_bytes_(config.block_bytes ? config.block_bytes : std::size_t{1} << 20) {
-    threads_.reserve(config.posix_threads);
-    for (unsigned i = 0; i < config.posix_threads; ++i) threads_.emplace_back([this] { work(); });
+  /// What moves one request: its operation, descriptor, memory, size and file offset; returns
+  /// 0 or the errno of the failure (detail::no_progress for end of file / no progress) and
+  /// sets `done` to how far it got; it must not throw (it runs on the pool's threads). The
+  /// default is move_piece (pread/pwrite); another one observes or holds requests (the tests
+  /// count how many are in flight at once).
+  using request_mover = std::function<int(io_op op, int fd, char* p, std::size_t bytes,
+                                          std::uint64_t offset, std::size_t& done)>;
+
+  /// config_error (validate()) for a config no engine takes.
+  explicit posix_engine(const engine_config& config = {}) : posix_engine(config, &move_piece) {}
+  posix_engine(const engine_config& config, request_mover mover)
+      : config_((validate(config), config)), mover_(std::move(mover)) {
+    threads_.reserve(config_.posix_threads);
+    for (unsigned i = 0; i < config_.posix_threads; ++i) threads_.emplace_back([this] { work(); });
   }
   ~posix_engine() override {
     {
@@ -59,100 +73,98 @@ public:
         if (errno == EINTR || errno == EAGAIN) continue;
         return errno;
       }
-      if (n == 0) return -1;  // end of file (read) / no progress (write): the caller words it
+      if (n == 0) return detail::no_progress;  // the caller words it (end of file / no progress)
       done += static_cast<std::size_t>(n);
     }
     return 0;
   }
 
 private:
-  // One call's pieces share a batch on the caller's stack; the caller waits until every
-  // piece is finished (done, failed or skipped) before the batch goes away.
-  struct batch {
-    std::mutex mutex;
-    std::condition_variable cv;
-    std::size_t pending = 0;
-    bool failed = false;
-    int err = 0;
-    std::uint64_t err_offset = 0;
-    std::size_t err_bytes = 0, err_done = 0;
-  };
-  struct piece {
-    batch* b;
+  // One call, on the caller's stack. Its requests are taken in order by `lanes` pool threads
+  // (at most queue_depth), each moving one request at a time until none is left: that is what
+  // bounds a call's requests in flight by queue_depth. The caller waits until every lane has
+  // let go of the call before it goes away.
+  struct call {
+    call(io_op o, int descriptor, char* mem, std::size_t n, std::uint64_t at)
+        : op(o), fd(descriptor), p(mem), bytes(n), offset(at) {}
     io_op op;
     int fd;
     char* p;
     std::size_t bytes;
     std::uint64_t offset;
+    std::mutex mutex;
+    std::condition_variable cv;
+    std::size_t next = 0;  // first byte not yet handed to a request
+    unsigned lanes = 0;    // pool threads still working on this call
+    detail::first_failure failure;
   };
 
   void transfer(io_op op, const file& f, char* p, std::size_t bytes, std::uint64_t offset) {
     if (bytes == 0) return;
-    batch b;
-    const std::size_t pieces = (bytes + block_bytes_ - 1) / block_bytes_;
-    if (threads_.empty() || pieces == 1) {
-      // Nothing to overlap: do it here and spare the hand-off.
-      for (std::size_t at = 0; at < bytes; at += block_bytes_)
-        run({&b, op, f.fd(), p + at, std::min(block_bytes_, bytes - at), offset + at});
+    call c(op, f.fd(), p, bytes, offset);
+    const std::size_t requests = (bytes + request_bytes(config_) - 1) / request_bytes(config_);
+    const auto lanes = static_cast<unsigned>(std::min<std::size_t>(
+        {requests, config_.queue_depth, threads_.size()}));
+    if (lanes <= 1) {
+      // One request at a time anyway: move them here and spare the hand-off.
+      run_lane(c);
     } else {
-      b.pending = pieces;
+      c.lanes = lanes;
       {
         std::lock_guard lock(mutex_);
-        for (std::size_t at = 0; at < bytes; at += block_bytes_)
-          queue_.push_back({&b, op, f.fd(), p + at, std::min(block_bytes_, bytes - at),
-                            offset + at});
+        for (unsigned i = 0; i < lanes; ++i) queue_.push_back(&c);
       }
       cv_.notify_all();
-      std::unique_lock lock(b.mutex);
-      b.cv.wait(lock, [&] { return b.pending == 0; });
+      std::unique_lock lock(c.mutex);
+      c.cv.wait(lock, [&] { return c.lanes == 0; });
     }
-    if (b.failed) {
-      if (b.err == -1) throw detail::io_stalled(op, f, b.err_offset, b.err_bytes, b.err_done);
-      throw detail::io_failure(op, f, b.err_offset, b.err_bytes, b.err);
+    if (c.failure) c.failure.raise(op, f);
+  }
+
+  // Moves the call's next requests one at a time until none is left; after a failure the rest
+  // are skipped, since the call will throw anyway.
+  void run_lane(call& c) const {
+    for (;;) {
+      std::size_t at, n;
+      {
+        std::lock_guard lock(c.mutex);
+        if (c.failure || c.next >= c.bytes) return;
+        at = c.next;
+        n = request_bytes(config_, c.bytes - at);
+        c.next += n;
+      }
+      std::size_t done = 0;
+      const int err = mover_(c.op, c.fd, c.p + at, n, c.offset + at, done);
+      if (err != 0) {
+        std::lock_guard lock(c.mutex);
+        c.failure.record(c.offset + at, n, done, err);
+      }
     }
   }
 
-  // Runs one piece and reports it to its batch; a piece of a batch that already failed is
-  // skipped, since its call will throw anyway.
-  static void run(const piece& w) {
-    bool skip;
-    {
-      std::lock_guard lock(w.b->mutex);
-      skip = w.b->failed;
-    }
-    int err = 0;
-    std::size_t done = 0;
-    if (!skip) err = move_piece(w.op, w.fd, w.p, w.bytes, w.offset, done);
-    std::lock_guard lock(w.b->mutex);
-    if (err != 0 && !w.b->failed) {
-      w.b->failed = true;
-      w.b->err = err;
-      w.b->err_offset = w.offset;
-      w.b->err_bytes = w.bytes;
-      w.b->err_done = done;
-    }
-    if (w.b->pending > 0 && --w.b->pending == 0) w.b->cv.notify_all();  // under the lock:
-    // the waiter cannot destroy the batch before this thread lets go of its mutex
-  }
-
+  // A pool thread: takes one lane of some call at a time.
   void work() {
     for (;;) {
-      piece w;
+      call* c;
       {
         std::unique_lock lock(mutex_);
         cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
         if (queue_.empty()) return;
-        w = queue_.front();
+        c = queue_.front();
         queue_.pop_front();
       }
-      run(w);
+      run_lane(*c);
+      std::lock_guard lock(c->mutex);
+      if (--c->lanes == 0) c->cv.notify_all();  // under the lock: the waiter cannot destroy
+      // the call before this thread lets go of its mutex
     }
   }
 
-  std::size_t block_bytes_;
+  engine_config config_;
+  request_mover mover_;
   std::mutex mutex_;
   std::condition_variable cv_;
-  std::deque<piece> queue_;
+  std::deque<call*> queue_;  // one entry per lane of a waiting call
   bool stopping_ = false;
   std::vector<std::thread> threads_;
 };

@@ -1,19 +1,22 @@
 // strata/io/uring_engine.hpp — the io_uring IO engine (only with liburing: STRATA_HAVE_URING).
 //
 // What lives here: uring_engine, a few io_uring rings; a call borrows a free ring, keeps up to
-// queue_depth block-sized requests in flight on it, sleeps in io_uring_wait_cqe (no spinning)
-// until they complete, continues short transfers and retries -EAGAIN/-EINTR. Buffers offered
-// with register_buffers() (a pinned pool) are registered on every ring and requests that fall
-// inside one use READ_FIXED/WRITE_FIXED, which spares the kernel pinning pages per request.
-// What does not: deciding whether io_uring is usable here (make_engine() in engine.hpp asks
-// this engine's constructor and falls back to posix_engine.hpp when it throws).
+// queue_depth requests of request_bytes() in flight on it, sleeps in io_uring_wait_cqe (no
+// spinning) until they complete, continues short transfers and retries -EAGAIN/-EINTR. Buffers
+// offered with register_buffers() (a pinned pool) are registered on every ring and requests
+// that fall inside one use READ_FIXED/WRITE_FIXED, which spares the kernel pinning pages per
+// request.
+// What does not: deciding whether io_uring is usable here (make_engine() in make_engine.hpp
+// asks this engine's constructor and falls back to posix_engine.hpp when it throws).
 // Without STRATA_HAVE_URING this header is empty: link strata::uring to get the engine.
 #pragma once
 
-#include <strata/io/detail/engine_interface.hpp>
+#include <strata/io/detail/io_failure.hpp>
+#include <strata/io/engine.hpp>
 
 #if STRATA_HAVE_URING
 
+#  include <algorithm>
 #  include <condition_variable>
 #  include <cstdio>
 #  include <memory>
@@ -31,19 +34,12 @@ public:
   /// Sets the rings up or throws io_error saying why io_uring cannot be used here (ENOSYS: an
   /// old kernel; EPERM: a seccomp filter or sysctl kernel.io_uring_disabled; ENOMEM: the
   /// locked-memory limit). SQPOLL that is refused falls back to plain rings with a notice().
+  /// config_error (validate()) for a config no engine takes.
   explicit uring_engine(const engine_config& config = {})
-      : block_bytes_(config.block_bytes), queue_depth_(config.queue_depth),
-        sqpoll_(config.sqpoll) {
-    if (block_bytes_ == 0 || block_bytes_ > (std::size_t{1} << 30) || !is_aligned(block_bytes_, 4096))
-      throw config_error("io engine: block_bytes " + std::to_string(block_bytes_) +
-                         " must be a multiple of 4096 and at most 1 GiB");
-    if (queue_depth_ == 0 || queue_depth_ > 4096)
-      throw config_error("io engine: queue_depth " + std::to_string(queue_depth_) +
-                         " must be 1 .. 4096");
-    const unsigned rings = config.rings ? config.rings : 1;
-    for (unsigned i = 0; i < rings; ++i) {
+      : config_((validate(config), config)), sqpoll_(config.sqpoll) {
+    for (unsigned i = 0; i < config_.rings; ++i) {
       auto r = std::make_unique<ring_slot>();
-      r->requests.resize(queue_depth_);
+      r->requests.resize(config_.queue_depth);
       init_ring(*r);
       rings_.push_back(std::move(r));
     }
@@ -154,7 +150,7 @@ private:
     if (sqpoll_) {
       params.flags = IORING_SETUP_SQPOLL;
       params.sq_thread_idle = 100;  // ms: the kernel thread sleeps soon after IO stops
-      ret = io_uring_queue_init_params(queue_depth_, &r.ring, &params);
+      ret = io_uring_queue_init_params(config_.queue_depth, &r.ring, &params);
       if (ret < 0) {
         notice_ = "io_uring SQPOLL refused (" + setup_failure_reason(-ret) +
                   "), using interrupt-driven rings";
@@ -163,10 +159,10 @@ private:
     }
     if (!sqpoll_) {
       params = io_uring_params{};
-      ret = io_uring_queue_init_params(queue_depth_, &r.ring, &params);
+      ret = io_uring_queue_init_params(config_.queue_depth, &r.ring, &params);
     }
     if (ret < 0)
-      throw io_error("io_uring_queue_init (" + std::to_string(queue_depth_) +
+      throw io_error("io_uring_queue_init (" + std::to_string(config_.queue_depth) +
                      " entries) failed: " + setup_failure_reason(-ret));
     r.live = true;
   }
@@ -253,108 +249,122 @@ private:
     io_uring_sqe_set_data64(sqe, index);
   }
 
+  // One call's bookkeeping on its borrowed ring: which bytes are handed out, which request
+  // slots are free, and the first failure (the call finishes its requests in flight first).
+  struct call {
+    call(ring_slot& ring, io_op o, const file& fl, char* mem, std::size_t n, std::uint64_t at)
+        : r(ring), op(o), f(fl), p(mem), bytes(n), offset(at) {}
+    ring_slot& r;
+    io_op op;
+    const file& f;
+    char* p;
+    std::size_t bytes;
+    std::uint64_t offset;
+    std::size_t next = 0;      // first byte not yet handed to a request
+    unsigned active = 0;       // requests prepared or in flight
+    unsigned unsubmitted = 0;  // of those, prepared but not yet taken by the kernel
+    std::vector<unsigned> idle;  // free request slots
+    detail::first_failure failure;
+  };
+
+  // Fills the ring with requests, then alternates submitting and reaping until every request
+  // has completed; throws the first failure after that.
   void transfer(io_op op, const file& f, char* p, std::size_t bytes, std::uint64_t offset) {
     if (bytes == 0) return;
     lease borrowed(*this);
-    ring_slot& r = *borrowed;
-    const int fd = f.fd();
-
-    std::size_t next = 0;          // first byte not yet handed to a request
-    unsigned active = 0;           // requests prepared or in flight
-    unsigned unsubmitted = 0;      // of those, prepared but not yet taken by the kernel
-    std::vector<unsigned> idle;    // free request slots
-    idle.reserve(queue_depth_);
-    for (unsigned i = queue_depth_; i-- > 0;) idle.push_back(i);
-
-    bool failed = false;
-    int err = 0;                   // errno of the first failure, -1 for no progress
-    std::uint64_t err_offset = 0;
-    std::size_t err_bytes = 0, err_done = 0;
-    auto fail = [&](const request& q, int e) {
-      if (failed) return;
-      failed = true;
-      err = e;
-      err_offset = q.offset;
-      err_bytes = q.len;
-      err_done = q.done;
-    };
-    auto start = [&](unsigned i) {
-      request& q = r.requests[i];
-      q.p = p + next;
-      q.len = std::min(block_bytes_, bytes - next);
-      q.offset = offset + next;
-      q.done = 0;
-      q.retries = 0;
-      q.buf_index = registered_.empty() ? -1 : fixed_index(q.p, q.len);
-      next += q.len;
-      prep(r, op, fd, q, i);
-      ++active;
-      ++unsubmitted;
-    };
-
-    while (next < bytes && !idle.empty()) {
-      start(idle.back());
-      idle.pop_back();
+    call c(*borrowed, op, f, p, bytes, offset);
+    c.idle.reserve(config_.queue_depth);
+    for (unsigned i = config_.queue_depth; i-- > 0;) c.idle.push_back(i);
+    while (c.next < c.bytes && !c.idle.empty()) {
+      start(c, c.idle.back());
+      c.idle.pop_back();
     }
-    while (active > 0) {
-      if (unsubmitted > 0) {
-        const int ret = io_uring_submit(&r.ring);
-        if (ret >= 0) {
-          unsubmitted -= std::min<unsigned>(unsubmitted, static_cast<unsigned>(ret));
-        } else if (ret == -EINTR || ret == -EAGAIN || ret == -EBUSY) {
-          if (active == unsubmitted) {
-            std::this_thread::yield();
-            continue;  // nothing in flight to wait for: try again
-          }
-        } else {
-          broken(r, active - unsubmitted);
-          throw detail::io_failure(op, f, offset, bytes, -ret, " (io_uring_submit)");
-        }
-      }
-      if (active == unsubmitted) {  // the kernel took none of them yet: offer them again
-        std::this_thread::yield();
-        continue;
-      }
-
-      io_uring_cqe* cqe = nullptr;
-      int ret = io_uring_wait_cqe(&r.ring, &cqe);
-      if (ret == -EINTR || ret == -EAGAIN) continue;
-      if (ret < 0) {
-        broken(r, active - unsubmitted);
-        throw detail::io_failure(op, f, offset, bytes, -ret, " (io_uring_wait_cqe)");
-      }
-      do {
-        const auto i = static_cast<unsigned>(io_uring_cqe_get_data64(cqe));
-        const int res = cqe->res;
-        io_uring_cqe_seen(&r.ring, cqe);
-        request& q = r.requests[i];
-        bool again = false;
-        if (res == -EAGAIN || res == -EINTR) {
-          again = ++q.retries < 10000;
-          if (!again) fail(q, -res);
-        } else if (res < 0) {
-          fail(q, -res);
-        } else if (res == 0) {
-          fail(q, -1);
-        } else {
-          q.done += static_cast<std::size_t>(res);
-          again = q.done < q.len;  // short transfer: continue with the rest
-        }
-        if (again && !failed) {
-          prep(r, op, fd, q, i);
-          ++unsubmitted;
-        } else if (!failed && next < bytes) {
-          start(i);  // this slot moves on to the next block
-          --active;  // start() counted it again
-        } else {
-          --active;
-          idle.push_back(i);
-        }
-      } while (io_uring_peek_cqe(&r.ring, &cqe) == 0);
+    while (c.active > 0) {
+      if (!submit(c)) continue;
+      reap(c);
     }
-    if (failed) {
-      if (err == -1) throw detail::io_stalled(op, f, err_offset, err_bytes, err_done);
-      throw detail::io_failure(op, f, err_offset, err_bytes, err);
+    if (c.failure) c.failure.raise(op, f);
+  }
+
+  // Hands the call's next request_bytes() to request slot `i` and prepares it.
+  void start(call& c, unsigned i) {
+    request& q = c.r.requests[i];
+    q.p = c.p + c.next;
+    q.len = request_bytes(config_, c.bytes - c.next);
+    q.offset = c.offset + c.next;
+    q.done = 0;
+    q.retries = 0;
+    q.buf_index = registered_.empty() ? -1 : fixed_index(q.p, q.len);
+    c.next += q.len;
+    prep(c.r, c.op, c.f.fd(), q, i);
+    ++c.active;
+    ++c.unsubmitted;
+  }
+
+  // Offers the prepared requests to the kernel. Returns whether some request is in flight to
+  // wait for; when none is (the kernel took nothing yet: EINTR, EAGAIN, EBUSY), it yields and
+  // the caller offers them again. Any other failure leaves the ring in an unknown state: it is
+  // rebuilt and the call throws.
+  bool submit(call& c) {
+    if (c.unsubmitted > 0) {
+      const int ret = io_uring_submit(&c.r.ring);
+      if (ret >= 0) {
+        c.unsubmitted -= std::min<unsigned>(c.unsubmitted, static_cast<unsigned>(ret));
+      } else if (ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {
+        broken(c.r, c.active - c.unsubmitted);
+        throw detail::io_failure(c.op, c.f, c.offset, c.bytes, -ret, " (io_uring_submit)");
+      }
+    }
+    if (c.active == c.unsubmitted) {
+      std::this_thread::yield();
+      return false;
+    }
+    return true;
+  }
+
+  // Sleeps until a completion arrives, then handles every completion that is ready.
+  void reap(call& c) {
+    io_uring_cqe* cqe = nullptr;
+    const int ret = io_uring_wait_cqe(&c.r.ring, &cqe);
+    if (ret == -EINTR || ret == -EAGAIN) return;
+    if (ret < 0) {
+      broken(c.r, c.active - c.unsubmitted);
+      throw detail::io_failure(c.op, c.f, c.offset, c.bytes, -ret, " (io_uring_wait_cqe)");
+    }
+    do {
+      const auto i = static_cast<unsigned>(io_uring_cqe_get_data64(cqe));
+      const int res = cqe->res;
+      io_uring_cqe_seen(&c.r.ring, cqe);
+      complete(c, i, res);
+    } while (io_uring_peek_cqe(&c.r.ring, &cqe) == 0);
+  }
+
+  // One completion of request slot `i` with result `res`: a retry or the rest of a short
+  // transfer goes again, a finished slot moves on to the next request, or falls idle once
+  // there is none (or the call failed: the requests still in flight only finish).
+  void complete(call& c, unsigned i, int res) {
+    request& q = c.r.requests[i];
+    bool again = false;
+    if (res == -EAGAIN || res == -EINTR) {
+      again = ++q.retries < 10000;
+      if (!again) c.failure.record(q.offset, q.len, q.done, -res);
+    } else if (res < 0) {
+      c.failure.record(q.offset, q.len, q.done, -res);
+    } else if (res == 0) {
+      c.failure.record(q.offset, q.len, q.done, detail::no_progress);
+    } else {
+      q.done += static_cast<std::size_t>(res);
+      again = q.done < q.len;  // short transfer: continue with the rest
+    }
+    if (again && !c.failure) {
+      prep(c.r, c.op, c.f.fd(), q, i);
+      ++c.unsubmitted;
+    } else if (!c.failure && c.next < c.bytes) {
+      start(c, i);  // this slot moves on to the next request
+      --c.active;   // start() counted it again
+    } else {
+      --c.active;
+      c.idle.push_back(i);
     }
   }
 
@@ -383,9 +393,8 @@ private:
     }
   }
 
-  std::size_t block_bytes_;
-  unsigned queue_depth_;
-  bool sqpoll_;
+  engine_config config_;
+  bool sqpoll_;  // config_.sqpoll, unless the kernel refused it
   std::string notice_;
   mutable std::mutex mutex_;
   std::condition_variable cv_;
