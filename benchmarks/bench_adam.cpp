@@ -224,27 +224,22 @@ std::string gb(double x) {
 
 int main(int argc, char** argv) {
   std::vector<char*> args{argv[0]};
-  std::string interleave = "--benchmark_enable_random_interleaving=true";
-  args.push_back(interleave.data());
   for (int i = 1; i < argc; ++i) {
-    const std::string_view arg = argv[i];
-    if (arg.starts_with("--elements=")) {
-      g_n = std::strtoull(argv[i] + 11, nullptr, 10);
+    if (const auto v = bench_support::option_value(argv[i], "--elements")) {
+      g_n = std::strtoull(v->c_str(), nullptr, 10);
       if (g_n == 0) {
         std::fprintf(stderr, "adam: --elements= needs a positive count\n");
         return 1;
       }
       continue;
     }
-    if (arg.starts_with("--benchmark_repetitions")) g_repetitions = 0;
-    if (arg.starts_with("--benchmark_min_time")) g_min_time_s = 0;
     args.push_back(argv[i]);
   }
-  const auto console = bench_support::console_options(argc, argv);
-  int n = static_cast<int>(args.size());
-  args.push_back(nullptr);
-  benchmark::Initialize(&n, args.data());
-  if (benchmark::ReportUnrecognizedArguments(n, args.data())) return 1;
+  const bench_support::started run = bench_support::start(args);
+  if (!run.ok) return 1;
+  if (run.repetitions_given) g_repetitions = 0;
+  if (run.min_time_given) g_min_time_s = 0;
+  const auto console = run.console;
 
   const optim::simd_level widest = optim::detect_simd();
   const unsigned threads = strata::default_thread_pool().concurrency();

@@ -42,11 +42,9 @@
 
 #include "bench_support.hpp"
 
-#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -79,60 +77,23 @@ struct options {
 };
 options g_opt;
 
-std::optional<std::size_t> parse_size(std::string_view s) {
-  char* end = nullptr;
-  const std::string str(s);
-  unsigned long long v = std::strtoull(str.c_str(), &end, 10);
-  if (end == str.c_str()) return std::nullopt;
-  switch (*end) {
-  case 0: break;
-  case 'k': case 'K': v <<= 10; ++end; break;
-  case 'm': case 'M': v <<= 20; ++end; break;
-  case 'g': case 'G': v <<= 30; ++end; break;
-  default: return std::nullopt;
-  }
-  if (*end != 0 && std::string_view(end) != "i" && std::string_view(end) != "iB" &&
-      std::string_view(end) != "B")
-    return std::nullopt;
-  return v ? std::optional<std::size_t>(v) : std::nullopt;
-}
-
-std::string exe_dir() {
-  char buf[PATH_MAX];
-  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n <= 0) return ".";
-  std::string p(buf, static_cast<std::size_t>(n));
-  const auto slash = p.rfind('/');
-  return slash == std::string::npos ? "." : p.substr(0, slash);
-}
-
-bool is_tmpfs(const std::string& dir) {
-  struct statfs sf {};
-  if (::statfs(dir.c_str(), &sf) != 0) return false;
-  constexpr long tmpfs_magic = 0x01021994, ramfs_magic = static_cast<long>(0x858458f6);
-  return static_cast<long>(sf.f_type) == tmpfs_magic || static_cast<long>(sf.f_type) == ramfs_magic;
-}
+using bench_support::option_value;
+using bench_support::parse_size;
 
 bool parse_options(std::vector<char*>& args) {
-  if (const char* d = std::getenv("STRATA_BENCH_DIR"); d && *d) g_opt.dir = d;
   std::vector<char*> rest;
   for (char* a : args) {
-    std::string_view s = a;
-    auto value = [&](std::string_view key) -> std::optional<std::string> {
-      if (s.starts_with(key) && s.size() > key.size() && s[key.size()] == '=')
-        return std::string(s.substr(key.size() + 1));
-      return std::nullopt;
-    };
+    auto value = [&](std::string_view name) { return option_value(a, name); };
     if (auto v = value("--size")) {
       auto n = parse_size(*v);
-      if (!n || *n % 4) return false;
+      if (!n || *n == 0 || *n % 4) return false;
       g_opt.size = *n;
     } else if (auto v2 = value("--groups")) {
       g_opt.groups = std::strtoull(v2->c_str(), nullptr, 10);
       if (!g_opt.groups) return false;
     } else if (auto v3 = value("--sub-group")) {
       auto n = parse_size(*v3);
-      if (!n) return false;
+      if (!n || *n == 0) return false;
       g_opt.sub_group = *n;
     } else if (auto v4 = value("--dir")) {
       g_opt.dir = *v4;
@@ -153,7 +114,7 @@ bool parse_options(std::vector<char*>& args) {
     }
   }
   args = std::move(rest);
-  if (g_opt.dir.empty()) g_opt.dir = exe_dir() + "/nvme-scratch";
+  g_opt.dir = bench_support::scratch_dir(g_opt.dir);
   return true;
 }
 
@@ -335,15 +296,10 @@ int main(int argc, char** argv) {
                          "--simd=auto|scalar|avx2|avx512; --threads=N)\n");
     return 2;
   }
-  std::string interleave = "--benchmark_enable_random_interleaving=true";
-  args.insert(args.begin() + 1, interleave.data());
-  for (char* a : args)
-    if (std::string_view(a).starts_with("--benchmark_repetitions")) g_repetitions = 0;
-  const auto console = bench_support::console_options(argc, argv);
-  int nargs = static_cast<int>(args.size());
-  args.push_back(nullptr);
-  benchmark::Initialize(&nargs, args.data());
-  if (benchmark::ReportUnrecognizedArguments(nargs, args.data())) return 1;
+  const bench_support::started run = bench_support::start(args);
+  if (!run.ok) return 1;
+  if (run.repetitions_given) g_repetitions = 0;
+  const auto console = run.console;
 
   std::error_code ec;
   std::filesystem::create_directories(g_opt.dir, ec);
@@ -352,7 +308,7 @@ int main(int argc, char** argv) {
                  g_opt.dir.c_str());
     return 1;
   }
-  if (is_tmpfs(g_opt.dir)) {
+  if (bench_support::is_tmpfs(g_opt.dir)) {
     std::fprintf(stderr, "adam-nvme: '%s' is on tmpfs/ramfs: that measures memory, not a disk; "
                          "set --dir or STRATA_BENCH_DIR to a directory on the NVMe file system\n",
                  g_opt.dir.c_str());

@@ -101,13 +101,7 @@ void bm_memcpy(benchmark::State& state) {
     state.SkipWithError("out of memory");
     return;
   }
-  std::memcpy(dst.get(), src.get(), bytes);  // warm-up
-  for (auto _ : state) {
-    std::memcpy(dst.get(), src.get(), bytes);
-    benchmark::DoNotOptimize(dst.get());
-    benchmark::ClobberMemory();
-  }
-  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(bytes));
+  bench_support::time_memcpy(state, dst.get(), src.get(), bytes);
 }
 
 // ---- comm::threads ---------------------------------------------------------------------------
@@ -374,16 +368,12 @@ int main(int argc, char** argv) {
       continue;
     }
     if (a.starts_with("--benchmark_filter=")) g_filter_arg = a;
-    if (a.starts_with("--benchmark_repetitions")) g_repetitions = 0;
-    if (a.starts_with("--benchmark_min_time")) g_min_time_s = 0;
     args.push_back(argv[i]);
   }
-  std::string interleave = "--benchmark_enable_random_interleaving=true";
-  args.insert(args.begin() + 1, interleave.data());
-  int n = static_cast<int>(args.size());
-  args.push_back(nullptr);
-  benchmark::Initialize(&n, args.data());
-  if (benchmark::ReportUnrecognizedArguments(n, args.data())) return 1;
+  const bench_support::started run = bench_support::start(args);
+  if (!run.ok) return 1;
+  if (run.repetitions_given) g_repetitions = 0;
+  if (run.min_time_given) g_min_time_s = 0;
 
   auto tune = [](benchmark::internal::Benchmark* b) {
     b->UseRealTime();

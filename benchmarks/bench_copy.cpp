@@ -95,13 +95,7 @@ void bm_memcpy(benchmark::State& state) {
   }
   std::memset(src.get(), 0x5a, bytes);  // commit the pages of both sides
   std::memset(dst.get(), 0, bytes);
-  std::memcpy(dst.get(), src.get(), bytes);  // warm-up
-  for (auto _ : state) {
-    std::memcpy(dst.get(), src.get(), bytes);
-    benchmark::DoNotOptimize(dst.get());
-    benchmark::ClobberMemory();
-  }
-  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(bytes));
+  bench_support::time_memcpy(state, dst.get(), src.get(), bytes);
 }
 
 // ---- strata copies ---------------------------------------------------------------------------
@@ -175,22 +169,13 @@ void bm_cuda_peak(benchmark::State& state, bool to_device) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // Defaults that a command-line flag overrides: repetitions interleaved at random, so a
-  // slow spell of the machine (other jobs, a noisy neighbour) spreads over all benchmarks
-  // instead of landing on one side of the ratio.
-  std::vector<char*> args(argv, argv + argc);
-  std::string interleave = "--benchmark_enable_random_interleaving=true";
-  args.insert(args.begin() + 1, interleave.data());
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view arg = argv[i];
-    if (arg.starts_with("--benchmark_repetitions")) g_repetitions = 0;
-    if (arg.starts_with("--benchmark_min_time")) g_min_time_s = 0;
-  }
-  const auto console = bench_support::console_options(argc, argv);
-  int n = static_cast<int>(args.size());
-  args.push_back(nullptr);
-  benchmark::Initialize(&n, args.data());
-  if (benchmark::ReportUnrecognizedArguments(n, args.data())) return 1;
+  // Defaults that a command-line flag overrides: repetitions interleaved at random (start()),
+  // and this program's repetitions and minimum time.
+  const bench_support::started run = bench_support::start({argv, argv + argc});
+  if (!run.ok) return 1;
+  if (run.repetitions_given) g_repetitions = 0;
+  if (run.min_time_given) g_min_time_s = 0;
+  const auto console = run.console;
 
 #if STRATA_ENABLE_CUDA
   // Skips (exit 0) without a GPU, or fails where one is required (STRATA_REQUIRE_GPU=1, or

@@ -186,17 +186,10 @@ void bm_memcpy(benchmark::State& state, std::size_t bytes) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::vector<char*> args(argv, argv + argc);
-  std::string interleave = "--benchmark_enable_random_interleaving=true";
-  args.insert(args.begin() + 1, interleave.data());
-  int repetitions = default_repetitions;
-  for (int i = 1; i < argc; ++i)
-    if (std::string_view(argv[i]).starts_with("--benchmark_repetitions")) repetitions = 0;
-  const auto console = bench_support::console_options(argc, argv);
-  int n = static_cast<int>(args.size());
-  args.push_back(nullptr);
-  benchmark::Initialize(&n, args.data());
-  if (benchmark::ReportUnrecognizedArguments(n, args.data())) return 1;
+  const bench_support::started run = bench_support::start({argv, argv + argc});
+  if (!run.ok) return 1;
+  const int repetitions = run.repetitions_given ? 0 : default_repetitions;
+  const auto console = run.console;
 
   if (const int rc = no_gpu_exit_code("device-adam", 0); rc >= 0) return rc;
 

@@ -19,12 +19,13 @@
 // tokens a step has: measured 1.43 at B = 8 (159 ms steps), 1.07 at B = 32 (684 ms).
 #include "trainer.hpp"
 
+#include "example_support.hpp"  // examples/common/: option_reader
+
 #include <strata/comm/solo.hpp>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <string>
 #include <thread>
@@ -113,28 +114,30 @@ int main(int argc, char** argv) {
   tc.seq = 128;
   tc.batch = 32;
   int steps = 12;
-  for (int a = 1; a + 1 < argc; a += 2) {
-    const std::string k = argv[a];
-    const int v = std::atoi(argv[a + 1]);
-    if (k == "--steps") steps = v;
-    else if (k == "--layers") tc.model.layers = v;
-    else if (k == "--width") tc.model.width = v;
-    else if (k == "--heads") tc.model.heads = v;
-    else if (k == "--seq") tc.seq = tc.model.context = v;
-    else if (k == "--batch") tc.batch = v;
-    else {
-      std::fprintf(stderr, "bench_gpt: unknown option %s\n", k.c_str());
-      return 2;
-    }
-  }
   tc.steps = 1000;  // the schedule's length; only `steps` (+ warm-up) of it run
   tc.warmup = 10;
+  try {
+    example::option_reader r(argc, argv);  // `--steps 4` or `--steps=4`
+    while (r.next()) {
+      if (r.is("--steps")) steps = r.integer(1);
+      else if (r.is("--layers")) tc.model.layers = r.integer(1);
+      else if (r.is("--width")) tc.model.width = r.integer(1);
+      else if (r.is("--heads")) tc.model.heads = r.integer(1);
+      else if (r.is("--seq")) tc.seq = tc.model.context = r.integer(1);
+      else if (r.is("--batch")) tc.batch = r.integer(1);
+      else r.unknown();
+    }
+    tc.validate();
+  } catch (const std::exception& e) {  // example::bad_argument, or a model train_config refuses
+    std::fprintf(stderr, "bench_gpt: %s\n", e.what());
+    return 2;
+  }
   gpt::use_one_thread_pool();
   const auto data = corpus();
   const gpt::gpt_config& cfg = tc.model;
   const double params = static_cast<double>(gpt::parameter_count(cfg));
   const double tokens = double(tc.batch) * tc.seq;
-  const double flops_per_token = 6.0 * params + 12.0 * cfg.layers * double(cfg.width) * tc.seq;
+  const double flops_per_token = gpt::flops_per_token(cfg, tc.seq);
   std::printf("gpt bench: %d layers, width %d, %d heads, T %d, B %d: %.2f M params, %.0f tokens "
               "per step, %u threads\n",
               cfg.layers, cfg.width, cfg.heads, tc.seq, tc.batch, params / 1e6, tokens,

@@ -423,26 +423,11 @@ void print_waits(const traced_step& t) {
   }
 }
 
-std::string exe_dir() {
-  char buf[4096];
-  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n <= 0) return ".";
-  std::string p(buf, static_cast<std::size_t>(n));
-  auto slash = p.rfind('/');
-  return slash == std::string::npos ? "." : p.substr(0, slash);
-}
-
 /// Takes this program's own options out of argv (Google Benchmark refuses unknown ones).
 bool parse_options(std::vector<char*>& args) {
-  if (const char* d = std::getenv("STRATA_BENCH_DIR"); d && *d) g_opt.dir = d;
   std::vector<char*> rest;
   for (char* a : args) {
-    std::string_view s = a;
-    auto value = [&](std::string_view key) -> std::optional<std::string> {
-      if (s.starts_with(key) && s.size() > key.size() && s[key.size()] == '=')
-        return std::string(s.substr(key.size() + 1));
-      return std::nullopt;
-    };
+    auto value = [&](std::string_view name) { return bench_support::option_value(a, name); };
     auto count = [](const std::string& v) -> std::size_t {
       char* end = nullptr;
       const unsigned long long n = std::strtoull(v.c_str(), &end, 10);
@@ -464,7 +449,7 @@ bool parse_options(std::vector<char*>& args) {
     }
   }
   args = std::move(rest);
-  if (g_opt.dir.empty()) g_opt.dir = exe_dir() + "/nvme-scratch";
+  g_opt.dir = bench_support::scratch_dir(g_opt.dir);
   return true;
 }
 
@@ -477,15 +462,10 @@ int main(int argc, char** argv) {
                          "--dir=PATH --trace=FILE)\n");
     return 2;
   }
-  std::string interleave = "--benchmark_enable_random_interleaving=true";
-  args.insert(args.begin() + 1, interleave.data());
-  for (char* a : args)
-    if (std::string_view(a).starts_with("--benchmark_repetitions")) g_repetitions = 0;
-  const auto console = bench_support::console_options(argc, argv);
-  int n = static_cast<int>(args.size());
-  args.push_back(nullptr);
-  benchmark::Initialize(&n, args.data());
-  if (benchmark::ReportUnrecognizedArguments(n, args.data())) return 1;
+  const bench_support::started run = bench_support::start(args);
+  if (!run.ok) return 1;
+  if (run.repetitions_given) g_repetitions = 0;
+  const auto console = run.console;
 
 #if STRATA_ENABLE_CUDA
   // The layer compute is host arithmetic on the parameters: it needs host-addressable device

@@ -1,24 +1,40 @@
-// benchmarks/bench_support.hpp — the reporting machinery bench_copy, bench_allgather and
-// bench_overlap share.
+// benchmarks/bench_support.hpp — what the benchmark programs share.
 //
-// What lives here: median(); console_options(), the console reporter options Google Benchmark
-// would pick for its own reporter; ordered_median_reporter, a console reporter that holds rows
-// back and prints one median row (and the coefficient of variation) per benchmark in
-// registration order; bandwidth_reporter, which also keeps every repetition's bytes/s for a
-// ratio line; free_deleter for aligned_alloc'd buffers. The three programs run interleaved
-// repetitions and summarise them by their median the same way, so the code that does it is kept
-// once: a fix to one table would otherwise have to be made three times. What does not: anything
-// a benchmark measures, its defaults and its ratio line (each program's own .cpp).
+// What lives here:
+//   start()        Google Benchmark's start as every program here makes it: repetitions
+//                  interleaved at random unless a flag says otherwise, unknown flags refused,
+//                  and whether --benchmark_repetitions / --benchmark_min_time were given (so a
+//                  program's own defaults step aside)
+//   reporting      median(); console_options(), the console reporter options Google Benchmark
+//                  would pick for its own reporter; ordered_median_reporter, a console reporter
+//                  that holds rows back and prints one median row (and the coefficient of
+//                  variation) per benchmark in registration order; bandwidth_reporter, which
+//                  also keeps every repetition's bytes/s for a ratio line
+//   own options    option_value() for `--name=value` (a program takes its own options out of
+//                  argv before Google Benchmark sees the rest), parse_size() for 64M, 1GiB, ...
+//   scratch        exe_dir(), scratch_dir() (--dir, else $STRATA_BENCH_DIR, else
+//                  nvme-scratch/ beside the program) and is_tmpfs() for the NVMe benchmarks
+//   time_memcpy()  the memcpy peer that bandwidth ratios are measured against
+//   free_deleter   for aligned_alloc'd buffers
+// The programs run interleaved repetitions and summarise them by their median the same way, so
+// the code that does it is kept once: a fix to one table would otherwise have to be made in
+// every program. What does not: anything a benchmark measures, its defaults and its ratio line
+// (each program's own .cpp). The examples' helpers (examples/common/) are not used here: the
+// benchmarks pass unknown flags on to Google Benchmark and report through it, a different job.
 #pragma once
 
 #include <benchmark/benchmark.h>
 
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -127,5 +143,104 @@ protected:
 private:
   std::map<std::string, std::vector<double>> bytes_per_s_;
 };
+
+/// The memcpy peer of a bandwidth benchmark: one warm-up copy, then one copy of `bytes` per
+/// iteration, counted as bytes processed.
+inline void time_memcpy(benchmark::State& state, void* dst, const void* src, std::size_t bytes) {
+  std::memcpy(dst, src, bytes);  // warm-up
+  for (auto _ : state) {
+    std::memcpy(dst, src, bytes);
+    benchmark::DoNotOptimize(dst);
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(bytes));
+}
+
+/// What start() learnt from the command line.
+struct started {
+  bool ok = false;  // false: Google Benchmark reported an unknown flag (exit 1)
+  benchmark::ConsoleReporter::OutputOptions console{};  // console_options() of the flags
+  bool repetitions_given = false;  // --benchmark_repetitions...: the program's default steps aside
+  bool min_time_given = false;     // --benchmark_min_time...: likewise
+};
+
+/// Starts Google Benchmark with `args`: argv without the program's own options (args[0] is the
+/// program). Repetitions are interleaved at random, so that a slow spell of the machine spreads
+/// over every benchmark instead of landing on one side of a ratio;
+/// --benchmark_enable_random_interleaving=false on the command line still wins (it comes later).
+inline started start(std::vector<char*> args) {
+  started s;
+  for (std::size_t i = 1; i < args.size(); ++i) {
+    const std::string_view a = args[i];
+    s.repetitions_given = s.repetitions_given || a.starts_with("--benchmark_repetitions");
+    s.min_time_given = s.min_time_given || a.starts_with("--benchmark_min_time");
+  }
+  s.console = console_options(static_cast<int>(args.size()), args.data());
+  std::string interleave = "--benchmark_enable_random_interleaving=true";
+  args.insert(args.begin() + (args.empty() ? 0 : 1), interleave.data());
+  int n = static_cast<int>(args.size());
+  args.push_back(nullptr);
+  benchmark::Initialize(&n, args.data());
+  s.ok = !benchmark::ReportUnrecognizedArguments(n, args.data());
+  return s;
+}
+
+/// The value of `--name=value` when `arg` is that option, else nothing.
+inline std::optional<std::string> option_value(std::string_view arg, std::string_view name) {
+  if (arg.starts_with(name) && arg.size() > name.size() && arg[name.size()] == '=')
+    return std::string(arg.substr(name.size() + 1));
+  return std::nullopt;
+}
+
+/// A size in bytes: digits, then optionally K, M, G or T (powers of 1024), each also as KiB /
+/// KB / Ki, or B for bytes. Nothing for anything else.
+inline std::optional<std::size_t> parse_size(std::string_view s) {
+  std::size_t i = 0;
+  std::uint64_t v = 0;
+  while (i < s.size() && s[i] >= '0' && s[i] <= '9') v = v * 10 + static_cast<unsigned>(s[i++] - '0');
+  if (i == 0) return std::nullopt;
+  std::string_view unit = s.substr(i);
+  std::uint64_t mult = 1;
+  if (!unit.empty()) {
+    switch (unit[0]) {
+    case 'k': case 'K': mult = std::uint64_t{1} << 10; break;
+    case 'm': case 'M': mult = std::uint64_t{1} << 20; break;
+    case 'g': case 'G': mult = std::uint64_t{1} << 30; break;
+    case 't': case 'T': mult = std::uint64_t{1} << 40; break;
+    case 'b': case 'B': mult = 1; break;
+    default: return std::nullopt;
+    }
+    unit.remove_prefix(1);
+    if (!(unit.empty() || unit == "i" || unit == "iB" || unit == "B" || unit == "ib"))
+      return std::nullopt;
+  }
+  return static_cast<std::size_t>(v * mult);
+}
+
+/// The directory this program's executable is in ("." when /proc cannot say).
+inline std::string exe_dir() {
+  char buf[PATH_MAX];
+  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return ".";
+  std::string p(buf, static_cast<std::size_t>(n));
+  const auto slash = p.rfind('/');
+  return slash == std::string::npos ? "." : p.substr(0, slash);
+}
+
+/// Where an NVMe benchmark keeps its files: `given` (--dir), else $STRATA_BENCH_DIR, else
+/// nvme-scratch/ beside the executable, i.e. in the build tree: a real file system, not /tmp.
+inline std::string scratch_dir(const std::string& given) {
+  if (!given.empty()) return given;
+  if (const char* d = std::getenv("STRATA_BENCH_DIR"); d && *d) return d;
+  return exe_dir() + "/nvme-scratch";
+}
+
+/// Whether `dir` is on tmpfs or ramfs: memory, so what is measured there says nothing of a disk.
+inline bool is_tmpfs(const std::string& dir) {
+  struct statfs sf {};
+  if (::statfs(dir.c_str(), &sf) != 0) return false;
+  constexpr long tmpfs_magic = 0x01021994, ramfs_magic = static_cast<long>(0x858458f6);
+  return static_cast<long>(sf.f_type) == tmpfs_magic || static_cast<long>(sf.f_type) == ramfs_magic;
+}
 
 }  // namespace bench_support

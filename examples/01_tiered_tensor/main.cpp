@@ -16,60 +16,44 @@
 // on this machine, and nothing about a GPU.
 //
 // Build and run (host build, no GPU needed):
-//   g++ -std=c++20 -O2 -I include examples/01_tiered_tensor/main.cpp -pthread -o ex01 && ./ex01
+//   g++ -std=c++20 -O2 -I include -I examples/common examples/01_tiered_tensor/main.cpp -pthread
+//       -o ex01 && ./ex01                                      (one command line)
 //
 // Shapes in comments are written // (rows, cols).
 
 #include <strata/strata.hpp>
 
+#include "example_support.hpp"  // examples/common/: mib, section, indented, checks
+#include "toy_layers.hpp"       // examples/common/: run_kernel, the synthetic layers
+
 #include <cstdio>
 #include <string>
 #include <thread>
-#include <type_traits>
 #include <vector>
 
 namespace {
 
 using strata::tier_id;
+using namespace example;
 
 // ---------------------------------------------------------------------------------------------
 // "Kernels". On a GPU each of these is a CUDA kernel launched on ctx.compute_stream(), reading
 // and writing device memory through the pointer a lease hands out (lease.data()). Here they are
-// plain loops over that pointer.
+// plain loops over that pointer, run through run_kernel (toy_layers.hpp: on the memory itself
+// in the host build, on a host copy of it in a CUDA build). The forward one, y = x W^T then
+// W += 1, is layer_forward_kernel in toy_layers.hpp; example 02 walks its layers with it too.
 
 // x *= factor, elementwise.
 void scale_kernel(float* x, std::size_t n, float factor) {
   for (std::size_t i = 0; i < n; ++i) x[i] *= factor;
 }
 
-// A batch of activation vectors per layer: enough work that a layer's compute outlasts its fetch
-// on the emulated device (about 1.5 ms against 0.3 ms here), so prefetch can hide every fetch.
-constexpr std::size_t tokens = 4;
-
-// y = x W^T for the batch (the work a layer's GEMM would do), then W += 1 (the change an
-// optimizer step would make). Returns a checksum of y so the work is not optimised away.
-// w: (rows, cols)
-float layer_forward_kernel(float* w, std::size_t rows, std::size_t cols) {
-  std::vector<float> x(tokens * cols), y(tokens * rows);  // scratch: (tokens, cols) (tokens, rows)
-  for (std::size_t i = 0; i < x.size(); ++i) x[i] = 1e-3f * static_cast<float>(i % 97);
-  for (std::size_t r = 0; r < rows; ++r)
-    for (std::size_t t = 0; t < tokens; ++t) {
-      float acc = 0;
-      for (std::size_t c = 0; c < cols; ++c) acc += w[r * cols + c] * x[t * cols + c];
-      y[t * rows + r] = acc;
-    }
-  for (std::size_t i = 0; i < rows * cols; ++i) w[i] += 1.0f;
-  float sum = 0;
-  for (float v : y) sum += v;
-  return sum;
-}
-
 // dx = dy W, read-only on W (a backward pass reads the weights its forward pass used).
 float layer_backward_kernel(const float* w, std::size_t rows, std::size_t cols) {
-  std::vector<float> dy(tokens * rows), dx(tokens * cols, 0.0f);  // (tokens, rows) (tokens, cols)
+  std::vector<float> dy(toy_tokens * rows), dx(toy_tokens * cols, 0.0f);  // (tokens, rows) (tokens, cols)
   for (std::size_t i = 0; i < dy.size(); ++i) dy[i] = 1e-3f * static_cast<float>(i % 89);
   for (std::size_t r = 0; r < rows; ++r)
-    for (std::size_t t = 0; t < tokens; ++t) {
+    for (std::size_t t = 0; t < toy_tokens; ++t) {
       const float g = dy[t * rows + r];
       for (std::size_t c = 0; c < cols; ++c) dx[t * cols + c] += g * w[r * cols + c];
     }
@@ -80,53 +64,7 @@ float layer_backward_kernel(const float* w, std::size_t rows, std::size_t cols) 
 
 volatile float g_checksum = 0;  // where the kernels' checksums go, so their work is kept
 
-// Runs `kernel(p, n)` on n elements of device memory at `on_device`.
-//
-// Host build: the emulated device is memory of this process, so the loop runs on it directly,
-// where a CUDA kernel would run on GPU memory. What host code may NOT do is index a device view:
-// `lease.view()[0]` does not compile, because tier::device is not host-accessible.
-//
-// CUDA build: a host loop cannot touch GPU memory, and this example has no .cu file to hold a
-// real kernel. Rather than pretend, it downloads the data through the library's own copy path
-// (staged through the pinned ring), runs the loop on the host copy, and uploads the result when
-// the kernel may write. Slow but correct; a real program launches a kernel on
-// ctx.compute_stream() instead.
-template <class T, class Kernel>
-void run_kernel(strata::context& ctx, T* on_device, std::size_t n, Kernel&& kernel) {
-  if constexpr (!strata::cuda_enabled) {
-    kernel(on_device, n);
-  } else {
-    std::vector<std::remove_const_t<T>> mirror(n);
-    ctx.copy(mirror.data(), tier_id::host, on_device, tier_id::device, n * sizeof(T),
-             "kernel stand-in: download")
-        .wait();
-    kernel(mirror.data(), n);
-    if constexpr (!std::is_const_v<T>)
-      ctx.copy(on_device, tier_id::device, mirror.data(), tier_id::host, n * sizeof(T),
-               "kernel stand-in: upload")
-          .wait();
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Printing helpers.
-
-double mib(std::size_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0); }
-
 std::size_t device_in_use(strata::context& ctx) { return ctx.budget(tier_id::device).used(); }
-
-void section(const char* title) { std::printf("\n== %s\n", title); }
-
-std::string indented(const std::string& text, const char* prefix = "    ") {
-  std::string out;
-  bool line_start = true;
-  for (char c : text) {
-    if (line_start) out += prefix;
-    out += c;
-    line_start = c == '\n';
-  }
-  return out;
-}
 
 // ---------------------------------------------------------------------------------------------
 // The layer sequence of sections 4 and 6.
@@ -134,11 +72,8 @@ std::string indented(const std::string& text, const char* prefix = "    ") {
 constexpr std::size_t layer_count = 12;
 constexpr std::size_t layer_rows = 640, layer_cols = 640;  // 1.56 MiB of float per layer
 
-// Weights that are exact in float before and after "+= 1", so the checks can be bitwise.
-float initial_weight(std::size_t layer, std::size_t j) {
-  return static_cast<float>(layer) + 0.125f * static_cast<float>(j % 8);
-}
-
+// Weights initial_weight(l, j) (toy_layers.hpp): exact in float before and after "+= 1", so the
+// checks can be bitwise.
 template <class Sequence>
 void make_layers(Sequence& seq) {
   for (std::size_t l = 0; l < layer_count; ++l) {
@@ -149,19 +84,10 @@ void make_layers(Sequence& seq) {
   }
 }
 
-// One character per layer: '#' leased for compute now, '+' on the device already or on its way
-// there (prefetched), '.' only at home.
-template <class Sequence>
-std::string residency_map(Sequence& seq, std::size_t leased) {
-  std::string m;
-  for (std::size_t l = 0; l < seq.size(); ++l)
-    m += l == leased ? '#' : seq[l].template holds<strata::tier::device>() ? '+' : '.';
-  return m;
-}
-
 // Forward (read_write: each layer is written back to its home after its compute), then backward
 // (read-only: each layer is dropped from the device, nothing is written). With `verbose`, one
-// line per layer; otherwise one progress mark per layer.
+// line per layer and where every layer is (residency_map: '#' leased for compute, '+' on the
+// device or on its way, '.' at home only); otherwise one progress mark per layer.
 template <class Sequence>
 void walk_layers(strata::context& ctx, Sequence& seq, bool verbose) {
   auto progress = [&](const char* pass, std::size_t i) {
@@ -176,14 +102,14 @@ void walk_layers(strata::context& ctx, Sequence& seq, bool verbose) {
 
   if (!verbose) std::printf("  forward  ");
   seq.forward(strata::read_write, [&](std::size_t i, const auto& w) {
-    run_kernel(ctx, w.data(), w.size(), [&](float* p, std::size_t) {
+    run_kernel(ctx, w.data(), w.size(), [&](float* p) {
       g_checksum = g_checksum + layer_forward_kernel(p, w.shape()[0], w.shape()[1]);
     });
     progress("forward", i);
   });
   if (!verbose) std::printf("\n  backward ");
   seq.backward([&](std::size_t i, const auto& w) {
-    run_kernel(ctx, w.data(), w.size(), [&](const float* p, std::size_t) {
+    run_kernel(ctx, w.data(), w.size(), [&](const float* p) {
       g_checksum = g_checksum + layer_backward_kernel(p, w.shape()[0], w.shape()[1]);
     });
     progress("backward", i);
@@ -192,29 +118,13 @@ void walk_layers(strata::context& ctx, Sequence& seq, bool verbose) {
   ctx.synchronize();  // the last write-backs may still be in flight; the trace should hold them
 }
 
-// Every weight of every layer must be its initial value + 1 at home: the forward pass's
-// write-backs arrived, and the read-only backward pass changed nothing.
-template <class Sequence>
-bool layers_are_correct(Sequence& seq) {
-  for (std::size_t l = 0; l < seq.size(); ++l) {
-    const std::vector<float> w = seq[l].to_vector();
-    for (std::size_t j = 0; j < w.size(); ++j)
-      if (w[j] != initial_weight(l, j) + 1.0f) {
-        std::printf("  layer %zu element %zu is %g, expected %g\n", l, j, double(w[j]),
-                    double(initial_weight(l, j) + 1.0f));
-        return false;
-      }
-  }
-  return true;
-}
+// Afterwards every weight at home must be its initial value + 1 (layers_are_correct,
+// toy_layers.hpp): the forward pass's write-backs arrived, and the read-only backward pass
+// changed nothing.
 
 int run() {
   // Each check prints one aligned line; any failure makes the program exit non-zero.
-  bool ok = true;
-  auto check = [&](const char* what, bool passed) {
-    std::printf("  check: %-72s %s\n", what, passed ? "OK" : "FAILED");
-    ok = ok && passed;
-  };
+  checks check;
 
   // -------------------------------------------------------------------------------------------
   section("1. A context: the budget of each memory tier");
@@ -261,8 +171,8 @@ int run() {
     auto lease = t.acquire(strata::read_write);
     state("read_write lease on the device:");
     ctx.compute("scale", [&] {
-      run_kernel(ctx, lease.data(), lease.view().size(),
-                 [](float* x, std::size_t n) { scale_kernel(x, n, 2.0f); });
+      const std::size_t n = lease.view().size();
+      run_kernel(ctx, lease.data(), n, [&](float* x) { scale_kernel(x, n, 2.0f); });
     });
   }
   // Releasing a dirty lease queues the write-back device -> host (ordered after the compute on
@@ -286,7 +196,7 @@ int run() {
   try {
     strata::tiered_tensor<float, strata::resident_on_device> big(ctx, "big", {3072, 1024});
     std::printf("  FAILED: a 12 MiB tensor fit in an 8 MiB device\n");
-    ok = false;
+    check.fail();
   } catch (const strata::out_of_budget& e) {
     std::printf("  a resident_on_device tensor of 12 MiB, made:\n    %s\n", e.what());
   }
@@ -297,7 +207,7 @@ int run() {
     try {
       auto lease = big.acquire();
       std::printf("  FAILED: a 12 MiB tensor was leased on an 8 MiB device\n");
-      ok = false;
+      check.fail();
     } catch (const strata::out_of_budget& e) {
       std::printf("  an offloaded_to_host tensor of 12 MiB, made (at home in host memory), then "
                   "acquired on the device:\n    %s\n",
@@ -378,8 +288,7 @@ int run() {
 
   std::printf("\n  tiers at the end (both sequences still hold their rings: 3 + 1 layers):\n%s",
               ctx.memory_report().c_str());
-  std::printf("\n%s\n", ok ? "all checks OK" : "SOME CHECKS FAILED");
-  return ok ? 0 : 1;
+  return verdict(check.ok());
 }
 
 }  // namespace

@@ -24,17 +24,20 @@
 //   cmake --preset host && cmake --build --preset host --target 02_nvme_spill
 //   ./build/host/examples/02_nvme_spill [directory]
 // or by hand (without liburing, leave out -DSTRATA_HAVE_URING=1 and -luring):
-//   g++ -std=c++20 -O2 -DSTRATA_HAVE_URING=1 -I include examples/02_nvme_spill/main.cpp
-//       -luring -pthread -o ex02 && ./ex02 [directory]          (one command line)
+//   g++ -std=c++20 -O2 -DSTRATA_HAVE_URING=1 -I include -I examples/common
+//       examples/02_nvme_spill/main.cpp -luring -pthread -o ex02 && ./ex02 [directory]
+//                                                              (one command line)
 //
 // Shapes in comments are written // (rows, cols).
 
 #include <strata/strata.hpp>
 
+#include "example_support.hpp"  // examples/common/: mib, section, indented, checks
+#include "toy_layers.hpp"       // examples/common/: run_kernel, the synthetic layers
+
 #include <cstdio>
 #include <filesystem>
 #include <string>
-#include <type_traits>
 #include <vector>
 
 #include <fcntl.h>
@@ -45,32 +48,15 @@
 namespace {
 
 using strata::tier_id;
+using namespace example;
 
 // ---------------------------------------------------------------------------------------------
 // "Kernels". On a GPU each of these is a CUDA kernel launched on ctx.compute_stream(), reading
-// and writing device memory through the pointer a lease hands out. Here they are plain loops.
-
-// A batch of activation vectors per layer: enough work that a layer's compute is of the order
-// of its read from NVMe, so there is something for the reads to hide under.
-constexpr std::size_t tokens = 4;
-
-// y = x W^T for the batch (the work a layer's GEMM would do), then W += 1 (the change an
-// optimizer step would make). Returns a checksum of y so the work is not optimised away.
-// w: (rows, cols)
-float layer_forward_kernel(float* w, std::size_t rows, std::size_t cols) {
-  std::vector<float> x(tokens * cols), y(tokens * rows);  // scratch: (tokens, cols) (tokens, rows)
-  for (std::size_t i = 0; i < x.size(); ++i) x[i] = 1e-3f * static_cast<float>(i % 97);
-  for (std::size_t r = 0; r < rows; ++r)
-    for (std::size_t t = 0; t < tokens; ++t) {
-      float acc = 0;
-      for (std::size_t c = 0; c < cols; ++c) acc += w[r * cols + c] * x[t * cols + c];
-      y[t * rows + r] = acc;
-    }
-  for (std::size_t i = 0; i < rows * cols; ++i) w[i] += 1.0f;
-  float sum = 0;
-  for (float v : y) sum += v;
-  return sum;
-}
+// and writing device memory through the pointer a lease hands out. Here they are plain loops,
+// run through run_kernel (toy_layers.hpp: on the memory itself in the host build, on a host
+// copy of it in a CUDA build). The forward one is example 01's layer_forward_kernel
+// (toy_layers.hpp): y = x W^T for a batch of toy_tokens vectors, then W += 1, with enough work
+// that a layer's compute is of the order of its read from NVMe.
 
 // Read-only on W, as a backward pass reads the weights its forward pass used: the sum of every
 // weight, in double (exact here: the weights are multiples of 1/8 and there are 2^20 of them).
@@ -82,47 +68,7 @@ double layer_checksum_kernel(const float* w, std::size_t n) {
 
 volatile float g_sink = 0;  // where the forward kernel's checksums go, so its work is kept
 
-// Runs `kernel(p, n)` on n elements of device memory at `on_device`.
-// Host build: the emulated device is memory of this process, so the loop runs on it directly.
-// CUDA build: a host loop cannot touch GPU memory and this example has no .cu file, so it
-// downloads the data, runs the loop on the host copy and uploads it again when the kernel may
-// write (see examples/01_tiered_tensor). A real program launches a kernel instead.
-template <class T, class Kernel>
-void run_kernel(strata::context& ctx, T* on_device, std::size_t n, Kernel&& kernel) {
-  if constexpr (!strata::cuda_enabled) {
-    kernel(on_device, n);
-  } else {
-    std::vector<std::remove_const_t<T>> mirror(n);
-    ctx.copy(mirror.data(), tier_id::host, on_device, tier_id::device, n * sizeof(T),
-             "kernel stand-in: download")
-        .wait();
-    kernel(mirror.data(), n);
-    if constexpr (!std::is_const_v<T>)
-      ctx.copy(on_device, tier_id::device, mirror.data(), tier_id::host, n * sizeof(T),
-               "kernel stand-in: upload")
-          .wait();
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Printing helpers.
-
-double mib(std::size_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0); }
-
 std::size_t device_in_use(strata::context& ctx) { return ctx.budget(tier_id::device).used(); }
-
-void section(const char* title) { std::printf("\n== %s\n", title); }
-
-std::string indented(const std::string& text, const char* prefix = "    ") {
-  std::string out;
-  bool line_start = true;
-  for (char c : text) {
-    if (line_start) out += prefix;
-    out += c;
-    line_start = c == '\n';
-  }
-  return out;
-}
 
 // Bytes moved so far on one of the NVMe queues, read off the trace: every io-read span is one
 // layer fetched from the file, every io-write span one layer written back (a span is recorded
@@ -146,10 +92,8 @@ constexpr std::size_t layer_count = 24;
 constexpr std::size_t layer_rows = 1024, layer_cols = 1024;  // 4 MiB of float per layer
 constexpr std::size_t layer_bytes = layer_rows * layer_cols * sizeof(float);
 
-// Weights that are exact in float before and after "+= 1", so the checks can be bitwise.
-float initial_weight(std::size_t layer, std::size_t j) {
-  return static_cast<float>(layer) + 0.125f * static_cast<float>(j % 8);
-}
+// The weights are initial_weight(l, j) (toy_layers.hpp): exact in float before and after
+// "+= 1", so the checks can be bitwise.
 
 // What layer_checksum_kernel must find after the forward pass: every weight is initial + 1.
 double expected_checksum(std::size_t layer) {
@@ -157,23 +101,9 @@ double expected_checksum(std::size_t layer) {
   return n * static_cast<double>(layer + 1) + n / 8.0 * 0.125 * (0 + 1 + 2 + 3 + 4 + 5 + 6 + 7);
 }
 
-// One character per layer: '#' leased for compute now, '+' on the device already or on its way
-// there (prefetched from the file), '.' only at home, in the file.
-template <class Sequence>
-std::string residency_map(Sequence& seq, std::size_t leased) {
-  std::string m;
-  for (std::size_t l = 0; l < seq.size(); ++l)
-    m += l == leased ? '#' : seq[l].template holds<strata::tier::device>() ? '+' : '.';
-  return m;
-}
-
 int run(const std::string& nvme_directory) {
   // Each check prints one aligned line; any failure makes the program exit non-zero.
-  bool ok = true;
-  auto check = [&](const char* what, bool passed) {
-    std::printf("  check: %-72s %s\n", what, passed ? "OK" : "FAILED");
-    ok = ok && passed;
-  };
+  checks check;
 
   // -------------------------------------------------------------------------------------------
   section("1. A context with an NVMe tier");
@@ -231,7 +161,7 @@ int run(const std::string& nvme_directory) {
       for (std::size_t l = 0; l < layer_count; ++l)
         in_host.emplace_back("layer" + std::to_string(l), {layer_rows, layer_cols});
       std::printf("  FAILED: 96 MiB of layers fit in a 32 MiB host budget\n");
-      ok = false;
+      check.fail();
     } catch (const strata::out_of_budget& e) {
       std::printf("  home in host memory (offloaded_to_host), layer %zu made:\n    %s\n",
                   in_host.size(), e.what());
@@ -278,7 +208,7 @@ int run(const std::string& nvme_directory) {
   // Forward: each layer is read from the file, computed on (W += 1), and written back to the
   // file when its lease ends — as a new extent, made current only once the write has finished.
   layers.forward(strata::read_write, [&](std::size_t i, const auto& w) {
-    run_kernel(ctx, w.data(), w.size(), [&](float* p, std::size_t) {
+    run_kernel(ctx, w.data(), w.size(), [&](float* p) {
       g_sink = g_sink + layer_forward_kernel(p, w.shape()[0], w.shape()[1]);
     });
     std::printf("  forward  layer %2zu  [%s]  device in use %5.2f MiB  read %5.1f MiB  "
@@ -295,7 +225,7 @@ int run(const std::string& nvme_directory) {
   layers.backward([&](std::size_t i, const auto& w) {
     double sum = 0;
     run_kernel(ctx, w.data(), w.size(),
-               [&](const float* p, std::size_t n) { sum = layer_checksum_kernel(p, n); });
+               [&](const float* p) { sum = layer_checksum_kernel(p, w.size()); });
     bad_checksums += sum != expected_checksum(i);
     std::printf("%c", sum == expected_checksum(i) ? '#' : 'X');
     std::fflush(stdout);
@@ -309,20 +239,9 @@ int run(const std::string& nvme_directory) {
 
   // Every weight of every layer must be its initial value + 1 in the file.
   ctx.trace().set_enabled(false);  // reading every layer back is not part of the walk
-  std::size_t bad_layers = 0;
-  for (std::size_t l = 0; l < layers.size(); ++l) {
-    const std::vector<float> w = layers[l].to_vector();
-    for (std::size_t j = 0; j < w.size(); ++j)
-      if (w[j] != initial_weight(l, j) + 1.0f) {
-        std::printf("  layer %zu element %zu is %g, expected %g\n", l, j, double(w[j]),
-                    double(initial_weight(l, j) + 1.0f));
-        ++bad_layers;
-        break;
-      }
-  }
+  const bool correct = layers_are_correct(layers);
   ctx.trace().set_enabled(true);
-  check("every weight of every layer in the file is initial + 1 (to_vector)",
-        bad_layers == 0);
+  check("every weight of every layer in the file is initial + 1 (to_vector)", correct);
 
   // -------------------------------------------------------------------------------------------
   section("4. What the queues did, the peak of every tier, and the NVMe throughput");
@@ -426,8 +345,7 @@ int run(const std::string& nvme_directory) {
   probe.assign(probe_values);
   check("after a fresh assign the tensor reads back as written", probe.to_vector() == probe_values);
 
-  std::printf("\n%s\n", ok ? "all checks OK" : "SOME CHECKS FAILED");
-  return ok ? 0 : 1;
+  return verdict(check.ok());
 }
 
 }  // namespace

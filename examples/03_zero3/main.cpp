@@ -53,21 +53,23 @@
 #include <strata/comm/threads.hpp>
 #include <strata/schedule/executor.hpp>
 
+#include "example_support.hpp"  // examples/common/: voice, mib, indented, checks, option_reader
+#include "toy_layers.hpp"       // examples/common/: run_kernel
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
-#include <type_traits>
 #include <vector>
 
 namespace {
 
 using strata::tier_id;
+using namespace example;
 
 // ---------------------------------------------------------------------------------------------
 // Options.
@@ -88,34 +90,31 @@ const char* home_name(home h) {
                              : "NVMe (a file per rank)";
 }
 
-bool parse(int argc, char** argv, options& o) {
-  for (int a = 1; a < argc; ++a) {
-    const std::string arg = argv[a];
-    auto value = [&](const char* key) -> const char* {
-      const std::string k = std::string("--") + key + "=";
-      return arg.rfind(k, 0) == 0 ? argv[a] + k.size() : nullptr;
-    };
-    if (const char* v = value("home")) {
-      const std::string h = v;
+// Reads --home, --steps, --ranks and --device-mib (`--steps=30` or `--steps 30`); a bad value
+// is a bad_argument naming the option.
+options parse(int argc, char** argv) {
+  options o;
+  option_reader r(argc, argv);
+  while (r.next()) {
+    if (r.is("--home")) {
+      const std::string h = r.value();
       if (h == "host") o.where = home::host;
       else if (h == "device") o.where = home::device;
       else if (h == "nvme") o.where = home::nvme;
-      else return false;
-    } else if (const char* v = value("steps")) {
-      o.steps = std::atoi(v);
-      if (o.steps < 1) return false;
-    } else if (const char* v = value("ranks")) {
-      o.ranks = std::atoi(v);
+      else throw bad_argument("--home is host, device or nvme, got '" + h + "'");
+    } else if (r.is("--steps")) {
+      o.steps = r.integer(1);
+    } else if (r.is("--ranks")) {
+      o.ranks = r.integer(1, 4096);
       o.ranks_given = true;
-      if (o.ranks < 1) return false;
-    } else if (const char* v = value("device-mib")) {
-      o.device_mib = std::atof(v);
-      if (!(o.device_mib > 0)) return false;
+    } else if (r.is("--device-mib")) {
+      o.device_mib = r.number(0, 1 << 20, " MiB");
+      if (!(o.device_mib > 0)) throw bad_argument("--device-mib must be > 0");
     } else {
-      return false;
+      r.unknown();
     }
   }
-  return true;
+  return o;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -244,57 +243,9 @@ void sgd_kernel(float* w, const float* dw, std::size_t n) {
   for (std::size_t j = 0; j < n; ++j) w[j] -= learning_rate * dw[j];
 }
 
-// Runs `kernel(p)` on n floats at p, which live on tier Tier.
-// Host build: the emulated device is memory of this process, so the kernel runs on p directly,
-// where a CUDA kernel would run on GPU memory.
-// CUDA build: a host loop cannot touch GPU memory and this example has no .cu file, so it
-// downloads the data through the library's copy path, runs the loop on the host copy and
-// uploads it again when the kernel may write (see examples/01_tiered_tensor). A real program
-// launches a kernel on ctx.compute_stream() instead.
-template <class Tier, class T, class Kernel>
-void run_kernel(strata::context& ctx, T* p, std::size_t n, Kernel&& kernel) {
-  if constexpr (!strata::cuda_enabled || Tier::host_accessible) {
-    kernel(p);
-  } else {
-    std::vector<std::remove_const_t<T>> mirror(n);
-    ctx.copy(mirror.data(), tier_id::host, p, Tier::id, n * sizeof(T), "kernel stand-in: download")
-        .wait();
-    kernel(mirror.data());
-    if constexpr (!std::is_const_v<T>)
-      ctx.copy(p, Tier::id, mirror.data(), tier_id::host, n * sizeof(T), "kernel stand-in: upload")
-          .wait();
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Printing helpers. Every rank runs the same code; only rank 0 talks.
-
-struct voice {
-  bool on;
-  [[gnu::format(printf, 2, 3)]] void operator()(const char* format, ...) const {
-    if (!on) return;
-    va_list args;
-    va_start(args, format);
-    std::vprintf(format, args);
-    va_end(args);
-    std::fflush(stdout);  // progress shows as it happens, also through mpirun's pipes
-  }
-};
-
-double mib(std::size_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0); }
-
-void section(const voice& say, const char* title) { say("\n== %s\n", title); }
-
-std::string indented(const std::string& text, const char* prefix = "    ") {
-  std::string out;
-  bool line_start = true;
-  for (char c : text) {
-    if (line_start) out += prefix;
-    out += c;
-    line_start = c == '\n';
-  }
-  return out;
-}
+// The kernels run through run_kernel (toy_layers.hpp) on the tier their data is on: on the
+// memory itself in the host build; in a CUDA build, on a host copy of device memory, downloaded
+// and uploaded again through the library's copy path.
 
 // FNV-1a over the bytes of a layer's parameters: equal on every rank iff the bytes are.
 std::uint64_t checksum(const std::vector<float>& v, std::uint64_t h = 0xcbf29ce484222325ull) {
@@ -312,15 +263,11 @@ using prefetch_policy = strata::prefetch::lookahead<2>;
 template <class Bundle, class Comm>
 bool train_with(Comm& comm, const options& opt, const char* bundle_name) {
   const int rank = comm.rank(), ranks = comm.size();
-  const voice say{rank == 0};
-  bool ok = true;
-  auto check = [&](const char* what, bool passed) {
-    say("  check: %-72s %s\n", what, passed ? "OK" : "FAILED");
-    ok = ok && passed;
-  };
+  const voice say{rank == 0};  // every rank runs the same code; only rank 0 talks
+  checks check(say);
 
   // -------------------------------------------------------------------------------------------
-  section(say, "1. Every rank: a context with a small device, a ZeRO-3 executor, its plan");
+  say.section("1. Every rank: a context with a small device, a ZeRO-3 executor, its plan");
   strata::context_config config;
   config.device_bytes = static_cast<std::size_t>(opt.device_mib * 1024 * 1024);
   config.pinned_bytes = std::size_t{8} << 20;
@@ -368,7 +315,7 @@ bool train_with(Comm& comm, const options& opt, const char* bundle_name) {
       bundle_name, home_name(opt.where), prefetch_policy::depth, ex.plan().to_string(&ctx).c_str());
 
   // -------------------------------------------------------------------------------------------
-  section(say, "2. Training: forward (all-gather), backward (reduce-scatter), SGD on each shard");
+  say.section("2. Training: forward (all-gather), backward (reduce-scatter), SGD on each shard");
   say("  %d ranks x micro-batch %zu = %zu fresh samples per step; loss = MSE averaged over the "
       "ranks; lr %.2f\n",
       ranks, micro_batch, micro_batch * static_cast<std::size_t>(ranks), double(learning_rate));
@@ -419,7 +366,7 @@ bool train_with(Comm& comm, const options& opt, const char* bundle_name) {
   ex.sync();
 
   // -------------------------------------------------------------------------------------------
-  section(say, "3. What the queues did on rank 0, and the picture");
+  say.section("3. What the queues did on rank 0, and the picture");
   // compute: forward, backward, optimizer; collectives: the all-gathers and reduce-scatters;
   // h2d / d2h (and io-read / io-write under --home=nvme): shards to and from their home.
   // A collective is busy from its start until every rank has joined it, so the collectives row
@@ -435,7 +382,7 @@ bool train_with(Comm& comm, const options& opt, const char* bundle_name) {
   }
 
   // -------------------------------------------------------------------------------------------
-  section(say, "4. Checks");
+  say.section("4. Checks");
   // ex.params(l) is a collective (it all-gathers the shards): every rank calls it.
   std::uint64_t mine = 0xcbf29ce484222325ull;
   for (std::size_t l = 0; l < layer_count; ++l) mine = checksum(ex.params(l), mine);
@@ -465,7 +412,7 @@ bool train_with(Comm& comm, const options& opt, const char* bundle_name) {
   float ranks_over = 0;
   comm.all_reduce(&over, &ranks_over, 1, strata::comm::reduce_op::sum).wait();
   check("on every rank, the peak of every tier stayed within the plan", ranks_over == 0);
-  return ok;
+  return check.ok();
 }
 
 template <class Comm>
@@ -498,11 +445,6 @@ void say_hello(const options& opt, int ranks, const char* how) {
                 std::filesystem::absolute("03_zero3.data").string().c_str());
 }
 
-int finish(bool ok, const voice& say) {
-  say("\n%s\n", ok ? "all checks OK" : "SOME CHECKS FAILED");
-  return ok ? 0 : 1;
-}
-
 // Default: the ranks are threads of this process, each with its own context and executor.
 int run_threads(const options& opt) {
   say_hello(opt, opt.ranks, "threads in this process, comm::threads");
@@ -516,7 +458,7 @@ int run_threads(const options& opt) {
     explain(e, "--ranks=8");
     return 1;
   }
-  return finish(std::all_of(ok.begin(), ok.end(), [](char b) { return b != 0; }), voice{true});
+  return verdict(std::all_of(ok.begin(), ok.end(), [](char b) { return b != 0; }));
 }
 
 #if STRATA_HAVE_MPI
@@ -548,7 +490,7 @@ int run_mpi(int& argc, char**& argv, const options& opt) {
     }
     strata::comm::mpi world;  // a duplicate of MPI_COMM_WORLD; freed before MPI_Finalize
     try {
-      rc = finish(train(world, opt), voice{rank == 0});
+      rc = verdict(train(world, opt), voice{rank == 0});
     } catch (const std::exception& e) {
       // A refused plan is refused on every rank, and a comm_error echoes another rank's
       // failure: rank 0 speaks for those. Anything else is this rank's own story.
@@ -567,18 +509,16 @@ int run_mpi(int& argc, char**& argv, const options& opt) {
 }
 #endif
 
-bool launched_by_mpirun() {
-  return std::getenv("OMPI_COMM_WORLD_SIZE") != nullptr || std::getenv("PMI_SIZE") != nullptr;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   options opt;
-  if (!parse(argc, argv, opt)) {
-    std::fprintf(stderr, "usage: %s [--home=host|device|nvme] [--steps=N] [--ranks=N] "
+  try {
+    opt = parse(argc, argv);
+  } catch (const bad_argument& e) {
+    std::fprintf(stderr, "error: %s\nusage: %s [--home=host|device|nvme] [--steps=N] [--ranks=N] "
                          "[--device-mib=X]\n",
-                 argv[0]);
+                 e.what(), argv[0]);
     return 2;
   }
   try {

@@ -19,6 +19,8 @@
 // which the samples are visited differs, and a mean over the batch does not see the order).
 #pragma once
 
+#include "random.hpp"
+
 #include <strata/core/error.hpp>
 
 #include <algorithm>
@@ -234,15 +236,6 @@ inline text_split split_corpus(const corpus& c, double val_fraction = 0.10) {
 // ---------------------------------------------------------------------------------------------
 // Batches
 // ---------------------------------------------------------------------------------------------
-
-/// splitmix64 (Steele, Lea, Flood 2014): a 64-bit mixer whose output is the same on every
-/// platform and standard library, unlike std::uniform_int_distribution.
-inline std::uint64_t splitmix64(std::uint64_t x) noexcept {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
 
 /// Cuts windows of T+1 bytes out of one split. Holds a pointer to the bytes: the split must
 /// outlive the sampler. Every query is const and pure, so rank threads may share one sampler.

@@ -13,14 +13,13 @@
 #include "safetensors.hpp"
 #include "sampler.hpp"
 
-#include <charconv>
-#include <cmath>
+#include "example_support.hpp"  // examples/common/: option_reader, bad_argument
+
+#include <cfloat>
+#include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <exception>
-#include <limits>
 #include <string>
-#include <string_view>
 #include <vector>
 
 namespace {
@@ -48,61 +47,24 @@ struct options {
   gpt::sampling_options sampling{0.8f, 40, 1337};
 };
 
-struct bad_argument {
-  std::string message;
-};
+using example::bad_argument;
 
-// Integers are read as integers (from_chars: no conversion from a double that could be out
-// of range), and a value beyond the type is refused with the range, not wrapped.
-template <class Int>
-Int parse_int(std::string_view flag, std::string_view text, Int lo) {
-  Int v{};
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-  if (ec != std::errc{} || end != text.data() + text.size() || v < lo)
-    throw bad_argument{std::string(flag) + " wants an integer in [" + std::to_string(lo) + ", " +
-                       std::to_string(std::numeric_limits<Int>::max()) + "], got '" +
-                       std::string(text) + "'"};
-  return v;
-}
-
-float parse_temperature(std::string_view text) {
-  const std::string s(text);
-  char* end = nullptr;
-  const float v = std::strtof(s.c_str(), &end);  // beyond float: HUGE_VALF, refused below
-  if (s.empty() || end != s.c_str() + s.size() || !std::isfinite(v) || v < 0.0f)
-    throw bad_argument{"--temperature wants a finite number >= 0, got '" + s + "'"};
-  return v;
-}
-
-/// Accepts "--flag value" and "--flag=value". Returns false for --help.
+/// Reads the command line (`--flag value` or `--flag=value`). Returns false for --help.
 bool parse(int argc, char** argv, options& o) {
-  for (int i = 1; i < argc; ++i) {
-    std::string_view arg = argv[i];
-    if (arg == "--help" || arg == "-h") return false;
-    std::string_view flag = arg, value;
-    bool has_value = false;
-    if (auto eq = arg.find('='); arg.starts_with("--") && eq != std::string_view::npos) {
-      flag = arg.substr(0, eq);
-      value = arg.substr(eq + 1);
-      has_value = true;
-    }
-    auto next = [&]() -> std::string_view {
-      if (has_value) return value;
-      if (i + 1 >= argc) throw bad_argument{std::string(flag) + " needs a value"};
-      return argv[++i];
-    };
-    if (flag == "--weights") o.weights = next();
-    else if (flag == "--prompt") o.prompts.emplace_back(next());
-    else if (flag == "--tokens") o.tokens = parse_int<int>(flag, next(), 0);
-    else if (flag == "--temperature") o.sampling.temperature = parse_temperature(next());
-    else if (flag == "--top-k") o.sampling.top_k = parse_int<int>(flag, next(), 0);
-    else if (flag == "--seed") o.sampling.seed = parse_int<std::uint64_t>(flag, next(), 0);
-    else throw bad_argument{"unknown argument '" + std::string(arg) + "'"};
+  example::option_reader r(argc, argv);
+  while (r.next()) {
+    if (r.flag("--help") || r.flag("-h")) return false;
+    if (r.is("--weights")) o.weights = r.path();
+    else if (r.is("--prompt")) o.prompts.push_back(r.value());
+    else if (r.is("--tokens")) o.tokens = r.integer(0);
+    else if (r.is("--temperature")) o.sampling.temperature = static_cast<float>(r.number(0, FLT_MAX));
+    else if (r.is("--top-k")) o.sampling.top_k = r.integer(0);
+    else if (r.is("--seed")) o.sampling.seed = r.integer<std::uint64_t>(0);
+    else r.unknown();
   }
-  if (o.weights.empty()) throw bad_argument{"--weights is empty"};
   if (o.prompts.empty()) o.prompts.push_back("The ");
   for (std::size_t b = 0; b < o.prompts.size(); ++b)
-    if (o.prompts[b].empty()) throw bad_argument{"--prompt number " + std::to_string(b + 1) + " is empty"};
+    if (o.prompts[b].empty()) throw bad_argument("--prompt number " + std::to_string(b + 1) + " is empty");
   return true;
 }
 
@@ -116,7 +78,7 @@ int main(int argc, char** argv) {
       return 0;
     }
   } catch (const bad_argument& e) {
-    std::fprintf(stderr, "gpt_generate: %s\n(see gpt_generate --help)\n", e.message.c_str());
+    std::fprintf(stderr, "gpt_generate: %s\n(see gpt_generate --help)\n", e.what());
     return 2;
   }
 

@@ -125,11 +125,14 @@ inline std::size_t parameter_count(const gpt_config& cfg) {
 
 /// Training FLOPs per token: 6N for the matmuls' forward and backward over all N parameters,
 /// plus 12·L·C·T for attention's scores and weighted sums (PaLM appendix B, as llm.c counts it),
-/// at full context T.
-inline double flops_per_token(const gpt_config& cfg) {
+/// for sequences of T tokens.
+inline double flops_per_token(const gpt_config& cfg, int T) {
   return 6.0 * static_cast<double>(parameter_count(cfg)) +
-         12.0 * cfg.layers * static_cast<double>(cfg.width) * cfg.context;
+         12.0 * cfg.layers * static_cast<double>(cfg.width) * T;
 }
+
+/// flops_per_token at full context, T = cfg.context.
+inline double flops_per_token(const gpt_config& cfg) { return flops_per_token(cfg, cfg.context); }
 
 /// The full GPT-2 name of a block tensor: "h.3.attn.c_attn.weight".
 inline std::string block_tensor_name(int layer, const tensor_slot& slot) {

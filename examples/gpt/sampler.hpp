@@ -5,9 +5,9 @@
 // a token costs one row through each matmul instead of a pass over the whole prefix. The
 // prompt (prefill) and each generated token (decode) go through the same code: append tokens
 // to each row at that row's own position, so prompts of different lengths need no padding.
-// sample_token picks a token from logits with temperature and top-k using its own splitmix64
-// generator (same numbers on every standard library); generate() ties them together and
-// times prefill and decode.
+// sample_token picks a token from logits with temperature and top-k, drawing from a splitmix64
+// stream per batch row (random.hpp: the same numbers on every standard library); generate()
+// ties them together and times prefill and decode.
 // What it is not: a training path (no backward, nothing kept for one), a beam search, or a
 // batched server (all rows advance together, one token per step).
 //
@@ -17,6 +17,7 @@
 #pragma once
 
 #include "data.hpp"
+#include "random.hpp"
 #include "gpt_config.hpp"
 #include "host/kernels.hpp"
 #include "safetensors.hpp"
@@ -41,27 +42,6 @@ namespace gpt {
 // Sampling
 // ---------------------------------------------------------------------------------------------
 
-/// splitmix64 as a generator: state += golden gamma, output = mix(state). Stream `stream`
-/// (one per batch row) starts from an independent state, so a row's text depends on
-/// (seed, row) only, not on how many other rows run beside it.
-class sample_rng {
-public:
-  sample_rng(std::uint64_t seed, std::uint64_t stream) noexcept
-      : state_(splitmix64(seed) ^ splitmix64(~stream)) {}
-  std::uint64_t next() noexcept {
-    state_ += 0x9e3779b97f4a7c15ull;
-    std::uint64_t z = state_;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-  }
-  /// Uniform in [0, 1) with 53 random bits.
-  double uniform() noexcept { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
-
-private:
-  std::uint64_t state_;
-};
-
 struct sampling_options {
   float temperature = 1.0f;  // 0: greedy (argmax); otherwise softmax(logits / temperature)
   int top_k = 0;             // keep the k largest logits; 0 (or >= vocab): keep all
@@ -77,7 +57,7 @@ inline int argmax(const float* logits, int V) {
 /// Otherwise the candidates (all, or the top k ordered by logit, ties by index) get
 /// probabilities exp((l - max) / temperature), summed in double, and one uniform draw walks
 /// their cumulative sum.
-inline int sample_token(const float* logits, int V, const sampling_options& opt, sample_rng& rng) {
+inline int sample_token(const float* logits, int V, const sampling_options& opt, rng& gen) {
   if (!(opt.temperature > 0.0f)) return argmax(logits, V);
   std::vector<int> idx(static_cast<std::size_t>(V));
   std::iota(idx.begin(), idx.end(), 0);
@@ -96,7 +76,7 @@ inline int sample_token(const float* logits, int V, const sampling_options& opt,
     p[i] = std::exp((double(logits[idx[i]]) - lmax) / double(opt.temperature));
     total += p[i];
   }
-  const double u = rng.uniform() * total;
+  const double u = gen.uniform() * total;
   double cum = 0;
   for (int i = 0; i < k; ++i) {
     cum += p[i];
@@ -367,9 +347,9 @@ struct generation {
 };
 
 /// Runs the prompts (each non-empty; one longer than the context keeps its last `context`
-/// tokens) and samples n_new tokens per row. Row b draws from sample_rng(seed, b). When a row
-/// reaches the context, every row keeps the last context/2 tokens of its text and the cache is
-/// rebuilt from them (positions restart at 0, as they would in a fresh prompt).
+/// tokens) and samples n_new tokens per row. Row b draws from rng(seed, b), its own stream.
+/// When a row reaches the context, every row keeps the last context/2 tokens of its text and
+/// the cache is rebuilt from them (positions restart at 0, as they would in a fresh prompt).
 inline generation generate(kv_decoder& dec, const std::vector<std::vector<int>>& prompts,
                            int n_new, const sampling_options& opt) {
   using clock = std::chrono::steady_clock;
@@ -388,8 +368,8 @@ inline generation generate(kv_decoder& dec, const std::vector<std::vector<int>>&
       ++g.truncated_prompts;
     }
   }
-  std::vector<sample_rng> rng;
-  for (int b = 0; b < B; ++b) rng.emplace_back(opt.seed, std::uint64_t(b));
+  std::vector<rng> streams;
+  for (int b = 0; b < B; ++b) streams.emplace_back(opt.seed, std::uint64_t(b));
   g.tokens.assign(std::size_t(B), {});
 
   auto t0 = clock::now();
@@ -401,7 +381,7 @@ inline generation generate(kv_decoder& dec, const std::vector<std::vector<int>>&
   std::vector<std::vector<int>> step(std::size_t(B), std::vector<int>(1));
   for (int n = 0; n < n_new; ++n) {
     for (int b = 0; b < B; ++b) {
-      const int tok = sample_token(dec.logits() + std::size_t(b) * V, V, opt, rng[b]);
+      const int tok = sample_token(dec.logits() + std::size_t(b) * V, V, opt, streams[b]);
       g.tokens[b].push_back(tok);
       text[b].push_back(tok);
       step[b][0] = tok;

@@ -11,7 +11,7 @@
 // device (a bounded arena in host memory with its own copy queues), the kernels are host/
 // (OpenBLAS GEMMs, OpenMP), and the CUDA kernels live in cuda/.
 //
-// The policies (see README "The mini-GPT" for the plan tables):
+// The policies (see docs/gpt.md for the plan tables):
 //   resident  zero0: every rank keeps all parameters, gradients and Adam state on the device;
 //             gradients are all-reduced. The baseline.
 //   host      zero3_offload: each rank keeps a 1/R shard of every layer in host memory; layers
@@ -29,15 +29,15 @@
 #include "train_options.hpp"
 #include "trainer.hpp"
 
+#include "example_support.hpp"  // examples/common/: voice, mib, launched_by_mpirun
+
 #include <strata/comm/mpi.hpp>  // empty without STRATA_HAVE_MPI
 #include <strata/comm/threads.hpp>
 
 #include <cblas.h>
 
 #include <chrono>
-#include <cstdarg>
 #include <cstdio>
-#include <cstdlib>
 #include <string>
 #include <thread>
 #include <vector>
@@ -71,20 +71,8 @@ Output:    --out FILE (gpt.safetensors)  --log FILE (gpt_loss.csv)  --svg FILE (
 
 using options = gpt::train_options;
 
-// Only rank 0 talks; the lines appear as they happen, also through mpirun's pipes.
-struct voice {
-  bool on;
-  [[gnu::format(printf, 2, 3)]] void operator()(const char* format, ...) const {
-    if (!on) return;
-    va_list args;
-    va_start(args, format);
-    std::vprintf(format, args);
-    va_end(args);
-    std::fflush(stdout);
-  }
-};
-
-double mib(double bytes) { return bytes / (1024.0 * 1024.0); }
+using example::mib;
+using example::voice;  // only rank 0 talks; the lines appear as they happen
 
 // This machine's sgemm rate with every core, the "peak" the MFU is measured against on the
 // host (there is no datasheet figure for an emulated device): a 768^3 single-precision GEMM.
@@ -162,8 +150,7 @@ int train(Comm& comm, const options& o, const gpt::text_split& data, double peak
 
   std::unique_ptr<gpt::train_log> log;
   if (rank == 0) log = std::make_unique<gpt::train_log>(o.log);
-  const double flops_per_token =
-      6.0 * params + 12.0 * cfg.layers * static_cast<double>(cfg.width) * tc.seq;
+  const double flops_per_token = gpt::flops_per_token(cfg, tc.seq);
   say("\n== training (%d steps)\n", tc.steps);
   double first_loss = 0, last_val = std::numeric_limits<double>::quiet_NaN();
   for (int step = 0; step < tc.steps; ++step) {
@@ -264,12 +251,6 @@ int train_mpi(int& argc, char**& argv, const options& o, const gpt::corpus& text
 }
 #endif
 
-#if STRATA_HAVE_MPI
-bool launched_by_mpirun() {
-  return std::getenv("OMPI_COMM_WORLD_SIZE") != nullptr || std::getenv("PMI_SIZE") != nullptr;
-}
-#endif
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -295,7 +276,7 @@ int main(int argc, char** argv) {
     const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
     const double peak = measured_sgemm_flops();
 #if STRATA_HAVE_MPI
-    if (launched_by_mpirun()) return train_mpi(argc, argv, o, text, data, peak, cores);
+    if (example::launched_by_mpirun()) return train_mpi(argc, argv, o, text, data, peak, cores);
 #endif
     print_corpus(text, data);
     std::printf("host sgemm peak (all %u cores, 768^3): %.1f GFLOP/s — the MFU reference\n", cores,

@@ -1,10 +1,11 @@
 // examples/gpt/train_options.hpp — gpt_train's command line: the options and their checks.
 //
-// What this is: the options of train.cpp and their defaults, parse_train_options (every number
-// is checked while it is still a double — finite, in its option's range, whole where an integer
-// is wanted — and only then converted, so `--layers 1e10`, `nan` or `--device-mib 1e300` are
-// refused by name instead of being undefined conversions), and prepare_nvme_dir, the rule for
-// --nvme-dir. What it is not: training (trainer.hpp) or output (train.cpp).
+// What this is: the options of train.cpp and their defaults, parse_train_options (`--name value`
+// or `--name=value`; every number is checked by examples/common/example_support.hpp's parsers
+// before it is converted — finite, in its option's range, whole where an integer is wanted — so
+// `--layers 1e10`, `nan` or `--device-mib 1e300` are refused by name instead of being undefined
+// conversions), and prepare_nvme_dir, the rule for --nvme-dir. What it is not: training
+// (trainer.hpp) or output (train.cpp).
 //
 // The --nvme-dir rule: every component of the path as written must be a real directory or not
 // exist yet (the missing ones are created); a symbolic link anywhere in it — the last component
@@ -12,21 +13,19 @@
 // can be pointed elsewhere after the check; the library's NVMe store refuses a link as the
 // last component (O_NOFOLLOW), and this refuses the components above it as well.
 //
-// Errors in arguments are gpt::bad_argument (a strata::config_error) naming the option and the
-// value; train.cpp prints them and exits with status 2.
+// Errors in arguments are gpt::bad_argument (example::bad_argument, a strata::config_error)
+// naming the option and the value; train.cpp prints them and exits with status 2.
 #pragma once
 
 #include "trainer.hpp"
+
+#include "example_support.hpp"  // examples/common/: option_reader, bad_argument
 
 #include <strata/core/error.hpp>
 
 #include <cerrno>
 #include <cfloat>
-#include <climits>
-#include <cmath>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <string>
@@ -38,9 +37,7 @@
 namespace gpt {
 
 /// An argument gpt_train cannot use; the message names the option and the value.
-struct bad_argument : strata::config_error {
-  using strata::config_error::config_error;
-};
+using bad_argument = example::bad_argument;
 
 struct train_options {
   train_config train;
@@ -60,107 +57,57 @@ struct train_options {
   static constexpr double max_mib = 1073741824.0;
 };
 
-namespace options_detail {
-
-inline std::string number_text(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.10g", v);
-  return buf;
-}
-
-/// `value` as a finite double, else bad_argument naming `option`.
-inline double parse_number(const std::string& option, const std::string& value) {
-  char* end = nullptr;
-  errno = 0;
-  const double d = std::strtod(value.c_str(), &end);
-  if (value.empty() || *end != '\0')
-    throw bad_argument(option + " expects a number, got '" + value + "'");
-  if (!std::isfinite(d))  // "nan", "inf", or beyond a double (ERANGE); an underflow is fine
-    throw bad_argument(option + " expects a finite number, got '" + value + "'" +
-                       (errno == ERANGE ? " (beyond the range of a double)" : ""));
-  return d;
-}
-
-/// A number in [lo, hi], checked before anything converts it.
-inline double parse_in_range(const std::string& option, const std::string& value, double lo,
-                             double hi, const char* unit = "") {
-  const double d = parse_number(option, value);
-  if (!(d >= lo && d <= hi))
-    throw bad_argument(option + " expects a number in [" + number_text(lo) + ", " +
-                       number_text(hi) + "]" + unit + ", got '" + value + "'");
-  return d;
-}
-
-/// A whole number in [lo, hi] (hi at most 2^53, where doubles still count in ones), checked as
-/// a double: only then is the conversion defined and exact.
-inline std::int64_t parse_integer(const std::string& option, const std::string& value,
-                                  std::int64_t lo, std::int64_t hi) {
-  const double d = parse_number(option, value);
-  if (!(d >= double(lo) && d <= double(hi)) || d != std::trunc(d))
-    throw bad_argument(option + " expects an integer in [" + std::to_string(lo) + ", " +
-                       std::to_string(hi) + "], got '" + value + "'");
-  return static_cast<std::int64_t>(d);
-}
-
-}  // namespace options_detail
-
 /// Parses gpt_train's arguments (args[0] is the first option, not the program). Throws
 /// bad_argument for an unknown option, a missing or unusable value, or a configuration that
 /// train_config::validate refuses.
 inline train_options parse_train_options(const std::vector<std::string>& args) {
-  using namespace options_detail;
   train_options o;
   o.train.model.context = 64;
   o.train.seq = -1;  // = context unless given
   o.train.steps = 300;
-  for (std::size_t a = 0; a < args.size(); ++a) {
-    const std::string& arg = args[a];
-    if (arg == "--help" || arg == "-h") {
+  example::option_reader r(args);
+  while (r.next()) {
+    if (r.flag("--help") || r.flag("-h")) {
       o.help = true;
       return o;
     }
-    if (a + 1 >= args.size()) throw bad_argument("'" + arg + "' needs a value (or is unknown)");
-    const std::string& v = args[++a];
-    auto count = [&](int lo) { return static_cast<int>(parse_integer(arg, v, lo, INT_MAX)); };
+    auto count = [&](int lo) { return r.integer(lo); };
     // Floats of the optimizer: a finite double beyond FLT_MAX has no float to become.
-    auto real = [&](double lo) { return parse_in_range(arg, v, lo, FLT_MAX); };
-    auto mib = [&](double lo) { return parse_in_range(arg, v, lo, train_options::max_mib, " MiB"); };
-    auto path = [&]() {
-      if (v.empty()) throw bad_argument(arg + " expects a path, got ''");
-      return v;
-    };
+    auto real = [&](double lo) { return r.number(lo, FLT_MAX); };
+    auto mib = [&](double lo) { return r.number(lo, train_options::max_mib, " MiB"); };
     auto& t = o.train;
-    if (arg == "--layers") t.model.layers = count(1);
-    else if (arg == "--heads") t.model.heads = count(1);
-    else if (arg == "--width") t.model.width = count(1);
-    else if (arg == "--context") t.model.context = count(1);
-    else if (arg == "--batch") t.batch = count(1);
-    else if (arg == "--seq") t.seq = count(1);
-    else if (arg == "--accum") t.accum = count(1);
-    else if (arg == "--steps") t.steps = count(1);
-    else if (arg == "--lr") t.lr = real(0);
-    else if (arg == "--min-lr") t.min_lr = real(0);
-    else if (arg == "--warmup") t.warmup = count(0);
-    else if (arg == "--wd") t.weight_decay = static_cast<float>(real(0));
-    else if (arg == "--clip") t.clip = static_cast<float>(real(0));
-    else if (arg == "--seed") t.seed = static_cast<std::uint64_t>(parse_integer(arg, v, 0, std::int64_t{1} << 53));
-    else if (arg == "--policy") {
+    if (r.is("--layers")) t.model.layers = count(1);
+    else if (r.is("--heads")) t.model.heads = count(1);
+    else if (r.is("--width")) t.model.width = count(1);
+    else if (r.is("--context")) t.model.context = count(1);
+    else if (r.is("--batch")) t.batch = count(1);
+    else if (r.is("--seq")) t.seq = count(1);
+    else if (r.is("--accum")) t.accum = count(1);
+    else if (r.is("--steps")) t.steps = count(1);
+    else if (r.is("--lr")) t.lr = real(0);
+    else if (r.is("--min-lr")) t.min_lr = real(0);
+    else if (r.is("--warmup")) t.warmup = count(0);
+    else if (r.is("--wd")) t.weight_decay = static_cast<float>(real(0));
+    else if (r.is("--clip")) t.clip = static_cast<float>(real(0));
+    else if (r.is("--seed")) t.seed = static_cast<std::uint64_t>(r.integer<std::int64_t>(0, std::int64_t{1} << 53));
+    else if (r.is("--policy")) {
+      const std::string& v = r.value();
       if (v != "resident" && v != "host" && v != "nvme")
         throw bad_argument("--policy is resident, host or nvme, got '" + v + "'");
       o.policy = v;
-    } else if (arg == "--ranks") o.ranks = count(1);
-    else if (arg == "--device-mib") o.device_mib = mib(0);
-    else if (arg == "--pinned-mib") o.pinned_mib = mib(0);
-    else if (arg == "--nvme-dir") o.nvme_dir = path();
-    else if (arg == "--data") o.data = path();
-    else if (arg == "--val-every") o.val_every = count(1);
-    else if (arg == "--val-batches") o.val_batches = count(1);
-    else if (arg == "--out") o.out = path();
-    else if (arg == "--log") o.log = path();
-    else if (arg == "--svg") o.svg = path();
-    else if (arg == "--trace-step") o.trace_step = count(-1);
-    else if (arg == "--threads") o.threads = count(0);
-    else throw bad_argument("unknown option '" + arg + "'");
+    } else if (r.is("--ranks")) o.ranks = count(1);
+    else if (r.is("--device-mib")) o.device_mib = mib(0);
+    else if (r.is("--pinned-mib")) o.pinned_mib = mib(0);
+    else if (r.is("--nvme-dir")) o.nvme_dir = r.path();
+    else if (r.is("--data")) o.data = r.path();
+    else if (r.is("--val-every")) o.val_every = count(1);
+    else if (r.is("--val-batches")) o.val_batches = count(1);
+    else if (r.is("--out")) o.out = r.path();
+    else if (r.is("--log")) o.log = r.path();
+    else if (r.is("--svg")) o.svg = r.path();
+    else if (r.is("--trace-step")) o.trace_step = count(-1);
+    else if (r.is("--threads")) o.threads = count(0);
+    else r.unknown();
   }
   if (o.train.seq < 0) o.train.seq = o.train.model.context;
   if (o.pinned_mib <= 0) throw bad_argument("--pinned-mib must be > 0");

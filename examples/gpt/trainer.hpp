@@ -40,6 +40,7 @@
 #include "gpt_config.hpp"
 #include "host/block.hpp"
 #include "host/kernels.hpp"
+#include "host/model.hpp"  // initial_layer: GPT-2's initialisation
 #include "train_log.hpp"
 
 #include <strata/strata.hpp>
@@ -52,7 +53,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -85,37 +85,6 @@ struct train_config {
     if (warmup < 0) bad("warmup must be >= 0");
   }
 };
-
-/// GPT-2's initialisation of layer `layer` of the executor (0: embed, 1+l: block l), the same
-/// on every rank: N(0, 0.02) weights, c_proj weights N(0, 0.02/sqrt(2L)), zero biases, unit
-/// layernorm weights. A pure function of (seed, layer), so no rank needs to send it.
-inline std::vector<float> initial_layer(const gpt_config& cfg, std::size_t layer,
-                                        std::uint64_t seed) {
-  const bool embed = layer == 0;
-  const auto slots = embed ? embed_slots(cfg) : block_slots(cfg);
-  std::vector<float> w(embed ? embed_numel(cfg) : block_numel(cfg), 0.0f);
-  std::mt19937_64 rng(splitmix64(seed * 1000003 + layer));
-  const float proj_std = 0.02f / std::sqrt(2.0f * static_cast<float>(cfg.layers));
-  for (const auto& s : slots) {
-    float* p = w.data() + s.offset;
-    const bool is_ln_weight = s.name.find("ln") != std::string::npos &&
-                              s.name.find(".weight") != std::string::npos;
-    if (is_ln_weight) {
-      std::fill(p, p + s.numel, 1.0f);
-    } else if (s.shape.size() == 2) {
-      const float sd = s.name.find("c_proj.weight") != std::string::npos ? proj_std : 0.02f;
-      // Box-Muller over splitmix bits: the same numbers with every standard library.
-      for (std::size_t i = 0; i < s.numel; i += 2) {
-        const double u1 = (static_cast<double>(rng() >> 11) + 0.5) / 9007199254740992.0;
-        const double u2 = static_cast<double>(rng() >> 11) / 9007199254740992.0;
-        const double r = std::sqrt(-2.0 * std::log(u1));
-        p[i] = static_cast<float>(sd * r * std::cos(6.283185307179586 * u2));
-        if (i + 1 < s.numel) p[i + 1] = static_cast<float>(sd * r * std::sin(6.283185307179586 * u2));
-      }
-    }
-  }
-  return w;
-}
 
 struct step_stats {
   double loss = 0;       // mean over the global batch

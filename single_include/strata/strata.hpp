@@ -11,14 +11,14 @@
 // strata is a header-only C++20 library that keeps tensors on memory tiers (GPU memory, pinned
 // host memory, host memory, NVMe files) and moves them between tiers in the background while
 // the program computes. Include this header, or the floor headers you need:
-//   core/    dtypes, shapes, alignment, errors            (floor 1)
-//   memory/  tiers, budgets, memory resources, pools       (floor 2)
-//   io/      IO engines (io_uring, pread/pwrite, faulty), CRC-32C, the NVMe store (floor 2)
-//   comm/    communicators: solo, threads, MPI, NCCL                (floor 2)
-//   exec/    queues, events, copies, trace, the context    (floor 3)
-//   tensor/  tiered_tensor, leases, views, sequences       (floor 4)
-//   schedule/ ZeRO partitioning, stage bundles, the layer executor, the memory plan (floor 5)
-//   optim/   Adam/AdamW (host SIMD, device kernel), clipping, loss scaling, NVMe-streamed state (floor 6)
+//   core/     dtypes, shapes, alignment, errors                                  (floor 1)
+//   memory/   tier traits and lists, copy routes, budgets, resources, pools      (floor 2)
+//   io/       IO engines (io_uring, pread/pwrite, faulty), CRC-32C, NVMe store   (floor 3)
+//   comm/     communicators on one face: solo, threads, MPI, NCCL                (floor 3)
+//   exec/     queues, events, copies, trace, the context                         (floor 4)
+//   tensor/   tiered_tensor, tensor_ref, leases, views, sequences, shard layouts (floor 5)
+//   schedule/ ZeRO bundles, the layer executor, the memory plan                  (floor 6)
+//   optim/    Adam/AdamW (host SIMD, device), clipping, loss scaling, NVMe state (floor 7)
 
 // ---- begin <strata/core/align.hpp> ----
 #ifndef STRATA_SINGLE_INCLUDE_STRATA_CORE_ALIGN_HPP
@@ -874,11 +874,25 @@ STRATA_NAMESPACE_END
 #define STRATA_SINGLE_INCLUDE_STRATA_MEMORY_TIER_HPP
 // strata/memory/tier.hpp — the memory tiers as types, their traits, and the copy route per pair.
 //
-// A tier is an empty tag type with compile-time traits (Kokkos-style memory spaces): its name,
-// who can touch it (host code, device kernels), its default alignment. `tier_id` is the same
-// list as a runtime value, for tables and messages. `copy_route<From, To>` says whether a copy
-// between two tiers is direct or goes through a staging tier (device <- nvme stages through
-// pinned). What does not live here: the memory itself (resource.hpp) and the copies (exec/).
+// A tier is an empty tag type with compile-time traits (Kokkos-style memory spaces):
+//
+//   id               its runtime value (tier_id), for tables, slots and messages
+//   name             what messages call it
+//   kind             device memory, host memory, or a file (reached only through an IO engine)
+//   host_accessible  host code may dereference its memory
+//   dma_capable      a GPU's DMA engine and O_DIRECT may use its memory directly (page-locked,
+//                    aligned); copies between device memory or files and a tier without it go
+//                    through a staging tier
+//   speed_rank       smaller is faster; placements list tiers by it (compute tier first)
+//   alignment        what its memory resource guarantees
+//
+// `copy_route<From, To>` says whether a copy between two tiers is direct or goes through the
+// staging tier (pinned). Its primary template applies the rule `default_route` to the traits;
+// a pair whose route differs specialises it, as Kokkos specialises MemorySpaceAccess per pair.
+// The tier set is open: a new tier is a new type with these traits and an id of its own
+// (e.g. `static constexpr tier_id id{8}`); the context's tier list (tier_list.hpp) builds its
+// budgets, pools and route table from the types it is given. What does not live here: the
+// memory itself (resource.hpp), the runtime table (tier_list.hpp) and the copies (exec/).
 
 
 #include <concepts>
@@ -887,18 +901,16 @@ STRATA_NAMESPACE_END
 
 STRATA_NAMESPACE_BEGIN
 
+/// A tier's runtime value. The four named tiers are the library's; the type is open (any value
+/// of the underlying type is a valid tier_id), so a tier of your own takes another value.
 enum class tier_id : std::uint8_t { device = 0, pinned = 1, host = 2, nvme = 3 };
-inline constexpr std::size_t tier_count = 4;
 
-constexpr const char* tier_name(tier_id t) noexcept {
-  switch (t) {
-  case tier_id::device: return cuda_enabled ? "device" : "device (emulated)";
-  case tier_id::pinned: return "pinned";
-  case tier_id::host: return "host";
-  case tier_id::nvme: return "nvme";
-  }
-  return "?";
-}
+/// How a tier's bytes are reached.
+enum class tier_kind : std::uint8_t {
+  device_memory,  // GPU memory (or the emulated device): only through copies and kernels
+  host_memory,    // addressable host memory
+  file,           // bytes in a file: only through the IO engine
+};
 
 namespace tier {
 
@@ -906,7 +918,11 @@ namespace tier {
 /// data reaches it only through copies (and, on a GPU, kernels).
 struct device {
   static constexpr tier_id id = tier_id::device;
+  static constexpr const char* name = cuda_enabled ? "device" : "device (emulated)";
+  static constexpr tier_kind kind = tier_kind::device_memory;
   static constexpr bool host_accessible = false;
+  static constexpr bool dma_capable = true;  // device-to-device copies need no staging
+  static constexpr int speed_rank = 0;
   static constexpr std::size_t alignment = 256;  // cudaMalloc's guarantee
 };
 
@@ -914,40 +930,86 @@ struct device {
 /// staged route passes through it.
 struct pinned {
   static constexpr tier_id id = tier_id::pinned;
+  static constexpr const char* name = "pinned";
+  static constexpr tier_kind kind = tier_kind::host_memory;
   static constexpr bool host_accessible = true;
+  static constexpr bool dma_capable = true;
+  static constexpr int speed_rank = 10;
   static constexpr std::size_t alignment = 4096;  // page size: also what O_DIRECT wants
 };
 
 /// Ordinary (pageable) host memory.
 struct host {
   static constexpr tier_id id = tier_id::host;
+  static constexpr const char* name = "host";
+  static constexpr tier_kind kind = tier_kind::host_memory;
   static constexpr bool host_accessible = true;
+  static constexpr bool dma_capable = false;
+  static constexpr int speed_rank = 20;
   static constexpr std::size_t alignment = 64;  // a cache line, and AVX-512's width
 };
 
 /// Bytes in a file on local NVMe. Not addressable: reached only through the IO engine.
 struct nvme {
   static constexpr tier_id id = tier_id::nvme;
+  static constexpr const char* name = "nvme";
+  static constexpr tier_kind kind = tier_kind::file;
   static constexpr bool host_accessible = false;
+  static constexpr bool dma_capable = false;
+  static constexpr int speed_rank = 30;
   static constexpr std::size_t alignment = 4096;  // O_DIRECT block alignment
 };
+
+/// The tier every staged route passes through.
+using staging = pinned;
 
 }  // namespace tier
 
 template <class T>
-concept memory_tier = requires {
+concept memory_tier = std::is_empty_v<T> && requires {
   { T::id } -> std::convertible_to<tier_id>;
+  { T::name } -> std::convertible_to<const char*>;
+  { T::kind } -> std::convertible_to<tier_kind>;
   { T::host_accessible } -> std::convertible_to<bool>;
+  { T::dma_capable } -> std::convertible_to<bool>;
+  { T::speed_rank } -> std::convertible_to<int>;
   { T::alignment } -> std::convertible_to<std::size_t>;
-} && std::is_empty_v<T> && is_pow2(T::alignment);
+} && is_pow2(T::alignment);
+
+/// A tier's traits as a value: what the type-erased layers (tensor slots, the copy engine, the
+/// context's table) know about a tier.
+struct tier_info {
+  tier_id id;
+  const char* name;
+  tier_kind kind;
+  bool host_accessible;
+  bool dma_capable;
+  int speed_rank;
+  std::size_t alignment;
+
+  constexpr bool addressable() const noexcept { return kind != tier_kind::file; }
+};
 
 template <memory_tier T>
-inline constexpr const char* tier_name_v = tier_name(T::id);
+inline constexpr tier_info tier_info_of{T::id,          T::name,       T::kind,     T::host_accessible,
+                                        T::dma_capable, T::speed_rank, T::alignment};
+
+/// The name of one of the library's four tiers ("tier" for any other id; the context's table
+/// knows the names of the tiers it was given).
+constexpr const char* tier_name(tier_id t) noexcept {
+  switch (t) {
+  case tier_id::device: return tier::device::name;
+  case tier_id::pinned: return tier::pinned::name;
+  case tier_id::host: return tier::host::name;
+  case tier_id::nvme: return tier::nvme::name;
+  }
+  return "tier";
+}
 
 /// How bytes get from one tier to another.
 ///  - direct: one copy (memcpy, cudaMemcpyAsync, a file read into the destination).
-///  - staged: through bounded buffers of the `via` tier (always pinned): pageable host memory
-///    cannot be DMA'd asynchronously, and O_DIRECT wants aligned, locked buffers.
+///  - staged: through bounded buffers of the `via` tier (the staging tier, pinned): pageable host
+///    memory cannot be DMA'd asynchronously, and O_DIRECT wants aligned, locked buffers.
 enum class route_kind : std::uint8_t { direct, staged };
 
 struct route {
@@ -956,31 +1018,40 @@ struct route {
   friend constexpr bool operator==(route, route) = default;
 };
 
-constexpr route route_between(tier_id from, tier_id to) noexcept {
-  using enum tier_id;
-  const bool has_device = from == device || to == device;
-  const bool has_nvme = from == nvme || to == nvme;
-  const bool has_pinned = from == pinned || to == pinned;
-  if (from == to && from != nvme) return {route_kind::direct, from};
-  if (has_pinned) return {route_kind::direct, from};  // pinned reaches every tier in one copy
-  if (has_device || has_nvme) return {route_kind::staged, pinned};
-  return {route_kind::direct, from};  // host <-> host
+/// The rule the primary copy_route applies: device memory and files need a DMA-capable partner
+/// (a copy between them and any other tier goes through the staging tier); a file is never
+/// copied to a file directly; everything else is one copy.
+constexpr route default_route(const tier_info& from, const tier_info& to) noexcept {
+  auto needs_dma_partner = [](const tier_info& t) { return t.kind != tier_kind::host_memory; };
+  const bool file_to_file = from.kind == tier_kind::file && to.kind == tier_kind::file;
+  if (file_to_file || (needs_dma_partner(from) && !to.dma_capable) ||
+      (needs_dma_partner(to) && !from.dma_capable))
+    return {route_kind::staged, tier::staging::id};
+  return {route_kind::direct, from.id};
 }
 
-/// The compile-time form of `route_between`.
+/// The route of one pair of tiers. Specialise it for a pair whose route the rule gets wrong.
 template <memory_tier From, memory_tier To>
 struct copy_route {
-  static constexpr route value = route_between(From::id, To::id);
-  static constexpr bool direct = value.kind == route_kind::direct;
-  static constexpr bool staged = value.kind == route_kind::staged;
+  static constexpr route value = default_route(tier_info_of<From>, tier_info_of<To>);
 };
+
+template <memory_tier From, memory_tier To>
+inline constexpr route copy_route_v = copy_route<From, To>::value;
+template <memory_tier From, memory_tier To>
+inline constexpr bool direct_copy_v = copy_route_v<From, To>.kind == route_kind::direct;
+template <memory_tier From, memory_tier To>
+inline constexpr bool staged_copy_v = copy_route_v<From, To>.kind == route_kind::staged;
 
 static_assert(memory_tier<tier::device> && memory_tier<tier::pinned> &&
               memory_tier<tier::host> && memory_tier<tier::nvme>);
-static_assert(copy_route<tier::pinned, tier::device>::direct);
-static_assert(copy_route<tier::host, tier::device>::staged);
-static_assert(copy_route<tier::nvme, tier::device>::staged);
-static_assert(copy_route<tier::nvme, tier::pinned>::direct);
+static_assert(direct_copy_v<tier::pinned, tier::device>);
+static_assert(staged_copy_v<tier::host, tier::device>);
+static_assert(staged_copy_v<tier::nvme, tier::device>);
+static_assert(direct_copy_v<tier::nvme, tier::pinned>);
+static_assert(staged_copy_v<tier::host, tier::nvme>);
+static_assert(direct_copy_v<tier::host, tier::host>);
+static_assert(direct_copy_v<tier::device, tier::device>);
 
 STRATA_NAMESPACE_END
 #endif // STRATA_SINGLE_INCLUDE_STRATA_MEMORY_TIER_HPP
@@ -995,7 +1066,9 @@ class tier_budget {
 public:
   static constexpr std::size_t unlimited = std::numeric_limits<std::size_t>::max();
 
-  explicit tier_budget(tier_id tier, std::size_t limit = unlimited) : tier_(tier), limit_(limit) {}
+  /// `name`: what messages call the tier (its trait); the library's tiers are named by default.
+  explicit tier_budget(tier_id tier, std::size_t limit = unlimited, const char* name = nullptr)
+      : tier_(tier), name_(name ? name : ::strata::tier_name(tier)), limit_(limit) {}
   tier_budget(const tier_budget&) = delete;
   tier_budget& operator=(const tier_budget&) = delete;
 
@@ -1004,7 +1077,7 @@ public:
     std::size_t used = used_.load(std::memory_order_relaxed);
     do {
       if (bytes > limit_ || used > limit_ - bytes)
-        throw out_of_budget(tier_name(tier_), bytes, used > limit_ ? 0 : limit_ - used, limit_,
+        throw out_of_budget(name_, bytes, used > limit_ ? 0 : limit_ - used, limit_,
                             what);
     } while (!used_.compare_exchange_weak(used, used + bytes, std::memory_order_relaxed));
     std::size_t now = used + bytes, peak = peak_.load(std::memory_order_relaxed);
@@ -1015,6 +1088,7 @@ public:
   void release(std::size_t bytes) noexcept { used_.fetch_sub(bytes, std::memory_order_relaxed); }
 
   tier_id tier() const noexcept { return tier_; }
+  const char* tier_name() const noexcept { return name_; }
   std::size_t limit() const noexcept { return limit_; }
   std::size_t used() const noexcept { return used_.load(std::memory_order_relaxed); }
   std::size_t peak() const noexcept { return peak_.load(std::memory_order_relaxed); }
@@ -1027,6 +1101,7 @@ public:
 
 private:
   tier_id tier_;
+  const char* name_;
   std::size_t limit_;
   std::atomic<std::size_t> used_{0};
   std::atomic<std::size_t> peak_{0};
@@ -1217,9 +1292,11 @@ public:
   virtual tier_id tier() const noexcept = 0;
 };
 
-/// Pageable host memory, aligned (posix_memalign).
+/// Pageable host memory, aligned (posix_memalign). `tier`: the tier it serves (host, or a
+/// host-memory tier of your own).
 class aligned_host_resource final : public memory_resource {
 public:
+  explicit aligned_host_resource(tier_id tier = tier_id::host) noexcept : tier_(tier) {}
   void* allocate(std::size_t bytes, std::size_t alignment, std::string_view what) override {
     void* p = nullptr;
     if (posix_memalign(&p, alignment < sizeof(void*) ? sizeof(void*) : alignment,
@@ -1229,7 +1306,10 @@ public:
     return p;
   }
   void deallocate(void* p, std::size_t, std::size_t) noexcept override { std::free(p); }
-  tier_id tier() const noexcept override { return tier_id::host; }
+  tier_id tier() const noexcept override { return tier_; }
+
+private:
+  tier_id tier_;
 };
 
 /// Page-locked host memory. In the host build there is no DMA engine to lock pages for, so it
@@ -1402,6 +1482,394 @@ private:
 STRATA_NAMESPACE_END
 #endif // STRATA_SINGLE_INCLUDE_STRATA_MEMORY_BUFFER_HPP
 // ---- end <strata/memory/buffer.hpp> ----
+// ---- begin <strata/memory/default_resource.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_MEMORY_DEFAULT_RESOURCE_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_MEMORY_DEFAULT_RESOURCE_HPP
+// strata/memory/default_resource.hpp — which memory resource serves each tier: a trait.
+//
+//   default_resource<Tier>::make(request)  ->  the tier's upstream resource (or null for a file
+//                                              tier, whose bytes live behind an IO engine)
+//
+// The context calls it once per tier of its tier list and layers a budget and a pool over the
+// result. The primary template serves any host-memory tier with aligned pageable memory, so a
+// host-memory tier of your own needs nothing more; a device-memory tier of your own
+// specialises it. What does not live here: the resources themselves (resource.hpp,
+// emulated_device.hpp).
+
+#if !STRATA_ENABLE_CUDA
+// ---- begin <strata/memory/emulated_device.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_MEMORY_EMULATED_DEVICE_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_MEMORY_EMULATED_DEVICE_HPP
+// strata/memory/emulated_device.hpp — the device tier of the host build: a bounded arena.
+//
+// On a machine without a GPU, tier::device is this arena: one reserved block of host address
+// space with a fixed capacity, carved first-fit into blocks and coalesced on free. It has the
+// failure modes of real GPU memory — it fills up (out_of_budget, also from fragmentation), and
+// a pointer either belongs to it or does not (copies check `owns`, so host memory passed off
+// as device memory is an access_error). Data reaches it only through the copy queues.
+// Not here: anything CUDA; in the CUDA build the device tier is cuda_device_resource.
+
+
+#include <sys/mman.h>
+
+#include <iterator>
+#include <map>
+#include <mutex>
+
+STRATA_NAMESPACE_BEGIN
+
+class emulated_device_arena final : public memory_resource {
+public:
+  /// Reserves `capacity` bytes of address space; pages are committed only when touched.
+  explicit emulated_device_arena(std::size_t capacity)
+      : capacity_(align_up(capacity ? capacity : 1, tier::device::alignment)) {
+    void* p = ::mmap(nullptr, capacity_, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED)
+      throw error("emulated device: cannot reserve " + format_bytes(capacity_) +
+                  " of address space");
+    base_ = static_cast<std::byte*>(p);
+    free_.emplace(0, capacity_);
+  }
+  ~emulated_device_arena() override { ::munmap(base_, capacity_); }
+  emulated_device_arena(const emulated_device_arena&) = delete;
+  emulated_device_arena& operator=(const emulated_device_arena&) = delete;
+
+  void* allocate(std::size_t bytes, std::size_t alignment, std::string_view what) override {
+    if (alignment > tier::device::alignment)
+      throw config_error("emulated device allocation for '" + std::string(what) +
+                         "' asks for " + std::to_string(alignment) + "-byte alignment; it gives " +
+                         std::to_string(tier::device::alignment));
+    const std::size_t size = align_up(bytes ? bytes : 1, tier::device::alignment);
+    std::lock_guard lock(mutex_);
+    for (auto it = free_.begin(); it != free_.end(); ++it) {
+      if (it->second < size) continue;
+      const std::size_t offset = it->first, rest = it->second - size;
+      free_.erase(it);
+      if (rest) free_.emplace(offset + size, rest);
+      used_.emplace(offset, size);
+      return base_ + offset;
+    }
+    std::size_t largest = 0;
+    for (auto& [off, len] : free_) largest = len > largest ? len : largest;
+    // "available" is the largest free block: with a fragmented arena that is less than the
+    // free total, and the message says so.
+    const bool fragmented = largest < capacity_ - in_use_locked();
+    throw out_of_budget(tier::device::name, bytes, largest, capacity_,
+                        fragmented ? std::string(what) + " [arena fragmented]" : std::string(what));
+  }
+
+  void deallocate(void* p, std::size_t, std::size_t) noexcept override {
+    std::lock_guard lock(mutex_);
+    auto u = used_.find(static_cast<std::size_t>(static_cast<std::byte*>(p) - base_));
+    if (u == used_.end()) return;  // not ours: nothing safe to do in a noexcept path
+    std::size_t offset = u->first, size = u->second;
+    used_.erase(u);
+    // Coalesce with the free neighbours on both sides.
+    auto next = free_.lower_bound(offset);
+    if (next != free_.end() && offset + size == next->first) {
+      size += next->second;
+      next = free_.erase(next);
+    }
+    if (next != free_.begin()) {
+      auto prev = std::prev(next);
+      if (prev->first + prev->second == offset) {
+        prev->second += size;
+        return;
+      }
+    }
+    free_.emplace(offset, size);
+  }
+
+  bool owns(const void* p, std::size_t bytes) const noexcept override {
+    auto* b = static_cast<const std::byte*>(p);
+    if (b < base_ || b + bytes > base_ + capacity_) return false;
+    std::lock_guard lock(mutex_);
+    auto it = used_.upper_bound(static_cast<std::size_t>(b - base_));
+    if (it == used_.begin()) return false;
+    --it;
+    return static_cast<std::size_t>(b - base_) + bytes <= it->first + it->second;
+  }
+
+  tier_id tier() const noexcept override { return tier_id::device; }
+  std::size_t capacity() const noexcept { return capacity_; }
+  std::size_t in_use() const {
+    std::lock_guard lock(mutex_);
+    return in_use_locked();
+  }
+
+private:
+  std::size_t in_use_locked() const {
+    std::size_t n = 0;
+    for (auto& [off, len] : used_) n += len;
+    return n;
+  }
+
+  std::size_t capacity_;
+  std::byte* base_ = nullptr;
+  mutable std::mutex mutex_;
+  std::map<std::size_t, std::size_t> free_;  // offset -> length, disjoint, coalesced
+  std::map<std::size_t, std::size_t> used_;  // offset -> length
+};
+
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_MEMORY_EMULATED_DEVICE_HPP
+// ---- end <strata/memory/emulated_device.hpp> ----
+#endif
+
+#include <memory>
+#include <string>
+
+STRATA_NAMESPACE_BEGIN
+
+/// What a tier's resource may need to know: its budget (the emulated device's capacity) and
+/// the CUDA device ordinal.
+struct resource_request {
+  std::size_t budget_bytes;
+  int device;
+};
+
+template <memory_tier Tier>
+struct default_resource {
+  static std::unique_ptr<memory_resource> make(const resource_request&) {
+    static_assert(Tier::kind != tier_kind::device_memory,
+                  "default_resource: a device-memory tier of your own needs a specialisation "
+                  "strata::default_resource<YourTier> whose make() returns its memory resource");
+    if constexpr (Tier::kind == tier_kind::file)
+      return nullptr;  // reached through the IO engine, not addresses
+    else
+      return std::make_unique<aligned_host_resource>(Tier::id);
+  }
+};
+
+template <>
+struct default_resource<tier::pinned> {
+  static std::unique_ptr<memory_resource> make(const resource_request&) {
+    return std::make_unique<pinned_resource>();
+  }
+};
+
+template <>
+struct default_resource<tier::device> {
+  /// The CUDA build's GPU memory (refused with the reason when that GPU is not there), or the
+  /// host build's emulated device arena of `budget_bytes`.
+  static std::unique_ptr<memory_resource> make(const resource_request& r) {
+#if STRATA_ENABLE_CUDA
+    const cuda_discovery found = cuda_discover();
+    if (found.devices <= r.device)
+      throw config_error("context: CUDA device " + std::to_string(r.device) +
+                         " is not available (" +
+                         (found.devices > 0 ? std::to_string(found.devices) + " found"
+                                            : found.why_none()) +
+                         "; this build needs a GPU; use the host build to run on the emulated "
+                         "device)");
+    check_cuda(cudaSetDevice(r.device), "cudaSetDevice");
+    return std::make_unique<cuda_device_resource>(r.device);
+#else
+    return std::make_unique<emulated_device_arena>(r.budget_bytes);
+#endif
+  }
+};
+
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_MEMORY_DEFAULT_RESOURCE_HPP
+// ---- end <strata/memory/default_resource.hpp> ----
+// ---- begin <strata/memory/pointer.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_MEMORY_POINTER_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_MEMORY_POINTER_HPP
+// strata/memory/pointer.hpp — what a raw pointer points at (GPU or host memory), and a copy
+// that works for either.
+//
+// What lives here: is_device_memory(p) and copy_bytes(), for code that is handed buffers it did
+// not allocate — the host-side communicators (comm::solo, comm::threads, comm::mpi) accept GPU
+// buffers in the CUDA build and move them with cudaMemcpy, and optim's gradient statistics
+// reach CUDA's headers through this one. In the host build the emulated device is host memory,
+// so plain copies reach it and nothing here needs CUDA.
+// What does not: tier-aware copies with queues and budgets (exec/copy_engine.hpp), memory
+// resources (resource.hpp).
+
+
+#include <cstddef>
+#include <cstring>
+#include <string>
+
+#if STRATA_ENABLE_CUDA
+// ---- begin <strata/core/cuda_check.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_CORE_CUDA_CHECK_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_CORE_CUDA_CHECK_HPP
+// strata/core/cuda_check.hpp — turning CUDA runtime status codes into strata::cuda_error, and
+// the few CUDA runtime habits every floor needs the same way.
+//
+// What lives here: check_cuda; device discovery (cuda_discover, cuda_device_count) and the one
+// rule that says whether a run without a usable GPU is a skip or a failure (gpu_requirement,
+// no_gpu_exit_code — used by every GPU test and benchmark main); cuda_query and
+// cuda_query_done, which read cudaEventQuery / cudaStreamQuery without leaving "not ready"
+// behind as the thread's last error.
+// What does not: streams, events and memory (exec/, memory/).
+// Only included when STRATA_ENABLE_CUDA is 1 (cuda-runtime and cuda-device builds).
+
+
+#include <cuda_runtime_api.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+STRATA_NAMESPACE_BEGIN
+
+/// "cudaErrorInsufficientDriver (CUDA driver version is insufficient for CUDA runtime version)".
+inline std::string cuda_status_text(cudaError_t status) {
+  return std::string(cudaGetErrorName(status)) + " (" + cudaGetErrorString(status) + ")";
+}
+
+/// Throws cuda_error("<what>: <cuda message>") unless `status` is cudaSuccess.
+inline void check_cuda(cudaError_t status, const std::string& what) {
+  if (status != cudaSuccess)
+    throw cuda_error(static_cast<int>(status), what + ": " + cuda_status_text(status));
+}
+
+/// What device discovery found: how many GPUs this process can use, and the error that
+/// discovery stopped at (cudaSuccess when it answered, even with 0).
+struct cuda_discovery {
+  int devices = 0;
+  cudaError_t status = cudaSuccess;
+
+  /// Why no GPU is usable, for a skip message ("cudaGetDeviceCount: cudaErrorNoDevice (...)").
+  std::string why_none() const {
+    if (status != cudaSuccess) return "cudaGetDeviceCount: " + cuda_status_text(status);
+    return devices == 0 ? "cudaGetDeviceCount found 0 devices" : "";
+  }
+};
+
+/// Asks the runtime for its devices. Any error from discovery — including the "insufficient
+/// driver" that a machine with the toolkit but no driver answers — means none; the sticky
+/// status is cleared so later calls are not poisoned by it.
+inline cuda_discovery cuda_discover() noexcept {
+  cuda_discovery d;
+  d.status = cudaGetDeviceCount(&d.devices);
+  if (d.status != cudaSuccess) {
+    cudaGetLastError();
+    d.devices = 0;
+  }
+  return d;
+}
+
+/// How many GPUs this process can use (0 on any discovery error).
+inline int cuda_device_count() noexcept { return cuda_discover().devices; }
+
+/// Why this run must have a usable GPU; empty when it need not. The one place that decides
+/// whether a GPU test or benchmark without a GPU is skipped or failed:
+///  - STRATA_REQUIRE_GPU=1 (scripts/gpu-check sets it): required;
+///  - STRATA_REQUIRE_GPU=0: not required (e.g. CUDA_VISIBLE_DEVICES= on a GPU machine);
+///  - unset: required when `nvidia-smi -L` runs and lists a GPU — a GPU machine where CUDA
+///    cannot reach the GPU (driver mismatch, container without the device) is broken, and a
+///    skip there would hide it.
+inline std::string gpu_requirement() {
+  if (const char* env = std::getenv("STRATA_REQUIRE_GPU"); env && *env) {
+    if (std::string(env) == "0") return "";
+    return std::string("STRATA_REQUIRE_GPU=") + env + " says a GPU is required";
+  }
+  std::FILE* p = ::popen("nvidia-smi -L 2>/dev/null", "r");
+  if (!p) return "";
+  std::string first_gpu;
+  char line[512];
+  while (std::fgets(line, sizeof line, p))
+    if (first_gpu.empty() && std::string(line).rfind("GPU ", 0) == 0) {
+      first_gpu = line;
+      while (!first_gpu.empty() && (first_gpu.back() == '\n' || first_gpu.back() == '\r'))
+        first_gpu.pop_back();
+    }
+  ::pclose(p);
+  if (first_gpu.empty()) return "";
+  return "nvidia-smi -L lists a GPU (" + first_gpu +
+         "), so CUDA should see it (set STRATA_REQUIRE_GPU=0 to allow the skip)";
+}
+
+/// For the main() of a GPU test or benchmark named `who`: -1 when a GPU is usable (run).
+/// Otherwise prints why there is none (the CUDA error name and text) and returns the exit code:
+/// `skip_code` (77 for tests: CTest's SKIP_RETURN_CODE), or 1 when gpu_requirement() says a GPU
+/// is required, with the reason in the message.
+[[nodiscard]] inline int no_gpu_exit_code(const char* who, int skip_code = 77) {
+  const cuda_discovery d = cuda_discover();
+  if (d.devices > 0) return -1;
+  const std::string required = gpu_requirement();
+  if (required.empty()) {
+    std::printf("%s: no GPU: skipped (%s)\n", who, d.why_none().c_str());
+    std::fflush(stdout);
+    return skip_code;
+  }
+  std::printf("%s: no GPU (%s): FAILED, not skipped, because %s\n", who, d.why_none().c_str(),
+              required.c_str());
+  std::fflush(stdout);
+  return 1;
+}
+
+/// Runs a completion query (cudaEventQuery, cudaStreamQuery) and returns its status.
+/// cudaErrorNotReady is an answer, not a failure, but the runtime also keeps it as the thread's
+/// last error, where the next cudaGetLastError() launch check would report it as a bogus launch
+/// failure: it is cleared here — unless another error was already pending before the query,
+/// which belongs to the check of whoever caused it.
+template <class Query>
+[[nodiscard]] cudaError_t cuda_query(Query&& query) {
+  const bool clean_before = cudaPeekAtLastError() == cudaSuccess;
+  const cudaError_t status = query();
+  if (status == cudaErrorNotReady && clean_before) cudaGetLastError();
+  return status;
+}
+
+/// cuda_query as "has the work ended?". Any error but "not ready" means the work will never
+/// complete normally: it counts as ended, and the waiter (cudaEventSynchronize, check_cuda)
+/// reports the error.
+template <class Query>
+[[nodiscard]] bool cuda_query_done(Query&& query) {
+  return cuda_query(static_cast<Query&&>(query)) != cudaErrorNotReady;
+}
+
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_CORE_CUDA_CHECK_HPP
+// ---- end <strata/core/cuda_check.hpp> ----
+#endif
+
+STRATA_NAMESPACE_BEGIN
+
+/// True when p points into GPU memory. Any error from the query (a pointer CUDA never saw, no
+/// driver) means host memory. Always false in the host build.
+inline bool is_device_memory(const void* p) noexcept {
+#if STRATA_ENABLE_CUDA
+  if (p == nullptr) return false;
+  cudaPointerAttributes attributes{};
+  if (cudaPointerGetAttributes(&attributes, p) != cudaSuccess) {
+    cudaGetLastError();  // clear the status so later calls are not poisoned by it
+    return false;
+  }
+  return attributes.type == cudaMemoryTypeDevice;
+#else
+  (void)p;
+  return false;
+#endif
+}
+
+/// Copies `bytes` from src to dst and returns when they are there. `device` says that one side
+/// is GPU memory (then cudaMemcpy, which finds the direction itself; callers ask
+/// is_device_memory once per buffer, not once per copy); host copies may overlap. `what` names
+/// the copy in a CUDA error's message.
+inline void copy_bytes(void* dst, const void* src, std::size_t bytes, bool device,
+                       const char* what) {
+  if (bytes == 0 || dst == src) return;
+#if STRATA_ENABLE_CUDA
+  if (device) {
+    check_cuda(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault), what);
+    return;
+  }
+#else
+  (void)device, (void)what;
+#endif
+  std::memmove(dst, src, bytes);
+}
+
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_MEMORY_POINTER_HPP
+// ---- end <strata/memory/pointer.hpp> ----
 // ---- begin <strata/memory/pool.hpp> ----
 #ifndef STRATA_SINGLE_INCLUDE_STRATA_MEMORY_POOL_HPP
 #define STRATA_SINGLE_INCLUDE_STRATA_MEMORY_POOL_HPP
@@ -1493,6 +1961,117 @@ private:
 STRATA_NAMESPACE_END
 #endif // STRATA_SINGLE_INCLUDE_STRATA_MEMORY_POOL_HPP
 // ---- end <strata/memory/pool.hpp> ----
+// ---- begin <strata/memory/tier_list.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_MEMORY_TIER_LIST_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_MEMORY_TIER_LIST_HPP
+// strata/memory/tier_list.hpp — the tiers a context has, as a type and as a runtime table.
+//
+//   tier_list<tier::device, tier::pinned, tier::host, tier::nvme>   the library's four tiers
+//   tier_list<tier::device, tier::pinned, my_cxl, tier::host, tier::nvme>   one of your own added
+//
+// A context is built from a tier list (standard_tiers by default). From the types it makes a
+// tier_table: each tier's traits, and the route of every ordered pair read from copy_route<From,
+// To> — so a specialisation for a pair is honoured at run time by the type-erased layers (tensor
+// slots, the copy engine) exactly as at compile time. The table orders tiers fastest first
+// (speed_rank), which is the order of budget reports and memory plans.
+// What does not live here: the budgets and resources the context makes per tier (exec/context).
+
+
+#include <algorithm>
+#include <array>
+#include <span>
+#include <string>
+#include <vector>
+
+STRATA_NAMESPACE_BEGIN
+
+template <memory_tier... Tiers>
+struct tier_list {
+  static constexpr std::size_t size = sizeof...(Tiers);
+
+  template <class Tier>
+  static constexpr bool contains = (std::is_same_v<Tier, Tiers> || ...);
+
+  static constexpr bool ids_unique() {
+    constexpr std::array<int, sizeof...(Tiers)> ids{static_cast<int>(Tiers::id)...};
+    for (std::size_t i = 0; i < ids.size(); ++i)
+      for (std::size_t j = i + 1; j < ids.size(); ++j)
+        if (ids[i] == ids[j]) return false;
+    return true;
+  }
+  static_assert(ids_unique(), "tier_list: two tiers share an id; give each tier its own tier_id "
+                              "value (the library's use 0-3)");
+};
+
+/// The library's four tiers: what a context has unless it is given a list of its own.
+using standard_tiers = tier_list<tier::device, tier::pinned, tier::host, tier::nvme>;
+
+namespace detail {
+template <class L>
+struct is_tier_list : std::false_type {};
+template <class... Ts>
+struct is_tier_list<tier_list<Ts...>> : std::true_type {};
+}  // namespace detail
+
+template <class L>
+concept tier_list_type = detail::is_tier_list<L>::value;
+
+/// The runtime form of a tier list: traits by id, and the route of every pair.
+class tier_table {
+public:
+  /// Number of distinct tier ids (the underlying type's range): the size of id-indexed tables.
+  static constexpr std::size_t id_space = 256;
+
+  template <memory_tier... Tiers>
+  explicit tier_table(tier_list<Tiers...>) {
+    infos_ = {tier_info_of<Tiers>...};
+    std::stable_sort(infos_.begin(), infos_.end(),
+                     [](const tier_info& a, const tier_info& b) { return a.speed_rank < b.speed_rank; });
+    position_.fill(absent);
+    for (std::size_t k = 0; k < infos_.size(); ++k)
+      position_[static_cast<std::size_t>(infos_[k].id)] = static_cast<std::uint8_t>(k);
+    routes_.assign(infos_.size() * infos_.size(), route{route_kind::direct, tier_id::host});
+    (add_routes_from<Tiers, Tiers...>(), ...);
+  }
+
+  /// The tiers, fastest first.
+  std::span<const tier_info> all() const noexcept { return infos_; }
+  bool contains(tier_id t) const noexcept {
+    return position_[static_cast<std::size_t>(t)] != absent;
+  }
+  /// A tier's traits; config_error when the context was not given that tier.
+  const tier_info& info(tier_id t) const { return infos_[position(t)]; }
+  const char* name(tier_id t) const { return info(t).name; }
+  /// Position of tier t in all() (0 = fastest).
+  std::size_t position(tier_id t) const {
+    const std::uint8_t k = position_[static_cast<std::size_t>(t)];
+    if (k == absent)
+      throw config_error("tier id " + std::to_string(static_cast<int>(t)) +
+                         " is not in this context's tier list; construct the context with a "
+                         "tier_list that names it");
+    return k;
+  }
+  /// copy_route<From, To> for the tiers with ids `from` and `to`.
+  route route_between(tier_id from, tier_id to) const {
+    return routes_[position(from) * infos_.size() + position(to)];
+  }
+
+private:
+  static constexpr std::uint8_t absent = 0xff;
+
+  template <memory_tier From, memory_tier... To>
+  void add_routes_from() {
+    ((routes_[position(From::id) * infos_.size() + position(To::id)] = copy_route_v<From, To>), ...);
+  }
+
+  std::vector<tier_info> infos_;
+  std::array<std::uint8_t, id_space> position_{};
+  std::vector<route> routes_;  // (from, to) by position
+};
+
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_MEMORY_TIER_LIST_HPP
+// ---- end <strata/memory/tier_list.hpp> ----
 #if !STRATA_ENABLE_CUDA
 // ---- begin <strata/memory/emulated_device.hpp> ----
 #ifndef STRATA_SINGLE_INCLUDE_STRATA_MEMORY_EMULATED_DEVICE_HPP
@@ -1552,7 +2131,7 @@ public:
     // "available" is the largest free block: with a fragmented arena that is less than the
     // free total, and the message says so.
     const bool fragmented = largest < capacity_ - in_use_locked();
-    throw out_of_budget(tier_name(tier_id::device), bytes, largest, capacity_,
+    throw out_of_budget(tier::device::name, bytes, largest, capacity_,
                         fragmented ? std::string(what) + " [arena fragmented]" : std::string(what));
   }
 
@@ -1794,7 +2373,8 @@ inline bool crc32c_hardware() noexcept {
 
 /// CRC-32C of `bytes` bytes at `data`. `seed` is the CRC of the bytes before them (0 for none),
 /// so a CRC can be computed piece by piece.
-inline std::uint32_t crc32c(const void* data, std::size_t bytes, std::uint32_t seed = 0) noexcept {
+[[nodiscard]] inline std::uint32_t crc32c(const void* data, std::size_t bytes,
+                                         std::uint32_t seed = 0) noexcept {
   const auto* p = static_cast<const unsigned char*>(data);
   std::uint32_t crc = ~seed;
 #if STRATA_IO_CRC32C_X86
@@ -1804,8 +2384,8 @@ inline std::uint32_t crc32c(const void* data, std::size_t bytes, std::uint32_t s
 }
 
 /// The table path alone, whatever the CPU: the reference the hardware path is tested against.
-inline std::uint32_t crc32c_portable(const void* data, std::size_t bytes,
-                                     std::uint32_t seed = 0) noexcept {
+[[nodiscard]] inline std::uint32_t crc32c_portable(const void* data, std::size_t bytes,
+                                                  std::uint32_t seed = 0) noexcept {
   return ~detail::crc32c_table_update(~seed, static_cast<const unsigned char*>(data), bytes);
 }
 
@@ -1816,25 +2396,15 @@ STRATA_NAMESPACE_END
 // ---- begin <strata/io/engine.hpp> ----
 #ifndef STRATA_SINGLE_INCLUDE_STRATA_IO_ENGINE_HPP
 #define STRATA_SINGLE_INCLUDE_STRATA_IO_ENGINE_HPP
-// strata/io/engine.hpp — IO engines: the interface, and the factory that picks one.
+// strata/io/engine.hpp — the IO engine interface: what every engine is, and how it is configured.
 //
-// What lives here: make_engine(), which returns the io_uring engine where it is compiled in
-// (STRATA_HAVE_URING) and the kernel lets it set up, and the pread/pwrite engine otherwise,
-// with a one-line notice saying why. The interface itself (engine_config, io::engine) is in
-// detail/engine_interface.hpp, which this header includes; the engines are posix_engine.hpp,
-// uring_engine.hpp and, for tests, the fault-injecting faulty.hpp.
-// What does not: files and their alignment (file.hpp), what is stored in them (nvme_store.hpp).
-
-// ---- begin <strata/io/detail/engine_interface.hpp> ----
-#ifndef STRATA_SINGLE_INCLUDE_STRATA_IO_DETAIL_ENGINE_INTERFACE_HPP
-#define STRATA_SINGLE_INCLUDE_STRATA_IO_DETAIL_ENGINE_INTERFACE_HPP
-// strata/io/detail/engine_interface.hpp — the IO engine interface, without the factory.
-//
-// Include <strata/io/engine.hpp>, which adds make_engine(). This part lives apart only because
-// the engines (posix_engine.hpp, uring_engine.hpp, faulty.hpp) need the interface and the
-// factory needs the engines; one header holding both would include itself.
-// What lives here: engine_config, the abstract engine, the wording of IO failures (shared by
-// real and injected ones, so a test cannot tell them apart by anything but "(injected)").
+// What lives here: engine_config and the one function that validates it (validate()), the one
+// function that sizes requests (request_bytes()), the abstract io::engine and the io_engine
+// concept. An engine is written against this header alone; callers that want one chosen for
+// them include make_engine.hpp, the factory.
+// What does not: the engines (posix_engine.hpp, uring_engine.hpp, faulty.hpp for tests), the
+// factory (make_engine.hpp), files and their alignment (file.hpp), what is stored in them
+// (nvme_store.hpp), how failures are worded (detail/io_failure.hpp).
 
 // ---- begin <strata/io/file.hpp> ----
 #ifndef STRATA_SINGLE_INCLUDE_STRATA_IO_FILE_HPP
@@ -1932,7 +2502,7 @@ public:
   /// refuses O_DIRECT (EINVAL: e.g. tmpfs before Linux 6.6, ramfs, some FUSE file systems)
   /// the file stays buffered and `notice` says so; otherwise `notice` is left as it is.
   /// Throws io_error naming the path and the system's reason.
-  static file open_for_arena(std::string path, std::string& notice) {
+  [[nodiscard]] static file open_for_arena(std::string path, std::string& notice) {
     const std::string name = path;
     return open_for_arena_at(AT_FDCWD, name, std::move(path), notice);
   }
@@ -1940,8 +2510,8 @@ public:
   /// As open_for_arena(), creating `name` inside the open directory `dir_fd`, so a caller
   /// that has checked a directory creates the file in that very directory, not in whatever
   /// its path names by then. `path` is the name messages use (the directory's path + name).
-  static file open_for_arena_at(int dir_fd, const std::string& name, std::string path,
-                                std::string& notice) {
+  [[nodiscard]] static file open_for_arena_at(int dir_fd, const std::string& name,
+                                              std::string path, std::string& notice) {
     constexpr int flags = O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
     // The exclusive create happens buffered and O_DIRECT is switched on right after (F_SETFL
     // applies the same check as open()): an open() that created the file and then refused
@@ -2004,8 +2574,11 @@ STRATA_NAMESPACE_END
 
 #include <concepts>
 #include <cstdint>
+#include <cstdlib>
+#include <limits>
 #include <span>
 #include <string>
+#include <string_view>
 #include <type_traits>
 
 #include <sys/uio.h>
@@ -2018,18 +2591,75 @@ struct engine_config {
   /// variable STRATA_IO_ENGINE (same values) overrides it, so a deployment can switch engines
   /// without rebuilding.
   std::string kind = "auto";
-  /// Large transfers are split into requests of this many bytes (a multiple of 4096, so every
-  /// piece of an O_DIRECT transfer stays aligned).
+  /// Large transfers are split into requests of this many bytes (request_bytes()); a multiple
+  /// of 4096, so every piece of an O_DIRECT transfer stays aligned. 4 KiB .. 1 GiB.
   std::size_t block_bytes = 1 << 20;
-  /// Requests in flight per call (io_uring: entries per ring).
+  /// Requests in flight per call, at most; 1 .. 4096. The same meaning in both engines: one
+  /// call keeps up to this many block-sized requests moving at once. io_uring: the entries of
+  /// each ring, all kept busy. posix: the pool threads one call occupies at once, so also at
+  /// most posix_threads (with posix_threads 0 the calling thread moves one request at a time).
   unsigned queue_depth = 16;
-  /// io_uring rings; concurrent calls each borrow one, so this many calls run at once.
+  /// io_uring rings; concurrent calls each borrow one, so this many calls run at once. 1 .. 1024.
   unsigned rings = 2;
   /// io_uring submission-queue polling by a kernel thread (saves syscalls, costs a core).
   bool sqpoll = false;
-  /// Threads of the pread/pwrite engine; 0 does the IO on the calling thread.
+  /// Threads of the pread/pwrite engine, shared by all calls; 0 does the IO on the calling
+  /// thread. 0 .. 1024.
   unsigned posix_threads = 4;
 };
+
+/// The limits validate() enforces (io_uring takes at most 4096 entries per ring).
+inline constexpr std::size_t max_block_bytes = std::size_t{1} << 30;
+inline constexpr unsigned max_queue_depth = 4096;
+inline constexpr unsigned max_rings = 1024;
+inline constexpr unsigned max_posix_threads = 1024;
+
+/// The engine kind a config asks for and where that came from (for messages):
+/// STRATA_IO_ENGINE when it is set and not empty, else `<name>.kind`.
+struct engine_kind_choice {
+  std::string kind;
+  std::string source;
+};
+
+[[nodiscard]] inline engine_kind_choice chosen_kind(const engine_config& c,
+                                                    std::string_view name = "engine_config") {
+  if (const char* env = std::getenv("STRATA_IO_ENGINE"); env && *env)
+    return {env, "STRATA_IO_ENGINE"};
+  return {c.kind, std::string(name) + ".kind"};
+}
+
+/// The one check of an engine_config, made by every engine's constructor, by make_engine() and
+/// by nvme_store (which sizes its reads from it): throws config_error naming the field (as
+/// `<name>.<field>`, or STRATA_IO_ENGINE for a kind it set), its value and the allowed range.
+inline void validate(const engine_config& c, std::string_view name = "engine_config") {
+  auto refuse = [&](const std::string& field, const std::string& value, const char* allowed) {
+    throw config_error("io engine: " + field + " is " + value + "; allowed: " + allowed);
+  };
+  const std::string n(name);
+  const engine_kind_choice k = chosen_kind(c, name);
+  if (k.kind != "auto" && k.kind != "uring" && k.kind != "posix")
+    refuse(k.source, "'" + k.kind + "'", "auto, uring or posix");
+  if (c.block_bytes < 4096 || c.block_bytes > max_block_bytes || c.block_bytes % 4096 != 0)
+    refuse(n + ".block_bytes", std::to_string(c.block_bytes),
+           "a multiple of 4096 from 4096 to 1073741824 (1 GiB)");
+  if (c.queue_depth == 0 || c.queue_depth > max_queue_depth)
+    refuse(n + ".queue_depth", std::to_string(c.queue_depth), "1 .. 4096");
+  if (c.rings == 0 || c.rings > max_rings)
+    refuse(n + ".rings", std::to_string(c.rings), "1 .. 1024");
+  if (c.posix_threads > max_posix_threads)
+    refuse(n + ".posix_threads", std::to_string(c.posix_threads),
+           "0 (IO on the calling thread) .. 1024");
+}
+
+/// The one decision of how big a request is: the next request of a transfer with `remaining`
+/// bytes left moves block_bytes, or what remains. request_bytes(c) is a whole request. Both
+/// engines cut transfers with it, and nvme_store sizes its reads in whole requests, so a
+/// change of request size here reaches every reader and writer at once.
+[[nodiscard]] constexpr std::size_t request_bytes(
+    const engine_config& c,
+    std::size_t remaining = std::numeric_limits<std::size_t>::max()) noexcept {
+  return remaining < c.block_bytes ? remaining : c.block_bytes;
+}
 
 enum class io_op : std::uint8_t { read, write };
 
@@ -2040,6 +2670,8 @@ constexpr const char* io_op_name(io_op op) noexcept { return op == io_op::read ?
 /// safe to make from several threads at once (the IO worker threads do). On an O_DIRECT file
 /// (file::direct()) the memory address, the offset and the byte count must be multiples of
 /// file::alignment(); engines do not bounce — nvme_store does that where it must.
+/// A new engine derives from this class, takes an engine_config it passes to validate(), cuts
+/// transfers with request_bytes() and keeps at most queue_depth requests of a call in flight.
 class engine {
 public:
   virtual ~engine() = default;
@@ -2061,671 +2693,6 @@ public:
 template <class E>
 concept io_engine = std::derived_from<E, engine> && !std::is_abstract_v<E>;
 
-namespace detail {
-
-/// "read of 1.00 MiB (1048576 bytes) at offset 4096 of '/nvme/x' failed: <reason><suffix>".
-inline std::string io_failure_message(io_op op, const file& f, std::uint64_t offset,
-                                      std::size_t bytes, const std::string& reason,
-                                      std::string_view suffix = {}) {
-  return std::string(io_op_name(op)) + " of " + format_bytes(bytes) + " at offset " +
-         std::to_string(offset) + " of '" + f.path() + "' failed: " + reason +
-         std::string(suffix);
-}
-
-inline io_error io_failure(io_op op, const file& f, std::uint64_t offset, std::size_t bytes,
-                           int err, std::string_view suffix = {}) {
-  return io_error(io_failure_message(op, f, offset, bytes, errno_text(err), suffix));
-}
-
-/// A transfer that stopped moving bytes without an error code (end of file on a read).
-inline io_error io_stalled(io_op op, const file& f, std::uint64_t offset, std::size_t bytes,
-                           std::size_t done, std::string_view suffix = {}) {
-  const std::string reason =
-      (op == io_op::read ? std::string("unexpected end of file") : std::string("no progress")) +
-      " after " + std::to_string(done) + " bytes";
-  return io_error(io_failure_message(op, f, offset, bytes, reason, suffix));
-}
-
-}  // namespace detail
-}  // namespace io
-STRATA_NAMESPACE_END
-#endif // STRATA_SINGLE_INCLUDE_STRATA_IO_DETAIL_ENGINE_INTERFACE_HPP
-// ---- end <strata/io/detail/engine_interface.hpp> ----
-// ---- begin <strata/io/posix_engine.hpp> ----
-#ifndef STRATA_SINGLE_INCLUDE_STRATA_IO_POSIX_ENGINE_HPP
-#define STRATA_SINGLE_INCLUDE_STRATA_IO_POSIX_ENGINE_HPP
-// strata/io/posix_engine.hpp — the fallback IO engine: pread/pwrite on a pool of threads.
-//
-// Works wherever POSIX does: no io_uring, a seccomp filter that blocks it, a sysctl that
-// disables it. A call is split into block_bytes pieces that the pool's threads move in
-// parallel (the thread count is the queue depth here); the caller waits for all of them.
-// EINTR is retried and short transfers are continued, so a call moves every byte or throws.
-// What does not live here: choosing the engine (engine.hpp), io_uring (uring_engine.hpp).
-
-
-#include <condition_variable>
-#include <deque>
-#include <mutex>
-#include <thread>
-#include <vector>
-
-STRATA_NAMESPACE_BEGIN
-namespace io {
-
-class posix_engine final : public engine {
-public:
-  explicit posix_engine(const engine_config& config = {})
-      : block_bytes_(config.block_bytes ? config.block_bytes : std::size_t{1} << 20) {
-    threads_.reserve(config.posix_threads);
-    for (unsigned i = 0; i < config.posix_threads; ++i) threads_.emplace_back([this] { work(); });
-  }
-  ~posix_engine() override {
-    {
-      std::lock_guard lock(mutex_);
-      stopping_ = true;
-    }
-    cv_.notify_all();
-    for (auto& t : threads_) t.join();
-  }
-  posix_engine(const posix_engine&) = delete;
-  posix_engine& operator=(const posix_engine&) = delete;
-
-  const char* name() const noexcept override { return "posix"; }
-
-  void read(const file& f, void* dst, std::size_t bytes, std::uint64_t offset) override {
-    transfer(io_op::read, f, static_cast<char*>(dst), bytes, offset);
-  }
-  void write(const file& f, const void* src, std::size_t bytes, std::uint64_t offset) override {
-    transfer(io_op::write, f, static_cast<char*>(const_cast<void*>(src)), bytes, offset);
-  }
-
-  /// Moves one piece on the calling thread: continues short transfers, retries EINTR/EAGAIN.
-  /// Returns 0, or the errno of the failure; `done` says how far it got.
-  static int move_piece(io_op op, int fd, char* p, std::size_t bytes, std::uint64_t offset,
-                        std::size_t& done) noexcept {
-    done = 0;
-    while (done < bytes) {
-      const std::size_t want = bytes - done;
-      const ssize_t n = op == io_op::read
-                            ? ::pread(fd, p + done, want, static_cast<off_t>(offset + done))
-                            : ::pwrite(fd, p + done, want, static_cast<off_t>(offset + done));
-      if (n < 0) {
-        if (errno == EINTR || errno == EAGAIN) continue;
-        return errno;
-      }
-      if (n == 0) return -1;  // end of file (read) / no progress (write): the caller words it
-      done += static_cast<std::size_t>(n);
-    }
-    return 0;
-  }
-
-private:
-  // One call's pieces share a batch on the caller's stack; the caller waits until every
-  // piece is finished (done, failed or skipped) before the batch goes away.
-  struct batch {
-    std::mutex mutex;
-    std::condition_variable cv;
-    std::size_t pending = 0;
-    bool failed = false;
-    int err = 0;
-    std::uint64_t err_offset = 0;
-    std::size_t err_bytes = 0, err_done = 0;
-  };
-  struct piece {
-    batch* b;
-    io_op op;
-    int fd;
-    char* p;
-    std::size_t bytes;
-    std::uint64_t offset;
-  };
-
-  void transfer(io_op op, const file& f, char* p, std::size_t bytes, std::uint64_t offset) {
-    if (bytes == 0) return;
-    batch b;
-    const std::size_t pieces = (bytes + block_bytes_ - 1) / block_bytes_;
-    if (threads_.empty() || pieces == 1) {
-      // Nothing to overlap: do it here and spare the hand-off.
-      for (std::size_t at = 0; at < bytes; at += block_bytes_)
-        run({&b, op, f.fd(), p + at, std::min(block_bytes_, bytes - at), offset + at});
-    } else {
-      b.pending = pieces;
-      {
-        std::lock_guard lock(mutex_);
-        for (std::size_t at = 0; at < bytes; at += block_bytes_)
-          queue_.push_back({&b, op, f.fd(), p + at, std::min(block_bytes_, bytes - at),
-                            offset + at});
-      }
-      cv_.notify_all();
-      std::unique_lock lock(b.mutex);
-      b.cv.wait(lock, [&] { return b.pending == 0; });
-    }
-    if (b.failed) {
-      if (b.err == -1) throw detail::io_stalled(op, f, b.err_offset, b.err_bytes, b.err_done);
-      throw detail::io_failure(op, f, b.err_offset, b.err_bytes, b.err);
-    }
-  }
-
-  // Runs one piece and reports it to its batch; a piece of a batch that already failed is
-  // skipped, since its call will throw anyway.
-  static void run(const piece& w) {
-    bool skip;
-    {
-      std::lock_guard lock(w.b->mutex);
-      skip = w.b->failed;
-    }
-    int err = 0;
-    std::size_t done = 0;
-    if (!skip) err = move_piece(w.op, w.fd, w.p, w.bytes, w.offset, done);
-    std::lock_guard lock(w.b->mutex);
-    if (err != 0 && !w.b->failed) {
-      w.b->failed = true;
-      w.b->err = err;
-      w.b->err_offset = w.offset;
-      w.b->err_bytes = w.bytes;
-      w.b->err_done = done;
-    }
-    if (w.b->pending > 0 && --w.b->pending == 0) w.b->cv.notify_all();  // under the lock:
-    // the waiter cannot destroy the batch before this thread lets go of its mutex
-  }
-
-  void work() {
-    for (;;) {
-      piece w;
-      {
-        std::unique_lock lock(mutex_);
-        cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-        if (queue_.empty()) return;
-        w = queue_.front();
-        queue_.pop_front();
-      }
-      run(w);
-    }
-  }
-
-  std::size_t block_bytes_;
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  std::deque<piece> queue_;
-  bool stopping_ = false;
-  std::vector<std::thread> threads_;
-};
-
-static_assert(io_engine<posix_engine>);
-
-}  // namespace io
-STRATA_NAMESPACE_END
-#endif // STRATA_SINGLE_INCLUDE_STRATA_IO_POSIX_ENGINE_HPP
-// ---- end <strata/io/posix_engine.hpp> ----
-// ---- begin <strata/io/uring_engine.hpp> ----
-#ifndef STRATA_SINGLE_INCLUDE_STRATA_IO_URING_ENGINE_HPP
-#define STRATA_SINGLE_INCLUDE_STRATA_IO_URING_ENGINE_HPP
-// strata/io/uring_engine.hpp — the io_uring IO engine (only with liburing: STRATA_HAVE_URING).
-//
-// What lives here: uring_engine, a few io_uring rings; a call borrows a free ring, keeps up to
-// queue_depth block-sized requests in flight on it, sleeps in io_uring_wait_cqe (no spinning)
-// until they complete, continues short transfers and retries -EAGAIN/-EINTR. Buffers offered
-// with register_buffers() (a pinned pool) are registered on every ring and requests that fall
-// inside one use READ_FIXED/WRITE_FIXED, which spares the kernel pinning pages per request.
-// What does not: deciding whether io_uring is usable here (make_engine() in engine.hpp asks
-// this engine's constructor and falls back to posix_engine.hpp when it throws).
-// Without STRATA_HAVE_URING this header is empty: link strata::uring to get the engine.
-
-
-#if STRATA_HAVE_URING
-
-#  include <condition_variable>
-#  include <cstdio>
-#  include <memory>
-#  include <mutex>
-#  include <thread>
-#  include <vector>
-
-#  include <liburing.h>
-
-STRATA_NAMESPACE_BEGIN
-namespace io {
-
-class uring_engine final : public engine {
-public:
-  /// Sets the rings up or throws io_error saying why io_uring cannot be used here (ENOSYS: an
-  /// old kernel; EPERM: a seccomp filter or sysctl kernel.io_uring_disabled; ENOMEM: the
-  /// locked-memory limit). SQPOLL that is refused falls back to plain rings with a notice().
-  explicit uring_engine(const engine_config& config = {})
-      : block_bytes_(config.block_bytes), queue_depth_(config.queue_depth),
-        sqpoll_(config.sqpoll) {
-    if (block_bytes_ == 0 || block_bytes_ > (std::size_t{1} << 30) || !is_aligned(block_bytes_, 4096))
-      throw config_error("io engine: block_bytes " + std::to_string(block_bytes_) +
-                         " must be a multiple of 4096 and at most 1 GiB");
-    if (queue_depth_ == 0 || queue_depth_ > 4096)
-      throw config_error("io engine: queue_depth " + std::to_string(queue_depth_) +
-                         " must be 1 .. 4096");
-    const unsigned rings = config.rings ? config.rings : 1;
-    for (unsigned i = 0; i < rings; ++i) {
-      auto r = std::make_unique<ring_slot>();
-      r->requests.resize(queue_depth_);
-      init_ring(*r);
-      rings_.push_back(std::move(r));
-    }
-  }
-  ~uring_engine() override {
-    for (auto& r : rings_)
-      if (r->live) io_uring_queue_exit(&r->ring);
-  }
-  uring_engine(const uring_engine&) = delete;
-  uring_engine& operator=(const uring_engine&) = delete;
-
-  const char* name() const noexcept override { return "uring"; }
-  /// Fallbacks taken while setting up (SQPOLL refused), "" if none.
-  const std::string& notice() const noexcept { return notice_; }
-  bool sqpoll() const noexcept { return sqpoll_; }
-  /// True while buffers offered by register_buffers() are registered on every ring.
-  bool buffers_registered() const {
-    std::lock_guard lock(mutex_);
-    return !registered_.empty();
-  }
-
-  void read(const file& f, void* dst, std::size_t bytes, std::uint64_t offset) override {
-    transfer(io_op::read, f, static_cast<char*>(dst), bytes, offset);
-  }
-  void write(const file& f, const void* src, std::size_t bytes, std::uint64_t offset) override {
-    transfer(io_op::write, f, static_cast<char*>(const_cast<void*>(src)), bytes, offset);
-  }
-
-  bool register_buffers(std::span<const iovec> buffers) override {
-    std::unique_lock lock(mutex_);
-    // Registration changes every ring: wait until none is borrowed, and hold new borrowers off.
-    ++registering_;
-    cv_.wait(lock, [&] { return borrowed_ == 0; });
-    unregister_locked();
-    bool ok = !buffers.empty();
-    std::vector<io_uring*> done;
-    for (auto& r : rings_) {
-      if (!ok) break;
-      if (!r->live) continue;
-      if (io_uring_register_buffers(&r->ring, buffers.data(),
-                                    static_cast<unsigned>(buffers.size())) < 0)
-        ok = false;
-      else
-        done.push_back(&r->ring);
-    }
-    if (ok) {
-      registered_.assign(buffers.begin(), buffers.end());
-    } else {
-      // Usually the locked-memory limit: keep plain reads and writes, which need no pinning.
-      for (io_uring* ring : done) io_uring_unregister_buffers(ring);
-    }
-    --registering_;
-    cv_.notify_all();
-    return ok;
-  }
-
-  void unregister_buffers() noexcept override {
-    std::unique_lock lock(mutex_);
-    ++registering_;
-    cv_.wait(lock, [&] { return borrowed_ == 0; });
-    unregister_locked();
-    --registering_;
-    cv_.notify_all();
-  }
-
-  /// Why io_uring_setup failed with `err`, in words a user can act on.
-  static std::string setup_failure_reason(int err) {
-    switch (err) {
-    case ENOSYS: return "the kernel has no io_uring (ENOSYS)";
-    case EPERM: {
-      int disabled = 0;
-      if (std::FILE* fp = std::fopen("/proc/sys/kernel/io_uring_disabled", "r")) {
-        if (std::fscanf(fp, "%d", &disabled) != 1) disabled = 0;
-        std::fclose(fp);
-      }
-      if (disabled == 2) return "io_uring is disabled by sysctl kernel.io_uring_disabled=2 (EPERM)";
-      if (disabled == 1)
-        return "io_uring is limited to kernel.io_uring_group by sysctl "
-               "kernel.io_uring_disabled=1 (EPERM)";
-      return "io_uring_setup is not permitted (EPERM): a seccomp filter (e.g. a container "
-             "runtime's default profile) blocks it";
-    }
-    case ENOMEM:
-      return "not enough locked memory for the rings (ENOMEM): raise the memlock limit "
-             "(ulimit -l)";
-    default: return errno_text(err);
-    }
-  }
-
-private:
-  struct request {
-    char* p = nullptr;
-    std::size_t len = 0, done = 0;
-    std::uint64_t offset = 0;
-    int buf_index = -1;
-    unsigned retries = 0;
-  };
-  struct ring_slot {
-    io_uring ring{};
-    bool live = false;
-    bool busy = false;
-    std::vector<request> requests;  // one per queue_depth slot, reused by each borrower
-  };
-
-  void init_ring(ring_slot& r) {
-    io_uring_params params{};
-    int ret = -EINVAL;
-    if (sqpoll_) {
-      params.flags = IORING_SETUP_SQPOLL;
-      params.sq_thread_idle = 100;  // ms: the kernel thread sleeps soon after IO stops
-      ret = io_uring_queue_init_params(queue_depth_, &r.ring, &params);
-      if (ret < 0) {
-        notice_ = "io_uring SQPOLL refused (" + setup_failure_reason(-ret) +
-                  "), using interrupt-driven rings";
-        sqpoll_ = false;
-      }
-    }
-    if (!sqpoll_) {
-      params = io_uring_params{};
-      ret = io_uring_queue_init_params(queue_depth_, &r.ring, &params);
-    }
-    if (ret < 0)
-      throw io_error("io_uring_queue_init (" + std::to_string(queue_depth_) +
-                     " entries) failed: " + setup_failure_reason(-ret));
-    r.live = true;
-  }
-
-  void unregister_locked() noexcept {
-    if (registered_.empty()) return;
-    for (auto& r : rings_)
-      if (r->live) io_uring_unregister_buffers(&r->ring);
-    registered_.clear();
-  }
-
-  // A borrowed ring, given back on every exit path.
-  class lease {
-  public:
-    explicit lease(uring_engine& e) : e_(e) {
-      std::unique_lock lock(e.mutex_);
-      e.cv_.wait(lock, [&] {
-        return e.registering_ == 0 && (e.free_ring() != nullptr || !e.any_live());
-      });
-      r_ = e.free_ring();
-      if (!r_)
-        throw io_error("io_uring engine: every ring failed and could not be set up again");
-      r_->busy = true;
-      ++e.borrowed_;
-    }
-    ~lease() {
-      {
-        std::lock_guard lock(e_.mutex_);
-        r_->busy = false;
-        --e_.borrowed_;
-      }
-      e_.cv_.notify_all();
-    }
-    ring_slot& operator*() const noexcept { return *r_; }
-
-  private:
-    uring_engine& e_;
-    ring_slot* r_;
-  };
-
-  ring_slot* free_ring() noexcept {
-    for (auto& r : rings_)
-      if (r->live && !r->busy) return r.get();
-    return nullptr;
-  }
-  bool any_live() const noexcept {
-    for (auto& r : rings_)
-      if (r->live) return true;
-    return false;
-  }
-
-  int fixed_index(const char* p, std::size_t len) const noexcept {
-    for (std::size_t i = 0; i < registered_.size(); ++i) {
-      const char* base = static_cast<const char*>(registered_[i].iov_base);
-      if (p >= base && len <= registered_[i].iov_len &&
-          static_cast<std::size_t>(p - base) <= registered_[i].iov_len - len)
-        return static_cast<int>(i);
-    }
-    return -1;
-  }
-
-  static void prep(ring_slot& r, io_op op, int fd, request& q, unsigned index) {
-    io_uring_sqe* sqe = io_uring_get_sqe(&r.ring);
-    while (!sqe) {
-      // Never more requests than entries, so this only waits for an SQPOLL thread to catch up.
-      io_uring_submit(&r.ring);
-      std::this_thread::yield();
-      sqe = io_uring_get_sqe(&r.ring);
-    }
-    char* p = q.p + q.done;
-    const auto n = static_cast<unsigned>(q.len - q.done);
-    const std::uint64_t off = q.offset + q.done;
-    if (q.buf_index >= 0) {
-      if (op == io_op::read)
-        io_uring_prep_read_fixed(sqe, fd, p, n, off, q.buf_index);
-      else
-        io_uring_prep_write_fixed(sqe, fd, p, n, off, q.buf_index);
-    } else {
-      if (op == io_op::read)
-        io_uring_prep_read(sqe, fd, p, n, off);
-      else
-        io_uring_prep_write(sqe, fd, p, n, off);
-    }
-    io_uring_sqe_set_data64(sqe, index);
-  }
-
-  void transfer(io_op op, const file& f, char* p, std::size_t bytes, std::uint64_t offset) {
-    if (bytes == 0) return;
-    lease borrowed(*this);
-    ring_slot& r = *borrowed;
-    const int fd = f.fd();
-
-    std::size_t next = 0;          // first byte not yet handed to a request
-    unsigned active = 0;           // requests prepared or in flight
-    unsigned unsubmitted = 0;      // of those, prepared but not yet taken by the kernel
-    std::vector<unsigned> idle;    // free request slots
-    idle.reserve(queue_depth_);
-    for (unsigned i = queue_depth_; i-- > 0;) idle.push_back(i);
-
-    bool failed = false;
-    int err = 0;                   // errno of the first failure, -1 for no progress
-    std::uint64_t err_offset = 0;
-    std::size_t err_bytes = 0, err_done = 0;
-    auto fail = [&](const request& q, int e) {
-      if (failed) return;
-      failed = true;
-      err = e;
-      err_offset = q.offset;
-      err_bytes = q.len;
-      err_done = q.done;
-    };
-    auto start = [&](unsigned i) {
-      request& q = r.requests[i];
-      q.p = p + next;
-      q.len = std::min(block_bytes_, bytes - next);
-      q.offset = offset + next;
-      q.done = 0;
-      q.retries = 0;
-      q.buf_index = registered_.empty() ? -1 : fixed_index(q.p, q.len);
-      next += q.len;
-      prep(r, op, fd, q, i);
-      ++active;
-      ++unsubmitted;
-    };
-
-    while (next < bytes && !idle.empty()) {
-      start(idle.back());
-      idle.pop_back();
-    }
-    while (active > 0) {
-      if (unsubmitted > 0) {
-        const int ret = io_uring_submit(&r.ring);
-        if (ret >= 0) {
-          unsubmitted -= std::min<unsigned>(unsubmitted, static_cast<unsigned>(ret));
-        } else if (ret == -EINTR || ret == -EAGAIN || ret == -EBUSY) {
-          if (active == unsubmitted) {
-            std::this_thread::yield();
-            continue;  // nothing in flight to wait for: try again
-          }
-        } else {
-          broken(r, active - unsubmitted);
-          throw detail::io_failure(op, f, offset, bytes, -ret, " (io_uring_submit)");
-        }
-      }
-      if (active == unsubmitted) {  // the kernel took none of them yet: offer them again
-        std::this_thread::yield();
-        continue;
-      }
-
-      io_uring_cqe* cqe = nullptr;
-      int ret = io_uring_wait_cqe(&r.ring, &cqe);
-      if (ret == -EINTR || ret == -EAGAIN) continue;
-      if (ret < 0) {
-        broken(r, active - unsubmitted);
-        throw detail::io_failure(op, f, offset, bytes, -ret, " (io_uring_wait_cqe)");
-      }
-      do {
-        const auto i = static_cast<unsigned>(io_uring_cqe_get_data64(cqe));
-        const int res = cqe->res;
-        io_uring_cqe_seen(&r.ring, cqe);
-        request& q = r.requests[i];
-        bool again = false;
-        if (res == -EAGAIN || res == -EINTR) {
-          again = ++q.retries < 10000;
-          if (!again) fail(q, -res);
-        } else if (res < 0) {
-          fail(q, -res);
-        } else if (res == 0) {
-          fail(q, -1);
-        } else {
-          q.done += static_cast<std::size_t>(res);
-          again = q.done < q.len;  // short transfer: continue with the rest
-        }
-        if (again && !failed) {
-          prep(r, op, fd, q, i);
-          ++unsubmitted;
-        } else if (!failed && next < bytes) {
-          start(i);  // this slot moves on to the next block
-          --active;  // start() counted it again
-        } else {
-          --active;
-          idle.push_back(i);
-        }
-      } while (io_uring_peek_cqe(&r.ring, &cqe) == 0);
-    }
-    if (failed) {
-      if (err == -1) throw detail::io_stalled(op, f, err_offset, err_bytes, err_done);
-      throw detail::io_failure(op, f, err_offset, err_bytes, err);
-    }
-  }
-
-  // The ring failed in a way that may leave requests queued in it: wait for the ones in
-  // flight (they point into the caller's memory), then start over with a fresh ring.
-  void broken(ring_slot& r, unsigned in_flight) noexcept {
-    for (unsigned k = 0; k < in_flight; ++k) {
-      io_uring_cqe* cqe = nullptr;
-      int ret;
-      do {
-        ret = io_uring_wait_cqe(&r.ring, &cqe);
-      } while (ret == -EINTR || ret == -EAGAIN);
-      if (ret < 0) break;
-      io_uring_cqe_seen(&r.ring, cqe);
-    }
-    std::lock_guard lock(mutex_);
-    io_uring_queue_exit(&r.ring);
-    r.live = false;
-    try {
-      init_ring(r);
-      if (!registered_.empty())
-        io_uring_register_buffers(&r.ring, registered_.data(),
-                                  static_cast<unsigned>(registered_.size()));
-    } catch (...) {
-      // Leave it dead: borrowers skip it, and fail only when no ring is left.
-    }
-  }
-
-  std::size_t block_bytes_;
-  unsigned queue_depth_;
-  bool sqpoll_;
-  std::string notice_;
-  mutable std::mutex mutex_;
-  std::condition_variable cv_;
-  std::vector<std::unique_ptr<ring_slot>> rings_;
-  unsigned borrowed_ = 0;
-  unsigned registering_ = 0;
-  std::vector<iovec> registered_;
-};
-
-static_assert(io_engine<uring_engine>);
-
-}  // namespace io
-STRATA_NAMESPACE_END
-
-#endif  // STRATA_HAVE_URING
-#endif // STRATA_SINGLE_INCLUDE_STRATA_IO_URING_ENGINE_HPP
-// ---- end <strata/io/uring_engine.hpp> ----
-
-#include <cstdlib>
-#include <memory>
-
-STRATA_NAMESPACE_BEGIN
-namespace io {
-
-/// True when this build has the io_uring engine (linked with strata::uring).
-#if STRATA_HAVE_URING
-inline constexpr bool uring_compiled = true;
-#else
-inline constexpr bool uring_compiled = false;
-#endif
-
-/// The engine that `config` asks for, with the environment variable STRATA_IO_ENGINE
-/// (auto|uring|posix) overriding config.kind.
-///  - "auto": io_uring if it sets up, else posix; `notice` says why posix was taken
-///    (not compiled in, ENOSYS, EPERM from seccomp, disabled by sysctl, ENOMEM from the
-///    memlock limit).
-///  - "uring": io_uring or config_error saying why not.
-///  - "posix": the pread/pwrite engine.
-/// `notice` is set to the fallbacks taken ("" when none).
-inline std::unique_ptr<engine> make_engine(const engine_config& config, std::string& notice) {
-  notice.clear();
-  engine_config c = config;
-  std::string source = "engine_config.kind";
-  if (const char* env = std::getenv("STRATA_IO_ENGINE"); env && *env) {
-    c.kind = env;
-    source = "STRATA_IO_ENGINE";
-  }
-  if (c.block_bytes == 0 || !is_aligned(c.block_bytes, 4096) || c.block_bytes > (std::size_t{1} << 30))
-    throw config_error("io engine: block_bytes " + std::to_string(c.block_bytes) +
-                       " must be a multiple of 4096 and at most 1 GiB");
-  if (c.queue_depth == 0 || c.queue_depth > 4096)
-    throw config_error("io engine: queue_depth " + std::to_string(c.queue_depth) +
-                       " must be 1 .. 4096");
-  if (c.rings == 0) throw config_error("io engine: rings must be at least 1");
-
-  if (c.kind == "posix") return std::make_unique<posix_engine>(c);
-  if (c.kind != "uring" && c.kind != "auto")
-    throw config_error("io engine: " + source + " is '" + c.kind +
-                       "'; expected auto, uring or posix");
-#if STRATA_HAVE_URING
-  try {
-    auto e = std::make_unique<uring_engine>(c);
-    notice = e->notice();
-    return e;
-  } catch (const io_error& e) {
-    if (c.kind == "uring")
-      throw config_error("io engine: " + source + " asks for io_uring, which cannot be used: " +
-                         e.what());
-    notice = std::string("io engine: posix (") + e.what() + ")";
-  }
-#else
-  if (c.kind == "uring")
-    throw config_error("io engine: " + source +
-                       " asks for io_uring, but strata was built without liburing "
-                       "(link strata::uring; Debian: apt install liburing-dev)");
-  notice = "io engine: posix (strata was built without liburing)";
-#endif
-  return std::make_unique<posix_engine>(c);
-}
-
 }  // namespace io
 STRATA_NAMESPACE_END
 #endif // STRATA_SINGLE_INCLUDE_STRATA_IO_ENGINE_HPP
@@ -2739,9 +2706,88 @@ STRATA_NAMESPACE_END
 // fails them instead — EIO, ENOSPC, a short transfer that then fails — or delays them.
 // Rules select by operation, by the n-th call of that operation (counting from 0, reads and
 // writes counted apart) and by offset range. Injected failures are io_errors worded like real
-// ones (detail/engine_interface.hpp), plus "(injected)". What does not: deciding what a
+// ones (detail/io_failure.hpp), plus "(injected)". What does not: deciding what a
 // failure means for stored data (nvme_store.hpp keeps the previous data; its tests check it).
 
+// ---- begin <strata/io/detail/io_failure.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_IO_DETAIL_IO_FAILURE_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_IO_DETAIL_IO_FAILURE_HPP
+// strata/io/detail/io_failure.hpp — how IO failures are worded, and the first failure of a call.
+//
+// Shared by the real engines and the fault-injecting one, so a test cannot tell an injected
+// failure from a real one by anything but "(injected)"; and by both engines' calls, which move
+// many requests at once but report only the first that failed (its offset, size and progress).
+// Internal to the io floor: include <strata/io/engine.hpp> and an engine instead.
+
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+STRATA_NAMESPACE_BEGIN
+namespace io {
+namespace detail {
+
+/// "read of 1.00 MiB (1048576 bytes) at offset 4096 of '/nvme/x' failed: <reason><suffix>".
+[[nodiscard]] inline std::string io_failure_message(io_op op, const file& f, std::uint64_t offset,
+                                                    std::size_t bytes, const std::string& reason,
+                                                    std::string_view suffix = {}) {
+  return std::string(io_op_name(op)) + " of " + format_bytes(bytes) + " at offset " +
+         std::to_string(offset) + " of '" + f.path() + "' failed: " + reason +
+         std::string(suffix);
+}
+
+/// The io_error for a request that failed with errno `err` (to be thrown: hence nodiscard).
+[[nodiscard]] inline io_error io_failure(io_op op, const file& f, std::uint64_t offset,
+                                         std::size_t bytes, int err, std::string_view suffix = {}) {
+  return io_error(io_failure_message(op, f, offset, bytes, errno_text(err), suffix));
+}
+
+/// A transfer that stopped moving bytes without an error code (end of file on a read).
+[[nodiscard]] inline io_error io_stalled(io_op op, const file& f, std::uint64_t offset,
+                                         std::size_t bytes, std::size_t done,
+                                         std::string_view suffix = {}) {
+  const std::string reason =
+      (op == io_op::read ? std::string("unexpected end of file") : std::string("no progress")) +
+      " after " + std::to_string(done) + " bytes";
+  return io_error(io_failure_message(op, f, offset, bytes, reason, suffix));
+}
+
+/// errno-style code of a request that stopped without an error: end of file (read) or no
+/// progress (write). first_failure words it with io_stalled().
+inline constexpr int no_progress = -1;
+
+/// The first request of a call that failed. A call keeps its other requests going until they
+/// finish (they point into the caller's memory) and then throws this one: the earliest
+/// failure is the one a user can act on; later ones are often its consequences.
+struct first_failure {
+  bool failed = false;
+  int err = 0;  // errno, or no_progress
+  std::uint64_t offset = 0;
+  std::size_t bytes = 0, done = 0;
+
+  /// Keeps the first failure only.
+  void record(std::uint64_t at, std::size_t n, std::size_t moved, int e) noexcept {
+    if (failed) return;
+    failed = true;
+    err = e;
+    offset = at;
+    bytes = n;
+    done = moved;
+  }
+  explicit operator bool() const noexcept { return failed; }
+  /// Throws the io_error for the recorded failure (call only when one was recorded).
+  [[noreturn]] void raise(io_op op, const file& f) const {
+    if (err == no_progress) throw io_stalled(op, f, offset, bytes, done);
+    throw io_failure(op, f, offset, bytes, err);
+  }
+};
+
+}  // namespace detail
+}  // namespace io
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_IO_DETAIL_IO_FAILURE_HPP
+// ---- end <strata/io/detail/io_failure.hpp> ----
 
 #include <atomic>
 #include <chrono>
@@ -2925,6 +2971,664 @@ static_assert(io_engine<faulty>);
 STRATA_NAMESPACE_END
 #endif // STRATA_SINGLE_INCLUDE_STRATA_IO_FAULTY_HPP
 // ---- end <strata/io/faulty.hpp> ----
+// ---- begin <strata/io/make_engine.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_IO_MAKE_ENGINE_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_IO_MAKE_ENGINE_HPP
+// strata/io/make_engine.hpp — the factory that picks an IO engine for a config.
+//
+// What lives here: make_engine(), which returns the io_uring engine where it is compiled in
+// (STRATA_HAVE_URING) and the kernel lets it set up, and the pread/pwrite engine otherwise,
+// with a one-line notice saying why; uring_compiled, whether this build has io_uring at all.
+// It lives apart from the interface (engine.hpp) because it needs every engine and every
+// engine needs the interface.
+// What does not: the interface and the config's rules (engine.hpp), the engines themselves
+// (posix_engine.hpp, uring_engine.hpp).
+
+// ---- begin <strata/io/posix_engine.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_IO_POSIX_ENGINE_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_IO_POSIX_ENGINE_HPP
+// strata/io/posix_engine.hpp — the fallback IO engine: pread/pwrite on a pool of threads.
+//
+// Works wherever POSIX does: no io_uring, a seccomp filter that blocks it, a sysctl that
+// disables it. A call is cut into requests of request_bytes() that the pool's threads move in
+// parallel, at most queue_depth of one call at once (engine_config says why both engines mean
+// the same by it); the caller waits for all of them. EINTR is retried and short transfers are
+// continued, so a call moves every byte or throws.
+// What does not live here: choosing the engine (make_engine.hpp), io_uring (uring_engine.hpp).
+
+
+#include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+STRATA_NAMESPACE_BEGIN
+namespace io {
+
+class posix_engine final : public engine {
+public:
+  /// What moves one request: its operation, descriptor, memory, size and file offset; returns
+  /// 0 or the errno of the failure (detail::no_progress for end of file / no progress) and
+  /// sets `done` to how far it got; it must not throw (it runs on the pool's threads). The
+  /// default is move_piece (pread/pwrite); another one observes or holds requests (the tests
+  /// count how many are in flight at once).
+  using request_mover = std::function<int(io_op op, int fd, char* p, std::size_t bytes,
+                                          std::uint64_t offset, std::size_t& done)>;
+
+  /// config_error (validate()) for a config no engine takes.
+  explicit posix_engine(const engine_config& config = {}) : posix_engine(config, &move_piece) {}
+  posix_engine(const engine_config& config, request_mover mover)
+      : config_((validate(config), config)), mover_(std::move(mover)) {
+    threads_.reserve(config_.posix_threads);
+    for (unsigned i = 0; i < config_.posix_threads; ++i) threads_.emplace_back([this] { work(); });
+  }
+  ~posix_engine() override {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+  posix_engine(const posix_engine&) = delete;
+  posix_engine& operator=(const posix_engine&) = delete;
+
+  const char* name() const noexcept override { return "posix"; }
+
+  void read(const file& f, void* dst, std::size_t bytes, std::uint64_t offset) override {
+    transfer(io_op::read, f, static_cast<char*>(dst), bytes, offset);
+  }
+  void write(const file& f, const void* src, std::size_t bytes, std::uint64_t offset) override {
+    transfer(io_op::write, f, static_cast<char*>(const_cast<void*>(src)), bytes, offset);
+  }
+
+  /// Moves one piece on the calling thread: continues short transfers, retries EINTR/EAGAIN.
+  /// Returns 0, or the errno of the failure; `done` says how far it got.
+  static int move_piece(io_op op, int fd, char* p, std::size_t bytes, std::uint64_t offset,
+                        std::size_t& done) noexcept {
+    done = 0;
+    while (done < bytes) {
+      const std::size_t want = bytes - done;
+      const ssize_t n = op == io_op::read
+                            ? ::pread(fd, p + done, want, static_cast<off_t>(offset + done))
+                            : ::pwrite(fd, p + done, want, static_cast<off_t>(offset + done));
+      if (n < 0) {
+        if (errno == EINTR || errno == EAGAIN) continue;
+        return errno;
+      }
+      if (n == 0) return detail::no_progress;  // the caller words it (end of file / no progress)
+      done += static_cast<std::size_t>(n);
+    }
+    return 0;
+  }
+
+private:
+  // One call, on the caller's stack. Its requests are taken in order by `lanes` pool threads
+  // (at most queue_depth), each moving one request at a time until none is left: that is what
+  // bounds a call's requests in flight by queue_depth. The caller waits until every lane has
+  // let go of the call before it goes away.
+  struct call {
+    call(io_op o, int descriptor, char* mem, std::size_t n, std::uint64_t at)
+        : op(o), fd(descriptor), p(mem), bytes(n), offset(at) {}
+    io_op op;
+    int fd;
+    char* p;
+    std::size_t bytes;
+    std::uint64_t offset;
+    std::mutex mutex;
+    std::condition_variable cv;
+    std::size_t next = 0;  // first byte not yet handed to a request
+    unsigned lanes = 0;    // pool threads still working on this call
+    detail::first_failure failure;
+  };
+
+  void transfer(io_op op, const file& f, char* p, std::size_t bytes, std::uint64_t offset) {
+    if (bytes == 0) return;
+    call c(op, f.fd(), p, bytes, offset);
+    const std::size_t requests = (bytes + request_bytes(config_) - 1) / request_bytes(config_);
+    const auto lanes = static_cast<unsigned>(std::min<std::size_t>(
+        {requests, config_.queue_depth, threads_.size()}));
+    if (lanes <= 1) {
+      // One request at a time anyway: move them here and spare the hand-off.
+      run_lane(c);
+    } else {
+      c.lanes = lanes;
+      {
+        std::lock_guard lock(mutex_);
+        for (unsigned i = 0; i < lanes; ++i) queue_.push_back(&c);
+      }
+      cv_.notify_all();
+      std::unique_lock lock(c.mutex);
+      c.cv.wait(lock, [&] { return c.lanes == 0; });
+    }
+    if (c.failure) c.failure.raise(op, f);
+  }
+
+  // Moves the call's next requests one at a time until none is left; after a failure the rest
+  // are skipped, since the call will throw anyway.
+  void run_lane(call& c) const {
+    for (;;) {
+      std::size_t at, n;
+      {
+        std::lock_guard lock(c.mutex);
+        if (c.failure || c.next >= c.bytes) return;
+        at = c.next;
+        n = request_bytes(config_, c.bytes - at);
+        c.next += n;
+      }
+      std::size_t done = 0;
+      const int err = mover_(c.op, c.fd, c.p + at, n, c.offset + at, done);
+      if (err != 0) {
+        std::lock_guard lock(c.mutex);
+        c.failure.record(c.offset + at, n, done, err);
+      }
+    }
+  }
+
+  // A pool thread: takes one lane of some call at a time.
+  void work() {
+    for (;;) {
+      call* c;
+      {
+        std::unique_lock lock(mutex_);
+        cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+        if (queue_.empty()) return;
+        c = queue_.front();
+        queue_.pop_front();
+      }
+      run_lane(*c);
+      std::lock_guard lock(c->mutex);
+      if (--c->lanes == 0) c->cv.notify_all();  // under the lock: the waiter cannot destroy
+      // the call before this thread lets go of its mutex
+    }
+  }
+
+  engine_config config_;
+  request_mover mover_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<call*> queue_;  // one entry per lane of a waiting call
+  bool stopping_ = false;
+  std::vector<std::thread> threads_;
+};
+
+static_assert(io_engine<posix_engine>);
+
+}  // namespace io
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_IO_POSIX_ENGINE_HPP
+// ---- end <strata/io/posix_engine.hpp> ----
+// ---- begin <strata/io/uring_engine.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_IO_URING_ENGINE_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_IO_URING_ENGINE_HPP
+// strata/io/uring_engine.hpp — the io_uring IO engine (only with liburing: STRATA_HAVE_URING).
+//
+// What lives here: uring_engine, a few io_uring rings; a call borrows a free ring, keeps up to
+// queue_depth requests of request_bytes() in flight on it, sleeps in io_uring_wait_cqe (no
+// spinning) until they complete, continues short transfers and retries -EAGAIN/-EINTR. Buffers
+// offered with register_buffers() (a pinned pool) are registered on every ring and requests
+// that fall inside one use READ_FIXED/WRITE_FIXED, which spares the kernel pinning pages per
+// request.
+// What does not: deciding whether io_uring is usable here (make_engine() in make_engine.hpp
+// asks this engine's constructor and falls back to posix_engine.hpp when it throws).
+// Without STRATA_HAVE_URING this header is empty: link strata::uring to get the engine.
+
+
+#if STRATA_HAVE_URING
+
+#  include <algorithm>
+#  include <condition_variable>
+#  include <cstdio>
+#  include <memory>
+#  include <mutex>
+#  include <thread>
+#  include <vector>
+
+#  include <liburing.h>
+
+STRATA_NAMESPACE_BEGIN
+namespace io {
+
+class uring_engine final : public engine {
+public:
+  /// Sets the rings up or throws io_error saying why io_uring cannot be used here (ENOSYS: an
+  /// old kernel; EPERM: a seccomp filter or sysctl kernel.io_uring_disabled; ENOMEM: the
+  /// locked-memory limit). SQPOLL that is refused falls back to plain rings with a notice().
+  /// config_error (validate()) for a config no engine takes.
+  explicit uring_engine(const engine_config& config = {})
+      : config_((validate(config), config)), sqpoll_(config.sqpoll) {
+    for (unsigned i = 0; i < config_.rings; ++i) {
+      auto r = std::make_unique<ring_slot>();
+      r->requests.resize(config_.queue_depth);
+      init_ring(*r);
+      rings_.push_back(std::move(r));
+    }
+  }
+  ~uring_engine() override {
+    for (auto& r : rings_)
+      if (r->live) io_uring_queue_exit(&r->ring);
+  }
+  uring_engine(const uring_engine&) = delete;
+  uring_engine& operator=(const uring_engine&) = delete;
+
+  const char* name() const noexcept override { return "uring"; }
+  /// Fallbacks taken while setting up (SQPOLL refused), "" if none.
+  const std::string& notice() const noexcept { return notice_; }
+  bool sqpoll() const noexcept { return sqpoll_; }
+  /// True while buffers offered by register_buffers() are registered on every ring.
+  bool buffers_registered() const {
+    std::lock_guard lock(mutex_);
+    return !registered_.empty();
+  }
+
+  void read(const file& f, void* dst, std::size_t bytes, std::uint64_t offset) override {
+    transfer(io_op::read, f, static_cast<char*>(dst), bytes, offset);
+  }
+  void write(const file& f, const void* src, std::size_t bytes, std::uint64_t offset) override {
+    transfer(io_op::write, f, static_cast<char*>(const_cast<void*>(src)), bytes, offset);
+  }
+
+  bool register_buffers(std::span<const iovec> buffers) override {
+    std::unique_lock lock(mutex_);
+    // Registration changes every ring: wait until none is borrowed, and hold new borrowers off.
+    ++registering_;
+    cv_.wait(lock, [&] { return borrowed_ == 0; });
+    unregister_locked();
+    bool ok = !buffers.empty();
+    std::vector<io_uring*> done;
+    for (auto& r : rings_) {
+      if (!ok) break;
+      if (!r->live) continue;
+      if (io_uring_register_buffers(&r->ring, buffers.data(),
+                                    static_cast<unsigned>(buffers.size())) < 0)
+        ok = false;
+      else
+        done.push_back(&r->ring);
+    }
+    if (ok) {
+      registered_.assign(buffers.begin(), buffers.end());
+    } else {
+      // Usually the locked-memory limit: keep plain reads and writes, which need no pinning.
+      for (io_uring* ring : done) io_uring_unregister_buffers(ring);
+    }
+    --registering_;
+    cv_.notify_all();
+    return ok;
+  }
+
+  void unregister_buffers() noexcept override {
+    std::unique_lock lock(mutex_);
+    ++registering_;
+    cv_.wait(lock, [&] { return borrowed_ == 0; });
+    unregister_locked();
+    --registering_;
+    cv_.notify_all();
+  }
+
+  /// Why io_uring_setup failed with `err`, in words a user can act on.
+  static std::string setup_failure_reason(int err) {
+    switch (err) {
+    case ENOSYS: return "the kernel has no io_uring (ENOSYS)";
+    case EPERM: {
+      int disabled = 0;
+      if (std::FILE* fp = std::fopen("/proc/sys/kernel/io_uring_disabled", "r")) {
+        if (std::fscanf(fp, "%d", &disabled) != 1) disabled = 0;
+        std::fclose(fp);
+      }
+      if (disabled == 2) return "io_uring is disabled by sysctl kernel.io_uring_disabled=2 (EPERM)";
+      if (disabled == 1)
+        return "io_uring is limited to kernel.io_uring_group by sysctl "
+               "kernel.io_uring_disabled=1 (EPERM)";
+      return "io_uring_setup is not permitted (EPERM): a seccomp filter (e.g. a container "
+             "runtime's default profile) blocks it";
+    }
+    case ENOMEM:
+      return "not enough locked memory for the rings (ENOMEM): raise the memlock limit "
+             "(ulimit -l)";
+    default: return errno_text(err);
+    }
+  }
+
+private:
+  struct request {
+    char* p = nullptr;
+    std::size_t len = 0, done = 0;
+    std::uint64_t offset = 0;
+    int buf_index = -1;
+    unsigned retries = 0;
+  };
+  struct ring_slot {
+    io_uring ring{};
+    bool live = false;
+    bool busy = false;
+    std::vector<request> requests;  // one per queue_depth slot, reused by each borrower
+  };
+
+  void init_ring(ring_slot& r) {
+    io_uring_params params{};
+    int ret = -EINVAL;
+    if (sqpoll_) {
+      params.flags = IORING_SETUP_SQPOLL;
+      params.sq_thread_idle = 100;  // ms: the kernel thread sleeps soon after IO stops
+      ret = io_uring_queue_init_params(config_.queue_depth, &r.ring, &params);
+      if (ret < 0) {
+        notice_ = "io_uring SQPOLL refused (" + setup_failure_reason(-ret) +
+                  "), using interrupt-driven rings";
+        sqpoll_ = false;
+      }
+    }
+    if (!sqpoll_) {
+      params = io_uring_params{};
+      ret = io_uring_queue_init_params(config_.queue_depth, &r.ring, &params);
+    }
+    if (ret < 0)
+      throw io_error("io_uring_queue_init (" + std::to_string(config_.queue_depth) +
+                     " entries) failed: " + setup_failure_reason(-ret));
+    r.live = true;
+  }
+
+  void unregister_locked() noexcept {
+    if (registered_.empty()) return;
+    for (auto& r : rings_)
+      if (r->live) io_uring_unregister_buffers(&r->ring);
+    registered_.clear();
+  }
+
+  // A borrowed ring, given back on every exit path.
+  class lease {
+  public:
+    explicit lease(uring_engine& e) : e_(e) {
+      std::unique_lock lock(e.mutex_);
+      e.cv_.wait(lock, [&] {
+        return e.registering_ == 0 && (e.free_ring() != nullptr || !e.any_live());
+      });
+      r_ = e.free_ring();
+      if (!r_)
+        throw io_error("io_uring engine: every ring failed and could not be set up again");
+      r_->busy = true;
+      ++e.borrowed_;
+    }
+    ~lease() {
+      {
+        std::lock_guard lock(e_.mutex_);
+        r_->busy = false;
+        --e_.borrowed_;
+      }
+      e_.cv_.notify_all();
+    }
+    ring_slot& operator*() const noexcept { return *r_; }
+
+  private:
+    uring_engine& e_;
+    ring_slot* r_;
+  };
+
+  ring_slot* free_ring() noexcept {
+    for (auto& r : rings_)
+      if (r->live && !r->busy) return r.get();
+    return nullptr;
+  }
+  bool any_live() const noexcept {
+    for (auto& r : rings_)
+      if (r->live) return true;
+    return false;
+  }
+
+  int fixed_index(const char* p, std::size_t len) const noexcept {
+    for (std::size_t i = 0; i < registered_.size(); ++i) {
+      const char* base = static_cast<const char*>(registered_[i].iov_base);
+      if (p >= base && len <= registered_[i].iov_len &&
+          static_cast<std::size_t>(p - base) <= registered_[i].iov_len - len)
+        return static_cast<int>(i);
+    }
+    return -1;
+  }
+
+  static void prep(ring_slot& r, io_op op, int fd, request& q, unsigned index) {
+    io_uring_sqe* sqe = io_uring_get_sqe(&r.ring);
+    while (!sqe) {
+      // Never more requests than entries, so this only waits for an SQPOLL thread to catch up.
+      io_uring_submit(&r.ring);
+      std::this_thread::yield();
+      sqe = io_uring_get_sqe(&r.ring);
+    }
+    char* p = q.p + q.done;
+    const auto n = static_cast<unsigned>(q.len - q.done);
+    const std::uint64_t off = q.offset + q.done;
+    if (q.buf_index >= 0) {
+      if (op == io_op::read)
+        io_uring_prep_read_fixed(sqe, fd, p, n, off, q.buf_index);
+      else
+        io_uring_prep_write_fixed(sqe, fd, p, n, off, q.buf_index);
+    } else {
+      if (op == io_op::read)
+        io_uring_prep_read(sqe, fd, p, n, off);
+      else
+        io_uring_prep_write(sqe, fd, p, n, off);
+    }
+    io_uring_sqe_set_data64(sqe, index);
+  }
+
+  // One call's bookkeeping on its borrowed ring: which bytes are handed out, which request
+  // slots are free, and the first failure (the call finishes its requests in flight first).
+  struct call {
+    call(ring_slot& ring, io_op o, const file& fl, char* mem, std::size_t n, std::uint64_t at)
+        : r(ring), op(o), f(fl), p(mem), bytes(n), offset(at) {}
+    ring_slot& r;
+    io_op op;
+    const file& f;
+    char* p;
+    std::size_t bytes;
+    std::uint64_t offset;
+    std::size_t next = 0;      // first byte not yet handed to a request
+    unsigned active = 0;       // requests prepared or in flight
+    unsigned unsubmitted = 0;  // of those, prepared but not yet taken by the kernel
+    std::vector<unsigned> idle;  // free request slots
+    detail::first_failure failure;
+  };
+
+  // Fills the ring with requests, then alternates submitting and reaping until every request
+  // has completed; throws the first failure after that.
+  void transfer(io_op op, const file& f, char* p, std::size_t bytes, std::uint64_t offset) {
+    if (bytes == 0) return;
+    lease borrowed(*this);
+    call c(*borrowed, op, f, p, bytes, offset);
+    c.idle.reserve(config_.queue_depth);
+    for (unsigned i = config_.queue_depth; i-- > 0;) c.idle.push_back(i);
+    while (c.next < c.bytes && !c.idle.empty()) {
+      start(c, c.idle.back());
+      c.idle.pop_back();
+    }
+    while (c.active > 0) {
+      if (!submit(c)) continue;
+      reap(c);
+    }
+    if (c.failure) c.failure.raise(op, f);
+  }
+
+  // Hands the call's next request_bytes() to request slot `i` and prepares it.
+  void start(call& c, unsigned i) {
+    request& q = c.r.requests[i];
+    q.p = c.p + c.next;
+    q.len = request_bytes(config_, c.bytes - c.next);
+    q.offset = c.offset + c.next;
+    q.done = 0;
+    q.retries = 0;
+    q.buf_index = registered_.empty() ? -1 : fixed_index(q.p, q.len);
+    c.next += q.len;
+    prep(c.r, c.op, c.f.fd(), q, i);
+    ++c.active;
+    ++c.unsubmitted;
+  }
+
+  // Offers the prepared requests to the kernel. Returns whether some request is in flight to
+  // wait for; when none is (the kernel took nothing yet: EINTR, EAGAIN, EBUSY), it yields and
+  // the caller offers them again. Any other failure leaves the ring in an unknown state: it is
+  // rebuilt and the call throws.
+  bool submit(call& c) {
+    if (c.unsubmitted > 0) {
+      const int ret = io_uring_submit(&c.r.ring);
+      if (ret >= 0) {
+        c.unsubmitted -= std::min<unsigned>(c.unsubmitted, static_cast<unsigned>(ret));
+      } else if (ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {
+        broken(c.r, c.active - c.unsubmitted);
+        throw detail::io_failure(c.op, c.f, c.offset, c.bytes, -ret, " (io_uring_submit)");
+      }
+    }
+    if (c.active == c.unsubmitted) {
+      std::this_thread::yield();
+      return false;
+    }
+    return true;
+  }
+
+  // Sleeps until a completion arrives, then handles every completion that is ready.
+  void reap(call& c) {
+    io_uring_cqe* cqe = nullptr;
+    const int ret = io_uring_wait_cqe(&c.r.ring, &cqe);
+    if (ret == -EINTR || ret == -EAGAIN) return;
+    if (ret < 0) {
+      broken(c.r, c.active - c.unsubmitted);
+      throw detail::io_failure(c.op, c.f, c.offset, c.bytes, -ret, " (io_uring_wait_cqe)");
+    }
+    do {
+      const auto i = static_cast<unsigned>(io_uring_cqe_get_data64(cqe));
+      const int res = cqe->res;
+      io_uring_cqe_seen(&c.r.ring, cqe);
+      complete(c, i, res);
+    } while (io_uring_peek_cqe(&c.r.ring, &cqe) == 0);
+  }
+
+  // One completion of request slot `i` with result `res`: a retry or the rest of a short
+  // transfer goes again, a finished slot moves on to the next request, or falls idle once
+  // there is none (or the call failed: the requests still in flight only finish).
+  void complete(call& c, unsigned i, int res) {
+    request& q = c.r.requests[i];
+    bool again = false;
+    if (res == -EAGAIN || res == -EINTR) {
+      again = ++q.retries < 10000;
+      if (!again) c.failure.record(q.offset, q.len, q.done, -res);
+    } else if (res < 0) {
+      c.failure.record(q.offset, q.len, q.done, -res);
+    } else if (res == 0) {
+      c.failure.record(q.offset, q.len, q.done, detail::no_progress);
+    } else {
+      q.done += static_cast<std::size_t>(res);
+      again = q.done < q.len;  // short transfer: continue with the rest
+    }
+    if (again && !c.failure) {
+      prep(c.r, c.op, c.f.fd(), q, i);
+      ++c.unsubmitted;
+    } else if (!c.failure && c.next < c.bytes) {
+      start(c, i);  // this slot moves on to the next request
+      --c.active;   // start() counted it again
+    } else {
+      --c.active;
+      c.idle.push_back(i);
+    }
+  }
+
+  // The ring failed in a way that may leave requests queued in it: wait for the ones in
+  // flight (they point into the caller's memory), then start over with a fresh ring.
+  void broken(ring_slot& r, unsigned in_flight) noexcept {
+    for (unsigned k = 0; k < in_flight; ++k) {
+      io_uring_cqe* cqe = nullptr;
+      int ret;
+      do {
+        ret = io_uring_wait_cqe(&r.ring, &cqe);
+      } while (ret == -EINTR || ret == -EAGAIN);
+      if (ret < 0) break;
+      io_uring_cqe_seen(&r.ring, cqe);
+    }
+    std::lock_guard lock(mutex_);
+    io_uring_queue_exit(&r.ring);
+    r.live = false;
+    try {
+      init_ring(r);
+      if (!registered_.empty())
+        io_uring_register_buffers(&r.ring, registered_.data(),
+                                  static_cast<unsigned>(registered_.size()));
+    } catch (...) {
+      // Leave it dead: borrowers skip it, and fail only when no ring is left.
+    }
+  }
+
+  engine_config config_;
+  bool sqpoll_;  // config_.sqpoll, unless the kernel refused it
+  std::string notice_;
+  mutable std::mutex mutex_;
+  std::condition_variable cv_;
+  std::vector<std::unique_ptr<ring_slot>> rings_;
+  unsigned borrowed_ = 0;
+  unsigned registering_ = 0;
+  std::vector<iovec> registered_;
+};
+
+static_assert(io_engine<uring_engine>);
+
+}  // namespace io
+STRATA_NAMESPACE_END
+
+#endif  // STRATA_HAVE_URING
+#endif // STRATA_SINGLE_INCLUDE_STRATA_IO_URING_ENGINE_HPP
+// ---- end <strata/io/uring_engine.hpp> ----
+
+#include <memory>
+#include <string>
+
+STRATA_NAMESPACE_BEGIN
+namespace io {
+
+/// True when this build has the io_uring engine (linked with strata::uring).
+#if STRATA_HAVE_URING
+inline constexpr bool uring_compiled = true;
+#else
+inline constexpr bool uring_compiled = false;
+#endif
+
+/// The engine that `config` asks for, with the environment variable STRATA_IO_ENGINE
+/// (auto|uring|posix) overriding config.kind (chosen_kind()).
+///  - "auto": io_uring if it sets up, else posix; `notice` says why posix was taken
+///    (not compiled in, ENOSYS, EPERM from seccomp, disabled by sysctl, ENOMEM from the
+///    memlock limit).
+///  - "uring": io_uring or config_error saying why not.
+///  - "posix": the pread/pwrite engine.
+/// A config that validate() refuses is a config_error naming the field. `notice` is set to
+/// the fallbacks taken ("" when none).
+[[nodiscard]] inline std::unique_ptr<engine> make_engine(const engine_config& config,
+                                                         std::string& notice) {
+  notice.clear();
+  validate(config);
+  const engine_kind_choice choice = chosen_kind(config);
+  if (choice.kind == "posix") return std::make_unique<posix_engine>(config);
+#if STRATA_HAVE_URING
+  try {
+    auto e = std::make_unique<uring_engine>(config);
+    notice = e->notice();
+    return e;
+  } catch (const io_error& e) {
+    if (choice.kind == "uring")
+      throw config_error("io engine: " + choice.source +
+                         " asks for io_uring, which cannot be used: " + e.what());
+    notice = std::string("io engine: posix (") + e.what() + ")";
+  }
+#else
+  if (choice.kind == "uring")
+    throw config_error("io engine: " + choice.source +
+                       " asks for io_uring, but strata was built without liburing "
+                       "(link strata::uring; Debian: apt install liburing-dev)");
+  notice = "io engine: posix (strata was built without liburing)";
+#endif
+  return std::make_unique<posix_engine>(config);
+}
+
+}  // namespace io
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_IO_MAKE_ENGINE_HPP
+// ---- end <strata/io/make_engine.hpp> ----
 // ---- begin <strata/io/nvme_store.hpp> ----
 #ifndef STRATA_SINGLE_INCLUDE_STRATA_IO_NVME_STORE_HPP
 #define STRATA_SINGLE_INCLUDE_STRATA_IO_NVME_STORE_HPP
@@ -2941,8 +3645,9 @@ STRATA_NAMESPACE_END
 // previous data intact and readable. Unaligned heads and tails of O_DIRECT transfers go through small
 // bounce buffers from a (pinned, budgeted) memory resource, one or two blocks per call.
 // What does not: moving tensors between tiers and scheduling the IO (exec/, the context);
-// the engines that do the IO (engine.hpp); durability across crashes (a swap file is scratch:
-// nothing is fsync'ed, and the file is removed when the store goes away).
+// the engines that do the IO (engine.hpp, make_engine.hpp); durability across crashes (a swap
+// file is scratch: nothing is fsync'ed, and the file is removed when the store goes away).
+// This header declares and documents; the definitions are in detail/nvme_store.inl.
 //
 // Layout of one extent (every offset a multiple of alignment()):
 //   [ data: size bytes, padded to alignment() | CRC-32C table: uint32 LE per block, padded ]
@@ -2971,6 +3676,10 @@ struct nvme_config {
   int rank = 0;                           // file name: strata-rank<rank>-<pid>-<counter>.nvme
   bool keep_files = false;                // remove the file on destruction unless true
   std::size_t checksum_block = 1 << 20;   // CRC-32C granularity; power of two, >= file alignment
+  /// The IO engine's config: the store makes its engine from it unless given one, and sizes its
+  /// reads from its request size and queue depth either way (so a caller-made engine should
+  /// come from this same config, as the context's does). Refused as validate() refuses it,
+  /// named `nvme_config.engine.<field>`.
   engine_config engine;
 };
 
@@ -2978,8 +3687,8 @@ class nvme_store {
 public:
   using handle = std::uint64_t;
 
-  /// Opens `config.directory` (refusing a symbolic link or a missing directory with
-  /// config_error) and creates the arena file in it (mode 0600, O_EXCL, O_NOFOLLOW, O_DIRECT
+  /// Opens `config.directory` (refusing a symbolic link, a missing directory, a bad
+  /// checksum_block or a bad engine config with config_error) and creates the arena file in it (mode 0600, O_EXCL, O_NOFOLLOW, O_DIRECT
   /// where the file system allows). `bounce` gives the small aligned bounce buffers for
   /// unaligned heads and tails; `e` defaults to make_engine(config.engine, ...).
   /// `engine_notice` is how a caller-made `e` came to be (e.g. why io_uring was not used); it
@@ -3002,8 +3711,8 @@ public:
   std::size_t alignment() const noexcept { return extent_align_; }
 
   /// A tensor's home: `bytes` bytes, named `name` in messages. No file space is taken until
-  /// the first write; reads before it give zeros.
-  handle create(std::size_t bytes, std::string name);
+  /// the first write; reads before it give zeros. The handle is the only way to destroy() it.
+  [[nodiscard]] handle create(std::size_t bytes, std::string name);
   /// Frees the tensor's extent. Unknown handles are ignored.
   void destroy(handle h) noexcept;
   std::size_t size(handle h) const;
@@ -3015,8 +3724,9 @@ public:
   /// Blocking and thread-safe for different handles; the caller orders ops on one handle.
   void read(handle h, std::size_t offset, void* dst, std::size_t bytes);
 
-  /// Copy-on-write: writes go to a new extent; commit() makes it the tensor's data.
-  class write_txn {
+  /// Copy-on-write: writes go to a new extent; commit() makes it the tensor's data. Dropped
+  /// unused, it would free the extent at once: hence nodiscard.
+  class [[nodiscard]] write_txn {
   public:
     write_txn(write_txn&& o) noexcept;
     write_txn& operator=(write_txn&&) = delete;
@@ -3041,6 +3751,7 @@ public:
       std::uint64_t offset = 0, length = 0;
     };
     write_txn(nvme_store& store, handle h, std::string name, std::size_t size, extent_ref ext);
+    void write_table();
 
     nvme_store* store_;
     handle h_;
@@ -3054,7 +3765,7 @@ public:
   };
 
   /// Starts a transaction on `h`; it must cover every byte of the tensor before commit().
-  write_txn begin_write(handle h);
+  [[nodiscard]] write_txn begin_write(handle h);
   /// begin_write + write(0, src, bytes) + commit.
   void write(handle h, const void* src, std::size_t bytes);
 
@@ -3085,6 +3796,12 @@ private:
   std::size_t io_align() const noexcept { return file_.direct() ? file_.alignment() : 1; }
   std::string where(const std::string& name) const { return "nvme tensor '" + name + "': "; }
   const tensor& find(handle h, const char* what) const;
+  tensor snapshot(handle h, const char* what) const;
+  void check_range(const std::string& name, const char* what, std::size_t offset,
+                   std::size_t bytes, std::size_t size) const;
+
+  void open_directory();
+  void create_arena_file(std::string& notice);
 
   extent allocate(std::uint64_t bytes, const std::string& name);  // under mutex_
   void release(extent e) noexcept;                                // under mutex_
@@ -3094,9 +3811,14 @@ private:
   template <class Side, class Io>
   static void overlapped(bool on, Side&& side, Io&& io);
   void put(const std::string& name, std::uint64_t file_offset, const char* src, std::size_t bytes);
-  void verify_failed(const std::string& name, std::uint64_t file_offset, std::size_t block,
-                     std::size_t blocks, std::size_t bytes, std::uint32_t expected,
-                     std::uint32_t actual) const;
+  class block_verifier;
+  std::size_t read_direct(const tensor& t, std::size_t offset, std::size_t end,
+                          std::size_t last_end, char* out, block_verifier& verify);
+  void read_bounced(const tensor& t, std::size_t from, std::size_t offset, std::size_t end,
+                    std::size_t last_end, char* out, block_verifier& verify);
+  [[noreturn]] void verify_failed(const std::string& name, std::uint64_t file_offset,
+                                  std::size_t block, std::size_t blocks, std::size_t bytes,
+                                  std::uint32_t expected, std::uint32_t actual) const;
 
   nvme_config config_;
   memory_resource& bounce_;
@@ -3108,6 +3830,7 @@ private:
   std::size_t block_ = 0;
   std::size_t extent_align_ = 4096;
   std::size_t bounce_max_ = 0;
+  std::size_t read_piece_ = 0;  // bytes per engine call of a read overlapped with its CRCs
 
   mutable std::mutex mutex_;
   std::unordered_map<handle, tensor> tensors_;
@@ -3117,9 +3840,21 @@ private:
   std::atomic<std::size_t> reserved_{0};
 };
 
-// ---------------------------------------------------------------------------------------------
-// Definitions
-// ---------------------------------------------------------------------------------------------
+}  // namespace io
+STRATA_NAMESPACE_END
+
+// ---- begin <strata/io/detail/nvme_store.inl> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_IO_DETAIL_NVME_STORE_INL
+#define STRATA_SINGLE_INCLUDE_STRATA_IO_DETAIL_NVME_STORE_INL
+// strata/io/detail/nvme_store.inl — the definitions of nvme_store (declared and documented in
+// <strata/io/nvme_store.hpp>, which includes this file at its end; never include it alone).
+//
+// The long operations read as a few named steps: the constructor (check the config, open the
+// directory, create the file), read() (snapshot, direct pieces overlapped with their CRCs, the
+// bounced rest) and commit() (the checksum table, then the switch to the new extent).
+
+STRATA_NAMESPACE_BEGIN
+namespace io {
 
 inline nvme_store::nvme_store(const nvme_config& config, memory_resource& bounce,
                               std::unique_ptr<engine> e, std::string engine_notice)
@@ -3128,40 +3863,17 @@ inline nvme_store::nvme_store(const nvme_config& config, memory_resource& bounce
     throw config_error("nvme store: no directory given (nvme_config::directory)");
   while (config_.directory.size() > 1 && config_.directory.back() == '/')
     config_.directory.pop_back();
-  const std::string& dir = config_.directory;
   if (!is_pow2(config_.checksum_block))
-    throw config_error("nvme store in '" + dir + "': checksum_block " +
+    throw config_error("nvme store in '" + config_.directory + "': checksum_block " +
                        std::to_string(config_.checksum_block) + " is not a power of two");
+  // Checked even for a caller-made engine: the read size below comes from it.
+  validate(config_.engine, "nvme_config.engine");
 
-  dir_fd_ = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (dir_fd_ < 0) {
-    const int err = errno;
-    struct stat st {};
-    if (::lstat(dir.c_str(), &st) == 0 && S_ISLNK(st.st_mode))
-      throw config_error("nvme store: directory '" + dir +
-                         "' is a symbolic link; name the real directory (a link can be "
-                         "redirected to somewhere else)");
-    if (err == ENOENT)
-      throw config_error("nvme store: directory '" + dir + "' does not exist");
-    if (err == ENOTDIR) throw config_error("nvme store: '" + dir + "' is not a directory");
-    throw config_error("nvme store: cannot open directory '" + dir + "': " + errno_text(err));
-  }
-
+  open_directory();
   try {
     engine_ = e ? std::move(e) : make_engine(config_.engine, engine_notice);
-
-    // pid + a per-process counter: two stores of one process, or of two processes, never
-    // share a name; a stale file of a dead process with the same pid is skipped, not reused.
-    static std::atomic<std::uint64_t> counter{0};
     std::string file_notice;
-    for (int attempt = 0;; ++attempt) {
-      file_name_ = "strata-rank" + std::to_string(config_.rank) + "-" +
-                   std::to_string(::getpid()) + "-" + std::to_string(counter++) + ".nvme";
-      if (::faccessat(dir_fd_, file_name_.c_str(), F_OK, AT_SYMLINK_NOFOLLOW) == 0 && attempt < 1000)
-        continue;
-      file_ = file::open_for_arena_at(dir_fd_, file_name_, dir + "/" + file_name_, file_notice);
-      break;
-    }
+    create_arena_file(file_notice);
     notice_ = engine_notice;
     if (!file_notice.empty()) notice_ += (notice_.empty() ? "" : "; ") + file_notice;
 
@@ -3172,6 +3884,13 @@ inline nvme_store::nvme_store(const nvme_config& config, memory_resource& bounce
                          std::to_string(block_) + " is below the file's O_DIRECT alignment " +
                          std::to_string(file_.alignment()));
     bounce_max_ = std::max<std::size_t>(block_, std::size_t{1} << 20);
+    // A read overlapped with its checksums goes to the engine in pieces of whole checksum
+    // blocks, each twice the requests the engine keeps in flight, so its queue stays full for
+    // most of every piece (it drains only at the piece's end); at least 8 blocks, so the CRC
+    // thread's hand-off is worth it.
+    read_piece_ = std::max(8 * block_, align_up(2 * std::size_t{config_.engine.queue_depth} *
+                                                    request_bytes(config_.engine),
+                                                block_));
   } catch (...) {
     if (file_) {
       file_.close();
@@ -3179,6 +3898,39 @@ inline nvme_store::nvme_store(const nvme_config& config, memory_resource& bounce
     }
     ::close(dir_fd_);
     throw;
+  }
+}
+
+// Opens the directory once, refusing a symbolic link: the file is then created inside this
+// very directory (openat), whatever its path names by then.
+inline void nvme_store::open_directory() {
+  const std::string& dir = config_.directory;
+  dir_fd_ = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (dir_fd_ >= 0) return;
+  const int err = errno;
+  struct stat st {};
+  if (::lstat(dir.c_str(), &st) == 0 && S_ISLNK(st.st_mode))
+    throw config_error("nvme store: directory '" + dir +
+                       "' is a symbolic link; name the real directory (a link can be "
+                       "redirected to somewhere else)");
+  if (err == ENOENT)
+    throw config_error("nvme store: directory '" + dir + "' does not exist");
+  if (err == ENOTDIR) throw config_error("nvme store: '" + dir + "' is not a directory");
+  throw config_error("nvme store: cannot open directory '" + dir + "': " + errno_text(err));
+}
+
+// pid + a per-process counter: two stores of one process, or of two processes, never share a
+// name; a stale file of a dead process with the same pid is skipped, not reused.
+inline void nvme_store::create_arena_file(std::string& notice) {
+  static std::atomic<std::uint64_t> counter{0};
+  for (int attempt = 0;; ++attempt) {
+    file_name_ = "strata-rank" + std::to_string(config_.rank) + "-" +
+                 std::to_string(::getpid()) + "-" + std::to_string(counter++) + ".nvme";
+    if (::faccessat(dir_fd_, file_name_.c_str(), F_OK, AT_SYMLINK_NOFOLLOW) == 0 && attempt < 1000)
+      continue;
+    file_ = file::open_for_arena_at(dir_fd_, file_name_, config_.directory + "/" + file_name_,
+                                    notice);
+    return;
   }
 }
 
@@ -3211,6 +3963,24 @@ inline const nvme_store::tensor& nvme_store::find(handle h, const char* what) co
     throw config_error("nvme store '" + file_.path() + "': " + what + " of unknown handle " +
                        std::to_string(h));
   return it->second;
+}
+
+// A copy of the tensor's entry, taken under the lock, so the IO runs without it (other
+// tensors' reads and writes go on meanwhile); the checksum table is shared, not copied.
+inline nvme_store::tensor nvme_store::snapshot(handle h, const char* what) const {
+  std::lock_guard lock(mutex_);
+  return find(h, what);
+}
+
+// Reads and transaction writes take the same ranges: starting on a checksum block, inside the
+// tensor.
+inline void nvme_store::check_range(const std::string& name, const char* what, std::size_t offset,
+                                    std::size_t bytes, std::size_t size) const {
+  if (offset % block_ != 0 || offset > size || bytes > size - offset)
+    throw config_error(where(name) + what + " of " + std::to_string(bytes) + " bytes at offset " +
+                       std::to_string(offset) + " of a " + std::to_string(size) +
+                       "-byte tensor in '" + path() + "' (the offset must be a multiple of the " +
+                       std::to_string(block_) + "-byte checksum block, the range inside the tensor)");
 }
 
 inline std::size_t nvme_store::size(handle h) const {
@@ -3343,99 +4113,102 @@ inline void nvme_store::verify_failed(const std::string& name, std::uint64_t fil
                      "; the file was changed or the device returned bad data");
 }
 
-inline void nvme_store::read(handle h, std::size_t offset, void* dst, std::size_t bytes) {
-  std::string name;
-  std::size_t size;
-  bool has_data;
-  extent ext;
-  std::shared_ptr<const std::vector<std::uint32_t>> crcs;
-  {
-    std::lock_guard lock(mutex_);
-    const tensor& t = find(h, "read");
-    name = t.name;
-    size = t.bytes;
-    has_data = t.has_data;
-    ext = t.current;
-    crcs = t.crcs;
+// Feeds the bytes read, in order, into the CRC of the block they belong to, and checks each
+// block as it completes (a block is checked whole even when the read wants only its head), so
+// a read never hands out a byte of a block whose checksum has not matched.
+class nvme_store::block_verifier {
+public:
+  block_verifier(const nvme_store& s, const tensor& t, std::size_t offset)
+      : s_(s), t_(t), pos_(offset), blocks_(s.block_count(t.bytes)) {}
+
+  void feed(const char* p, std::size_t n) {
+    const std::size_t block = s_.block_;
+    while (n) {
+      const std::size_t block_start = align_down(pos_, block);
+      const std::size_t block_end = std::min(block_start + block, t_.bytes);
+      const std::size_t take = std::min(n, block_end - pos_);
+      crc_ = crc32c(p, take, crc_);
+      pos_ += take;
+      p += take;
+      n -= take;
+      if (pos_ == block_end) {
+        const std::size_t k = block_start / block;
+        if (crc_ != (*t_.crcs)[k])
+          s_.verify_failed(t_.name, t_.current.offset + block_start, k, blocks_,
+                           block_end - block_start, (*t_.crcs)[k], crc_);
+        crc_ = 0;
+      }
+    }
   }
-  if (offset % block_ != 0 || offset > size || bytes > size - offset)
-    throw config_error(where(name) + "read of " + std::to_string(bytes) + " bytes at offset " +
-                       std::to_string(offset) + " of a " + std::to_string(size) +
-                       "-byte tensor in '" + path() + "' (the offset must be a multiple of the " +
-                       std::to_string(block_) + "-byte checksum block, the range inside the tensor)");
+
+private:
+  const nvme_store& s_;
+  const tensor& t_;
+  std::size_t pos_;
+  std::size_t blocks_;
+  std::uint32_t crc_ = 0;
+};
+
+inline void nvme_store::read(handle h, std::size_t offset, void* dst, std::size_t bytes) {
+  const tensor t = snapshot(h, "read");
+  check_range(t.name, "read", offset, bytes, t.bytes);
   if (bytes == 0) return;
   auto* out = static_cast<char*>(dst);
-  if (!has_data) {
+  if (!t.has_data) {
     std::memset(out, 0, bytes);
     return;
   }
-
   const std::size_t end = offset + bytes;
-  const std::size_t last_end = std::min(align_up(end, block_), size);  // end of the last block touched
-  const std::size_t a = io_align();
-  const std::size_t blocks = block_count(size);
-
-  // Feeds the bytes read, in order, into the CRC of the block they belong to, and checks each
-  // block as it completes (a block is checked whole even when the read wants only its head).
-  std::size_t pos = offset;
-  std::uint32_t crc = 0;
-  auto check = [&](const char* p, std::size_t n) {
-    while (n) {
-      const std::size_t block_start = align_down(pos, block_);
-      const std::size_t block_end = std::min(block_start + block_, size);
-      const std::size_t take = std::min(n, block_end - pos);
-      crc = crc32c(p, take, crc);
-      pos += take;
-      p += take;
-      n -= take;
-      if (pos == block_end) {
-        const std::size_t k = block_start / block_;
-        if (crc != (*crcs)[k])
-          verify_failed(name, ext.offset + block_start, k, blocks, block_end - block_start,
-                        (*crcs)[k], crc);
-        crc = 0;
-      }
-    }
-  };
-
+  const std::size_t last_end = std::min(align_up(end, block_), t.bytes);  // end of the last block touched
+  block_verifier verify(*this, t, offset);
   try {
-    // Straight into dst where it can be: an aligned destination, whole blocks (or up to the
-    // tensor's end), aligned lengths.
-    std::size_t direct_end = offset;
-    if (is_aligned(out, a)) {
-      const std::size_t full_end = end == last_end ? end : align_down(end, block_);
-      direct_end = offset + align_down(full_end - offset, a);
-      // In pieces of whole checksum blocks: piece k+1 is read while a second thread checks
-      // piece k, so a large read costs max(IO, CRC), not their sum. Pieces are large enough
-      // that the engine's queue stays deep within each.
-      const std::size_t piece = std::max<std::size_t>(8 * block_, std::size_t{32} << 20);
-      char* checked = out;
-      for (std::size_t at = offset; at < direct_end;) {
-        const std::size_t n = std::min(piece, direct_end - at);
-        char* next = out + (at - offset);
-        const std::size_t pending = static_cast<std::size_t>(next - checked);
-        overlapped(pending > 0, [&] { check(checked, pending); },
-                   [&] { engine_->read(file_, next, n, ext.offset + at); });
-        checked = next;
-        at += n;
-      }
-      check(checked, static_cast<std::size_t>(out + (direct_end - offset) - checked));
-    }
-    // The rest through a bounce buffer: the unaligned tail, the last block when the read stops
-    // inside it, or everything for an unaligned destination (one bounded buffer, reused).
-    if (direct_end < last_end) {
-      const std::size_t cap = std::min(bounce_max_, align_up(last_end - direct_end, a));
-      buffer b = bounce(cap, name);
-      auto* p = static_cast<char*>(b.data());
-      for (std::size_t at = direct_end; at < last_end; at += cap) {
-        const std::size_t n = std::min(cap, last_end - at);
-        engine_->read(file_, p, align_up(n, a), ext.offset + at);
-        check(p, n);
-        if (at < end) std::memcpy(out + (at - offset), p, std::min(n, end - at));
-      }
-    }
+    const std::size_t direct_end = read_direct(t, offset, end, last_end, out, verify);
+    if (direct_end < last_end) read_bounced(t, direct_end, offset, end, last_end, out, verify);
   } catch (const io_error& e) {
-    throw io_error(where(name) + e.what());
+    throw io_error(where(t.name) + e.what());
+  }
+}
+
+// Reads straight into `out` what can go there: an aligned destination, whole blocks (or up to
+// the tensor's end), aligned lengths. Returns where it stopped (`offset` when nothing could).
+// In pieces of read_piece_: piece k+1 is read while a second thread checks piece k, so a
+// large read costs max(IO, CRC), not their sum.
+inline std::size_t nvme_store::read_direct(const tensor& t, std::size_t offset, std::size_t end,
+                                           std::size_t last_end, char* out,
+                                           block_verifier& verify) {
+  const std::size_t a = io_align();
+  if (!is_aligned(out, a)) return offset;
+  const std::size_t full_end = end == last_end ? end : align_down(end, block_);
+  const std::size_t direct_end = offset + align_down(full_end - offset, a);
+  char* checked = out;
+  for (std::size_t at = offset; at < direct_end;) {
+    const std::size_t n = std::min(read_piece_, direct_end - at);
+    char* next = out + (at - offset);
+    const std::size_t pending = static_cast<std::size_t>(next - checked);
+    overlapped(pending > 0, [&] { verify.feed(checked, pending); },
+               [&] { engine_->read(file_, next, n, t.current.offset + at); });
+    checked = next;
+    at += n;
+  }
+  verify.feed(checked, static_cast<std::size_t>(out + (direct_end - offset) - checked));
+  return direct_end;
+}
+
+// Reads [from, last_end) through a bounce buffer: the unaligned tail, the last block when the
+// read stops inside it, or everything for an unaligned destination (one bounded buffer,
+// reused), and copies out the part of it before `end`.
+inline void nvme_store::read_bounced(const tensor& t, std::size_t from, std::size_t offset,
+                                     std::size_t end, std::size_t last_end, char* out,
+                                     block_verifier& verify) {
+  const std::size_t a = io_align();
+  const std::size_t cap = std::min(bounce_max_, align_up(last_end - from, a));
+  buffer b = bounce(cap, t.name);
+  auto* p = static_cast<char*>(b.data());
+  for (std::size_t at = from; at < last_end; at += cap) {
+    const std::size_t n = std::min(cap, last_end - at);
+    engine_->read(file_, p, align_up(n, a), t.current.offset + at);
+    verify.feed(p, n);
+    if (at < end) std::memcpy(out + (at - offset), p, std::min(n, end - at));
   }
 }
 
@@ -3514,12 +4287,7 @@ inline void nvme_store::write_txn::write(std::size_t offset, const void* src, st
     throw config_error("nvme tensor '" + name_ + "': write on a finished transaction");
   nvme_store& s = *store_;
   const std::size_t block = s.block_;
-  if (offset % block != 0 || offset > size_ || bytes > size_ - offset)
-    throw config_error(s.where(name_) + "transaction write of " + std::to_string(bytes) +
-                       " bytes at offset " + std::to_string(offset) + " of a " +
-                       std::to_string(size_) + "-byte tensor in '" + s.path() +
-                       "' (the offset must be a multiple of the " + std::to_string(block) +
-                       "-byte checksum block, the range inside the tensor)");
+  s.check_range(name_, "transaction write", offset, bytes, size_);
   if (bytes == 0) return;
   const std::size_t end = offset + bytes;
   auto next = written_.upper_bound(offset);
@@ -3560,37 +4328,43 @@ inline void nvme_store::write_txn::commit() {
                        " bytes (first gap at offset " + std::to_string(gap) + " in '" + s.path() +
                        "'); every byte of the tensor must be written exactly once");
   }
-  if (size_) {
-    // The table, little-endian, through bounded bounce buffers (it grows with the tensor).
-    const std::uint64_t table_offset = ext_.offset + s.data_bytes(size_);
-    const std::size_t table = crcs_.size() * sizeof(std::uint32_t);
-    const std::size_t a = s.io_align();
-    const std::size_t cap = std::min(s.bounce_max_, align_up(table, a));
-    buffer b = s.bounce(cap, name_);
-    auto* p = static_cast<unsigned char*>(b.data());
-    for (std::size_t at = 0; at < table; at += cap) {
-      const std::size_t n = std::min(cap, table - at), io_n = align_up(n, a);
-      for (std::size_t i = 0; i < n; i += 4) {
-        const std::uint32_t v = crcs_[(at + i) / 4];
-        p[i] = static_cast<unsigned char>(v);
-        p[i + 1] = static_cast<unsigned char>(v >> 8);
-        p[i + 2] = static_cast<unsigned char>(v >> 16);
-        p[i + 3] = static_cast<unsigned char>(v >> 24);
-      }
-      std::memset(p + n, 0, io_n - n);
-      try {
-        s.engine_->write(s.file_, p, io_n, table_offset + at);
-      } catch (const io_error& e) {
-        throw io_error(s.where(name_) + "checksum table: " + e.what());
-      }
-    }
-  }
+  if (size_) write_table();
   s.install(h_, name_, ext_, std::move(crcs_));
   committed_ = true;
 }
 
+// Writes the checksum table beside the data, little-endian, through bounded bounce buffers
+// (it grows with the tensor: 4 bytes per block).
+inline void nvme_store::write_txn::write_table() {
+  nvme_store& s = *store_;
+  const std::uint64_t table_offset = ext_.offset + s.data_bytes(size_);
+  const std::size_t table = crcs_.size() * sizeof(std::uint32_t);
+  const std::size_t a = s.io_align();
+  const std::size_t cap = std::min(s.bounce_max_, align_up(table, a));
+  buffer b = s.bounce(cap, name_);
+  auto* p = static_cast<unsigned char*>(b.data());
+  for (std::size_t at = 0; at < table; at += cap) {
+    const std::size_t n = std::min(cap, table - at), io_n = align_up(n, a);
+    for (std::size_t i = 0; i < n; i += 4) {
+      const std::uint32_t v = crcs_[(at + i) / 4];
+      p[i] = static_cast<unsigned char>(v);
+      p[i + 1] = static_cast<unsigned char>(v >> 8);
+      p[i + 2] = static_cast<unsigned char>(v >> 16);
+      p[i + 3] = static_cast<unsigned char>(v >> 24);
+    }
+    std::memset(p + n, 0, io_n - n);
+    try {
+      s.engine_->write(s.file_, p, io_n, table_offset + at);
+    } catch (const io_error& e) {
+      throw io_error(s.where(name_) + "checksum table: " + e.what());
+    }
+  }
+}
+
 }  // namespace io
 STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_IO_DETAIL_NVME_STORE_INL
+// ---- end <strata/io/detail/nvme_store.inl> ----
 #endif // STRATA_SINGLE_INCLUDE_STRATA_IO_NVME_STORE_HPP
 // ---- end <strata/io/nvme_store.hpp> ----
 
@@ -3601,9 +4375,11 @@ STRATA_NAMESPACE_END
 //
 // What lives here: reduce_op, request (the handle every collective returns), the default
 // timeout, and the concept `communicator<C>` that each implementation checks at its end.
-// What does not: the implementations — comm/solo.hpp (one rank), comm/threads.hpp (N ranks in
-// one process, for tests and single-process use), comm/mpi.hpp (MPI ranks, host or staged
-// device buffers), comm/nccl.hpp (MPI-launched ranks, GPU buffers through NCCL).
+// What does not: the collective calls themselves, written once for every backend in
+// comm/communicator_face.hpp, and the implementations — comm/solo.hpp (one rank),
+// comm/threads.hpp (N ranks in one process, for tests and single-process use), comm/mpi.hpp
+// (MPI ranks, host or staged device buffers), comm/nccl.hpp (MPI-launched ranks, GPU buffers
+// through NCCL).
 //
 // The contract every communicator keeps:
 //  - Every rank calls the same collectives in the same order with the same sizes, op and root
@@ -3667,8 +4443,10 @@ public:
 
 /// The handle of one collective on one rank. Shared: copies refer to the same operation.
 /// A default-constructed request is complete. wait() may be called more than once; after a
-/// failure every call throws the same comm_error again.
-class request {
+/// failure every call throws the same comm_error again. [[nodiscard]]: a request dropped at
+/// once is almost always a missing wait(), and what dropping does differs by backend (threads
+/// fails the world when the peers have not all arrived; mpi finishes it in the background).
+class [[nodiscard]] request {
 public:
   request() = default;
   explicit request(std::shared_ptr<detail::request_state> state) noexcept
@@ -3719,20 +4497,31 @@ concept communicator =
 STRATA_NAMESPACE_END
 #endif // STRATA_SINGLE_INCLUDE_STRATA_COMM_COMMUNICATOR_HPP
 // ---- end <strata/comm/communicator.hpp> ----
-// ---- begin <strata/comm/solo.hpp> ----
-#ifndef STRATA_SINGLE_INCLUDE_STRATA_COMM_SOLO_HPP
-#define STRATA_SINGLE_INCLUDE_STRATA_COMM_SOLO_HPP
-// strata/comm/solo.hpp — the communicator of a world with one rank.
+// ---- begin <strata/comm/communicator_face.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_COMM_COMMUNICATOR_FACE_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_COMM_COMMUNICATOR_FACE_HPP
+// strata/comm/communicator_face.hpp — the public collective calls, written once for every
+// communicator.
 //
-// What lives here: comm::solo, for single-process runs of code written for a communicator (the
-// ZeRO bundles with one rank, the examples on one GPU). Every collective is a copy done before
-// the call returns, so each request comes back complete.
-// What does not: several ranks (comm/threads.hpp, comm/mpi.hpp, comm/nccl.hpp).
+// What lives here: communicator_face<Backend>, the base (CRTP) that gives a backend the five
+// collectives of comm/communicator.hpp and abort(). It builds the collective_call that every
+// rank must agree on, checks what every backend checks (the broadcast root), and puts what the
+// backend's transport started behind a request, so the calls, their argument checks and their
+// error text cannot drift apart between backends.
+// What does not: any transport (comm/solo.hpp, threads.hpp, mpi.hpp, nccl.hpp); the contract
+// the calls keep (comm/communicator.hpp).
 //
-// The results are those of any other backend with one rank: all_gather, broadcast and a sum
-// copy the bytes; mean divides by 1.0f (exact for every value). In the CUDA build device
-// buffers are copied with cudaMemcpy, and a mean there is the same copy, which differs from
-// the host division only in that a signalling NaN stays signalling.
+// A backend derives from communicator_face<itself>, befriends it, and writes:
+//   int rank() const, int size() const, std::chrono::milliseconds timeout() const   (public)
+//   static constexpr const char* backend_name;   // "mpi": error text "strata::comm mpi: ..."
+//   P transport_start(const detail::collective_call& call, const void* send, void* recv);
+//       starts the collective `call` (send == recv for broadcast, both null for barrier) and
+//       returns a detail::pending_collective P that the face wraps in the request — or returns
+//       void when the collective is complete before the call returns (the request is then a
+//       complete one). Throws as the contract says (comm_error once failed, config_error for
+//       what the transport cannot carry).
+//   void transport_abort(const std::string& why) noexcept;   // this rank fails
+// and ends its header with static_assert(communicator<Backend>).
 
 // ---- begin <strata/comm/detail/collective.hpp> ----
 #ifndef STRATA_SINGLE_INCLUDE_STRATA_COMM_DETAIL_COLLECTIVE_HPP
@@ -3854,197 +4643,153 @@ constexpr std::size_t part_begin(std::size_t count, std::size_t parts, std::size
 STRATA_NAMESPACE_END
 #endif // STRATA_SINGLE_INCLUDE_STRATA_COMM_DETAIL_COLLECTIVE_HPP
 // ---- end <strata/comm/detail/collective.hpp> ----
-// ---- begin <strata/comm/detail/memory.hpp> ----
-#ifndef STRATA_SINGLE_INCLUDE_STRATA_COMM_DETAIL_MEMORY_HPP
-#define STRATA_SINGLE_INCLUDE_STRATA_COMM_DETAIL_MEMORY_HPP
-// strata/comm/detail/memory.hpp — telling GPU buffers from host buffers, and copying either.
+// ---- begin <strata/comm/detail/pending_collective.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_COMM_DETAIL_PENDING_COLLECTIVE_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_COMM_DETAIL_PENDING_COLLECTIVE_HPP
+// strata/comm/detail/pending_collective.hpp — how a transport's started collective becomes a
+// request.
 //
-// The host-side communicators (solo, mpi) accept device buffers in the CUDA build and move them
-// with cudaMemcpy; everything else they touch is host memory. In the host build the emulated
-// device is host memory, so plain copies reach it and nothing here needs CUDA.
+// What lives here: the concept pending_collective (what a backend's transport_start returns
+// for a collective that is still running), pending_request (the request_state that holds one),
+// and pending_op, the pending collective of every backend whose state object tests and waits
+// its own ops (mpi, nccl). What does not: the public calls (comm/communicator_face.hpp).
 
 
-#include <cstddef>
-#include <cstring>
-#include <string>
-
-#if STRATA_ENABLE_CUDA
-// ---- begin <strata/core/cuda_check.hpp> ----
-#ifndef STRATA_SINGLE_INCLUDE_STRATA_CORE_CUDA_CHECK_HPP
-#define STRATA_SINGLE_INCLUDE_STRATA_CORE_CUDA_CHECK_HPP
-// strata/core/cuda_check.hpp — turning CUDA runtime status codes into strata::cuda_error, and
-// the few CUDA runtime habits every floor needs the same way.
-//
-// What lives here: check_cuda; device discovery (cuda_discover, cuda_device_count) and the one
-// rule that says whether a run without a usable GPU is a skip or a failure (gpu_requirement,
-// no_gpu_exit_code — used by every GPU test and benchmark main); cuda_query and
-// cuda_query_done, which read cudaEventQuery / cudaStreamQuery without leaving "not ready"
-// behind as the thread's last error.
-// What does not: streams, events and memory (exec/, memory/).
-// Only included when STRATA_ENABLE_CUDA is 1 (cuda-runtime and cuda-device builds).
-
-
-#include <cuda_runtime_api.h>
-
-#include <cstdio>
-#include <cstdlib>
-#include <string>
-
-STRATA_NAMESPACE_BEGIN
-
-/// "cudaErrorInsufficientDriver (CUDA driver version is insufficient for CUDA runtime version)".
-inline std::string cuda_status_text(cudaError_t status) {
-  return std::string(cudaGetErrorName(status)) + " (" + cudaGetErrorString(status) + ")";
-}
-
-/// Throws cuda_error("<what>: <cuda message>") unless `status` is cudaSuccess.
-inline void check_cuda(cudaError_t status, const std::string& what) {
-  if (status != cudaSuccess)
-    throw cuda_error(static_cast<int>(status), what + ": " + cuda_status_text(status));
-}
-
-/// What device discovery found: how many GPUs this process can use, and the error that
-/// discovery stopped at (cudaSuccess when it answered, even with 0).
-struct cuda_discovery {
-  int devices = 0;
-  cudaError_t status = cudaSuccess;
-
-  /// Why no GPU is usable, for a skip message ("cudaGetDeviceCount: cudaErrorNoDevice (...)").
-  std::string why_none() const {
-    if (status != cudaSuccess) return "cudaGetDeviceCount: " + cuda_status_text(status);
-    return devices == 0 ? "cudaGetDeviceCount found 0 devices" : "";
-  }
-};
-
-/// Asks the runtime for its devices. Any error from discovery — including the "insufficient
-/// driver" that a machine with the toolkit but no driver answers — means none; the sticky
-/// status is cleared so later calls are not poisoned by it.
-inline cuda_discovery cuda_discover() noexcept {
-  cuda_discovery d;
-  d.status = cudaGetDeviceCount(&d.devices);
-  if (d.status != cudaSuccess) {
-    cudaGetLastError();
-    d.devices = 0;
-  }
-  return d;
-}
-
-/// How many GPUs this process can use (0 on any discovery error).
-inline int cuda_device_count() noexcept { return cuda_discover().devices; }
-
-/// Why this run must have a usable GPU; empty when it need not. The one place that decides
-/// whether a GPU test or benchmark without a GPU is skipped or failed:
-///  - STRATA_REQUIRE_GPU=1 (scripts/gpu-check sets it): required;
-///  - STRATA_REQUIRE_GPU=0: not required (e.g. CUDA_VISIBLE_DEVICES= on a GPU machine);
-///  - unset: required when `nvidia-smi -L` runs and lists a GPU — a GPU machine where CUDA
-///    cannot reach the GPU (driver mismatch, container without the device) is broken, and a
-///    skip there would hide it.
-inline std::string gpu_requirement() {
-  if (const char* env = std::getenv("STRATA_REQUIRE_GPU"); env && *env) {
-    if (std::string(env) == "0") return "";
-    return std::string("STRATA_REQUIRE_GPU=") + env + " says a GPU is required";
-  }
-  std::FILE* p = ::popen("nvidia-smi -L 2>/dev/null", "r");
-  if (!p) return "";
-  std::string first_gpu;
-  char line[512];
-  while (std::fgets(line, sizeof line, p))
-    if (first_gpu.empty() && std::string(line).rfind("GPU ", 0) == 0) {
-      first_gpu = line;
-      while (!first_gpu.empty() && (first_gpu.back() == '\n' || first_gpu.back() == '\r'))
-        first_gpu.pop_back();
-    }
-  ::pclose(p);
-  if (first_gpu.empty()) return "";
-  return "nvidia-smi -L lists a GPU (" + first_gpu +
-         "), so CUDA should see it (set STRATA_REQUIRE_GPU=0 to allow the skip)";
-}
-
-/// For the main() of a GPU test or benchmark named `who`: -1 when a GPU is usable (run).
-/// Otherwise prints why there is none (the CUDA error name and text) and returns the exit code:
-/// `skip_code` (77 for tests: CTest's SKIP_RETURN_CODE), or 1 when gpu_requirement() says a GPU
-/// is required, with the reason in the message.
-[[nodiscard]] inline int no_gpu_exit_code(const char* who, int skip_code = 77) {
-  const cuda_discovery d = cuda_discover();
-  if (d.devices > 0) return -1;
-  const std::string required = gpu_requirement();
-  if (required.empty()) {
-    std::printf("%s: no GPU: skipped (%s)\n", who, d.why_none().c_str());
-    std::fflush(stdout);
-    return skip_code;
-  }
-  std::printf("%s: no GPU (%s): FAILED, not skipped, because %s\n", who, d.why_none().c_str(),
-              required.c_str());
-  std::fflush(stdout);
-  return 1;
-}
-
-/// Runs a completion query (cudaEventQuery, cudaStreamQuery) and returns its status.
-/// cudaErrorNotReady is an answer, not a failure, but the runtime also keeps it as the thread's
-/// last error, where the next cudaGetLastError() launch check would report it as a bogus launch
-/// failure: it is cleared here — unless another error was already pending before the query,
-/// which belongs to the check of whoever caused it.
-template <class Query>
-[[nodiscard]] cudaError_t cuda_query(Query&& query) {
-  const bool clean_before = cudaPeekAtLastError() == cudaSuccess;
-  const cudaError_t status = query();
-  if (status == cudaErrorNotReady && clean_before) cudaGetLastError();
-  return status;
-}
-
-/// cuda_query as "has the work ended?". Any error but "not ready" means the work will never
-/// complete normally: it counts as ended, and the waiter (cudaEventSynchronize, check_cuda)
-/// reports the error.
-template <class Query>
-[[nodiscard]] bool cuda_query_done(Query&& query) {
-  return cuda_query(static_cast<Query&&>(query)) != cudaErrorNotReady;
-}
-
-STRATA_NAMESPACE_END
-#endif // STRATA_SINGLE_INCLUDE_STRATA_CORE_CUDA_CHECK_HPP
-// ---- end <strata/core/cuda_check.hpp> ----
-#endif
+#include <concepts>
+#include <memory>
+#include <utility>
 
 STRATA_NAMESPACE_BEGIN
 namespace comm::detail {
 
-/// True when p points into GPU memory. Any error from the query (a pointer CUDA never saw, no
-/// driver) means host memory. Always false in the host build.
-inline bool is_device_memory(const void* p) noexcept {
-#if STRATA_ENABLE_CUDA
-  if (p == nullptr) return false;
-  cudaPointerAttributes attributes{};
-  if (cudaPointerGetAttributes(&attributes, p) != cudaSuccess) {
-    cudaGetLastError();  // clear the status so later calls are not poisoned by it
-    return false;
-  }
-  return attributes.type == cudaMemoryTypeDevice;
-#else
-  (void)p;
-  return false;
-#endif
-}
+/// A collective in flight on one rank: test() makes progress without blocking on peers and
+/// says whether wait() would return (or throw) at once; wait() blocks until it completed here
+/// or failed (comm_error). Moved once, into its request; its destructor runs when the last
+/// copy of that request is gone, which is where a backend reacts to a dropped request.
+template <class P>
+concept pending_collective = std::move_constructible<P> && requires(P& p) {
+  { p.test() } -> std::same_as<bool>;
+  { p.wait() } -> std::same_as<void>;
+};
 
-/// Copies `bytes` from src to dst and returns when they are there. `device` says that one side
-/// is GPU memory (then cudaMemcpy, which finds the direction itself); host copies may overlap.
-inline void copy_bytes(void* dst, const void* src, std::size_t bytes, bool device,
-                       const char* what) {
-  if (bytes == 0 || dst == src) return;
-#if STRATA_ENABLE_CUDA
-  if (device) {
-    check_cuda(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault), what);
-    return;
-  }
-#else
-  (void)device, (void)what;
-#endif
-  std::memmove(dst, src, bytes);
-}
+/// What a request holds for a pending collective P.
+template <pending_collective P>
+class pending_request final : public request_state {
+public:
+  explicit pending_request(P&& pending) : pending_(std::move(pending)) {}
+  bool test() override { return pending_.test(); }
+  void wait() override { pending_.wait(); }
+
+private:
+  P pending_;
+};
+
+/// One op of a backend state that tests and waits its ops itself: state.test(op), state.wait(op).
+/// Holds the state too, so a request outlives the communicator object that started it.
+template <class State>
+struct pending_op {
+  std::shared_ptr<State> state;
+  std::shared_ptr<typename State::op> op;
+
+  bool test() { return state->test(*op); }
+  void wait() { state->wait(*op); }
+};
 
 }  // namespace comm::detail
 STRATA_NAMESPACE_END
-#endif // STRATA_SINGLE_INCLUDE_STRATA_COMM_DETAIL_MEMORY_HPP
-// ---- end <strata/comm/detail/memory.hpp> ----
+#endif // STRATA_SINGLE_INCLUDE_STRATA_COMM_DETAIL_PENDING_COLLECTIVE_HPP
+// ---- end <strata/comm/detail/pending_collective.hpp> ----
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <type_traits>
+
+STRATA_NAMESPACE_BEGIN
+namespace comm {
+
+template <class Backend>
+class communicator_face {
+public:
+  /// send (bytes_per_rank) -> recv (size, bytes_per_rank): rank r's bytes at r * bytes_per_rank.
+  /// In place when send == recv + rank() * bytes_per_rank.
+  request all_gather(const void* send, void* recv, std::size_t bytes_per_rank) {
+    return start(detail::collective_call::all_gather(bytes_per_rank), send, recv);
+  }
+
+  /// send (size, count_per_rank) -> recv (count_per_rank): `op` over every rank's block rank(),
+  /// in rank order. In place when recv == send + rank() * count_per_rank.
+  request reduce_scatter(const float* send, float* recv, std::size_t count_per_rank,
+                         reduce_op op) {
+    return start(detail::collective_call::reduce_scatter(count_per_rank, op), send, recv);
+  }
+
+  /// send (count) -> recv (count): `op` over every rank's send, in rank order; send == recv is
+  /// allowed.
+  request all_reduce(const float* send, float* recv, std::size_t count, reduce_op op) {
+    return start(detail::collective_call::all_reduce(count, op), send, recv);
+  }
+
+  /// root's buf (bytes) -> everybody's buf. config_error unless 0 <= root < size(), before
+  /// anything starts (every rank sees the same bad root, so every rank throws).
+  request broadcast(void* buf, std::size_t bytes, int root) {
+    detail::check_root(root, self().size(), Backend::backend_name);
+    return start(detail::collective_call::broadcast(bytes, root), buf, buf);
+  }
+
+  /// Completes once every rank has called it.
+  request barrier() { return start(detail::collective_call::barrier(), nullptr, nullptr); }
+
+  /// This rank fails: every other rank's pending or next collective throws comm_error naming
+  /// this rank and `why`, and so does every later collective here. Never throws.
+  void abort(const std::string& why) noexcept { self().transport_abort(why); }
+
+protected:
+  // Only a backend makes one, and nobody destroys a backend through its face.
+  communicator_face() = default;
+  ~communicator_face() = default;
+  communicator_face(const communicator_face&) = default;
+  communicator_face(communicator_face&&) = default;
+  communicator_face& operator=(const communicator_face&) = default;
+  communicator_face& operator=(communicator_face&&) = default;
+
+private:
+  Backend& self() noexcept { return static_cast<Backend&>(*this); }
+
+  request start(const detail::collective_call& call, const void* send, void* recv) {
+    using pending = decltype(self().transport_start(call, send, recv));
+    if constexpr (std::is_void_v<pending>) {
+      self().transport_start(call, send, recv);
+      return {};
+    } else {
+      static_assert(detail::pending_collective<pending>,
+                    "transport_start must return void (the collective is complete) or an object "
+                    "with bool test() and void wait() (see comm/detail/pending_collective.hpp)");
+      return request(std::make_shared<detail::pending_request<pending>>(
+          self().transport_start(call, send, recv)));
+    }
+  }
+};
+
+}  // namespace comm
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_COMM_COMMUNICATOR_FACE_HPP
+// ---- end <strata/comm/communicator_face.hpp> ----
+// ---- begin <strata/comm/solo.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_COMM_SOLO_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_COMM_SOLO_HPP
+// strata/comm/solo.hpp — the communicator of a world with one rank.
+//
+// What lives here: comm::solo, for single-process runs of code written for a communicator (the
+// ZeRO bundles with one rank, the examples on one GPU). Every collective is a copy done before
+// the call returns, so each request comes back complete.
+// What does not: several ranks (comm/threads.hpp, comm/mpi.hpp, comm/nccl.hpp).
+//
+// The results are those of any other backend with one rank: all_gather, broadcast and a sum
+// copy the bytes; mean divides by 1.0f (exact for every value). In the CUDA build device
+// buffers are copied with cudaMemcpy, and a mean there is the same copy, which differs from
+// the host division only in that a signalling NaN stays signalling.
+
 
 #include <chrono>
 #include <string>
@@ -4052,7 +4797,7 @@ STRATA_NAMESPACE_END
 STRATA_NAMESPACE_BEGIN
 namespace comm {
 
-class solo {
+class solo : public communicator_face<solo> {
 public:
   /// The timeout is kept only so code can read it from any communicator: one rank never waits.
   explicit solo(std::chrono::milliseconds timeout = default_timeout) : timeout_(timeout) {}
@@ -4063,46 +4808,34 @@ public:
   int size() const noexcept { return 1; }
   std::chrono::milliseconds timeout() const noexcept { return timeout_; }
 
-  request all_gather(const void* send, void* recv, std::size_t bytes_per_rank) {
-    check("all_gather");
-    copy(recv, send, bytes_per_rank, "all_gather");
-    return {};
+private:
+  friend class communicator_face<solo>;
+  static constexpr const char* backend_name = "solo";
+
+  /// The whole collective, done here: the face returns a complete request.
+  void transport_start(const detail::collective_call& call, const void* send, void* recv) {
+    const char* what = detail::collective_name(call.kind);
+    check(what);
+    switch (call.kind) {
+    case detail::collective::all_gather: copy(recv, send, call.count, what); break;
+    case detail::collective::reduce_scatter:
+    case detail::collective::all_reduce:
+      reduce(static_cast<const float*>(send), static_cast<float*>(recv), call.count, call.op,
+             what);
+      break;
+    case detail::collective::broadcast:  // the root's buffer is everybody's
+    case detail::collective::barrier: break;
+    }
   }
 
-  request reduce_scatter(const float* send, float* recv, std::size_t count_per_rank,
-                         reduce_op op) {
-    check("reduce_scatter");
-    reduce(send, recv, count_per_rank, op, "reduce_scatter");
-    return {};
-  }
-
-  request all_reduce(const float* send, float* recv, std::size_t count, reduce_op op) {
-    check("all_reduce");
-    reduce(send, recv, count, op, "all_reduce");
-    return {};
-  }
-
-  request broadcast(void* buf, std::size_t bytes, int root) {
-    (void)buf, (void)bytes;
-    check("broadcast");
-    detail::check_root(root, 1, "solo");
-    return {};
-  }
-
-  request barrier() {
-    check("barrier");
-    return {};
-  }
-
-  /// Marks the communicator failed: every later collective throws comm_error naming `why`.
-  void abort(const std::string& why) noexcept {
+  /// Every later collective throws comm_error naming `why`; the first reason is kept.
+  void transport_abort(const std::string& why) noexcept {
     if (!aborted_) {
       aborted_ = true;
       why_ = why;
     }
   }
 
-private:
   void check(const char* what) const {
     if (aborted_)
       throw comm_error(std::string("strata::comm solo: rank 0 failed: ") + why_ +
@@ -4110,13 +4843,13 @@ private:
   }
 
   static void copy(void* dst, const void* src, std::size_t bytes, const char* what) {
-    const bool device = detail::is_device_memory(dst) || detail::is_device_memory(src);
-    detail::copy_bytes(dst, src, bytes, device, what);
+    const bool device = is_device_memory(dst) || is_device_memory(src);
+    copy_bytes(dst, src, bytes, device, what);
   }
 
   static void reduce(const float* send, float* recv, std::size_t count, reduce_op op,
                      const char* what) {
-    if (detail::is_device_memory(send) || detail::is_device_memory(recv)) {
+    if (is_device_memory(send) || is_device_memory(recv)) {
       copy(recv, send, count * sizeof(float), what);  // x / 1.0f == x: see the top of the file
       return;
     }
@@ -4519,8 +5252,9 @@ class thread_world;
 
 /// One rank of a thread_world. The world owns it: take it with world.communicator(r) or
 /// receive it in world.run(). A rank's collectives must be called from one thread at a time
-/// (that thread's program order is the rank's collective order).
-class threads {
+/// (that thread's program order is the rank's collective order). abort() returns once no copy
+/// touches any rank's buffers any more.
+class threads : public communicator_face<threads> {
 public:
   threads(const threads&) = delete;
   threads& operator=(const threads&) = delete;
@@ -4529,37 +5263,25 @@ public:
   int size() const noexcept { return state_->size(); }
   std::chrono::milliseconds timeout() const noexcept { return state_->timeout(); }
 
-  request all_gather(const void* send, void* recv, std::size_t bytes_per_rank) {
-    return start(detail::collective_call::all_gather(bytes_per_rank), send, recv);
-  }
-  request reduce_scatter(const float* send, float* recv, std::size_t count_per_rank,
-                         reduce_op op) {
-    return start(detail::collective_call::reduce_scatter(count_per_rank, op), send, recv);
-  }
-  request all_reduce(const float* send, float* recv, std::size_t count, reduce_op op) {
-    return start(detail::collective_call::all_reduce(count, op), send, recv);
-  }
-  request broadcast(void* buf, std::size_t bytes, int root) {
-    detail::check_root(root, size(), "threads");
-    return start(detail::collective_call::broadcast(bytes, root), buf, buf);
-  }
-  request barrier() { return start(detail::collective_call::barrier(), nullptr, nullptr); }
-
-  /// This rank fails: every other rank's pending or next collective throws comm_error naming
-  /// this rank and `why`. Returns once no copy touches any rank's buffers any more.
-  void abort(const std::string& why) noexcept { state_->abort(rank_, why); }
-
 private:
   friend class thread_world;
+  friend class communicator_face<threads>;
+  static constexpr const char* backend_name = "threads";
 
-  class rank_request final : public detail::request_state {
+  /// This rank's part in one slot. The last request dropping it abandons the slot, which
+  /// finishes the collective or fails the world (see the top of this file).
+  class pending_slot {
   public:
-    rank_request(std::shared_ptr<detail::thread_world_state> world,
+    pending_slot(std::shared_ptr<detail::thread_world_state> world,
                  std::shared_ptr<detail::thread_world_state::slot> slot, int rank)
         : world_(std::move(world)), slot_(std::move(slot)), rank_(rank) {}
-    ~rank_request() override { world_->abandon(rank_, *slot_); }
-    bool test() override { return world_->test(*slot_); }
-    void wait() override { world_->wait(rank_, *slot_); }
+    pending_slot(pending_slot&&) noexcept = default;  // leaves slot_ empty: only one abandons
+    pending_slot& operator=(pending_slot&&) = delete;
+    ~pending_slot() {
+      if (slot_) world_->abandon(rank_, *slot_);
+    }
+    bool test() { return world_->test(*slot_); }
+    void wait() { world_->wait(rank_, *slot_); }
 
   private:
     std::shared_ptr<detail::thread_world_state> world_;
@@ -4570,10 +5292,12 @@ private:
   threads(std::shared_ptr<detail::thread_world_state> state, int rank)
       : state_(std::move(state)), rank_(rank) {}
 
-  request start(const detail::collective_call& call, const void* send, void* recv) {
-    return request(std::make_shared<rank_request>(state_, state_->post(rank_, call, send, recv),
-                                                  rank_));
+  pending_slot transport_start(const detail::collective_call& call, const void* send,
+                               void* recv) {
+    return pending_slot(state_, state_->post(rank_, call, send, recv), rank_);
   }
+
+  void transport_abort(const std::string& why) noexcept { state_->abort(rank_, why); }
 
   std::shared_ptr<detail::thread_world_state> state_;
   int rank_;
@@ -5060,7 +5784,7 @@ public:
     MPI_Request request = MPI_REQUEST_NULL;
     stage at = stage::phase1;
     bool two_phase = false;
-    staged a, b;  // what each holds depends on the collective; see start()
+    staged a, b;  // what each holds depends on the collective; see the post_* steps
     std::vector<int> counts, displs, recv_counts, recv_displs;  // (size) v-collective arguments
     void* user_recv = nullptr;
     bool recv_device = false;
@@ -5089,80 +5813,17 @@ public:
     o->what = describe(call, seq_);
     check_usable_locked("cannot start " + o->what);
 
-    const auto n = static_cast<std::size_t>(size_);
-    const auto me = static_cast<std::size_t>(rank_);
-    const std::size_t count = call.count;
-    const bool send_device = is_device_memory(send);
+    const send_side from{send, is_device_memory(send)};
     o->recv_device = is_device_memory(recv);
     o->user_recv = recv;
-    const bool pinned = send_device || o->recv_device;
-    const std::string& what = o->what;
-
-    // Counts first: a count MPI cannot express is the same on every rank, so every rank throws
-    // here and nobody is left waiting.
-    int c = 0;
-    switch (call.kind) {
-    case collective::all_gather:
-    case collective::broadcast: c = mpi_count(count, "bytes", what); break;
-    case collective::reduce_scatter:
-    case collective::all_reduce: c = mpi_count(count, "floats", what); break;
-    case collective::barrier: break;
-    }
-
+    const int c = mpi_count_of(call, o->what);
     try {
-      switch (call.kind) {
-      case collective::all_gather:  // a: (size, count) bytes, this rank's block copied in place
-        o->a = staged(pool_, n * count, pinned);
-        copy_bytes(o->a.data() + me * count, send, count, send_device, "all_gather: copy in");
-        check_mpi(MPI_Iallgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, o->a.data(), c, MPI_BYTE,
-                                 data_, &o->request),
-                  "MPI_Iallgather for " + what);
-        break;
-      case collective::broadcast:  // a: (count) bytes
-        o->a = staged(pool_, count, pinned);
-        if (rank_ == call.root)
-          copy_bytes(o->a.data(), send, count, send_device, "broadcast: copy in");
-        check_mpi(MPI_Ibcast(o->a.data(), c, MPI_BYTE, call.root, data_, &o->request),
-                  "MPI_Ibcast for " + what);
-        break;
-      case collective::barrier:
-        check_mpi(MPI_Ibarrier(data_, &o->request), "MPI_Ibarrier for " + what);
-        break;
-      case collective::reduce_scatter:  // a: send (size, count); b: every rank's block `rank`
-        o->a = staged(pool_, n * count * sizeof(float), pinned);
-        o->b = staged(pool_, n * count * sizeof(float), false);
-        copy_bytes(o->a.data(), send, n * count * sizeof(float), send_device,
-                   "reduce_scatter: copy in");
-        check_mpi(MPI_Ialltoall(o->a.data(), c, MPI_FLOAT, o->b.data(), c, MPI_FLOAT, data_,
-                                &o->request),
-                  "MPI_Ialltoall for " + what);
-        break;
-      case collective::all_reduce: {  // a: send, later the result (count); b: (size, my part)
-        o->two_phase = true;
-        o->counts.resize(n);
-        o->displs.resize(n);
-        for (std::size_t i = 0; i < n; ++i) {
-          o->displs[i] = static_cast<int>(part_begin(count, n, i));
-          o->counts[i] = static_cast<int>(part_begin(count, n, i + 1) - part_begin(count, n, i));
-        }
-        const int mine = o->counts[me];
-        o->recv_counts.assign(n, mine);
-        o->recv_displs.resize(n);
-        for (std::size_t j = 0; j < n; ++j) o->recv_displs[j] = static_cast<int>(j) * mine;
-        o->a = staged(pool_, count * sizeof(float), pinned);
-        o->b = staged(pool_, n * static_cast<std::size_t>(mine) * sizeof(float), false);
-        copy_bytes(o->a.data(), send, count * sizeof(float), send_device, "all_reduce: copy in");
-        check_mpi(MPI_Ialltoallv(o->a.data(), o->counts.data(), o->displs.data(), MPI_FLOAT,
-                                 o->b.data(), o->recv_counts.data(), o->recv_displs.data(),
-                                 MPI_FLOAT, data_, &o->request),
-                  "MPI_Ialltoallv for " + what);
-        break;
-      }
-      }
+      post_locked(*o, from, c);
     } catch (const std::exception& e) {
       // The peers will wait for this collective: tell them why it never comes.
-      fail_locked("rank " + std::to_string(rank_) + " could not start " + what + ": " + e.what(),
-                  "could not start " + what + ": " + e.what());
+      fail_locked("rank " + std::to_string(rank_) + " could not start " + o->what + ": " +
+                      e.what(),
+                  "could not start " + o->what + ": " + e.what());
       throw;
     }
     ++seq_;
@@ -5274,6 +5935,109 @@ private:
       if (auto notice = control_.poll()) note_locked(*notice);
     if (failed_) throw failure_locked(consequence);
     if (closed_) throw comm_error("strata::comm mpi: communicator already destroyed");
+  }
+
+  /// The caller's send buffer, as the post_* steps copy it into staging.
+  struct send_side {
+    const void* data;
+    bool device;  // GPU memory: copied with cudaMemcpy
+  };
+
+  /// MPI's int count of `call`, checked before anything starts: a count MPI cannot express is
+  /// the same on every rank, so every rank throws here and nobody is left waiting.
+  static int mpi_count_of(const collective_call& call, const std::string& what) {
+    switch (call.kind) {
+    case collective::all_gather:
+    case collective::broadcast: return mpi_count(call.count, "bytes", what);
+    case collective::reduce_scatter:
+    case collective::all_reduce: return mpi_count(call.count, "floats", what);
+    case collective::barrier: break;
+    }
+    return 0;
+  }
+
+  /// Staging is pinned when a GPU buffer takes part: cudaMemcpy to and from it is then direct.
+  static bool pinned(const op& o, const send_side& from) noexcept {
+    return from.device || o.recv_device;
+  }
+
+  /// Copies the send data into o's staging and starts the nonblocking MPI collective on it; the
+  /// one place that decides what o.a and o.b hold for each collective.
+  void post_locked(op& o, const send_side& from, int c) {
+    switch (o.call.kind) {
+    case collective::all_gather: post_all_gather(o, from, c); break;
+    case collective::broadcast: post_broadcast(o, from, c); break;
+    case collective::barrier:
+      check_mpi(MPI_Ibarrier(data_, &o.request), "MPI_Ibarrier for " + o.what);
+      break;
+    case collective::reduce_scatter: post_reduce_scatter(o, from, c); break;
+    case collective::all_reduce: post_all_reduce(o, from); break;
+    }
+  }
+
+  /// a: (size, count) bytes, this rank's block copied in place, so MPI needs no send buffer.
+  void post_all_gather(op& o, const send_side& from, int c) {
+    const std::size_t count = o.call.count;
+    o.a = staged(pool_, static_cast<std::size_t>(size_) * count, pinned(o, from));
+    copy_bytes(o.a.data() + static_cast<std::size_t>(rank_) * count, from.data, count,
+               from.device, "all_gather: copy in");
+    check_mpi(MPI_Iallgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, o.a.data(), c, MPI_BYTE, data_,
+                             &o.request),
+              "MPI_Iallgather for " + o.what);
+  }
+
+  /// a: (count) bytes; only the root's holds data before MPI runs.
+  void post_broadcast(op& o, const send_side& from, int c) {
+    o.a = staged(pool_, o.call.count, pinned(o, from));
+    if (rank_ == o.call.root)
+      copy_bytes(o.a.data(), from.data, o.call.count, from.device, "broadcast: copy in");
+    check_mpi(MPI_Ibcast(o.a.data(), c, MPI_BYTE, o.call.root, data_, &o.request),
+              "MPI_Ibcast for " + o.what);
+  }
+
+  /// a: send (size, count); b: every rank's block `rank`, which deliver() sums in rank order.
+  void post_reduce_scatter(op& o, const send_side& from, int c) {
+    const std::size_t bytes = static_cast<std::size_t>(size_) * o.call.count * sizeof(float);
+    o.a = staged(pool_, bytes, pinned(o, from));
+    o.b = staged(pool_, bytes, false);
+    copy_bytes(o.a.data(), from.data, bytes, from.device, "reduce_scatter: copy in");
+    check_mpi(MPI_Ialltoall(o.a.data(), c, MPI_FLOAT, o.b.data(), c, MPI_FLOAT, data_,
+                            &o.request),
+              "MPI_Ialltoall for " + o.what);
+  }
+
+  /// Phase 1 of all_reduce. a: send, later the result (count); b: (size, my part), every rank's
+  /// copy of the part this rank sums (reduce_my_part) before phase 2 gathers the parts.
+  void post_all_reduce(op& o, const send_side& from) {
+    o.two_phase = true;
+    split_into_parts(o);
+    const auto n = static_cast<std::size_t>(size_);
+    const std::size_t count = o.call.count;
+    const auto mine = static_cast<std::size_t>(o.counts[static_cast<std::size_t>(rank_)]);
+    o.a = staged(pool_, count * sizeof(float), pinned(o, from));
+    o.b = staged(pool_, n * mine * sizeof(float), false);
+    copy_bytes(o.a.data(), from.data, count * sizeof(float), from.device, "all_reduce: copy in");
+    check_mpi(MPI_Ialltoallv(o.a.data(), o.counts.data(), o.displs.data(), MPI_FLOAT, o.b.data(),
+                             o.recv_counts.data(), o.recv_displs.data(), MPI_FLOAT, data_,
+                             &o.request),
+              "MPI_Ialltoallv for " + o.what);
+  }
+
+  /// all_reduce's v-collective arguments: part r of the vector (uneven sizes allowed, see
+  /// part_begin) goes to rank r, which receives its part from every rank, in rank order.
+  void split_into_parts(op& o) const {
+    const auto n = static_cast<std::size_t>(size_);
+    const std::size_t count = o.call.count;
+    o.counts.resize(n);
+    o.displs.resize(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      o.displs[i] = static_cast<int>(part_begin(count, n, i));
+      o.counts[i] = static_cast<int>(part_begin(count, n, i + 1) - part_begin(count, n, i));
+    }
+    const int mine = o.counts[static_cast<std::size_t>(rank_)];
+    o.recv_counts.assign(n, mine);
+    o.recv_displs.resize(n);
+    for (std::size_t j = 0; j < n; ++j) o.recv_displs[j] = static_cast<int>(j) * mine;
   }
 
   /// Tests the active ops in call order and moves them on. Phase 2 of an all_reduce starts only
@@ -5429,7 +6193,7 @@ STRATA_NAMESPACE_END
 STRATA_NAMESPACE_BEGIN
 namespace comm {
 
-class mpi {
+class mpi : public communicator_face<mpi> {
 public:
   /// Duplicates `base` (collective over its ranks, like MPI_Comm_dup). MPI must be initialised.
   explicit mpi(MPI_Comm base = MPI_COMM_WORLD, std::chrono::milliseconds timeout = default_timeout)
@@ -5455,43 +6219,17 @@ public:
   /// The duplicated communicator the collectives run on.
   MPI_Comm native() const noexcept { return state_->data_comm(); }
 
-  request all_gather(const void* send, void* recv, std::size_t bytes_per_rank) {
-    return start(detail::collective_call::all_gather(bytes_per_rank), send, recv);
-  }
-  request reduce_scatter(const float* send, float* recv, std::size_t count_per_rank,
-                         reduce_op op) {
-    return start(detail::collective_call::reduce_scatter(count_per_rank, op), send, recv);
-  }
-  request all_reduce(const float* send, float* recv, std::size_t count, reduce_op op) {
-    return start(detail::collective_call::all_reduce(count, op), send, recv);
-  }
-  request broadcast(void* buf, std::size_t bytes, int root) {
-    detail::check_root(root, size(), "mpi");
-    return start(detail::collective_call::broadcast(bytes, root), buf, buf);
-  }
-  request barrier() { return start(detail::collective_call::barrier(), nullptr, nullptr); }
-
-  /// This rank fails: every other rank's pending or next collective throws comm_error naming
-  /// this rank and `why`. Never blocks, never calls MPI_Abort.
-  void abort(const std::string& why) noexcept { state_->abort(why); }
-
 private:
-  class mpi_request final : public detail::request_state {
-  public:
-    mpi_request(std::shared_ptr<detail::mpi_state> state,
-                std::shared_ptr<detail::mpi_state::op> op)
-        : state_(std::move(state)), op_(std::move(op)) {}
-    bool test() override { return state_->test(*op_); }
-    void wait() override { state_->wait(*op_); }
+  friend class communicator_face<mpi>;
+  static constexpr const char* backend_name = "mpi";
 
-  private:
-    std::shared_ptr<detail::mpi_state> state_;
-    std::shared_ptr<detail::mpi_state::op> op_;
-  };
-
-  request start(const detail::collective_call& call, const void* send, void* recv) {
-    return request(std::make_shared<mpi_request>(state_, state_->start(call, send, recv)));
+  detail::pending_op<detail::mpi_state> transport_start(const detail::collective_call& call,
+                                                        const void* send, void* recv) {
+    return {state_, state_->start(call, send, recv)};
   }
+
+  /// Never blocks, never calls MPI_Abort: the peers hear of it on the control communicator.
+  void transport_abort(const std::string& why) noexcept { state_->abort(why); }
 
   std::shared_ptr<detail::mpi_state> state_;
 };
@@ -6033,7 +6771,7 @@ STRATA_NAMESPACE_END
 STRATA_NAMESPACE_BEGIN
 namespace comm {
 
-class nccl {
+class nccl : public communicator_face<nccl> {
 public:
   /// Collective over the ranks of `base` (MPI must be initialised). Waits at most `timeout` for
   /// the other ranks to join the NCCL setup.
@@ -6062,66 +6800,46 @@ public:
   cudaStream_t stream() const noexcept { return state_->stream(); }
   ncclComm_t native() const noexcept { return state_->native(); }
 
-  request all_gather(const void* send, void* recv, std::size_t bytes_per_rank) {
-    return start(detail::collective_call::all_gather(bytes_per_rank), send, recv, [=, this] {
-      return ncclAllGather(send, recv, bytes_per_rank, ncclUint8, native(), stream());
-    });
-  }
-  request reduce_scatter(const float* send, float* recv, std::size_t count_per_rank,
-                         reduce_op op) {
-    return start(detail::collective_call::reduce_scatter(count_per_rank, op), send, recv,
-                 [=, this] {
-                   return ncclReduceScatter(send, recv, count_per_rank, ncclFloat32, to_nccl(op),
-                                            native(), stream());
-                 });
-  }
-  request all_reduce(const float* send, float* recv, std::size_t count, reduce_op op) {
-    return start(detail::collective_call::all_reduce(count, op), send, recv, [=, this] {
-      return ncclAllReduce(send, recv, count, ncclFloat32, to_nccl(op), native(), stream());
-    });
-  }
-  request broadcast(void* buf, std::size_t bytes, int root) {
-    detail::check_root(root, size(), "nccl");
-    return start(detail::collective_call::broadcast(bytes, root), buf, buf, [=, this] {
-      return ncclBroadcast(buf, buf, bytes, ncclUint8, root, native(), stream());
-    });
-  }
-  /// NCCL has no barrier: an all_reduce of one float that lives on the device for this.
-  request barrier() {
-    float* b = state_->barrier_buffer();
-    return start(detail::collective_call::barrier(), nullptr, nullptr, [=, this] {
-      return ncclAllReduce(b, b, 1, ncclFloat32, ncclSum, native(), stream());
-    });
-  }
-
-  /// This rank fails: its NCCL communicator is aborted and every other rank's pending or next
-  /// collective throws comm_error naming this rank and `why`.
-  void abort(const std::string& why) noexcept { state_->abort(why); }
-
 private:
+  friend class communicator_face<nccl>;
+  static constexpr const char* backend_name = "nccl";
+
+  /// nccl_state checks the buffers and the communicator, then runs the NCCL call on stream().
+  detail::pending_op<detail::nccl_state> transport_start(const detail::collective_call& call,
+                                                         const void* send, void* recv) {
+    return {state_, state_->start(call, send, recv, [&] { return launch(call, send, recv); })};
+  }
+
+  /// The one NCCL call of `call`. NCCL has no barrier: an all_reduce of one float that lives
+  /// on the device for this.
+  ncclResult_t launch(const detail::collective_call& call, const void* send, void* recv) const {
+    const auto* fsend = static_cast<const float*>(send);
+    auto* frecv = static_cast<float*>(recv);
+    switch (call.kind) {
+    case detail::collective::all_gather:
+      return ncclAllGather(send, recv, call.count, ncclUint8, native(), stream());
+    case detail::collective::reduce_scatter:
+      return ncclReduceScatter(fsend, frecv, call.count, ncclFloat32, to_nccl(call.op), native(),
+                               stream());
+    case detail::collective::all_reduce:
+      return ncclAllReduce(fsend, frecv, call.count, ncclFloat32, to_nccl(call.op), native(),
+                           stream());
+    case detail::collective::broadcast:
+      return ncclBroadcast(send, recv, call.count, ncclUint8, call.root, native(), stream());
+    case detail::collective::barrier: {
+      float* b = state_->barrier_buffer();
+      return ncclAllReduce(b, b, 1, ncclFloat32, ncclSum, native(), stream());
+    }
+    }
+    return ncclInvalidArgument;
+  }
+
   static ncclRedOp_t to_nccl(reduce_op op) noexcept {
     return op == reduce_op::sum ? ncclSum : ncclAvg;
   }
 
-  class nccl_request final : public detail::request_state {
-  public:
-    nccl_request(std::shared_ptr<detail::nccl_state> state,
-                 std::shared_ptr<detail::nccl_state::op> op)
-        : state_(std::move(state)), op_(std::move(op)) {}
-    bool test() override { return state_->test(*op_); }
-    void wait() override { state_->wait(*op_); }
-
-  private:
-    std::shared_ptr<detail::nccl_state> state_;
-    std::shared_ptr<detail::nccl_state::op> op_;
-  };
-
-  template <class Launch>
-  request start(const detail::collective_call& call, const void* send, const void* recv,
-                Launch&& launch) {
-    return request(std::make_shared<nccl_request>(
-        state_, state_->start(call, send, recv, std::forward<Launch>(launch))));
-  }
+  /// Its NCCL communicator is aborted too, so no kernel of this rank waits for the peers.
+  void transport_abort(const std::string& why) noexcept { state_->abort(why); }
 
   std::shared_ptr<detail::nccl_state> state_;
 };
@@ -6153,7 +6871,7 @@ STRATA_NAMESPACE_END
 //
 // A context owns the per-tier budgets and memory resources (budgeted, over pools), the pinned
 // staging ring, the copy queues, the compute stream and the trace recorder. Tensors, sequences
-// and (later) executors keep a reference to it, so it must outlive them. Policies are types;
+// and executors keep a reference to it, so it must outlive them. Policies are types;
 // this is where their state lives.
 //
 // Compute: in the host build, compute runs on the calling thread (the "compute queue" is the
@@ -6179,11 +6897,12 @@ STRATA_NAMESPACE_END
 //   d2h       memory -> memory away from the device
 //   io-read   nvme -> memory (the NVMe tier's reads, through the context's nvme_store)
 //   io-write  memory -> nvme (copy-on-write: a failed write leaves the old data current)
-// The route trait decides the mechanics: a direct route is one memcpy / cudaMemcpyAsync / file
-// read; a staged route streams through slots of the pinned staging ring, so on a GPU the CPU
-// (or file) side of one chunk overlaps the DMA of the previous one. Pointers claiming to be
-// device memory are checked against the device resource: passing host memory as device memory
-// is an access_error, as it would be a fault on a real GPU.
+// The context's tier table (copy_route per pair, tier kinds, speed ranks) decides the mechanics:
+// a direct route is one memcpy / cudaMemcpyAsync / file read; a staged route streams through
+// slots of the pinned staging ring, so on a GPU the CPU (or file) side of one chunk overlaps the
+// DMA of the previous one. "Toward the device" means to a tier of smaller speed_rank. Pointers
+// claiming to be device memory are checked against the device resource: passing host memory as
+// device memory is an access_error, as it would be a fault on a real GPU.
 
 // ---- begin <strata/exec/staging_ring.hpp> ----
 #ifndef STRATA_SINGLE_INCLUDE_STRATA_EXEC_STAGING_RING_HPP
@@ -6270,8 +6989,8 @@ STRATA_NAMESPACE_END
 #define STRATA_SINGLE_INCLUDE_STRATA_EXEC_WORK_QUEUE_HPP
 // strata/exec/work_queue.hpp — an in-order queue of host work on its own thread.
 //
-// The host build's streams: each copy direction (h2d, d2h; later io) is one work_queue, so
-// work on different queues overlaps while work on one queue runs in submission order — the
+// The host build's streams: each copy direction (h2d, d2h, io-read, io-write) is one
+// work_queue, so work on different queues overlaps while work on one queue runs in submission order — the
 // semantics of a CUDA stream. In the CUDA build the copy queues are work_queues too: each owns
 // a CUDA stream, issues its cudaMemcpyAsync calls there and waits for them on its own thread,
 // so staging (host memcpy into pinned slots) and DMA pipeline without blocking the caller.
@@ -6283,7 +7002,7 @@ STRATA_NAMESPACE_END
 // strata/exec/event.hpp — completion of asynchronous work, and the error it ended with.
 //
 // An event is a shared handle: the queue that runs the work completes it, anyone holding a copy
-// can wait on it. A failure on a background queue (a copy, later an IO) is stored in the event
+// can wait on it. A failure on a background queue (a copy, an IO) is stored in the event
 // and rethrown by wait() in the waiting thread — errors surface where the data is needed, never
 // as a crash on a worker thread. A default-constructed event is already complete.
 // In the CUDA build an event may also stand for a point in a CUDA stream (a cudaEvent_t).
@@ -6462,7 +7181,7 @@ public:
 
 #if STRATA_ENABLE_CUDA
   /// An event for the current end of a CUDA stream's work.
-  static event recorded_on(cudaStream_t stream) {
+  [[nodiscard]] static event recorded_on(cudaStream_t stream) {
     event e = pending();
     check_cuda(cudaEventCreateWithFlags(&e.state_->cuda_event, cudaEventDisableTiming),
                "cudaEventCreate");
@@ -6527,7 +7246,7 @@ STRATA_NAMESPACE_END
 #define STRATA_SINGLE_INCLUDE_STRATA_EXEC_TRACE_HPP
 // strata/exec/trace.hpp — what every queue did and when: spans, Chrome trace JSON, a summary.
 //
-// Each queue (compute, h2d, d2h, later io and collectives) records a span per piece of work.
+// Each queue (compute, h2d, d2h, io-read, io-write, collectives) records a span per piece of work.
 // The recorder writes them as Chrome trace JSON (open it in Perfetto or chrome://tracing) and
 // summarises them: busy time per queue, and the fraction of wall time compute was busy — the
 // number the overlap goals are written in. Tests assert on spans (does a copy overlap compute?),
@@ -7111,8 +7830,8 @@ public:
   /// Runs `fn` on the worker after all earlier tasks and after every event in `after`.
   /// The returned event completes when fn returns, or fails with what fn (or a dependency)
   /// threw.
-  event submit(span_kind kind, std::string label, std::function<void()> fn,
-               std::vector<event> after = {}) {
+  [[nodiscard]] event submit(span_kind kind, std::string label, std::function<void()> fn,
+                             std::vector<event> after = {}) {
     event done = event::pending();
     {
       std::lock_guard lock(mutex_);
@@ -7386,9 +8105,9 @@ class copy_engine {
 public:
   /// `device`: the CUDA device ordinal the queues' threads work on (CUDA build; ignored in the
   /// host build, where the device is emulated).
-  copy_engine(trace_recorder& trace, staging_ring& ring, memory_resource& device_memory,
-              io::nvme_store* nvme = nullptr, int device = 0)
-      : ring_(ring), device_memory_(device_memory), nvme_(nvme),
+  copy_engine(trace_recorder& trace, const tier_table& tiers, staging_ring& ring,
+              memory_resource& device_memory, io::nvme_store* nvme = nullptr, int device = 0)
+      : tiers_(tiers), ring_(ring), device_memory_(device_memory), nvme_(nvme),
         up_("h2d", trace, on_device(device)), down_("d2h", trace, on_device(device)),
         io_read_("io-read", trace, on_device(device)),
         io_write_("io-write", trace, on_device(device)) {}
@@ -7403,31 +8122,37 @@ public:
 
   /// Copies `bytes` from `src` (on tier `from`) to `dst` (on tier `to`) after every event in
   /// `after`; the returned event completes when the bytes have arrived. `label` names the copy
-  /// in the trace and in errors. Both tiers must be addressable (not nvme).
-  event copy(void* dst, tier_id to, const void* src, tier_id from, std::size_t bytes,
-             std::string label, std::vector<event> after = {}) {
-    if (to == tier_id::nvme || from == tier_id::nvme)
-      throw config_error("copy '" + label + "': tier nvme has no addresses; its data moves with "
-                         "read_nvme and write_nvme");
+  /// in the trace and in errors. Both tiers must be addressable (not a file tier).
+  [[nodiscard]] event copy(void* dst, tier_id to, const void* src, tier_id from, std::size_t bytes,
+                           std::string label, std::vector<event> after = {}) {
+    const tier_info &dt = tiers_.info(to), &st = tiers_.info(from);
+    if (!dt.addressable() || !st.addressable())
+      throw config_error("copy '" + label + "': tier " + (dt.addressable() ? st : dt).name +
+                         " has no addresses; its data moves with read_nvme and write_nvme");
     check_claim(dst, to, bytes, label, "destination");
     check_claim(src, from, bytes, label, "source");
     if (bytes == 0) return {};
-    const bool toward_device = static_cast<int>(to) < static_cast<int>(from);
-    const span_kind kind = to == tier_id::device     ? span_kind::h2d
-                           : from == tier_id::device ? span_kind::d2h
-                                                     : span_kind::copy;
+    const bool to_dev = dt.kind == tier_kind::device_memory;
+    const bool from_dev = st.kind == tier_kind::device_memory;
+    const route r = tiers_.route_between(from, to);
+    if (r.kind == route_kind::staged && !to_dev && !from_dev)
+      throw config_error("copy '" + label + "': the route " + st.name + " -> " + dt.name +
+                         " is staged, but only copies to or from device memory stage through "
+                         "the pinned ring; make copy_route of that pair direct");
+    const bool toward_device = dt.speed_rank < st.speed_rank;
+    const span_kind kind = to_dev ? span_kind::h2d : from_dev ? span_kind::d2h : span_kind::copy;
     auto* d = static_cast<std::byte*>(dst);
     auto* s = static_cast<const std::byte*>(src);
     detail::dma_lane& lane = toward_device ? up_lane_ : down_lane_;
-    auto run = [this, &lane, d, s, bytes, to, from] {
-      if (route_between(from, to).kind == route_kind::direct) {
-        if (to == tier_id::device || from == tier_id::device) {
+    auto run = [this, &lane, d, s, bytes, r, to_dev, from_dev] {
+      if (r.kind == route_kind::direct) {
+        if (to_dev || from_dev) {
           lane.start(d, s, bytes, 0);
           lane.drain();
         } else {
           std::memcpy(d, s, bytes);
         }
-      } else if (to == tier_id::device) {
+      } else if (to_dev) {
         to_device(lane, d, bytes, [s](std::byte* slot, std::size_t off, std::size_t len) {
           std::memcpy(slot, s + off, len);
         });
@@ -7442,14 +8167,16 @@ public:
 
   /// Reads `bytes` of NVMe-tier data `h` into `dst` on tier `to`, on the io-read queue. To the
   /// device it streams through the staging ring (file -> pinned slot -> DMA).
-  event read_nvme(void* dst, tier_id to, io::nvme_store::handle h, std::size_t bytes,
-                  std::string label, std::vector<event> after = {}) {
+  [[nodiscard]] event read_nvme(void* dst, tier_id to, io::nvme_store::handle h, std::size_t bytes,
+                                std::string label, std::vector<event> after = {}) {
     io::nvme_store& store = nvme(label);
     check_claim(dst, to, bytes, label, "destination");
-    if (to == tier_id::nvme) throw config_error("copy '" + label + "': nvme -> nvme");
+    const tier_info& dt = tiers_.info(to);
+    if (!dt.addressable()) throw config_error("copy '" + label + "': nvme -> " + dt.name);
     auto* d = static_cast<std::byte*>(dst);
-    auto run = [this, &store, d, to, h, bytes] {
-      if (to != tier_id::device) return store.read(h, 0, d, bytes);
+    const bool to_dev = dt.kind == tier_kind::device_memory;
+    auto run = [this, &store, d, to_dev, h, bytes] {
+      if (!to_dev) return store.read(h, 0, d, bytes);
       to_device(io_read_lane_, d, bytes, [&](std::byte* slot, std::size_t off, std::size_t len) {
         store.read(h, off, slot, len);
       });
@@ -7460,15 +8187,18 @@ public:
   /// Writes `bytes` from `src` on tier `from` as the new value of NVMe-tier data `h`, on the
   /// io-write queue. Copy-on-write: until the write has fully succeeded, the old value stays
   /// current, so a failed write loses nothing that was committed before it.
-  event write_nvme(io::nvme_store::handle h, const void* src, tier_id from, std::size_t bytes,
-                   std::string label, std::vector<event> after = {}) {
+  [[nodiscard]] event write_nvme(io::nvme_store::handle h, const void* src, tier_id from,
+                                 std::size_t bytes, std::string label,
+                                 std::vector<event> after = {}) {
     io::nvme_store& store = nvme(label);
     check_claim(src, from, bytes, label, "source");
-    if (from == tier_id::nvme) throw config_error("copy '" + label + "': nvme -> nvme");
+    const tier_info& st = tiers_.info(from);
+    if (!st.addressable()) throw config_error("copy '" + label + "': " + st.name + " -> nvme");
     auto* s = static_cast<const std::byte*>(src);
-    auto run = [this, &store, s, from, h, bytes] {
+    const bool from_dev = st.kind == tier_kind::device_memory;
+    auto run = [this, &store, s, from_dev, h, bytes] {
       auto txn = store.begin_write(h);
-      if (from != tier_id::device) {
+      if (!from_dev) {
         txn.write(0, s, bytes);
       } else {
         from_device(io_write_lane_, s, bytes,
@@ -7515,7 +8245,7 @@ private:
                    const char* side) const {
     if (t == tier_id::device && bytes && !device_memory_.owns(p, bytes))
       throw access_error("copy '" + label + "': the " + side + " is claimed to be on tier '" +
-                         tier_name(t) + "', but " + format_bytes(bytes) +
+                         tiers_.name(t) + "', but " + format_bytes(bytes) +
                          " from that address are not device memory of this context");
   }
 
@@ -7556,6 +8286,7 @@ private:
     }
   }
 
+  const tier_table& tiers_;
   staging_ring& ring_;
   memory_resource& device_memory_;
   io::nvme_store* nvme_;
@@ -7567,126 +8298,6 @@ private:
 STRATA_NAMESPACE_END
 #endif // STRATA_SINGLE_INCLUDE_STRATA_EXEC_COPY_ENGINE_HPP
 // ---- end <strata/exec/copy_engine.hpp> ----
-#if !STRATA_ENABLE_CUDA
-// ---- begin <strata/memory/emulated_device.hpp> ----
-#ifndef STRATA_SINGLE_INCLUDE_STRATA_MEMORY_EMULATED_DEVICE_HPP
-#define STRATA_SINGLE_INCLUDE_STRATA_MEMORY_EMULATED_DEVICE_HPP
-// strata/memory/emulated_device.hpp — the device tier of the host build: a bounded arena.
-//
-// On a machine without a GPU, tier::device is this arena: one reserved block of host address
-// space with a fixed capacity, carved first-fit into blocks and coalesced on free. It has the
-// failure modes of real GPU memory — it fills up (out_of_budget, also from fragmentation), and
-// a pointer either belongs to it or does not (copies check `owns`, so host memory passed off
-// as device memory is an access_error). Data reaches it only through the copy queues.
-// Not here: anything CUDA; in the CUDA build the device tier is cuda_device_resource.
-
-
-#include <sys/mman.h>
-
-#include <iterator>
-#include <map>
-#include <mutex>
-
-STRATA_NAMESPACE_BEGIN
-
-class emulated_device_arena final : public memory_resource {
-public:
-  /// Reserves `capacity` bytes of address space; pages are committed only when touched.
-  explicit emulated_device_arena(std::size_t capacity)
-      : capacity_(align_up(capacity ? capacity : 1, tier::device::alignment)) {
-    void* p = ::mmap(nullptr, capacity_, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (p == MAP_FAILED)
-      throw error("emulated device: cannot reserve " + format_bytes(capacity_) +
-                  " of address space");
-    base_ = static_cast<std::byte*>(p);
-    free_.emplace(0, capacity_);
-  }
-  ~emulated_device_arena() override { ::munmap(base_, capacity_); }
-  emulated_device_arena(const emulated_device_arena&) = delete;
-  emulated_device_arena& operator=(const emulated_device_arena&) = delete;
-
-  void* allocate(std::size_t bytes, std::size_t alignment, std::string_view what) override {
-    if (alignment > tier::device::alignment)
-      throw config_error("emulated device allocation for '" + std::string(what) +
-                         "' asks for " + std::to_string(alignment) + "-byte alignment; it gives " +
-                         std::to_string(tier::device::alignment));
-    const std::size_t size = align_up(bytes ? bytes : 1, tier::device::alignment);
-    std::lock_guard lock(mutex_);
-    for (auto it = free_.begin(); it != free_.end(); ++it) {
-      if (it->second < size) continue;
-      const std::size_t offset = it->first, rest = it->second - size;
-      free_.erase(it);
-      if (rest) free_.emplace(offset + size, rest);
-      used_.emplace(offset, size);
-      return base_ + offset;
-    }
-    std::size_t largest = 0;
-    for (auto& [off, len] : free_) largest = len > largest ? len : largest;
-    // "available" is the largest free block: with a fragmented arena that is less than the
-    // free total, and the message says so.
-    const bool fragmented = largest < capacity_ - in_use_locked();
-    throw out_of_budget(tier_name(tier_id::device), bytes, largest, capacity_,
-                        fragmented ? std::string(what) + " [arena fragmented]" : std::string(what));
-  }
-
-  void deallocate(void* p, std::size_t, std::size_t) noexcept override {
-    std::lock_guard lock(mutex_);
-    auto u = used_.find(static_cast<std::size_t>(static_cast<std::byte*>(p) - base_));
-    if (u == used_.end()) return;  // not ours: nothing safe to do in a noexcept path
-    std::size_t offset = u->first, size = u->second;
-    used_.erase(u);
-    // Coalesce with the free neighbours on both sides.
-    auto next = free_.lower_bound(offset);
-    if (next != free_.end() && offset + size == next->first) {
-      size += next->second;
-      next = free_.erase(next);
-    }
-    if (next != free_.begin()) {
-      auto prev = std::prev(next);
-      if (prev->first + prev->second == offset) {
-        prev->second += size;
-        return;
-      }
-    }
-    free_.emplace(offset, size);
-  }
-
-  bool owns(const void* p, std::size_t bytes) const noexcept override {
-    auto* b = static_cast<const std::byte*>(p);
-    if (b < base_ || b + bytes > base_ + capacity_) return false;
-    std::lock_guard lock(mutex_);
-    auto it = used_.upper_bound(static_cast<std::size_t>(b - base_));
-    if (it == used_.begin()) return false;
-    --it;
-    return static_cast<std::size_t>(b - base_) + bytes <= it->first + it->second;
-  }
-
-  tier_id tier() const noexcept override { return tier_id::device; }
-  std::size_t capacity() const noexcept { return capacity_; }
-  std::size_t in_use() const {
-    std::lock_guard lock(mutex_);
-    return in_use_locked();
-  }
-
-private:
-  std::size_t in_use_locked() const {
-    std::size_t n = 0;
-    for (auto& [off, len] : used_) n += len;
-    return n;
-  }
-
-  std::size_t capacity_;
-  std::byte* base_ = nullptr;
-  mutable std::mutex mutex_;
-  std::map<std::size_t, std::size_t> free_;  // offset -> length, disjoint, coalesced
-  std::map<std::size_t, std::size_t> used_;  // offset -> length
-};
-
-STRATA_NAMESPACE_END
-#endif // STRATA_SINGLE_INCLUDE_STRATA_MEMORY_EMULATED_DEVICE_HPP
-// ---- end <strata/memory/emulated_device.hpp> ----
-#endif
 
 #include <algorithm>
 #include <array>
@@ -7695,6 +8306,9 @@ STRATA_NAMESPACE_END
 #include <functional>
 #include <memory>
 #include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
 
 STRATA_NAMESPACE_BEGIN
 
@@ -7705,6 +8319,9 @@ struct context_config {
   std::size_t pinned_bytes = std::size_t{1} << 30;
   std::size_t host_bytes = tier_budget::unlimited;
   std::size_t nvme_bytes = tier_budget::unlimited;
+  /// Budgets of tiers of your own (a context built with a tier_list that adds them), by id;
+  /// such a tier not listed here is unlimited.
+  std::vector<std::pair<tier_id, std::size_t>> tier_bytes{};
   /// The pinned staging ring (counted in the pinned budget): slots x slot_bytes.
   std::size_t staging_slot_bytes = std::size_t{4} << 20;
   std::size_t staging_slots = 4;
@@ -7726,26 +8343,46 @@ struct context_config {
   /// Wraps the IO engine the context picked (tests put an io::faulty around it; a profiler
   /// could count bytes). Empty: the engine is used as it is.
   std::function<std::unique_ptr<io::engine>(std::unique_ptr<io::engine>)> wrap_io_engine{};
+
+  /// The budget of tier t: the named field for the library's tiers, tier_bytes for others.
+  std::size_t budget_of(tier_id t) const noexcept {
+    switch (t) {
+    case tier_id::device: return device_bytes;
+    case tier_id::pinned: return pinned_bytes;
+    case tier_id::host: return host_bytes;
+    case tier_id::nvme: return nvme_bytes;
+    }
+    for (auto& [id, bytes] : tier_bytes)
+      if (id == t) return bytes;
+    return tier_budget::unlimited;
+  }
 };
 
 class context {
 public:
-  explicit context(const context_config& config = {})
-      : config_(config), trace_(config.trace),
-        budgets_{tier_budget{tier_id::device, config.device_bytes},
-                 tier_budget{tier_id::pinned, config.pinned_bytes},
-                 tier_budget{tier_id::host, config.host_bytes},
-                 tier_budget{tier_id::nvme, config.nvme_bytes}},
-        device_upstream_(make_device_upstream(config)),
-        pools_{std::make_unique<pool_resource>(*device_upstream_),
-               std::make_unique<pool_resource>(pinned_upstream_),
-               std::make_unique<pool_resource>(host_upstream_)},
-        budgeted_{budgeted_resource{*pools_[0], budgets_[0]},
-                  budgeted_resource{*pools_[1], budgets_[1]},
-                  budgeted_resource{*pools_[2], budgets_[2]}},
-        ring_(budgeted_[1], config.staging_slot_bytes, config.staging_slots),
-        nvme_(make_nvme_store(config, budgeted_[1], ring_)),
-        copies_(trace_, ring_, budgeted_[0], nvme_.get(), config.device) {
+  /// A context with the library's four tiers (standard_tiers).
+  explicit context(const context_config& config = {}) : context(config, standard_tiers{}) {}
+
+  /// A context with the tiers of `list`: each gets a budget (context_config), its
+  /// default_resource under a pool, and its routes from copy_route. The list must hold the
+  /// library's four tiers (compute, staging, the host side of assign/copy_to, the NVMe tier),
+  /// plus any tiers of your own.
+  template <memory_tier... Tiers>
+  context(const context_config& config, tier_list<Tiers...> list)
+      : config_(config), trace_(config.trace), table_(list), tiers_(make_tiers(config, list)),
+        ring_(*tiers_[index(tier_id::pinned)]->budgeted, config.staging_slot_bytes,
+              config.staging_slots),
+        nvme_(make_nvme_store(config, *tiers_[index(tier_id::pinned)]->budgeted, ring_)),
+        copies_(trace_, table_, ring_, *tiers_[index(tier_id::device)]->budgeted, nvme_.get(),
+                config.device) {
+    using L = tier_list<Tiers...>;
+    static_assert(L::template contains<tier::device> && L::template contains<tier::pinned> &&
+                      L::template contains<tier::host> && L::template contains<tier::nvme>,
+                  "context: a tier list holds tier::device, tier::pinned, tier::host and "
+                  "tier::nvme, plus any tiers of your own");
+    static_assert(((Tiers::kind != tier_kind::file || std::is_same_v<Tiers, tier::nvme>) && ...),
+                  "context: tier::nvme is the only file tier (its bytes go through the context's "
+                  "nvme_store); a tier of your own must be host or device memory");
 #if STRATA_ENABLE_CUDA
     check_cuda(cudaStreamCreateWithFlags(&compute_stream_, cudaStreamNonBlocking),
                "compute stream");
@@ -7767,15 +8404,17 @@ public:
 
   const context_config& config() const noexcept { return config_; }
   trace_recorder& trace() noexcept { return trace_; }
+  /// The context's tiers: their traits (fastest first) and the route of every pair.
+  const tier_table& tiers() const noexcept { return table_; }
   /// A tier's budget; what it counts is current: retired memory whose copies have ended has
-  /// been given back first.
-  tier_budget& budget(tier_id t) noexcept {
+  /// been given back first. config_error for a tier the context was not given.
+  tier_budget& budget(tier_id t) {
     reap_retired(false);
-    return budgets_[static_cast<std::size_t>(t)];
+    return tiers_[index(t)]->budget;
   }
-  const tier_budget& budget(tier_id t) const noexcept {
+  const tier_budget& budget(tier_id t) const {
     reap_retired(false);
-    return budgets_[static_cast<std::size_t>(t)];
+    return tiers_[index(t)]->budget;
   }
   staging_ring& staging() noexcept { return ring_; }
   copy_engine& copies() noexcept {
@@ -7786,15 +8425,17 @@ public:
   /// The budgeted, pooled resource of an addressable tier.
   memory_resource& resource(tier_id t) {
     reap_retired(false);
-    if (t == tier_id::nvme)
-      throw config_error("tier nvme has no memory resource: it is reached through an IO engine");
-    return budgeted_[static_cast<std::size_t>(t)];
+    tier_state& st = *tiers_[index(t)];
+    if (!st.budgeted)
+      throw config_error(std::string("tier ") + st.info.name +
+                         " has no memory resource: it is reached through an IO engine");
+    return *st.budgeted;
   }
 
   /// The cache under a tier's budget: blocks freed by tensors wait there for the next request.
   pool_resource& pool(tier_id t) {
-    resource(t);  // refuses nvme
-    return *pools_[static_cast<std::size_t>(t)];
+    resource(t);  // refuses a file tier
+    return *tiers_[index(t)]->pool;
   }
 
   /// `bytes` on tier `t` for `what` (a tensor name, "staging ring", ...). When the budget is
@@ -7802,7 +8443,7 @@ public:
   buffer allocate(tier_id t, std::size_t bytes, std::string_view what) {
     reap_retired(false);
     memory_resource& r = resource(t);
-    const std::size_t align = alignment_of(t);
+    const std::size_t align = table_.info(t).alignment;
     try {
       return buffer(r, bytes, align, what);
     } catch (const out_of_budget&) {
@@ -7832,8 +8473,8 @@ public:
     retired_count_.store(retired_.size(), std::memory_order_release);
   }
 
-  event copy(void* dst, tier_id to, const void* src, tier_id from, std::size_t bytes,
-             std::string label, std::vector<event> after = {}) {
+  [[nodiscard]] event copy(void* dst, tier_id to, const void* src, tier_id from, std::size_t bytes,
+                           std::string label, std::vector<event> after = {}) {
     return copies().copy(dst, to, src, from, bytes, std::move(label), std::move(after));
   }
 
@@ -7903,43 +8544,51 @@ public:
     reap_retired(false);
     std::string s;
     char line[200];
-    for (auto& b : budgets_) {
+    for (const tier_info& t : table_.all()) {
+      const tier_budget& b = tiers_[index(t.id)]->budget;
       auto lim = b.limit() == tier_budget::unlimited ? std::string("unlimited")
                                                      : format_bytes(b.limit());
       std::snprintf(line, sizeof line, "  %-18s in use %-28s peak %-28s budget %s\n",
-                    tier_name(b.tier()), format_bytes(b.used()).c_str(),
+                    t.name, format_bytes(b.used()).c_str(),
                     format_bytes(b.peak()).c_str(), lim.c_str());
       s += line;
     }
     return s;
   }
 
-  static constexpr std::size_t alignment_of(tier_id t) noexcept {
-    switch (t) {
-    case tier_id::device: return tier::device::alignment;
-    case tier_id::pinned: return tier::pinned::alignment;
-    case tier_id::host: return tier::host::alignment;
-    case tier_id::nvme: return tier::nvme::alignment;
-    }
-    return 1;
+private:
+  // A tier's state: its budget, and for addressable tiers the upstream resource, the pool over
+  // it and the budget over the pool (destroyed in reverse: the pool returns its blocks to the
+  // upstream, and both before the budget they are charged to).
+  struct tier_state {
+    tier_state(const tier_info& i, std::size_t limit, std::unique_ptr<memory_resource> up)
+        : info(i), budget(i.id, limit, i.name), upstream(std::move(up)),
+          pool(upstream ? std::make_unique<pool_resource>(*upstream) : nullptr),
+          budgeted(pool ? std::make_unique<budgeted_resource>(*pool, budget) : nullptr) {}
+    tier_info info;
+    tier_budget budget;
+    std::unique_ptr<memory_resource> upstream;
+    std::unique_ptr<pool_resource> pool;  // under the budget: idle blocks do not count as used
+    std::unique_ptr<budgeted_resource> budgeted;
+  };
+  using tier_states = std::array<std::unique_ptr<tier_state>, tier_table::id_space>;  // by id
+
+  template <memory_tier... Tiers>
+  static tier_states make_tiers(const context_config& c, tier_list<Tiers...>) {
+    tier_states states;
+    auto add = [&]<class Tier>(std::type_identity<Tier>) {
+      const std::size_t limit = c.budget_of(Tier::id);
+      states[static_cast<std::size_t>(Tier::id)] = std::make_unique<tier_state>(
+          tier_info_of<Tier>, limit, default_resource<Tier>::make({limit, c.device}));
+    };
+    (add(std::type_identity<Tiers>{}), ...);
+    return states;
   }
 
-private:
-  static std::unique_ptr<memory_resource> make_device_upstream(const context_config& c) {
-#if STRATA_ENABLE_CUDA
-    const cuda_discovery found = cuda_discover();
-    if (found.devices <= c.device)
-      throw config_error("context: CUDA device " + std::to_string(c.device) +
-                         " is not available (" +
-                         (found.devices > 0 ? std::to_string(found.devices) + " found"
-                                            : found.why_none()) +
-                         "; this build needs a GPU; use the host build to run on the emulated "
-                         "device)");
-    check_cuda(cudaSetDevice(c.device), "cudaSetDevice");
-    return std::make_unique<cuda_device_resource>(c.device);
-#else
-    return std::make_unique<emulated_device_arena>(c.device_bytes);
-#endif
+  // tiers_'s index of tier t; config_error (naming the id) for a tier the context lacks.
+  std::size_t index(tier_id t) const {
+    table_.position(t);  // refuses an absent tier with its message
+    return static_cast<std::size_t>(t);
   }
 
   /// Frees retired buffers whose copies are done (all of them, waiting, if `wait`).
@@ -8009,12 +8658,8 @@ private:
 
   context_config config_;
   trace_recorder trace_;
-  std::array<tier_budget, tier_count> budgets_;
-  aligned_host_resource host_upstream_;
-  pinned_resource pinned_upstream_;
-  std::unique_ptr<memory_resource> device_upstream_;
-  std::array<std::unique_ptr<pool_resource>, 3> pools_;  // under the budgets: idle blocks
-  std::array<budgeted_resource, 3> budgeted_;            // do not count as used
+  tier_table table_;
+  tier_states tiers_;
   mutable std::mutex retire_mutex_;
   mutable std::vector<retired_buffer> retired_;
   mutable std::atomic<std::size_t> retired_count_{0};  // retired_.size(), read without the lock
@@ -8332,7 +8977,7 @@ STRATA_NAMESPACE_END
 //
 // One slot per tier of the placement (0 = compute tier, last = home). A slot may hold memory
 // (owned, or borrowed from a sequence's ring) and may hold the current value ("valid"). Rules:
-//  - Home always has memory (or, on tier nvme, a handle in the context's store); it is valid
+//  - Home always has memory (or, on a file tier, a handle in the context's store); it is valid
 //    except while a write lease on another tier is out.
 //  - A fetch copies from the nearest valid slot below; a copy into a slot waits for the copies
 //    still reading it, a copy out of a slot waits for the copy that filled it (`ready`).
@@ -8340,30 +8985,92 @@ STRATA_NAMESPACE_END
 //    other copies. When the last lease on a non-home slot ends, dirty data is written back to
 //    home and the slot is evicted (its memory returned once pending copies are done).
 // Not thread-safe: a tensor belongs to one thread at a time, as a std::vector does. The copies
-// it starts run on the context's queues and touch only memory, never this state.
+// it starts run on the context's queues and touch only memory, never this state. The public
+// face of all this is tensor_ref (tensor_ref.hpp); nothing above floor 5 sees this class.
 
+// ---- begin <strata/tensor/shard_layout.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_TENSOR_SHARD_LAYOUT_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_TENSOR_SHARD_LAYOUT_HPP
+// strata/tensor/shard_layout.hpp — how a flat tensor is split across ranks: the layout of a
+// sharded placement.
+//
+// A tensor with a sharded placement (sharded_placement<...>, placement.hpp) is one rank's
+// contiguous slice of a flat global tensor. Any size works with any world size: the global
+// tensor is padded up to a multiple of the world size, every rank's shard has the same length,
+// and the padding (zeros, never read by the model) sits at the end of the last shards. ZeRO
+// keeps each layer's parameters this way (the layer's tensors back to back). What does not live
+// here: moving shards (schedule/executor.hpp) and which tier they live on (the placement).
+
+
+#include <cstddef>
+#include <string>
+
+STRATA_NAMESPACE_BEGIN
+
+class shard_layout {
+public:
+  shard_layout(std::size_t numel, int world) : numel_(numel), world_(world) {
+    if (world < 1) throw config_error("shard_layout: world size must be at least 1");
+    const auto w = static_cast<std::size_t>(world);
+    shard_ = (numel + w - 1) / w;
+    if (shard_ == 0) shard_ = 1;  // an empty buffer still gives every rank a (padding) element
+  }
+
+  std::size_t numel() const noexcept { return numel_; }  // real elements
+  int world() const noexcept { return world_; }
+  std::size_t shard_numel() const noexcept { return shard_; }  // every rank's shard length
+  std::size_t padded_numel() const noexcept { return shard_ * static_cast<std::size_t>(world_); }
+  /// First element of rank r's shard in the padded buffer.
+  std::size_t offset(int r) const noexcept { return shard_ * static_cast<std::size_t>(r); }
+  /// Real (not padding) elements in rank r's shard.
+  std::size_t valid_in(int r) const noexcept {
+    const std::size_t b = offset(r);
+    return b >= numel_ ? 0 : (numel_ - b < shard_ ? numel_ - b : shard_);
+  }
+
+private:
+  std::size_t numel_;
+  int world_;
+  std::size_t shard_ = 0;
+};
+
+/// Which shard of which layout a tensor holds: what a sharded tensor's handle reports, so that
+/// a checkpoint or a reshard knows where its bytes sit in the global tensor.
+struct shard_spec {
+  shard_layout layout;
+  int rank;
+  /// First global element of this shard, and its real (not padding) elements.
+  std::size_t offset() const noexcept { return layout.offset(rank); }
+  std::size_t valid() const noexcept { return layout.valid_in(rank); }
+};
+
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_TENSOR_SHARD_LAYOUT_HPP
+// ---- end <strata/tensor/shard_layout.hpp> ----
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 STRATA_NAMESPACE_BEGIN
 namespace detail {
 
-class tensor_core {
+class tensor_core : public std::enable_shared_from_this<tensor_core> {
 public:
   tensor_core(context& ctx, std::string name, strata::shape s, std::size_t bytes,
-              const tier_id* tiers, std::size_t tier_count)
-      : ctx_(ctx), name_(std::move(name)), shape_(s), bytes_(bytes) {
+              const tier_id* tiers, std::size_t tier_count, std::optional<shard_spec> shard = {})
+      : ctx_(ctx), name_(std::move(name)), shape_(s), bytes_(bytes), shard_(shard) {
     for (std::size_t i = 0; i < tier_count; ++i) slots_.emplace_back(tiers[i]);
+    for (auto& sl : slots_) ctx_.tiers().position(sl.tier);  // refuses a tier the context lacks
     slot& h = slots_.back();
-    if (h.tier == tier_id::nvme) {
+    if (is_file(h.tier)) {
       io::nvme_store& store = ctx_.nvme();  // refuses a context without an NVMe tier
-      ctx_.budget(tier_id::nvme).reserve(bytes_, name_);
+      ctx_.budget(h.tier).reserve(bytes_, name_);
       try {
         h.file = store.create(bytes_, name_);
       } catch (...) {
-        ctx_.budget(tier_id::nvme).release(bytes_);
+        ctx_.budget(h.tier).release(bytes_);
         throw;
       }
     } else {
@@ -8376,9 +9083,9 @@ public:
   ~tensor_core() {
     for (auto& s : slots_) ctx_.retire(std::move(s.owned), uses_of(s));
     slot& h = slots_.back();
-    if (h.tier == tier_id::nvme) {
+    if (is_file(h.tier)) {
       auto* store = &ctx_.nvme();
-      auto* budget = &ctx_.budget(tier_id::nvme);
+      auto* budget = &ctx_.budget(h.tier);
       ctx_.retire(
           [store, budget, file = h.file, bytes = bytes_] {
             store->destroy(file);
@@ -8394,9 +9101,19 @@ public:
   const strata::shape& shape() const noexcept { return shape_; }
   std::size_t bytes() const noexcept { return bytes_; }
   std::size_t home() const noexcept { return slots_.size() - 1; }
+  std::size_t slot_count() const noexcept { return slots_.size(); }
   tier_id tier_at(std::size_t k) const noexcept { return slots_[k].tier; }
+  /// The slot of tier t; access_error naming the tensor when its placement lacks t.
+  std::size_t slot_of(tier_id t) const {
+    for (std::size_t k = 0; k < slots_.size(); ++k)
+      if (slots_[k].tier == t) return k;
+    throw access_error("tensor '" + name_ + "': tier '" + ctx_.tiers().name(t) +
+                       "' is not in its placement");
+  }
+  const std::optional<shard_spec>& shard() const noexcept { return shard_; }
+  context& ctx() const noexcept { return ctx_; }
   bool valid_at(std::size_t k) const noexcept { return slots_[k].valid; }
-  /// The home's handle in the context's NVMe store (meaningful when the home tier is nvme).
+  /// The home's handle in the context's NVMe store (meaningful when the home is a file tier).
   io::nvme_store::handle home_file() const noexcept { return slots_.back().file; }
   bool leased() const noexcept {
     for (auto& s : slots_)
@@ -8495,7 +9212,7 @@ public:
     if (k == home()) return;
     if (s.readers || s.writer)
       throw access_error("tensor '" + name_ + "': cannot evict it from tier '" +
-                         tier_name(s.tier) + "' while a lease on it is held");
+                         ctx_.tiers().name(s.tier) + "' while a lease on it is held");
     auto uses = uses_of(s);
     uses.insert(uses.end(), extra.begin(), extra.end());
     if (s.owned)
@@ -8533,7 +9250,7 @@ public:
     return h.ready;
   }
 
-  /// Slot k's memory (null on tier nvme or when the slot holds nothing).
+  /// Slot k's memory (null on a file tier or when the slot holds nothing).
   void* ptr_at(std::size_t k) const noexcept { return slots_[k].ptr; }
 
   /// The event after which slot k holds the value (its fetch, or the write into it).
@@ -8572,13 +9289,15 @@ private:
     std::shared_ptr<const void> token;  // alive while leases are out: views check it
   };
 
+  bool is_file(tier_id t) const { return !ctx_.tiers().info(t).addressable(); }
+
   // One copy between two slots, whatever their tiers: memory to memory, or to/from the NVMe
   // tier's store.
   event copy(slot& dst, const slot& src, std::string label, std::vector<event> after) {
     copy_engine& c = ctx_.copies();
-    if (src.tier == tier_id::nvme)
+    if (is_file(src.tier))
       return c.read_nvme(dst.ptr, dst.tier, src.file, bytes_, std::move(label), std::move(after));
-    if (dst.tier == tier_id::nvme)
+    if (is_file(dst.tier))
       return c.write_nvme(dst.file, src.ptr, src.tier, bytes_, std::move(label), std::move(after));
     return c.copy(dst.ptr, dst.tier, src.ptr, src.tier, bytes_, std::move(label),
                   std::move(after));
@@ -8605,9 +9324,9 @@ private:
       const slot& o = slots_[i];
       if (o.writer || (write && o.readers))
         throw access_error("tensor '" + name_ + "': a " + (write ? "read_write" : "read_only") +
-                           " lease on tier '" + tier_name(slots_[k].tier) +
+                           " lease on tier '" + ctx_.tiers().name(slots_[k].tier) +
                            "' conflicts with the " + (o.writer ? "read_write" : "read_only") +
-                           " lease held on tier '" + tier_name(o.tier) +
+                           " lease held on tier '" + ctx_.tiers().name(o.tier) +
                            "' (a read_write lease is exclusive)");
     }
   }
@@ -8616,6 +9335,7 @@ private:
   std::string name_;
   strata::shape shape_;
   std::size_t bytes_;
+  std::optional<shard_spec> shard_;
   std::vector<slot> slots_;
 };
 
@@ -8703,7 +9423,7 @@ public:
 private:
   void check_alive() const {
     if (token_.expired())
-      throw access_error(std::string("view on tier '") + tier_name(Tier::id) + "' of shape " +
+      throw access_error(std::string("view on tier '") + Tier::name + "' of shape " +
                          shape_.to_string() + " used after its lease was released");
   }
 
@@ -8730,15 +9450,13 @@ struct read_write_t {
 inline constexpr read_only_t read_only{};
 inline constexpr read_write_t read_write{};
 
+class tensor_ref;
+
+/// [[nodiscard]]: a lease dropped at once fetches, waits and releases for nothing.
 template <class T, memory_tier Tier>
-class lease {
+class [[nodiscard]] lease {
 public:
   lease() = default;
-  lease(std::shared_ptr<detail::tensor_core> core, std::size_t slot)
-      : core_(std::move(core)), slot_(slot) {
-    auto [ptr, token] = core_->acquire(slot_, writable);
-    view_ = strata::view<T, Tier>(static_cast<T*>(ptr), core_->shape(), token);
-  }
   lease(lease&& o) noexcept
       : core_(std::move(o.core_)), slot_(o.slot_), view_(std::move(o.view_)) {}
   lease& operator=(lease&& o) noexcept {
@@ -8770,6 +9488,15 @@ public:
   explicit operator bool() const noexcept { return core_ != nullptr; }
 
 private:
+  template <class, class, class>
+  friend class tiered_tensor;
+  friend class tensor_ref;
+  lease(std::shared_ptr<detail::tensor_core> core, std::size_t slot)
+      : core_(std::move(core)), slot_(slot) {
+    auto [ptr, token] = core_->acquire(slot_, writable);
+    view_ = strata::view<T, Tier>(static_cast<T*>(ptr), core_->shape(), token);
+  }
+
   std::shared_ptr<detail::tensor_core> core_;
   std::size_t slot_ = 0;
   strata::view<T, Tier> view_;
@@ -8817,9 +9544,9 @@ concept partition_policy = std::is_empty_v<P> && requires {
 namespace detail {
 template <memory_tier... Tiers>
 constexpr bool strictly_fastest_first() {
-  constexpr std::array<int, sizeof...(Tiers)> ids{static_cast<int>(Tiers::id)...};
-  for (std::size_t i = 1; i < ids.size(); ++i)
-    if (ids[i] <= ids[i - 1]) return false;
+  constexpr std::array<int, sizeof...(Tiers)> ranks{Tiers::speed_rank...};
+  for (std::size_t i = 1; i < ranks.size(); ++i)
+    if (ranks[i] <= ranks[i - 1]) return false;
   return true;
 }
 template <class First, class...>
@@ -8839,8 +9566,8 @@ struct basic_placement {
   static_assert(partition_policy<Partition>,
                 "placement: the partition must be partition::replicated or partition::sharded");
   static_assert(detail::strictly_fastest_first<Tiers...>(),
-                "placement: list each tier once, fastest first (device, pinned, host, nvme): the "
-                "compute tier first, the home tier last");
+                "placement: list each tier once, fastest first (by speed_rank: device, pinned, "
+                "host, nvme): the compute tier first, the home tier last");
 
   using partition_type = Partition;
   using compute_tier = typename detail::first_of<Tiers...>::type;
@@ -8848,7 +9575,7 @@ struct basic_placement {
   static constexpr std::size_t tier_count = sizeof...(Tiers);
   static constexpr std::array<tier_id, sizeof...(Tiers)> tiers{Tiers::id...};
 
-  static_assert(compute_tier::id != tier_id::nvme,
+  static_assert(compute_tier::kind != tier_kind::file,
                 "placement: the compute tier (first) must be addressable memory; nvme can only be "
                 "a home tier, e.g. placement<tier::device, tier::pinned, tier::nvme>");
 
@@ -8938,6 +9665,131 @@ static_assert(prefetch_policy<prefetch::none> && prefetch_policy<prefetch::looka
 STRATA_NAMESPACE_END
 #endif // STRATA_SINGLE_INCLUDE_STRATA_TENSOR_PREFETCH_HPP
 // ---- end <strata/tensor/prefetch.hpp> ----
+// ---- begin <strata/tensor/tensor_ref.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_TENSOR_TENSOR_REF_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_TENSOR_TENSOR_REF_HPP
+// strata/tensor/tensor_ref.hpp — the public handle to a tiered tensor: what higher floors may
+// do with a tensor without knowing its element type or placement.
+//
+//   tiered_tensor<float, offloaded_to_nvme> t(ctx, "w", shape{n});
+//   tensor_ref r = t.ref();
+//   r.fetch_into(tier_id::device, ring_buffer, ring_free);   // borrow a buffer of the caller's
+//   auto l = r.acquire<const float, tier::device>();        // lease it there (waits)
+//   ...; l.release();
+//   ring_free = r.take_last_use(tier_id::device);           // the buffer is the caller's again
+//
+// The schedule, optim, checkpoint and infer floors reach tensors only through this handle
+// (never through detail::tensor_core, which stays private to this floor), as cuCollections'
+// static_map_ref is the device-side face of a static_map. A tensor_ref is a non-owning view of
+// one tensor: cheap to copy, valid while the tensor lives (a moved-from tensor's refs stay valid:
+// the state does not move). Tiers are runtime ids here (the handle is type-erased); every call
+// naming a tier that is not in the tensor's placement throws access_error naming both.
+//
+// Rules of the state machine (detail/tensor_core.hpp), as the handle's user sees them:
+//  - The home tier always holds memory (or, for a file tier, an extent in the context's store)
+//    and the current value, except while a read_write lease on another tier is out.
+//  - A fetch copies from the nearest tier below that holds the value; copies are ordered by
+//    events, so a fetch may be issued before the data it reads has arrived.
+//  - Memory lent with fetch_into stays the caller's: after the copy on that tier is dropped
+//    (evict, or the end of its last lease), take_last_use gives the events after which the
+//    caller may reuse it.
+// Not thread-safe, like the tensor: one thread uses a tensor and its refs at a time.
+
+
+#include <optional>
+#include <vector>
+
+STRATA_NAMESPACE_BEGIN
+
+class tensor_ref {
+public:
+  tensor_ref() = default;
+
+  /// Identity: name, shape, bytes (of this rank's part for a sharded tensor).
+  const std::string& name() const noexcept { return core_->name(); }
+  const strata::shape& shape() const noexcept { return core_->shape(); }
+  std::size_t bytes() const noexcept { return core_->bytes(); }
+
+  /// The placement's tiers, compute tier first (k = 0) and home last.
+  std::size_t tier_count() const noexcept { return core_->slot_count(); }
+  tier_id tier(std::size_t k) const noexcept { return core_->tier_at(k); }
+  tier_id compute_tier() const noexcept { return core_->tier_at(0); }
+  tier_id home_tier() const noexcept { return core_->tier_at(core_->home()); }
+  bool has_tier(tier_id t) const noexcept {
+    for (std::size_t k = 0; k < tier_count(); ++k)
+      if (tier(k) == t) return true;
+    return false;
+  }
+
+  /// For a tensor with a sharded placement: which shard of which global layout it holds (the
+  /// global element count, world size, this rank, its offset and real elements). Empty for a
+  /// replicated tensor.
+  const std::optional<shard_spec>& shard() const noexcept { return core_->shard(); }
+
+  /// True when tier t holds the current value (fetched, or in flight).
+  bool holds(tier_id t) const { return core_->valid_at(core_->slot_of(t)); }
+  /// True while any lease on the tensor is out.
+  bool leased() const noexcept { return core_->leased(); }
+  /// The memory of the copy on tier t (null on a file tier, or when t holds nothing).
+  void* data(tier_id t) const { return core_->ptr_at(core_->slot_of(t)); }
+  /// The event after which tier t holds the value (its fetch, or the write into it).
+  const event& ready(tier_id t) const { return core_->ready_at(core_->slot_of(t)); }
+  /// The home's extent in the context's NVMe store (a file home only): a checkpoint may copy
+  /// its committed bytes file to file.
+  io::nvme_store::handle home_file() const noexcept { return core_->home_file(); }
+
+  /// Starts bringing the current value to tier t in memory the tensor allocates there (charged
+  /// to t's budget); does nothing when t already holds it.
+  void fetch(tier_id t) { core_->fetch(core_->slot_of(t)); }
+  /// Starts bringing the current value to tier t into `buffer` (bytes() bytes on t, the
+  /// caller's), after the events in `buffer_free`. The buffer stays the caller's: see
+  /// take_last_use.
+  void fetch_into(tier_id t, void* buffer, std::vector<event> buffer_free) {
+    core_->fetch(core_->slot_of(t), buffer, std::move(buffer_free));
+  }
+  /// For a buffer lent with fetch_into and since dropped: the events after which the caller may
+  /// reuse it. Dropping them would let the caller overwrite memory a copy still reads.
+  [[nodiscard]] std::vector<event> take_last_use(tier_id t) {
+    return core_->take_last_use(core_->slot_of(t));
+  }
+  /// Drops the copy on tier t (not the home) once the events in `after` are done with it.
+  /// access_error while a lease on t is out.
+  void evict(tier_id t, std::vector<event> after = {}) {
+    core_->evict(core_->slot_of(t), std::move(after));
+  }
+
+  /// Starts overwriting the home with bytes() bytes at `src` on tier `from`, after the events
+  /// in `after`; `src` stays valid until the returned event completes. Copies on other tiers
+  /// are dropped. A failed write leaves the home's previous value current.
+  [[nodiscard]] event write_from(const void* src, tier_id from, std::vector<event> after) {
+    return core_->write_from(src, from, std::move(after));
+  }
+  /// Copies the current value into `dst` (bytes() bytes of host memory); waits.
+  void read(void* dst) { core_->read(dst); }
+
+  /// A lease on Tier (fetching and waiting as needed): read-only for a const T, read_write
+  /// (exclusive; written back when it ends) otherwise. T is the tensor's element type.
+  template <class T, memory_tier Tier>
+  [[nodiscard]] lease<T, Tier> acquire() {
+    return lease<T, Tier>(core_->shared_from_this(), core_->slot_of(Tier::id));
+  }
+
+  explicit operator bool() const noexcept { return core_ != nullptr; }
+  friend bool operator==(const tensor_ref& a, const tensor_ref& b) noexcept {
+    return a.core_ == b.core_;
+  }
+
+private:
+  template <class, class, class>
+  friend class tiered_tensor;
+  explicit tensor_ref(detail::tensor_core* core) noexcept : core_(core) {}
+
+  detail::tensor_core* core_ = nullptr;
+};
+
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_TENSOR_TENSOR_REF_HPP
+// ---- end <strata/tensor/tensor_ref.hpp> ----
 // ---- begin <strata/tensor/tensor_sequence.hpp> ----
 #ifndef STRATA_SINGLE_INCLUDE_STRATA_TENSOR_TENSOR_SEQUENCE_HPP
 #define STRATA_SINGLE_INCLUDE_STRATA_TENSOR_TENSOR_SEQUENCE_HPP
@@ -8968,8 +9820,10 @@ STRATA_NAMESPACE_END
 // when the last lease ends, a copy on a non-home tier is written back if it was leased
 // read_write, and dropped. So a tensor occupies its compute tier only while it is leased or
 // prefetched. Move-only; not thread-safe (one thread uses a tensor at a time); the context
-// must outlive it. What does not live here: walking many tensors with lookahead
-// (tensor_sequence.hpp), and sharding across ranks (schedule/, later).
+// must outlive it. A tensor with a sharded placement is one rank's shard of a global tensor:
+// it is made from a shard_layout and a rank, and its size is the shard's. Higher floors reach
+// it through `ref()`, the public handle (tensor_ref.hpp). What does not live here: walking many
+// tensors with lookahead (tensor_sequence.hpp), and moving shards between ranks (schedule/).
 
 
 #include <span>
@@ -9000,11 +9854,26 @@ public:
   using compute_tier = typename Placement::compute_tier;
   using home_tier = typename Placement::home_tier;
 
+  static constexpr bool sharded = Placement::partition_type::is_sharded;
+
   /// Allocates the tensor on its home tier (charged to that tier's budget) for `ctx`.
   tiered_tensor(context& ctx, std::string name, strata::shape s)
       : core_(std::make_shared<detail::tensor_core>(ctx, std::move(name), s, bytes_of<T>(s),
                                                     Placement::tiers.data(),
-                                                    Placement::tier_count)) {}
+                                                    Placement::tier_count)) {
+    static_assert(!sharded,
+                  "tiered_tensor: a sharded placement's tensor is one rank's shard; make it from "
+                  "a shard_layout and the rank: tiered_tensor(ctx, name, layout, rank)");
+  }
+
+  /// A sharded placement's tensor: rank `rank`'s shard of a flat global tensor split by
+  /// `layout` (layout.shard_numel() elements, padding included).
+  tiered_tensor(context& ctx, std::string name, const shard_layout& layout, int rank)
+      : core_(make_shard(ctx, std::move(name), layout, rank)) {
+    static_assert(sharded,
+                  "tiered_tensor: a shard_layout makes a sharded tensor; use a sharded placement "
+                  "(sharded_placement<...>) or the (ctx, name, shape) constructor");
+  }
 
   tiered_tensor(tiered_tensor&&) noexcept = default;
   tiered_tensor& operator=(tiered_tensor&&) noexcept = default;
@@ -9018,14 +9887,14 @@ public:
 
   /// A read-only lease on `Tier` (the compute tier by default): fetches and waits if needed.
   template <class Tier = compute_tier>
-  lease<const T, Tier> acquire(read_only_t = read_only) {
+  [[nodiscard]] lease<const T, Tier> acquire(read_only_t = read_only) {
     check_tier<Tier>();
     return {core_, index_of<Tier>()};
   }
 
   /// A read_write lease on `Tier`: exclusive; the data is written back when it ends.
   template <class Tier = compute_tier>
-  lease<T, Tier> acquire(read_write_t) {
+  [[nodiscard]] lease<T, Tier> acquire(read_write_t) {
     check_tier<Tier>();
     return {core_, index_of<Tier>()};
   }
@@ -9073,10 +9942,22 @@ public:
     return v;
   }
 
-  /// For tensor_sequence: the type-erased state.
-  const std::shared_ptr<detail::tensor_core>& core() const noexcept { return core_; }
+  /// The public handle: what the higher floors (executor, optimizers, checkpoints) use.
+  tensor_ref ref() noexcept { return tensor_ref(core_.get()); }
 
 private:
+  static std::shared_ptr<detail::tensor_core> make_shard(context& ctx, std::string name,
+                                                         const shard_layout& layout, int rank) {
+    if (rank < 0 || rank >= layout.world())
+      throw config_error("tensor '" + name + "': rank " + std::to_string(rank) +
+                         " is outside the shard layout's world of " +
+                         std::to_string(layout.world()));
+    const strata::shape s{layout.shard_numel()};
+    return std::make_shared<detail::tensor_core>(ctx, std::move(name), s, bytes_of<T>(s),
+                                                 Placement::tiers.data(), Placement::tier_count,
+                                                 shard_spec{layout, rank});
+  }
+
   template <class Tier>
   static constexpr void check_tier() {
     static_assert(memory_tier<Tier>, "tiered_tensor: the template argument must be a tier");
@@ -9162,16 +10043,16 @@ private:
     std::vector<std::size_t> in_flight;  // positions fetched into the ring, not yet leased
     auto issue = [&](std::size_t p) {
       if constexpr (staged) {
-        auto& core = items_[index(p)].core();
-        if (core->valid_at(0)) return;  // already on the compute tier in its own memory
+        tensor_ref t = items_[index(p)].ref();
+        if (t.holds(compute_tier::id)) return;  // already on the compute tier in its own memory
         const std::size_t r = p % ring_.size();
-        core->fetch(0, ring_.data(r), ring_.take_uses(r));
+        t.fetch_into(compute_tier::id, ring_.data(r), ring_.take_uses(r));
         in_flight.push_back(p);
       }
     };
     auto give_back = [&](std::size_t p) {
       if constexpr (staged) {
-        ring_.add_uses(p % ring_.size(), items_[index(p)].core()->take_last_use(0));
+        ring_.add_uses(p % ring_.size(), items_[index(p)].ref().take_last_use(compute_tier::id));
       }
     };
     try {
@@ -9180,7 +10061,7 @@ private:
         if (p > 0 && p + depth < n) issue(p + depth);
         const std::size_t i = index(p);
         {
-          lease<elem, compute_tier> l(items_[i].core(), 0);
+          auto l = items_[i].ref().template acquire<elem, compute_tier>();
           std::erase(in_flight, p);
           ctx_->compute("compute " + items_[i].name(), [&] { f(i, l.view()); });
         }
@@ -9189,7 +10070,7 @@ private:
     } catch (...) {
       // Prefetched elements borrow ring memory: drop them before anyone reuses the ring.
       for (std::size_t p : in_flight) {
-        items_[index(p)].core()->evict(0, {});
+        items_[index(p)].ref().evict(compute_tier::id);
         give_back(p);
       }
       throw;
@@ -9227,13 +10108,18 @@ STRATA_NAMESPACE_END
 // backward across ranks, moving and collecting their parameters and gradients in the
 // background.
 //
-//   zero_executor<Comm, Bundle, Depth> ex(ctx, comm, {{"layer0", n0}, {"layer1", n1}, ...});
+//   zero_executor<Comm, Bundle, prefetch::lookahead<2>> ex(ctx, comm, {{"layer0", n0}, ...});
 //   ex.forward([&](std::size_t i, const float* w, std::size_t n) { ... });          // layer i
 //   ex.backward([&](std::size_t i, const float* w, float* dw, std::size_t n) { ... });
 //   ex.step([&](std::size_t i, float* w, const float* dw, std::size_t n) { ... });   // optimizer
 //   ex.backward(g, u);   // stage 3: backward with the update fused in, no step()
 //   ex.backward(g, grad_mode::accumulate);   // a later micro-batch: add to the stored gradient
 //   ex.for_each_grad_shard([&](std::size_t i, const float* g, std::size_t n) { ... });
+//
+// Prefetch is the policy tensor_sequence takes: prefetch::lookahead<Depth> keeps the next Depth
+// layers in flight (Depth+1 buffers), prefetch::none brings each layer when it is reached.
+// The bundle's placements say where the state lives and whether it is sharded; the executor's
+// tensors are made from them and reached only through their public handles (tensor_ref).
 //
 // Forward, for layer i: wait for its parameters on the compute tier; start bringing layer
 // i+Depth (fetch its shard from the home tier, then all-gather it: stage 3; or fetch the
@@ -9303,6 +10189,13 @@ public:
     lines_.push_back({t, std::move(what), bytes});
     total_[static_cast<std::size_t>(t)] += bytes;
   }
+  /// One line per tier on which the context already holds memory (its staging ring, buffers
+  /// of other components): a plan made beside them must count them.
+  void add_held_by(const context& ctx) {
+    for (const tier_info& t : ctx.tiers().all())
+      if (const std::size_t held = ctx.budget(t.id).used())
+        add(t.id, "already held by the context (staging ring, ...)", held);
+  }
   /// Every line of `part`, appended (a component's own plan into a larger whole).
   void add(const memory_plan& part) {
     for (const line& l : part.lines_) add(l.tier, l.what, l.bytes);
@@ -9324,20 +10217,30 @@ public:
     return true;
   }
 
+  /// True when no tier of `ctx` has held more than this plan's peak for it (measured peaks,
+  /// since the budgets' last reset_peak): the check that a plan told the truth.
+  bool covers_peaks(const context& ctx) const {
+    for (const tier_info& t : ctx.tiers().all())
+      if (ctx.budget(t.id).peak() > peak(t.id)) return false;
+    return true;
+  }
+
   /// Planned peak bytes on tier t.
   std::size_t peak(tier_id t) const noexcept { return total_[static_cast<std::size_t>(t)]; }
   const std::vector<line>& lines() const noexcept { return lines_; }
 
-  /// The table: one row per item, a total per tier against its budget.
+  /// The table: one row per item, a total per tier against its budget; tiers fastest first
+  /// and named as the context's tier list names them (by id without a context).
   std::string to_string(const context* ctx = nullptr) const {
     std::string s;
     char row[256];
-    for (std::size_t t = 0; t < tier_count; ++t) {
+    for (const tier_id tier : tiers_in_order(ctx)) {
+      const std::size_t t = static_cast<std::size_t>(tier);
       if (total_[t] == 0) continue;
-      const auto tier = static_cast<tier_id>(t);
+      const char* name = ctx ? ctx->tiers().name(tier) : tier_name(tier);
       for (auto& l : lines_)
         if (l.tier == tier) {
-          std::snprintf(row, sizeof row, "  %-18s %-48s %s\n", tier_name(tier), l.what.c_str(),
+          std::snprintf(row, sizeof row, "  %-18s %-48s %s\n", name, l.what.c_str(),
                         format_bytes(l.bytes).c_str());
           s += row;
         }
@@ -9347,7 +10250,7 @@ public:
         budget = b.limit() == tier_budget::unlimited ? "  (budget unlimited)"
                                                      : "  (budget " + format_bytes(b.limit()) + ")";
       }
-      std::snprintf(row, sizeof row, "  %-18s %-48s %s%s\n", tier_name(tier), "= planned peak",
+      std::snprintf(row, sizeof row, "  %-18s %-48s %s%s\n", name, "= planned peak",
                     format_bytes(total_[t]).c_str(), budget.c_str());
       s += row;
     }
@@ -9359,79 +10262,38 @@ public:
   /// the plan was made — the staging ring — is a line of the plan, so peak <= budget is the
   /// whole test.)
   void check(context& ctx, std::string_view what) const {
-    for (std::size_t t = 0; t < tier_count; ++t) {
-      const auto tier = static_cast<tier_id>(t);
+    for (const tier_id tier : tiers_in_order(&ctx)) {
+      const std::size_t t = static_cast<std::size_t>(tier);
       auto& b = ctx.budget(tier);
       if (total_[t] > b.limit())
         throw out_of_budget("memory plan of '" + std::string(what) + "' refused before the "
-                            "first step: tier '" + tier_name(tier) + "' needs " +
+                            "first step: tier '" + b.tier_name() + "' needs " +
                                 format_bytes(total_[t]) + ", its budget is " +
                                 format_bytes(b.limit()) + "\n" + to_string(&ctx),
-                            tier_name(tier), total_[t], b.limit(), b.limit());
+                            b.tier_name(), total_[t], b.limit(), b.limit());
     }
+    for (const line& l : lines_)  // a line on a tier the context lacks is refused by name
+      if (!ctx.tiers().contains(l.tier)) ctx.tiers().position(l.tier);
   }
 
 private:
+  // The context's tiers fastest first; without a context, every id that has a line.
+  static std::vector<tier_id> tiers_in_order(const context* ctx) {
+    std::vector<tier_id> order;
+    if (ctx)
+      for (const tier_info& t : ctx->tiers().all()) order.push_back(t.id);
+    else
+      for (std::size_t t = 0; t < tier_table::id_space; ++t) order.push_back(static_cast<tier_id>(t));
+    return order;
+  }
+
   std::vector<line> lines_;
-  std::array<std::size_t, tier_count> total_{};
+  std::array<std::size_t, tier_table::id_space> total_{};  // by tier id
 };
 
 STRATA_NAMESPACE_END
 #endif // STRATA_SINGLE_INCLUDE_STRATA_SCHEDULE_MEMORY_PLAN_HPP
 // ---- end <strata/schedule/memory_plan.hpp> ----
-// ---- begin <strata/schedule/partition.hpp> ----
-#ifndef STRATA_SINGLE_INCLUDE_STRATA_SCHEDULE_PARTITION_HPP
-#define STRATA_SINGLE_INCLUDE_STRATA_SCHEDULE_PARTITION_HPP
-// strata/schedule/partition.hpp — how a flat buffer of parameters is split across ranks.
-//
-// ZeRO keeps each layer's parameters as one flat buffer (the layer's tensors back to back) and
-// gives each rank one contiguous slice of it. Any size works with any world size: the buffer is
-// padded up to a multiple of the world size, every rank's shard has the same length, and the
-// padding (zeros, never read by the model) sits at the end of the last shards. What does not
-// live here: moving shards (executor.hpp) and which tier they live on (zero.hpp).
-
-
-#include <cstddef>
-#include <string>
-
-STRATA_NAMESPACE_BEGIN
-
-class shard_layout {
-public:
-  shard_layout(std::size_t numel, int world) : numel_(numel), world_(world) {
-    if (world < 1) throw config_error("shard_layout: world size must be at least 1");
-    const auto w = static_cast<std::size_t>(world);
-    shard_ = (numel + w - 1) / w;
-    if (shard_ == 0) shard_ = 1;  // an empty buffer still gives every rank a (padding) element
-  }
-
-  std::size_t numel() const noexcept { return numel_; }  // real elements
-  int world() const noexcept { return world_; }
-  std::size_t shard_numel() const noexcept { return shard_; }  // every rank's shard length
-  std::size_t padded_numel() const noexcept { return shard_ * static_cast<std::size_t>(world_); }
-  /// First element of rank r's shard in the padded buffer.
-  std::size_t offset(int r) const noexcept { return shard_ * static_cast<std::size_t>(r); }
-  /// Real (not padding) elements in rank r's shard.
-  std::size_t valid_in(int r) const noexcept {
-    const std::size_t b = offset(r);
-    return b >= numel_ ? 0 : (numel_ - b < shard_ ? numel_ - b : shard_);
-  }
-
-private:
-  std::size_t numel_;
-  int world_;
-  std::size_t shard_ = 0;
-};
-
-/// One layer's parameters as the executor sees them: a name and a flat element count.
-struct layer_spec {
-  std::string name;
-  std::size_t numel;
-};
-
-STRATA_NAMESPACE_END
-#endif // STRATA_SINGLE_INCLUDE_STRATA_SCHEDULE_PARTITION_HPP
-// ---- end <strata/schedule/partition.hpp> ----
 // ---- begin <strata/schedule/zero.hpp> ----
 #ifndef STRATA_SINGLE_INCLUDE_STRATA_SCHEDULE_ZERO_HPP
 #define STRATA_SINGLE_INCLUDE_STRATA_SCHEDULE_ZERO_HPP
@@ -9447,7 +10309,10 @@ STRATA_NAMESPACE_END
 //   stage 3  + parameters sharded: all-gathered just before a layer runs, released after
 //
 // ZeRO-Offload is stage 2/3 with a host home; ZeRO-Infinity is stage 3 with an nvme home.
-// A bundle is a type; the executor reads the placements from it.
+// A bundle is a type: a bundle of placements, one per kind of state (DESIGN: "ZeRO stages are
+// bundles of placements"). Its param_placement and grad_placement are sharded_placement<...>
+// where the stage shards that state, so the executor's tensors are rank shards of a
+// shard_layout (tensor/shard_layout.hpp) and their handles say so.
 
 
 #include <type_traits>
@@ -9455,18 +10320,19 @@ STRATA_NAMESPACE_END
 STRATA_NAMESPACE_BEGIN
 
 namespace detail {
-template <class Home>
-struct placement_for_home {  // compute on the device, live at Home (through pinned for nvme)
-  using type = placement<tier::device, Home>;
+// Compute on the device, live at Home; a file home is reached through the staging tier.
+template <class Partition, class Home>
+struct placement_for_home {
+  using type = std::conditional_t<Home::kind == tier_kind::file,
+                                  basic_placement<Partition, tier::device, tier::staging, Home>,
+                                  basic_placement<Partition, tier::device, Home>>;
 };
-template <>
-struct placement_for_home<tier::device> {
-  using type = placement<tier::device>;
+template <class Partition>
+struct placement_for_home<Partition, tier::device> {
+  using type = basic_placement<Partition, tier::device>;
 };
-template <>
-struct placement_for_home<tier::nvme> {
-  using type = placement<tier::device, tier::pinned, tier::nvme>;
-};
+template <bool Sharded>
+using partition_if = std::conditional_t<Sharded, partition::sharded, partition::replicated>;
 }  // namespace detail
 
 template <int Stage, class Home = tier::device>
@@ -9475,17 +10341,22 @@ struct zero_bundle {
   static_assert(memory_tier<Home>,
                 "zero_bundle<Stage, Home>: Home is a tier (tier::device, tier::pinned, "
                 "tier::host or tier::nvme)");
-  static_assert(Stage == 3 || !std::is_same_v<Home, tier::nvme>,
+  static_assert(Stage == 3 || Home::kind != tier_kind::file,
                 "zero_bundle: an nvme home needs stage 3 (ZeRO-Infinity); stages 0-2 keep whole "
                 "parameters at home and would stream every replica from the drive");
   static constexpr int stage = Stage;
   using home_tier = Home;
-  /// Where parameters (stage 3: shards; else replicas) and gradients live.
-  using state_placement = typename detail::placement_for_home<Home>::type;
-  /// The tier the optimizer updates on: home when the host can touch it, else pinned.
-  using optimizer_tier = std::conditional_t<std::is_same_v<Home, tier::nvme>, tier::pinned, Home>;
-  static constexpr bool params_sharded = Stage >= 3;
-  static constexpr bool grads_sharded = Stage >= 2;
+  /// Where the parameters live: rank shards from stage 3 on, padded replicas before.
+  using param_placement =
+      typename detail::placement_for_home<detail::partition_if<(Stage >= 3)>, Home>::type;
+  /// Where the gradients live: rank shards from stage 2 on, padded replicas before.
+  using grad_placement =
+      typename detail::placement_for_home<detail::partition_if<(Stage >= 2)>, Home>::type;
+  /// The tier the optimizer updates on: home unless it is a file (then the staging tier).
+  using optimizer_tier = std::conditional_t<Home::kind == tier_kind::file, tier::staging, Home>;
+  static constexpr bool params_sharded = param_placement::partition_type::is_sharded;
+  static constexpr bool grads_sharded = grad_placement::partition_type::is_sharded;
+  /// The optimizer's state (fp32 masters, m, v) is this rank's slice from stage 1 on.
   static constexpr bool optimizer_sharded = Stage >= 1;
 };
 
@@ -9510,6 +10381,9 @@ concept zero_policy = detail::is_zero_bundle<B>::value;
 
 static_assert(zero_policy<zero3_infinity> && zero3_infinity::params_sharded);
 static_assert(std::is_same_v<zero3_infinity::optimizer_tier, tier::pinned>);
+static_assert(std::is_same_v<zero3_infinity::param_placement,
+                             sharded_placement<tier::device, tier::pinned, tier::nvme>>);
+static_assert(zero2::grads_sharded && !zero2::params_sharded);
 
 STRATA_NAMESPACE_END
 #endif // STRATA_SINGLE_INCLUDE_STRATA_SCHEDULE_ZERO_HPP
@@ -9528,20 +10402,35 @@ STRATA_NAMESPACE_END
 
 STRATA_NAMESPACE_BEGIN
 
+/// One layer's parameters as the executor sees them: a name and a flat element count (the
+/// layer's tensors back to back).
+struct layer_spec {
+  std::string name;
+  std::size_t numel;
+};
+
 /// How backward() lands a reduced gradient at home: overwrite (the first, or only, micro-batch)
 /// or accumulate (add it to what is there: later micro-batches).
 enum class grad_mode : std::uint8_t { overwrite, accumulate };
 
-template <comm::communicator Comm, zero_policy Bundle, std::size_t Depth = 1>
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch = prefetch::lookahead<1>>
 class zero_executor {
+  static_assert(prefetch_policy<Prefetch>,
+                "zero_executor<Comm, Bundle, Prefetch>: Prefetch is prefetch::none or "
+                "prefetch::lookahead<Depth>, as for tensor_sequence");
+
 public:
   using bundle_type = Bundle;
-  using placement_type = typename Bundle::state_placement;
-  using state_tensor = tiered_tensor<float, placement_type>;
+  using prefetch_type = Prefetch;
+  using param_tensor = tiered_tensor<float, typename Bundle::param_placement>;
+  using grad_tensor = tiered_tensor<float, typename Bundle::grad_placement>;
+  using placement_type = typename Bundle::param_placement;
+  using compute_tier = typename placement_type::compute_tier;
   using optimizer_tier = typename Bundle::optimizer_tier;
   static constexpr int stage = Bundle::stage;
-  static constexpr std::size_t depth = Depth;
+  static constexpr std::size_t depth = Prefetch::depth;
   static constexpr bool resident = placement_type::tier_count == 1;  // home is the device
+  static constexpr bool file_home = Bundle::home_tier::kind == tier_kind::file;
 
   /// Adds the caller's lines to the executor's plan before it is checked. It is called with
   /// the executor's layouts in place (size(), layer(), layout(), part_numel(), comm(), ctx()
@@ -9549,45 +10438,9 @@ public:
   using plan_extension = std::function<void(zero_executor&, memory_plan&)>;
 
   zero_executor(context& ctx, Comm& comm, std::vector<layer_spec> layers,
-                std::string name = "model", const plan_extension& extend = {})
-      : ctx_(ctx), comm_(comm), name_(std::move(name)), specs_(std::move(layers)),
-        collectives_("collectives", ctx.trace()) {
-    if (specs_.empty()) throw config_error("zero_executor '" + name_ + "': no layers");
-    for (auto& l : specs_) layouts_.emplace_back(l.numel, comm_.size());
-    make_plan();
-    if (extend) extend(*this, plan_);
-    plan_.check(ctx_, name_);
-    const int r = comm_.rank();
-    for (std::size_t i = 0; i < specs_.size(); ++i) {
-      const auto& lay = layouts_[i];
-      const std::size_t pn = Bundle::params_sharded ? lay.shard_numel() : lay.padded_numel();
-      const std::size_t gn = Bundle::grads_sharded ? lay.shard_numel() : lay.padded_numel();
-      params_.emplace_back(ctx_, specs_[i].name + ".params[rank " + std::to_string(r) + "]",
-                           shape{pn});
-      grads_.emplace_back(ctx_, specs_[i].name + ".grads[rank " + std::to_string(r) + "]",
-                          shape{gn});
-      // Padding must read as zeros. An nvme home already does (never-written data reads as
-      // zeros), so it is not written twice before set_params.
-      if constexpr (Bundle::home_tier::id != tier_id::nvme) zero_fill(params_.back(), pn);
-    }
-    auto ring = [&](std::size_t count, std::size_t elems, const char* what) {
-      return buffer_ring(ctx_, tier_id::device, count, elems * sizeof(float), name_ + " " + what);
-    };
-    if (stage == 3 || !resident) gathered_ = ring(depth + 1, max_padded(), "gathered params");
-    // One more shard buffer than gathered ones: the fused backward keeps a layer's shard on
-    // the device until its update, one layer after its gradient was computed.
-    if (stage == 3 && !resident) shard_ring_ = ring(depth + 2, max_shard(), "param shard");
-    grad_full_ = ring(2, max_padded(), "full grads");
-    if (Bundle::grads_sharded) grad_shard_ = ring(2, max_shard(), "grad shard");
-  }
+                std::string name = "model", const plan_extension& extend = {});
 
-  ~zero_executor() {
-    try {
-      collectives_.synchronize();
-      ctx_.synchronize();
-    } catch (...) {  // a failed copy or collective nobody waited for: nothing left to tell
-    }
-  }
+  ~zero_executor();
   zero_executor(const zero_executor&) = delete;
   zero_executor& operator=(const zero_executor&) = delete;
 
@@ -9607,79 +10460,20 @@ public:
 
   /// Sets layer i's parameters from the full values (every rank passes the same; each keeps
   /// what its stage keeps: its shard, or the whole padded replica).
-  void set_params(std::size_t i, std::span<const float> full) {
-    const auto& lay = layouts_[i];
-    if (full.size() != lay.numel())
-      throw config_error("zero_executor '" + name_ + "': set_params of layer '" +
-                         specs_[i].name + "' with " + std::to_string(full.size()) +
-                         " values; it has " + std::to_string(lay.numel()));
-    std::vector<float> mine(params_[i].size(), 0.0f);
-    const std::size_t from = Bundle::params_sharded ? lay.offset(comm_.rank()) : 0;
-    const std::size_t n = Bundle::params_sharded ? lay.valid_in(comm_.rank()) : lay.numel();
-    std::copy_n(full.begin() + static_cast<std::ptrdiff_t>(from), n, mine.begin());
-    params_[i].assign(mine);
-  }
+  void set_params(std::size_t i, std::span<const float> full);
 
   /// Layer i's full parameters on the host. A collective for stage 3 (all ranks must call it).
-  std::vector<float> params(std::size_t i) {
-    sync();
-    const auto& lay = layouts_[i];
-    std::vector<float> mine = params_[i].to_vector();
-    if constexpr (!Bundle::params_sharded) {
-      mine.resize(lay.numel());
-      return mine;
-    } else {
-      std::vector<float> full(lay.padded_numel());
-      comm_.all_gather(mine.data(), full.data(), lay.shard_numel() * sizeof(float)).wait();
-      full.resize(lay.numel());
-      return full;
-    }
-  }
+  std::vector<float> params(std::size_t i);
 
   /// f(i, params, n) for i = 0 .. size-1; params: n floats on the compute tier.
   template <class F>
-  void forward(F&& f) {
-    walk(false, [&](std::size_t i, const float* w, const in_flight&) {
-      ctx_.compute("forward " + specs_[i].name, [&] { f(i, w, layouts_[i].numel()); });
-    });
-  }
+  void forward(F&& f);
 
   /// g(i, params, grads, n) for i = size-1 .. 0; g writes all n gradients (compute tier). The
   /// gradients are then averaged over the ranks (reduce_op::mean) and stored at home:
   /// overwriting what is there, or with grad_mode::accumulate added to it (see the top).
   template <class G>
-  void backward(G&& g, grad_mode mode = grad_mode::overwrite) {
-    std::size_t turn = 0;
-    if (mode == grad_mode::overwrite) {
-      walk(true, [&](std::size_t i, const float* w, const in_flight&) {
-        const std::size_t b = turn++ % 2;
-        compute_gradient(i, w, b, g);
-        reduce_gradient(i, b, ctx_.compute_fence(), true);
-      });
-      return;
-    }
-    // Accumulate: layer i's reduced gradient is added at home after layer i-1's backward has
-    // been issued, by when its reduction has had a layer's compute to finish in. Its buffer
-    // (one of two) is not refilled before that: the next-but-one layer takes it.
-    struct pending {
-      std::size_t layer = 0, buffer = 0;
-      event reduced;
-      bool live = false;
-    } last;
-    auto land = [&](pending& pd) {
-      if (!pd.live) return;
-      pd.live = false;
-      accumulate_gradient(pd.layer, pd.buffer, pd.reduced);
-    };
-    walk(true, [&](std::size_t i, const float* w, const in_flight&) {
-      const std::size_t b = turn++ % 2;
-      compute_gradient(i, w, b, g);
-      event reduced = reduce_gradient(i, b, ctx_.compute_fence(), false);
-      land(last);
-      last = {i, b, reduced, true};
-    });
-    land(last);
-  }
+  void backward(G&& g, grad_mode mode = grad_mode::overwrite);
 
   /// backward(g) with the optimizer fused in: as soon as layer i's gradient is reduced into
   /// this rank's shard, u(i, params, grads, n) updates this rank's parameter shard where the
@@ -9693,86 +10487,7 @@ public:
   /// throws leaves that layer's parameters at home as they were.
   template <class G, class U>
     requires(!std::is_same_v<std::remove_cvref_t<U>, grad_mode>)
-  void backward(G&& g, U&& u) {
-    if constexpr (stage != 3) {
-      backward(g);
-      step(u);
-    } else {
-      struct pending {
-        std::size_t layer, buffer;
-        in_flight flight;
-        event reduced;
-        bool live = false;
-      } last;
-      // Resident (home on the device): the update runs on a scratch copy of the shard, which
-      // goes home only when the update returned.
-      buffer scratch;
-      std::vector<event> scratch_uses;
-      if constexpr (resident)
-        scratch = ctx_.allocate(tier_id::device, max_shard() * sizeof(float),
-                                name_ + " optimizer scratch");
-      auto update = [&](pending& pd) {
-        if (!pd.live) return;
-        pd.live = false;
-        pd.reduced.wait();
-        const float* gs = static_cast<const float*>(grad_shard_.data(pd.buffer));
-        const std::size_t n = layouts_[pd.layer].valid_in(comm_.rank());
-        const std::string label = "optimizer " + specs_[pd.layer].name;
-        if constexpr (resident) {
-          auto* s = static_cast<float*>(scratch.data());
-          for (auto& e : std::exchange(scratch_uses, {})) e.wait();
-          auto w = params_[pd.layer].template acquire<tier::device>(read_write);  // home
-          copy_within(optimizer_tier::id, s, w.data(), n, label, {});
-          ctx_.compute(label, [&] { u(pd.layer, s, gs, n); });
-          scratch_uses.push_back(
-              copy_within(optimizer_tier::id, w.data(), s, n, label, {ctx_.compute_fence()}));
-        } else {
-          // The shard is on the compute tier in the ring slot the backward fetched it into. A
-          // read lease keeps it there while u updates that memory (the executor's own); the
-          // lease's end drops the copy from the tensor (the slot stays the executor's), and
-          // only an update that returned is written home from it.
-          auto& core = *params_[pd.layer].core();
-          auto* shard = static_cast<float*>(core.ptr_at(0));
-          {
-            lease<const float, tier::device> w(params_[pd.layer].core(), 0);
-            try {
-              ctx_.compute(label, [&] { u(pd.layer, shard, gs, n); });
-            } catch (...) {
-              w.release();
-              give_back_slot(pd.layer, pd.flight);
-              throw;
-            }
-          }
-          std::vector<event> used = core.take_last_use(0);
-          event home = core.write_from(shard, tier_id::device, used);
-          used.push_back(home);
-          shard_ring_.add_uses(pd.flight.shard, used);
-        }
-        grad_shard_.add_use(pd.buffer, ctx_.compute_fence());
-      };
-      auto finish = [&] {
-        if (scratch) ctx_.retire(std::move(scratch), std::move(scratch_uses));
-      };
-      try {
-        std::size_t turn = 0;
-        walk(
-            true,
-            [&](std::size_t i, const float* w, const in_flight& f) {
-              const std::size_t b = turn++ % 2;
-              compute_gradient(i, w, b, g);
-              event reduced = reduce_gradient(i, b, ctx_.compute_fence(), false);
-              update(last);
-              last = {i, b, f, reduced, true};
-            },
-            true);
-        update(last);
-      } catch (...) {
-        finish();
-        throw;
-      }
-      finish();
-    }
-  }
+  void backward(G&& g, U&& u);
 
   /// u(i, params, grads, n) on the optimizer tier for every layer, over this rank's part: its
   /// shard (stages 1-3) or everything (stage 0); then, for stages 1-2, the updated slices are
@@ -9780,80 +10495,7 @@ public:
   /// throws, layer i's parameters at home stay as they were and the exception reaches the
   /// caller.
   template <class U>
-  void step(U&& u) {
-    sync();
-    const int r = comm_.rank();
-    constexpr bool at_home = optimizer_tier::id == Bundle::home_tier::id;
-    constexpr std::size_t k = placement_type::index_of(optimizer_tier::id);
-    // Away from home (NVMe: pinned) two buffers alternate, so a layer's write-back overlaps
-    // the next layer's read.
-    std::vector<buffer> scratch;
-    std::vector<std::vector<event>> scratch_uses(at_home ? 1 : 2);
-    for (std::size_t b = 0; b < scratch_uses.size(); ++b)
-      scratch.push_back(ctx_.allocate(optimizer_tier::id, part_capacity() * sizeof(float),
-                                      name_ + " optimizer scratch " + std::to_string(b)));
-    detail::tensor_core* reading = nullptr;  // the tensor whose shard is being read into scratch
-    auto finish = [&] {
-      for (std::size_t b = 0; b < scratch.size(); ++b)
-        ctx_.retire(std::move(scratch[b]), std::move(scratch_uses[b]));
-    };
-    try {
-      for (std::size_t i = 0; i < specs_.size(); ++i) {
-        const auto& lay = layouts_[i];
-        const std::size_t n = part_numel(i);
-        const std::size_t b = i % scratch.size();
-        auto* s = static_cast<float*>(scratch[b].data());
-        for (auto& e : std::exchange(scratch_uses[b], {})) e.wait();
-        const std::string label = "optimizer " + specs_[i].name;
-        if constexpr (!at_home) {
-          // The shard is read into the scratch buffer (the tensor borrows it for as long as a
-          // read lease is out), updated there, and written home only if u returned.
-          static_assert(stage == 3, "an optimizer tier away from home is the nvme home's");
-          auto& core = *params_[i].core();
-          if (core.valid_at(k)) core.evict(k, {});
-          reading = &core;
-          core.fetch(k, s);
-          auto dw = grads_[i].template acquire<optimizer_tier>();
-          {
-            auto w = params_[i].template acquire<optimizer_tier>();  // the fetch into s
-            const float* gp = dw.data();
-            ctx_.compute(label, [&] { u(i, s, gp, n); });
-          }
-          reading = nullptr;
-          std::vector<event> used = core.take_last_use(k);
-          event home = core.write_from(s, optimizer_tier::id, used);
-          scratch_uses[b] = std::move(used);
-          scratch_uses[b].push_back(home);
-        } else {
-          auto w = params_[i].template acquire<optimizer_tier>(read_write);
-          auto dw = grads_[i].template acquire<optimizer_tier>();
-          float* p = w.data();
-          const float* gp = dw.data();
-          const std::size_t off = (stage == 1 || stage == 2) ? lay.offset(r) : 0;
-          copy_within(optimizer_tier::id, s, p + off, n, label, {});
-          ctx_.compute(label, [&] { u(i, s, stage == 1 ? gp + off : gp, n); });
-          scratch_uses[b].push_back(
-              copy_within(optimizer_tier::id, p + off, s, n, label, {ctx_.compute_fence()}));
-          if constexpr (stage == 1 || stage == 2) {
-            for (auto& e : scratch_uses[b]) e.wait();  // the update is home before it is sent
-            float* mine = p + off;
-            auto span = trace_recorder::scope(ctx_.trace(), "collectives", span_kind::all_gather,
-                                              "all-gather " + specs_[i].name);
-            comm_.all_gather(mine, p, lay.shard_numel() * sizeof(float)).wait();
-          }
-        }
-      }
-    } catch (...) {
-      if (reading) {  // the shard read into scratch is dropped (the read may still run)
-        if (reading->valid_at(k) && !reading->leased()) reading->evict(k, {});
-        auto used = reading->take_last_use(k);
-        for (auto& uses : scratch_uses) uses.insert(uses.end(), used.begin(), used.end());
-      }
-      finish();
-      throw;
-    }
-    finish();
-  }
+  void step(U&& u);
 
   /// f(i, grads, n) for every layer, in layer order: this rank's slice of layer i's stored
   /// gradient — elements [offset(rank), offset(rank) + valid_in(rank)) of the replica for
@@ -9862,17 +10504,7 @@ public:
   /// gradient exactly once, so a sum over them (a norm) counts every element once. Waits for
   /// the gradients to be home.
   template <class F>
-  void for_each_grad_shard(F&& f) {
-    sync();
-    const int r = comm_.rank();
-    for (std::size_t i = 0; i < specs_.size(); ++i) {
-      const auto& lay = layouts_[i];
-      auto dw = grads_[i].template acquire<optimizer_tier>();
-      const float* gp = dw.data();
-      f(i, Bundle::grads_sharded ? gp : gp + lay.offset(r),
-        static_cast<std::size_t>(lay.valid_in(r)));
-    }
-  }
+  void for_each_grad_shard(F&& f);
 
   /// Waits for every copy and collective the executor started; rethrows their failures.
   void sync() {
@@ -9892,54 +10524,32 @@ private:
     return m;
   }
 
-  void make_plan() {
-    constexpr std::size_t f = sizeof(float);
-    std::size_t params_bytes = 0, grads_bytes = 0;
-    for (auto& l : layouts_) {
-      params_bytes += (Bundle::params_sharded ? l.shard_numel() : l.padded_numel()) * f;
-      grads_bytes += (Bundle::grads_sharded ? l.shard_numel() : l.padded_numel()) * f;
-    }
-    const tier_id home = Bundle::home_tier::id;
-    const char* state = Bundle::params_sharded ? "parameter shards" : "parameter replicas";
-    plan_.add(home, std::string(state) + " (all layers)", params_bytes);
-    plan_.add(home, std::string(Bundle::grads_sharded ? "gradient shards" : "gradient replicas") +
-                        " (all layers)",
-              grads_bytes);
-    const std::size_t d1 = depth + 1;
-    if (stage == 3 || !resident)
-      plan_.add(tier_id::device,
-                std::to_string(d1) + " gathered-parameter buffers (Depth+1)",
-                d1 * max_padded() * f);
-    if (stage == 3 && !resident)
-      plan_.add(tier_id::device, std::to_string(d1 + 1) + " parameter-shard buffers (Depth+2)",
-                (d1 + 1) * max_shard() * f);
-    plan_.add(tier_id::device, "2 full-gradient buffers", 2 * max_padded() * f);
-    if (Bundle::grads_sharded)
-      plan_.add(tier_id::device, "2 gradient-shard buffers", 2 * max_shard() * f);
-    // The optimizer updates a copy of this rank's part (kept from home until the update
-    // returned). Away from home (an NVMe home: pinned) the shard is read into one of two
-    // alternating buffers and the layer's gradient is leased beside it; gradient accumulation
-    // leases the gradient there too, at other times.
-    if (optimizer_tier::id != home)
-      plan_.add(optimizer_tier::id, "optimizer: 2 parameter-shard buffers + one layer's grads",
-                2 * part_capacity() * f +
-                    (Bundle::grads_sharded ? max_shard() : max_padded()) * f);
-    else
-      plan_.add(optimizer_tier::id, "optimizer scratch: one layer's part", part_capacity() * f);
-    if (cuda_enabled)  // accumulation sums on the host (accumulate_gradient)
-      plan_.add(tier_id::pinned, "gradient accumulation: host copies of one layer's gradient",
-                (optimizer_tier::id == tier_id::device ? 2 : 1) *
-                    (Bundle::grads_sharded ? max_shard() : max_padded()) * f);
-    for (std::size_t t = 0; t < tier_count; ++t) {
-      const auto tier = static_cast<tier_id>(t);
-      if (const std::size_t held = ctx_.budget(tier).used())
-        plan_.add(tier, "already held by the context (staging ring, ...)", held);
-    }
-    if (home == tier_id::nvme) {  // the store's bounce buffers: one per IO queue at most
-      const std::size_t block = std::max<std::size_t>(ctx_.config().nvme_checksum_block, 1 << 20);
-      plan_.add(tier_id::pinned, "NVMe bounce buffers (io-read, io-write)", 2 * block);
-    }
-  }
+  void make_plan();
+
+  // Scratch buffers on one tier and the events after which each may be reused: the copies of
+  // this rank's part that an update works on (kept from home until it returned).
+  struct scratch_set {
+    std::vector<buffer> buffers;
+    std::vector<std::vector<event>> uses;
+  };
+  scratch_set make_scratch(tier_id t, std::size_t count, std::size_t floats);
+  void retire_scratch(scratch_set& s);
+
+  // step() on an optimizer tier that is the home (stages 0-3 with an addressable home): the
+  // update runs on a scratch copy that goes home when it returned; stages 1-2 then all-gather.
+  static constexpr bool step_at_home = optimizer_tier::id == Bundle::home_tier::id;
+  template <class U>
+  void update_at_home(std::size_t i, float* s, std::vector<event>& s_uses, U& u);
+  // step() with a file home: layer i's shard is read into scratch `s` (the tensor borrows it,
+  // `reading` says which tensor, for the error path), updated, and written home.
+  template <class U>
+  void update_away_from_home(std::size_t i, float* s, std::vector<event>& s_uses,
+                             tensor_ref& reading, U& u);
+
+  // The fused backward's update of the layer one behind the walk (in `pd`, if live).
+  struct fused_pending;
+  template <class U>
+  void fused_update(fused_pending& pd, scratch_set& scratch, U& u);
 
   // Room for the largest part one rank updates (the whole tensor for an NVMe home's shard).
   std::size_t part_capacity() const { return stage == 0 ? max_padded() : max_shard(); }
@@ -9948,63 +10558,22 @@ private:
   // can reach it, else on the copy queues after `after` (waiting for it: the callers reuse the
   // memory right away). Returns when the bytes have arrived.
   event copy_within(tier_id t, float* dst, const float* src, std::size_t n,
-                    const std::string& label, std::vector<event> after) {
-    if (!n) return {};
-    if (!cuda_enabled || t != tier_id::device) {
-      for (auto& e : after) e.wait();
-      std::memcpy(dst, src, n * sizeof(float));
-      return {};
-    }
-    event e = ctx_.copy(dst, t, src, t, n * sizeof(float), label + " (scratch)", std::move(after));
-    e.wait();
-    return e;
-  }
+                    const std::string& label, std::vector<event> after);
 
   // home += the reduced gradient of layer i (in buffer b), on the optimizer tier.
-  void accumulate_gradient(std::size_t i, std::size_t b, const event& reduced) {
-    reduced.wait();
-    const auto& lay = layouts_[i];
-    const std::size_t count = Bundle::grads_sharded ? lay.shard_numel() : lay.padded_numel();
-    const auto* src = static_cast<const float*>(Bundle::grads_sharded ? grad_shard_.data(b)
-                                                                      : grad_full_.data(b));
-    auto dw = grads_[i].template acquire<optimizer_tier>(read_write);
-    float* dst = dw.data();
-    const std::string label = "accumulate " + specs_[i].name;
-    if constexpr (!cuda_enabled) {  // the emulated device is host memory
-      ctx_.compute(label, [&] {
-        for (std::size_t k = 0; k < count; ++k) dst[k] = dst[k] + src[k];
-      });
-    } else {
-      // Without a kernel of its own, the sum is taken on the host: the reduced gradient (and,
-      // for a device home, the stored one) pass through host buffers (planned).
-      const std::size_t bytes = count * sizeof(float);
-      buffer in = ctx_.allocate(tier_id::pinned, bytes, label + " (reduced)");
-      auto* h = static_cast<float*>(in.data());
-      ctx_.copy(h, tier_id::pinned, src, tier_id::device, bytes, label).wait();
-      buffer acc;
-      float* a = dst;
-      if constexpr (optimizer_tier::id == tier_id::device) {
-        acc = ctx_.allocate(tier_id::pinned, bytes, label + " (stored)");
-        a = static_cast<float*>(acc.data());
-        ctx_.copy(a, tier_id::pinned, dst, tier_id::device, bytes, label).wait();
-      }
-      trace_recorder::scope span(ctx_.trace(), "compute", span_kind::compute, label);
-      for (std::size_t k = 0; k < count; ++k) a[k] = a[k] + h[k];
-      if constexpr (optimizer_tier::id == tier_id::device)
-        ctx_.copy(dst, tier_id::device, a, tier_id::pinned, bytes, label).wait();
-    }
+  void accumulate_gradient(std::size_t i, std::size_t b, const event& reduced);
+
+  void zero_device(float* p, std::size_t bytes);
+
+  template <class Tensor>
+  static void zero_fill(Tensor& t) {
+    t.assign(std::vector<float>(t.size(), 0.0f));
   }
 
-  void zero_device(float* p, std::size_t bytes) {
-    if (!bytes) return;
-#if STRATA_ENABLE_CUDA
-    check_cuda(cudaMemsetAsync(p, 0, bytes, ctx_.compute_stream()), "zeroing gradient padding");
-#else
-    std::memset(p, 0, bytes);
-#endif
-  }
-
-  void zero_fill(state_tensor& t, std::size_t n) { t.assign(std::vector<float>(n, 0.0f)); }
+  // Layer i's parameter or gradient tensor on this rank: its shard of the layer's layout when
+  // the bundle shards that state, else the whole padded replica.
+  template <class Tensor>
+  Tensor make_state(std::size_t i, const char* what);
 
   // Where layer i's parameters will be for compute, and when.
   struct in_flight {
@@ -10014,140 +10583,34 @@ private:
     std::size_t shard = 0;  // shard_ring_ slot (stage 3 away from the device)
   };
 
-  in_flight bring(std::size_t i, std::size_t pos) {
-    in_flight f;
-    f.ring = gathered_.empty() ? 0 : pos % gathered_.size();
-    f.shard = shard_ring_.empty() ? 0 : pos % shard_ring_.size();
-    auto& core = *params_[i].core();
-    const float* src = nullptr;
-    event src_ready;
-    if constexpr (resident) {
-      src = static_cast<const float*>(core.ptr_at(0));
-      src_ready = core.ready_at(0);
-    } else {
-      auto& ring = stage == 3 ? shard_ring_ : gathered_;
-      const std::size_t slot = stage == 3 ? f.shard : f.ring;
-      core.fetch(0, ring.data(slot), ring.take_uses(slot));
-      src = static_cast<const float*>(ring.data(slot));
-      src_ready = core.ready_at(0);
-    }
-    if constexpr (stage == 3) {
-      auto* dst = static_cast<float*>(gathered_.data(f.ring));
-      const std::size_t bytes = layouts_[i].shard_numel() * sizeof(float);
-      std::vector<event> after = gathered_.take_uses(f.ring);
-      after.push_back(src_ready);
-      f.ready = collectives_.submit(span_kind::all_gather, "all-gather " + specs_[i].name,
-                                    [this, src, dst, bytes] {
-                                      comm_.all_gather(src, dst, bytes).wait();
-                                    },
-                                    std::move(after));
-      f.full = dst;
-    } else {
-      f.full = src;
-      f.ready = src_ready;
-    }
-    return f;
-  }
+  in_flight bring(std::size_t i, std::size_t pos);
+
+  struct fused_pending {
+    std::size_t layer = 0, buffer = 0;
+    in_flight flight;
+    event reduced;
+    bool live = false;
+  };
 
   // Layer i's compute is issued: its gathered buffer may be reused after that compute, and its
   // fetched copy dropped — unless `keep_shard` (the fused backward updates it first).
-  void done_with(std::size_t i, const in_flight& f, bool keep_shard) {
-    event fence = ctx_.compute_fence();
-    if constexpr (stage == 3) gathered_.add_use(f.ring, fence);
-    if constexpr (!resident) {
-      if (keep_shard) return;
-      params_[i].core()->evict(0, {f.ready, fence});
-      give_back_slot(i, f);
-    }
-  }
+  void done_with(std::size_t i, const in_flight& f, bool keep_shard);
 
   // The fetch slot layer i borrowed may be reused once its last use is over.
-  void give_back_slot(std::size_t i, const in_flight& f) {
-    auto& ring = stage == 3 ? shard_ring_ : gathered_;
-    ring.add_uses(stage == 3 ? f.shard : f.ring, params_[i].core()->take_last_use(0));
-  }
+  void give_back_slot(std::size_t i, const in_flight& f);
 
   // Brings layers in walk order with lookahead and calls body(i, params, flight) for each;
   // `keep_shard`: leave each fetched shard on the compute tier for the body's caller to update.
   template <class Body>
-  void walk(bool backward, Body&& body, bool keep_shard = false) {
-    const std::size_t n = specs_.size();
-    auto index = [&](std::size_t p) { return backward ? n - 1 - p : p; };
-    const std::size_t ahead = std::min(depth, n - 1);
-    std::vector<in_flight> flight(n);
-    std::size_t issued = 0;
-    try {
-      for (; issued <= ahead; ++issued) flight[issued] = bring(index(issued), issued);
-      for (std::size_t p = 0; p < n; ++p) {
-        if (p > 0 && p + ahead < n) {  // the slot of layer p-1 is free: bring p+ahead
-          flight[issued] = bring(index(issued), issued);
-          ++issued;
-        }
-        const std::size_t i = index(p);
-        flight[p].ready.wait();
-        body(i, flight[p].full, flight[p]);
-        done_with(i, flight[p], keep_shard);
-      }
-    } catch (...) {
-      // Whatever is still in flight borrows ring memory: let it finish, then drop it.
-      try {
-        collectives_.synchronize();
-      } catch (...) {
-      }
-      if constexpr (!resident)
-        for (std::size_t p = 0; p < issued; ++p) {
-          auto& core = *params_[index(p)].core();
-          if (core.valid_at(0) && !core.leased()) core.evict(0, {});
-          give_back_slot(index(p), flight[p]);
-        }
-      throw;
-    }
-  }
+  void walk(bool backward, Body&& body, bool keep_shard = false);
 
   // g(i, params, grad_full_[b], n) on the compute tier, padding zeroed.
   template <class G>
-  void compute_gradient(std::size_t i, const float* w, std::size_t b, G& g) {
-    const auto& lay = layouts_[i];
-    grad_full_.wait_free(b);
-    float* dw = static_cast<float*>(grad_full_.data(b));
-    ctx_.compute("backward " + specs_[i].name, [&] {
-      g(i, w, dw, lay.numel());
-      zero_device(dw + lay.numel(), (lay.padded_numel() - lay.numel()) * sizeof(float));
-    });
-  }
+  void compute_gradient(std::size_t i, const float* w, std::size_t b, G& g);
 
   // Averages layer i's gradient (in grad_full_[b]) over the ranks — into grad_shard_[b] for
   // stages 2-3 — and, if `land_home`, writes the result to its home. Returns the reduction.
-  event reduce_gradient(std::size_t i, std::size_t b, event computed, bool land_home) {
-    const auto& lay = layouts_[i];
-    float* full = static_cast<float*>(grad_full_.data(b));
-    if constexpr (Bundle::grads_sharded) {
-      grad_shard_.wait_free(b);
-      float* shard = static_cast<float*>(grad_shard_.data(b));
-      const std::size_t count = lay.shard_numel();
-      event rs = collectives_.submit(
-          span_kind::reduce_scatter, "reduce-scatter " + specs_[i].name,
-          [this, full, shard, count] {
-            comm_.reduce_scatter(full, shard, count, comm::reduce_op::mean).wait();
-          },
-          {computed});
-      grad_full_.add_use(b, rs);
-      grad_shard_.add_use(b, land_home ? grads_[i].core()->write_from(shard, tier_id::device, {rs})
-                                       : rs);
-      return rs;
-    } else {
-      const std::size_t count = lay.padded_numel();
-      event ar = collectives_.submit(
-          span_kind::reduce_scatter, "all-reduce " + specs_[i].name,
-          [this, full, count] {
-            comm_.all_reduce(full, full, count, comm::reduce_op::mean).wait();
-          },
-          {computed});
-      grad_full_.add_use(b, land_home ? grads_[i].core()->write_from(full, tier_id::device, {ar})
-                                      : ar);
-      return ar;
-    }
-  }
+  event reduce_gradient(std::size_t i, std::size_t b, event computed, bool land_home);
 
   context& ctx_;
   Comm& comm_;
@@ -10155,12 +10618,576 @@ private:
   std::vector<layer_spec> specs_;
   std::vector<shard_layout> layouts_;
   memory_plan plan_;
-  std::deque<state_tensor> params_, grads_;
+  std::deque<param_tensor> params_;
+  std::deque<grad_tensor> grads_;
   buffer_ring gathered_, shard_ring_, grad_full_, grad_shard_;  // on the compute tier
   work_queue collectives_;  // last: its thread stops before the buffers it uses go
 };
 
 STRATA_NAMESPACE_END
+
+// ---- begin <strata/schedule/detail/executor.inl> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_SCHEDULE_DETAIL_EXECUTOR_INL
+#define STRATA_SINGLE_INCLUDE_STRATA_SCHEDULE_DETAIL_EXECUTOR_INL
+// strata/schedule/detail/executor.inl — the bodies of zero_executor's members, declared and
+// documented in schedule/executor.hpp (included at its end; not a header to include alone).
+
+STRATA_NAMESPACE_BEGIN
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+zero_executor<Comm, Bundle, Prefetch>::zero_executor(context& ctx, Comm& comm,
+                                                     std::vector<layer_spec> layers,
+                                                     std::string name, const plan_extension& extend)
+    : ctx_(ctx),
+      comm_(comm),
+      name_(std::move(name)),
+      specs_(std::move(layers)),
+      collectives_("collectives", ctx.trace()) {
+  if (specs_.empty()) throw config_error("zero_executor '" + name_ + "': no layers");
+  for (auto& l : specs_) layouts_.emplace_back(l.numel, comm_.size());
+  make_plan();
+  if (extend) extend(*this, plan_);
+  plan_.check(ctx_, name_);
+  for (std::size_t i = 0; i < specs_.size(); ++i) {
+    params_.push_back(make_state<param_tensor>(i, ".params"));
+    grads_.push_back(make_state<grad_tensor>(i, ".grads"));
+    // Padding must read as zeros. A file home already does (never-written data reads as
+    // zeros), so it is not written twice before set_params.
+    if constexpr (!file_home) zero_fill(params_.back());
+  }
+  auto ring = [&](std::size_t count, std::size_t elems, const char* what) {
+    return buffer_ring(ctx_, compute_tier::id, count, elems * sizeof(float), name_ + " " + what);
+  };
+  if (stage == 3 || !resident) gathered_ = ring(depth + 1, max_padded(), "gathered params");
+  // One more shard buffer than gathered ones: the fused backward keeps a layer's shard on
+  // the device until its update, one layer after its gradient was computed.
+  if (stage == 3 && !resident) shard_ring_ = ring(depth + 2, max_shard(), "param shard");
+  grad_full_ = ring(2, max_padded(), "full grads");
+  if (Bundle::grads_sharded) grad_shard_ = ring(2, max_shard(), "grad shard");
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+zero_executor<Comm, Bundle, Prefetch>::~zero_executor() {
+  try {
+    collectives_.synchronize();
+    ctx_.synchronize();
+  } catch (...) {  // a failed copy or collective nobody waited for: nothing left to tell
+  }
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+void zero_executor<Comm, Bundle, Prefetch>::set_params(std::size_t i, std::span<const float> full) {
+  const auto& lay = layouts_[i];
+  if (full.size() != lay.numel())
+    throw config_error("zero_executor '" + name_ + "': set_params of layer '" + specs_[i].name +
+                       "' with " + std::to_string(full.size()) + " values; it has " +
+                       std::to_string(lay.numel()));
+  std::vector<float> mine(params_[i].size(), 0.0f);
+  const std::size_t from = Bundle::params_sharded ? lay.offset(comm_.rank()) : 0;
+  const std::size_t n = Bundle::params_sharded ? lay.valid_in(comm_.rank()) : lay.numel();
+  std::copy_n(full.begin() + static_cast<std::ptrdiff_t>(from), n, mine.begin());
+  params_[i].assign(mine);
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+std::vector<float> zero_executor<Comm, Bundle, Prefetch>::params(std::size_t i) {
+  sync();
+  const auto& lay = layouts_[i];
+  std::vector<float> mine = params_[i].to_vector();
+  if constexpr (!Bundle::params_sharded) {
+    mine.resize(lay.numel());
+    return mine;
+  } else {
+    std::vector<float> full(lay.padded_numel());
+    comm_.all_gather(mine.data(), full.data(), lay.shard_numel() * sizeof(float)).wait();
+    full.resize(lay.numel());
+    return full;
+  }
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+template <class F>
+void zero_executor<Comm, Bundle, Prefetch>::forward(F&& f) {
+  walk(false, [&](std::size_t i, const float* w, const in_flight&) {
+    ctx_.compute("forward " + specs_[i].name, [&] { f(i, w, layouts_[i].numel()); });
+  });
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+template <class G>
+void zero_executor<Comm, Bundle, Prefetch>::backward(G&& g, grad_mode mode) {
+  std::size_t turn = 0;
+  if (mode == grad_mode::overwrite) {
+    walk(true, [&](std::size_t i, const float* w, const in_flight&) {
+      const std::size_t b = turn++ % 2;
+      compute_gradient(i, w, b, g);
+      reduce_gradient(i, b, ctx_.compute_fence(), true);
+    });
+    return;
+  }
+  // Accumulate: layer i's reduced gradient is added at home after layer i-1's backward has
+  // been issued, by when its reduction has had a layer's compute to finish in. Its buffer
+  // (one of two) is not refilled before that: the next-but-one layer takes it.
+  struct pending {
+    std::size_t layer = 0, buffer = 0;
+    event reduced;
+    bool live = false;
+  } last;
+  auto land = [&](pending& pd) {
+    if (!pd.live) return;
+    pd.live = false;
+    accumulate_gradient(pd.layer, pd.buffer, pd.reduced);
+  };
+  walk(true, [&](std::size_t i, const float* w, const in_flight&) {
+    const std::size_t b = turn++ % 2;
+    compute_gradient(i, w, b, g);
+    event reduced = reduce_gradient(i, b, ctx_.compute_fence(), false);
+    land(last);
+    last = {i, b, reduced, true};
+  });
+  land(last);
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+template <class G, class U>
+requires(!std::is_same_v<std::remove_cvref_t<U>,
+                         grad_mode>) void zero_executor<Comm, Bundle, Prefetch>::backward(G&& g,
+                                                                                          U&& u) {
+  if constexpr (stage != 3) {
+    backward(g);
+    step(u);
+  } else {
+    fused_pending last;
+    scratch_set scratch;
+    // Resident (home on the device): the update runs on a scratch copy of the shard, which
+    // goes home only when the update returned.
+    if constexpr (resident) scratch = make_scratch(compute_tier::id, 1, max_shard());
+    try {
+      std::size_t turn = 0;
+      walk(
+          true,
+          [&](std::size_t i, const float* w, const in_flight& f) {
+            const std::size_t b = turn++ % 2;
+            compute_gradient(i, w, b, g);
+            event reduced = reduce_gradient(i, b, ctx_.compute_fence(), false);
+            fused_update(last, scratch, u);
+            last = {i, b, f, reduced, true};
+          },
+          true);
+      fused_update(last, scratch, u);
+    } catch (...) {
+      retire_scratch(scratch);
+      throw;
+    }
+    retire_scratch(scratch);
+  }
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+template <class U>
+void zero_executor<Comm, Bundle, Prefetch>::fused_update(fused_pending& pd, scratch_set& scratch,
+                                                         U& u) {
+  if (!pd.live) return;
+  pd.live = false;
+  pd.reduced.wait();
+  const float* gs = static_cast<const float*>(grad_shard_.data(pd.buffer));
+  const std::size_t n = layouts_[pd.layer].valid_in(comm_.rank());
+  const std::string label = "optimizer " + specs_[pd.layer].name;
+  if constexpr (resident) {
+    auto* s = static_cast<float*>(scratch.buffers[0].data());
+    for (auto& e : std::exchange(scratch.uses[0], {})) e.wait();
+    auto w = params_[pd.layer].template acquire<compute_tier>(read_write);  // home
+    copy_within(optimizer_tier::id, s, w.data(), n, label, {});
+    ctx_.compute(label, [&] { u(pd.layer, s, gs, n); });
+    scratch.uses[0].push_back(
+        copy_within(optimizer_tier::id, w.data(), s, n, label, {ctx_.compute_fence()}));
+  } else {
+    // The shard is on the compute tier in the ring slot the backward fetched it into. A read
+    // lease keeps it there while u updates that memory (the executor's own); the lease's end
+    // drops the copy from the tensor (the slot stays the executor's), and only an update that
+    // returned is written home from it.
+    tensor_ref p = params_[pd.layer].ref();
+    auto* shard = static_cast<float*>(p.data(compute_tier::id));
+    {
+      auto w = p.template acquire<const float, compute_tier>();
+      try {
+        ctx_.compute(label, [&] { u(pd.layer, shard, gs, n); });
+      } catch (...) {
+        w.release();
+        give_back_slot(pd.layer, pd.flight);
+        throw;
+      }
+    }
+    std::vector<event> used = p.take_last_use(compute_tier::id);
+    event home = p.write_from(shard, compute_tier::id, used);
+    used.push_back(home);
+    shard_ring_.add_uses(pd.flight.shard, used);
+  }
+  grad_shard_.add_use(pd.buffer, ctx_.compute_fence());
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+template <class U>
+void zero_executor<Comm, Bundle, Prefetch>::step(U&& u) {
+  sync();
+  // Away from home (NVMe: pinned) two buffers alternate, so a layer's write-back overlaps the
+  // next layer's read.
+  scratch_set scratch = make_scratch(optimizer_tier::id, step_at_home ? 1 : 2, part_capacity());
+  tensor_ref reading;  // the tensor whose shard is being read into scratch
+  try {
+    for (std::size_t i = 0; i < specs_.size(); ++i) {
+      const std::size_t b = i % scratch.buffers.size();
+      auto* s = static_cast<float*>(scratch.buffers[b].data());
+      for (auto& e : std::exchange(scratch.uses[b], {})) e.wait();
+      if constexpr (step_at_home)
+        update_at_home(i, s, scratch.uses[b], u);
+      else
+        update_away_from_home(i, s, scratch.uses[b], reading, u);
+    }
+  } catch (...) {
+    if (reading) {  // the shard read into scratch is dropped (the read may still run)
+      constexpr tier_id k = optimizer_tier::id;
+      if (reading.holds(k) && !reading.leased()) reading.evict(k);
+      auto used = reading.take_last_use(k);
+      for (auto& uses : scratch.uses) uses.insert(uses.end(), used.begin(), used.end());
+    }
+    retire_scratch(scratch);
+    throw;
+  }
+  retire_scratch(scratch);
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+template <class U>
+void zero_executor<Comm, Bundle, Prefetch>::update_away_from_home(std::size_t i, float* s,
+                                                                  std::vector<event>& s_uses,
+                                                                  tensor_ref& reading, U& u) {
+  // The shard is read into the scratch buffer (the tensor borrows it for as long as a read
+  // lease is out), updated there, and written home only if u returned.
+  static_assert(stage == 3, "an optimizer tier away from home is the nvme home's");
+  constexpr tier_id k = optimizer_tier::id;
+  const std::size_t n = part_numel(i);
+  tensor_ref p = params_[i].ref();
+  if (p.holds(k)) p.evict(k);
+  reading = p;
+  p.fetch_into(k, s, {});
+  auto dw = grads_[i].template acquire<optimizer_tier>();
+  {
+    auto w = params_[i].template acquire<optimizer_tier>();  // the fetch into s
+    const float* gp = dw.data();
+    ctx_.compute("optimizer " + specs_[i].name, [&] { u(i, s, gp, n); });
+  }
+  reading = {};
+  s_uses = p.take_last_use(k);
+  s_uses.push_back(p.write_from(s, optimizer_tier::id, s_uses));
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+template <class U>
+void zero_executor<Comm, Bundle, Prefetch>::update_at_home(std::size_t i, float* s,
+                                                           std::vector<event>& s_uses, U& u) {
+  const auto& lay = layouts_[i];
+  const std::size_t n = part_numel(i);
+  const std::string label = "optimizer " + specs_[i].name;
+  auto w = params_[i].template acquire<optimizer_tier>(read_write);
+  auto dw = grads_[i].template acquire<optimizer_tier>();
+  float* p = w.data();
+  const float* gp = dw.data();
+  const std::size_t off = (stage == 1 || stage == 2) ? lay.offset(comm_.rank()) : 0;
+  copy_within(optimizer_tier::id, s, p + off, n, label, {});
+  ctx_.compute(label, [&] { u(i, s, stage == 1 ? gp + off : gp, n); });
+  s_uses.push_back(copy_within(optimizer_tier::id, p + off, s, n, label, {ctx_.compute_fence()}));
+  if constexpr (stage == 1 || stage == 2) {
+    for (auto& e : s_uses) e.wait();  // the update is home before it is sent
+    auto span = trace_recorder::scope(ctx_.trace(), "collectives", span_kind::all_gather,
+                                      "all-gather " + specs_[i].name);
+    comm_.all_gather(p + off, p, lay.shard_numel() * sizeof(float)).wait();
+  }
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+auto zero_executor<Comm, Bundle, Prefetch>::make_scratch(tier_id t, std::size_t count,
+                                                         std::size_t floats) -> scratch_set {
+  scratch_set s;
+  s.uses.resize(count);
+  for (std::size_t b = 0; b < count; ++b)
+    s.buffers.push_back(ctx_.allocate(t, floats * sizeof(float),
+                                      name_ + " optimizer scratch " + std::to_string(b)));
+  return s;
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+void zero_executor<Comm, Bundle, Prefetch>::retire_scratch(scratch_set& s) {
+  for (std::size_t b = 0; b < s.buffers.size(); ++b)
+    ctx_.retire(std::move(s.buffers[b]), std::move(s.uses[b]));
+  s.buffers.clear();
+  s.uses.clear();
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+template <class F>
+void zero_executor<Comm, Bundle, Prefetch>::for_each_grad_shard(F&& f) {
+  sync();
+  const int r = comm_.rank();
+  for (std::size_t i = 0; i < specs_.size(); ++i) {
+    const auto& lay = layouts_[i];
+    auto dw = grads_[i].template acquire<optimizer_tier>();
+    const float* gp = dw.data();
+    f(i, Bundle::grads_sharded ? gp : gp + lay.offset(r),
+      static_cast<std::size_t>(lay.valid_in(r)));
+  }
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+void zero_executor<Comm, Bundle, Prefetch>::make_plan() {
+  constexpr std::size_t f = sizeof(float);
+  std::size_t params_bytes = 0, grads_bytes = 0;
+  for (auto& l : layouts_) {
+    params_bytes += (Bundle::params_sharded ? l.shard_numel() : l.padded_numel()) * f;
+    grads_bytes += (Bundle::grads_sharded ? l.shard_numel() : l.padded_numel()) * f;
+  }
+  constexpr tier_id home = Bundle::home_tier::id;
+  const char* state = Bundle::params_sharded ? "parameter shards" : "parameter replicas";
+  plan_.add(home, std::string(state) + " (all layers)", params_bytes);
+  plan_.add(home,
+            std::string(Bundle::grads_sharded ? "gradient shards" : "gradient replicas") +
+                " (all layers)",
+            grads_bytes);
+  const std::size_t d1 = depth + 1;
+  constexpr tier_id dev = compute_tier::id;
+  if (stage == 3 || !resident)
+    plan_.add(dev, std::to_string(d1) + " gathered-parameter buffers (Depth+1)",
+              d1 * max_padded() * f);
+  if (stage == 3 && !resident)
+    plan_.add(dev, std::to_string(d1 + 1) + " parameter-shard buffers (Depth+2)",
+              (d1 + 1) * max_shard() * f);
+  plan_.add(dev, "2 full-gradient buffers", 2 * max_padded() * f);
+  if (Bundle::grads_sharded) plan_.add(dev, "2 gradient-shard buffers", 2 * max_shard() * f);
+  // The optimizer updates a copy of this rank's part (kept from home until the update
+  // returned). Away from home (an NVMe home: pinned) the shard is read into one of two
+  // alternating buffers and the layer's gradient is leased beside it; gradient accumulation
+  // leases the gradient there too, at other times.
+  if (optimizer_tier::id != home)
+    plan_.add(optimizer_tier::id, "optimizer: 2 parameter-shard buffers + one layer's grads",
+              2 * part_capacity() * f + (Bundle::grads_sharded ? max_shard() : max_padded()) * f);
+  else
+    plan_.add(optimizer_tier::id, "optimizer scratch: one layer's part", part_capacity() * f);
+  if (cuda_enabled)  // accumulation sums on the host (accumulate_gradient)
+    plan_.add(tier_id::pinned, "gradient accumulation: host copies of one layer's gradient",
+              (optimizer_tier::id == tier_id::device ? 2 : 1) *
+                  (Bundle::grads_sharded ? max_shard() : max_padded()) * f);
+  plan_.add_held_by(ctx_);
+  if constexpr (file_home) {  // the store's bounce buffers: one per IO queue at most
+    const std::size_t block = std::max<std::size_t>(ctx_.config().nvme_checksum_block, 1 << 20);
+    plan_.add(tier_id::pinned, "NVMe bounce buffers (io-read, io-write)", 2 * block);
+  }
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+event zero_executor<Comm, Bundle, Prefetch>::copy_within(tier_id t, float* dst, const float* src,
+                                                         std::size_t n, const std::string& label,
+                                                         std::vector<event> after) {
+  if (!n) return {};
+  if (!cuda_enabled || t != tier_id::device) {
+    for (auto& e : after) e.wait();
+    std::memcpy(dst, src, n * sizeof(float));
+    return {};
+  }
+  event e = ctx_.copy(dst, t, src, t, n * sizeof(float), label + " (scratch)", std::move(after));
+  e.wait();
+  return e;
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+void zero_executor<Comm, Bundle, Prefetch>::accumulate_gradient(std::size_t i, std::size_t b,
+                                                                const event& reduced) {
+  reduced.wait();
+  const auto& lay = layouts_[i];
+  const std::size_t count = Bundle::grads_sharded ? lay.shard_numel() : lay.padded_numel();
+  const auto* src =
+      static_cast<const float*>(Bundle::grads_sharded ? grad_shard_.data(b) : grad_full_.data(b));
+  auto dw = grads_[i].template acquire<optimizer_tier>(read_write);
+  float* dst = dw.data();
+  const std::string label = "accumulate " + specs_[i].name;
+  if constexpr (!cuda_enabled) {  // the emulated device is host memory
+    ctx_.compute(label, [&] {
+      for (std::size_t k = 0; k < count; ++k) dst[k] = dst[k] + src[k];
+    });
+  } else {
+    // Without a kernel of its own, the sum is taken on the host: the reduced gradient (and,
+    // for a device home, the stored one) pass through host buffers (planned).
+    const std::size_t bytes = count * sizeof(float);
+    buffer in = ctx_.allocate(tier_id::pinned, bytes, label + " (reduced)");
+    auto* h = static_cast<float*>(in.data());
+    ctx_.copy(h, tier_id::pinned, src, tier_id::device, bytes, label).wait();
+    buffer acc;
+    float* a = dst;
+    if constexpr (optimizer_tier::id == tier_id::device) {
+      acc = ctx_.allocate(tier_id::pinned, bytes, label + " (stored)");
+      a = static_cast<float*>(acc.data());
+      ctx_.copy(a, tier_id::pinned, dst, tier_id::device, bytes, label).wait();
+    }
+    trace_recorder::scope span(ctx_.trace(), "compute", span_kind::compute, label);
+    for (std::size_t k = 0; k < count; ++k) a[k] = a[k] + h[k];
+    if constexpr (optimizer_tier::id == tier_id::device)
+      ctx_.copy(dst, tier_id::device, a, tier_id::pinned, bytes, label).wait();
+  }
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+void zero_executor<Comm, Bundle, Prefetch>::zero_device(float* p, std::size_t bytes) {
+  if (!bytes) return;
+#if STRATA_ENABLE_CUDA
+  check_cuda(cudaMemsetAsync(p, 0, bytes, ctx_.compute_stream()), "zeroing gradient padding");
+#else
+  std::memset(p, 0, bytes);
+#endif
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+template <class Tensor>
+Tensor zero_executor<Comm, Bundle, Prefetch>::make_state(std::size_t i, const char* what) {
+  const int r = comm_.rank();
+  std::string name = specs_[i].name + what + "[rank " + std::to_string(r) + "]";
+  if constexpr (Tensor::sharded)
+    return Tensor(ctx_, std::move(name), layouts_[i], r);
+  else
+    return Tensor(ctx_, std::move(name), shape{layouts_[i].padded_numel()});
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+auto zero_executor<Comm, Bundle, Prefetch>::bring(std::size_t i, std::size_t pos) -> in_flight {
+  in_flight f;
+  f.ring = gathered_.empty() ? 0 : pos % gathered_.size();
+  f.shard = shard_ring_.empty() ? 0 : pos % shard_ring_.size();
+  tensor_ref p = params_[i].ref();
+  const float* src = nullptr;
+  if constexpr (resident) {
+    src = static_cast<const float*>(p.data(compute_tier::id));
+  } else {
+    auto& ring = stage == 3 ? shard_ring_ : gathered_;
+    const std::size_t slot = stage == 3 ? f.shard : f.ring;
+    p.fetch_into(compute_tier::id, ring.data(slot), ring.take_uses(slot));
+    src = static_cast<const float*>(ring.data(slot));
+  }
+  event src_ready = p.ready(compute_tier::id);
+  if constexpr (stage == 3) {
+    auto* dst = static_cast<float*>(gathered_.data(f.ring));
+    const std::size_t bytes = layouts_[i].shard_numel() * sizeof(float);
+    std::vector<event> after = gathered_.take_uses(f.ring);
+    after.push_back(src_ready);
+    f.ready = collectives_.submit(
+        span_kind::all_gather, "all-gather " + specs_[i].name,
+        [this, src, dst, bytes] { comm_.all_gather(src, dst, bytes).wait(); }, std::move(after));
+    f.full = dst;
+  } else {
+    f.full = src;
+    f.ready = src_ready;
+  }
+  return f;
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+void zero_executor<Comm, Bundle, Prefetch>::done_with(std::size_t i, const in_flight& f,
+                                                      bool keep_shard) {
+  event fence = ctx_.compute_fence();
+  if constexpr (stage == 3) gathered_.add_use(f.ring, fence);
+  if constexpr (!resident) {
+    if (keep_shard) return;
+    params_[i].ref().evict(compute_tier::id, {f.ready, fence});
+    give_back_slot(i, f);
+  }
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+void zero_executor<Comm, Bundle, Prefetch>::give_back_slot(std::size_t i, const in_flight& f) {
+  auto& ring = stage == 3 ? shard_ring_ : gathered_;
+  ring.add_uses(stage == 3 ? f.shard : f.ring, params_[i].ref().take_last_use(compute_tier::id));
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+template <class Body>
+void zero_executor<Comm, Bundle, Prefetch>::walk(bool backward, Body&& body, bool keep_shard) {
+  const std::size_t n = specs_.size();
+  auto index = [&](std::size_t p) { return backward ? n - 1 - p : p; };
+  const std::size_t ahead = std::min(depth, n - 1);
+  std::vector<in_flight> flight(n);
+  std::size_t issued = 0;
+  try {
+    for (; issued <= ahead; ++issued) flight[issued] = bring(index(issued), issued);
+    for (std::size_t p = 0; p < n; ++p) {
+      if (p > 0 && p + ahead < n) {  // the slot of layer p-1 is free: bring p+ahead
+        flight[issued] = bring(index(issued), issued);
+        ++issued;
+      }
+      const std::size_t i = index(p);
+      flight[p].ready.wait();
+      body(i, flight[p].full, flight[p]);
+      done_with(i, flight[p], keep_shard);
+    }
+  } catch (...) {
+    // Whatever is still in flight borrows ring memory: let it finish, then drop it.
+    try {
+      collectives_.synchronize();
+    } catch (...) {
+    }
+    if constexpr (!resident)
+      for (std::size_t p = 0; p < issued; ++p) {
+        tensor_ref t = params_[index(p)].ref();
+        if (t.holds(compute_tier::id) && !t.leased()) t.evict(compute_tier::id);
+        give_back_slot(index(p), flight[p]);
+      }
+    throw;
+  }
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+template <class G>
+void zero_executor<Comm, Bundle, Prefetch>::compute_gradient(std::size_t i, const float* w,
+                                                             std::size_t b, G& g) {
+  const auto& lay = layouts_[i];
+  grad_full_.wait_free(b);
+  float* dw = static_cast<float*>(grad_full_.data(b));
+  ctx_.compute("backward " + specs_[i].name, [&] {
+    g(i, w, dw, lay.numel());
+    zero_device(dw + lay.numel(), (lay.padded_numel() - lay.numel()) * sizeof(float));
+  });
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+event zero_executor<Comm, Bundle, Prefetch>::reduce_gradient(std::size_t i, std::size_t b,
+                                                             event computed, bool land_home) {
+  const auto& lay = layouts_[i];
+  float* full = static_cast<float*>(grad_full_.data(b));
+  if constexpr (Bundle::grads_sharded) {
+    grad_shard_.wait_free(b);
+    float* shard = static_cast<float*>(grad_shard_.data(b));
+    const std::size_t count = lay.shard_numel();
+    event rs = collectives_.submit(
+        span_kind::reduce_scatter, "reduce-scatter " + specs_[i].name,
+        [this, full, shard, count] {
+          comm_.reduce_scatter(full, shard, count, comm::reduce_op::mean).wait();
+        },
+        {computed});
+    grad_full_.add_use(b, rs);
+    grad_shard_.add_use(b,
+                        land_home ? grads_[i].ref().write_from(shard, compute_tier::id, {rs}) : rs);
+    return rs;
+  } else {
+    const std::size_t count = lay.padded_numel();
+    event ar = collectives_.submit(
+        span_kind::reduce_scatter, "all-reduce " + specs_[i].name,
+        [this, full, count] { comm_.all_reduce(full, full, count, comm::reduce_op::mean).wait(); },
+        {computed});
+    grad_full_.add_use(b,
+                       land_home ? grads_[i].ref().write_from(full, compute_tier::id, {ar}) : ar);
+    return ar;
+  }
+}
+
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_SCHEDULE_DETAIL_EXECUTOR_INL
+// ---- end <strata/schedule/detail/executor.inl> ----
 #endif // STRATA_SINGLE_INCLUDE_STRATA_SCHEDULE_EXECUTOR_HPP
 // ---- end <strata/schedule/executor.hpp> ----
 
@@ -11332,6 +12359,7 @@ STRATA_NAMESPACE_END
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -11438,10 +12466,47 @@ private:
   void drain() noexcept;
 
   // The pipeline over groups [first, last): k_of(g), grad_of(g) -> const G*, copy_of(g) -> P*
-  // (nullptr: none), master_of(g) -> float* (external masters only).
+  // (nullptr: none), master_of(g) -> float* (external masters only). Its steps follow.
   template <class G, class P, class K, class Grads, class Copies, class Masters>
   void run(std::size_t first, std::size_t last, K&& k_of, Grads&& grad_of, Copies&& copy_of,
            Masters&& master_of);
+
+  // One run's state: its sub-groups, the new version of every tensor (a fresh handle and its
+  // copy-on-write transaction) and, per sub-group and array, the events of its read and write.
+  // It outlives every IO it submits: a run waits for them, or drains the queues on failure.
+  struct run_state {
+    std::size_t first, last;
+    std::string step_name;
+    std::vector<std::vector<piece>> chunks;
+    std::vector<std::array<handle, 3>> fresh;
+    std::vector<std::optional<io::nvme_store::write_txn>> txns;  // (group - first) x 3 kinds
+    std::vector<std::array<event, 3>> read_done, written;
+    io::nvme_store::write_txn& txn(std::size_t g, state_kind k) {
+      return *txns[(g - first) * 3 + k];
+    }
+  };
+  // New handles and open transactions for every tensor of groups [first, last).
+  void begin_versions(run_state& r);
+  // Sub-group c's array a into its set, on that array's reader, after `after`.
+  void start_read(run_state& r, std::size_t c, std::size_t a, std::vector<event> after);
+  // Sub-group c's array a from its set into the new version, on that array's writer.
+  void start_write(run_state& r, std::size_t c, std::size_t a);
+  // Adam on sub-group c, in its set (the reads have arrived).
+  template <class G, class P, class K, class Grads, class Copies, class Masters>
+  void update_sub_group(run_state& r, std::size_t c, K& k_of, Grads& grad_of, Copies& copy_of,
+                        Masters& master_of);
+  // Every write has ended: commit each new version (a failure leaves the current ones).
+  void commit_versions(run_state& r);
+  // After a failure: nothing of the run may still touch the sets; the new versions go.
+  void abandon_versions(run_state& r) noexcept;
+  // After the commits: the new versions become current (nothing here can fail).
+  void adopt_versions(run_state& r) noexcept;
+  // Runs io(), giving an io_error or format_error the place it happened (`at`), its type kept.
+  template <class F>
+  void guarded(F&& io, const std::string& at) const;
+  // "step N, sub-group c: <doing> group 'g', tensor 't', elements [a, b) (byte offset o)".
+  std::string where(const run_state& r, std::size_t c, const piece& p, state_kind k,
+                    const char* doing) const;
 
   context& ctx_;
   std::string name_;
@@ -11542,11 +12607,7 @@ inline streamed_adam::streamed_adam(context& ctx, std::vector<group_spec> groups
   sub_ = sub_group_for(block_elems_, groups_, config, name_);
   constexpr std::size_t f = sizeof(float);
 
-  for (std::size_t t = 0; t < tier_count; ++t) {
-    const auto tier = static_cast<tier_id>(t);
-    if (const std::size_t held = ctx_.budget(tier).used())
-      plan_.add(tier, "already held by the context (staging ring, ...)", held);
-  }
+  plan_.add_held_by(ctx_);
   const memory_plan own = plan_for(ctx_, groups_, config, name_);
   for (const auto& l : own.lines()) {
     plan_.add(l.tier, l.what, l.bytes);
@@ -11733,127 +12794,146 @@ void streamed_adam::update_group(std::size_t g, const adam_step_scalars& k,
 template <class G, class P, class K, class Grads, class Copies, class Masters>
 void streamed_adam::run(std::size_t first, std::size_t last, K&& k_of, Grads&& grad_of,
                         Copies&& copy_of, Masters&& master_of) {
-  (void)copy_of;  // unused without a parameter copy
-  io::nvme_store& store = ctx_.nvme();
-  const auto chunks = sub_groups(first, last);
-  const std::size_t count = chunks.size();
-  const std::size_t na = kinds();
-  const std::string step_name = "step " + std::to_string(t_ + 1);
-  constexpr std::size_t f = sizeof(float);
-
-  // The step's new version of every tensor: fresh handles, one transaction each.
-  std::vector<std::array<handle, 3>> fresh(last - first, {0, 0, 0});
-  std::vector<std::optional<io::nvme_store::write_txn>> txns((last - first) * 3);
-  auto txn_of = [&](std::size_t g, state_kind k) -> io::nvme_store::write_txn& {
-    return *txns[(g - first) * 3 + k];
-  };
-  auto where = [&](std::size_t c, const piece& p, state_kind k, const char* doing) {
-    return step_name + ", sub-group " + std::to_string(c) + ": " + doing + " group '" +
-           groups_[p.group].name + "', tensor '" + tensor_name(p.group, k) + "', elements [" +
-           std::to_string(p.offset) + ", " + std::to_string(p.offset + p.count) +
-           ") (byte offset " + std::to_string(p.offset * f) + ")";
-  };
-  // Errors keep their type (io_error, format_error) and gain where they happened.
-  auto guarded = [&](auto&& io, const std::string& at) {
-    try {
-      io();
-    } catch (const io_error& e) {
-      rethrow_as(e, at);
-    } catch (const format_error& e) {
-      rethrow_as(e, at);
-    }
-  };
-
-  // Per sub-group and array: its read, and its write. An array's region of a set is refilled
-  // (with sub-group c+3) once its write of sub-group c is done.
-  std::vector<std::array<event, 3>> read_done(count), written(count);
-  auto read = [&](std::size_t c, std::size_t a, std::vector<event> after) {
-    const state_kind k = kind_at(a);
-    read_done[c][a] = readers_[a]->submit(
-        span_kind::io_read, name_ + " read " + kind_name(k) + " sub-group " + std::to_string(c),
-        [&, c, a, k] {
-          for (const piece& p : chunks[c])
-            guarded([&] {
-              store.read(current_[p.group][k], p.offset * f, array(c % 3, a) + p.pos,
-                         p.count * f);
-            }, where(c, p, k, "reading"));
-        },
-        std::move(after));
-  };
-  auto write = [&](std::size_t c, std::size_t a) {
-    const state_kind k = kind_at(a);
-    written[c][a] = writers_[a]->submit(
-        span_kind::io_write, name_ + " write " + kind_name(k) + " sub-group " + std::to_string(c),
-        [&, c, a, k] {
-          for (const piece& p : chunks[c])
-            guarded([&] {
-              txn_of(p.group, k).write(p.offset * f, array(c % 3, a) + p.pos, p.count * f);
-            }, where(c, p, k, "writing"));
-        });
-  };
-
+  run_state r{first, last, "step " + std::to_string(t_ + 1), sub_groups(first, last), {}, {}, {},
+              {}};
+  const std::size_t count = r.chunks.size(), na = kinds();
+  r.fresh.assign(last - first, {0, 0, 0});
+  r.txns.resize((last - first) * 3);
+  r.read_done.resize(count);
+  r.written.resize(count);
   try {
-    for (std::size_t g = first; g < last; ++g) {
-      if (!groups_[g].numel) continue;
-      for (std::size_t a = 0; a < na; ++a) {
-        const state_kind k = kind_at(a);
-        handle h = store.create(groups_[g].numel * f, tensor_name(g, k));
-        fresh[g - first][k] = h;
-        guarded([&] { txns[(g - first) * 3 + k].emplace(store.begin_write(h)); },
-                step_name + ": starting the new version of '" + tensor_name(g, k) + "'");
-      }
-    }
-
+    begin_versions(r);
+    // Three sets in flight: sub-group c+3 is read into c's set once c's writes have ended.
     for (std::size_t c = 0; c < std::min<std::size_t>(3, count); ++c)
-      for (std::size_t a = 0; a < na; ++a) read(c, a, {});
+      for (std::size_t a = 0; a < na; ++a) start_read(r, c, a, {});
     for (std::size_t c = 0; c < count; ++c) {
-      for (std::size_t a = 0; a < na; ++a) read_done[c][a].wait();
-      const std::size_t set = c % 3;
-      {
-        trace_recorder::scope span(ctx_.trace(), name_ + " update", span_kind::optimizer,
-                                   name_ + " update sub-group " + std::to_string(c));
-        for (const piece& p : chunks[c]) {
-          const std::size_t n = p.count;
-          float* w = own_master_ ? array(set, 0) + p.pos : master_of(p.group) + p.offset;
-          float* m = array(set, own_master_ ? 1 : 0) + p.pos;
-          float* v = array(set, own_master_ ? 2 : 1) + p.pos;
-          const G* g = grad_of(p.group) + p.offset;
-          P* copy = nullptr;
-          if constexpr (!std::is_same_v<P, no_copy>) copy = copy_of(p.group) + p.offset;
-          adam_update<G, P>(k_of(p.group), std::span<float>(w, n), std::span<float>(m, n),
-                            std::span<float>(v, n), std::span<const G>(g, n), copy, simd_,
-                            threads_);
-        }
-      }
+      for (std::size_t a = 0; a < na; ++a) r.read_done[c][a].wait();
+      update_sub_group<G, P>(r, c, k_of, grad_of, copy_of, master_of);
       for (std::size_t a = 0; a < na; ++a) {
-        write(c, a);
-        if (c + 3 < count) read(c + 3, a, {written[c][a]});
+        start_write(r, c, a);
+        if (c + 3 < count) start_read(r, c + 3, a, {r.written[c][a]});
       }
     }
-    for (auto& ws : written)
+    for (auto& ws : r.written)
       for (std::size_t a = 0; a < na; ++a) ws[a].wait();
-    for (std::size_t g = first; g < last; ++g)
-      for (std::size_t a = 0; a < na && groups_[g].numel; ++a) {
-        const state_kind k = kind_at(a);
-        guarded([&] { txn_of(g, k).commit(); },
-                step_name + ": committing group '" + groups_[g].name + "', tensor '" +
-                    tensor_name(g, k) + "'");
-      }
+    commit_versions(r);
   } catch (...) {
-    drain();  // nothing of this step may still touch the sets, the transactions or `chunks`
-    txns.clear();
-    for (auto& hs : fresh)
-      for (handle h : hs)
-        if (h) store.destroy(h);
+    abandon_versions(r);
     throw;
   }
-  // Every new version is written and committed: it becomes current (nothing here can fail).
-  txns.clear();
-  for (std::size_t g = first; g < last; ++g)
-    for (std::size_t a = 0; a < na; ++a) {
+  adopt_versions(r);
+}
+
+template <class F>
+void streamed_adam::guarded(F&& io, const std::string& at) const {
+  try {
+    io();
+  } catch (const io_error& e) {
+    rethrow_as(e, at);
+  } catch (const format_error& e) {
+    rethrow_as(e, at);
+  }
+}
+
+inline std::string streamed_adam::where(const run_state& r, std::size_t c, const piece& p,
+                                        state_kind k, const char* doing) const {
+  constexpr std::size_t f = sizeof(float);
+  return r.step_name + ", sub-group " + std::to_string(c) + ": " + doing + " group '" +
+         groups_[p.group].name + "', tensor '" + tensor_name(p.group, k) + "', elements [" +
+         std::to_string(p.offset) + ", " + std::to_string(p.offset + p.count) +
+         ") (byte offset " + std::to_string(p.offset * f) + ")";
+}
+
+inline void streamed_adam::begin_versions(run_state& r) {
+  io::nvme_store& store = ctx_.nvme();
+  for (std::size_t g = r.first; g < r.last; ++g) {
+    if (!groups_[g].numel) continue;
+    for (std::size_t a = 0; a < kinds(); ++a) {
+      const state_kind k = kind_at(a);
+      handle h = store.create(groups_[g].numel * sizeof(float), tensor_name(g, k));
+      r.fresh[g - r.first][k] = h;
+      guarded([&] { r.txns[(g - r.first) * 3 + k].emplace(store.begin_write(h)); },
+              r.step_name + ": starting the new version of '" + tensor_name(g, k) + "'");
+    }
+  }
+}
+
+inline void streamed_adam::start_read(run_state& r, std::size_t c, std::size_t a,
+                                      std::vector<event> after) {
+  const state_kind k = kind_at(a);
+  io::nvme_store& store = ctx_.nvme();
+  r.read_done[c][a] = readers_[a]->submit(
+      span_kind::io_read, name_ + " read " + kind_name(k) + " sub-group " + std::to_string(c),
+      [this, &r, &store, c, a, k] {
+        constexpr std::size_t f = sizeof(float);
+        for (const piece& p : r.chunks[c])
+          guarded([&] {
+            store.read(current_[p.group][k], p.offset * f, array(c % 3, a) + p.pos, p.count * f);
+          }, where(r, c, p, k, "reading"));
+      },
+      std::move(after));
+}
+
+inline void streamed_adam::start_write(run_state& r, std::size_t c, std::size_t a) {
+  const state_kind k = kind_at(a);
+  r.written[c][a] = writers_[a]->submit(
+      span_kind::io_write, name_ + " write " + kind_name(k) + " sub-group " + std::to_string(c),
+      [this, &r, c, a, k] {
+        constexpr std::size_t f = sizeof(float);
+        for (const piece& p : r.chunks[c])
+          guarded(
+              [&] { r.txn(p.group, k).write(p.offset * f, array(c % 3, a) + p.pos, p.count * f); },
+              where(r, c, p, k, "writing"));
+      });
+}
+
+template <class G, class P, class K, class Grads, class Copies, class Masters>
+void streamed_adam::update_sub_group(run_state& r, std::size_t c, K& k_of, Grads& grad_of,
+                                     Copies& copy_of, Masters& master_of) {
+  (void)copy_of;  // unused without a parameter copy
+  const std::size_t set = c % 3;
+  trace_recorder::scope span(ctx_.trace(), name_ + " update", span_kind::optimizer,
+                             name_ + " update sub-group " + std::to_string(c));
+  for (const piece& p : r.chunks[c]) {
+    const std::size_t n = p.count;
+    float* w = own_master_ ? array(set, 0) + p.pos : master_of(p.group) + p.offset;
+    float* m = array(set, own_master_ ? 1 : 0) + p.pos;
+    float* v = array(set, own_master_ ? 2 : 1) + p.pos;
+    const G* g = grad_of(p.group) + p.offset;
+    P* copy = nullptr;
+    if constexpr (!std::is_same_v<P, no_copy>) copy = copy_of(p.group) + p.offset;
+    adam_update<G, P>(k_of(p.group), std::span<float>(w, n), std::span<float>(m, n),
+                      std::span<float>(v, n), std::span<const G>(g, n), copy, simd_, threads_);
+  }
+}
+
+inline void streamed_adam::commit_versions(run_state& r) {
+  for (std::size_t g = r.first; g < r.last; ++g)
+    for (std::size_t a = 0; a < kinds() && groups_[g].numel; ++a) {
+      const state_kind k = kind_at(a);
+      guarded([&] { r.txn(g, k).commit(); },
+              r.step_name + ": committing group '" + groups_[g].name + "', tensor '" +
+                  tensor_name(g, k) + "'");
+    }
+}
+
+inline void streamed_adam::abandon_versions(run_state& r) noexcept {
+  drain();  // nothing of this step may still touch the sets, the transactions or the chunks
+  r.txns.clear();
+  io::nvme_store& store = ctx_.nvme();
+  for (auto& hs : r.fresh)
+    for (handle h : hs)
+      if (h) store.destroy(h);
+}
+
+inline void streamed_adam::adopt_versions(run_state& r) noexcept {
+  r.txns.clear();
+  io::nvme_store& store = ctx_.nvme();
+  for (std::size_t g = r.first; g < r.last; ++g)
+    for (std::size_t a = 0; a < kinds(); ++a) {
       const state_kind k = kind_at(a);
       if (current_[g][k]) store.destroy(current_[g][k]);
-      current_[g][k] = fresh[g - first][k];
+      current_[g][k] = r.fresh[g - r.first][k];
     }
 }
 
@@ -11876,7 +12956,7 @@ STRATA_NAMESPACE_END
 // arithmetic (adam.hpp, device_adam.cuh), the norm and the scaler (grad_stats.hpp,
 // loss_scaler.hpp), streaming state from NVMe (streamed_adam.hpp, which this uses).
 //
-//   zero_executor<comm::threads, zero3_infinity, 2> ex(ctx, comm, layers);
+//   zero_executor<comm::threads, zero3_infinity, prefetch::lookahead<2>> ex(ctx, comm, layers);
 //   optim::zero_adam opt(ex, optim::adam_params{.lr = 3e-4f, .weight_decay = 0.1f});
 //   auto scaler = optim::loss_scaler::dynamic();
 //   ex.forward(f);  ex.backward(g);                       // gradients averaged, at home
@@ -12710,7 +13790,7 @@ public:
   using executor_type = Executor;
   using bundle_type = typename Executor::bundle_type;
   using home_tier = typename bundle_type::home_tier;
-  static constexpr bool streamed = home_tier::id == tier_id::nvme;
+  static constexpr bool streamed = home_tier::kind == tier_kind::file;
   static constexpr bool on_real_device = home_tier::id == tier_id::device && cuda_enabled;
 
   /// The same hyper-parameters for every layer.

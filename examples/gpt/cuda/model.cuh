@@ -24,7 +24,7 @@
 #pragma once
 
 #include "../gpt_config.hpp"
-#include "../host/model.hpp"  // rng, init_embed_params, init_block_params: the same init as the host
+#include "../host/model.hpp"  // initial_layer: the same initialisation as the host model
 #include "block.cuh"
 #include "common.cuh"
 #include "gemm.cuh"
@@ -87,16 +87,11 @@ public:
     synchronize();
   }
 
-  /// GPT-2 initialisation, the same numbers as host_model::init_weights(seed).
+  /// GPT-2 initialisation (initial_layer), the same numbers as host_model::init_weights(seed).
   void init_weights(std::uint64_t seed) {
-    rng gen(seed);
-    std::vector<float> embed(embed_n_), block(block_n_);
-    init_embed_params(cfg_, embed.data(), gen);
-    set_embed_params(embed);
-    for (int l = 0; l < cfg_.layers; ++l) {
-      init_block_params(cfg_, block.data(), gen);
-      set_block_params(l, block);
-    }
+    set_embed_params(initial_layer(cfg_, 0, seed));
+    for (int l = 0; l < cfg_.layers; ++l)
+      set_block_params(l, initial_layer(cfg_, static_cast<std::size_t>(l) + 1, seed));
   }
 
   /// Master parameters from the host (embed_numel / block_numel floats); the X copy follows.

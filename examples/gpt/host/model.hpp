@@ -6,76 +6,65 @@
 // forward keeps only each block's input, the backward recomputes a block's activations in one
 // shared block_scratch just before it needs them. train.cpp runs the same kernels in the same
 // order with the block parameters streamed through strata; this class is what that run is
-// checked against, and what a quick CPU training or sampling run uses directly.
+// checked against, and what a quick CPU training or sampling run uses directly. Here too is
+// initial_layer, the one GPT-2 initialisation: trainer.hpp, this model and the CUDA model all
+// start from it.
 // What it is not: an optimizer, a data loader, or a KV-cache sampler (see train.cpp, data.hpp,
 // sampler.hpp).
 #pragma once
 
 #include "../gpt_config.hpp"
+#include "../random.hpp"
 #include "block.hpp"
 #include "kernels.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 namespace gpt {
 
-/// A small deterministic generator (splitmix64), so a seed gives the same weights with any
-/// standard library (std::normal_distribution's output is not specified across them).
-class rng {
-public:
-  explicit rng(std::uint64_t seed) : state_(seed) {}
-  std::uint64_t next_u64() {
-    std::uint64_t z = (state_ += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  /// Uniform in [0, 1) with 53 random bits.
-  double uniform() { return static_cast<double>(next_u64() >> 11) * 0x1.0p-53; }
-  /// Standard normal (Box-Muller).
-  double normal() {
-    const double u1 = 1.0 - uniform(), u2 = uniform();  // u1 in (0, 1]: log is finite
-    return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
-  }
-
-private:
-  std::uint64_t state_;
-};
-
-/// GPT-2 initialisation of one block's flat array: weights N(0, 0.02), the two residual
-/// projections (attn.c_proj, mlp.c_proj) N(0, 0.02 / sqrt(2 L)), biases 0, layernorm weights 1.
-template <class real>
-void init_block_params(const gpt_config& cfg, real* params, rng& gen) {
-  const double proj_std = 0.02 / std::sqrt(2.0 * cfg.layers);
-  for (const auto& slot : block_slots(cfg)) {
-    real* p = params + slot.offset;
-    const bool is_ln = slot.name.rfind("ln_", 0) == 0;
-    const bool is_weight = slot.name.size() > 7 && slot.name.ends_with(".weight");
-    if (is_ln) {
-      const real v = is_weight ? real(1) : real(0);
-      for (std::size_t i = 0; i < slot.numel; ++i) p[i] = v;
-    } else if (is_weight) {
-      const double sd = slot.name.ends_with("c_proj.weight") ? proj_std : 0.02;
-      for (std::size_t i = 0; i < slot.numel; ++i) p[i] = static_cast<real>(sd * gen.normal());
-    } else {
-      for (std::size_t i = 0; i < slot.numel; ++i) p[i] = real(0);
+/// GPT-2's initialisation of layer `layer` of the model as the trainer's executor holds it
+/// (0: the embedding array, 1+l: block l's array; layouts in gpt_config.hpp): weight matrices
+/// N(0, 0.02), the two residual projections (attn.c_proj, mlp.c_proj) N(0, 0.02/sqrt(2L)),
+/// biases 0, layernorm weights 1. A pure function of (seed, layer), so every rank computes the
+/// same weights without sending them, and host_model::init_weights(seed) starts from the same
+/// weights as a training run with that seed.
+///
+/// The normal draws are Box-Muller pairs over std::mt19937_64, seeded per layer through
+/// splitmix64: mt19937_64's output is fixed by the standard, so these are the same numbers with
+/// every standard library (std::normal_distribution's are not).
+inline std::vector<float> initial_layer(const gpt_config& cfg, std::size_t layer,
+                                        std::uint64_t seed) {
+  const bool embed = layer == 0;
+  const auto slots = embed ? embed_slots(cfg) : block_slots(cfg);
+  std::vector<float> w(embed ? embed_numel(cfg) : block_numel(cfg), 0.0f);
+  std::mt19937_64 bits(splitmix64(seed * 1000003 + layer));
+  const float proj_std = 0.02f / std::sqrt(2.0f * static_cast<float>(cfg.layers));
+  for (const auto& s : slots) {
+    float* p = w.data() + s.offset;
+    const bool is_ln_weight = s.name.find("ln") != std::string::npos &&
+                              s.name.find(".weight") != std::string::npos;
+    if (is_ln_weight) {
+      std::fill(p, p + s.numel, 1.0f);
+    } else if (s.shape.size() == 2) {
+      const float sd = s.name.find("c_proj.weight") != std::string::npos ? proj_std : 0.02f;
+      for (std::size_t i = 0; i < s.numel; i += 2) {
+        const double u1 = (static_cast<double>(bits() >> 11) + 0.5) / 9007199254740992.0;
+        const double u2 = static_cast<double>(bits() >> 11) / 9007199254740992.0;
+        const double r = std::sqrt(-2.0 * std::log(u1));
+        p[i] = static_cast<float>(sd * r * std::cos(6.283185307179586 * u2));
+        if (i + 1 < s.numel) p[i + 1] = static_cast<float>(sd * r * std::sin(6.283185307179586 * u2));
+      }
     }
   }
-}
-
-/// GPT-2 initialisation of the embedding array: wte, wpe N(0, 0.02), ln_f weight 1, bias 0.
-template <class real>
-void init_embed_params(const gpt_config& cfg, real* params, rng& gen) {
-  const std::size_t C = static_cast<std::size_t>(cfg.width);
-  const std::size_t n_emb = (static_cast<std::size_t>(cfg.vocab) + cfg.context) * C;
-  for (std::size_t i = 0; i < n_emb; ++i) params[i] = static_cast<real>(0.02 * gen.normal());
-  for (std::size_t i = 0; i < C; ++i) params[n_emb + i] = real(1), params[n_emb + C + i] = real(0);
+  return w;
 }
 
 template <class real>
@@ -98,11 +87,15 @@ public:
     tokens_.resize(N), targets_.resize(N);
   }
 
-  /// GPT-2 initialisation (see init_block_params), deterministic in `seed`.
+  /// GPT-2 initialisation (initial_layer), deterministic in `seed`: the weights a training
+  /// run with this seed starts from.
   void init_weights(std::uint64_t seed) {
-    rng gen(seed);
-    init_embed_params(cfg_, embed_.data(), gen);
-    for (auto& block : blocks_) init_block_params(cfg_, block.data(), gen);
+    const std::vector<float> e = initial_layer(cfg_, 0, seed);
+    embed_.assign(e.begin(), e.end());
+    for (std::size_t l = 0; l < blocks_.size(); ++l) {
+      const std::vector<float> b = initial_layer(cfg_, l + 1, seed);
+      blocks_[l].assign(b.begin(), b.end());
+    }
   }
 
   /// Runs tokens (B,T) through the model; returns the mean cross-entropy against targets

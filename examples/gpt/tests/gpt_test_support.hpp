@@ -1,5 +1,6 @@
 // examples/gpt/tests/gpt_test_support.hpp — what several of the mini-GPT's tests need: a scratch
-// directory, and running one of the example's programs with its output captured.
+// directory, the message an error carries, and running one of the example's programs with its
+// output captured.
 // Not a test; included by test_gpt_*.cpp.
 #pragma once
 
@@ -7,6 +8,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <filesystem>
 #include <string>
 #include <system_error>
@@ -36,6 +38,23 @@ struct temp_dir {
   std::string file(const std::string& name) const { return (path / name).string(); }
   std::string operator/(const std::string& name) const { return file(name); }
 };
+
+/// The message of the E thrown by f, or "<no exception>" / "<other exception: ...>".
+template <class E, class F>
+std::string message_of(F&& f) {
+  try {
+    f();
+  } catch (const E& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    return std::string("<other exception: ") + e.what() + ">";
+  }
+  return "<no exception>";
+}
+
+inline bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
 
 struct run_result {
   int code = -1;        // the exit status; -1 when the program did not exit normally

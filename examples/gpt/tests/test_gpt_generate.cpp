@@ -11,7 +11,7 @@
 // - sampling: greedy = argmax (first index on ties), top-k keeps only the k largest, the
 //   empirical distribution matches softmax(logits / temperature), a seed fixes the text and
 //   another seed changes it, a row's text does not depend on the rows beside it; the RNG is
-//   splitmix64 (its published first output).
+//   splitmix64 (its published first output) and a stream is a state of its own.
 // - gpt_generate: bad arguments exit 2 with a message, unusable weights exit 1, and a run
 //   prints the same text as generate() and its latencies.
 #include "catch.hpp"
@@ -106,7 +106,7 @@ std::vector<std::vector<int>> reference_generate(const gpt::gpt_weights& w,
   std::vector<std::size_t> start(B, 0);  // text[b][start[b]:] is what the model sees
   for (int b = 0; b < B; ++b)
     if (text[b].size() > std::size_t(ctx)) start[b] = text[b].size() - ctx;
-  std::vector<gpt::sample_rng> rng;
+  std::vector<gpt::rng> rng;
   for (int b = 0; b < B; ++b) rng.emplace_back(opt.seed, std::uint64_t(b));
   std::vector<std::vector<int>> out(B);
   for (int n = 0; n < n_new; ++n) {
@@ -229,11 +229,16 @@ TEST_CASE("generate: tokens equal a cache-free loop over host_model, with and wi
 TEST_CASE("sampling: the generator is splitmix64", "[gpt][generate]") {
   // splitmix64's first output from state 0 (Vigna's reference splitmix64.c).
   CHECK(gpt::splitmix64(0) == 0xe220a8397b1dcdafull);
-  gpt::sample_rng a(1, 0), b(1, 0), c(2, 0), d(1, 1);
-  const std::uint64_t a0 = a.next();
-  CHECK(a0 == b.next());
-  CHECK(a0 != c.next());
-  CHECK(a0 != d.next());
+  // The generator is that function, stepped by gamma; a stream starts from its own state.
+  gpt::rng plain(0);
+  CHECK(plain.next_u64() == 0xe220a8397b1dcdafull);
+  CHECK(plain.next_u64() == gpt::splitmix64(gpt::splitmix64_gamma));
+  gpt::rng a(1, 0), b(1, 0), c(2, 0), d(1, 1);
+  const std::uint64_t a0 = a.next_u64();
+  CHECK(a0 == gpt::splitmix64(gpt::splitmix64(1) ^ gpt::splitmix64(~std::uint64_t{0})));
+  CHECK(a0 == b.next_u64());
+  CHECK(a0 != c.next_u64());
+  CHECK(a0 != d.next_u64());
   for (int i = 0; i < 1000; ++i) {
     const double u = a.uniform();
     REQUIRE(u >= 0.0);
@@ -245,13 +250,13 @@ TEST_CASE("sampling: greedy is argmax, top-k keeps the k largest, frequencies fo
           "[gpt][generate]") {
   const int V = 8;
   const std::array<float, V> logits = {0.5f, 2.0f, -1.0f, 2.0f, 1.0f, 0.0f, -3.0f, 1.5f};
-  gpt::sample_rng rng(3, 0);
+  gpt::rng rng(3, 0);
 
   // Greedy: the first of the tied maxima, and no random number drawn.
-  gpt::sample_rng untouched(3, 0);
+  gpt::rng untouched(3, 0);
   CHECK(gpt::sample_token(logits.data(), V, {0.0f, 0, 3}, rng) == 1);
   CHECK(gpt::sample_token(logits.data(), V, {0.0f, 3, 3}, rng) == 1);
-  CHECK(rng.next() == untouched.next());
+  CHECK(rng.next_u64() == untouched.next_u64());
   CHECK(gpt::argmax(logits.data(), V) == 1);
 
   // top-k = 1 is argmax at any temperature.
@@ -342,12 +347,14 @@ TEST_CASE("gpt_generate: arguments, exit codes, and the library's text", "[gpt][
   }
   // Numbers beyond their type or not finite: refused naming the option, the range and the value.
   const std::pair<const char*, const char*> out_of_range[] = {
-      {"--tokens 99999999999", "--tokens wants an integer in [0, 2147483647], got '99999999999'"},
-      {"--top-k 1e3", "--top-k wants an integer in [0, 2147483647], got '1e3'"},
+      {"--tokens 99999999999", "--tokens expects an integer in [0, 2147483647], got '99999999999'"},
+      {"--top-k 2.5", "--top-k expects an integer in [0, 2147483647], got '2.5'"},
+      {"--top-k=1e10", "--top-k expects an integer in [0, 2147483647], got '1e10'"},
       {"--seed 18446744073709551616",
-       "--seed wants an integer in [0, 18446744073709551615], got '18446744073709551616'"},
-      {"--temperature nan", "--temperature wants a finite number >= 0, got 'nan'"},
-      {"--temperature 1e39", "--temperature wants a finite number >= 0, got '1e39'"}};
+       "--seed expects an integer in [0, 18446744073709551615], got '18446744073709551616'"},
+      {"--temperature nan", "--temperature expects a finite number, got 'nan'"},
+      {"--temperature 1e39", "--temperature expects a number in [0, 3.402823466e+38], got '1e39'"},
+      {"--weights ''", "--weights expects a path, got ''"}};
   for (const auto& [bad, says] : out_of_range) {
     const run_result r = run(std::string("--weights '") + weights + "' " + bad);
     INFO(bad << " -> " << r.output);

@@ -114,9 +114,9 @@ gpt::gpt_config tiny_config() {
 // Block parameters that exercise every term: GPT-2 init plus noise on biases and LN weights
 // (at init those are exactly 0 and 1, where some mistakes cancel).
 vecd random_block_params(const gpt::gpt_config& cfg, std::uint64_t seed) {
-  vecd p(gpt::block_numel(cfg));
+  const std::vector<float> init = gpt::initial_layer(cfg, 1, seed);
+  vecd p(init.begin(), init.end());
   gpt::rng gen(seed);
-  gpt::init_block_params(cfg, p.data(), gen);
   for (auto& x : p) x += 0.05 * gen.normal();
   return p;
 }

@@ -98,22 +98,8 @@ void write_text(const std::string& path, const std::string& text) {
   std::ofstream(path, std::ios::binary) << text;
 }
 
-/// The message of the E thrown by f, or "<no exception>" / "<other: ...>".
-template <class E, class F>
-std::string message_of(F&& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    return std::string("<other exception: ") + e.what() + ">";
-  }
-  return "<no exception>";
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
+using gpt_test::contains;
+using gpt_test::message_of;
 
 /// Bytes operator new was asked for while f ran (on this thread).
 template <class F>

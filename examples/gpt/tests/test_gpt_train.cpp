@@ -3,7 +3,8 @@
 // - Numbers are checked as doubles before they become ints, floats or byte counts: values
 //   beyond the target type (--layers 1e10, --device-mib 1e300, --wd 1e300), non-finite ones
 //   (nan, inf) and fractions where an integer is wanted are bad_argument errors naming the
-//   option and the value; they used to be undefined conversions.
+//   option and the value; they used to be undefined conversions. `--name=value` reads as
+//   `--name value`.
 // - --nvme-dir: missing components are created; a symbolic link anywhere in the path (last
 //   component or above, dangling or not) is refused naming the link, and nothing is created
 //   behind it; a file in the way is refused.
@@ -31,31 +32,15 @@ namespace {
 
 using gpt_test::temp_dir;
 
-/// The bad_argument message of parsing `args`, or "<no exception>" / "<other: ...>".
+using gpt_test::contains;
+
+/// The bad_argument message of parsing `args`, or "<no exception>" / "<other exception: ...>".
 std::string refusal(const std::vector<std::string>& args) {
-  try {
-    gpt::parse_train_options(args);
-  } catch (const gpt::bad_argument& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    return std::string("<other exception: ") + e.what() + ">";
-  }
-  return "<no exception>";
+  return gpt_test::message_of<gpt::bad_argument>([&] { (void)gpt::parse_train_options(args); });
 }
 
 std::string nvme_refusal(const std::string& dir) {
-  try {
-    gpt::prepare_nvme_dir(dir);
-  } catch (const gpt::bad_argument& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    return std::string("<other exception: ") + e.what() + ">";
-  }
-  return "<no exception>";
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
+  return gpt_test::message_of<gpt::bad_argument>([&] { gpt::prepare_nvme_dir(dir); });
 }
 
 }  // namespace
@@ -88,6 +73,7 @@ TEST_CASE("gpt_train options: numbers are range-checked before they are converte
       {{"--nvme-dir", ""}, "--nvme-dir expects a path, got ''"},
       {{"--frobnicate", "1"}, "unknown option '--frobnicate'"},
       {{"--layers"}, "'--layers' needs a value"},
+      {{"--seed", "1e17"}, "--seed expects an integer in [0, 9007199254740992], got '1e17'"},
   };
   for (const bad& b : cases) {
     const std::string msg = refusal(b.args);
@@ -111,6 +97,18 @@ TEST_CASE("gpt_train options: numbers are range-checked before they are converte
   CHECK(o.nvme_dir == "somewhere");
   CHECK_FALSE(o.help);
   CHECK(gpt::parse_train_options({"--steps", "5", "--help"}).help);
+
+  // `--name=value` is the same option (example_support.hpp's option_reader, as in the other
+  // example programs); a flag takes no value.
+  const gpt::train_options eq = gpt::parse_train_options(
+      {"--layers=3", "--width", "96", "--heads=3", "--steps=1e2", "--policy=resident"});
+  CHECK(eq.train.model.layers == 3);
+  CHECK(eq.train.model.width == 96);
+  CHECK(eq.train.model.heads == 3);
+  CHECK(eq.train.steps == 100);
+  CHECK(eq.policy == "resident");
+  CHECK(contains(refusal({"--steps=x"}), "--steps expects a number, got 'x'"));
+  CHECK(contains(refusal({"--help=1"}), "'--help' takes no value, got '1'"));
 }
 
 TEST_CASE("gpt_train --nvme-dir: created when missing, a symbolic link anywhere is refused",

@@ -14,6 +14,7 @@
 // - The trainer's memory plan is one table (executor, activations, Adam), honest (a step's
 //   device peak stays within it) and refused once, whole, before anything is allocated.
 #include "catch.hpp"
+#include "gpt_test_support.hpp"
 
 #include "trainer.hpp"
 
@@ -109,9 +110,7 @@ bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
-bool contains_line(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
+using gpt_test::contains;
 
 double max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
   double m = 0;
@@ -231,9 +230,9 @@ TEST_CASE("gpt zero: one memory plan, every line in it, refused once before anyt
     CHECK(ctx.budget(strata::tier_id::device).peak() <= planned);
   }
   INFO(table);
-  CHECK(contains_line(table, "gpt activations (x[0..L], dx, head)"));
-  CHECK(contains_line(table, "adam: Adam m and v (this rank's part, all layers)"));
-  CHECK(contains_line(table, "2 full-gradient buffers"));
+  CHECK(contains(table, "gpt activations (x[0..L], dx, head)"));
+  CHECK(contains(table, "adam: Adam m and v (this rank's part, all layers)"));
+  CHECK(contains(table, "2 full-gradient buffers"));
 
   auto refusal = [&](std::size_t device_bytes) {
     strata::context ctx(context_with(device_bytes));
@@ -249,10 +248,10 @@ TEST_CASE("gpt zero: one memory plan, every line in it, refused once before anyt
     const std::string msg = refusal(budget);
     INFO("budget " << budget << ": " << msg);
     CHECK(msg.find("memory plan of 'gpt' refused before the first step: tier 'device") == 0);
-    CHECK(contains_line(msg, "gpt activations (x[0..L], dx, head)"));
-    CHECK(contains_line(msg, "adam: Adam m and v (this rank's part, all layers)"));
-    CHECK(contains_line(msg, "2 full-gradient buffers"));
-    CHECK(contains_line(msg, "(" + std::to_string(planned) + " bytes)"));
+    CHECK(contains(msg, "gpt activations (x[0..L], dx, head)"));
+    CHECK(contains(msg, "adam: Adam m and v (this rank's part, all layers)"));
+    CHECK(contains(msg, "2 full-gradient buffers"));
+    CHECK(contains(msg, "(" + std::to_string(planned) + " bytes)"));
   }
   strata::context exact(context_with(planned));
   CHECK_NOTHROW(resident(exact, solo, tc, data));
