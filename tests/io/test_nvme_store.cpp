@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 using namespace strata;
@@ -792,4 +793,41 @@ TEST_CASE("nvme_store on a file system without O_DIRECT works buffered, with a n
       flip_byte(s.path(), s.file_offset_of(h) + 4096);
       CHECK_THROWS_AS(s.read(h, 0, out.data(), out.size()), format_error);
     }
+}
+
+TEST_CASE("nvme_store removes arena files of dead processes at open, and only those",
+          "[io][nvme]") {
+  scratch_dir dir;
+  bounce_pool bp;
+  // A pid that ran and is gone: a child that exited and was reaped.
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) ::_exit(0);
+  REQUIRE(::waitpid(child, nullptr, 0) == child);
+  auto touch = [&](const std::string& name) {
+    const int fd = ::open((dir.path / name).c_str(), O_CREAT | O_WRONLY | O_EXCL, 0600);
+    REQUIRE(fd >= 0);
+    ::close(fd);
+  };
+  auto exists = [&](const std::string& name) {
+    return std::filesystem::exists(dir.path / name);
+  };
+  const std::string dead = "strata-rank3-" + std::to_string(child) + "-7.nvme";
+  const std::string alive = "strata-rank0-" + std::to_string(::getppid()) + "-0.nvme";
+  const std::string other = "strata-rank1-" + std::to_string(child) + "-2.nvme.bak";
+  touch(dead);
+  touch(alive);
+  touch(other);
+  {
+    io::nvme_config keep = config_for(dir, "posix");
+    keep.remove_stale_files = false;
+    io::nvme_store s(keep, bp.resource);
+    CHECK(exists(dead));  // turned off: nothing removed
+  }
+  io::nvme_store s(config_for(dir, "posix"), bp.resource);
+  CHECK(!exists(dead));
+  CHECK(exists(alive));  // a live process's file stays
+  CHECK(exists(other));  // not an arena name
+  CHECK(contains(s.notice(), "removed 1 stale arena file"));
+  CHECK(contains(s.notice(), dead));
 }

@@ -27,6 +27,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -35,7 +36,9 @@
 #include <thread>
 #include <vector>
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -46,6 +49,11 @@ struct nvme_config {
   std::string directory;                  // must exist; a symlink is refused; files are created inside
   int rank = 0;                           // file name: strata-rank<rank>-<pid>-<counter>.nvme
   bool keep_files = false;                // remove the file on destruction unless true
+  /// At open, remove arena files that a dead process of this machine left behind (a crash or
+  /// kill -9 skips the destructor): strata-rank<r>-<pid>-<n>.nvme whose pid no longer runs.
+  /// Each removal is named in notice(). The directory must be local to this machine (a pid
+  /// means nothing on another host's file); turn it off for a directory shared between hosts.
+  bool remove_stale_files = true;
   std::size_t checksum_block = 1 << 20;   // CRC-32C granularity; power of two, >= file alignment
   /// The IO engine's config: the store makes its engine from it unless given one, and sizes its
   /// reads from its request size and queue depth either way (so a caller-made engine should
@@ -72,7 +80,8 @@ public:
   nvme_store& operator=(const nvme_store&) = delete;
 
   const std::string& path() const noexcept { return file_.path(); }
-  /// Fallbacks taken (posix engine instead of io_uring, buffered IO instead of O_DIRECT), "" if none.
+  /// Fallbacks taken (posix engine instead of io_uring, buffered IO instead of O_DIRECT) and
+  /// stale arena files removed at open; "" if none.
   const std::string& notice() const noexcept { return notice_; }
   engine& io() noexcept { return *engine_; }
   std::size_t checksum_block() const noexcept { return block_; }
@@ -172,6 +181,7 @@ private:
                    std::size_t bytes, std::size_t size) const;
 
   void open_directory();
+  std::string remove_stale_arenas();
   void create_arena_file(std::string& notice);
 
   extent allocate(std::uint64_t bytes, const std::string& name);  // under mutex_

@@ -24,11 +24,13 @@ inline nvme_store::nvme_store(const nvme_config& config, memory_resource& bounce
 
   open_directory();
   try {
+    const std::string stale_notice = config_.remove_stale_files ? remove_stale_arenas() : "";
     engine_ = e ? std::move(e) : make_engine(config_.engine, engine_notice);
     std::string file_notice;
     create_arena_file(file_notice);
     notice_ = engine_notice;
-    if (!file_notice.empty()) notice_ += (notice_.empty() ? "" : "; ") + file_notice;
+    for (const std::string& n : {std::cref(file_notice), std::cref(stale_notice)})
+      if (!n.empty()) notice_ += (notice_.empty() ? "" : "; ") + n;
 
     block_ = config_.checksum_block;
     extent_align_ = std::max<std::size_t>(file_.alignment(), 4096);
@@ -70,6 +72,41 @@ inline void nvme_store::open_directory() {
     throw config_error("nvme store: directory '" + dir + "' does not exist");
   if (err == ENOTDIR) throw config_error("nvme store: '" + dir + "' is not a directory");
   throw config_error("nvme store: cannot open directory '" + dir + "': " + errno_text(err));
+}
+
+// Arena files named as create_arena_file names them, of a pid that no longer runs on this
+// machine (kill(pid, 0) says ESRCH), are left over from a crash: nobody will ever remove them
+// otherwise, and they pile up across restarts. Files of live processes (this one included) and
+// anything not named like an arena stay.
+inline std::string nvme_store::remove_stale_arenas() {
+  const int fd = ::dup(dir_fd_);
+  if (fd < 0) return "";
+  DIR* d = ::fdopendir(fd);
+  if (!d) {
+    ::close(fd);
+    return "";
+  }
+  std::vector<std::string> removed;
+  while (const dirent* e = ::readdir(d)) {
+    int rank = 0;
+    long pid = 0;
+    unsigned long long n = 0;
+    char tail[8] = {};
+    if (std::sscanf(e->d_name, "strata-rank%d-%ld-%llu%7s", &rank, &pid, &n, tail) != 4) continue;
+    const std::string name = e->d_name;
+    if (name != "strata-rank" + std::to_string(rank) + "-" + std::to_string(pid) + "-" +
+                    std::to_string(n) + ".nvme")
+      continue;
+    if (pid <= 0 || pid == ::getpid()) continue;
+    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;  // alive, or unknown
+    if (::unlinkat(dir_fd_, name.c_str(), 0) == 0) removed.push_back(name);
+  }
+  ::closedir(d);
+  if (removed.empty()) return "";
+  std::string s = "removed " + std::to_string(removed.size()) +
+                  " stale arena file(s) of dead processes from '" + config_.directory + "':";
+  for (auto& r : removed) s += " " + r;
+  return s;
 }
 
 // pid + a per-process counter: two stores of one process, or of two processes, never share a
