@@ -25,6 +25,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <cerrno>
 #include <charconv>
@@ -137,6 +138,23 @@ inline void write_all(int fd, const void* data, std::size_t bytes, const std::st
   }
 }
 
+// Makes a rename into path's directory durable: the directory entry is data of the directory.
+inline void fsync_directory_of(const std::string& path) {
+  const std::string dir = std::filesystem::path(path).has_parent_path()
+                              ? std::filesystem::path(path).parent_path().string()
+                              : std::string(".");
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0)
+    throw strata::io_error("safetensors: cannot open directory '" + dir + "' to fsync it: " +
+                           std::strerror(errno));
+  const int rc = ::fsync(fd);
+  const int err = errno;
+  ::close(fd);
+  if (rc != 0)
+    throw strata::io_error("safetensors: fsync of directory '" + dir + "' failed: " +
+                           std::strerror(err));
+}
+
 }  // namespace st_detail
 
 // ---------------------------------------------------------------------------------------------
@@ -144,8 +162,11 @@ inline void write_all(int fd, const void* data, std::size_t bytes, const std::st
 // ---------------------------------------------------------------------------------------------
 
 /// Writes the tensors, in the order given, and the metadata (string -> string, as the format
-/// requires) to `path`. The bytes go to path + ".tmp", are fsync'ed, and only then renamed
-/// over `path`: a crash leaves either the old file or the new one, never half of one.
+/// requires) to `path`. The bytes go to a temporary file of this process's own beside it
+/// (path + ".tmp.<pid>.<n>", created with O_EXCL | O_NOFOLLOW, so two runs writing the same
+/// path never share one and a planted link is refused), are fsync'ed, renamed over `path`, and
+/// the directory is fsync'ed: a crash leaves either the old file or the new one, never half of
+/// one, and the rename itself is durable.
 inline void write_safetensors(const std::string& path, const std::vector<st_tensor_ref>& tensors,
                               const std::map<std::string, std::string>& metadata) {
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
@@ -171,8 +192,10 @@ inline void write_safetensors(const std::string& path, const std::vector<st_tens
   // aligned when the file is mapped.
   text.append((8 - text.size() % 8) % 8, ' ');
 
-  const std::string tmp = path + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  static std::atomic<unsigned> serial{0};
+  const std::string tmp =
+      path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(serial++);
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (fd < 0)
     throw strata::io_error("safetensors: cannot create '" + tmp + "': " + std::strerror(errno));
   try {
@@ -217,6 +240,7 @@ inline void write_safetensors(const std::string& path, const std::vector<st_tens
     throw strata::io_error("safetensors: renaming '" + tmp + "' to '" + path +
                            "' failed: " + std::strerror(err));
   }
+  st_detail::fsync_directory_of(path);
 }
 
 // ---------------------------------------------------------------------------------------------

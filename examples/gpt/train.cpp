@@ -5,7 +5,7 @@
 // process, or MPI ranks under mpirun), prints the memory plan before the first step, then one
 // progress line per step, and leaves behind:
 //   gpt_loss.csv, gpt_loss.svg   the loss log and its curve (train and validation)
-//   gpt_trace.json               rank 0's trace of the step --trace-step (open in Perfetto)
+//   gpt_trace.json (--trace)     rank 0's trace of the step --trace-step (open in Perfetto)
 //   gpt.safetensors              the final weights with GPT-2 tensor names (gpt_generate reads it)
 // What it is not: fast on a GPU. This is the host build: tier::device is strata's emulated
 // device (a bounded arena in host memory with its own copy queues), the kernels are host/
@@ -65,7 +65,8 @@ Data:      --data PATH (a text file, or a directory of them; default the fortune
            /usr/share/common-licenses)
            --val-every N (25)  --val-batches N (8)
 Output:    --out FILE (gpt.safetensors)  --log FILE (gpt_loss.csv)  --svg FILE (gpt_loss.svg)
-           --trace-step N (5; -1 = none, writes gpt_trace.json)  --threads N (per rank)
+           --trace-step N (5; -1 = none)  --trace FILE (gpt_trace.json)  --threads N (per rank)
+           (every output is checked for writability before the first step)
            --help
 )";
 
@@ -144,6 +145,8 @@ int train(Comm& comm, const options& o, const gpt::text_split& data, double peak
       tr.tokens_per_step());
   say("\n== memory plan of rank 0 (refused up front if it does not fit):\n%s",
       tr.plan().to_string(&ctx).c_str());
+  if (o.policy == "nvme")
+    gpt::check_nvme_space(o.nvme_dir, tr.plan().peak(strata::tier_id::nvme), ranks);
   if (o.device_mib > 0)
     say("   the device budget (%.1f MiB) is %.0f%% of the model's training state\n", o.device_mib,
         100.0 * o.device_mib * 1024 * 1024 / state_bytes);
@@ -161,7 +164,7 @@ int train(Comm& comm, const options& o, const gpt::text_split& data, double peak
     const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (traced) {
       ctx.trace().set_enabled(false);
-      ctx.trace().write_chrome_json("gpt_trace.json");
+      ctx.trace().write_chrome_json(o.trace);
     }
     gpt::step_record rec;
     rec.step = step + 1;
@@ -196,7 +199,8 @@ int train(Comm& comm, const options& o, const gpt::text_split& data, double peak
                               " ranks");
     say("\n== done: loss %.3f -> validation %.3f\n", first_loss, last_val);
     say("   wrote %s (weights), %s + %s (loss log and curve)%s\n", o.out.c_str(), o.log.c_str(),
-        o.svg.c_str(), o.trace_step >= 0 && o.trace_step < tc.steps ? ", gpt_trace.json" : "");
+        o.svg.c_str(),
+        o.trace_step >= 0 && o.trace_step < tc.steps ? (", " + o.trace).c_str() : "");
     say("   memory, rank 0:\n%s", ctx.memory_report().c_str());
   }
   return 0;
@@ -261,6 +265,7 @@ int main(int argc, char** argv) {
       std::fputs(usage, stdout);
       return 0;
     }
+    gpt::check_outputs(o);
     if (o.policy == "nvme") gpt::prepare_nvme_dir(o.nvme_dir);
   } catch (const gpt::bad_argument& e) {
     std::fprintf(stderr, "gpt_train: %s\n(see gpt_train --help)\n", e.what());

@@ -4,8 +4,10 @@
 // or `--name=value`; every number is checked by examples/common/example_support.hpp's parsers
 // before it is converted — finite, in its option's range, whole where an integer is wanted — so
 // `--layers 1e10`, `nan` or `--device-mib 1e300` are refused by name instead of being undefined
-// conversions), and prepare_nvme_dir, the rule for --nvme-dir. What it is not: training
-// (trainer.hpp) or output (train.cpp).
+// conversions), prepare_nvme_dir, the rule for --nvme-dir, and check_outputs, which makes sure
+// before the first step that every output can be written (a missing or unwritable directory
+// found after the last step would lose all the trained weights). What it is not: training
+// (trainer.hpp) or writing the outputs (train.cpp).
 //
 // The --nvme-dir rule: every component of the path as written must be a real directory or not
 // exist yet (the missing ones are created); a symbolic link anywhere in it — the last component
@@ -29,9 +31,12 @@
 #include <cstring>
 #include <filesystem>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 namespace gpt {
@@ -48,6 +53,7 @@ struct train_options {
   std::string data;  // empty: the default corpus
   int val_every = 25, val_batches = 8;
   std::string out = "gpt.safetensors", log = "gpt_loss.csv", svg = "gpt_loss.svg";
+  std::string trace = "gpt_trace.json";  // written when --trace-step names a step of the run
   int trace_step = 5;
   int threads = 0;
   bool help = false;  // --help: print the usage, nothing else
@@ -106,6 +112,7 @@ inline train_options parse_train_options(const std::vector<std::string>& args) {
     else if (r.is("--log")) o.log = r.path();
     else if (r.is("--svg")) o.svg = r.path();
     else if (r.is("--trace-step")) o.trace_step = count(-1);
+    else if (r.is("--trace")) o.trace = r.path();
     else if (r.is("--threads")) o.threads = count(0);
     else r.unknown();
   }
@@ -117,6 +124,68 @@ inline train_options parse_train_options(const std::vector<std::string>& args) {
     throw bad_argument(e.what());
   }
   return o;
+}
+
+/// The files gpt_train will write, with the option that names each: --out, --log, --svg, and
+/// --trace when --trace-step names a step of the run.
+inline std::vector<std::pair<std::string, std::string>> outputs_of(const train_options& o) {
+  std::vector<std::pair<std::string, std::string>> v = {
+      {"--out", o.out}, {"--log", o.log}, {"--svg", o.svg}};
+  if (o.trace_step >= 0 && o.trace_step < o.train.steps) v.emplace_back("--trace", o.trace);
+  return v;
+}
+
+/// Before the first step: each output's directory exists and a file can be created in it (a
+/// probe file, created with O_EXCL | O_NOFOLLOW and removed), the output itself is not a
+/// directory, and no two outputs name the same file. bad_argument names the option, the path
+/// and the reason.
+inline void check_outputs(const train_options& o) {
+  namespace fs = std::filesystem;
+  const auto outs = outputs_of(o);
+  for (std::size_t i = 0; i < outs.size(); ++i) {
+    const auto& [option, path] = outs[i];
+    const std::string where = option + " '" + path + "': ";
+    if (path.empty()) throw bad_argument(option + " expects a path, got ''");
+    for (std::size_t j = 0; j < i; ++j)
+      if (fs::absolute(outs[j].second).lexically_normal() == fs::absolute(path).lexically_normal())
+        throw bad_argument(where + "the same file as " + outs[j].first);
+    struct stat st {};
+    if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
+      throw bad_argument(where + "is a directory; name a file");
+    const fs::path dir = fs::path(path).has_parent_path() ? fs::path(path).parent_path() : ".";
+    if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+      throw bad_argument(where + "directory '" + dir.string() + "' does not exist");
+    const std::string probe =
+        (dir / (".gpt_train-probe-" + std::to_string(::getpid()) + "-" + std::to_string(i)))
+            .string();
+    const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+      throw bad_argument(where + "cannot create a file in '" + dir.string() +
+                         "': " + std::strerror(errno));
+    ::close(fd);
+    ::unlink(probe.c_str());
+  }
+}
+
+/// The NVMe tier's plan against the free space of its directory, before the first step: the
+/// memory plan checks budgets, not the disk, and a full disk found at step 900 (ENOSPC) would
+/// end the run. `ranks` is how many ranks put their arenas in that directory (every rank of
+/// the run: they share one machine's drive).
+inline void check_nvme_space(const std::string& dir, std::size_t bytes_per_rank, int ranks) {
+  struct statvfs fs {};
+  if (::statvfs(dir.c_str(), &fs) != 0)
+    throw strata::io_error("--nvme-dir '" + dir + "': cannot read its free space: " +
+                           std::strerror(errno));
+  const double need = static_cast<double>(bytes_per_rank) * ranks;
+  const double free = static_cast<double>(fs.f_bavail) * static_cast<double>(fs.f_frsize);
+  if (need > free)
+    throw strata::out_of_budget(
+        "--nvme-dir '" + dir + "': the plan puts " + strata::format_bytes(bytes_per_rank) +
+            " per rank on the NVMe tier, " + std::to_string(ranks) + " rank(s): " +
+            strata::format_bytes(static_cast<std::size_t>(need)) + "; the file system has " +
+            strata::format_bytes(static_cast<std::size_t>(free)) + " free",
+        "nvme", static_cast<std::size_t>(need), static_cast<std::size_t>(free),
+        static_cast<std::size_t>(free));
 }
 
 /// Makes `dir` ready for the NVMe tier under the rule at the top: walks its components from

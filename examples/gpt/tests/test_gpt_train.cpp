@@ -160,6 +160,53 @@ TEST_CASE("gpt_train --nvme-dir: created when missing, a symbolic link anywhere 
   }
 }
 
+TEST_CASE("gpt_train outputs are checked before the first step: directory, kind, clashes",
+          "[gpt][train]") {
+  temp_dir s("outputs");
+  fs::create_directory(s / "adir");
+  auto outputs_refusal = [](const gpt::train_options& o) {
+    return gpt_test::message_of<gpt::bad_argument>([&] { gpt::check_outputs(o); });
+  };
+  gpt::train_options o;
+  o.out = s / "w.safetensors";
+  o.log = s / "loss.csv";
+  o.svg = s / "loss.svg";
+  o.trace = s / "trace.json";
+  CHECK(outputs_refusal(o) == "<no exception>");
+  CHECK(fs::is_empty(s.path / "adir"));
+  for (auto& e : fs::directory_iterator(s.path))  // the probes are gone
+    CHECK_FALSE(contains(e.path().filename().string(), "probe"));
+
+  gpt::train_options bad = o;
+  bad.out = s / "missing/w.safetensors";
+  CHECK(outputs_refusal(bad) == "--out '" + bad.out + "': directory '" + (s / "missing") +
+                                    "' does not exist");
+  bad = o;
+  bad.log = s / "adir";
+  CHECK(outputs_refusal(bad) == "--log '" + bad.log + "': is a directory; name a file");
+  bad = o;
+  bad.svg = o.log;
+  CHECK(contains(outputs_refusal(bad), "the same file as --log"));
+  bad = o;
+  bad.trace = s / "missing/t.json";
+  bad.train.steps = 10;
+  bad.trace_step = 5;
+  CHECK(contains(outputs_refusal(bad), "--trace '"));
+  bad.trace_step = -1;  // no trace is written: its path is not checked
+  CHECK(outputs_refusal(bad) == "<no exception>");
+}
+
+TEST_CASE("gpt_train refuses an NVMe plan larger than the directory's free space, up front",
+          "[gpt][train]") {
+  temp_dir s("space");
+  CHECK_NOTHROW(gpt::check_nvme_space(s.path.string(), 4096, 2));
+  const std::string msg = gpt_test::message_of<strata::out_of_budget>(
+      [&] { gpt::check_nvme_space(s.path.string(), std::size_t{1} << 60, 2); });
+  CHECK(contains(msg, "--nvme-dir '" + s.path.string() + "': the plan puts"));
+  CHECK(contains(msg, "2 rank(s)"));
+  CHECK(contains(msg, "free"));
+}
+
 // ---- the program ------------------------------------------------------------------------------
 
 using gpt_test::run_result;
@@ -205,5 +252,29 @@ TEST_CASE("gpt_train: exit codes and messages for bad input, one refusal with th
   for (std::size_t at = 0; (at = r.output.find("refused", at)) != std::string::npos; ++at) ++refusals;
   CHECK(refusals == 1);
   CHECK_FALSE(contains(r.output, "step    1/"));
+
+  // An output that cannot be written is refused before the first step, not after the last.
+  r = gpt_test::run_program(exe, "--steps 1 --out '" + (s / "missing/w.safetensors") + "'");
+  INFO(r.output);
+  CHECK(r.code == 2);
+  CHECK(contains(r.output, "--out '" + (s / "missing/w.safetensors") + "': directory"));
+  CHECK_FALSE(contains(r.output, "step    1/"));
+}
+
+TEST_CASE("gpt_train writes every output where it is told, through unique temporary files",
+          "[gpt][train]") {
+  const std::string exe = GPT_TRAIN_EXE;
+  temp_dir s("written");
+  std::ofstream(s / "text.txt") << std::string(4000, 'a') << "\nthe quick brown fox\n";
+  const run_result r = gpt_test::run_program(
+      exe, "--policy resident --ranks 1 --steps 1 --layers 1 --heads 2 --width 16 --context 16 "
+           "--batch 2 --val-batches 1 --trace-step 0 --data '" + (s / "text.txt") + "' --out '" +
+               (s / "w.safetensors") + "' --log '" + (s / "l.csv") + "' --svg '" +
+               (s / "l.svg") + "' --trace '" + (s / "t.json") + "'");
+  INFO(r.output);
+  REQUIRE(r.code == 0);
+  for (const char* f : {"w.safetensors", "l.csv", "l.svg", "t.json"}) CHECK(fs::exists(s / f));
+  for (auto& e : fs::directory_iterator(s.path))  // no temporary or probe left over
+    CHECK_FALSE(contains(e.path().filename().string(), ".tmp."));
 }
 #endif
