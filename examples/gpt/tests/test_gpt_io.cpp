@@ -32,6 +32,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <csignal>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -45,6 +46,7 @@
 #include <vector>
 
 #include <sys/stat.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 namespace fs = std::filesystem;
@@ -785,10 +787,21 @@ TEST_CASE("safetensors: a failed save leaves the previous file as it was", "[gpt
   const gpt::gpt_weights old_w = random_weights(cfg, 1), new_w = random_weights(cfg, 2);
   const std::string path = dir.file("m.safetensors");
   gpt::save_gpt(path, cfg, old_w.embed, old_w.blocks);
-  fs::create_directory(path + ".tmp");  // the temporary file cannot be created
+  // Writing more than 4 KiB fails now (EFBIG; the signal it would raise is ignored), whoever
+  // runs the test: the save fails while writing its temporary file.
+  struct rlimit before {};
+  REQUIRE(::getrlimit(RLIMIT_FSIZE, &before) == 0);
+  struct rlimit small = before;
+  small.rlim_cur = 4096;
+  const auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+  REQUIRE(::setrlimit(RLIMIT_FSIZE, &small) == 0);
   const std::string msg =
       message_of<strata::io_error>([&] { gpt::save_gpt(path, cfg, new_w.embed, new_w.blocks); });
+  ::setrlimit(RLIMIT_FSIZE, &before);
+  std::signal(SIGXFSZ, old_handler);
   INFO(msg);
+  for (auto& e : fs::directory_iterator(dir.path))  // the temporary file is gone
+    CHECK_FALSE(contains(e.path().filename().string(), ".tmp."));
   CHECK(contains(msg, path + ".tmp"));
   const gpt::gpt_weights back = gpt::load_gpt(path);
   CHECK(same_bits(back.embed, old_w.embed));
