@@ -11,6 +11,8 @@
 //   tensor/   tiered_tensor, tensor_ref, leases, views, sequences, shard layouts (floor 5)
 //   schedule/ ZeRO bundles, the layer executor, the memory plan                  (floor 6)
 //   optim/    Adam/AdamW (host SIMD, device), clipping, loss scaling, NVMe state (floor 7)
+//   checkpoint/ atomic checkpoint directories; manifests and shard files      (floor 8)
+//             (manifests and shard files need nlohmann/json: included where it is found)
 #pragma once
 
 #include <strata/core/align.hpp>
@@ -75,3 +77,10 @@
 #include <strata/optim/loss_scaler.hpp>
 #include <strata/optim/streamed_adam.hpp>
 #include <strata/optim/zero_adam.hpp>  // + optim/device_adam.cuh when compiled by nvcc
+
+#include <strata/checkpoint/directory.hpp>
+#include <strata/checkpoint/file_ops.hpp>
+#if __has_include(<nlohmann/json.hpp>)
+#  include <strata/checkpoint/manifest.hpp>
+#  include <strata/checkpoint/shard_file.hpp>
+#endif

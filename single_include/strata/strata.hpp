@@ -19,6 +19,8 @@
 //   tensor/   tiered_tensor, tensor_ref, leases, views, sequences, shard layouts (floor 5)
 //   schedule/ ZeRO bundles, the layer executor, the memory plan                  (floor 6)
 //   optim/    Adam/AdamW (host SIMD, device), clipping, loss scaling, NVMe state (floor 7)
+//   checkpoint/ atomic checkpoint directories; manifests and shard files      (floor 8)
+//             (manifests and shard files need nlohmann/json: included where it is found)
 
 // ---- begin <strata/core/align.hpp> ----
 #ifndef STRATA_SINGLE_INCLUDE_STRATA_CORE_ALIGN_HPP
@@ -3656,6 +3658,7 @@ STRATA_NAMESPACE_END
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -3664,7 +3667,9 @@ STRATA_NAMESPACE_END
 #include <thread>
 #include <vector>
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -3675,6 +3680,11 @@ struct nvme_config {
   std::string directory;                  // must exist; a symlink is refused; files are created inside
   int rank = 0;                           // file name: strata-rank<rank>-<pid>-<counter>.nvme
   bool keep_files = false;                // remove the file on destruction unless true
+  /// At open, remove arena files that a dead process of this machine left behind (a crash or
+  /// kill -9 skips the destructor): strata-rank<r>-<pid>-<n>.nvme whose pid no longer runs.
+  /// Each removal is named in notice(). The directory must be local to this machine (a pid
+  /// means nothing on another host's file); turn it off for a directory shared between hosts.
+  bool remove_stale_files = true;
   std::size_t checksum_block = 1 << 20;   // CRC-32C granularity; power of two, >= file alignment
   /// The IO engine's config: the store makes its engine from it unless given one, and sizes its
   /// reads from its request size and queue depth either way (so a caller-made engine should
@@ -3701,7 +3711,8 @@ public:
   nvme_store& operator=(const nvme_store&) = delete;
 
   const std::string& path() const noexcept { return file_.path(); }
-  /// Fallbacks taken (posix engine instead of io_uring, buffered IO instead of O_DIRECT), "" if none.
+  /// Fallbacks taken (posix engine instead of io_uring, buffered IO instead of O_DIRECT) and
+  /// stale arena files removed at open; "" if none.
   const std::string& notice() const noexcept { return notice_; }
   engine& io() noexcept { return *engine_; }
   std::size_t checksum_block() const noexcept { return block_; }
@@ -3801,6 +3812,7 @@ private:
                    std::size_t bytes, std::size_t size) const;
 
   void open_directory();
+  std::string remove_stale_arenas();
   void create_arena_file(std::string& notice);
 
   extent allocate(std::uint64_t bytes, const std::string& name);  // under mutex_
@@ -3871,11 +3883,13 @@ inline nvme_store::nvme_store(const nvme_config& config, memory_resource& bounce
 
   open_directory();
   try {
+    const std::string stale_notice = config_.remove_stale_files ? remove_stale_arenas() : "";
     engine_ = e ? std::move(e) : make_engine(config_.engine, engine_notice);
     std::string file_notice;
     create_arena_file(file_notice);
     notice_ = engine_notice;
-    if (!file_notice.empty()) notice_ += (notice_.empty() ? "" : "; ") + file_notice;
+    for (const std::string& n : {std::cref(file_notice), std::cref(stale_notice)})
+      if (!n.empty()) notice_ += (notice_.empty() ? "" : "; ") + n;
 
     block_ = config_.checksum_block;
     extent_align_ = std::max<std::size_t>(file_.alignment(), 4096);
@@ -3917,6 +3931,41 @@ inline void nvme_store::open_directory() {
     throw config_error("nvme store: directory '" + dir + "' does not exist");
   if (err == ENOTDIR) throw config_error("nvme store: '" + dir + "' is not a directory");
   throw config_error("nvme store: cannot open directory '" + dir + "': " + errno_text(err));
+}
+
+// Arena files named as create_arena_file names them, of a pid that no longer runs on this
+// machine (kill(pid, 0) says ESRCH), are left over from a crash: nobody will ever remove them
+// otherwise, and they pile up across restarts. Files of live processes (this one included) and
+// anything not named like an arena stay.
+inline std::string nvme_store::remove_stale_arenas() {
+  const int fd = ::dup(dir_fd_);
+  if (fd < 0) return "";
+  DIR* d = ::fdopendir(fd);
+  if (!d) {
+    ::close(fd);
+    return "";
+  }
+  std::vector<std::string> removed;
+  while (const dirent* e = ::readdir(d)) {
+    int rank = 0;
+    long pid = 0;
+    unsigned long long n = 0;
+    char tail[8] = {};
+    if (std::sscanf(e->d_name, "strata-rank%d-%ld-%llu%7s", &rank, &pid, &n, tail) != 4) continue;
+    const std::string name = e->d_name;
+    if (name != "strata-rank" + std::to_string(rank) + "-" + std::to_string(pid) + "-" +
+                    std::to_string(n) + ".nvme")
+      continue;
+    if (pid <= 0 || pid == ::getpid()) continue;
+    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;  // alive, or unknown
+    if (::unlinkat(dir_fd_, name.c_str(), 0) == 0) removed.push_back(name);
+  }
+  ::closedir(d);
+  if (removed.empty()) return "";
+  std::string s = "removed " + std::to_string(removed.size()) +
+                  " stale arena file(s) of dead processes from '" + config_.directory + "':";
+  for (auto& r : removed) s += " " + r;
+  return s;
 }
 
 // pid + a per-process counter: two stores of one process, or of two processes, never share a
@@ -14078,3 +14127,1951 @@ std::vector<float> zero_adam<Executor>::moment(std::size_t i, int which) {
 STRATA_NAMESPACE_END
 #endif // STRATA_SINGLE_INCLUDE_STRATA_OPTIM_ZERO_ADAM_HPP
 // ---- end <strata/optim/zero_adam.hpp> ----
+
+// ---- begin <strata/checkpoint/directory.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_CHECKPOINT_DIRECTORY_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_CHECKPOINT_DIRECTORY_HPP
+// strata/checkpoint/directory.hpp — where checkpoints live, and the atomic, durable commit.
+//
+// What lives here: checkpoint_root, a directory of committed checkpoints `TAG/` and a file
+// `latest` naming the one to load; pending_checkpoint, a checkpoint being written into
+// `TAG.partial/` and committed; output_file, one file being written in it; commit_phase and the
+// hook a test uses to stop the writer at each phase (the kill -9 drill). What does not: what the
+// files hold (manifest.hpp, shard_file.hpp), writing in the background (to come).
+//
+// The commit, step by step (each step is a phase the hook sees):
+//   mkdir TAG.partial (exclusive)                                  partial_created
+//   each file: create (O_EXCL|O_NOFOLLOW), write                   file_written
+//              fsync, close                                        file_synced
+//   write TAG.partial/commit (sequence number, tag)                file_written, file_synced
+//   fsync TAG.partial                                              dir_synced
+//   rename TAG.partial -> TAG (never over an existing TAG)          renamed
+//   fsync the root                                                 root_synced
+//   write latest.tmp (O_EXCL), fsync                               latest_written
+//   rename latest.tmp -> latest                                     latest_renamed
+//   fsync the root                                                 latest_synced
+//   keep N: each older TAG -> TAG.pruning, removed                 pruned
+// So a crash at any instant leaves `latest` naming a complete, durable checkpoint (or no
+// `latest` before the first commit), and only the rename of latest.tmp switches which one.
+// Opening a root removes what a crash leaves (`*.partial/`, `*.pruning/`, `latest.tmp`, and a
+// TAG/ renamed into place whose `latest` update never happened) and reports each through
+// root_options::on_recovery and recovered(). (Where there is no `latest` at all, every TAG/ with
+// a commit record is such an unpublished checkpoint: a crash during the very first commit.)
+//
+// Links: the root itself must not be a symbolic link, and every call below it is made relative
+// to the root's open descriptor with O_NOFOLLOW, so nothing swapped in after the root was opened
+// (a link named TAG.partial, latest.tmp, a data file) can redirect a write elsewhere.
+// One writer per root at a time (the process that commits); readers may come and go.
+
+// ---- begin <strata/checkpoint/file_ops.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_CHECKPOINT_FILE_OPS_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_CHECKPOINT_FILE_OPS_HPP
+// strata/checkpoint/file_ops.hpp — the POSIX calls a checkpoint is made of, in one seam.
+//
+// What lives here: checkpoint::file_ops, the few file-system calls a checkpoint writer and reader
+// make (mkdir, exclusive create, pwrite, pread, fsync, rename, unlink), every one relative to an
+// open directory and never through a symbolic link (O_NOFOLLOW), each failure an io_error naming
+// the path, the offset and the system's reason; fs_fault, the hook through which a test makes any
+// of them fail (EIO, ENOSPC, ...) before it runs; unique_fd, the owner of a descriptor.
+// What does not: what the files hold (manifest.hpp, shard_file.hpp) and in which order they are
+// made durable (directory.hpp). Checkpoints are written with plain POSIX calls rather than an
+// io::engine because a checkpoint is a handful of large sequential files written once: the
+// order of fsyncs and renames is what matters, and it is easiest to read and test here.
+
+
+#include <cerrno>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+STRATA_NAMESPACE_BEGIN
+namespace checkpoint {
+
+/// The calls a fault can be injected into.
+enum class fs_op : std::uint8_t { mkdir, create, write, fsync, rename, remove, open, read };
+
+inline const char* fs_op_name(fs_op op) noexcept {
+  switch (op) {
+  case fs_op::mkdir: return "mkdir";
+  case fs_op::create: return "create";
+  case fs_op::write: return "write";
+  case fs_op::fsync: return "fsync";
+  case fs_op::rename: return "rename";
+  case fs_op::remove: return "remove";
+  case fs_op::open: return "open";
+  case fs_op::read: return "read";
+  }
+  return "?";
+}
+
+/// Called before each call with the operation and the path it touches; a non-zero return is the
+/// errno the call then fails with (without running), reported with "(injected)". Tests only.
+using fs_fault = std::function<int(fs_op op, const std::string& path)>;
+
+/// Owns a file descriptor; closes it on destruction.
+class unique_fd {
+public:
+  unique_fd() = default;
+  explicit unique_fd(int fd) noexcept : fd_(fd) {}
+  unique_fd(unique_fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+  unique_fd& operator=(unique_fd&& o) noexcept {
+    if (this != &o) {
+      reset();
+      fd_ = std::exchange(o.fd_, -1);
+    }
+    return *this;
+  }
+  unique_fd(const unique_fd&) = delete;
+  unique_fd& operator=(const unique_fd&) = delete;
+  ~unique_fd() { reset(); }
+  int get() const noexcept { return fd_; }
+  explicit operator bool() const noexcept { return fd_ >= 0; }
+  void reset() noexcept {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+private:
+  int fd_ = -1;
+};
+
+/// The checkpoint floor's file-system calls. `at` is an open directory, `name` an entry in it
+/// and `path` the name messages use. Every call that fails throws io_error.
+class file_ops {
+public:
+  explicit file_ops(fs_fault fault = {}) : fault_(std::move(fault)) {}
+
+  /// Opens a directory for *at calls; a symbolic link is refused (ELOOP / ENOTDIR).
+  [[nodiscard]] unique_fd open_dir(int at, const std::string& name, const std::string& path) const {
+    inject(fs_op::open, path, "cannot open directory");
+    const int fd = ::openat(at, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) fail("cannot open directory", path, errno);
+    return unique_fd(fd);
+  }
+  /// Creates a directory; an existing entry of that name is an error (EEXIST).
+  void make_dir(int at, const std::string& name, const std::string& path) const {
+    inject(fs_op::mkdir, path, "cannot create directory");
+    if (::mkdirat(at, name.c_str(), 0755) != 0) fail("cannot create directory", path, errno);
+  }
+  /// Creates a new file for writing: never an existing one (O_EXCL), never through a link.
+  [[nodiscard]] unique_fd create_file(int at, const std::string& name, const std::string& path) const {
+    inject(fs_op::create, path, "cannot create");
+    const int fd = retry([&] {
+      return ::openat(at, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    });
+    if (fd < 0) fail("cannot create", path, errno);
+    return unique_fd(fd);
+  }
+  /// Opens a file for reading, not through a link. ENOENT is reported as "does not exist".
+  [[nodiscard]] unique_fd open_read(int at, const std::string& name, const std::string& path) const {
+    inject(fs_op::open, path, "cannot open");
+    const int fd = retry([&] { return ::openat(at, name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC); });
+    if (fd < 0) fail(errno == ENOENT ? "missing file" : "cannot open", path, errno);
+    return unique_fd(fd);
+  }
+  /// Writes all n bytes at `offset` (pwrite, retried on short writes and EINTR).
+  void write_at(int fd, const void* src, std::size_t n, std::uint64_t offset,
+                const std::string& path) const {
+    inject(fs_op::write, path, where("cannot write", n, offset).c_str());
+    const auto* p = static_cast<const unsigned char*>(src);
+    for (std::size_t done = 0; done < n;) {
+      const ssize_t w = ::pwrite(fd, p + done, n - done, static_cast<off_t>(offset + done));
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) fail(where("cannot write", n, offset), path, w < 0 ? errno : EIO);
+      done += static_cast<std::size_t>(w);
+    }
+  }
+  /// Reads up to n bytes at `offset`; fewer only at the end of the file. Returns the count.
+  [[nodiscard]] std::size_t read_at(int fd, void* dst, std::size_t n, std::uint64_t offset,
+                                    const std::string& path) const {
+    inject(fs_op::read, path, where("cannot read", n, offset).c_str());
+    auto* p = static_cast<unsigned char*>(dst);
+    std::size_t done = 0;
+    while (done < n) {
+      const ssize_t r = ::pread(fd, p + done, n - done, static_cast<off_t>(offset + done));
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) fail(where("cannot read", n, offset), path, errno);
+      if (r == 0) break;
+      done += static_cast<std::size_t>(r);
+    }
+    return done;
+  }
+  /// fsync: the file's data (or a directory's entries) reach the disk.
+  void sync(int fd, const std::string& path) const {
+    inject(fs_op::fsync, path, "cannot fsync");
+    if (::fsync(fd) != 0) fail("cannot fsync", path, errno);
+  }
+  /// Renames an entry; with `replace` false an existing target is an error, never overwritten.
+  void rename(int at, const std::string& from, const std::string& to, const std::string& from_path,
+              const std::string& to_path, bool replace) const {
+    const std::string what = "cannot rename '" + from_path + "' to";
+    inject(fs_op::rename, to_path, what.c_str());
+    if (!replace) {
+#if defined(RENAME_NOREPLACE)
+      // Atomic no-replace where the kernel and file system have it; else check, then rename.
+      if (::renameat2(at, from.c_str(), at, to.c_str(), RENAME_NOREPLACE) == 0) return;
+      if (errno != EINVAL && errno != ENOSYS) fail(what, to_path, errno);
+#endif
+      if (exists(at, to)) fail(what, to_path, EEXIST);
+    }
+    if (::renameat(at, from.c_str(), at, to.c_str()) != 0) fail(what, to_path, errno);
+  }
+  /// Removes a file (or a link: never what it points to).
+  void remove_file(int at, const std::string& name, const std::string& path) const {
+    inject(fs_op::remove, path, "cannot remove");
+    if (::unlinkat(at, name.c_str(), 0) != 0 && errno != ENOENT) fail("cannot remove", path, errno);
+  }
+  /// Removes a directory and everything in it, following no link.
+  void remove_tree(int at, const std::string& name, const std::string& path) const;
+  /// The names in an open directory, without "." and "..".
+  [[nodiscard]] std::vector<std::string> list(int dir_fd, const std::string& path) const;
+  /// True when `name` exists in `at` (as anything, a link included).
+  [[nodiscard]] static bool exists(int at, const std::string& name) noexcept {
+    struct stat st {};
+    return ::fstatat(at, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
+  }
+  /// True when `name` in `at` is a directory (not a link to one).
+  [[nodiscard]] static bool is_dir(int at, const std::string& name) noexcept {
+    struct stat st {};
+    return ::fstatat(at, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
+  }
+  /// The size of an open file.
+  [[nodiscard]] static std::uint64_t size_of(int fd, const std::string& path) {
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) fail("cannot stat", path, errno);
+    return static_cast<std::uint64_t>(st.st_size);
+  }
+
+  [[noreturn]] static void fail(const std::string& what, const std::string& path, int err,
+                                bool injected = false) {
+    throw io_error("checkpoint: " + what + " '" + path + "': " + io::errno_text(err) +
+                   (injected ? " (injected)" : ""));
+  }
+
+private:
+  void inject(fs_op op, const std::string& path, const char* what) const {
+    if (!fault_) return;
+    if (const int err = fault_(op, path)) fail(what, path, err, true);
+  }
+  static std::string where(const char* what, std::size_t n, std::uint64_t offset) {
+    return std::string(what) + " " + std::to_string(n) + " bytes at offset " +
+           std::to_string(offset) + " of";
+  }
+  template <class F>
+  static int retry(F f) {
+    int fd;
+    do fd = f();
+    while (fd < 0 && errno == EINTR);
+    return fd;
+  }
+
+  fs_fault fault_;
+};
+
+inline std::vector<std::string> file_ops::list(int dir_fd, const std::string& path) const {
+  const int copy = ::fcntl(dir_fd, F_DUPFD_CLOEXEC, 0);  // closedir closes it, not dir_fd
+  if (copy < 0) fail("cannot list", path, errno);
+  DIR* d = ::fdopendir(copy);
+  if (!d) {
+    const int err = errno;
+    ::close(copy);
+    fail("cannot list", path, err);
+  }
+  ::rewinddir(d);
+  std::vector<std::string> names;
+  while (const dirent* e = ::readdir(d)) {
+    const std::string n = e->d_name;
+    if (n != "." && n != "..") names.push_back(n);
+  }
+  ::closedir(d);
+  return names;
+}
+
+inline void file_ops::remove_tree(int at, const std::string& name, const std::string& path) const {
+  inject(fs_op::remove, path, "cannot remove");
+  if (!is_dir(at, name)) {  // a file or a link: the entry itself goes
+    if (::unlinkat(at, name.c_str(), 0) != 0 && errno != ENOENT) fail("cannot remove", path, errno);
+    return;
+  }
+  {
+    unique_fd dir = open_dir(at, name, path);
+    for (const std::string& e : list(dir.get(), path)) remove_tree(dir.get(), e, path + "/" + e);
+  }
+  if (::unlinkat(at, name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT)
+    fail("cannot remove directory", path, errno);
+}
+
+}  // namespace checkpoint
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_CHECKPOINT_FILE_OPS_HPP
+// ---- end <strata/checkpoint/file_ops.hpp> ----
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+STRATA_NAMESPACE_BEGIN
+namespace checkpoint {
+
+enum class commit_phase : std::uint8_t {
+  partial_created,  // TAG.partial/ exists (empty)
+  file_written,     // a file's bytes are written (not yet durable)
+  file_synced,      // ... and fsynced
+  dir_synced,       // TAG.partial/ fsynced: its entries are durable
+  renamed,          // TAG.partial/ is TAG/
+  root_synced,      // the rename is durable
+  latest_written,   // latest.tmp holds the new tag, fsynced
+  latest_renamed,   // latest names the new checkpoint: from here on it is the one loaded
+  latest_synced,    // ... durably
+  pruned,           // an older checkpoint beyond `keep` is gone
+};
+inline constexpr int commit_phase_count = 10;
+
+inline const char* commit_phase_name(commit_phase p) noexcept {
+  constexpr const char* names[] = {"partial_created", "file_written", "file_synced", "dir_synced",
+                                   "renamed",         "root_synced",  "latest_written",
+                                   "latest_renamed",  "latest_synced", "pruned"};
+  return names[static_cast<int>(p)];
+}
+
+/// What the hook is told: the phase just completed, the checkpoint's tag, and the file or
+/// directory involved (its path).
+struct phase_event {
+  commit_phase phase;
+  std::string_view tag;
+  std::string_view path;
+};
+using phase_hook = std::function<void(const phase_event&)>;
+
+struct root_options {
+  /// Committed checkpoints kept: `latest` and the keep-1 committed before it. 0 keeps all.
+  std::size_t keep = 0;
+  /// Called after each commit phase (tests stop the writer here; a trace may record spans).
+  phase_hook on_phase{};
+  /// Told, one line each, what opening the root found left by a crash and removed.
+  std::function<void(const std::string&)> on_recovery{};
+  /// Test seam: makes chosen file-system calls fail (file_ops.hpp).
+  fs_fault fault{};
+  /// Create the root directory (and missing parents) when it does not exist.
+  bool create = true;
+};
+
+class pending_checkpoint;
+
+/// A checkpoint directory opened for reading (a committed TAG/).
+class checkpoint_dir {
+public:
+  checkpoint_dir(unique_fd fd, std::string path, std::string tag, const file_ops* ops)
+      : fd_(std::move(fd)), path_(std::move(path)), tag_(std::move(tag)), ops_(ops) {}
+  int fd() const noexcept { return fd_.get(); }
+  const std::string& path() const noexcept { return path_; }
+  const std::string& tag() const noexcept { return tag_; }
+  const file_ops& ops() const noexcept { return *ops_; }
+  /// The whole of a (small) file in the directory, e.g. a manifest.
+  [[nodiscard]] std::string read_file(const std::string& name) const;
+
+private:
+  unique_fd fd_;
+  std::string path_, tag_;
+  const file_ops* ops_;
+};
+
+class checkpoint_root {
+public:
+  /// Opens (creating, with options.create) the root `path`; a symbolic link is refused. Removes
+  /// and reports what a crash left behind. io_error when the directory cannot be opened.
+  explicit checkpoint_root(std::string path, root_options options = {});
+  checkpoint_root(const checkpoint_root&) = delete;
+  checkpoint_root& operator=(const checkpoint_root&) = delete;
+
+  const std::string& path() const noexcept { return path_; }
+  /// What opening found left by a crash and removed (also told to options.on_recovery).
+  const std::vector<std::string>& recovered() const noexcept { return recovered_; }
+
+  /// The tag `latest` names; nothing when no checkpoint was ever committed here. format_error
+  /// when `latest` holds no valid tag or names a checkpoint that is not there (naming both).
+  [[nodiscard]] std::optional<std::string> latest() const;
+  /// Committed checkpoints' tags, oldest first (by commit order, not by name).
+  [[nodiscard]] std::vector<std::string> committed() const;
+  /// Opens committed checkpoint `tag` for reading.
+  [[nodiscard]] checkpoint_dir open(const std::string& tag) const;
+  /// Starts checkpoint `tag` in TAG.partial/ (created exclusively). A tag is 1-128 characters of
+  /// [A-Za-z0-9._-], not starting with '.', not "latest" and not ending in ".partial" or
+  /// ".pruning" (config_error otherwise); an existing TAG is refused (io_error, EEXIST).
+  /// The root must outlive the returned object.
+  [[nodiscard]] pending_checkpoint begin(const std::string& tag);
+
+  /// Throws config_error unless `tag` is a valid tag (see begin()).
+  static void check_tag(const std::string& tag);
+  static bool valid_tag(std::string_view tag) noexcept;
+
+private:
+  friend class pending_checkpoint;
+  friend class output_file;
+  void recover();
+  void remove_unpublished();
+  void remove_leftover(const std::string& name, const char* why);
+  std::optional<std::uint64_t> sequence_of(const std::string& tag) const;
+  std::vector<std::pair<std::uint64_t, std::string>> committed_by_sequence() const;
+  void prune(const std::string& tag, const std::string& latest_tag);
+  void notify(commit_phase p, std::string_view tag, std::string_view path) const {
+    if (options_.on_phase) options_.on_phase(phase_event{p, tag, path});
+  }
+  std::string child(std::string_view name) const { return path_ + "/" + std::string(name); }
+
+  std::string path_;
+  root_options options_;
+  file_ops ops_;
+  unique_fd fd_;
+  std::vector<std::string> recovered_;
+};
+
+/// One file being written in a pending checkpoint. finish() makes it durable; a file not
+/// finished makes the checkpoint's commit fail.
+class output_file {
+public:
+  output_file(output_file&&) noexcept = default;
+  output_file& operator=(output_file&&) noexcept = default;
+  const std::string& path() const noexcept { return path_; }
+  /// Writes n bytes at `offset` (io_error naming the file, offset and length).
+  void write_at(const void* src, std::size_t n, std::uint64_t offset);
+  /// fsync and close (phases file_written, file_synced).
+  void finish();
+
+private:
+  friend class pending_checkpoint;
+  output_file(pending_checkpoint* owner, unique_fd fd, std::string path)
+      : owner_(owner), fd_(std::move(fd)), path_(std::move(path)) {}
+  pending_checkpoint* owner_;
+  unique_fd fd_;
+  std::string path_;
+};
+
+class pending_checkpoint {
+public:
+  pending_checkpoint(pending_checkpoint&&) = delete;  // output_files point at it
+  pending_checkpoint& operator=(pending_checkpoint&&) = delete;
+  /// Removes TAG.partial/ unless committed (a failed or abandoned checkpoint leaves nothing).
+  ~pending_checkpoint() { abandon(); }
+
+  const std::string& tag() const noexcept { return tag_; }
+  /// The path of TAG.partial/.
+  const std::string& path() const noexcept { return path_; }
+  int dir_fd() const noexcept { return dir_.get(); }
+
+  /// Creates `name` (a plain file name) in TAG.partial/; finish it before commit().
+  [[nodiscard]] output_file create(const std::string& name);
+  /// Writes a whole (small) file and makes it durable.
+  void write_file(const std::string& name, std::span<const std::byte> bytes);
+  /// The commit (see the top of this header). On a failure before `latest` is renamed the
+  /// previous checkpoint stays the latest and this one is removed; the io_error names the file.
+  /// A failure after that (the root's fsync, pruning) is thrown too, but committed() is true:
+  /// `latest` names this checkpoint.
+  void commit();
+  /// Removes TAG.partial/ (best effort; a crash's leftovers are removed when a root is opened).
+  void abandon() noexcept;
+  bool committed() const noexcept { return committed_; }
+
+private:
+  friend class checkpoint_root;
+  friend class output_file;
+  pending_checkpoint(checkpoint_root* root, std::string tag, std::uint64_t sequence);
+  void publish_latest();
+
+  checkpoint_root* root_;
+  std::string tag_, path_;
+  std::uint64_t sequence_;
+  unique_fd dir_;
+  int unfinished_ = 0;
+  bool renamed_ = false, committed_ = false;
+};
+
+}  // namespace checkpoint
+STRATA_NAMESPACE_END
+
+// ---- begin <strata/checkpoint/detail/directory.inl> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_CHECKPOINT_DETAIL_DIRECTORY_INL
+#define STRATA_SINGLE_INCLUDE_STRATA_CHECKPOINT_DETAIL_DIRECTORY_INL
+// strata/checkpoint/detail/directory.inl — bodies of directory.hpp: opening a root and
+// recovering from a crash, the commit's phases, keeping the last N.
+
+#include <algorithm>
+#include <filesystem>
+#include <sstream>
+
+STRATA_NAMESPACE_BEGIN
+namespace checkpoint {
+namespace detail {
+
+inline constexpr std::string_view partial_suffix = ".partial";
+inline constexpr std::string_view pruning_suffix = ".pruning";
+inline constexpr const char* latest_name = "latest";
+inline constexpr const char* latest_tmp_name = "latest.tmp";
+// Inside a committed TAG/: its commit order, so "keep the last N" never relies on names or times.
+inline constexpr const char* commit_name = "commit";
+
+inline bool ends_with(std::string_view s, std::string_view suffix) noexcept {
+  return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
+}
+
+}  // namespace detail
+
+// ---- checkpoint_dir -----------------------------------------------------------------------------
+
+inline std::string checkpoint_dir::read_file(const std::string& name) const {
+  const std::string p = path_ + "/" + name;
+  unique_fd f = ops_->open_read(fd(), name, p);
+  const std::uint64_t size = file_ops::size_of(f.get(), p);
+  std::string text(static_cast<std::size_t>(size), '\0');
+  if (ops_->read_at(f.get(), text.data(), text.size(), 0, p) != text.size())
+    throw io_error("checkpoint: '" + p + "' shrank while being read");
+  return text;
+}
+
+// ---- checkpoint_root ----------------------------------------------------------------------------
+
+inline bool checkpoint_root::valid_tag(std::string_view tag) noexcept {
+  if (tag.empty() || tag.size() > 128 || tag.front() == '.' || tag == detail::latest_name ||
+      tag == detail::latest_tmp_name || detail::ends_with(tag, detail::partial_suffix) ||
+      detail::ends_with(tag, detail::pruning_suffix))
+    return false;
+  return std::all_of(tag.begin(), tag.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '.' || c == '_' || c == '-';
+  });
+}
+
+inline void checkpoint_root::check_tag(const std::string& tag) {
+  if (!valid_tag(tag))
+    throw config_error("checkpoint tag '" + tag + "': a tag is 1-128 characters of [A-Za-z0-9._-], "
+                       "not starting with '.', not 'latest', not ending in .partial or .pruning");
+}
+
+inline checkpoint_root::checkpoint_root(std::string path, root_options options)
+    : path_(std::move(path)), options_(std::move(options)), ops_(options_.fault) {
+  if (path_.empty()) throw config_error("checkpoint root: the path is empty");
+  while (path_.size() > 1 && path_.back() == '/') path_.pop_back();
+  struct stat st {};
+  if (::lstat(path_.c_str(), &st) == 0 && S_ISLNK(st.st_mode))
+    throw io_error("checkpoint root '" + path_ + "' is a symbolic link; name the real directory "
+                   "(a link could be pointed elsewhere between checks and writes)");
+  if (options_.create) {
+    std::error_code ec;
+    std::filesystem::create_directories(path_, ec);
+    if (ec) throw io_error("checkpoint root '" + path_ + "': cannot create it: " + ec.message());
+  }
+  fd_ = ops_.open_dir(AT_FDCWD, path_, path_);
+  recover();
+}
+
+inline void checkpoint_root::remove_leftover(const std::string& name, const char* why) {
+  ops_.remove_tree(fd_.get(), name, child(name));
+  recovered_.push_back("checkpoint root '" + path_ + "': removed '" + name + "', " + why);
+  if (options_.on_recovery) options_.on_recovery(recovered_.back());
+}
+
+// What a crash leaves: a checkpoint being written, one being pruned, a latest being replaced.
+// None of them is what `latest` names, so removing them loses nothing committed.
+inline void checkpoint_root::recover() {
+  for (const std::string& name : ops_.list(fd_.get(), path_)) {
+    if (name == detail::latest_tmp_name)
+      remove_leftover(name, "a 'latest' update that never completed (the old 'latest' stands)");
+    else if (detail::ends_with(name, detail::partial_suffix) && file_ops::is_dir(fd_.get(), name))
+      remove_leftover(name, "a checkpoint that was never committed");
+    else if (detail::ends_with(name, detail::pruning_suffix) && file_ops::is_dir(fd_.get(), name))
+      remove_leftover(name, "an old checkpoint whose removal was interrupted");
+  }
+  remove_unpublished();
+  if (!recovered_.empty()) ops_.sync(fd_.get(), path_);
+}
+
+// A checkpoint renamed into place whose `latest` update never happened (a crash between the two
+// renames) was never the one loaded; a restarted run would write the same tag again, so it goes.
+// Only checkpoints committed after the one `latest` names are touched; a bad `latest` is left
+// for latest() to report.
+inline void checkpoint_root::remove_unpublished() {
+  std::uint64_t published = 0;
+  try {
+    if (const auto tag = latest()) published = sequence_of(*tag).value_or(0);
+  } catch (const format_error&) {
+    return;
+  }
+  for (auto& [seq, name] : committed_by_sequence()) {
+    if (seq <= published) continue;
+    const std::string doomed = name + std::string(detail::pruning_suffix);
+    ops_.rename(fd_.get(), name, doomed, child(name), child(doomed), false);
+    remove_leftover(doomed, ("checkpoint '" + name + "', committed but never made 'latest'").c_str());
+  }
+}
+
+inline std::optional<std::uint64_t> checkpoint_root::sequence_of(const std::string& tag) const {
+  if (!valid_tag(tag) || !file_ops::is_dir(fd_.get(), tag)) return std::nullopt;
+  const std::string p = child(tag) + "/" + detail::commit_name;
+  unique_fd dir = ops_.open_dir(fd_.get(), tag, child(tag));
+  if (!file_ops::exists(dir.get(), detail::commit_name)) return std::nullopt;  // not ours
+  checkpoint_dir d(std::move(dir), child(tag), tag, &ops_);
+  std::istringstream in(d.read_file(detail::commit_name));
+  std::string word, written_tag;
+  std::uint64_t seq = 0;
+  if (!(in >> word >> seq >> word >> written_tag) || written_tag != tag)
+    throw format_error("checkpoint '" + p + "' is not a commit record of '" + tag + "'");
+  return seq;
+}
+
+inline std::vector<std::pair<std::uint64_t, std::string>> checkpoint_root::committed_by_sequence() const {
+  std::vector<std::pair<std::uint64_t, std::string>> out;
+  for (const std::string& name : ops_.list(fd_.get(), path_))
+    if (const auto seq = sequence_of(name)) out.emplace_back(*seq, name);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+inline std::vector<std::string> checkpoint_root::committed() const {
+  std::vector<std::string> tags;
+  for (auto& [seq, tag] : committed_by_sequence()) tags.push_back(tag);
+  return tags;
+}
+
+inline std::optional<std::string> checkpoint_root::latest() const {
+  if (!file_ops::exists(fd_.get(), detail::latest_name)) return std::nullopt;
+  checkpoint_dir root(ops_.open_dir(fd_.get(), ".", path_), path_, "", &ops_);
+  std::string tag = root.read_file(detail::latest_name);
+  if (!tag.empty() && tag.back() == '\n') tag.pop_back();
+  if (!valid_tag(tag))
+    throw format_error("checkpoint root '" + path_ + "': 'latest' holds '" + tag +
+                       "', which is not a checkpoint tag");
+  if (!file_ops::is_dir(fd_.get(), tag) ||
+      !file_ops::exists(ops_.open_dir(fd_.get(), tag, child(tag)).get(), detail::commit_name))
+    throw format_error("checkpoint root '" + path_ + "': 'latest' names checkpoint '" + tag +
+                       "', but '" + child(tag) + "' is not there (or holds no commit record)");
+  return tag;
+}
+
+inline checkpoint_dir checkpoint_root::open(const std::string& tag) const {
+  check_tag(tag);
+  if (!file_ops::is_dir(fd_.get(), tag))
+    throw io_error("checkpoint '" + child(tag) + "' does not exist (or is not a directory)");
+  return checkpoint_dir(ops_.open_dir(fd_.get(), tag, child(tag)), child(tag), tag, &ops_);
+}
+
+inline pending_checkpoint checkpoint_root::begin(const std::string& tag) {
+  check_tag(tag);
+  if (file_ops::exists(fd_.get(), tag))
+    file_ops::fail("checkpoint already exists:", child(tag), EEXIST);
+  std::uint64_t next = 1;
+  for (auto& [seq, name] : committed_by_sequence()) next = std::max(next, seq + 1);
+  return pending_checkpoint(this, tag, next);
+}
+
+// Keeps `latest` and the keep-1 committed before it; removes the rest (also a checkpoint
+// renamed into place whose `latest` update failed: it was never the one loaded).
+inline void checkpoint_root::prune(const std::string& tag, const std::string& latest_tag) {
+  if (options_.keep == 0) return;
+  auto all = committed_by_sequence();
+  std::vector<std::string> keep{latest_tag};
+  for (auto it = all.rbegin(); it != all.rend() && keep.size() < options_.keep; ++it)
+    if (it->second != latest_tag) keep.push_back(it->second);
+  for (auto& [seq, name] : all) {
+    if (std::find(keep.begin(), keep.end(), name) != keep.end()) continue;
+    const std::string doomed = name + std::string(detail::pruning_suffix);
+    ops_.rename(fd_.get(), name, doomed, child(name), child(doomed), false);
+    ops_.remove_tree(fd_.get(), doomed, child(doomed));
+    notify(commit_phase::pruned, tag, child(name));
+  }
+}
+
+// ---- output_file ----------------------------------------------------------------------------------
+
+inline void output_file::write_at(const void* src, std::size_t n, std::uint64_t offset) {
+  if (!fd_) throw config_error("checkpoint file '" + path_ + "' is already finished");
+  owner_->root_->ops_.write_at(fd_.get(), src, n, offset, path_);
+}
+
+inline void output_file::finish() {
+  if (!fd_) return;
+  const checkpoint_root& root = *owner_->root_;
+  root.notify(commit_phase::file_written, owner_->tag_, path_);
+  root.ops_.sync(fd_.get(), path_);
+  fd_.reset();
+  --owner_->unfinished_;
+  root.notify(commit_phase::file_synced, owner_->tag_, path_);
+}
+
+// ---- pending_checkpoint ---------------------------------------------------------------------------
+
+inline pending_checkpoint::pending_checkpoint(checkpoint_root* root, std::string tag,
+                                              std::uint64_t sequence)
+    : root_(root), tag_(std::move(tag)), sequence_(sequence) {
+  const std::string name = tag_ + std::string(detail::partial_suffix);
+  path_ = root_->child(name);
+  root_->ops_.make_dir(root_->fd_.get(), name, path_);
+  try {
+    dir_ = root_->ops_.open_dir(root_->fd_.get(), name, path_);
+  } catch (...) {
+    abandon();
+    throw;
+  }
+  root_->notify(commit_phase::partial_created, tag_, path_);
+}
+
+inline output_file pending_checkpoint::create(const std::string& name) {
+  if (committed_ || renamed_) throw config_error("checkpoint '" + tag_ + "' is already committed");
+  if (name.empty() || name.find('/') != std::string::npos || name == "." || name == ".." ||
+      name == detail::commit_name)
+    throw config_error("checkpoint '" + tag_ + "': '" + name + "' is not a plain file name of its own");
+  const std::string p = path_ + "/" + name;
+  output_file f(this, root_->ops_.create_file(dir_.get(), name, p), p);
+  ++unfinished_;
+  return f;
+}
+
+inline void pending_checkpoint::write_file(const std::string& name, std::span<const std::byte> bytes) {
+  output_file f = create(name);
+  f.write_at(bytes.data(), bytes.size(), 0);
+  f.finish();
+}
+
+inline void pending_checkpoint::commit() {
+  if (committed_) return;
+  if (unfinished_ != 0)
+    throw config_error("checkpoint '" + tag_ + "': " + std::to_string(unfinished_) +
+                       " file(s) were created but never finished; nothing was committed");
+  const checkpoint_root& root = *root_;
+  const std::string record = "sequence " + std::to_string(sequence_) + "\ntag " + tag_ + "\n";
+  {
+    const std::string p = path_ + "/" + detail::commit_name;
+    output_file f(this, root.ops_.create_file(dir_.get(), detail::commit_name, p), p);
+    ++unfinished_;
+    f.write_at(record.data(), record.size(), 0);
+    f.finish();
+  }
+  root.ops_.sync(dir_.get(), path_);
+  root.notify(commit_phase::dir_synced, tag_, path_);
+  const std::string partial = tag_ + std::string(detail::partial_suffix);
+  root.ops_.rename(root.fd_.get(), partial, tag_, path_, root.child(tag_), false);
+  renamed_ = true;
+  root.notify(commit_phase::renamed, tag_, root.child(tag_));
+  root.ops_.sync(root.fd_.get(), root.path_);
+  root.notify(commit_phase::root_synced, tag_, root.path_);
+  publish_latest();
+  root_->prune(tag_, tag_);
+}
+
+// latest.tmp (exclusive: a second writer, or a leftover, is an error, not a shared file), then
+// the one rename that switches which checkpoint is loaded.
+inline void pending_checkpoint::publish_latest() {
+  const checkpoint_root& root = *root_;
+  const int fd = root.fd_.get();
+  const std::string tmp = root.child(detail::latest_tmp_name);
+  const std::string line = tag_ + "\n";
+  unique_fd f = root.ops_.create_file(fd, detail::latest_tmp_name, tmp);  // ours from here on
+  try {
+    root.ops_.write_at(f.get(), line.data(), line.size(), 0, tmp);
+    root.ops_.sync(f.get(), tmp);
+    f.reset();
+    root.notify(commit_phase::latest_written, tag_, tmp);
+    root.ops_.rename(fd, detail::latest_tmp_name, detail::latest_name, tmp,
+                     root.child(detail::latest_name), true);
+  } catch (...) {
+    ::unlinkat(fd, detail::latest_tmp_name, 0);  // ours; best effort: a leftover goes at open
+    throw;
+  }
+  // From here on `latest` names this checkpoint: a failure below is reported, but the
+  // checkpoint is committed and must not be removed.
+  committed_ = true;
+  root.notify(commit_phase::latest_renamed, tag_, root.child(detail::latest_name));
+  root.ops_.sync(fd, root.path_);
+  root.notify(commit_phase::latest_synced, tag_, root.path_);
+}
+
+inline void pending_checkpoint::abandon() noexcept {
+  if (committed_ || !root_) return;
+  dir_.reset();
+  try {
+    if (renamed_) {
+      // Renamed but `latest` never switched to it: it was never the loaded checkpoint. Taken
+      // out of view first (a crash mid-removal leaves a .pruning that the next open removes).
+      const std::string doomed = tag_ + std::string(detail::pruning_suffix);
+      root_->ops_.rename(root_->fd_.get(), tag_, doomed, root_->child(tag_), root_->child(doomed), false);
+      root_->ops_.remove_tree(root_->fd_.get(), doomed, root_->child(doomed));
+    } else {
+      const std::string name = tag_ + std::string(detail::partial_suffix);
+      root_->ops_.remove_tree(root_->fd_.get(), name, path_);
+    }
+  } catch (...) {
+    // Left for the next open's recovery; a destructor must not throw.
+  }
+  root_ = nullptr;
+}
+
+}  // namespace checkpoint
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_CHECKPOINT_DETAIL_DIRECTORY_INL
+// ---- end <strata/checkpoint/detail/directory.inl> ----
+#endif // STRATA_SINGLE_INCLUDE_STRATA_CHECKPOINT_DIRECTORY_HPP
+// ---- end <strata/checkpoint/directory.hpp> ----
+#if __has_include(<nlohmann/json.hpp>)
+// ---- begin <strata/checkpoint/manifest.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_CHECKPOINT_MANIFEST_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_CHECKPOINT_MANIFEST_HPP
+// strata/checkpoint/manifest.hpp — what one rank's part of a checkpoint holds, as JSON.
+//
+// What lives here: checkpoint::manifest (format version, tag, step, world size, ZeRO stage, the
+// caller's metadata, and one tensor_entry per tensor: name, dtype, global element count, shard
+// layout with its padding spelt out, the file, byte offset and length in it, and the CRC-32C of
+// each checksum block), its JSON form (nlohmann/json), parse_manifest() / serialize(), and
+// validate(), the one check of a manifest's consistency. Every problem in a manifest read from
+// disk is a format_error naming the file and the field ("tensors[2] ('w').layout.offset").
+// What does not: writing and reading the tensors' bytes (shard_file.hpp), the directory a
+// checkpoint lives in and its atomic commit (directory.hpp).
+//
+// One manifest per rank, `rank-<r>.json`, next to that rank's data file `rank-<r>.bin`; each
+// names the world size, so a loader can check that every rank's manifest is there. Needs
+// nlohmann/json (Debian: nlohmann-json3-dev); strata.hpp includes this floor only where it is.
+//
+//   {"format": "strata-checkpoint", "version": 1, "tag": "step-30", "step": 30,
+//    "world": 2, "rank": 1, "zero_stage": 3, "metadata": {"lr": 0.001, "run": "demo"},
+//    "tensors": [{"name": "h0.w", "dtype": "f32", "numel": 10,
+//                 "layout": {"world": 2, "shard_numel": 5, "rank": 1, "offset": 5, "valid": 5,
+//                            "padding": 0},
+//                 "file": "rank-1.bin", "offset": 0, "bytes": 20,
+//                 "block_bytes": 1048576, "crc32c": [3421780262]}]}
+//
+// A replicated tensor has "layout": null and holds `numel` elements; a sharded one holds
+// layout.shard_numel elements, of which `valid` are real and the rest padding (zeros).
+
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+STRATA_NAMESPACE_BEGIN
+namespace checkpoint {
+
+/// The manifest format this build writes and the only one it reads.
+inline constexpr int manifest_version = 1;
+/// The value of the "format" field, so that a stray JSON file is not taken for a manifest.
+inline constexpr const char* manifest_format = "strata-checkpoint";
+
+/// One tensor (or one rank's shard of it) in a checkpoint.
+struct tensor_entry {
+  std::string name;
+  dtype type = dtype::f32;
+  /// Real elements of the whole (global) tensor, padding excluded.
+  std::uint64_t numel = 0;
+  /// For a sharded tensor: which shard of which layout this entry holds. Empty: replicated.
+  std::optional<shard_spec> shard;
+  /// Where the bytes are: a file in the checkpoint directory (a plain name, no '/').
+  std::string file;
+  std::uint64_t offset = 0;
+  std::uint64_t bytes = 0;
+  /// The bytes are checksummed in blocks of block_bytes (the last may be shorter), one
+  /// CRC-32C each, so that reading a byte range reads and checks only the blocks it touches.
+  std::uint64_t block_bytes = 0;
+  std::vector<std::uint32_t> crc32c;
+
+  /// Elements stored in this entry: the shard's length (padding included) or numel.
+  std::uint64_t stored_numel() const noexcept { return shard ? shard->layout.shard_numel() : numel; }
+  std::uint64_t block_count() const noexcept {
+    return block_bytes == 0 ? 0 : (bytes + block_bytes - 1) / block_bytes;
+  }
+};
+
+/// One rank's manifest.
+struct manifest {
+  int version = manifest_version;
+  std::string tag;
+  std::uint64_t step = 0;
+  int world = 1;
+  int rank = 0;
+  int zero_stage = 0;
+  /// The caller's key -> value pairs (a string, a number, or any JSON value). A JSON object.
+  nlohmann::json metadata = nlohmann::json::object();
+  std::vector<tensor_entry> tensors;
+
+  /// The entry named `name`, or nullptr.
+  const tensor_entry* find(std::string_view name) const noexcept {
+    for (const auto& t : tensors)
+      if (t.name == name) return &t;
+    return nullptr;
+  }
+};
+
+/// "rank-<r>.json" and "rank-<r>.bin": the names of rank r's manifest and data file.
+inline std::string manifest_file_name(int rank) { return "rank-" + std::to_string(rank) + ".json"; }
+inline std::string data_file_name(int rank) { return "rank-" + std::to_string(rank) + ".bin"; }
+
+/// The dtype written as `name` (dtype_name()'s spelling), or nothing.
+[[nodiscard]] std::optional<dtype> dtype_from_name(std::string_view name) noexcept;
+
+/// Throws format_error naming `file` and the field when `m` is inconsistent: an unknown
+/// version, a rank outside the world, a ZeRO stage outside 0..3, metadata that is not an
+/// object, and per tensor an empty or repeated name, a file that is not a plain name, a shard
+/// outside its layout, a byte length that is not the dtype's size of the stored elements,
+/// checksum blocks that do not cover the bytes, or two tensors overlapping in one file.
+void validate(const manifest& m, const std::string& file);
+
+/// The manifest as JSON (validated first: an inconsistent manifest is never written).
+[[nodiscard]] nlohmann::json to_json(const manifest& m, const std::string& file = "manifest");
+/// A manifest from JSON read from `file` (used in messages); format_error on a missing field, a
+/// field of the wrong type or range, or anything validate() refuses.
+[[nodiscard]] manifest manifest_from_json(const nlohmann::json& j, const std::string& file);
+
+/// The JSON text of a manifest (indented, newline-terminated), and back.
+[[nodiscard]] std::string serialize(const manifest& m, const std::string& file = "manifest");
+[[nodiscard]] manifest parse_manifest(std::string_view text, const std::string& file);
+
+}  // namespace checkpoint
+STRATA_NAMESPACE_END
+
+// ---- begin <strata/checkpoint/detail/manifest.inl> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_CHECKPOINT_DETAIL_MANIFEST_INL
+#define STRATA_SINGLE_INCLUDE_STRATA_CHECKPOINT_DETAIL_MANIFEST_INL
+// strata/checkpoint/detail/manifest.inl — bodies of manifest.hpp: the JSON reader with its
+// field-naming errors, the writer, and validate().
+
+#include <algorithm>
+#include <limits>
+#include <set>
+
+STRATA_NAMESPACE_BEGIN
+namespace checkpoint {
+namespace detail {
+
+using json = nlohmann::json;
+
+[[noreturn]] inline void manifest_fail(const std::string& file, const std::string& field,
+                                       const std::string& why) {
+  throw format_error("checkpoint manifest '" + file + "': " + field + ": " + why);
+}
+
+/// "tensors[2] ('w')": how a tensor's fields are named in messages.
+inline std::string tensor_field(std::size_t i, const std::string& name) {
+  std::string s = "tensors[" + std::to_string(i) + "]";
+  if (!name.empty()) s += " ('" + name + "')";
+  return s;
+}
+
+// Reads typed fields of one JSON object, naming `where.key` in every error.
+struct field_reader {
+  const json& obj;
+  const std::string& file;
+  std::string where;  // "" at the top, "tensors[2] ('w')" in a tensor, ... ".layout"
+
+  std::string name(const char* key) const { return where.empty() ? key : where + "." + key; }
+  const json& get(const char* key) const {
+    const auto it = obj.find(key);
+    if (it == obj.end()) manifest_fail(file, name(key), "missing");
+    return *it;
+  }
+  std::uint64_t u64(const char* key) const {
+    const json& v = get(key);
+    if (!v.is_number_unsigned() && !(v.is_number_integer() && v.get<std::int64_t>() >= 0))
+      manifest_fail(file, name(key), "is " + v.dump() + ", not a non-negative integer");
+    return v.get<std::uint64_t>();
+  }
+  int small(const char* key, std::uint64_t limit) const {
+    const std::uint64_t v = u64(key);
+    if (v > limit)
+      manifest_fail(file, name(key), "is " + std::to_string(v) + ", more than " + std::to_string(limit));
+    return static_cast<int>(v);
+  }
+  std::string str(const char* key) const {
+    const json& v = get(key);
+    if (!v.is_string()) manifest_fail(file, name(key), "is " + v.dump() + ", not a string");
+    return v.get<std::string>();
+  }
+};
+
+inline field_reader object_reader(const json& j, const std::string& file, std::string where) {
+  if (!j.is_object())
+    manifest_fail(file, where.empty() ? "(top level)" : where, "is " + std::string(j.type_name()) +
+                                                                 ", not an object");
+  return field_reader{j, file, std::move(where)};
+}
+
+// "layout": {"world", "shard_numel", "rank", "offset", "valid", "padding"}: the explicit fields
+// must be what shard_layout(numel, world) computes for the rank, so that padding is never guessed.
+inline shard_spec read_layout(const json& j, std::uint64_t numel, const std::string& file,
+                              const std::string& where) {
+  const field_reader f = object_reader(j, file, where + ".layout");
+  const int world = f.small("world", 1u << 20);
+  if (world < 1) manifest_fail(file, f.name("world"), "is 0; a layout has at least one rank");
+  const shard_spec s{shard_layout(numel, world), f.small("rank", 1u << 20)};
+  if (s.rank >= world)
+    manifest_fail(file, f.name("rank"), "is " + std::to_string(s.rank) + ", outside the layout's " +
+                                            std::to_string(world) + " ranks");
+  const std::string of = ", but rank " + std::to_string(s.rank) + "'s shard of " +
+                         std::to_string(numel) + " elements over " + std::to_string(world) +
+                         " ranks has ";
+  auto expect = [&](const char* key, std::uint64_t want) {
+    const std::uint64_t got = f.u64(key);
+    if (got != want)
+      manifest_fail(file, f.name(key), "is " + std::to_string(got) + of + std::to_string(want));
+  };
+  expect("shard_numel", s.layout.shard_numel());
+  expect("offset", s.offset());
+  expect("valid", s.valid());
+  expect("padding", s.layout.shard_numel() - s.valid());
+  return s;
+}
+
+inline tensor_entry read_tensor(const json& j, std::size_t i, const std::string& file) {
+  field_reader f = object_reader(j, file, tensor_field(i, ""));
+  tensor_entry t;
+  t.name = f.str("name");
+  f.where = tensor_field(i, t.name);
+  const std::string type = f.str("dtype");
+  const auto d = dtype_from_name(type);
+  if (!d) manifest_fail(file, f.name("dtype"), "is '" + type + "', not one of f32 f16 bf16 i8 i4");
+  t.type = *d;
+  t.numel = f.u64("numel");
+  if (const json& l = f.get("layout"); !l.is_null()) t.shard = read_layout(l, t.numel, file, f.where);
+  t.file = f.str("file");
+  t.offset = f.u64("offset");
+  t.bytes = f.u64("bytes");
+  t.block_bytes = f.u64("block_bytes");
+  const json& crc = f.get("crc32c");
+  if (!crc.is_array()) manifest_fail(file, f.name("crc32c"), "is not an array");
+  for (std::size_t b = 0; b < crc.size(); ++b) {
+    if (!crc[b].is_number_unsigned() || crc[b].get<std::uint64_t>() > 0xffffffffu)
+      manifest_fail(file, f.name("crc32c") + "[" + std::to_string(b) + "]",
+                    "is " + crc[b].dump() + ", not a 32-bit unsigned integer");
+    t.crc32c.push_back(crc[b].get<std::uint32_t>());
+  }
+  return t;
+}
+
+inline json layout_json(const shard_spec& s) {
+  return {{"world", s.layout.world()},         {"shard_numel", s.layout.shard_numel()},
+          {"rank", s.rank},                    {"offset", s.offset()},
+          {"valid", s.valid()},                {"padding", s.layout.shard_numel() - s.valid()}};
+}
+
+inline bool plain_file_name(const std::string& n) {
+  return !n.empty() && n != "." && n != ".." && n.find('/') == std::string::npos &&
+         n.find('\0') == std::string::npos;
+}
+
+inline void validate_tensor(const tensor_entry& t, std::size_t i, const std::string& file) {
+  const std::string w = tensor_field(i, t.name);
+  if (t.name.empty()) manifest_fail(file, w + ".name", "is empty");
+  if (!plain_file_name(t.file))
+    manifest_fail(file, w + ".file", "is '" + t.file + "', not a plain file name in the checkpoint directory");
+  if (t.shard) {
+    const shard_spec& s = *t.shard;
+    if (s.layout.numel() != t.numel)
+      manifest_fail(file, w + ".layout", "splits " + std::to_string(s.layout.numel()) +
+                                             " elements, the tensor has " + std::to_string(t.numel));
+    if (s.rank < 0 || s.rank >= s.layout.world())
+      manifest_fail(file, w + ".layout.rank", "is " + std::to_string(s.rank) + ", outside the layout's " +
+                                                  std::to_string(s.layout.world()) + " ranks");
+  }
+  const std::uint64_t want = dtype_bytes_for(t.type, static_cast<std::size_t>(t.stored_numel()));
+  if (t.bytes != want)
+    manifest_fail(file, w + ".bytes", "is " + std::to_string(t.bytes) + ", but " +
+                                          std::to_string(t.stored_numel()) + " " + dtype_name(t.type) +
+                                          " elements take " + std::to_string(want));
+  if (t.offset > std::numeric_limits<std::uint64_t>::max() - t.bytes)
+    manifest_fail(file, w + ".offset", "+ bytes overflows");
+  if (t.block_bytes == 0) manifest_fail(file, w + ".block_bytes", "is 0");
+  if (t.crc32c.size() != t.block_count())
+    manifest_fail(file, w + ".crc32c", "has " + std::to_string(t.crc32c.size()) + " blocks, but " +
+                                           std::to_string(t.bytes) + " bytes in blocks of " +
+                                           std::to_string(t.block_bytes) + " need " +
+                                           std::to_string(t.block_count()));
+}
+
+// No two tensors share a byte of one file: a reader could otherwise be handed another
+// tensor's bytes under a valid-looking checksum.
+inline void validate_no_overlap(const manifest& m, const std::string& file) {
+  std::vector<std::size_t> order(m.tensors.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+    const auto &x = m.tensors[a], &y = m.tensors[b];
+    return x.file != y.file ? x.file < y.file : x.offset < y.offset;
+  });
+  for (std::size_t k = 1; k < order.size(); ++k) {
+    const auto &p = m.tensors[order[k - 1]], &q = m.tensors[order[k]];
+    if (p.file == q.file && q.bytes > 0 && p.offset + p.bytes > q.offset)
+      manifest_fail(file, tensor_field(order[k], q.name) + ".offset",
+                    "is " + std::to_string(q.offset) + ", inside '" + p.name + "' (bytes " +
+                        std::to_string(p.offset) + ".." + std::to_string(p.offset + p.bytes) +
+                        " of '" + p.file + "')");
+  }
+}
+
+}  // namespace detail
+
+inline std::optional<dtype> dtype_from_name(std::string_view name) noexcept {
+  for (dtype d : {dtype::f32, dtype::f16, dtype::bf16, dtype::i8, dtype::i4})
+    if (name == dtype_name(d)) return d;
+  return std::nullopt;
+}
+
+inline void validate(const manifest& m, const std::string& file) {
+  using detail::manifest_fail;
+  if (m.version != manifest_version)
+    manifest_fail(file, "version", "is " + std::to_string(m.version) + "; this build reads version " +
+                                       std::to_string(manifest_version));
+  if (m.tag.empty()) manifest_fail(file, "tag", "is empty");
+  if (m.world < 1) manifest_fail(file, "world", "is " + std::to_string(m.world) + ", not at least 1");
+  if (m.rank < 0 || m.rank >= m.world)
+    manifest_fail(file, "rank", "is " + std::to_string(m.rank) + ", outside the world of " +
+                                    std::to_string(m.world));
+  if (m.zero_stage < 0 || m.zero_stage > 3)
+    manifest_fail(file, "zero_stage", "is " + std::to_string(m.zero_stage) + ", not 0..3");
+  if (!m.metadata.is_object()) manifest_fail(file, "metadata", "is not an object");
+  std::set<std::string> names;
+  for (std::size_t i = 0; i < m.tensors.size(); ++i) {
+    detail::validate_tensor(m.tensors[i], i, file);
+    if (!names.insert(m.tensors[i].name).second)
+      manifest_fail(file, detail::tensor_field(i, m.tensors[i].name) + ".name", "appears twice");
+  }
+  detail::validate_no_overlap(m, file);
+}
+
+inline nlohmann::json to_json(const manifest& m, const std::string& file) {
+  validate(m, file);
+  nlohmann::json tensors = nlohmann::json::array();
+  for (const tensor_entry& t : m.tensors)
+    tensors.push_back(nlohmann::json{{"name", t.name},
+                       {"dtype", dtype_name(t.type)},
+                       {"numel", t.numel},
+                       {"layout", t.shard ? detail::layout_json(*t.shard) : nlohmann::json(nullptr)},
+                       {"file", t.file},
+                       {"offset", t.offset},
+                       {"bytes", t.bytes},
+                       {"block_bytes", t.block_bytes},
+                       {"crc32c", t.crc32c}});
+  return {{"format", manifest_format}, {"version", m.version},       {"tag", m.tag},
+          {"step", m.step},            {"world", m.world},           {"rank", m.rank},
+          {"zero_stage", m.zero_stage}, {"metadata", m.metadata},    {"tensors", std::move(tensors)}};
+}
+
+inline manifest manifest_from_json(const nlohmann::json& j, const std::string& file) {
+  using detail::manifest_fail;
+  const detail::field_reader f = detail::object_reader(j, file, "");
+  if (const std::string fmt = f.str("format"); fmt != manifest_format)
+    manifest_fail(file, "format", "is '" + fmt + "', not '" + manifest_format + "'");
+  manifest m;
+  // The version first: a newer format may have moved every other field.
+  const std::uint64_t version = f.u64("version");
+  if (version != static_cast<std::uint64_t>(manifest_version))
+    manifest_fail(file, "version", "is " + std::to_string(version) + "; this build reads version " +
+                                       std::to_string(manifest_version));
+  m.tag = f.str("tag");
+  m.step = f.u64("step");
+  m.world = f.small("world", 1u << 20);
+  m.rank = f.small("rank", 1u << 20);
+  m.zero_stage = f.small("zero_stage", 3);
+  m.metadata = f.get("metadata");
+  const nlohmann::json& tensors = f.get("tensors");
+  if (!tensors.is_array()) manifest_fail(file, "tensors", "is not an array");
+  for (std::size_t i = 0; i < tensors.size(); ++i) m.tensors.push_back(detail::read_tensor(tensors[i], i, file));
+  validate(m, file);
+  return m;
+}
+
+inline std::string serialize(const manifest& m, const std::string& file) {
+  return to_json(m, file).dump(1) + "\n";
+}
+
+inline manifest parse_manifest(std::string_view text, const std::string& file) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text.begin(), text.end());
+  } catch (const nlohmann::json::parse_error& e) {
+    throw format_error("checkpoint manifest '" + file + "': not valid JSON (byte " +
+                       std::to_string(e.byte) + "): " + e.what());
+  }
+  return manifest_from_json(j, file);
+}
+
+}  // namespace checkpoint
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_CHECKPOINT_DETAIL_MANIFEST_INL
+// ---- end <strata/checkpoint/detail/manifest.inl> ----
+#endif // STRATA_SINGLE_INCLUDE_STRATA_CHECKPOINT_MANIFEST_HPP
+// ---- end <strata/checkpoint/manifest.hpp> ----
+// ---- begin <strata/checkpoint/shard_file.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_CHECKPOINT_SHARD_FILE_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_CHECKPOINT_SHARD_FILE_HPP
+// strata/checkpoint/shard_file.hpp — one rank's tensors in a checkpoint: written into its data
+// file with a CRC-32C per block, read back checked block by block.
+//
+// What lives here: shard_writer, which writes a rank's tensors (bytes with a tensor_desc, or a
+// tensor_ref read through its public calls) into `rank-<r>.bin` in a pending checkpoint and
+// its manifest into `rank-<r>.json`; checkpoint_reader, which opens a committed checkpoint,
+// checks that every rank's manifest is there and agrees, and reads a tensor — or any byte range
+// of it, touching only the checksum blocks that cover the range (what resharding builds on) —
+// verifying each block. A flipped byte is a format_error naming the file, the block's byte
+// offset in it and the tensor; a missing or truncated file an error naming the file.
+// What does not: the directory and its atomic commit (directory.hpp), the manifest's format
+// (manifest.hpp), snapshots in the background and resharding onto another layout (to come).
+//
+//   checkpoint_root root(dir, {.keep = 2});
+//   {
+//     pending_checkpoint p = root.begin("step-30");
+//     shard_writer w(p, {.step = 30, .world = 1, .rank = 0});
+//     w.add(weights.ref(), dtype::f32);                 // any tiered tensor, any placement
+//     w.add({.name = "rng", .type = dtype::i8, .numel = 8}, as_bytes(std::span(rng_state)));
+//     w.finish();                                       // rank-0.bin and rank-0.json, fsynced
+//     p.commit();                                       // rename, then `latest`
+//   }
+//   checkpoint_reader r(root, *root.latest());
+//   r.restore(weights.ref(), 0);                        // bitwise, every block checked
+
+// ---- begin <strata/checkpoint/manifest.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_CHECKPOINT_MANIFEST_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_CHECKPOINT_MANIFEST_HPP
+// strata/checkpoint/manifest.hpp — what one rank's part of a checkpoint holds, as JSON.
+//
+// What lives here: checkpoint::manifest (format version, tag, step, world size, ZeRO stage, the
+// caller's metadata, and one tensor_entry per tensor: name, dtype, global element count, shard
+// layout with its padding spelt out, the file, byte offset and length in it, and the CRC-32C of
+// each checksum block), its JSON form (nlohmann/json), parse_manifest() / serialize(), and
+// validate(), the one check of a manifest's consistency. Every problem in a manifest read from
+// disk is a format_error naming the file and the field ("tensors[2] ('w').layout.offset").
+// What does not: writing and reading the tensors' bytes (shard_file.hpp), the directory a
+// checkpoint lives in and its atomic commit (directory.hpp).
+//
+// One manifest per rank, `rank-<r>.json`, next to that rank's data file `rank-<r>.bin`; each
+// names the world size, so a loader can check that every rank's manifest is there. Needs
+// nlohmann/json (Debian: nlohmann-json3-dev); strata.hpp includes this floor only where it is.
+//
+//   {"format": "strata-checkpoint", "version": 1, "tag": "step-30", "step": 30,
+//    "world": 2, "rank": 1, "zero_stage": 3, "metadata": {"lr": 0.001, "run": "demo"},
+//    "tensors": [{"name": "h0.w", "dtype": "f32", "numel": 10,
+//                 "layout": {"world": 2, "shard_numel": 5, "rank": 1, "offset": 5, "valid": 5,
+//                            "padding": 0},
+//                 "file": "rank-1.bin", "offset": 0, "bytes": 20,
+//                 "block_bytes": 1048576, "crc32c": [3421780262]}]}
+//
+// A replicated tensor has "layout": null and holds `numel` elements; a sharded one holds
+// layout.shard_numel elements, of which `valid` are real and the rest padding (zeros).
+
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+STRATA_NAMESPACE_BEGIN
+namespace checkpoint {
+
+/// The manifest format this build writes and the only one it reads.
+inline constexpr int manifest_version = 1;
+/// The value of the "format" field, so that a stray JSON file is not taken for a manifest.
+inline constexpr const char* manifest_format = "strata-checkpoint";
+
+/// One tensor (or one rank's shard of it) in a checkpoint.
+struct tensor_entry {
+  std::string name;
+  dtype type = dtype::f32;
+  /// Real elements of the whole (global) tensor, padding excluded.
+  std::uint64_t numel = 0;
+  /// For a sharded tensor: which shard of which layout this entry holds. Empty: replicated.
+  std::optional<shard_spec> shard;
+  /// Where the bytes are: a file in the checkpoint directory (a plain name, no '/').
+  std::string file;
+  std::uint64_t offset = 0;
+  std::uint64_t bytes = 0;
+  /// The bytes are checksummed in blocks of block_bytes (the last may be shorter), one
+  /// CRC-32C each, so that reading a byte range reads and checks only the blocks it touches.
+  std::uint64_t block_bytes = 0;
+  std::vector<std::uint32_t> crc32c;
+
+  /// Elements stored in this entry: the shard's length (padding included) or numel.
+  std::uint64_t stored_numel() const noexcept { return shard ? shard->layout.shard_numel() : numel; }
+  std::uint64_t block_count() const noexcept {
+    return block_bytes == 0 ? 0 : (bytes + block_bytes - 1) / block_bytes;
+  }
+};
+
+/// One rank's manifest.
+struct manifest {
+  int version = manifest_version;
+  std::string tag;
+  std::uint64_t step = 0;
+  int world = 1;
+  int rank = 0;
+  int zero_stage = 0;
+  /// The caller's key -> value pairs (a string, a number, or any JSON value). A JSON object.
+  nlohmann::json metadata = nlohmann::json::object();
+  std::vector<tensor_entry> tensors;
+
+  /// The entry named `name`, or nullptr.
+  const tensor_entry* find(std::string_view name) const noexcept {
+    for (const auto& t : tensors)
+      if (t.name == name) return &t;
+    return nullptr;
+  }
+};
+
+/// "rank-<r>.json" and "rank-<r>.bin": the names of rank r's manifest and data file.
+inline std::string manifest_file_name(int rank) { return "rank-" + std::to_string(rank) + ".json"; }
+inline std::string data_file_name(int rank) { return "rank-" + std::to_string(rank) + ".bin"; }
+
+/// The dtype written as `name` (dtype_name()'s spelling), or nothing.
+[[nodiscard]] std::optional<dtype> dtype_from_name(std::string_view name) noexcept;
+
+/// Throws format_error naming `file` and the field when `m` is inconsistent: an unknown
+/// version, a rank outside the world, a ZeRO stage outside 0..3, metadata that is not an
+/// object, and per tensor an empty or repeated name, a file that is not a plain name, a shard
+/// outside its layout, a byte length that is not the dtype's size of the stored elements,
+/// checksum blocks that do not cover the bytes, or two tensors overlapping in one file.
+void validate(const manifest& m, const std::string& file);
+
+/// The manifest as JSON (validated first: an inconsistent manifest is never written).
+[[nodiscard]] nlohmann::json to_json(const manifest& m, const std::string& file = "manifest");
+/// A manifest from JSON read from `file` (used in messages); format_error on a missing field, a
+/// field of the wrong type or range, or anything validate() refuses.
+[[nodiscard]] manifest manifest_from_json(const nlohmann::json& j, const std::string& file);
+
+/// The JSON text of a manifest (indented, newline-terminated), and back.
+[[nodiscard]] std::string serialize(const manifest& m, const std::string& file = "manifest");
+[[nodiscard]] manifest parse_manifest(std::string_view text, const std::string& file);
+
+}  // namespace checkpoint
+STRATA_NAMESPACE_END
+
+// ---- begin <strata/checkpoint/detail/manifest.inl> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_CHECKPOINT_DETAIL_MANIFEST_INL
+#define STRATA_SINGLE_INCLUDE_STRATA_CHECKPOINT_DETAIL_MANIFEST_INL
+// strata/checkpoint/detail/manifest.inl — bodies of manifest.hpp: the JSON reader with its
+// field-naming errors, the writer, and validate().
+
+#include <algorithm>
+#include <limits>
+#include <set>
+
+STRATA_NAMESPACE_BEGIN
+namespace checkpoint {
+namespace detail {
+
+using json = nlohmann::json;
+
+[[noreturn]] inline void manifest_fail(const std::string& file, const std::string& field,
+                                       const std::string& why) {
+  throw format_error("checkpoint manifest '" + file + "': " + field + ": " + why);
+}
+
+/// "tensors[2] ('w')": how a tensor's fields are named in messages.
+inline std::string tensor_field(std::size_t i, const std::string& name) {
+  std::string s = "tensors[" + std::to_string(i) + "]";
+  if (!name.empty()) s += " ('" + name + "')";
+  return s;
+}
+
+// Reads typed fields of one JSON object, naming `where.key` in every error.
+struct field_reader {
+  const json& obj;
+  const std::string& file;
+  std::string where;  // "" at the top, "tensors[2] ('w')" in a tensor, ... ".layout"
+
+  std::string name(const char* key) const { return where.empty() ? key : where + "." + key; }
+  const json& get(const char* key) const {
+    const auto it = obj.find(key);
+    if (it == obj.end()) manifest_fail(file, name(key), "missing");
+    return *it;
+  }
+  std::uint64_t u64(const char* key) const {
+    const json& v = get(key);
+    if (!v.is_number_unsigned() && !(v.is_number_integer() && v.get<std::int64_t>() >= 0))
+      manifest_fail(file, name(key), "is " + v.dump() + ", not a non-negative integer");
+    return v.get<std::uint64_t>();
+  }
+  int small(const char* key, std::uint64_t limit) const {
+    const std::uint64_t v = u64(key);
+    if (v > limit)
+      manifest_fail(file, name(key), "is " + std::to_string(v) + ", more than " + std::to_string(limit));
+    return static_cast<int>(v);
+  }
+  std::string str(const char* key) const {
+    const json& v = get(key);
+    if (!v.is_string()) manifest_fail(file, name(key), "is " + v.dump() + ", not a string");
+    return v.get<std::string>();
+  }
+};
+
+inline field_reader object_reader(const json& j, const std::string& file, std::string where) {
+  if (!j.is_object())
+    manifest_fail(file, where.empty() ? "(top level)" : where, "is " + std::string(j.type_name()) +
+                                                                 ", not an object");
+  return field_reader{j, file, std::move(where)};
+}
+
+// "layout": {"world", "shard_numel", "rank", "offset", "valid", "padding"}: the explicit fields
+// must be what shard_layout(numel, world) computes for the rank, so that padding is never guessed.
+inline shard_spec read_layout(const json& j, std::uint64_t numel, const std::string& file,
+                              const std::string& where) {
+  const field_reader f = object_reader(j, file, where + ".layout");
+  const int world = f.small("world", 1u << 20);
+  if (world < 1) manifest_fail(file, f.name("world"), "is 0; a layout has at least one rank");
+  const shard_spec s{shard_layout(numel, world), f.small("rank", 1u << 20)};
+  if (s.rank >= world)
+    manifest_fail(file, f.name("rank"), "is " + std::to_string(s.rank) + ", outside the layout's " +
+                                            std::to_string(world) + " ranks");
+  const std::string of = ", but rank " + std::to_string(s.rank) + "'s shard of " +
+                         std::to_string(numel) + " elements over " + std::to_string(world) +
+                         " ranks has ";
+  auto expect = [&](const char* key, std::uint64_t want) {
+    const std::uint64_t got = f.u64(key);
+    if (got != want)
+      manifest_fail(file, f.name(key), "is " + std::to_string(got) + of + std::to_string(want));
+  };
+  expect("shard_numel", s.layout.shard_numel());
+  expect("offset", s.offset());
+  expect("valid", s.valid());
+  expect("padding", s.layout.shard_numel() - s.valid());
+  return s;
+}
+
+inline tensor_entry read_tensor(const json& j, std::size_t i, const std::string& file) {
+  field_reader f = object_reader(j, file, tensor_field(i, ""));
+  tensor_entry t;
+  t.name = f.str("name");
+  f.where = tensor_field(i, t.name);
+  const std::string type = f.str("dtype");
+  const auto d = dtype_from_name(type);
+  if (!d) manifest_fail(file, f.name("dtype"), "is '" + type + "', not one of f32 f16 bf16 i8 i4");
+  t.type = *d;
+  t.numel = f.u64("numel");
+  if (const json& l = f.get("layout"); !l.is_null()) t.shard = read_layout(l, t.numel, file, f.where);
+  t.file = f.str("file");
+  t.offset = f.u64("offset");
+  t.bytes = f.u64("bytes");
+  t.block_bytes = f.u64("block_bytes");
+  const json& crc = f.get("crc32c");
+  if (!crc.is_array()) manifest_fail(file, f.name("crc32c"), "is not an array");
+  for (std::size_t b = 0; b < crc.size(); ++b) {
+    if (!crc[b].is_number_unsigned() || crc[b].get<std::uint64_t>() > 0xffffffffu)
+      manifest_fail(file, f.name("crc32c") + "[" + std::to_string(b) + "]",
+                    "is " + crc[b].dump() + ", not a 32-bit unsigned integer");
+    t.crc32c.push_back(crc[b].get<std::uint32_t>());
+  }
+  return t;
+}
+
+inline json layout_json(const shard_spec& s) {
+  return {{"world", s.layout.world()},         {"shard_numel", s.layout.shard_numel()},
+          {"rank", s.rank},                    {"offset", s.offset()},
+          {"valid", s.valid()},                {"padding", s.layout.shard_numel() - s.valid()}};
+}
+
+inline bool plain_file_name(const std::string& n) {
+  return !n.empty() && n != "." && n != ".." && n.find('/') == std::string::npos &&
+         n.find('\0') == std::string::npos;
+}
+
+inline void validate_tensor(const tensor_entry& t, std::size_t i, const std::string& file) {
+  const std::string w = tensor_field(i, t.name);
+  if (t.name.empty()) manifest_fail(file, w + ".name", "is empty");
+  if (!plain_file_name(t.file))
+    manifest_fail(file, w + ".file", "is '" + t.file + "', not a plain file name in the checkpoint directory");
+  if (t.shard) {
+    const shard_spec& s = *t.shard;
+    if (s.layout.numel() != t.numel)
+      manifest_fail(file, w + ".layout", "splits " + std::to_string(s.layout.numel()) +
+                                             " elements, the tensor has " + std::to_string(t.numel));
+    if (s.rank < 0 || s.rank >= s.layout.world())
+      manifest_fail(file, w + ".layout.rank", "is " + std::to_string(s.rank) + ", outside the layout's " +
+                                                  std::to_string(s.layout.world()) + " ranks");
+  }
+  const std::uint64_t want = dtype_bytes_for(t.type, static_cast<std::size_t>(t.stored_numel()));
+  if (t.bytes != want)
+    manifest_fail(file, w + ".bytes", "is " + std::to_string(t.bytes) + ", but " +
+                                          std::to_string(t.stored_numel()) + " " + dtype_name(t.type) +
+                                          " elements take " + std::to_string(want));
+  if (t.offset > std::numeric_limits<std::uint64_t>::max() - t.bytes)
+    manifest_fail(file, w + ".offset", "+ bytes overflows");
+  if (t.block_bytes == 0) manifest_fail(file, w + ".block_bytes", "is 0");
+  if (t.crc32c.size() != t.block_count())
+    manifest_fail(file, w + ".crc32c", "has " + std::to_string(t.crc32c.size()) + " blocks, but " +
+                                           std::to_string(t.bytes) + " bytes in blocks of " +
+                                           std::to_string(t.block_bytes) + " need " +
+                                           std::to_string(t.block_count()));
+}
+
+// No two tensors share a byte of one file: a reader could otherwise be handed another
+// tensor's bytes under a valid-looking checksum.
+inline void validate_no_overlap(const manifest& m, const std::string& file) {
+  std::vector<std::size_t> order(m.tensors.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+    const auto &x = m.tensors[a], &y = m.tensors[b];
+    return x.file != y.file ? x.file < y.file : x.offset < y.offset;
+  });
+  for (std::size_t k = 1; k < order.size(); ++k) {
+    const auto &p = m.tensors[order[k - 1]], &q = m.tensors[order[k]];
+    if (p.file == q.file && q.bytes > 0 && p.offset + p.bytes > q.offset)
+      manifest_fail(file, tensor_field(order[k], q.name) + ".offset",
+                    "is " + std::to_string(q.offset) + ", inside '" + p.name + "' (bytes " +
+                        std::to_string(p.offset) + ".." + std::to_string(p.offset + p.bytes) +
+                        " of '" + p.file + "')");
+  }
+}
+
+}  // namespace detail
+
+inline std::optional<dtype> dtype_from_name(std::string_view name) noexcept {
+  for (dtype d : {dtype::f32, dtype::f16, dtype::bf16, dtype::i8, dtype::i4})
+    if (name == dtype_name(d)) return d;
+  return std::nullopt;
+}
+
+inline void validate(const manifest& m, const std::string& file) {
+  using detail::manifest_fail;
+  if (m.version != manifest_version)
+    manifest_fail(file, "version", "is " + std::to_string(m.version) + "; this build reads version " +
+                                       std::to_string(manifest_version));
+  if (m.tag.empty()) manifest_fail(file, "tag", "is empty");
+  if (m.world < 1) manifest_fail(file, "world", "is " + std::to_string(m.world) + ", not at least 1");
+  if (m.rank < 0 || m.rank >= m.world)
+    manifest_fail(file, "rank", "is " + std::to_string(m.rank) + ", outside the world of " +
+                                    std::to_string(m.world));
+  if (m.zero_stage < 0 || m.zero_stage > 3)
+    manifest_fail(file, "zero_stage", "is " + std::to_string(m.zero_stage) + ", not 0..3");
+  if (!m.metadata.is_object()) manifest_fail(file, "metadata", "is not an object");
+  std::set<std::string> names;
+  for (std::size_t i = 0; i < m.tensors.size(); ++i) {
+    detail::validate_tensor(m.tensors[i], i, file);
+    if (!names.insert(m.tensors[i].name).second)
+      manifest_fail(file, detail::tensor_field(i, m.tensors[i].name) + ".name", "appears twice");
+  }
+  detail::validate_no_overlap(m, file);
+}
+
+inline nlohmann::json to_json(const manifest& m, const std::string& file) {
+  validate(m, file);
+  nlohmann::json tensors = nlohmann::json::array();
+  for (const tensor_entry& t : m.tensors)
+    tensors.push_back(nlohmann::json{{"name", t.name},
+                       {"dtype", dtype_name(t.type)},
+                       {"numel", t.numel},
+                       {"layout", t.shard ? detail::layout_json(*t.shard) : nlohmann::json(nullptr)},
+                       {"file", t.file},
+                       {"offset", t.offset},
+                       {"bytes", t.bytes},
+                       {"block_bytes", t.block_bytes},
+                       {"crc32c", t.crc32c}});
+  return {{"format", manifest_format}, {"version", m.version},       {"tag", m.tag},
+          {"step", m.step},            {"world", m.world},           {"rank", m.rank},
+          {"zero_stage", m.zero_stage}, {"metadata", m.metadata},    {"tensors", std::move(tensors)}};
+}
+
+inline manifest manifest_from_json(const nlohmann::json& j, const std::string& file) {
+  using detail::manifest_fail;
+  const detail::field_reader f = detail::object_reader(j, file, "");
+  if (const std::string fmt = f.str("format"); fmt != manifest_format)
+    manifest_fail(file, "format", "is '" + fmt + "', not '" + manifest_format + "'");
+  manifest m;
+  // The version first: a newer format may have moved every other field.
+  const std::uint64_t version = f.u64("version");
+  if (version != static_cast<std::uint64_t>(manifest_version))
+    manifest_fail(file, "version", "is " + std::to_string(version) + "; this build reads version " +
+                                       std::to_string(manifest_version));
+  m.tag = f.str("tag");
+  m.step = f.u64("step");
+  m.world = f.small("world", 1u << 20);
+  m.rank = f.small("rank", 1u << 20);
+  m.zero_stage = f.small("zero_stage", 3);
+  m.metadata = f.get("metadata");
+  const nlohmann::json& tensors = f.get("tensors");
+  if (!tensors.is_array()) manifest_fail(file, "tensors", "is not an array");
+  for (std::size_t i = 0; i < tensors.size(); ++i) m.tensors.push_back(detail::read_tensor(tensors[i], i, file));
+  validate(m, file);
+  return m;
+}
+
+inline std::string serialize(const manifest& m, const std::string& file) {
+  return to_json(m, file).dump(1) + "\n";
+}
+
+inline manifest parse_manifest(std::string_view text, const std::string& file) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text.begin(), text.end());
+  } catch (const nlohmann::json::parse_error& e) {
+    throw format_error("checkpoint manifest '" + file + "': not valid JSON (byte " +
+                       std::to_string(e.byte) + "): " + e.what());
+  }
+  return manifest_from_json(j, file);
+}
+
+}  // namespace checkpoint
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_CHECKPOINT_DETAIL_MANIFEST_INL
+// ---- end <strata/checkpoint/detail/manifest.inl> ----
+#endif // STRATA_SINGLE_INCLUDE_STRATA_CHECKPOINT_MANIFEST_HPP
+// ---- end <strata/checkpoint/manifest.hpp> ----
+
+#include <cstddef>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+STRATA_NAMESPACE_BEGIN
+namespace checkpoint {
+
+/// What a tensor is, for bytes that come without a tensor_ref.
+struct tensor_desc {
+  std::string name;
+  dtype type = dtype::f32;
+  /// Real elements of the global tensor.
+  std::uint64_t numel = 0;
+  /// Which shard the bytes are (shard_numel elements, padding included); empty: all of it.
+  std::optional<shard_spec> shard = std::nullopt;
+};
+
+struct shard_writer_options {
+  /// Checksum block: reading a range reads whole blocks, so smaller blocks make range reads
+  /// cheaper and manifests longer. At least 1.
+  std::uint64_t block_bytes = std::uint64_t{1} << 20;
+  /// Each tensor starts at a multiple of this in the data file (4096: where O_DIRECT and
+  /// file-to-file copies want it). At least 1.
+  std::uint64_t alignment = 4096;
+};
+
+class shard_writer {
+public:
+  /// Writes rank head.rank's part of `into`; head gives step, world, rank, stage and metadata
+  /// (its tag and tensors are filled in here).
+  shard_writer(pending_checkpoint& into, manifest head, shard_writer_options options = {});
+
+  /// The bytes of one tensor (or shard): dtype_bytes_for(type, stored elements) of them.
+  void add(const tensor_desc& desc, std::span<const std::byte> bytes);
+  /// A tiered tensor through its handle: name(), bytes(), shard() and read() into a host
+  /// buffer. `type` is its element type's dtype (the handle is type-erased).
+  void add(tensor_ref t, dtype type);
+  template <class T, class Placement, class Prefetch>
+  void add(tiered_tensor<T, Placement, Prefetch>& t) {
+    add(t.ref(), dtype_of_v<T>);
+  }
+  /// Makes rank-<r>.bin durable and writes rank-<r>.json; returns the manifest written.
+  const manifest& finish();
+
+  const manifest& current() const noexcept { return m_; }
+
+private:
+  pending_checkpoint* into_;
+  shard_writer_options options_;
+  manifest m_;
+  output_file data_;
+  std::uint64_t end_ = 0;
+  std::vector<std::byte> staging_;  // a tensor_ref's bytes on the way to the file
+  bool finished_ = false;
+};
+
+/// What a reader has read from data files, to show that range reads stay within their blocks.
+struct read_stats {
+  std::uint64_t reads = 0;  // pread calls (a contiguous span of blocks is one)
+  std::uint64_t bytes = 0;  // bytes read from data files
+};
+
+class checkpoint_reader {
+public:
+  /// Opens committed checkpoint `tag` of `root` and reads every rank's manifest: rank-0.json
+  /// gives the world size, and each of rank-1..world-1.json must be there and agree (tag,
+  /// world, rank). format_error when one is missing or disagrees, naming it.
+  checkpoint_reader(const checkpoint_root& root, const std::string& tag);
+
+  int world() const noexcept { return static_cast<int>(manifests_.size()); }
+  const std::string& path() const noexcept { return dir_.path(); }
+  const manifest& of_rank(int rank) const;
+  /// Rank `rank`'s entry `name`; config_error naming both when there is none.
+  const tensor_entry& find(int rank, std::string_view name) const;
+
+  /// All of a tensor's bytes (dst.size() == e.bytes), every block checked.
+  void read(const tensor_entry& e, std::span<std::byte> dst);
+  /// dst.size() bytes of a tensor from byte `first` of it, reading and checking only the
+  /// blocks that cover [first, first + dst.size()).
+  void read_range(const tensor_entry& e, std::uint64_t first, std::span<std::byte> dst);
+  /// Restores a tensor from rank `rank`'s entry of its name: the same bytes and the same
+  /// shard layout (config_error otherwise: resharding is to come), written to its home.
+  void restore(tensor_ref t, int rank);
+  /// As above, also checking that the entry's dtype is T's.
+  template <class T, class Placement, class Prefetch>
+  void restore(tiered_tensor<T, Placement, Prefetch>& t, int rank) {
+    const tensor_entry& e = find(rank, t.name());
+    if (e.type != dtype_of_v<T>)
+      throw config_error("checkpoint '" + path() + "': tensor '" + t.name() + "' is " +
+                         dtype_name(e.type) + " there, the tensor holds " +
+                         dtype_name(dtype_of_v<T>));
+    restore(t.ref(), rank);
+  }
+
+  const read_stats& stats() const noexcept { return stats_; }
+
+private:
+  struct open_file {
+    unique_fd fd;
+    std::uint64_t size = 0;
+  };
+  open_file& data_file(const tensor_entry& e);
+  void verify_block(const tensor_entry& e, std::uint64_t block, const std::byte* data,
+                    std::uint64_t n) const;
+
+  checkpoint_dir dir_;
+  std::vector<manifest> manifests_;  // by rank
+  std::map<std::string, open_file> files_;
+  std::vector<std::byte> scratch_;
+  read_stats stats_;
+};
+
+}  // namespace checkpoint
+STRATA_NAMESPACE_END
+
+// ---- begin <strata/checkpoint/detail/shard_file.inl> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_CHECKPOINT_DETAIL_SHARD_FILE_INL
+#define STRATA_SINGLE_INCLUDE_STRATA_CHECKPOINT_DETAIL_SHARD_FILE_INL
+// strata/checkpoint/detail/shard_file.inl — bodies of shard_file.hpp: writing tensors with their
+// block checksums, reading manifests of every rank, checked block reads.
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+
+STRATA_NAMESPACE_BEGIN
+namespace checkpoint {
+namespace detail {
+
+inline std::string hex32(std::uint32_t v) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "0x%08x", static_cast<unsigned>(v));
+  return buf;
+}
+
+inline std::string describe_shard(const std::optional<shard_spec>& s) {
+  if (!s) return "replicated";
+  return "rank " + std::to_string(s->rank) + "'s shard of " + std::to_string(s->layout.numel()) +
+         " elements over " + std::to_string(s->layout.world()) + " ranks";
+}
+
+inline bool same_layout(const std::optional<shard_spec>& a, const std::optional<shard_spec>& b) {
+  if (!a || !b) return !a && !b;
+  return a->rank == b->rank && a->layout.numel() == b->layout.numel() &&
+         a->layout.world() == b->layout.world();
+}
+
+// The writer's manifest before its first tensor: the pending checkpoint's tag, this format.
+inline manifest writer_head(manifest head, const pending_checkpoint& into) {
+  if (!head.tensors.empty())
+    throw config_error("shard_writer: the manifest head must not list tensors; add() them");
+  head.tag = into.tag();
+  head.version = manifest_version;
+  validate(head, into.path() + "/" + manifest_file_name(head.rank));
+  return head;
+}
+
+}  // namespace detail
+
+// ---- shard_writer ---------------------------------------------------------------------------------
+
+inline shard_writer::shard_writer(pending_checkpoint& into, manifest head,
+                                  shard_writer_options options)
+    : into_(&into), options_(options), m_(detail::writer_head(std::move(head), into)),
+      data_(into.create(data_file_name(m_.rank))) {
+  if (options_.block_bytes == 0 || options_.alignment == 0)
+    throw config_error("shard_writer: block_bytes and alignment must be at least 1");
+}
+
+inline void shard_writer::add(const tensor_desc& d, std::span<const std::byte> bytes) {
+  if (finished_) throw config_error("shard_writer: add('" + d.name + "') after finish()");
+  const std::string who = "checkpoint '" + into_->tag() + "': tensor '" + d.name + "'";
+  if (d.name.empty() || m_.find(d.name))
+    throw config_error(who + (d.name.empty() ? ": a tensor needs a name" : " is added twice"));
+  if (d.shard && (d.shard->layout.numel() != d.numel || d.shard->rank < 0 ||
+                  d.shard->rank >= d.shard->layout.world()))
+    throw config_error(who + ": " + detail::describe_shard(d.shard) + " does not fit its " +
+                       std::to_string(d.numel) + " elements");
+  tensor_entry e{d.name, d.type, d.numel, d.shard, data_file_name(m_.rank), 0, bytes.size(),
+                 options_.block_bytes, {}};
+  const std::uint64_t want = dtype_bytes_for(d.type, static_cast<std::size_t>(e.stored_numel()));
+  if (want != bytes.size())
+    throw config_error(who + ": " + std::to_string(bytes.size()) + " bytes given, but " +
+                       std::to_string(e.stored_numel()) + " " + dtype_name(d.type) +
+                       " elements take " + std::to_string(want) + " (is the dtype right?)");
+  e.offset = (end_ + options_.alignment - 1) / options_.alignment * options_.alignment;
+  for (std::uint64_t b = 0; b < e.block_count(); ++b) {
+    const std::uint64_t at = b * e.block_bytes;
+    const std::uint64_t n = std::min(e.block_bytes, e.bytes - at);
+    e.crc32c.push_back(io::crc32c(bytes.data() + at, static_cast<std::size_t>(n)));
+  }
+  data_.write_at(bytes.data(), bytes.size(), e.offset);
+  end_ = e.offset + e.bytes;
+  m_.tensors.push_back(std::move(e));
+}
+
+inline void shard_writer::add(tensor_ref t, dtype type) {
+  if (!t) throw config_error("shard_writer: add() of an empty tensor_ref");
+  const auto& shard = t.shard();
+  const tensor_desc d{t.name(), type, shard ? shard->layout.numel() : t.shape().numel(), shard};
+  staging_.resize(t.bytes());
+  t.read(staging_.data());  // waits for the current value, wherever it lives
+  add(d, staging_);
+}
+
+inline const manifest& shard_writer::finish() {
+  if (finished_) return m_;
+  data_.finish();
+  const std::string name = manifest_file_name(m_.rank);
+  const std::string text = serialize(m_, into_->path() + "/" + name);
+  into_->write_file(name, std::as_bytes(std::span(text.data(), text.size())));
+  finished_ = true;
+  staging_ = {};
+  return m_;
+}
+
+// ---- checkpoint_reader ----------------------------------------------------------------------------
+
+inline checkpoint_reader::checkpoint_reader(const checkpoint_root& root, const std::string& tag)
+    : dir_(root.open(tag)) {
+  auto load = [&](int rank) {
+    const std::string name = manifest_file_name(rank);
+    const std::string file = dir_.path() + "/" + name;
+    manifest m = parse_manifest(dir_.read_file(name), file);
+    if (m.rank != rank || m.tag != tag)
+      throw format_error("checkpoint manifest '" + file + "': holds rank " + std::to_string(m.rank) +
+                         " of '" + m.tag + "', expected rank " + std::to_string(rank) + " of '" +
+                         tag + "'");
+    return m;
+  };
+  manifests_.push_back(load(0));
+  const int world = manifests_[0].world;
+  for (int r = 1; r < world; ++r) {
+    const std::string name = manifest_file_name(r);
+    if (!file_ops::exists(dir_.fd(), name))
+      throw format_error("checkpoint '" + dir_.path() + "' has world size " + std::to_string(world) +
+                         " (" + manifest_file_name(0) + ") but no manifest for rank " +
+                         std::to_string(r) + " ('" + dir_.path() + "/" + name + "' is missing)");
+    manifests_.push_back(load(r));
+    if (manifests_.back().world != world)
+      throw format_error("checkpoint manifest '" + dir_.path() + "/" + name + "': world is " +
+                         std::to_string(manifests_.back().world) + ", " + manifest_file_name(0) +
+                         " says " + std::to_string(world));
+  }
+}
+
+inline const manifest& checkpoint_reader::of_rank(int rank) const {
+  if (rank < 0 || rank >= world())
+    throw config_error("checkpoint '" + dir_.path() + "': rank " + std::to_string(rank) +
+                       " is outside its world of " + std::to_string(world()));
+  return manifests_[static_cast<std::size_t>(rank)];
+}
+
+inline const tensor_entry& checkpoint_reader::find(int rank, std::string_view name) const {
+  if (const tensor_entry* e = of_rank(rank).find(name)) return *e;
+  throw config_error("checkpoint '" + dir_.path() + "': rank " + std::to_string(rank) +
+                     " holds no tensor '" + std::string(name) + "'");
+}
+
+inline checkpoint_reader::open_file& checkpoint_reader::data_file(const tensor_entry& e) {
+  auto it = files_.find(e.file);
+  if (it == files_.end()) {
+    const std::string p = dir_.path() + "/" + e.file;
+    open_file f;
+    f.fd = dir_.ops().open_read(dir_.fd(), e.file, p);
+    f.size = file_ops::size_of(f.fd.get(), p);
+    it = files_.emplace(e.file, std::move(f)).first;
+  }
+  if (e.offset + e.bytes > it->second.size)
+    throw format_error("checkpoint file '" + dir_.path() + "/" + e.file + "' is truncated: tensor '" +
+                       e.name + "' needs its bytes " + std::to_string(e.offset) + ".." +
+                       std::to_string(e.offset + e.bytes) + ", the file holds " +
+                       std::to_string(it->second.size));
+  return it->second;
+}
+
+inline void checkpoint_reader::verify_block(const tensor_entry& e, std::uint64_t block,
+                                            const std::byte* data, std::uint64_t n) const {
+  const std::uint32_t got = io::crc32c(data, static_cast<std::size_t>(n));
+  if (got == e.crc32c[block]) return;
+  const std::uint64_t at = e.offset + block * e.block_bytes;
+  throw format_error("checkpoint file '" + dir_.path() + "/" + e.file + "': tensor '" + e.name +
+                     "' fails its checksum at byte offset " + std::to_string(at) + " (block " +
+                     std::to_string(block) + ", file bytes " + std::to_string(at) + ".." +
+                     std::to_string(at + n) + "): CRC-32C " + detail::hex32(got) +
+                     ", the manifest says " + detail::hex32(e.crc32c[block]));
+}
+
+inline void checkpoint_reader::read_range(const tensor_entry& e, std::uint64_t first,
+                                          std::span<std::byte> dst) {
+  const std::uint64_t n = dst.size();
+  if (first > e.bytes || n > e.bytes - first)
+    throw config_error("checkpoint '" + dir_.path() + "': bytes " + std::to_string(first) + ".." +
+                       std::to_string(first + n) + " of tensor '" + e.name + "' are outside its " +
+                       std::to_string(e.bytes));
+  if (n == 0) return;
+  open_file& f = data_file(e);
+  const std::uint64_t B = e.block_bytes;
+  const std::uint64_t b0 = first / B, b1 = (first + n - 1) / B;
+  const std::uint64_t begin = b0 * B, end = std::min((b1 + 1) * B, e.bytes);
+  // Whole blocks land straight in dst; a range that cuts a block goes through scratch, since
+  // the block must be read whole to be checked.
+  const bool direct = begin == first && end == first + n;
+  if (!direct) scratch_.resize(static_cast<std::size_t>(end - begin));
+  std::byte* buf = direct ? dst.data() : scratch_.data();
+  const std::string p = dir_.path() + "/" + e.file;
+  const std::size_t got = dir_.ops().read_at(f.fd.get(), buf, static_cast<std::size_t>(end - begin),
+                                             e.offset + begin, p);
+  ++stats_.reads;
+  stats_.bytes += got;
+  if (got != end - begin)
+    throw format_error("checkpoint file '" + p + "' is truncated: tensor '" + e.name +
+                       "' ends at byte " + std::to_string(e.offset + e.bytes) + ", reading stopped at " +
+                       std::to_string(e.offset + begin + got));
+  for (std::uint64_t b = b0; b <= b1; ++b)
+    verify_block(e, b, buf + (b * B - begin), std::min(B, e.bytes - b * B));
+  if (!direct) std::memcpy(dst.data(), buf + (first - begin), static_cast<std::size_t>(n));
+}
+
+inline void checkpoint_reader::read(const tensor_entry& e, std::span<std::byte> dst) {
+  if (dst.size() != e.bytes)
+    throw config_error("checkpoint '" + dir_.path() + "': tensor '" + e.name + "' has " +
+                       std::to_string(e.bytes) + " bytes, the buffer " + std::to_string(dst.size()));
+  read_range(e, 0, dst);
+}
+
+inline void checkpoint_reader::restore(tensor_ref t, int rank) {
+  if (!t) throw config_error("checkpoint_reader: restore() into an empty tensor_ref");
+  const tensor_entry& e = find(rank, t.name());
+  if (e.bytes != t.bytes() || !detail::same_layout(e.shard, t.shard()))
+    throw config_error("checkpoint '" + dir_.path() + "': tensor '" + e.name + "' is " +
+                       detail::describe_shard(e.shard) + " in " + std::to_string(e.bytes) +
+                       " bytes there, the tensor is " + detail::describe_shard(t.shard()) + " in " +
+                       std::to_string(t.bytes()) + " (loading onto another layout is not built yet)");
+  std::vector<std::byte> host(static_cast<std::size_t>(e.bytes));
+  read(e, host);
+  t.write_from(host.data(), tier_id::host, {}).wait();
+}
+
+}  // namespace checkpoint
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_CHECKPOINT_DETAIL_SHARD_FILE_INL
+// ---- end <strata/checkpoint/detail/shard_file.inl> ----
+#endif // STRATA_SINGLE_INCLUDE_STRATA_CHECKPOINT_SHARD_FILE_HPP
+// ---- end <strata/checkpoint/shard_file.hpp> ----
+#endif

@@ -1,0 +1,224 @@
+// strata/checkpoint/detail/shard_file.inl — bodies of shard_file.hpp: writing tensors with their
+// block checksums, reading manifests of every rank, checked block reads.
+#pragma once
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+
+STRATA_NAMESPACE_BEGIN
+namespace checkpoint {
+namespace detail {
+
+inline std::string hex32(std::uint32_t v) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "0x%08x", static_cast<unsigned>(v));
+  return buf;
+}
+
+inline std::string describe_shard(const std::optional<shard_spec>& s) {
+  if (!s) return "replicated";
+  return "rank " + std::to_string(s->rank) + "'s shard of " + std::to_string(s->layout.numel()) +
+         " elements over " + std::to_string(s->layout.world()) + " ranks";
+}
+
+inline bool same_layout(const std::optional<shard_spec>& a, const std::optional<shard_spec>& b) {
+  if (!a || !b) return !a && !b;
+  return a->rank == b->rank && a->layout.numel() == b->layout.numel() &&
+         a->layout.world() == b->layout.world();
+}
+
+// The writer's manifest before its first tensor: the pending checkpoint's tag, this format.
+inline manifest writer_head(manifest head, const pending_checkpoint& into) {
+  if (!head.tensors.empty())
+    throw config_error("shard_writer: the manifest head must not list tensors; add() them");
+  head.tag = into.tag();
+  head.version = manifest_version;
+  validate(head, into.path() + "/" + manifest_file_name(head.rank));
+  return head;
+}
+
+}  // namespace detail
+
+// ---- shard_writer ---------------------------------------------------------------------------------
+
+inline shard_writer::shard_writer(pending_checkpoint& into, manifest head,
+                                  shard_writer_options options)
+    : into_(&into), options_(options), m_(detail::writer_head(std::move(head), into)),
+      data_(into.create(data_file_name(m_.rank))) {
+  if (options_.block_bytes == 0 || options_.alignment == 0)
+    throw config_error("shard_writer: block_bytes and alignment must be at least 1");
+}
+
+inline void shard_writer::add(const tensor_desc& d, std::span<const std::byte> bytes) {
+  if (finished_) throw config_error("shard_writer: add('" + d.name + "') after finish()");
+  const std::string who = "checkpoint '" + into_->tag() + "': tensor '" + d.name + "'";
+  if (d.name.empty() || m_.find(d.name))
+    throw config_error(who + (d.name.empty() ? ": a tensor needs a name" : " is added twice"));
+  if (d.shard && (d.shard->layout.numel() != d.numel || d.shard->rank < 0 ||
+                  d.shard->rank >= d.shard->layout.world()))
+    throw config_error(who + ": " + detail::describe_shard(d.shard) + " does not fit its " +
+                       std::to_string(d.numel) + " elements");
+  tensor_entry e{d.name, d.type, d.numel, d.shard, data_file_name(m_.rank), 0, bytes.size(),
+                 options_.block_bytes, {}};
+  const std::uint64_t want = dtype_bytes_for(d.type, static_cast<std::size_t>(e.stored_numel()));
+  if (want != bytes.size())
+    throw config_error(who + ": " + std::to_string(bytes.size()) + " bytes given, but " +
+                       std::to_string(e.stored_numel()) + " " + dtype_name(d.type) +
+                       " elements take " + std::to_string(want) + " (is the dtype right?)");
+  e.offset = (end_ + options_.alignment - 1) / options_.alignment * options_.alignment;
+  for (std::uint64_t b = 0; b < e.block_count(); ++b) {
+    const std::uint64_t at = b * e.block_bytes;
+    const std::uint64_t n = std::min(e.block_bytes, e.bytes - at);
+    e.crc32c.push_back(io::crc32c(bytes.data() + at, static_cast<std::size_t>(n)));
+  }
+  data_.write_at(bytes.data(), bytes.size(), e.offset);
+  end_ = e.offset + e.bytes;
+  m_.tensors.push_back(std::move(e));
+}
+
+inline void shard_writer::add(tensor_ref t, dtype type) {
+  if (!t) throw config_error("shard_writer: add() of an empty tensor_ref");
+  const auto& shard = t.shard();
+  const tensor_desc d{t.name(), type, shard ? shard->layout.numel() : t.shape().numel(), shard};
+  staging_.resize(t.bytes());
+  t.read(staging_.data());  // waits for the current value, wherever it lives
+  add(d, staging_);
+}
+
+inline const manifest& shard_writer::finish() {
+  if (finished_) return m_;
+  data_.finish();
+  const std::string name = manifest_file_name(m_.rank);
+  const std::string text = serialize(m_, into_->path() + "/" + name);
+  into_->write_file(name, std::as_bytes(std::span(text.data(), text.size())));
+  finished_ = true;
+  staging_ = {};
+  return m_;
+}
+
+// ---- checkpoint_reader ----------------------------------------------------------------------------
+
+inline checkpoint_reader::checkpoint_reader(const checkpoint_root& root, const std::string& tag)
+    : dir_(root.open(tag)) {
+  auto load = [&](int rank) {
+    const std::string name = manifest_file_name(rank);
+    const std::string file = dir_.path() + "/" + name;
+    manifest m = parse_manifest(dir_.read_file(name), file);
+    if (m.rank != rank || m.tag != tag)
+      throw format_error("checkpoint manifest '" + file + "': holds rank " + std::to_string(m.rank) +
+                         " of '" + m.tag + "', expected rank " + std::to_string(rank) + " of '" +
+                         tag + "'");
+    return m;
+  };
+  manifests_.push_back(load(0));
+  const int world = manifests_[0].world;
+  for (int r = 1; r < world; ++r) {
+    const std::string name = manifest_file_name(r);
+    if (!file_ops::exists(dir_.fd(), name))
+      throw format_error("checkpoint '" + dir_.path() + "' has world size " + std::to_string(world) +
+                         " (" + manifest_file_name(0) + ") but no manifest for rank " +
+                         std::to_string(r) + " ('" + dir_.path() + "/" + name + "' is missing)");
+    manifests_.push_back(load(r));
+    if (manifests_.back().world != world)
+      throw format_error("checkpoint manifest '" + dir_.path() + "/" + name + "': world is " +
+                         std::to_string(manifests_.back().world) + ", " + manifest_file_name(0) +
+                         " says " + std::to_string(world));
+  }
+}
+
+inline const manifest& checkpoint_reader::of_rank(int rank) const {
+  if (rank < 0 || rank >= world())
+    throw config_error("checkpoint '" + dir_.path() + "': rank " + std::to_string(rank) +
+                       " is outside its world of " + std::to_string(world()));
+  return manifests_[static_cast<std::size_t>(rank)];
+}
+
+inline const tensor_entry& checkpoint_reader::find(int rank, std::string_view name) const {
+  if (const tensor_entry* e = of_rank(rank).find(name)) return *e;
+  throw config_error("checkpoint '" + dir_.path() + "': rank " + std::to_string(rank) +
+                     " holds no tensor '" + std::string(name) + "'");
+}
+
+inline checkpoint_reader::open_file& checkpoint_reader::data_file(const tensor_entry& e) {
+  auto it = files_.find(e.file);
+  if (it == files_.end()) {
+    const std::string p = dir_.path() + "/" + e.file;
+    open_file f;
+    f.fd = dir_.ops().open_read(dir_.fd(), e.file, p);
+    f.size = file_ops::size_of(f.fd.get(), p);
+    it = files_.emplace(e.file, std::move(f)).first;
+  }
+  if (e.offset + e.bytes > it->second.size)
+    throw format_error("checkpoint file '" + dir_.path() + "/" + e.file + "' is truncated: tensor '" +
+                       e.name + "' needs its bytes " + std::to_string(e.offset) + ".." +
+                       std::to_string(e.offset + e.bytes) + ", the file holds " +
+                       std::to_string(it->second.size));
+  return it->second;
+}
+
+inline void checkpoint_reader::verify_block(const tensor_entry& e, std::uint64_t block,
+                                            const std::byte* data, std::uint64_t n) const {
+  const std::uint32_t got = io::crc32c(data, static_cast<std::size_t>(n));
+  if (got == e.crc32c[block]) return;
+  const std::uint64_t at = e.offset + block * e.block_bytes;
+  throw format_error("checkpoint file '" + dir_.path() + "/" + e.file + "': tensor '" + e.name +
+                     "' fails its checksum at byte offset " + std::to_string(at) + " (block " +
+                     std::to_string(block) + ", file bytes " + std::to_string(at) + ".." +
+                     std::to_string(at + n) + "): CRC-32C " + detail::hex32(got) +
+                     ", the manifest says " + detail::hex32(e.crc32c[block]));
+}
+
+inline void checkpoint_reader::read_range(const tensor_entry& e, std::uint64_t first,
+                                          std::span<std::byte> dst) {
+  const std::uint64_t n = dst.size();
+  if (first > e.bytes || n > e.bytes - first)
+    throw config_error("checkpoint '" + dir_.path() + "': bytes " + std::to_string(first) + ".." +
+                       std::to_string(first + n) + " of tensor '" + e.name + "' are outside its " +
+                       std::to_string(e.bytes));
+  if (n == 0) return;
+  open_file& f = data_file(e);
+  const std::uint64_t B = e.block_bytes;
+  const std::uint64_t b0 = first / B, b1 = (first + n - 1) / B;
+  const std::uint64_t begin = b0 * B, end = std::min((b1 + 1) * B, e.bytes);
+  // Whole blocks land straight in dst; a range that cuts a block goes through scratch, since
+  // the block must be read whole to be checked.
+  const bool direct = begin == first && end == first + n;
+  if (!direct) scratch_.resize(static_cast<std::size_t>(end - begin));
+  std::byte* buf = direct ? dst.data() : scratch_.data();
+  const std::string p = dir_.path() + "/" + e.file;
+  const std::size_t got = dir_.ops().read_at(f.fd.get(), buf, static_cast<std::size_t>(end - begin),
+                                             e.offset + begin, p);
+  ++stats_.reads;
+  stats_.bytes += got;
+  if (got != end - begin)
+    throw format_error("checkpoint file '" + p + "' is truncated: tensor '" + e.name +
+                       "' ends at byte " + std::to_string(e.offset + e.bytes) + ", reading stopped at " +
+                       std::to_string(e.offset + begin + got));
+  for (std::uint64_t b = b0; b <= b1; ++b)
+    verify_block(e, b, buf + (b * B - begin), std::min(B, e.bytes - b * B));
+  if (!direct) std::memcpy(dst.data(), buf + (first - begin), static_cast<std::size_t>(n));
+}
+
+inline void checkpoint_reader::read(const tensor_entry& e, std::span<std::byte> dst) {
+  if (dst.size() != e.bytes)
+    throw config_error("checkpoint '" + dir_.path() + "': tensor '" + e.name + "' has " +
+                       std::to_string(e.bytes) + " bytes, the buffer " + std::to_string(dst.size()));
+  read_range(e, 0, dst);
+}
+
+inline void checkpoint_reader::restore(tensor_ref t, int rank) {
+  if (!t) throw config_error("checkpoint_reader: restore() into an empty tensor_ref");
+  const tensor_entry& e = find(rank, t.name());
+  if (e.bytes != t.bytes() || !detail::same_layout(e.shard, t.shard()))
+    throw config_error("checkpoint '" + dir_.path() + "': tensor '" + e.name + "' is " +
+                       detail::describe_shard(e.shard) + " in " + std::to_string(e.bytes) +
+                       " bytes there, the tensor is " + detail::describe_shard(t.shard()) + " in " +
+                       std::to_string(t.bytes()) + " (loading onto another layout is not built yet)");
+  std::vector<std::byte> host(static_cast<std::size_t>(e.bytes));
+  read(e, host);
+  t.write_from(host.data(), tier_id::host, {}).wait();
+}
+
+}  // namespace checkpoint
+STRATA_NAMESPACE_END
