@@ -80,7 +80,6 @@
 
 #include <strata/checkpoint/directory.hpp>
 #include <strata/checkpoint/file_ops.hpp>
-#if __has_include(<nlohmann/json.hpp>)
-#  include <strata/checkpoint/manifest.hpp>
-#  include <strata/checkpoint/shard_file.hpp>
-#endif
+// checkpoint/manifest.hpp and checkpoint/shard_file.hpp need nlohmann/json: include them
+// yourself where it is on the include path (and linked: nlohmann_json::nlohmann_json), so that
+// the umbrella never picks up whichever json header happens to be on the system path.
