@@ -112,8 +112,7 @@ public:
                                 format_bytes(b.limit()) + "\n" + to_string(&ctx),
                             b.tier_name(), total_[t], b.limit(), b.limit());
     }
-    for (const line& l : lines_)  // a line on a tier the context lacks is refused by name
-      if (!ctx.tiers().contains(l.tier)) ctx.tiers().position(l.tier);
+    for (const line& l : lines_) ctx.tiers().position(l.tier);  // refuses a tier ctx lacks
   }
 
 private:
