@@ -35,6 +35,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -85,6 +86,10 @@ struct root_options {
   fs_fault fault{};
   /// Create the root directory (and missing parents) when it does not exist.
   bool create = true;
+  /// Remove a crash's leftovers at open (see the top). Only the process that commits may: the
+  /// other ranks of a run open the root with recover = false, so that they never remove the
+  /// TAG.partial/ the writer is filling (they join() it and add their own files).
+  bool recover = true;
 };
 
 class pending_checkpoint;
@@ -131,6 +136,15 @@ public:
   /// ".pruning" (config_error otherwise); an existing TAG is refused (io_error, EEXIST).
   /// The root must outlive the returned object.
   [[nodiscard]] pending_checkpoint begin(const std::string& tag);
+  /// For the other ranks of a multi-rank checkpoint: opens TAG.partial/, which the committing
+  /// rank began, to create this rank's files in it. A joined checkpoint is never committed or
+  /// removed by its holder (commit() is a config_error; abandoning only closes it): the rank
+  /// that began it commits once every rank's files are finished. io_error when there is no
+  /// TAG.partial/.
+  [[nodiscard]] pending_checkpoint join(const std::string& tag);
+  /// begin() or join() (join = true) on the heap, for a holder that keeps the pending
+  /// checkpoint across calls (a pending_checkpoint does not move: its files point at it).
+  [[nodiscard]] std::unique_ptr<pending_checkpoint> make_pending(const std::string& tag, bool join);
 
   /// Throws config_error unless `tag` is a valid tag (see begin()).
   static void check_tag(const std::string& tag);
@@ -143,6 +157,7 @@ private:
   void remove_unpublished();
   void remove_leftover(const std::string& name, const char* why);
   std::optional<std::uint64_t> sequence_of(const std::string& tag) const;
+  std::uint64_t next_sequence(const std::string& tag) const;
   std::vector<std::pair<std::uint64_t, std::string>> committed_by_sequence() const;
   void prune(const std::string& tag, const std::string& latest_tag);
   void notify(commit_phase p, std::string_view tag, std::string_view path) const {
@@ -182,7 +197,8 @@ class pending_checkpoint {
 public:
   pending_checkpoint(pending_checkpoint&&) = delete;  // output_files point at it
   pending_checkpoint& operator=(pending_checkpoint&&) = delete;
-  /// Removes TAG.partial/ unless committed (a failed or abandoned checkpoint leaves nothing).
+  /// Removes TAG.partial/ unless committed or joined (a failed or abandoned checkpoint leaves
+  /// nothing).
   ~pending_checkpoint() { abandon(); }
 
   const std::string& tag() const noexcept { return tag_; }
@@ -206,7 +222,7 @@ public:
 private:
   friend class checkpoint_root;
   friend class output_file;
-  pending_checkpoint(checkpoint_root* root, std::string tag, std::uint64_t sequence);
+  pending_checkpoint(checkpoint_root* root, std::string tag, std::uint64_t sequence, bool joined);
   void publish_latest();
 
   checkpoint_root* root_;
@@ -214,6 +230,7 @@ private:
   std::uint64_t sequence_;
   unique_fd dir_;
   int unfinished_ = 0;
+  bool joined_ = false;  // join(): another rank's files only; the beginner commits
   bool renamed_ = false, committed_ = false;
 };
 

@@ -9,7 +9,7 @@
 // verifying each block. A flipped byte is a format_error naming the file, the block's byte
 // offset in it and the tensor; a missing or truncated file an error naming the file.
 // What does not: the directory and its atomic commit (directory.hpp), the manifest's format
-// (manifest.hpp), snapshots in the background and resharding onto another layout (to come).
+// (manifest.hpp), the state of a training run and its snapshots (train_state.hpp, saver.hpp).
 //
 //   checkpoint_root root(dir, {.keep = 2});
 //   {
@@ -113,8 +113,21 @@ public:
   /// dst.size() bytes of a tensor from byte `first` of it, reading and checking only the
   /// blocks that cover [first, first + dst.size()).
   void read_range(const tensor_entry& e, std::uint64_t first, std::span<std::byte> dst);
+  /// The tensor `name` as the whole checkpoint holds it: rank 0's entry (its dtype, its global
+  /// numel); config_error naming it when there is none.
+  const tensor_entry& entry(std::string_view name) const { return find(0, name); }
+  /// Elements [first, first + count) of tensor `name`, whichever ranks saved them: from a
+  /// replicated entry (rank 0's), or from each saved shard that overlaps the range, reading
+  /// only the checksum blocks that cover the overlap (read_range). dst.size() must be the
+  /// dtype's bytes of `count` elements (a whole-byte dtype). This is what loading onto another
+  /// world size or bundle builds on: each rank asks for the range it owns under its own layout.
+  /// config_error naming the tensor when the range is outside its numel or the shards of the
+  /// ranks do not tile it.
+  void read_elements(std::string_view name, std::uint64_t first, std::uint64_t count,
+                     std::span<std::byte> dst);
   /// Restores a tensor from rank `rank`'s entry of its name: the same bytes and the same
-  /// shard layout (config_error otherwise: resharding is to come), written to its home.
+  /// shard layout (config_error otherwise; read_elements loads onto another layout), written
+  /// to its home.
   void restore(tensor_ref t, int rank);
   /// As above, also checking that the entry's dtype is T's.
   template <class T, class Placement, class Prefetch>

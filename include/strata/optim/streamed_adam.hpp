@@ -113,6 +113,15 @@ public:
   std::vector<float> master(std::size_t g);
   std::vector<float> m(std::size_t g);
   std::vector<float> v(std::size_t g);
+  /// Sets group g's m and v (a checkpoint's restore): each an atomic write of the whole tensor.
+  void set_moments(std::size_t g, std::span<const float> m, std::span<const float> v);
+  /// The store handles of group g's current m and v (which = 0, 1): a background reader
+  /// (a checkpoint's snapshot) reads them while no update of g runs.
+  handle moment_handle(std::size_t g, int which) const {
+    return current_.at(g)[which == 0 ? m_kind : v_kind];
+  }
+  /// Sets the count of applied steps (a checkpoint's restore; the next step is t + 1).
+  void set_t(std::uint64_t t) noexcept { t_ = t; }
 
   /// One step over every group with the same scalars (made for t() + 1); grads[g] and, unless
   /// P is no_copy, copies[g] have group g's numel elements (host memory). Advances t() when it

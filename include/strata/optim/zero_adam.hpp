@@ -151,6 +151,29 @@ public:
   /// This rank's m and v of layer i (part_numel(i) values), copied to the host.
   std::vector<float> m(std::size_t i) { return moment(i, 0); }
   std::vector<float> v(std::size_t i) { return moment(i, 1); }
+  /// Restores this rank's m and v of layer i (part_numel(i) values each) and the step count:
+  /// what a checkpoint's load does, after which the next step is bitwise the one the saved
+  /// run took next.
+  void set_moments(std::size_t i, std::span<const float> m, std::span<const float> v);
+  /// Where this rank's m (which = 0) or v (1) of layer i lives, for a reader on another thread
+  /// (see home_source); empty for a device home in a CUDA build or a layer with no element here.
+  home_source moment_home(std::size_t i, int which) const {
+    if (i >= part_.size() || part_[i] == 0) return {};
+    if constexpr (streamed) {
+      return {nullptr, stream_->moment_handle(i, which)};
+    } else if constexpr (home_tier::host_accessible) {
+      return {static_cast<const float*>((which == 0 ? m_ : v_)[i].data()), 0};
+    } else {
+      return {};
+    }
+  }
+  /// Called with layer i before an update touches layer i's parameters or moments; a snapshot
+  /// still reading them in the background (checkpoint/saver.hpp) waits there. Empty: none.
+  void set_update_guard(std::function<void(std::size_t)> guard) { guard_ = std::move(guard); }
+  void set_t(std::uint64_t t) noexcept {
+    t_ = t;
+    if (stream_) stream_->set_t(t);
+  }
 
   /// One step's update, u(i, params, grads, n), for ex.step(u) or ex.backward(g, u): layer i's
   /// state at step t() + 1 with gradient multiplier s. Each layer is updated once; t() advances
@@ -220,6 +243,7 @@ private:
   std::vector<std::size_t> part_;             // part_numel of each layer
   std::vector<buffer> m_, v_;                 // in-memory homes: per layer, on the home tier
   std::unique_ptr<streamed_adam> stream_;     // nvme home
+  std::function<void(std::size_t)> guard_;    // set_update_guard
 };
 
 // ---- definitions ------------------------------------------------------------------------------
@@ -308,6 +332,7 @@ void zero_adam<Executor>::apply(typename update::state& st, std::size_t i, float
   if (st.done[i])
     throw config_error(where() + "layer '" + ex_.layer(i).name + "' updated twice by one "
                        "update_fn(): make one per step");
+  if (guard_) guard_(i);
   if (n) {
     const adam_step_scalars k = adam_step_scalars::make(params_[i], st.t, st.s);
     if constexpr (streamed) {
@@ -360,6 +385,33 @@ step_result zero_adam<Executor>::step(Executor& ex, const step_options& options)
   r.coefficient = clip_coefficient(r.norm, options.max_grad_norm);
   ex_.step(update_fn(multiplier * r.coefficient));
   return r;
+}
+
+template <class Executor>
+void zero_adam<Executor>::set_moments(std::size_t i, std::span<const float> m,
+                                      std::span<const float> v) {
+  if (i >= part_.size() || m.size() != part_[i] || v.size() != part_[i])
+    throw config_error(where() + "set_moments of layer " + std::to_string(i) + " with " +
+                       std::to_string(m.size()) + " and " + std::to_string(v.size()) +
+                       " values; this rank's part of it has " +
+                       (i < part_.size() ? std::to_string(part_[i]) : std::string("none")));
+  if (part_[i] == 0) return;
+  if constexpr (streamed) {
+    stream_->set_moments(i, m, v);
+  } else {
+    for (int which = 0; which < 2; ++which) {
+      void* dst = (which == 0 ? m_ : v_)[i].data();
+      const float* src = (which == 0 ? m : v).data();
+      if constexpr (on_real_device) {
+        ex_.sync();
+        ctx_.copy(dst, tier_id::device, src, tier_id::host, part_[i] * sizeof(float),
+                  "restore Adam moment")
+            .wait();
+      } else {
+        std::memcpy(dst, src, part_[i] * sizeof(float));
+      }
+    }
+  }
 }
 
 template <class Executor>

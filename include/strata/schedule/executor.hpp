@@ -72,6 +72,16 @@
 
 STRATA_NAMESPACE_BEGIN
 
+/// Where a rank's state of a layer lives at home, for a reader on another thread (a
+/// checkpoint's snapshot in the background): a host-readable pointer (a memory home the host
+/// can read), or the handle of the NVMe store's tensor (a file home); neither where the home is
+/// a real GPU (the reader must copy it through the executor instead).
+struct home_source {
+  const float* host = nullptr;
+  io::nvme_store::handle file = 0;
+  explicit operator bool() const noexcept { return host != nullptr || file != 0; }
+};
+
 /// One layer's parameters as the executor sees them: a name and a flat element count (the
 /// layer's tensors back to back).
 struct layer_spec {
@@ -126,6 +136,39 @@ public:
   /// shard's real elements for stages 1-3 (the n that step()'s update gets).
   std::size_t part_numel(std::size_t i) const {
     return stage == 0 ? layouts_[i].numel() : layouts_[i].valid_in(comm_.rank());
+  }
+  /// Where that part starts in layer i (element offset): 0 for stage 0, the shard's offset
+  /// otherwise. With part_numel, the global range the optimizer state of this rank covers.
+  std::size_t part_offset(std::size_t i) const {
+    return stage == 0 ? 0 : layouts_[i].offset(comm_.rank());
+  }
+  /// The global range of layer i's parameters this rank stores: its shard's real elements
+  /// when the bundle shards parameters (stage 3), all of them otherwise.
+  std::size_t stored_offset(std::size_t i) const {
+    return Bundle::params_sharded ? layouts_[i].offset(comm_.rank()) : 0;
+  }
+  std::size_t stored_numel(std::size_t i) const {
+    return Bundle::params_sharded ? layouts_[i].valid_in(comm_.rank()) : layouts_[i].numel();
+  }
+  /// What this rank stores of layer i's parameters (stored_numel values from stored_offset),
+  /// read from home without any collective: what a checkpoint of this rank saves.
+  std::vector<float> stored_params(std::size_t i);
+  /// Sets what this rank stores of layer i (stored_numel values; the padding stays zeros):
+  /// what a checkpoint restores, each rank from the byte ranges it owns. Not a collective.
+  void set_stored_params(std::size_t i, std::span<const float> values);
+  /// Where the stored parameters of layer i are at home (see home_source), after a sync():
+  /// what a background reader may read, and nothing else of the executor's, while forward()
+  /// and backward() run — not once step() or a set_params() rewrites layer i. Empty for a
+  /// device home in a CUDA build.
+  home_source stored_home(std::size_t i) {
+    sync();
+    if constexpr (file_home) {
+      return {nullptr, params_.at(i).ref().home_file()};
+    } else if constexpr (Bundle::home_tier::host_accessible) {
+      return {static_cast<const float*>(params_.at(i).ref().data(Bundle::home_tier::id)), 0};
+    } else {
+      return {};
+    }
   }
 
   /// Sets layer i's parameters from the full values (every rank passes the same; each keeps

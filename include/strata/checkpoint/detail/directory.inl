@@ -68,7 +68,7 @@ inline checkpoint_root::checkpoint_root(std::string path, root_options options)
     if (ec) throw io_error("checkpoint root '" + path_ + "': cannot create it: " + ec.message());
   }
   fd_ = ops_.open_dir(AT_FDCWD, path_, path_);
-  recover();
+  if (options_.recover) recover();
 }
 
 inline void checkpoint_root::remove_leftover(const std::string& name, const char* why) {
@@ -163,11 +163,28 @@ inline checkpoint_dir checkpoint_root::open(const std::string& tag) const {
 
 inline pending_checkpoint checkpoint_root::begin(const std::string& tag) {
   check_tag(tag);
+  return pending_checkpoint(this, tag, next_sequence(tag), false);
+}
+
+inline pending_checkpoint checkpoint_root::join(const std::string& tag) {
+  check_tag(tag);
+  return pending_checkpoint(this, tag, 0, true);
+}
+
+inline std::unique_ptr<pending_checkpoint> checkpoint_root::make_pending(const std::string& tag,
+                                                                         bool join) {
+  check_tag(tag);
+  const std::uint64_t sequence = join ? 0 : next_sequence(tag);
+  return std::unique_ptr<pending_checkpoint>(new pending_checkpoint(this, tag, sequence, join));
+}
+
+// The commit sequence number of a new checkpoint `tag` (io_error, EEXIST, when it exists).
+inline std::uint64_t checkpoint_root::next_sequence(const std::string& tag) const {
   if (file_ops::exists(fd_.get(), tag))
     file_ops::fail("checkpoint already exists:", child(tag), EEXIST);
   std::uint64_t next = 1;
   for (auto& [seq, name] : committed_by_sequence()) next = std::max(next, seq + 1);
-  return pending_checkpoint(this, tag, next);
+  return next;
 }
 
 // Keeps `latest` and the keep-1 committed before it; removes the rest (also a checkpoint
@@ -207,10 +224,14 @@ inline void output_file::finish() {
 // ---- pending_checkpoint ---------------------------------------------------------------------------
 
 inline pending_checkpoint::pending_checkpoint(checkpoint_root* root, std::string tag,
-                                              std::uint64_t sequence)
-    : root_(root), tag_(std::move(tag)), sequence_(sequence) {
+                                              std::uint64_t sequence, bool joined)
+    : root_(root), tag_(std::move(tag)), sequence_(sequence), joined_(joined) {
   const std::string name = tag_ + std::string(detail::partial_suffix);
   path_ = root_->child(name);
+  if (joined_) {
+    dir_ = root_->ops_.open_dir(root_->fd_.get(), name, path_);
+    return;
+  }
   root_->ops_.make_dir(root_->fd_.get(), name, path_);
   try {
     dir_ = root_->ops_.open_dir(root_->fd_.get(), name, path_);
@@ -240,6 +261,9 @@ inline void pending_checkpoint::write_file(const std::string& name, std::span<co
 
 inline void pending_checkpoint::commit() {
   if (committed_) return;
+  if (joined_)
+    throw config_error("checkpoint '" + tag_ + "': joined by another rank; only the rank that "
+                       "began it commits");
   if (unfinished_ != 0)
     throw config_error("checkpoint '" + tag_ + "': " + std::to_string(unfinished_) +
                        " file(s) were created but never finished; nothing was committed");
@@ -294,6 +318,10 @@ inline void pending_checkpoint::publish_latest() {
 inline void pending_checkpoint::abandon() noexcept {
   if (committed_ || !root_) return;
   dir_.reset();
+  if (joined_) {  // the rank that began it removes it
+    root_ = nullptr;
+    return;
+  }
   try {
     if (renamed_) {
       // Renamed but `latest` never switched to it: it was never the loaded checkpoint. Taken

@@ -207,6 +207,48 @@ inline void checkpoint_reader::read(const tensor_entry& e, std::span<std::byte> 
   read_range(e, 0, dst);
 }
 
+inline void checkpoint_reader::read_elements(std::string_view name, std::uint64_t first,
+                                             std::uint64_t count, std::span<std::byte> dst) {
+  const tensor_entry& e0 = entry(name);
+  const std::size_t unit = dtype_bytes_for(e0.type, 1);
+  const std::string who = "checkpoint '" + dir_.path() + "': tensor '" + std::string(name) + "'";
+  if (dtype_bytes_for(e0.type, 2) != 2 * unit)
+    throw config_error(who + " is " + dtype_name(e0.type) +
+                       ", whose elements are not whole bytes: read it whole");
+  if (count == 0 && dst.empty()) return;  // a rank whose shard holds only padding
+  if (first > e0.numel || count > e0.numel - first)
+    throw config_error(who + ": elements " + std::to_string(first) + ".." +
+                       std::to_string(first + count) + " are outside its " +
+                       std::to_string(e0.numel));
+  if (dst.size() != count * unit)
+    throw config_error(who + ": " + std::to_string(count) + " elements need " +
+                       std::to_string(count * unit) + " bytes, the buffer has " +
+                       std::to_string(dst.size()));
+  if (!e0.shard) {  // replicated: rank 0's copy holds all of it
+    read_range(e0, first * unit, dst);
+    return;
+  }
+  std::uint64_t covered = 0;
+  for (int q = 0; q < world(); ++q) {
+    const tensor_entry& e = find(q, name);
+    if (!e.shard || e.type != e0.type || e.numel != e0.numel ||
+        !detail::same_layout(e.shard, shard_spec{e0.shard->layout, q}))
+      throw format_error(who + ": rank " + std::to_string(q) + " holds it as " +
+                         detail::describe_shard(e.shard) + ", rank 0 as " +
+                         detail::describe_shard(e0.shard) + ": the shards do not tile it");
+    const std::uint64_t lo = std::max<std::uint64_t>(first, e.shard->offset());
+    const std::uint64_t hi = std::min<std::uint64_t>(first + count, e.shard->offset() + e.shard->valid());
+    if (lo >= hi) continue;
+    read_range(e, (lo - e.shard->offset()) * unit,
+               dst.subspan(static_cast<std::size_t>((lo - first) * unit),
+                           static_cast<std::size_t>((hi - lo) * unit)));
+    covered += hi - lo;
+  }
+  if (covered != count)
+    throw format_error(who + ": its shards cover " + std::to_string(covered) + " of elements " +
+                       std::to_string(first) + ".." + std::to_string(first + count));
+}
+
 inline void checkpoint_reader::restore(tensor_ref t, int rank) {
   if (!t) throw config_error("checkpoint_reader: restore() into an empty tensor_ref");
   const tensor_entry& e = find(rank, t.name());
@@ -214,7 +256,7 @@ inline void checkpoint_reader::restore(tensor_ref t, int rank) {
     throw config_error("checkpoint '" + dir_.path() + "': tensor '" + e.name + "' is " +
                        detail::describe_shard(e.shard) + " in " + std::to_string(e.bytes) +
                        " bytes there, the tensor is " + detail::describe_shard(t.shard()) + " in " +
-                       std::to_string(t.bytes()) + " (loading onto another layout is not built yet)");
+                       std::to_string(t.bytes()) + " (read_elements loads onto another layout)");
   std::vector<std::byte> host(static_cast<std::size_t>(e.bytes));
   read(e, host);
   t.write_from(host.data(), tier_id::host, {}).wait();

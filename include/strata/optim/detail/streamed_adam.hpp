@@ -179,6 +179,18 @@ inline void streamed_adam::set_master(std::size_t g, std::span<const float> valu
   if (gs.numel) ctx_.nvme().write(current_[g][master_kind], values.data(), values.size_bytes());
 }
 
+inline void streamed_adam::set_moments(std::size_t g, std::span<const float> m,
+                                       std::span<const float> v) {
+  const group_spec& gs = group(g);
+  if (m.size() != gs.numel || v.size() != gs.numel)
+    throw config_error("streamed adam '" + name_ + "': set_moments of group '" + gs.name +
+                       "' with " + std::to_string(m.size()) + " and " + std::to_string(v.size()) +
+                       " values; it has " + std::to_string(gs.numel));
+  if (!gs.numel) return;
+  ctx_.nvme().write(current_[g][m_kind], m.data(), m.size_bytes());
+  ctx_.nvme().write(current_[g][v_kind], v.data(), v.size_bytes());
+}
+
 inline std::vector<float> streamed_adam::read_whole(std::size_t g, state_kind k) {
   const group_spec& gs = group(g);
   std::vector<float> out(gs.numel);

@@ -60,6 +60,28 @@ void zero_executor<Comm, Bundle, Prefetch>::set_params(std::size_t i, std::span<
 }
 
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+std::vector<float> zero_executor<Comm, Bundle, Prefetch>::stored_params(std::size_t i) {
+  sync();
+  std::vector<float> mine = params_.at(i).to_vector();
+  mine.resize(stored_numel(i));
+  return mine;
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+void zero_executor<Comm, Bundle, Prefetch>::set_stored_params(std::size_t i,
+                                                              std::span<const float> values) {
+  if (values.size() != stored_numel(i))
+    throw config_error("zero_executor '" + name_ + "': set_stored_params of layer '" +
+                       specs_.at(i).name + "' with " + std::to_string(values.size()) +
+                       " values; rank " + std::to_string(comm_.rank()) + " stores " +
+                       std::to_string(stored_numel(i)));
+  sync();
+  std::vector<float> mine(params_[i].size(), 0.0f);
+  std::copy(values.begin(), values.end(), mine.begin());
+  params_[i].assign(mine);
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
 std::vector<float> zero_executor<Comm, Bundle, Prefetch>::params(std::size_t i) {
   sync();
   const auto& lay = layouts_[i];
