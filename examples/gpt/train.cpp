@@ -22,10 +22,22 @@
 //
 //   gpt_train --policy nvme --ranks 2 --nvme-dir nvme          (the README demo)
 //   mpirun -np 2 gpt_train --policy host                        (MPI ranks)
+//   gpt_train --checkpoint-dir ckpt --save-every 50 --resume    (interrupt it, run it again)
 //
-// Exit codes: 0 trained, 1 failed (the message says why), 2 bad arguments.
+// Checkpoints (run_checkpoints.hpp, on strata's checkpoint::saver): with --checkpoint-dir, a
+// checkpoint of the whole training state (each rank its own shards: fp32 parameters, Adam m
+// and v, the step) is taken every --save-every steps in the background, and one at the end.
+// SIGINT or SIGTERM (or --stop-after) ends the run after the current step with a checkpoint;
+// --resume continues from `latest`, bitwise as if never interrupted (the data order is a
+// function of the step and the seed). A failed checkpoint is reported and training goes on;
+// an error that ends the run names the last committed checkpoint to resume from.
+//
+// Exit codes: 0 trained (or stopped with a checkpoint), 1 failed (the message says why),
+// 2 bad arguments.
 #include "data.hpp"
+#include "run_checkpoints.hpp"
 #include "safetensors.hpp"
+#include "stop_request.hpp"
 #include "train_options.hpp"
 #include "trainer.hpp"
 
@@ -67,6 +79,12 @@ Data:      --data PATH (a text file, or a directory of them; default the fortune
 Output:    --out FILE (gpt.safetensors)  --log FILE (gpt_loss.csv)  --svg FILE (gpt_loss.svg)
            --trace-step N (5; -1 = none)  --trace FILE (gpt_trace.json)  --threads N (per rank)
            (every output is checked for writability before the first step)
+Checkpoint: --checkpoint-dir DIR (none)  --save-every N (0: only at the end and on a stop)
+           --keep N (2)  --resume (from DIR's latest; a fresh start when it has none, so one
+           command line serves the first start and every restart)  --stop-after N (stop after
+           step N as SIGTERM would)  --init-from FILE (start from these weights, a
+           gpt.safetensors of the same model; ignored when a checkpoint is resumed)
+           SIGINT / SIGTERM: finish the step, write a checkpoint, exit 0
            --help
 )";
 
@@ -151,16 +169,46 @@ int train(Comm& comm, const options& o, const gpt::text_split& data, double peak
     say("   the device budget (%.1f MiB) is %.0f%% of the model's training state\n", o.device_mib,
         100.0 * o.device_mib * 1024 * 1024 / state_bytes);
 
+  using checkpoints = gpt::run_checkpoints<gpt::trainer<Comm, Bundle>>;
+  std::optional<checkpoints> ck;
+  int first_step = 0;
+  if (!o.checkpoint_dir.empty()) {
+    ck.emplace(tr, o, rank, [&](const std::string& line) { say("%s", line.c_str()); });
+    first_step = ck->resume();
+  }
+  if (first_step >= tc.steps) {  // the run had finished: its weights are the output
+    auto w = tr.weights();
+    if (rank == 0) gpt::save_gpt(o.out, cfg, w[0], {w.begin() + 1, w.end()});
+    say("\n== nothing to train: the checkpoint is at step %d of %d; wrote its weights to %s\n",
+        first_step, tc.steps, o.out.c_str());
+    return 0;
+  }
+
   std::unique_ptr<gpt::train_log> log;
   if (rank == 0) log = std::make_unique<gpt::train_log>(o.log);
   const double flops_per_token = gpt::flops_per_token(cfg, tc.seq);
-  say("\n== training (%d steps)\n", tc.steps);
+  say("\n== training (%d steps%s)\n", tc.steps,
+      first_step > 0 ? (", from step " + std::to_string(first_step + 1)).c_str() : "");
   double first_loss = 0, last_val = std::numeric_limits<double>::quiet_NaN();
-  for (int step = 0; step < tc.steps; ++step) {
+  bool stopped = false;
+  for (int step = first_step; step < tc.steps && !stopped; ++step) {
     const bool traced = step == o.trace_step && rank == 0;
     if (traced) ctx.trace().set_enabled(true);
     const auto t0 = std::chrono::steady_clock::now();
-    const gpt::step_stats st = tr.train_step(step);
+    gpt::step_stats st;
+    try {
+      st = tr.train_step(step);
+    } catch (const std::exception&) {
+      // The step may have updated some layers and not others; what a resume can trust is the
+      // last committed checkpoint.
+      if (ck) {
+        const auto at = ck->latest();
+        say("\ngpt_train: step %d failed; the last committed checkpoint is %s\n", step + 1,
+            at ? ("'" + o.checkpoint_dir + "/" + *at + "' (resume with --resume)").c_str()
+               : "none");
+      }
+      throw;
+    }
     const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (traced) {
       ctx.trace().set_enabled(false);
@@ -173,20 +221,41 @@ int train(Comm& comm, const options& o, const gpt::text_split& data, double peak
     rec.grad_norm = st.grad_norm;
     rec.ms = sec * 1e3;
     rec.tokens_per_s = static_cast<double>(tr.tokens_per_step()) / sec;
-    if (step == 0) first_loss = st.loss;
+    if (step == first_step) first_loss = st.loss;
     if ((step + 1) % o.val_every == 0 || step + 1 == tc.steps) {
       rec.val_loss = tr.validation_loss(o.val_batches);
       last_val = rec.val_loss;
+    }
+    // A stop (a signal on any rank, or --stop-after) ends the run after this step, with a
+    // checkpoint; so does the last step.
+    stopped = gpt::stop_agreed(comm) || rec.step == o.stop_after;
+    std::string ckpt;
+    if (ck) {
+      ck->after_step(rec.step, stopped || rec.step == tc.steps);
+      ckpt = ck->progress();
     }
     const double flops = rec.tokens_per_s * flops_per_token;
     char val[32] = "";
     if (!std::isnan(rec.val_loss)) std::snprintf(val, sizeof val, " val %.4f |", rec.val_loss);
     say("step %4d/%d | loss %.4f |%s lr %.2e | norm %5.2f%s | %6.0f tok/s | %5.2f GFLOP/s | MFU "
-        "%4.1f%% | %s | %4.0f ms%s\n",
+        "%4.1f%% | %s | %4.0f ms%s%s\n",
         rec.step, tc.steps, rec.train_loss, val, rec.lr, rec.grad_norm,
         st.skipped ? " (skipped)" : "", rec.tokens_per_s, flops / 1e9, 100.0 * flops / peak_flops,
-        tier_line(ctx).c_str(), rec.ms, traced ? " (traced)" : "");
+        tier_line(ctx).c_str(), rec.ms, traced ? " (traced)" : "", ckpt.c_str());
     if (log) log->add(rec);
+  }
+  if (ck) {
+    const bool saved = ck->finish();
+    const std::string last = ck->progress();
+    if (!last.empty()) say("   %s\n", last.c_str() + 3);  // without the leading " | "
+    if (stopped) {
+      say("\n== stopped after the step above%s; %s\n",
+          gpt::stop_signal().load() ? " (signal)" : " (--stop-after)",
+          saved ? ("continue with the same command and --resume (checkpoint '" + o.checkpoint_dir +
+                   "/" + ck->latest().value_or("?") + "')").c_str()
+                : "its checkpoint FAILED (see above)");
+      return saved ? 0 : 1;
+    }
   }
 
   // The weights: every rank takes part in gathering them; rank 0 writes the file.
@@ -266,6 +335,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     gpt::check_outputs(o);
+    gpt::install_stop_handlers();
     if (o.policy == "nvme") gpt::prepare_nvme_dir(o.nvme_dir);
   } catch (const gpt::bad_argument& e) {
     std::fprintf(stderr, "gpt_train: %s\n(see gpt_train --help)\n", e.what());

@@ -56,6 +56,13 @@ struct train_options {
   std::string trace = "gpt_trace.json";  // written when --trace-step names a step of the run
   int trace_step = 5;
   int threads = 0;
+  // Checkpoints (train.cpp's top says how a run is interrupted and resumed).
+  std::string checkpoint_dir;  // empty: no checkpoints
+  int save_every = 0;          // steps between checkpoints; 0: only at the end and on a signal
+  int keep = 2;                // committed checkpoints kept
+  bool resume = false;         // start from `latest` in checkpoint_dir (a fresh start if none)
+  int stop_after = 0;          // > 0: stop after that step as SIGTERM would (tests, the demo)
+  std::string init_from;       // a safetensors file of this model's weights to start from
   bool help = false;  // --help: print the usage, nothing else
 
   // The largest budget --device-mib / --pinned-mib take: 2^30 MiB (1 PiB) is more than any
@@ -114,8 +121,18 @@ inline train_options parse_train_options(const std::vector<std::string>& args) {
     else if (r.is("--trace-step")) o.trace_step = count(-1);
     else if (r.is("--trace")) o.trace = r.path();
     else if (r.is("--threads")) o.threads = count(0);
+    else if (r.is("--checkpoint-dir")) o.checkpoint_dir = r.path();
+    else if (r.is("--save-every")) o.save_every = count(0);
+    else if (r.is("--keep")) o.keep = count(1);
+    else if (r.flag("--resume")) o.resume = true;
+    else if (r.is("--stop-after")) o.stop_after = count(1);
+    else if (r.is("--init-from")) o.init_from = r.path();
     else r.unknown();
   }
+  if (o.checkpoint_dir.empty() && (o.resume || o.save_every > 0 || o.stop_after > 0))
+    throw bad_argument(std::string(o.resume ? "--resume" : o.save_every > 0 ? "--save-every"
+                                                                            : "--stop-after") +
+                       " needs --checkpoint-dir");
   if (o.train.seq < 0) o.train.seq = o.train.model.context;
   if (o.pinned_mib <= 0) throw bad_argument("--pinned-mib must be > 0");
   try {
@@ -125,6 +142,8 @@ inline train_options parse_train_options(const std::vector<std::string>& args) {
   }
   return o;
 }
+
+inline void prepare_directory(const std::string& dir, const std::string& option);  // below
 
 /// The files gpt_train will write, with the option that names each: --out, --log, --svg, and
 /// --trace when --trace-step names a step of the run.
@@ -165,6 +184,17 @@ inline void check_outputs(const train_options& o) {
     ::close(fd);
     ::unlink(probe.c_str());
   }
+  // The checkpoint directory: made (under the --nvme-dir rule) and probed like the files.
+  if (!o.checkpoint_dir.empty()) {
+    prepare_directory(o.checkpoint_dir, "--checkpoint-dir");
+    const std::string probe = o.checkpoint_dir + "/.gpt_train-probe-" + std::to_string(::getpid());
+    const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+      throw bad_argument("--checkpoint-dir '" + o.checkpoint_dir + "': cannot create a file in it: " +
+                         std::strerror(errno));
+    ::close(fd);
+    ::unlink(probe.c_str());
+  }
 }
 
 /// The NVMe tier's plan against the free space of its directory, before the first step: the
@@ -188,14 +218,14 @@ inline void check_nvme_space(const std::string& dir, std::size_t bytes_per_rank,
         static_cast<std::size_t>(free));
 }
 
-/// Makes `dir` ready for the NVMe tier under the rule at the top: walks its components from
-/// the first, refusing (bad_argument) a symbolic link or a non-directory among them, and
-/// creates the ones that do not exist (mode 0777 less the umask). A failed mkdir is an
-/// io_error. Several ranks may call it at once.
-inline void prepare_nvme_dir(const std::string& dir) {
+/// Makes `dir` ready under the rule at the top (for --nvme-dir, and --checkpoint-dir, named
+/// by `option`): walks its components from the first, refusing (bad_argument) a symbolic link
+/// or a non-directory among them, and creates the ones that do not exist (mode 0777 less the
+/// umask). A failed mkdir is an io_error. Several ranks may call it at once.
+inline void prepare_directory(const std::string& dir, const std::string& option) {
   namespace fs = std::filesystem;
-  if (dir.empty()) throw bad_argument("--nvme-dir expects a path, got ''");
-  const std::string where = "--nvme-dir '" + dir + "': ";
+  if (dir.empty()) throw bad_argument(option + " expects a path, got ''");
+  const std::string where = option + " '" + dir + "': ";
   fs::path at;
   for (const fs::path& part : fs::path(dir)) {
     if (part.empty()) continue;  // the "" after a trailing '/'
@@ -217,7 +247,7 @@ inline void prepare_nvme_dir(const std::string& dir) {
       std::string msg = where + "'" + at.string() + "' is a symbolic link";
       if (!target.empty()) msg += " to '" + target.string() + "'";
       if (dangling) msg += ", which does not exist";
-      msg += ". A symbolic link anywhere in the NVMe directory's path is refused (it could be "
+      msg += ". A symbolic link anywhere in the directory's path is refused (it could be "
              "pointed elsewhere after the check)";
       const fs::path real = dangling ? fs::path() : fs::weakly_canonical(dir, ec);
       msg += ec || real.empty() ? "; name the real directory"
@@ -228,5 +258,6 @@ inline void prepare_nvme_dir(const std::string& dir) {
       throw bad_argument(where + "'" + at.string() + "' exists and is not a directory");
   }
 }
+inline void prepare_nvme_dir(const std::string& dir) { prepare_directory(dir, "--nvme-dir"); }
 
 }  // namespace gpt

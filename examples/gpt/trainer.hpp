@@ -44,6 +44,7 @@
 #include "train_log.hpp"
 
 #include <strata/strata.hpp>
+#include <strata/checkpoint/saver.hpp>  // the model's files need nlohmann/json anyway
 #include <strata/optim/adam.hpp>
 #include <strata/optim/grad_stats.hpp>
 #include <strata/optim/zero_adam.hpp>
@@ -115,6 +116,8 @@ public:
   /// activations, the optimizer's state and buffers.
   const strata::memory_plan& plan() const { return ex_.plan(); }
   executor_type& executor() noexcept { return ex_; }
+  using optimizer_type = strata::optim::zero_adam<executor_type>;
+  optimizer_type& optimizer() noexcept { return opt_; }
   const train_config& config() const noexcept { return tc_; }
   /// Bytes of activations and scratch this rank keeps on the compute tier.
   std::size_t activation_bytes() const noexcept { return acts_.size(); }
@@ -214,6 +217,7 @@ private:
     plan.add(strata::tier_id::device, activations_name,
              activations_for(tc_).floats * sizeof(float));
     plan.add(strata::optim::zero_adam<executor_type>::plan_for(ex));
+    plan.add(strata::checkpoint::saver<executor_type>::plan_for(ex));  // snapshot staging
   }
 
   strata::buffer allocate_activations() {

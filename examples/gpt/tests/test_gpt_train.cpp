@@ -129,7 +129,7 @@ TEST_CASE("gpt_train --nvme-dir: created when missing, a symbolic link anywhere 
     INFO(msg);
     CHECK(contains(msg, "--nvme-dir '" + (s / "link") + "': '" + (s / "link") +
                             "' is a symbolic link to '" + (s / "real") + "'"));
-    CHECK(contains(msg, "A symbolic link anywhere in the NVMe directory's path is refused"));
+    CHECK(contains(msg, "A symbolic link anywhere in the directory's path is refused"));
     CHECK(contains(msg, "name the real directory: '" + fs::canonical(s / "real").string() + "'"));
   }
   SECTION("a dangling symbolic link (was: \"File exists\")") {
