@@ -12,8 +12,7 @@
 //                  also keeps every repetition's bytes/s for a ratio line
 //   own options    option_value() for `--name=value` (a program takes its own options out of
 //                  argv before Google Benchmark sees the rest), parse_size() for 64M, 1GiB, ...
-//   scratch        exe_dir(), scratch_dir() (--dir, else $STRATA_BENCH_DIR, else
-//                  nvme-scratch/ beside the program) and is_tmpfs() for the NVMe benchmarks
+//   scratch        bench_files.hpp's exe_dir(), scratch_dir() and is_tmpfs(), included here
 //   time_memcpy()  the memcpy peer that bandwidth ratios are measured against
 //   free_deleter   for aligned_alloc'd buffers
 // The programs run interleaved repetitions and summarise them by their median the same way, so
@@ -22,6 +21,8 @@
 // (each program's own .cpp). The examples' helpers (examples/common/) are not used here: the
 // benchmarks pass unknown flags on to Google Benchmark and report through it, a different job.
 #pragma once
+
+#include "bench_files.hpp"
 
 #include <benchmark/benchmark.h>
 
@@ -215,32 +216,6 @@ inline std::optional<std::size_t> parse_size(std::string_view s) {
       return std::nullopt;
   }
   return static_cast<std::size_t>(v * mult);
-}
-
-/// The directory this program's executable is in ("." when /proc cannot say).
-inline std::string exe_dir() {
-  char buf[PATH_MAX];
-  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n <= 0) return ".";
-  std::string p(buf, static_cast<std::size_t>(n));
-  const auto slash = p.rfind('/');
-  return slash == std::string::npos ? "." : p.substr(0, slash);
-}
-
-/// Where an NVMe benchmark keeps its files: `given` (--dir), else $STRATA_BENCH_DIR, else
-/// nvme-scratch/ beside the executable, i.e. in the build tree: a real file system, not /tmp.
-inline std::string scratch_dir(const std::string& given) {
-  if (!given.empty()) return given;
-  if (const char* d = std::getenv("STRATA_BENCH_DIR"); d && *d) return d;
-  return exe_dir() + "/nvme-scratch";
-}
-
-/// Whether `dir` is on tmpfs or ramfs: memory, so what is measured there says nothing of a disk.
-inline bool is_tmpfs(const std::string& dir) {
-  struct statfs sf {};
-  if (::statfs(dir.c_str(), &sf) != 0) return false;
-  constexpr long tmpfs_magic = 0x01021994, ramfs_magic = static_cast<long>(0x858458f6);
-  return static_cast<long>(sf.f_type) == tmpfs_magic || static_cast<long>(sf.f_type) == ramfs_magic;
 }
 
 }  // namespace bench_support

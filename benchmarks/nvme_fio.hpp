@@ -206,6 +206,8 @@ struct job {
   std::size_t block = 0;       // --bs, bytes
   unsigned queue_depth = 1;    // --iodepth
   std::string engine = "io_uring";
+  bool direct = true;          // --direct=1 (else through the page cache)
+  bool end_fsync = false;      // --end_fsync=1: the job's time includes making it durable
 };
 
 struct result {
@@ -215,10 +217,11 @@ struct result {
   std::string command;
 };
 
-/// The fio command line for `j` (one job, O_DIRECT, sequential, JSON report).
+/// The fio command line for `j` (one job, sequential, JSON report; O_DIRECT unless !direct).
 inline std::string command_for(const job& j) {
   return "cd " + shell_quote(j.directory) + " && fio --name=strata-nvme --filename=" +
-         shell_quote(j.file) + " --ioengine=" + j.engine + " --direct=1 --rw=" +
+         shell_quote(j.file) + " --ioengine=" + j.engine + " --direct=" + (j.direct ? "1" : "0") +
+         (j.end_fsync ? " --end_fsync=1" : "") + " --rw=" +
          (j.write ? "write" : "read") + " --bs=" + std::to_string(j.block) +
          " --iodepth=" + std::to_string(j.queue_depth) + " --size=" + std::to_string(j.size) +
          " --numjobs=1 --output-format=json";

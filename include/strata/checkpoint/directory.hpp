@@ -181,6 +181,10 @@ public:
   const std::string& path() const noexcept { return path_; }
   /// Writes n bytes at `offset` (io_error naming the file, offset and length).
   void write_at(const void* src, std::size_t n, std::uint64_t offset);
+  /// Copies n bytes of `src` (from src_offset) to `offset`, file to file (file_ops::
+  /// copy_range); returns the bytes the kernel copied without this process's memory.
+  std::size_t copy_from(int src, std::uint64_t src_offset, const std::string& src_path,
+                        std::size_t n, std::uint64_t offset);
   /// fsync and close (phases file_written, file_synced).
   void finish();
 
@@ -205,6 +209,8 @@ public:
   /// The path of TAG.partial/.
   const std::string& path() const noexcept { return path_; }
   int dir_fd() const noexcept { return dir_.get(); }
+  /// The root's file operations (with its fault seam), for reads a writer makes.
+  const file_ops& ops() const noexcept { return root_->ops_; }
 
   /// Creates `name` (a plain file name) in TAG.partial/; finish it before commit().
   [[nodiscard]] output_file create(const std::string& name);

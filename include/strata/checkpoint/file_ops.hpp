@@ -14,6 +14,7 @@
 #include <strata/core/error.hpp>
 #include <strata/io/file.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <functional>
@@ -123,6 +124,36 @@ public:
       if (w <= 0) fail(where("cannot write", n, offset), path, w < 0 ? errno : EIO);
       done += static_cast<std::size_t>(w);
     }
+  }
+  /// Copies n bytes from `src` at src_offset to `dst` at dst_offset inside the kernel
+  /// (copy_file_range: no trip through this process's memory; a reflink or server-side copy
+  /// where the file system has one). Where the kernel cannot (EXDEV, EINVAL, ENOSYS,
+  /// EOPNOTSUPP: other file systems, an O_DIRECT source on some), through a 1 MiB buffer.
+  /// Returns the bytes the kernel copied by itself. A short source is an io_error (EIO).
+  std::size_t copy_range(int src, std::uint64_t src_offset, const std::string& src_path, int dst,
+                         std::uint64_t dst_offset, std::size_t n, const std::string& path) const {
+    inject(fs_op::write, path, where("cannot write", n, dst_offset).c_str());
+    std::size_t done = 0, in_kernel = 0;
+    while (done < n) {
+      loff_t from = static_cast<loff_t>(src_offset + done), to = static_cast<loff_t>(dst_offset + done);
+      const ssize_t c = ::copy_file_range(src, &from, dst, &to, n - done, 0);
+      if (c < 0 && errno == EINTR) continue;
+      if (c < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP))
+        break;  // the rest through memory
+      if (c < 0) fail(where("cannot copy into", n, dst_offset) + " from '" + src_path + "'", path, errno);
+      if (c == 0) fail(where("cannot copy into", n, dst_offset) + ": '" + src_path + "' ends early", path, EIO);
+      done += static_cast<std::size_t>(c);
+      in_kernel += static_cast<std::size_t>(c);
+    }
+    std::vector<unsigned char> buf(std::min<std::size_t>(n - done, std::size_t{1} << 20));
+    while (done < n) {
+      const std::size_t k = std::min(buf.size(), n - done);
+      if (read_at(src, buf.data(), k, src_offset + done, src_path) != k)
+        fail(where("cannot copy into", n, dst_offset) + ": '" + src_path + "' ends early", path, EIO);
+      write_at(dst, buf.data(), k, dst_offset + done, path);
+      done += k;
+    }
+    return in_kernel;
   }
   /// Reads up to n bytes at `offset`; fewer only at the end of the file. Returns the count.
   [[nodiscard]] std::size_t read_at(int fd, void* dst, std::size_t n, std::uint64_t offset,

@@ -23,7 +23,10 @@
 //             memory home, a handle of the NVMe store) and hands the rest to its checkpoint
 //             queue (a work_queue, in the trace as "checkpoint"). The training thread's stall
 //             is this, plus any wait at the update guard below.
-//   snapshot  on the queue, layer by layer, into the staging buffer (host memory, one line of
+//   snapshot  on the queue, layer by layer: a piece whose home is the NVMe store is copied
+//             file to file from its committed extent into this rank's data file
+//             (copy_file_range; the store's CRCs are the checkpoint's, so the bytes never
+//             pass through memory); every other piece into the staging buffer (host memory, one line of
 //             the memory plan: snapshot_plan(), checked with the executor's; save() refuses
 //             with out_of_budget up front when it is not planned and does not fit). This runs
 //             while the next forward and backward run — they do not change parameters or
@@ -80,7 +83,15 @@ struct save_report {
   std::string error;       // why it failed ("" when it did not)
   double stall_seconds = 0;    // the training thread's: save() plus the update guard's waits
   double persist_seconds = 0;  // from save() to the end (snapshot, files, commit)
+  double snapshot_seconds = 0; // the background snapshot into staging
+  double write_seconds = 0;    // this rank's files written and made durable
+  double commit_seconds = 0;   // rank 0: the commit (rename, `latest`, their fsyncs)
   std::uint64_t bytes = 0;     // this rank's data file
+  /// Of those, copied file to file from the NVMe store's extents (not read through the store),
+  /// and the part of that the kernel copied itself (copy_file_range: never through this
+  /// process's memory; the rest went through a 1 MiB buffer where the file system refused).
+  std::uint64_t file_copied_bytes = 0;
+  std::uint64_t kernel_copied_bytes = 0;
 };
 
 template <class Executor>
@@ -148,8 +159,9 @@ private:
     event persisted, committed;
     std::chrono::steady_clock::time_point started;
     std::string error;            // begin's failure, found in save()
-    double stall = 0;
+    double stall = 0, snapshot = 0, write = 0, commit = 0;
     std::uint64_t bytes = 0;
+    std::uint64_t file_copied = 0, kernel_copied = 0;  // NVMe homes' pieces (save_report)
   };
 
   void snapshot_and_persist(job& j);

@@ -27,6 +27,7 @@
 #include <strata/checkpoint/directory.hpp>
 #include <strata/checkpoint/manifest.hpp>
 #include <strata/io/crc32c.hpp>
+#include <strata/io/nvme_store.hpp>
 #include <strata/tensor/tensor_ref.hpp>
 #include <strata/tensor/tiered_tensor.hpp>
 
@@ -74,6 +75,14 @@ public:
   void add(tiered_tensor<T, Placement, Prefetch>& t) {
     add(t.ref(), dtype_of_v<T>);
   }
+  /// A tensor whose bytes are the first min(src.bytes, stored bytes) of an NVMe store's
+  /// committed extent (the rest, padding, zeros), copied file to file: `src_fd` is the arena
+  /// file opened for reading (without O_DIRECT), `src` what committed_extent() says. The
+  /// entry's checksum blocks are the store's (src.block), and where a block of the entry is
+  /// one of the store's the store's CRC is taken as it is — the data never passes through this
+  /// process's memory; only a block the two do not share (the last, where padding follows) is
+  /// read to be checked. Returns the bytes the kernel copied itself (copy_file_range).
+  std::size_t add_copy(const tensor_desc& desc, int src_fd, const io::nvme_store::extent_view& src);
   /// Makes rank-<r>.bin durable and writes rank-<r>.json; returns the manifest written.
   const manifest& finish();
 
@@ -85,6 +94,7 @@ private:
   manifest m_;
   output_file data_;
   std::uint64_t end_ = 0;
+  tensor_entry begin_entry(const tensor_desc& d, std::uint64_t given_bytes, std::uint64_t block);
   std::vector<std::byte> staging_;  // a tensor_ref's bytes on the way to the file
   bool finished_ = false;
 };

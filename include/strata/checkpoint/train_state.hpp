@@ -181,21 +181,29 @@ void take_snapshot(train_snapshot& into, Executor& ex, optim::zero_adam<Executor
   }
 }
 
-/// Writes a snapshot as this rank's files (rank-<r>.bin, rank-<r>.json) in `into`, durable.
-inline const manifest& write_snapshot(pending_checkpoint& into, const train_snapshot& s, int world,
-                                      int rank, shard_writer_options options = {}) {
+/// The manifest head of rank `rank`'s part of snapshot `s` (its tensors are added by a writer).
+inline manifest snapshot_head(const train_snapshot& s, int world, int rank) {
   manifest head;
   head.step = s.step;
   head.world = world;
   head.rank = rank;
   head.zero_stage = s.zero_stage;
   head.metadata = s.metadata;
-  shard_writer w(into, std::move(head), options);
-  for (const auto& p : s.pieces) {
-    const std::size_t n = p.shard.layout.shard_numel();
-    w.add(tensor_desc{p.name, dtype::f32, p.shard.layout.numel(), p.shard},
-          std::as_bytes(std::span<const float>(s.data(p), n)));
-  }
+  return head;
+}
+inline tensor_desc piece_desc(const train_snapshot::piece& p) {
+  return tensor_desc{p.name, dtype::f32, p.shard.layout.numel(), p.shard};
+}
+/// A piece's bytes in the staging.
+inline std::span<const std::byte> piece_bytes(const train_snapshot& s, const train_snapshot::piece& p) {
+  return std::as_bytes(std::span<const float>(s.data(p), p.shard.layout.shard_numel()));
+}
+
+/// Writes a snapshot as this rank's files (rank-<r>.bin, rank-<r>.json) in `into`, durable.
+inline manifest write_snapshot(pending_checkpoint& into, const train_snapshot& s, int world,
+                               int rank, shard_writer_options options = {}) {
+  shard_writer w(into, snapshot_head(s, world, rank), options);
+  for (const auto& p : s.pieces) w.add(piece_desc(p), piece_bytes(s, p));
   return w.finish();
 }
 

@@ -157,6 +157,33 @@ public:
   /// first commit.
   std::uint64_t file_offset_of(handle h) const;
 
+  /// Where a tensor's committed bytes are, for a copy file to file that does not read them
+  /// through memory (a checkpoint of an NVMe home): the arena file's path (to be opened
+  /// without O_DIRECT by the copier: its offsets and lengths need no alignment), the data's
+  /// offset and size, and the CRC-32C of each checksum_block() of it as the store wrote them.
+  /// `written` is false for a tensor never written (it reads as zeros; there is no extent).
+  /// The extent stays what it is until the tensor's next commit: the caller makes sure none
+  /// happens while it copies.
+  struct extent_view {
+    std::string path;
+    std::uint64_t offset = 0;
+    std::size_t bytes = 0;
+    std::size_t block = 0;
+    std::shared_ptr<const std::vector<std::uint32_t>> crcs;
+    bool written = false;
+  };
+  extent_view committed_extent(handle h) const {
+    const tensor t = snapshot(h, "committed_extent");
+    extent_view v;
+    v.path = file_.path();
+    v.bytes = t.bytes;
+    v.block = block_;
+    v.written = t.has_data && t.current.length > 0;
+    v.offset = v.written ? t.current.offset : 0;
+    v.crcs = t.crcs;
+    return v;
+  }
+
 private:
   using extent = write_txn::extent_ref;
   struct tensor {

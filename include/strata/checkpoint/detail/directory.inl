@@ -211,6 +211,13 @@ inline void output_file::write_at(const void* src, std::size_t n, std::uint64_t 
   owner_->root_->ops_.write_at(fd_.get(), src, n, offset, path_);
 }
 
+inline std::size_t output_file::copy_from(int src, std::uint64_t src_offset,
+                                          const std::string& src_path, std::size_t n,
+                                          std::uint64_t offset) {
+  if (!fd_) throw config_error("checkpoint file '" + path_ + "' is already finished");
+  return owner_->root_->ops_.copy_range(src, src_offset, src_path, fd_.get(), offset, n, path_);
+}
+
 inline void output_file::finish() {
   if (!fd_) return;
   const checkpoint_root& root = *owner_->root_;

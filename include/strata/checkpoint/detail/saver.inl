@@ -145,27 +145,39 @@ void saver<Executor>::save(const std::string& tag, std::uint64_t step, nlohmann:
 
 template <class Executor>
 void saver<Executor>::snapshot_and_persist(job& j) {
-  io::nvme_store* store = nullptr;
   auto over = [&] {
     std::lock_guard lock(mutex_);
     snapshot_over_ = true;
     cv_.notify_all();
   };
+  const auto t0 = std::chrono::steady_clock::now();
   try {
+    shard_writer w(*j.pending, snapshot_head(snap_, ex_.comm().size(), ex_.comm().rank()),
+                   options_.writer);
+    // The snapshot, layer by layer (the update guard waits on it): a piece whose home is the
+    // NVMe store's extent and starts where the piece does is copied file to file into the
+    // data file now; every other piece is copied into the staging, to be written after.
+    std::vector<bool> in_file(j.sources.size(), false);
+    unique_fd arena;
     std::vector<float> scratch;
     for (std::size_t i = 0; i < ex_.size(); ++i) {
       for (int k = 0; k < 3; ++k) {
-        const source& s = j.sources[3 * i + static_cast<std::size_t>(k)];
+        const std::size_t at = 3 * i + static_cast<std::size_t>(k);
+        const source& s = j.sources[at];
+        const auto& piece = snap_.pieces[at];
         const std::size_t held = k == 0 ? ex_.stored_numel(i) : ex_.part_numel(i);
-        if (!held) {
-          fill_piece(snap_, ex_, i, k, nullptr);
+        if (s.home.file && s.copied.empty() && held_offset(ex_, i, k) == piece.shard.offset()) {
+          const io::nvme_store::extent_view ext = ex_.ctx().nvme().committed_extent(s.home.file);
+          if (!arena) arena = j.pending->ops().open_read(AT_FDCWD, ext.path, ext.path);
+          j.kernel_copied += w.add_copy(piece_desc(piece), arena.get(), ext);
+          j.file_copied += ext.written ? std::min<std::uint64_t>(ext.bytes, w.current().tensors.back().bytes) : 0;
+          in_file[at] = true;
           continue;
         }
-        const float* from = s.copied.empty() ? s.home.host : s.copied.data();
-        if (!from) {  // an NVMe home: what this rank holds of it, read from the store
-          if (!store) store = &ex_.ctx().nvme();
+        const float* from = held == 0 ? nullptr : s.copied.empty() ? s.home.host : s.copied.data();
+        if (held && !from) {  // an NVMe home laid out otherwise: read through the store
           scratch.resize(held);
-          store->read(s.home.file, 0, scratch.data(), held * sizeof(float));
+          ex_.ctx().nvme().read(s.home.file, 0, scratch.data(), held * sizeof(float));
           from = scratch.data();
         }
         fill_piece(snap_, ex_, i, k, from);
@@ -175,9 +187,13 @@ void saver<Executor>::snapshot_and_persist(job& j) {
       cv_.notify_all();
     }
     over();
-    const manifest& m =
-        write_snapshot(*j.pending, snap_, ex_.comm().size(), ex_.comm().rank(), options_.writer);
-    j.bytes = m.tensors.empty() ? 0 : m.tensors.back().offset + m.tensors.back().bytes;
+    j.snapshot = detail::seconds_since(t0);
+    const auto t1 = std::chrono::steady_clock::now();
+    for (std::size_t at = 0; at < snap_.pieces.size(); ++at)
+      if (!in_file[at]) w.add(piece_desc(snap_.pieces[at]), piece_bytes(snap_, snap_.pieces[at]));
+    const manifest& m = w.finish();
+    for (const auto& e : m.tensors) j.bytes = std::max<std::uint64_t>(j.bytes, e.offset + e.bytes);
+    j.write = detail::seconds_since(t1);
   } catch (...) {
     over();
     throw;
@@ -206,6 +222,11 @@ save_report saver<Executor>::report_of(job& j, bool committed, std::string error
   }
   r.persist_seconds = detail::seconds_since(j.started);
   r.bytes = j.bytes;
+  r.file_copied_bytes = j.file_copied;
+  r.kernel_copied_bytes = j.kernel_copied;
+  r.snapshot_seconds = j.snapshot;
+  r.write_seconds = j.write;
+  r.commit_seconds = j.commit;
   if (!r.error.empty()) notice(who() + ": checkpoint '" + j.tag + "' failed: " + r.error);
   return r;
 }
@@ -238,7 +259,11 @@ std::optional<save_report> saver<Executor>::advance(bool wait) {
       return report_of(j, true, {});
     }
     j.committed = queue_.submit(span_kind::io_write, options_.name + " commit " + j.tag,
-                                [&j] { j.pending->commit(); });
+                                [&j] {
+                                  const auto t0 = std::chrono::steady_clock::now();
+                                  j.pending->commit();
+                                  j.commit = detail::seconds_since(t0);
+                                });
     phase_ = phase::committing;
   }
   // Rank 0, committing.

@@ -50,7 +50,10 @@ inline shard_writer::shard_writer(pending_checkpoint& into, manifest head,
     throw config_error("shard_writer: block_bytes and alignment must be at least 1");
 }
 
-inline void shard_writer::add(const tensor_desc& d, std::span<const std::byte> bytes) {
+// The entry for `d` (checked: a name of its own, a shard that fits, `given_bytes` the dtype's
+// bytes of its stored elements), placed at the next aligned offset of the data file.
+inline tensor_entry shard_writer::begin_entry(const tensor_desc& d, std::uint64_t given_bytes,
+                                              std::uint64_t block) {
   if (finished_) throw config_error("shard_writer: add('" + d.name + "') after finish()");
   const std::string who = "checkpoint '" + into_->tag() + "': tensor '" + d.name + "'";
   if (d.name.empty() || m_.find(d.name))
@@ -59,14 +62,19 @@ inline void shard_writer::add(const tensor_desc& d, std::span<const std::byte> b
                   d.shard->rank >= d.shard->layout.world()))
     throw config_error(who + ": " + detail::describe_shard(d.shard) + " does not fit its " +
                        std::to_string(d.numel) + " elements");
-  tensor_entry e{d.name, d.type, d.numel, d.shard, data_file_name(m_.rank), 0, bytes.size(),
-                 options_.block_bytes, {}};
+  if (block == 0) throw config_error(who + ": a checksum block of 0 bytes");
+  tensor_entry e{d.name, d.type, d.numel, d.shard, data_file_name(m_.rank), 0, given_bytes, block, {}};
   const std::uint64_t want = dtype_bytes_for(d.type, static_cast<std::size_t>(e.stored_numel()));
-  if (want != bytes.size())
-    throw config_error(who + ": " + std::to_string(bytes.size()) + " bytes given, but " +
+  if (want != given_bytes)
+    throw config_error(who + ": " + std::to_string(given_bytes) + " bytes given, but " +
                        std::to_string(e.stored_numel()) + " " + dtype_name(d.type) +
                        " elements take " + std::to_string(want) + " (is the dtype right?)");
   e.offset = (end_ + options_.alignment - 1) / options_.alignment * options_.alignment;
+  return e;
+}
+
+inline void shard_writer::add(const tensor_desc& d, std::span<const std::byte> bytes) {
+  tensor_entry e = begin_entry(d, bytes.size(), options_.block_bytes);
   for (std::uint64_t b = 0; b < e.block_count(); ++b) {
     const std::uint64_t at = b * e.block_bytes;
     const std::uint64_t n = std::min(e.block_bytes, e.bytes - at);
@@ -75,6 +83,49 @@ inline void shard_writer::add(const tensor_desc& d, std::span<const std::byte> b
   data_.write_at(bytes.data(), bytes.size(), e.offset);
   end_ = e.offset + e.bytes;
   m_.tensors.push_back(std::move(e));
+}
+
+inline std::size_t shard_writer::add_copy(const tensor_desc& d, int src_fd,
+                                          const io::nvme_store::extent_view& src) {
+  const std::uint64_t bytes = dtype_bytes_for(
+      d.type, static_cast<std::size_t>(d.shard ? d.shard->layout.shard_numel() : d.numel));
+  tensor_entry e = begin_entry(d, bytes, src.block);
+  const std::uint64_t B = e.block_bytes;
+  const std::uint64_t have = src.written ? std::min<std::uint64_t>(src.bytes, bytes) : 0;
+  std::size_t in_kernel = 0;
+  if (have) in_kernel = data_.copy_from(src_fd, src.offset, src.path, static_cast<std::size_t>(have), e.offset);
+  std::vector<std::byte> block;
+  if (have < bytes) {  // padding, or a tensor never written: zeros
+    std::vector<std::byte> zeros(static_cast<std::size_t>(std::min<std::uint64_t>(bytes - have, 1 << 20)));
+    for (std::uint64_t at = have; at < bytes;) {
+      const std::uint64_t k = std::min<std::uint64_t>(zeros.size(), bytes - at);
+      data_.write_at(zeros.data(), static_cast<std::size_t>(k), e.offset + at);
+      at += k;
+    }
+  }
+  const std::string src_where = "checkpoint '" + into_->tag() + "': tensor '" + d.name +
+                                "' from '" + src.path + "'";
+  for (std::uint64_t b = 0; b < e.block_count(); ++b) {
+    const std::uint64_t lo = b * B, hi = std::min(lo + B, bytes);
+    // The store's block b covers [lo, min(lo + B, src.bytes)): the same bytes when both end
+    // at the same place and the data is there.
+    const bool shared = src.written && src.crcs && b < src.crcs->size() && hi <= have &&
+                        std::min<std::uint64_t>(lo + B, src.bytes) == hi;
+    if (shared) {
+      e.crc32c.push_back((*src.crcs)[b]);
+      continue;
+    }
+    block.assign(static_cast<std::size_t>(hi - lo), std::byte{0});
+    if (lo < have) {
+      const std::size_t n = static_cast<std::size_t>(std::min(hi, have) - lo);
+      if (into_->ops().read_at(src_fd, block.data(), n, src.offset + lo, src.path) != n)
+        throw io_error(src_where + ": the arena file ends before the extent does");
+    }
+    e.crc32c.push_back(io::crc32c(block.data(), block.size()));
+  }
+  end_ = e.offset + e.bytes;
+  m_.tensors.push_back(std::move(e));
+  return in_kernel;
 }
 
 inline void shard_writer::add(tensor_ref t, dtype type) {

@@ -1,0 +1,215 @@
+// benchmarks/bench_checkpoint.cpp — what a checkpoint costs the mini-GPT's training, as ratios
+// measured in one run (built by examples/gpt/CMakeLists.txt: it needs the example's kernels).
+//
+// On R thread ranks (default 2) of the README demo's model, policy host (zero3_offload), each
+// rank with a checkpoint::saver over one directory, `--reps` rounds of three measurements,
+// interleaved so that a slow spell of the machine spreads over all three:
+//   plain   one training step, no checkpoint in flight;
+//   async   save() of the state, then one training step while it persists in the background
+//           (the step waits only where the update guard must: a layer's snapshot not yet
+//           taken when the optimizer reaches it), then finish() outside the timing;
+//   sync    save() + finish(): the same state written synchronously, commit included — what
+//           a checkpoint costs a trainer that stops to write it.
+// Every checkpoint is committed (fsync of the files, the directory, `latest`); all are kept
+// (keep = 0: no pruning in the timings) until the directory is removed at the end.
+//
+//   checkpoint ratio=X stall=A/B ms persist=C/D GB/s size=E MiB/rank F MiB
+//     X = A / B: the training stall per checkpoint ÷ the synchronous write. A = median(async
+//         step) − median(plain step), at least the time the training thread spent in save()
+//         and at the guard (the saver's own count); B = median(sync). Goal <= 0.05.
+//     C = the state's bytes (all ranks) ÷ (files written and fsynced + the commit), medians of
+//         the sync rounds (rank 0's; the ranks write their files at once): how fast the
+//         persist runs, the snapshot into staging not counted;
+//     D = fio's sequential buffered write with --end_fsync=1 of the same bytes in the same
+//         directory (one job, 1 MiB blocks): the peer. Goal C/D >= 0.9. Without fio, D = -1.
+//     E, F: the checkpoint's data per rank and in total (params, Adam m and v: 12 B/param).
+//
+//   scripts/bench checkpoint [--reps N] [--ranks R] [--layers L --width C --heads H --seq T
+//                            --batch B] [--dir DIR]
+// DIR: default $STRATA_BENCH_DIR, else nvme-scratch/ beside this program (a real file system;
+// tmpfs is refused, as by bench_nvme); the run's files are removed at the end.
+#include "trainer.hpp"
+
+#include "bench_files.hpp"  // scratch_dir, is_tmpfs
+#include "example_support.hpp"
+#include "nvme_fio.hpp"
+
+#include <strata/checkpoint/saver.hpp>
+#include <strata/comm/threads.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+double seconds_since(clock_type::time_point t0) {
+  return std::chrono::duration<double>(clock_type::now() - t0).count();
+}
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? -1 : v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+}
+
+struct figures {
+  std::vector<double> plain, async, sync, stall, snapshot, write, commit;
+  std::uint64_t bytes_per_rank = 0;
+  std::string error;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  gpt::train_config tc;
+  tc.model.layers = 6;
+  tc.model.width = 192;
+  tc.model.heads = 6;
+  tc.model.context = 128;
+  tc.seq = 128;
+  tc.batch = 8;
+  tc.steps = 1000;  // the schedule's length; only a few steps run
+  int reps = 7, ranks = 2;
+  std::string dir_option;
+  try {
+    example::option_reader r(argc, argv);
+    while (r.next()) {
+      if (r.is("--reps")) reps = r.integer(1);
+      else if (r.is("--ranks")) ranks = r.integer(1, 64);
+      else if (r.is("--layers")) tc.model.layers = r.integer(1);
+      else if (r.is("--width")) tc.model.width = r.integer(1);
+      else if (r.is("--heads")) tc.model.heads = r.integer(1);
+      else if (r.is("--seq")) tc.seq = tc.model.context = r.integer(1);
+      else if (r.is("--batch")) tc.batch = r.integer(1);
+      else if (r.is("--dir")) dir_option = r.path();
+      else r.unknown();
+    }
+    tc.validate();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_checkpoint: %s\n", e.what());
+    return 2;
+  }
+  namespace fs = std::filesystem;
+  const fs::path root = fs::path(bench_support::scratch_dir(dir_option)) /
+                        ("strata-bench-checkpoint-" + std::to_string(::getpid()));
+  fs::create_directories(root);
+  if (bench_support::is_tmpfs(root.string())) {
+    std::fprintf(stderr, "bench_checkpoint: '%s' is tmpfs/ramfs: memory, not a disk\n", root.c_str());
+    fs::remove_all(root);
+    return 2;
+  }
+  gpt::use_one_thread_pool();
+  const gpt::text_split data = gpt::split_corpus(gpt::load_corpus(gpt::default_corpus_path()));
+  const double params = static_cast<double>(gpt::parameter_count(tc.model));
+  std::printf("checkpoint bench: %d layers, width %d, T %d, B %d: %.2f M params; %d thread "
+              "ranks, policy host (zero3_offload); %d rounds; directory %s\n",
+              tc.model.layers, tc.model.width, tc.seq, tc.batch, params / 1e6, ranks, reps,
+              root.c_str());
+
+  figures f;
+  std::mutex mutex;
+  strata::comm::thread_world world(ranks, std::chrono::minutes(10));
+  world.run([&](strata::comm::threads& comm) {
+    strata::context_config cc;
+    cc.rank = comm.rank();
+    strata::context ctx(cc);
+    using trainer_type = gpt::trainer<strata::comm::threads, strata::zero3_offload>;
+    trainer_type tr(ctx, comm, tc, data);
+    strata::checkpoint::saver<trainer_type::executor_type> ck(
+        tr.executor(), tr.optimizer(), {.directory = (root / "ck").string(), .keep = 0});
+    int step = 0, tag = 0;
+    auto next_tag = [&] { return "c" + std::to_string(tag++); };
+    tr.train_step(step++);  // warm-up: first touches of every buffer
+    std::vector<double> plain, async, sync, stall, snapshot, write, commit;
+    std::string error;
+    for (int r = 0; r < reps; ++r) {
+      auto t0 = clock_type::now();
+      tr.train_step(step++);
+      plain.push_back(seconds_since(t0));
+
+      t0 = clock_type::now();
+      ck.save(next_tag(), std::uint64_t(step));
+      tr.train_step(step++);
+      async.push_back(seconds_since(t0));
+      if (auto rep = ck.finish()) {
+        stall.push_back(rep->stall_seconds);
+        if (!rep->error.empty()) error = rep->error;
+      }
+
+      t0 = clock_type::now();
+      ck.save(next_tag(), std::uint64_t(step));
+      const auto rep = ck.finish();
+      sync.push_back(seconds_since(t0));
+      if (rep && !rep->error.empty()) error = rep->error;
+      if (rep) {
+        snapshot.push_back(rep->snapshot_seconds);
+        write.push_back(rep->write_seconds);
+        commit.push_back(rep->commit_seconds);
+      }
+    }
+    std::lock_guard lock(mutex);
+    if (comm.rank() == 0) {
+      f.plain = plain, f.async = async, f.sync = sync, f.stall = stall;
+      f.snapshot = snapshot, f.write = write, f.commit = commit;
+      f.bytes_per_rank = ck.staging_bytes();
+    }
+    if (!error.empty()) f.error = error;
+  });
+  if (!f.error.empty()) {
+    std::fprintf(stderr, "bench_checkpoint: a checkpoint failed: %s\n", f.error.c_str());
+    fs::remove_all(root);
+    return 1;
+  }
+  const double plain = median(f.plain), async = median(f.async), sync = median(f.sync);
+  const double counted = median(f.stall);
+  const double stall = std::max(async - plain, counted);
+  const double total = static_cast<double>(f.bytes_per_rank) * ranks;
+  // Persisting: the files written and made durable, then the commit (rank 0's figures; the
+  // ranks write at once, each its own file).
+  const double files = median(f.write), commit = median(f.commit), snap = median(f.snapshot);
+  const double persist = total / (files + commit);
+  std::printf("step %.1f ms plain, %.1f ms with a checkpoint persisting under it (the saver counts "
+              "%.2f ms in save() and at the update guard)\n",
+              plain * 1e3, async * 1e3, counted * 1e3);
+  std::printf("synchronous checkpoint %.1f ms: snapshot %.1f ms, files written + fsynced %.1f ms, "
+              "commit %.1f ms; persist %.2f GB/s\n",
+              sync * 1e3, snap * 1e3, files * 1e3, commit * 1e3, persist / 1e9);
+
+  // fio's peer: one sequential buffered write of the same bytes, fsync'ed at the end.
+  double fio = -1;
+  if (!nvme_fio::fio_version().empty()) {
+    nvme_fio::job j;
+    j.directory = root.string();
+    j.file = "fio-peer.dat";
+    j.write = true;
+    j.size = static_cast<std::uint64_t>(total);
+    j.block = std::size_t{1} << 20;
+    j.engine = "psync";
+    j.direct = false;
+    j.end_fsync = true;
+    std::vector<double> runs;
+    for (int r = 0; r < 3; ++r) {
+      const nvme_fio::result res = nvme_fio::run(j);
+      if (!res.ok) {
+        std::fprintf(stderr, "bench_checkpoint: fio: %s\n", res.error.c_str());
+        break;
+      }
+      runs.push_back(res.bytes_per_s);
+      fs::remove(root / j.file);
+    }
+    fio = runs.empty() ? -1 : median(runs);
+    if (fio > 0) std::printf("fio sequential buffered write + end_fsync, 1 MiB blocks: %.2f GB/s\n", fio / 1e9);
+  } else {
+    std::printf("fio not found: no peer for the persist speed\n");
+  }
+  fs::remove_all(root);
+  std::printf("checkpoint ratio=%.3f stall=%.2f/%.1f ms persist=%.2f/%.2f GB/s size=%.1f MiB/rank "
+              "%.1f MiB\n",
+              stall / sync, stall * 1e3, sync * 1e3, persist / 1e9, fio > 0 ? fio / 1e9 : -1.0,
+              static_cast<double>(f.bytes_per_rank) / (1 << 20), total / (1 << 20));
+  return 0;
+}
