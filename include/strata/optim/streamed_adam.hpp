@@ -41,6 +41,7 @@
 #pragma once
 
 #include <strata/exec/context.hpp>
+#include <strata/exec/event.hpp>
 #include <strata/exec/work_queue.hpp>
 #include <strata/optim/adam.hpp>
 #include <strata/schedule/memory_plan.hpp>
@@ -117,7 +118,8 @@ public:
   void set_moments(std::size_t g, std::span<const float> m, std::span<const float> v);
   /// The store handles of group g's current m and v (which = 0, 1): a background reader
   /// (a checkpoint's snapshot) reads them while no update of g runs.
-  handle moment_handle(std::size_t g, int which) const {
+  handle moment_handle(std::size_t g, int which) {
+    settle(g);
     return current_.at(g)[which == 0 ? m_kind : v_kind];
   }
   /// Sets the count of applied steps (a checkpoint's restore; the next step is t + 1).
@@ -142,7 +144,30 @@ public:
   void update_group(std::size_t g, const adam_step_scalars& k, std::span<float> master,
                     std::span<const G> grad);
 
+  /// update_group's two-phase form, for a caller whose master weights are written elsewhere
+  /// after the update (zero_adam with the executor's NVMe-homed parameters): the new m and v
+  /// of group g are written and committed as new versions but not made current. Then
+  /// adopt_group_after(g, written) with the event of the caller's write of the new masters:
+  /// when it has succeeded the new versions become current, and when it failed they are
+  /// dropped — so the group's masters and moments move to the new step together or neither
+  /// does. Which happens is settled at the next call that touches group g (m(), v(), an update,
+  /// ...) or sooner, when a later prepare finds the write ended. Without adopt_group_after the
+  /// new versions become current at that next call.
+  template <class G>
+  void prepare_group(std::size_t g, const adam_step_scalars& k, std::span<float> master,
+                     std::span<const G> grad);
+  void adopt_group_after(std::size_t g, event written);  // nothing prepared for g: no-op
+
 private:
+  struct prepared_versions {
+    std::array<handle, 3> fresh{0, 0, 0};
+    event after;           // the caller's write of the masters (default: none to wait for)
+  };
+  // Group g's prepared versions made current (the write succeeded) or dropped (it failed).
+  void settle(std::size_t g) noexcept;
+  void settle_ended() noexcept;  // every group whose write has ended
+  void settle_all() noexcept;
+  void adopt(std::size_t g, const std::array<handle, 3>& fresh) noexcept;
   struct piece {
     std::size_t group, offset, count, pos;  // elements: in the group, how many, in the set
   };
@@ -168,6 +193,12 @@ private:
   template <class G, class P, class K, class Grads, class Copies, class Masters>
   void run(std::size_t first, std::size_t last, K&& k_of, Grads&& grad_of, Copies&& copy_of,
            Masters&& master_of);
+  // The same up to the commit of the new versions, which it returns (per group from first),
+  // without making them current.
+  template <class G, class P, class K, class Grads, class Copies, class Masters>
+  std::vector<std::array<handle, 3>> run_prepared(std::size_t first, std::size_t last, K&& k_of,
+                                                  Grads&& grad_of, Copies&& copy_of,
+                                                  Masters&& master_of);
 
   // One run's state: its sub-groups, the new version of every tensor (a fresh handle and its
   // copy-on-write transaction) and, per sub-group and array, the events of its read and write.
@@ -197,8 +228,6 @@ private:
   void commit_versions(run_state& r);
   // After a failure: nothing of the run may still touch the sets; the new versions go.
   void abandon_versions(run_state& r) noexcept;
-  // After the commits: the new versions become current (nothing here can fail).
-  void adopt_versions(run_state& r) noexcept;
   // Runs io(), giving an io_error or format_error the place it happened (`at`), its type kept.
   template <class F>
   void guarded(F&& io, const std::string& at) const;
@@ -218,6 +247,7 @@ private:
   std::uint64_t t_ = 0;
   memory_plan plan_;
   std::vector<std::array<handle, 3>> current_;  // per group: master, m, v (0: none)
+  std::vector<std::optional<prepared_versions>> prepared_;  // per group: prepare_group's
   std::vector<buffer> sets_;                    // 3 x (kinds x sub_) floats, pinned
   // One reader and one writer per array (master, m, v): the arrays of a sub-group move at
   // once, so one array's checksums (which the store computes on the calling thread) overlap

@@ -25,12 +25,14 @@
 //                          buffers (streamed_adam with the executor's parameters as master
 //                          weights): each layer's update reads its m and v in sub-groups,
 //                          updates and writes them back in a pipeline, and commits that layer's
-//                          new m and v when its update returned (so a failed update leaves both
-//                          the layer's parameters, see executor.hpp, and its moments as they
-//                          were). The executor writes each layer's parameters home after that,
-//                          on its own: should that write fail, the layer's moments are one step
-//                          ahead of its parameters (the error reaches the caller at the next
-//                          sync); the step as a whole is not one transaction.
+//                          new m and v as new versions when its update returned; they become
+//                          current only once the executor's write of the layer's new
+//                          parameters home has succeeded (update::home_written; streamed_adam::
+//                          prepare_group). So a layer commits its parameters and moments
+//                          together: a failure anywhere in its update or in that write leaves
+//                          the layer wholly at the previous step (the error reaches the caller
+//                          at the next sync). Layers are their own transactions: those updated
+//                          before the failure stay updated.
 //
 // step(ex, options): measures this rank's gradient slices (measure_gradient, with the loss
 // scaler's 1/scale and options.grad_multiplier as multiplier), sums the measures over the ranks
@@ -157,7 +159,7 @@ public:
   void set_moments(std::size_t i, std::span<const float> m, std::span<const float> v);
   /// Where this rank's m (which = 0) or v (1) of layer i lives, for a reader on another thread
   /// (see home_source); empty for a device home in a CUDA build or a layer with no element here.
-  home_source moment_home(std::size_t i, int which) const {
+  home_source moment_home(std::size_t i, int which) {
     if (i >= part_.size() || part_[i] == 0) return {};
     if constexpr (streamed) {
       return {nullptr, stream_->moment_handle(i, which)};
@@ -182,6 +184,11 @@ public:
   public:
     void operator()(std::size_t i, float* p, const float* g, std::size_t n) const {
       s_->opt->apply(*s_, i, p, g, n);
+    }
+    /// The executor's word that layer i's updated parameters are on their way home, and
+    /// `written` the event of that write: an NVMe home's new moments wait for it (see the top).
+    void home_written(std::size_t i, const event& written) const {
+      if constexpr (streamed) s_->opt->stream_->adopt_group_after(i, written);
     }
 
   private:
@@ -336,7 +343,10 @@ void zero_adam<Executor>::apply(typename update::state& st, std::size_t i, float
   if (n) {
     const adam_step_scalars k = adam_step_scalars::make(params_[i], st.t, st.s);
     if constexpr (streamed) {
-      stream_->update_group<float>(i, k, std::span<float>(p, n), std::span<const float>(g, n));
+      // Two-phase: the new m and v become current once the executor's write of these
+      // parameters home has succeeded (home_written), so a failed write leaves the layer's
+      // parameters and moments both at the previous step.
+      stream_->prepare_group<float>(i, k, std::span<float>(p, n), std::span<const float>(g, n));
     } else if constexpr (on_real_device) {
 #if defined(__CUDACC__)
       const device_adam_tensor<float> one{p, static_cast<float*>(m_[i].data()),

@@ -92,6 +92,7 @@ inline streamed_adam::streamed_adam(context& ctx, std::vector<group_spec> groups
       writers_.push_back(std::make_unique<work_queue>(name_ + " io-write " + what, ctx_.trace()));
     }
     current_.assign(groups_.size(), {0, 0, 0});
+    prepared_.assign(groups_.size(), std::nullopt);
     for (std::size_t g = 0; g < groups_.size(); ++g) {
       if (!groups_[g].numel) continue;
       for (std::size_t a = 0; a < kinds(); ++a)
@@ -108,6 +109,7 @@ inline streamed_adam::streamed_adam(context& ctx, std::vector<group_spec> groups
 
 inline streamed_adam::~streamed_adam() {
   drain();
+  settle_all();
   if (ctx_.has_nvme()) {
     io::nvme_store& store = ctx_.nvme();
     for (auto& hs : current_)
@@ -187,12 +189,14 @@ inline void streamed_adam::set_moments(std::size_t g, std::span<const float> m,
                        "' with " + std::to_string(m.size()) + " and " + std::to_string(v.size()) +
                        " values; it has " + std::to_string(gs.numel));
   if (!gs.numel) return;
+  settle(g);
   ctx_.nvme().write(current_[g][m_kind], m.data(), m.size_bytes());
   ctx_.nvme().write(current_[g][v_kind], v.data(), v.size_bytes());
 }
 
 inline std::vector<float> streamed_adam::read_whole(std::size_t g, state_kind k) {
   const group_spec& gs = group(g);
+  settle(g);
   std::vector<float> out(gs.numel);
   if (gs.numel) ctx_.nvme().read(current_[g][k], 0, out.data(), gs.numel * sizeof(float));
   return out;
@@ -263,15 +267,86 @@ void streamed_adam::update_group(std::size_t g, const adam_step_scalars& k,
     throw config_error(who + std::to_string(master.size()) + " master weights and " +
                        std::to_string(grad.size()) + " gradients; the group has " +
                        std::to_string(gs.numel));
+  settle(g);
   run<G, no_copy>(
       g, g + 1, [&](std::size_t) -> const adam_step_scalars& { return k; },
       [&](std::size_t) { return grad.data(); }, [](std::size_t) -> no_copy* { return nullptr; },
       [&](std::size_t) { return master.data(); });
 }
 
+template <class G>
+void streamed_adam::prepare_group(std::size_t g, const adam_step_scalars& k,
+                                  std::span<float> master, std::span<const G> grad) {
+  const group_spec& gs = group(g);
+  const std::string who = "streamed adam '" + name_ + "': update of group '" + gs.name + "': ";
+  if (own_master_)
+    throw config_error(who + "the master weights live on NVMe here (master_on_nvme); use step");
+  if (master.size() != gs.numel || grad.size() != gs.numel)
+    throw config_error(who + std::to_string(master.size()) + " master weights and " +
+                       std::to_string(grad.size()) + " gradients; the group has " +
+                       std::to_string(gs.numel));
+  settle(g);
+  settle_ended();
+  auto fresh = run_prepared<G, no_copy>(
+      g, g + 1, [&](std::size_t) -> const adam_step_scalars& { return k; },
+      [&](std::size_t) { return grad.data(); }, [](std::size_t) -> no_copy* { return nullptr; },
+      [&](std::size_t) { return master.data(); });
+  prepared_[g] = prepared_versions{fresh[0], event{}};
+}
+
+inline void streamed_adam::adopt_group_after(std::size_t g, event written) {
+  // Nothing prepared (a group with no element on this rank): nothing waits for the write.
+  if (g < prepared_.size() && prepared_[g]) prepared_[g]->after = std::move(written);
+}
+
+inline void streamed_adam::adopt(std::size_t g, const std::array<handle, 3>& fresh) noexcept {
+  io::nvme_store& store = ctx_.nvme();
+  for (std::size_t a = 0; a < kinds(); ++a) {
+    const state_kind k = kind_at(a);
+    if (current_[g][k]) store.destroy(current_[g][k]);
+    current_[g][k] = fresh[k];
+  }
+}
+
+inline void streamed_adam::settle(std::size_t g) noexcept {
+  if (g >= prepared_.size() || !prepared_[g]) return;
+  prepared_versions p = std::move(*prepared_[g]);
+  prepared_[g].reset();
+  bool written = true;
+  try {
+    p.after.wait();
+  } catch (...) {  // the masters' write failed (the caller hears of it): keep the old moments
+    written = false;
+  }
+  if (written) {
+    adopt(g, p.fresh);
+  } else {
+    io::nvme_store& store = ctx_.nvme();
+    for (handle h : p.fresh)
+      if (h) store.destroy(h);
+  }
+}
+
+inline void streamed_adam::settle_ended() noexcept {
+  for (std::size_t g = 0; g < prepared_.size(); ++g)
+    if (prepared_[g] && prepared_[g]->after.ready()) settle(g);
+}
+
+inline void streamed_adam::settle_all() noexcept {
+  for (std::size_t g = 0; g < prepared_.size(); ++g) settle(g);
+}
+
 template <class G, class P, class K, class Grads, class Copies, class Masters>
 void streamed_adam::run(std::size_t first, std::size_t last, K&& k_of, Grads&& grad_of,
                         Copies&& copy_of, Masters&& master_of) {
+  const auto fresh = run_prepared<G, P>(first, last, k_of, grad_of, copy_of, master_of);
+  for (std::size_t g = first; g < last; ++g) adopt(g, fresh[g - first]);
+}
+
+template <class G, class P, class K, class Grads, class Copies, class Masters>
+std::vector<std::array<streamed_adam::handle, 3>> streamed_adam::run_prepared(
+    std::size_t first, std::size_t last, K&& k_of, Grads&& grad_of, Copies&& copy_of,
+    Masters&& master_of) {
   run_state r{first, last, "step " + std::to_string(t_ + 1), sub_groups(first, last), {}, {}, {},
               {}};
   const std::size_t count = r.chunks.size(), na = kinds();
@@ -299,7 +374,8 @@ void streamed_adam::run(std::size_t first, std::size_t last, K&& k_of, Grads&& g
     abandon_versions(r);
     throw;
   }
-  adopt_versions(r);
+  r.txns.clear();  // committed: the new versions hold their data, the current ones still rule
+  return r.fresh;
 }
 
 template <class F>
@@ -402,17 +478,6 @@ inline void streamed_adam::abandon_versions(run_state& r) noexcept {
   for (auto& hs : r.fresh)
     for (handle h : hs)
       if (h) store.destroy(h);
-}
-
-inline void streamed_adam::adopt_versions(run_state& r) noexcept {
-  r.txns.clear();
-  io::nvme_store& store = ctx_.nvme();
-  for (std::size_t g = r.first; g < r.last; ++g)
-    for (std::size_t a = 0; a < kinds(); ++a) {
-      const state_kind k = kind_at(a);
-      if (current_[g][k]) store.destroy(current_[g][k]);
-      current_[g][k] = r.fresh[g - r.first][k];
-    }
 }
 
 }  // namespace optim

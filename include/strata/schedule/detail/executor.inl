@@ -272,6 +272,9 @@ void zero_executor<Comm, Bundle, Prefetch>::update_away_from_home(std::size_t i,
   reading = {};
   s_uses = p.take_last_use(k);
   s_uses.push_back(p.write_from(s, optimizer_tier::id, s_uses));
+  // An optimizer whose own state of the layer must commit with these parameters (zero_adam's
+  // NVMe moments) is told which write that is.
+  if constexpr (requires { u.home_written(i, s_uses.back()); }) u.home_written(i, s_uses.back());
 }
 
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
