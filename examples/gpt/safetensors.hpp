@@ -9,7 +9,10 @@
 // and from the (out, in) arrays of gpt_config.hpp on the way. So a saved model loads into
 // Hugging Face's GPT2LMHeadModel given the same sizes (vocab_size=256, n_positions=context,
 // n_embd=width, n_layer=layers, n_head=heads). Files are written F32 (F16 / BF16 on request);
-// the reader also reads F16 and BF16 and converts them to float.
+// the reader also reads F16 and BF16 and converts them to float. The writer streams
+// (stream_safetensors): the header is made from names, dtypes and shapes, then each tensor's
+// values are asked for in turn, so a model can be written one layer at a time (write_gpt; a
+// training checkpoint's export, checkpoint_export.hpp, reads one layer, writes it, and goes on).
 // What it is not: a loader for OpenAI's GPT-2 checkpoints (their vocabulary is BPE, not bytes);
 // a file without the "strata-gpt" metadata is refused rather than guessed at.
 //
@@ -34,11 +37,14 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <map>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <fcntl.h>
@@ -161,27 +167,47 @@ inline void fsync_directory_of(const std::string& path) {
 // Writing
 // ---------------------------------------------------------------------------------------------
 
-/// Writes the tensors, in the order given, and the metadata (string -> string, as the format
-/// requires) to `path`. The bytes go to a temporary file of this process's own beside it
-/// (path + ".tmp.<pid>.<n>", created with O_EXCL | O_NOFOLLOW, so two runs writing the same
-/// path never share one and a planted link is refused), are fsync'ed, renamed over `path`, and
-/// the directory is fsync'ed: a crash leaves either the old file or the new one, never half of
-/// one, and the rename itself is durable.
-inline void write_safetensors(const std::string& path, const std::vector<st_tensor_ref>& tensors,
-                              const std::map<std::string, std::string>& metadata) {
+/// A tensor's entry in a file about to be written: everything the header says, known before
+/// any value is. With `transposed` (2-D only) its values come as the transpose, (shape[1],
+/// shape[0]) row-major, and are transposed on the way to the file.
+struct st_tensor_spec {
+  std::string name;
+  std::vector<std::int64_t> shape;
+  st_dtype dtype = st_dtype::f32;
+  bool transposed = false;
+};
+
+/// Gives tensor `index`'s numel floats (in its spec's order: transposed when marked). The
+/// writer asks for 0, 1, 2, ... once each, and uses the span only until it asks for the next, so
+/// a producer may hand out a view of a buffer it refills (one layer of a checkpoint at a time).
+using st_tensor_source = std::function<std::span<const float>(std::size_t index)>;
+
+/// What a streamed write wrote.
+struct st_write_summary {
+  std::size_t tensors = 0;
+  std::uint64_t file_bytes = 0;     // the whole file: length, header, data
+  std::size_t held_floats = 0;      // the largest tensor the writer itself held (a transpose)
+};
+
+namespace st_detail {
+
+/// The header's text: {"__metadata__": ..., name: {dtype, shape, data_offsets}, ...} in the
+/// order given, padded with spaces to a multiple of 8 bytes. config_error naming the tensor
+/// for a reserved or repeated name or a transposed tensor that is not 2-D.
+inline std::string header_text(const std::string& path, const std::vector<st_tensor_spec>& specs,
+                               const std::map<std::string, std::string>& metadata) {
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   std::uint64_t offset = 0;
-  for (const st_tensor_ref& t : tensors) {
+  for (const st_tensor_spec& t : specs) {
     if (t.name == "__metadata__" || header.contains(t.name))
       throw strata::config_error("safetensors: tensor name '" + t.name + "' for '" + path +
                                  "' is reserved or used twice");
     if (t.transposed && t.shape.size() != 2)
       throw strata::config_error("safetensors: tensor '" + t.name + "' for '" + path +
-                                 "' is marked transposed but has shape " +
-                                 st_detail::shape_string(t.shape) + ", not 2-D");
-    const std::uint64_t bytes =
-        st_detail::numel(t.shape) * st_detail::st_dtype_size(st_dtype_name(t.dtype));
+                                 "' is marked transposed but has shape " + shape_string(t.shape) +
+                                 ", not 2-D");
+    const std::uint64_t bytes = numel(t.shape) * st_dtype_size(st_dtype_name(t.dtype));
     header[t.name] = {{"dtype", st_dtype_name(t.dtype)},
                       {"shape", t.shape},
                       {"data_offsets", {offset, offset + bytes}}};
@@ -191,37 +217,100 @@ inline void write_safetensors(const std::string& path, const std::vector<st_tens
   // The spec lets the header be padded with spaces; 8-byte alignment keeps every F32 tensor
   // aligned when the file is mapped.
   text.append((8 - text.size() % 8) % 8, ' ');
+  return text;
+}
 
+/// Writes `count` floats as `dtype`. Halves are converted a fixed chunk at a time, so the
+/// conversion never holds a second copy of the tensor.
+inline void write_floats(int fd, const float* data, std::size_t count, st_dtype dtype,
+                         const std::string& tmp) {
+  if (dtype == st_dtype::f32) {
+    write_all(fd, data, count * sizeof(float), tmp);
+    return;
+  }
+  constexpr std::size_t chunk = std::size_t{1} << 16;
+  std::vector<std::uint16_t> half(std::min(count, chunk));
+  for (std::size_t at = 0; at < count; at += chunk) {
+    const std::size_t n = std::min(chunk, count - at);
+    if (dtype == st_dtype::f16)
+      strata::convert(data + at, reinterpret_cast<strata::f16*>(half.data()), n);
+    else
+      strata::convert(data + at, reinterpret_cast<strata::bf16*>(half.data()), n);
+    write_all(fd, half.data(), n * 2, tmp);
+  }
+}
+
+/// A temporary file of this process's own beside `path`: path + ".tmp.<pid>.<n>", created with
+/// O_EXCL | O_NOFOLLOW, so two writers of one path never share one and a planted link is
+/// refused.
+inline std::pair<int, std::string> create_temp_beside(const std::string& path) {
   static std::atomic<unsigned> serial{0};
-  const std::string tmp =
-      path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(serial++);
+  std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(serial++);
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (fd < 0)
     throw strata::io_error("safetensors: cannot create '" + tmp + "': " + std::strerror(errno));
+  return {fd, std::move(tmp)};
+}
+
+/// Closes the (fsync'ed) temporary file and renames it over `path`, then makes the rename
+/// durable. The temporary file is removed when either fails.
+inline void publish_temp(int fd, const std::string& tmp, const std::string& path) {
+  if (::close(fd) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    throw strata::io_error("safetensors: closing '" + tmp + "' failed: " + std::strerror(err));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    throw strata::io_error("safetensors: renaming '" + tmp + "' to '" + path +
+                           "' failed: " + std::strerror(err));
+  }
+  fsync_directory_of(path);
+}
+
+}  // namespace st_detail
+
+/// Writes a safetensors file whose header is known up front, asking `source` for each tensor's
+/// values in turn (see st_tensor_source), so that no more than one tensor need be in memory at
+/// once: the writer keeps only a transpose (one tensor) and a fixed conversion chunk.
+/// The bytes go to a temporary file beside `path` (st_detail::create_temp_beside), are
+/// fsync'ed, renamed over `path`, and the directory is fsync'ed: a crash leaves either the old
+/// file or the new one, never half of one, and the rename itself is durable. Any failure — a
+/// write, the source throwing, a span of the wrong length (config_error naming the tensor) —
+/// removes the temporary file and leaves `path` as it was.
+inline st_write_summary stream_safetensors(const std::string& path,
+                                           const std::vector<st_tensor_spec>& specs,
+                                           const std::map<std::string, std::string>& metadata,
+                                           const st_tensor_source& source) {
+  const std::string text = st_detail::header_text(path, specs, metadata);
+  st_write_summary summary;
+  summary.tensors = specs.size();
+  summary.file_bytes = 8 + text.size();
+  const auto [fd, tmp] = st_detail::create_temp_beside(path);
   try {
     const std::uint64_t n = text.size();
     st_detail::write_all(fd, &n, 8, tmp);
     st_detail::write_all(fd, text.data(), text.size(), tmp);
-    std::vector<std::uint16_t> half;
     std::vector<float> flipped;
-    for (const st_tensor_ref& t : tensors) {
+    for (std::size_t i = 0; i < specs.size(); ++i) {
+      const st_tensor_spec& t = specs[i];
       const std::size_t count = st_detail::numel(t.shape);
-      const float* data = t.data;
+      const std::span<const float> values = source(i);
+      if (values.size() != count)
+        throw strata::config_error("safetensors: tensor '" + t.name + "' for '" + path +
+                                   "' has shape " + st_detail::shape_string(t.shape) + " (" +
+                                   std::to_string(count) + " floats), its source gave " +
+                                   std::to_string(values.size()));
+      const float* data = values.data();
       if (t.transposed) {
         flipped.resize(count);
-        st_detail::transpose(t.data, flipped.data(), std::size_t(t.shape[1]), std::size_t(t.shape[0]));
+        summary.held_floats = std::max(summary.held_floats, count);
+        st_detail::transpose(data, flipped.data(), std::size_t(t.shape[1]), std::size_t(t.shape[0]));
         data = flipped.data();
       }
-      if (t.dtype == st_dtype::f32) {
-        st_detail::write_all(fd, data, count * sizeof(float), tmp);
-        continue;
-      }
-      half.resize(count);
-      if (t.dtype == st_dtype::f16)
-        strata::convert(data, reinterpret_cast<strata::f16*>(half.data()), count);
-      else
-        strata::convert(data, reinterpret_cast<strata::bf16*>(half.data()), count);
-      st_detail::write_all(fd, half.data(), count * 2, tmp);
+      st_detail::write_floats(fd, data, count, t.dtype, tmp);
+      summary.file_bytes += count * st_detail::st_dtype_size(st_dtype_name(t.dtype));
     }
     if (::fsync(fd) != 0)
       throw strata::io_error("safetensors: fsync of '" + tmp + "' failed: " + std::strerror(errno));
@@ -230,17 +319,21 @@ inline void write_safetensors(const std::string& path, const std::vector<st_tens
     ::unlink(tmp.c_str());
     throw;
   }
-  if (::close(fd) != 0) {
-    ::unlink(tmp.c_str());
-    throw strata::io_error("safetensors: closing '" + tmp + "' failed: " + std::strerror(errno));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    throw strata::io_error("safetensors: renaming '" + tmp + "' to '" + path +
-                           "' failed: " + std::strerror(err));
-  }
-  st_detail::fsync_directory_of(path);
+  st_detail::publish_temp(fd, tmp, path);
+  return summary;
+}
+
+/// Writes whole tensors held in memory, in the order given, and the metadata (string -> string,
+/// as the format requires) to `path`: stream_safetensors over the callers' arrays, with its
+/// durability (temporary file, fsync, rename, directory fsync; the old file kept on failure).
+inline void write_safetensors(const std::string& path, const std::vector<st_tensor_ref>& tensors,
+                              const std::map<std::string, std::string>& metadata) {
+  std::vector<st_tensor_spec> specs;
+  specs.reserve(tensors.size());
+  for (const st_tensor_ref& t : tensors) specs.push_back({t.name, t.shape, t.dtype, t.transposed});
+  (void)stream_safetensors(path, specs, metadata, [&](std::size_t i) {
+    return std::span<const float>(tensors[i].data, st_detail::numel(tensors[i].shape));
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -453,22 +546,33 @@ inline std::vector<std::int64_t> to_shape(const std::vector<int>& s) {
 
 }  // namespace st_detail
 
-/// Saves a model: cfg in the metadata, every parameter under its GPT-2 name and layout.
-/// embed: (embed_numel,); blocks[l]: (block_numel,) for l < cfg.layers.
-inline void save_gpt(const std::string& path, const gpt_config& cfg, const float* embed,
-                     const std::vector<const float*>& blocks, st_dtype dtype = st_dtype::f32) {
+/// Gives executor layer i's flat array: 0 the embeddings (embed_numel floats), 1 + l block l
+/// (block_numel floats). write_gpt asks for 0, 1, ..., cfg.layers once each, and uses a span
+/// only until it asks for the next.
+using gpt_layer_source = std::function<std::span<const float>(std::size_t layer)>;
+
+/// Writes a model: cfg in the metadata, every parameter under its GPT-2 name and layout, in
+/// layer order, so that only one layer's array need exist at a time (stream_safetensors).
+/// This is the one place the file's layout is made: save_gpt and a checkpoint's export both
+/// come here, so their files are the same bytes for the same weights.
+inline st_write_summary write_gpt(const std::string& path, const gpt_config& cfg, st_dtype dtype,
+                                  const gpt_layer_source& layer) {
   cfg.validate();
-  if (blocks.size() != static_cast<std::size_t>(cfg.layers))
-    throw strata::config_error("save_gpt '" + path + "': " + std::to_string(blocks.size()) +
-                               " block arrays given for a config with " +
-                               std::to_string(cfg.layers) + " layers");
-  std::vector<st_tensor_ref> refs;
-  for (const tensor_slot& s : embed_slots(cfg))
-    refs.push_back({s.name, st_detail::to_shape(s.shape), embed + s.offset, dtype});
+  struct place {
+    std::size_t layer, offset;  // executor layer, and floats into its array
+  };
+  std::vector<st_tensor_spec> specs;
+  std::vector<place> where;
+  for (const tensor_slot& s : embed_slots(cfg)) {
+    specs.push_back({s.name, st_detail::to_shape(s.shape), dtype});
+    where.push_back({0, s.offset});
+  }
+  const std::vector<tensor_slot> block = block_slots(cfg);
   for (int l = 0; l < cfg.layers; ++l)
-    for (const tensor_slot& s : block_slots(cfg))
-      refs.push_back({block_tensor_name(l, s), st_detail::file_shape(s), blocks[l] + s.offset, dtype,
-                      s.shape.size() == 2});
+    for (const tensor_slot& s : block) {
+      specs.push_back({block_tensor_name(l, s), st_detail::file_shape(s), dtype, s.shape.size() == 2});
+      where.push_back({std::size_t(l) + 1, s.offset});
+    }
   const std::map<std::string, std::string> meta = {
       {"format", gpt_format_name},
       {"vocab", std::to_string(cfg.vocab)},
@@ -477,7 +581,38 @@ inline void save_gpt(const std::string& path, const gpt_config& cfg, const float
       {"heads", std::to_string(cfg.heads)},
       {"width", std::to_string(cfg.width)},
       {"weight_layout", "GPT-2 Conv1D (in, out)"}};
-  write_safetensors(path, refs, meta);
+
+  std::span<const float> current;
+  std::size_t current_layer = std::size_t(-1);
+  return stream_safetensors(path, specs, meta, [&](std::size_t i) {
+    const place& p = where[i];
+    if (p.layer != current_layer) {
+      current = layer(p.layer);
+      current_layer = p.layer;
+      const std::size_t need = p.layer == 0 ? embed_numel(cfg) : block_numel(cfg);
+      if (current.size() != need)
+        throw strata::config_error(
+            "write_gpt '" + path + "': layer " + std::to_string(p.layer) + " (" +
+            (p.layer == 0 ? std::string("embed") : "h." + std::to_string(p.layer - 1)) + ") has " +
+            std::to_string(current.size()) + " floats, the config needs " + std::to_string(need));
+    }
+    return current.subspan(p.offset, st_detail::numel(specs[i].shape));
+  });
+}
+
+/// Saves a model held in memory (write_gpt). embed: (embed_numel,); blocks[l]: (block_numel,)
+/// for l < cfg.layers.
+inline void save_gpt(const std::string& path, const gpt_config& cfg, const float* embed,
+                     const std::vector<const float*>& blocks, st_dtype dtype = st_dtype::f32) {
+  cfg.validate();
+  if (blocks.size() != static_cast<std::size_t>(cfg.layers))
+    throw strata::config_error("save_gpt '" + path + "': " + std::to_string(blocks.size()) +
+                               " block arrays given for a config with " +
+                               std::to_string(cfg.layers) + " layers");
+  (void)write_gpt(path, cfg, dtype, [&](std::size_t i) {
+    return i == 0 ? std::span<const float>(embed, embed_numel(cfg))
+                  : std::span<const float>(blocks[i - 1], block_numel(cfg));
+  });
 }
 
 inline void save_gpt(const std::string& path, const gpt_config& cfg, const std::vector<float>& embed,

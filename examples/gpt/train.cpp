@@ -35,6 +35,7 @@
 // Exit codes: 0 trained (or stopped with a checkpoint), 1 failed (the message says why),
 // 2 bad arguments.
 #include "data.hpp"
+#include "init_from.hpp"
 #include "run_checkpoints.hpp"
 #include "safetensors.hpp"
 #include "stop_request.hpp"
@@ -175,6 +176,11 @@ int train(Comm& comm, const options& o, const gpt::text_split& data, double peak
   if (!o.checkpoint_dir.empty()) {
     ck.emplace(tr, o, rank, [&](const std::string& line) { say("%s", line.c_str()); });
     first_step = ck->resume();
+  }
+  if (first_step == 0 && !o.init_from.empty()) {  // every rank reads the same file
+    const auto w = gpt::initial_weights_from(o.init_from, cfg);
+    for (std::size_t i = 0; i < w.size(); ++i) tr.executor().set_params(i, w[i]);
+    say("   initial weights from %s (the optimizer state starts fresh)\n", o.init_from.c_str());
   }
   if (first_step >= tc.steps) {  // the run had finished: its weights are the output
     auto w = tr.weights();

@@ -12,7 +12,8 @@
 //   --resume must load (0 failed loads) and the resumed run must end with the uninterrupted
 //   run's weights (0 differing bytes);
 // - a checkpoint of another model is refused by name; a directory with no checkpoint starts
-//   fresh under --resume.
+//   fresh under --resume; --init-from starts from a saved model's weights (its first loss far
+//   below a fresh start's) and refuses another model's file.
 #include "gpt_test_support.hpp"
 
 #include <csignal>
@@ -232,6 +233,28 @@ TEST_CASE("gpt_train: the kill -9 drill: 0 failed loads, 0 differing bytes", "[g
   CHECK(kills >= 20);
   CHECK(failed_loads == 0);
   CHECK(differing == 0);
+}
+
+TEST_CASE("gpt_train --init-from: training starts from a saved model; another model's is refused",
+          "[gpt][checkpoint]") {
+  temp_dir d("init_from");
+  write_corpus(d);
+  const run_setup s{d, "host", 2, 30};
+  REQUIRE(train(s, "trained").code == 0);  // 30 steps: its loss is well below a fresh model's
+  const run_setup one{d, "host", 2, 1};
+  const run_result fresh = train(one, "fresh");
+  const run_result warm = train(one, "warm", "--init-from '" + d / "trained.safetensors" + "'");
+  INFO(fresh.output << "\n---\n" << warm.output);
+  REQUIRE(fresh.code == 0);
+  REQUIRE(warm.code == 0);
+  CHECK(contains(warm.output, "initial weights from " + d / "trained.safetensors"));
+  const double fresh_loss = std::stod(losses(d / "fresh.csv").at(0).substr(2));
+  const double warm_loss = std::stod(losses(d / "warm.csv").at(0).substr(2));
+  CHECK(warm_loss < fresh_loss - 0.3);
+  const run_result other =
+      train(one, "other", "--width 64 --init-from '" + d / "trained.safetensors" + "'");
+  CHECK(other.code == 1);
+  CHECK(contains(other.output, "width is 32, the run's is 64"));
 }
 
 TEST_CASE("gpt_train --resume: a fresh start without a checkpoint; another model's is refused",
