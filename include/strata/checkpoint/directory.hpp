@@ -185,6 +185,13 @@ public:
   /// copy_range); returns the bytes the kernel copied without this process's memory.
   std::size_t copy_from(int src, std::uint64_t src_offset, const std::string& src_path,
                         std::size_t n, std::uint64_t offset);
+  /// Starts writing bytes [offset, offset + n) back to the device now (sync_file_range,
+  /// SYNC_FILE_RANGE_WRITE: it does not wait), so that a large file's data flows to the disk
+  /// while the rest is produced and finish()'s fsync has little left to do. Best effort.
+  void start_writeback(std::uint64_t offset, std::size_t n) noexcept {
+    if (fd_) (void)::sync_file_range(fd_.get(), static_cast<off64_t>(offset),
+                                     static_cast<off64_t>(n), SYNC_FILE_RANGE_WRITE);
+  }
   /// fsync and close (phases file_written, file_synced).
   void finish();
 

@@ -55,6 +55,8 @@
 #include <string>
 #include <vector>
 
+#include <sched.h>
+
 STRATA_NAMESPACE_BEGIN
 namespace checkpoint {
 
@@ -73,6 +75,12 @@ struct saver_options {
   shard_writer_options writer{};
   /// In messages, the trace and the plan line.
   std::string name = "checkpoint";
+  /// Run the snapshot and the persist at idle CPU priority (Linux SCHED_IDLE for the queue's
+  /// thread): they take only CPU time training leaves unused (its waits for copies and
+  /// collectives), so on a machine whose cores the training fills, a checkpoint's CRCs and
+  /// copies do not slow the step; the persist takes longer instead. The update guard still
+  /// waits for a layer's snapshot where it must (then the cores are free, and it runs).
+  bool idle_priority = true;
 };
 
 /// How one checkpoint ended, as this rank saw it.

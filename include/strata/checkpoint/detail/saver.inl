@@ -22,7 +22,12 @@ inline std::string message_of(const std::exception_ptr& e) {
 
 template <class Executor>
 saver<Executor>::saver(Executor& ex, adam_type& opt, saver_options options)
-    : ex_(ex), opt_(opt), options_(std::move(options)), queue_(options_.name, ex.ctx().trace()) {
+    : ex_(ex), opt_(opt), options_(std::move(options)),
+      queue_(options_.name, ex.ctx().trace(), [idle = options_.idle_priority] {
+        if (!idle) return;
+        sched_param none{};
+        (void)::sched_setscheduler(0, SCHED_IDLE, &none);  // this thread; best effort
+      }) {
   if (options_.directory.empty()) throw config_error(who() + ": no directory given");
   // The staging is planned: with the executor's lines when its plan extension added ours,
   // otherwise checked here, before it is allocated.

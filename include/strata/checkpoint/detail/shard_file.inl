@@ -81,6 +81,7 @@ inline void shard_writer::add(const tensor_desc& d, std::span<const std::byte> b
     e.crc32c.push_back(io::crc32c(bytes.data() + at, static_cast<std::size_t>(n)));
   }
   data_.write_at(bytes.data(), bytes.size(), e.offset);
+  data_.start_writeback(e.offset, bytes.size());
   end_ = e.offset + e.bytes;
   m_.tensors.push_back(std::move(e));
 }
@@ -123,6 +124,7 @@ inline std::size_t shard_writer::add_copy(const tensor_desc& d, int src_fd,
     }
     e.crc32c.push_back(io::crc32c(block.data(), block.size()));
   }
+  data_.start_writeback(e.offset, static_cast<std::size_t>(e.bytes));
   end_ = e.offset + e.bytes;
   m_.tensors.push_back(std::move(e));
   return in_kernel;
