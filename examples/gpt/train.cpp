@@ -174,6 +174,11 @@ int train(Comm& comm, const options& o, const gpt::text_split& data, double peak
   std::optional<checkpoints> ck;
   int first_step = 0;
   if (!o.checkpoint_dir.empty()) {
+    // keep checkpoints, and the one being written beside them.
+    gpt::check_free_space("--checkpoint-dir", o.checkpoint_dir, "checkpoints (--keep + 1) of",
+                          (o.keep + 1) * checkpoints::saver_type::plan_for(tr.executor())
+                                             .peak(strata::tier_id::host),
+                          ranks);
     ck.emplace(tr, o, rank, [&](const std::string& line) { say("%s", line.c_str()); });
     first_step = ck->resume();
   }

@@ -197,25 +197,29 @@ inline void check_outputs(const train_options& o) {
   }
 }
 
-/// The NVMe tier's plan against the free space of its directory, before the first step: the
-/// memory plan checks budgets, not the disk, and a full disk found at step 900 (ENOSPC) would
-/// end the run. `ranks` is how many ranks put their arenas in that directory (every rank of
-/// the run: they share one machine's drive).
-inline void check_nvme_space(const std::string& dir, std::size_t bytes_per_rank, int ranks) {
+/// Free space for what a run will write into `dir` (named by `option`) before the first step:
+/// the memory plan checks budgets, not the disk, and a full disk found at step 900 (ENOSPC)
+/// would end the run. `ranks` is how many ranks write there (every rank of the run: they share
+/// one machine's drive). check_nvme_space: the NVMe tier's plan against --nvme-dir.
+inline void check_free_space(const std::string& option, const std::string& dir,
+                             const std::string& what, std::size_t bytes_per_rank, int ranks) {
   struct statvfs fs {};
   if (::statvfs(dir.c_str(), &fs) != 0)
-    throw strata::io_error("--nvme-dir '" + dir + "': cannot read its free space: " +
+    throw strata::io_error(option + " '" + dir + "': cannot read its free space: " +
                            std::strerror(errno));
   const double need = static_cast<double>(bytes_per_rank) * ranks;
   const double free = static_cast<double>(fs.f_bavail) * static_cast<double>(fs.f_frsize);
   if (need > free)
     throw strata::out_of_budget(
-        "--nvme-dir '" + dir + "': the plan puts " + strata::format_bytes(bytes_per_rank) +
-            " per rank on the NVMe tier, " + std::to_string(ranks) + " rank(s): " +
+        option + " '" + dir + "': " + what + " " + strata::format_bytes(bytes_per_rank) +
+            " per rank, " + std::to_string(ranks) + " rank(s): " +
             strata::format_bytes(static_cast<std::size_t>(need)) + "; the file system has " +
             strata::format_bytes(static_cast<std::size_t>(free)) + " free",
-        "nvme", static_cast<std::size_t>(need), static_cast<std::size_t>(free),
+        option.substr(2), static_cast<std::size_t>(need), static_cast<std::size_t>(free),
         static_cast<std::size_t>(free));
+}
+inline void check_nvme_space(const std::string& dir, std::size_t bytes_per_rank, int ranks) {
+  check_free_space("--nvme-dir", dir, "the plan puts on the NVMe tier", bytes_per_rank, ranks);
 }
 
 /// Makes `dir` ready under the rule at the top (for --nvme-dir, and --checkpoint-dir, named

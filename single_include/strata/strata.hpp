@@ -3788,6 +3788,33 @@ public:
   /// first commit.
   std::uint64_t file_offset_of(handle h) const;
 
+  /// Where a tensor's committed bytes are, for a copy file to file that does not read them
+  /// through memory (a checkpoint of an NVMe home): the arena file's path (to be opened
+  /// without O_DIRECT by the copier: its offsets and lengths need no alignment), the data's
+  /// offset and size, and the CRC-32C of each checksum_block() of it as the store wrote them.
+  /// `written` is false for a tensor never written (it reads as zeros; there is no extent).
+  /// The extent stays what it is until the tensor's next commit: the caller makes sure none
+  /// happens while it copies.
+  struct extent_view {
+    std::string path;
+    std::uint64_t offset = 0;
+    std::size_t bytes = 0;
+    std::size_t block = 0;
+    std::shared_ptr<const std::vector<std::uint32_t>> crcs;
+    bool written = false;
+  };
+  extent_view committed_extent(handle h) const {
+    const tensor t = snapshot(h, "committed_extent");
+    extent_view v;
+    v.path = file_.path();
+    v.bytes = t.bytes;
+    v.block = block_;
+    v.written = t.has_data && t.current.length > 0;
+    v.offset = v.written ? t.current.offset : 0;
+    v.crcs = t.crcs;
+    return v;
+  }
+
 private:
   using extent = write_txn::extent_ref;
   struct tensor {
@@ -10450,6 +10477,16 @@ STRATA_NAMESPACE_END
 
 STRATA_NAMESPACE_BEGIN
 
+/// Where a rank's state of a layer lives at home, for a reader on another thread (a
+/// checkpoint's snapshot in the background): a host-readable pointer (a memory home the host
+/// can read), or the handle of the NVMe store's tensor (a file home); neither where the home is
+/// a real GPU (the reader must copy it through the executor instead).
+struct home_source {
+  const float* host = nullptr;
+  io::nvme_store::handle file = 0;
+  explicit operator bool() const noexcept { return host != nullptr || file != 0; }
+};
+
 /// One layer's parameters as the executor sees them: a name and a flat element count (the
 /// layer's tensors back to back).
 struct layer_spec {
@@ -10504,6 +10541,39 @@ public:
   /// shard's real elements for stages 1-3 (the n that step()'s update gets).
   std::size_t part_numel(std::size_t i) const {
     return stage == 0 ? layouts_[i].numel() : layouts_[i].valid_in(comm_.rank());
+  }
+  /// Where that part starts in layer i (element offset): 0 for stage 0, the shard's offset
+  /// otherwise. With part_numel, the global range the optimizer state of this rank covers.
+  std::size_t part_offset(std::size_t i) const {
+    return stage == 0 ? 0 : layouts_[i].offset(comm_.rank());
+  }
+  /// The global range of layer i's parameters this rank stores: its shard's real elements
+  /// when the bundle shards parameters (stage 3), all of them otherwise.
+  std::size_t stored_offset(std::size_t i) const {
+    return Bundle::params_sharded ? layouts_[i].offset(comm_.rank()) : 0;
+  }
+  std::size_t stored_numel(std::size_t i) const {
+    return Bundle::params_sharded ? layouts_[i].valid_in(comm_.rank()) : layouts_[i].numel();
+  }
+  /// What this rank stores of layer i's parameters (stored_numel values from stored_offset),
+  /// read from home without any collective: what a checkpoint of this rank saves.
+  std::vector<float> stored_params(std::size_t i);
+  /// Sets what this rank stores of layer i (stored_numel values; the padding stays zeros):
+  /// what a checkpoint restores, each rank from the byte ranges it owns. Not a collective.
+  void set_stored_params(std::size_t i, std::span<const float> values);
+  /// Where the stored parameters of layer i are at home (see home_source), after a sync():
+  /// what a background reader may read, and nothing else of the executor's, while forward()
+  /// and backward() run — not once step() or a set_params() rewrites layer i. Empty for a
+  /// device home in a CUDA build.
+  home_source stored_home(std::size_t i) {
+    sync();
+    if constexpr (file_home) {
+      return {nullptr, params_.at(i).ref().home_file()};
+    } else if constexpr (Bundle::home_tier::host_accessible) {
+      return {static_cast<const float*>(params_.at(i).ref().data(Bundle::home_tier::id)), 0};
+    } else {
+      return {};
+    }
   }
 
   /// Sets layer i's parameters from the full values (every rank passes the same; each keeps
@@ -10738,6 +10808,28 @@ void zero_executor<Comm, Bundle, Prefetch>::set_params(std::size_t i, std::span<
 }
 
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+std::vector<float> zero_executor<Comm, Bundle, Prefetch>::stored_params(std::size_t i) {
+  sync();
+  std::vector<float> mine = params_.at(i).to_vector();
+  mine.resize(stored_numel(i));
+  return mine;
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+void zero_executor<Comm, Bundle, Prefetch>::set_stored_params(std::size_t i,
+                                                              std::span<const float> values) {
+  if (values.size() != stored_numel(i))
+    throw config_error("zero_executor '" + name_ + "': set_stored_params of layer '" +
+                       specs_.at(i).name + "' with " + std::to_string(values.size()) +
+                       " values; rank " + std::to_string(comm_.rank()) + " stores " +
+                       std::to_string(stored_numel(i)));
+  sync();
+  std::vector<float> mine(params_[i].size(), 0.0f);
+  std::copy(values.begin(), values.end(), mine.begin());
+  params_[i].assign(mine);
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
 std::vector<float> zero_executor<Comm, Bundle, Prefetch>::params(std::size_t i) {
   sync();
   const auto& lay = layouts_[i];
@@ -10928,6 +11020,9 @@ void zero_executor<Comm, Bundle, Prefetch>::update_away_from_home(std::size_t i,
   reading = {};
   s_uses = p.take_last_use(k);
   s_uses.push_back(p.write_from(s, optimizer_tier::id, s_uses));
+  // An optimizer whose own state of the layer must commit with these parameters (zero_adam's
+  // NVMe moments) is told which write that is.
+  if constexpr (requires { u.home_written(i, s_uses.back()); }) u.home_written(i, s_uses.back());
 }
 
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
@@ -12472,6 +12567,16 @@ public:
   std::vector<float> master(std::size_t g);
   std::vector<float> m(std::size_t g);
   std::vector<float> v(std::size_t g);
+  /// Sets group g's m and v (a checkpoint's restore): each an atomic write of the whole tensor.
+  void set_moments(std::size_t g, std::span<const float> m, std::span<const float> v);
+  /// The store handles of group g's current m and v (which = 0, 1): a background reader
+  /// (a checkpoint's snapshot) reads them while no update of g runs.
+  handle moment_handle(std::size_t g, int which) {
+    settle(g);
+    return current_.at(g)[which == 0 ? m_kind : v_kind];
+  }
+  /// Sets the count of applied steps (a checkpoint's restore; the next step is t + 1).
+  void set_t(std::uint64_t t) noexcept { t_ = t; }
 
   /// One step over every group with the same scalars (made for t() + 1); grads[g] and, unless
   /// P is no_copy, copies[g] have group g's numel elements (host memory). Advances t() when it
@@ -12492,7 +12597,30 @@ public:
   void update_group(std::size_t g, const adam_step_scalars& k, std::span<float> master,
                     std::span<const G> grad);
 
+  /// update_group's two-phase form, for a caller whose master weights are written elsewhere
+  /// after the update (zero_adam with the executor's NVMe-homed parameters): the new m and v
+  /// of group g are written and committed as new versions but not made current. Then
+  /// adopt_group_after(g, written) with the event of the caller's write of the new masters:
+  /// when it has succeeded the new versions become current, and when it failed they are
+  /// dropped — so the group's masters and moments move to the new step together or neither
+  /// does. Which happens is settled at the next call that touches group g (m(), v(), an update,
+  /// ...) or sooner, when a later prepare finds the write ended. Without adopt_group_after the
+  /// new versions become current at that next call.
+  template <class G>
+  void prepare_group(std::size_t g, const adam_step_scalars& k, std::span<float> master,
+                     std::span<const G> grad);
+  void adopt_group_after(std::size_t g, event written);  // nothing prepared for g: no-op
+
 private:
+  struct prepared_versions {
+    std::array<handle, 3> fresh{0, 0, 0};
+    event after;           // the caller's write of the masters (default: none to wait for)
+  };
+  // Group g's prepared versions made current (the write succeeded) or dropped (it failed).
+  void settle(std::size_t g) noexcept;
+  void settle_ended() noexcept;  // every group whose write has ended
+  void settle_all() noexcept;
+  void adopt(std::size_t g, const std::array<handle, 3>& fresh) noexcept;
   struct piece {
     std::size_t group, offset, count, pos;  // elements: in the group, how many, in the set
   };
@@ -12518,6 +12646,12 @@ private:
   template <class G, class P, class K, class Grads, class Copies, class Masters>
   void run(std::size_t first, std::size_t last, K&& k_of, Grads&& grad_of, Copies&& copy_of,
            Masters&& master_of);
+  // The same up to the commit of the new versions, which it returns (per group from first),
+  // without making them current.
+  template <class G, class P, class K, class Grads, class Copies, class Masters>
+  std::vector<std::array<handle, 3>> run_prepared(std::size_t first, std::size_t last, K&& k_of,
+                                                  Grads&& grad_of, Copies&& copy_of,
+                                                  Masters&& master_of);
 
   // One run's state: its sub-groups, the new version of every tensor (a fresh handle and its
   // copy-on-write transaction) and, per sub-group and array, the events of its read and write.
@@ -12547,8 +12681,6 @@ private:
   void commit_versions(run_state& r);
   // After a failure: nothing of the run may still touch the sets; the new versions go.
   void abandon_versions(run_state& r) noexcept;
-  // After the commits: the new versions become current (nothing here can fail).
-  void adopt_versions(run_state& r) noexcept;
   // Runs io(), giving an io_error or format_error the place it happened (`at`), its type kept.
   template <class F>
   void guarded(F&& io, const std::string& at) const;
@@ -12568,6 +12700,7 @@ private:
   std::uint64_t t_ = 0;
   memory_plan plan_;
   std::vector<std::array<handle, 3>> current_;  // per group: master, m, v (0: none)
+  std::vector<std::optional<prepared_versions>> prepared_;  // per group: prepare_group's
   std::vector<buffer> sets_;                    // 3 x (kinds x sub_) floats, pinned
   // One reader and one writer per array (master, m, v): the arrays of a sub-group move at
   // once, so one array's checksums (which the store computes on the calling thread) overlap
@@ -12674,6 +12807,7 @@ inline streamed_adam::streamed_adam(context& ctx, std::vector<group_spec> groups
       writers_.push_back(std::make_unique<work_queue>(name_ + " io-write " + what, ctx_.trace()));
     }
     current_.assign(groups_.size(), {0, 0, 0});
+    prepared_.assign(groups_.size(), std::nullopt);
     for (std::size_t g = 0; g < groups_.size(); ++g) {
       if (!groups_[g].numel) continue;
       for (std::size_t a = 0; a < kinds(); ++a)
@@ -12690,6 +12824,7 @@ inline streamed_adam::streamed_adam(context& ctx, std::vector<group_spec> groups
 
 inline streamed_adam::~streamed_adam() {
   drain();
+  settle_all();
   if (ctx_.has_nvme()) {
     io::nvme_store& store = ctx_.nvme();
     for (auto& hs : current_)
@@ -12761,8 +12896,22 @@ inline void streamed_adam::set_master(std::size_t g, std::span<const float> valu
   if (gs.numel) ctx_.nvme().write(current_[g][master_kind], values.data(), values.size_bytes());
 }
 
+inline void streamed_adam::set_moments(std::size_t g, std::span<const float> m,
+                                       std::span<const float> v) {
+  const group_spec& gs = group(g);
+  if (m.size() != gs.numel || v.size() != gs.numel)
+    throw config_error("streamed adam '" + name_ + "': set_moments of group '" + gs.name +
+                       "' with " + std::to_string(m.size()) + " and " + std::to_string(v.size()) +
+                       " values; it has " + std::to_string(gs.numel));
+  if (!gs.numel) return;
+  settle(g);
+  ctx_.nvme().write(current_[g][m_kind], m.data(), m.size_bytes());
+  ctx_.nvme().write(current_[g][v_kind], v.data(), v.size_bytes());
+}
+
 inline std::vector<float> streamed_adam::read_whole(std::size_t g, state_kind k) {
   const group_spec& gs = group(g);
+  settle(g);
   std::vector<float> out(gs.numel);
   if (gs.numel) ctx_.nvme().read(current_[g][k], 0, out.data(), gs.numel * sizeof(float));
   return out;
@@ -12833,15 +12982,86 @@ void streamed_adam::update_group(std::size_t g, const adam_step_scalars& k,
     throw config_error(who + std::to_string(master.size()) + " master weights and " +
                        std::to_string(grad.size()) + " gradients; the group has " +
                        std::to_string(gs.numel));
+  settle(g);
   run<G, no_copy>(
       g, g + 1, [&](std::size_t) -> const adam_step_scalars& { return k; },
       [&](std::size_t) { return grad.data(); }, [](std::size_t) -> no_copy* { return nullptr; },
       [&](std::size_t) { return master.data(); });
 }
 
+template <class G>
+void streamed_adam::prepare_group(std::size_t g, const adam_step_scalars& k,
+                                  std::span<float> master, std::span<const G> grad) {
+  const group_spec& gs = group(g);
+  const std::string who = "streamed adam '" + name_ + "': update of group '" + gs.name + "': ";
+  if (own_master_)
+    throw config_error(who + "the master weights live on NVMe here (master_on_nvme); use step");
+  if (master.size() != gs.numel || grad.size() != gs.numel)
+    throw config_error(who + std::to_string(master.size()) + " master weights and " +
+                       std::to_string(grad.size()) + " gradients; the group has " +
+                       std::to_string(gs.numel));
+  settle(g);
+  settle_ended();
+  auto fresh = run_prepared<G, no_copy>(
+      g, g + 1, [&](std::size_t) -> const adam_step_scalars& { return k; },
+      [&](std::size_t) { return grad.data(); }, [](std::size_t) -> no_copy* { return nullptr; },
+      [&](std::size_t) { return master.data(); });
+  prepared_[g] = prepared_versions{fresh[0], event{}};
+}
+
+inline void streamed_adam::adopt_group_after(std::size_t g, event written) {
+  // Nothing prepared (a group with no element on this rank): nothing waits for the write.
+  if (g < prepared_.size() && prepared_[g]) prepared_[g]->after = std::move(written);
+}
+
+inline void streamed_adam::adopt(std::size_t g, const std::array<handle, 3>& fresh) noexcept {
+  io::nvme_store& store = ctx_.nvme();
+  for (std::size_t a = 0; a < kinds(); ++a) {
+    const state_kind k = kind_at(a);
+    if (current_[g][k]) store.destroy(current_[g][k]);
+    current_[g][k] = fresh[k];
+  }
+}
+
+inline void streamed_adam::settle(std::size_t g) noexcept {
+  if (g >= prepared_.size() || !prepared_[g]) return;
+  prepared_versions p = std::move(*prepared_[g]);
+  prepared_[g].reset();
+  bool written = true;
+  try {
+    p.after.wait();
+  } catch (...) {  // the masters' write failed (the caller hears of it): keep the old moments
+    written = false;
+  }
+  if (written) {
+    adopt(g, p.fresh);
+  } else {
+    io::nvme_store& store = ctx_.nvme();
+    for (handle h : p.fresh)
+      if (h) store.destroy(h);
+  }
+}
+
+inline void streamed_adam::settle_ended() noexcept {
+  for (std::size_t g = 0; g < prepared_.size(); ++g)
+    if (prepared_[g] && prepared_[g]->after.ready()) settle(g);
+}
+
+inline void streamed_adam::settle_all() noexcept {
+  for (std::size_t g = 0; g < prepared_.size(); ++g) settle(g);
+}
+
 template <class G, class P, class K, class Grads, class Copies, class Masters>
 void streamed_adam::run(std::size_t first, std::size_t last, K&& k_of, Grads&& grad_of,
                         Copies&& copy_of, Masters&& master_of) {
+  const auto fresh = run_prepared<G, P>(first, last, k_of, grad_of, copy_of, master_of);
+  for (std::size_t g = first; g < last; ++g) adopt(g, fresh[g - first]);
+}
+
+template <class G, class P, class K, class Grads, class Copies, class Masters>
+std::vector<std::array<streamed_adam::handle, 3>> streamed_adam::run_prepared(
+    std::size_t first, std::size_t last, K&& k_of, Grads&& grad_of, Copies&& copy_of,
+    Masters&& master_of) {
   run_state r{first, last, "step " + std::to_string(t_ + 1), sub_groups(first, last), {}, {}, {},
               {}};
   const std::size_t count = r.chunks.size(), na = kinds();
@@ -12869,7 +13089,8 @@ void streamed_adam::run(std::size_t first, std::size_t last, K&& k_of, Grads&& g
     abandon_versions(r);
     throw;
   }
-  adopt_versions(r);
+  r.txns.clear();  // committed: the new versions hold their data, the current ones still rule
+  return r.fresh;
 }
 
 template <class F>
@@ -12974,17 +13195,6 @@ inline void streamed_adam::abandon_versions(run_state& r) noexcept {
       if (h) store.destroy(h);
 }
 
-inline void streamed_adam::adopt_versions(run_state& r) noexcept {
-  r.txns.clear();
-  io::nvme_store& store = ctx_.nvme();
-  for (std::size_t g = r.first; g < r.last; ++g)
-    for (std::size_t a = 0; a < kinds(); ++a) {
-      const state_kind k = kind_at(a);
-      if (current_[g][k]) store.destroy(current_[g][k]);
-      current_[g][k] = r.fresh[g - r.first][k];
-    }
-}
-
 }  // namespace optim
 STRATA_NAMESPACE_END
 #endif // STRATA_SINGLE_INCLUDE_STRATA_OPTIM_DETAIL_STREAMED_ADAM_HPP
@@ -13021,12 +13231,14 @@ STRATA_NAMESPACE_END
 //                          buffers (streamed_adam with the executor's parameters as master
 //                          weights): each layer's update reads its m and v in sub-groups,
 //                          updates and writes them back in a pipeline, and commits that layer's
-//                          new m and v when its update returned (so a failed update leaves both
-//                          the layer's parameters, see executor.hpp, and its moments as they
-//                          were). The executor writes each layer's parameters home after that,
-//                          on its own: should that write fail, the layer's moments are one step
-//                          ahead of its parameters (the error reaches the caller at the next
-//                          sync); the step as a whole is not one transaction.
+//                          new m and v as new versions when its update returned; they become
+//                          current only once the executor's write of the layer's new
+//                          parameters home has succeeded (update::home_written; streamed_adam::
+//                          prepare_group). So a layer commits its parameters and moments
+//                          together: a failure anywhere in its update or in that write leaves
+//                          the layer wholly at the previous step (the error reaches the caller
+//                          at the next sync). Layers are their own transactions: those updated
+//                          before the failure stay updated.
 //
 // step(ex, options): measures this rank's gradient slices (measure_gradient, with the loss
 // scaler's 1/scale and options.grad_multiplier as multiplier), sums the measures over the ranks
@@ -13888,6 +14100,29 @@ public:
   /// This rank's m and v of layer i (part_numel(i) values), copied to the host.
   std::vector<float> m(std::size_t i) { return moment(i, 0); }
   std::vector<float> v(std::size_t i) { return moment(i, 1); }
+  /// Restores this rank's m and v of layer i (part_numel(i) values each) and the step count:
+  /// what a checkpoint's load does, after which the next step is bitwise the one the saved
+  /// run took next.
+  void set_moments(std::size_t i, std::span<const float> m, std::span<const float> v);
+  /// Where this rank's m (which = 0) or v (1) of layer i lives, for a reader on another thread
+  /// (see home_source); empty for a device home in a CUDA build or a layer with no element here.
+  home_source moment_home(std::size_t i, int which) {
+    if (i >= part_.size() || part_[i] == 0) return {};
+    if constexpr (streamed) {
+      return {nullptr, stream_->moment_handle(i, which)};
+    } else if constexpr (home_tier::host_accessible) {
+      return {static_cast<const float*>((which == 0 ? m_ : v_)[i].data()), 0};
+    } else {
+      return {};
+    }
+  }
+  /// Called with layer i before an update touches layer i's parameters or moments; a snapshot
+  /// still reading them in the background (checkpoint/saver.hpp) waits there. Empty: none.
+  void set_update_guard(std::function<void(std::size_t)> guard) { guard_ = std::move(guard); }
+  void set_t(std::uint64_t t) noexcept {
+    t_ = t;
+    if (stream_) stream_->set_t(t);
+  }
 
   /// One step's update, u(i, params, grads, n), for ex.step(u) or ex.backward(g, u): layer i's
   /// state at step t() + 1 with gradient multiplier s. Each layer is updated once; t() advances
@@ -13896,6 +14131,11 @@ public:
   public:
     void operator()(std::size_t i, float* p, const float* g, std::size_t n) const {
       s_->opt->apply(*s_, i, p, g, n);
+    }
+    /// The executor's word that layer i's updated parameters are on their way home, and
+    /// `written` the event of that write: an NVMe home's new moments wait for it (see the top).
+    void home_written(std::size_t i, const event& written) const {
+      if constexpr (streamed) s_->opt->stream_->adopt_group_after(i, written);
     }
 
   private:
@@ -13957,6 +14197,7 @@ private:
   std::vector<std::size_t> part_;             // part_numel of each layer
   std::vector<buffer> m_, v_;                 // in-memory homes: per layer, on the home tier
   std::unique_ptr<streamed_adam> stream_;     // nvme home
+  std::function<void(std::size_t)> guard_;    // set_update_guard
 };
 
 // ---- definitions ------------------------------------------------------------------------------
@@ -14045,10 +14286,14 @@ void zero_adam<Executor>::apply(typename update::state& st, std::size_t i, float
   if (st.done[i])
     throw config_error(where() + "layer '" + ex_.layer(i).name + "' updated twice by one "
                        "update_fn(): make one per step");
+  if (guard_) guard_(i);
   if (n) {
     const adam_step_scalars k = adam_step_scalars::make(params_[i], st.t, st.s);
     if constexpr (streamed) {
-      stream_->update_group<float>(i, k, std::span<float>(p, n), std::span<const float>(g, n));
+      // Two-phase: the new m and v become current once the executor's write of these
+      // parameters home has succeeded (home_written), so a failed write leaves the layer's
+      // parameters and moments both at the previous step.
+      stream_->prepare_group<float>(i, k, std::span<float>(p, n), std::span<const float>(g, n));
     } else if constexpr (on_real_device) {
 #if defined(__CUDACC__)
       const device_adam_tensor<float> one{p, static_cast<float*>(m_[i].data()),
@@ -14097,6 +14342,33 @@ step_result zero_adam<Executor>::step(Executor& ex, const step_options& options)
   r.coefficient = clip_coefficient(r.norm, options.max_grad_norm);
   ex_.step(update_fn(multiplier * r.coefficient));
   return r;
+}
+
+template <class Executor>
+void zero_adam<Executor>::set_moments(std::size_t i, std::span<const float> m,
+                                      std::span<const float> v) {
+  if (i >= part_.size() || m.size() != part_[i] || v.size() != part_[i])
+    throw config_error(where() + "set_moments of layer " + std::to_string(i) + " with " +
+                       std::to_string(m.size()) + " and " + std::to_string(v.size()) +
+                       " values; this rank's part of it has " +
+                       (i < part_.size() ? std::to_string(part_[i]) : std::string("none")));
+  if (part_[i] == 0) return;
+  if constexpr (streamed) {
+    stream_->set_moments(i, m, v);
+  } else {
+    for (int which = 0; which < 2; ++which) {
+      void* dst = (which == 0 ? m_ : v_)[i].data();
+      const float* src = (which == 0 ? m : v).data();
+      if constexpr (on_real_device) {
+        ex_.sync();
+        ctx_.copy(dst, tier_id::device, src, tier_id::host, part_[i] * sizeof(float),
+                  "restore Adam moment")
+            .wait();
+      } else {
+        std::memcpy(dst, src, part_[i] * sizeof(float));
+      }
+    }
+  }
 }
 
 template <class Executor>
@@ -14178,6 +14450,7 @@ STRATA_NAMESPACE_END
 // order of fsyncs and renames is what matters, and it is easiest to read and test here.
 
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <functional>
@@ -14287,6 +14560,36 @@ public:
       if (w <= 0) fail(where("cannot write", n, offset), path, w < 0 ? errno : EIO);
       done += static_cast<std::size_t>(w);
     }
+  }
+  /// Copies n bytes from `src` at src_offset to `dst` at dst_offset inside the kernel
+  /// (copy_file_range: no trip through this process's memory; a reflink or server-side copy
+  /// where the file system has one). Where the kernel cannot (EXDEV, EINVAL, ENOSYS,
+  /// EOPNOTSUPP: other file systems, an O_DIRECT source on some), through a 1 MiB buffer.
+  /// Returns the bytes the kernel copied by itself. A short source is an io_error (EIO).
+  std::size_t copy_range(int src, std::uint64_t src_offset, const std::string& src_path, int dst,
+                         std::uint64_t dst_offset, std::size_t n, const std::string& path) const {
+    inject(fs_op::write, path, where("cannot write", n, dst_offset).c_str());
+    std::size_t done = 0, in_kernel = 0;
+    while (done < n) {
+      loff_t from = static_cast<loff_t>(src_offset + done), to = static_cast<loff_t>(dst_offset + done);
+      const ssize_t c = ::copy_file_range(src, &from, dst, &to, n - done, 0);
+      if (c < 0 && errno == EINTR) continue;
+      if (c < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP))
+        break;  // the rest through memory
+      if (c < 0) fail(where("cannot copy into", n, dst_offset) + " from '" + src_path + "'", path, errno);
+      if (c == 0) fail(where("cannot copy into", n, dst_offset) + ": '" + src_path + "' ends early", path, EIO);
+      done += static_cast<std::size_t>(c);
+      in_kernel += static_cast<std::size_t>(c);
+    }
+    std::vector<unsigned char> buf(std::min<std::size_t>(n - done, std::size_t{1} << 20));
+    while (done < n) {
+      const std::size_t k = std::min(buf.size(), n - done);
+      if (read_at(src, buf.data(), k, src_offset + done, src_path) != k)
+        fail(where("cannot copy into", n, dst_offset) + ": '" + src_path + "' ends early", path, EIO);
+      write_at(dst, buf.data(), k, dst_offset + done, path);
+      done += k;
+    }
+    return in_kernel;
   }
   /// Reads up to n bytes at `offset`; fewer only at the end of the file. Returns the count.
   [[nodiscard]] std::size_t read_at(int fd, void* dst, std::size_t n, std::uint64_t offset,
@@ -14415,6 +14718,7 @@ STRATA_NAMESPACE_END
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -14465,6 +14769,10 @@ struct root_options {
   fs_fault fault{};
   /// Create the root directory (and missing parents) when it does not exist.
   bool create = true;
+  /// Remove a crash's leftovers at open (see the top). Only the process that commits may: the
+  /// other ranks of a run open the root with recover = false, so that they never remove the
+  /// TAG.partial/ the writer is filling (they join() it and add their own files).
+  bool recover = true;
 };
 
 class pending_checkpoint;
@@ -14511,6 +14819,15 @@ public:
   /// ".pruning" (config_error otherwise); an existing TAG is refused (io_error, EEXIST).
   /// The root must outlive the returned object.
   [[nodiscard]] pending_checkpoint begin(const std::string& tag);
+  /// For the other ranks of a multi-rank checkpoint: opens TAG.partial/, which the committing
+  /// rank began, to create this rank's files in it. A joined checkpoint is never committed or
+  /// removed by its holder (commit() is a config_error; abandoning only closes it): the rank
+  /// that began it commits once every rank's files are finished. io_error when there is no
+  /// TAG.partial/.
+  [[nodiscard]] pending_checkpoint join(const std::string& tag);
+  /// begin() or join() (join = true) on the heap, for a holder that keeps the pending
+  /// checkpoint across calls (a pending_checkpoint does not move: its files point at it).
+  [[nodiscard]] std::unique_ptr<pending_checkpoint> make_pending(const std::string& tag, bool join);
 
   /// Throws config_error unless `tag` is a valid tag (see begin()).
   static void check_tag(const std::string& tag);
@@ -14523,6 +14840,7 @@ private:
   void remove_unpublished();
   void remove_leftover(const std::string& name, const char* why);
   std::optional<std::uint64_t> sequence_of(const std::string& tag) const;
+  std::uint64_t next_sequence(const std::string& tag) const;
   std::vector<std::pair<std::uint64_t, std::string>> committed_by_sequence() const;
   void prune(const std::string& tag, const std::string& latest_tag);
   void notify(commit_phase p, std::string_view tag, std::string_view path) const {
@@ -14546,6 +14864,17 @@ public:
   const std::string& path() const noexcept { return path_; }
   /// Writes n bytes at `offset` (io_error naming the file, offset and length).
   void write_at(const void* src, std::size_t n, std::uint64_t offset);
+  /// Copies n bytes of `src` (from src_offset) to `offset`, file to file (file_ops::
+  /// copy_range); returns the bytes the kernel copied without this process's memory.
+  std::size_t copy_from(int src, std::uint64_t src_offset, const std::string& src_path,
+                        std::size_t n, std::uint64_t offset);
+  /// Starts writing bytes [offset, offset + n) back to the device now (sync_file_range,
+  /// SYNC_FILE_RANGE_WRITE: it does not wait), so that a large file's data flows to the disk
+  /// while the rest is produced and finish()'s fsync has little left to do. Best effort.
+  void start_writeback(std::uint64_t offset, std::size_t n) noexcept {
+    if (fd_) (void)::sync_file_range(fd_.get(), static_cast<off64_t>(offset),
+                                     static_cast<off64_t>(n), SYNC_FILE_RANGE_WRITE);
+  }
   /// fsync and close (phases file_written, file_synced).
   void finish();
 
@@ -14562,13 +14891,16 @@ class pending_checkpoint {
 public:
   pending_checkpoint(pending_checkpoint&&) = delete;  // output_files point at it
   pending_checkpoint& operator=(pending_checkpoint&&) = delete;
-  /// Removes TAG.partial/ unless committed (a failed or abandoned checkpoint leaves nothing).
+  /// Removes TAG.partial/ unless committed or joined (a failed or abandoned checkpoint leaves
+  /// nothing).
   ~pending_checkpoint() { abandon(); }
 
   const std::string& tag() const noexcept { return tag_; }
   /// The path of TAG.partial/.
   const std::string& path() const noexcept { return path_; }
   int dir_fd() const noexcept { return dir_.get(); }
+  /// The root's file operations (with its fault seam), for reads a writer makes.
+  const file_ops& ops() const noexcept { return root_->ops_; }
 
   /// Creates `name` (a plain file name) in TAG.partial/; finish it before commit().
   [[nodiscard]] output_file create(const std::string& name);
@@ -14586,7 +14918,7 @@ public:
 private:
   friend class checkpoint_root;
   friend class output_file;
-  pending_checkpoint(checkpoint_root* root, std::string tag, std::uint64_t sequence);
+  pending_checkpoint(checkpoint_root* root, std::string tag, std::uint64_t sequence, bool joined);
   void publish_latest();
 
   checkpoint_root* root_;
@@ -14594,6 +14926,7 @@ private:
   std::uint64_t sequence_;
   unique_fd dir_;
   int unfinished_ = 0;
+  bool joined_ = false;  // join(): another rank's files only; the beginner commits
   bool renamed_ = false, committed_ = false;
 };
 
@@ -14672,7 +15005,7 @@ inline checkpoint_root::checkpoint_root(std::string path, root_options options)
     if (ec) throw io_error("checkpoint root '" + path_ + "': cannot create it: " + ec.message());
   }
   fd_ = ops_.open_dir(AT_FDCWD, path_, path_);
-  recover();
+  if (options_.recover) recover();
 }
 
 inline void checkpoint_root::remove_leftover(const std::string& name, const char* why) {
@@ -14767,11 +15100,28 @@ inline checkpoint_dir checkpoint_root::open(const std::string& tag) const {
 
 inline pending_checkpoint checkpoint_root::begin(const std::string& tag) {
   check_tag(tag);
+  return pending_checkpoint(this, tag, next_sequence(tag), false);
+}
+
+inline pending_checkpoint checkpoint_root::join(const std::string& tag) {
+  check_tag(tag);
+  return pending_checkpoint(this, tag, 0, true);
+}
+
+inline std::unique_ptr<pending_checkpoint> checkpoint_root::make_pending(const std::string& tag,
+                                                                         bool join) {
+  check_tag(tag);
+  const std::uint64_t sequence = join ? 0 : next_sequence(tag);
+  return std::unique_ptr<pending_checkpoint>(new pending_checkpoint(this, tag, sequence, join));
+}
+
+// The commit sequence number of a new checkpoint `tag` (io_error, EEXIST, when it exists).
+inline std::uint64_t checkpoint_root::next_sequence(const std::string& tag) const {
   if (file_ops::exists(fd_.get(), tag))
     file_ops::fail("checkpoint already exists:", child(tag), EEXIST);
   std::uint64_t next = 1;
   for (auto& [seq, name] : committed_by_sequence()) next = std::max(next, seq + 1);
-  return pending_checkpoint(this, tag, next);
+  return next;
 }
 
 // Keeps `latest` and the keep-1 committed before it; removes the rest (also a checkpoint
@@ -14798,6 +15148,13 @@ inline void output_file::write_at(const void* src, std::size_t n, std::uint64_t 
   owner_->root_->ops_.write_at(fd_.get(), src, n, offset, path_);
 }
 
+inline std::size_t output_file::copy_from(int src, std::uint64_t src_offset,
+                                          const std::string& src_path, std::size_t n,
+                                          std::uint64_t offset) {
+  if (!fd_) throw config_error("checkpoint file '" + path_ + "' is already finished");
+  return owner_->root_->ops_.copy_range(src, src_offset, src_path, fd_.get(), offset, n, path_);
+}
+
 inline void output_file::finish() {
   if (!fd_) return;
   const checkpoint_root& root = *owner_->root_;
@@ -14811,10 +15168,14 @@ inline void output_file::finish() {
 // ---- pending_checkpoint ---------------------------------------------------------------------------
 
 inline pending_checkpoint::pending_checkpoint(checkpoint_root* root, std::string tag,
-                                              std::uint64_t sequence)
-    : root_(root), tag_(std::move(tag)), sequence_(sequence) {
+                                              std::uint64_t sequence, bool joined)
+    : root_(root), tag_(std::move(tag)), sequence_(sequence), joined_(joined) {
   const std::string name = tag_ + std::string(detail::partial_suffix);
   path_ = root_->child(name);
+  if (joined_) {
+    dir_ = root_->ops_.open_dir(root_->fd_.get(), name, path_);
+    return;
+  }
   root_->ops_.make_dir(root_->fd_.get(), name, path_);
   try {
     dir_ = root_->ops_.open_dir(root_->fd_.get(), name, path_);
@@ -14844,6 +15205,9 @@ inline void pending_checkpoint::write_file(const std::string& name, std::span<co
 
 inline void pending_checkpoint::commit() {
   if (committed_) return;
+  if (joined_)
+    throw config_error("checkpoint '" + tag_ + "': joined by another rank; only the rank that "
+                       "began it commits");
   if (unfinished_ != 0)
     throw config_error("checkpoint '" + tag_ + "': " + std::to_string(unfinished_) +
                        " file(s) were created but never finished; nothing was committed");
@@ -14898,6 +15262,10 @@ inline void pending_checkpoint::publish_latest() {
 inline void pending_checkpoint::abandon() noexcept {
   if (committed_ || !root_) return;
   dir_.reset();
+  if (joined_) {  // the rank that began it removes it
+    root_ = nullptr;
+    return;
+  }
   try {
     if (renamed_) {
       // Renamed but `latest` never switched to it: it was never the loaded checkpoint. Taken

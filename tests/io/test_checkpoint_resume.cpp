@@ -6,7 +6,8 @@
 // checkpoint saved by one world size and bundle loads onto another (4 -> 2, 1 -> 3, ZeRO-3 on
 // NVMe -> ZeRO-0 resident, ZeRO-1 -> ZeRO-3 on host), bitwise the saved state, each rank
 // reading only its ranges; every rank's file is written once (no rank writes a replica another
-// wrote); a persist that fails (ENOSPC) is reported, leaves the previous checkpoint `latest`,
+// wrote); an update that reaches a layer whose snapshot is not taken yet waits for it (made
+// observable by holding the snapshot); a persist that fails (ENOSPC) is reported, leaves the previous checkpoint `latest`,
 // and training goes on.
 // ctest-timeout: 600
 #include "catch.hpp"
@@ -18,8 +19,10 @@
 
 #include <strata/checkpoint/saver.hpp>
 
+#include <condition_variable>
 #include <filesystem>
 #include <mutex>
+#include <thread>
 
 using namespace strata;
 using namespace io_test;
@@ -226,6 +229,72 @@ TEST_CASE("checkpoint: loading reshards onto another world size and bundle",
   reshard<zero3_infinity, zero0>(2, 1);
   reshard<zero1, zero3_offload>(2, 3);
   reshard<zero0, zero3_infinity>(3, 4);
+}
+
+TEST_CASE("checkpoint: the next update of a layer waits for its snapshot", "[checkpoint][resume]") {
+  // The snapshot is held before it starts (the data file's creation blocks in the fault seam);
+  // the next step's update must then wait at the guard, and what is saved is the state before
+  // that step. The wait is observed (guard_waits), not timed; the bounded loop below only runs
+  // out when the guard is broken.
+  scratch_dir dir;
+  const full_state before = run<zero3_offload>(1, {.first = 1, .last = 2, .dir = {}});
+  const full_state after = run<zero3_offload>(1, {.first = 1, .last = 3, .dir = {}});
+  std::mutex m;
+  std::condition_variable cv;
+  bool hold = true;
+  checkpoint::fs_fault fault = [&](checkpoint::fs_op op, const std::string& path) {
+    if (op == checkpoint::fs_op::create && path.find("rank-0.bin") != std::string::npos) {
+      std::unique_lock lock(m);
+      cv.wait(lock, [&] { return !hold; });
+    }
+    return 0;
+  };
+  full_state got;
+  std::mutex out;
+  comm::thread_world tw(1, std::chrono::seconds(60));
+  tw.run([&](comm::threads& c) {
+    context ctx(config_for(0));
+    std::vector<layer_spec> specs;
+    for (std::size_t i = 0; i < sizes.size(); ++i) specs.push_back({"L" + std::to_string(i), sizes[i]});
+    using Ex = zero_executor<comm::threads, zero3_offload, prefetch::lookahead<1>>;
+    Ex ex(ctx, c, specs);
+    for (std::size_t i = 0; i < sizes.size(); ++i) ex.set_params(i, initial(i));
+    optim::zero_adam opt(ex, std::function<optim::adam_params(std::size_t)>(params_of),
+                         {.sub_group = 16 << 10});
+    checkpoint::saver<Ex> ck(ex, opt, {.directory = dir.path.string(), .fault = fault});
+    auto step = [&] {
+      float act = 0;
+      ex.forward([&](std::size_t i, const float* w, std::size_t n) { forward_layer(0, 0, i, w, n, act); });
+      ex.backward([&](std::size_t i, const float* w, float* dw, std::size_t n) {
+        backward_layer(0, 0, i, w, dw, n, act, 1.0f);
+      });
+      (void)opt.step(ex, {.max_grad_norm = 5.0});
+    };
+    step();
+    step();
+    ck.save("step-2", 2, {{"data_position", 2}});
+    std::thread third(step);  // its update reaches layer 0 and waits there
+    bool waited = false;
+    for (int i = 0; i < 6000 && !waited; ++i) {
+      waited = ck.guard_waits() > 0;
+      if (!waited) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    {
+      std::lock_guard lock(m);
+      hold = false;
+    }
+    cv.notify_all();
+    third.join();
+    CHECK(waited);
+    const auto r = ck.finish();
+    REQUIRE(r);
+    CHECK(r->committed);
+    gather(got, out, ex, opt, 0);
+  });
+  check_same(got, after);  // the held snapshot did not change the training
+  const full_state loaded = run<zero3_offload>(1, {.first = 3, .last = 2, .resume = true,
+                                                   .dir = dir.path.string()});
+  check_same(loaded, before);  // and it saved the state before the third step
 }
 
 TEST_CASE("checkpoint: a persist that fails is reported; the previous checkpoint stays latest",

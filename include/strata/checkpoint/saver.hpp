@@ -150,6 +150,9 @@ public:
   /// collective.
   std::optional<save_report> finish() { return advance(true); }
   bool in_flight() const noexcept { return phase_ != phase::idle; }
+  /// How many times an update has had to wait at the guard for a layer's snapshot (since this
+  /// saver was made): a schedule made observable, for tests and reports.
+  std::size_t guard_waits() const noexcept { return guard_waits_.load(); }
   /// Bytes of this rank's snapshot staging.
   std::size_t staging_bytes() const noexcept { return snapshot_bytes(ex_); }
 
@@ -196,6 +199,7 @@ private:
   std::size_t snapshotted_ = 0;
   bool snapshot_over_ = true;  // taken, or failed: nothing more to wait for
   double guard_stall_ = 0;
+  std::atomic<std::size_t> guard_waits_{0};
   work_queue queue_;  // last: it stops (waiting for its work) before what that work uses goes
 };
 

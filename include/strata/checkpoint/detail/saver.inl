@@ -210,6 +210,7 @@ void saver<Executor>::guard(std::size_t layer) {
   std::unique_lock lock(mutex_);
   if (snapshot_over_ || snapshotted_ > layer) return;
   const auto t0 = std::chrono::steady_clock::now();
+  ++guard_waits_;
   cv_.wait(lock, [&] { return snapshot_over_ || snapshotted_ > layer; });
   guard_stall_ += detail::seconds_since(t0);
 }
