@@ -5,7 +5,8 @@
 // process, or MPI ranks under mpirun), prints the memory plan before the first step, then one
 // progress line per step, and leaves behind:
 //   gpt_loss.csv, gpt_loss.svg   the loss log and its curve (train and validation)
-//   gpt_trace.json (--trace)     rank 0's trace of the step --trace-step (open in Perfetto)
+//   gpt_trace.json (--trace)     rank 0's trace of the step --trace-step and of what ran between
+//                                it and the step before (open in Perfetto)
 //   gpt.safetensors              the final weights with GPT-2 tensor names (gpt_generate reads it)
 // What it is not: fast on a GPU. This is the host build: tier::device is strata's emulated
 // device (a bounded arena in host memory with its own copy queues), the kernels are host/
@@ -241,6 +242,9 @@ int train(Comm& comm, const options& o, const gpt::text_split& data, double peak
     // checkpoint; so does the last step.
     stopped = gpt::stop_agreed(comm) || rec.step == o.stop_after;
     std::string ckpt;
+    // The trace of step --trace-step starts here, one step early: it shows what happens between
+    // the steps too (a checkpoint begun now persists under the traced step).
+    if (rank == 0 && step + 1 == o.trace_step) ctx.trace().set_enabled(true);
     if (ck) {
       ck->after_step(rec.step, stopped || rec.step == tc.steps);
       ckpt = ck->progress();
