@@ -33,7 +33,7 @@
 // tmpfs is refused, as by bench_nvme); the run's files are removed at the end.
 #include "trainer.hpp"
 
-#include "bench_files.hpp"  // scratch_dir, is_tmpfs
+#include "bench_common.hpp"  // median, seconds_since, scratch_dir, is_tmpfs
 #include "example_support.hpp"
 #include "nvme_fio.hpp"
 
@@ -51,13 +51,8 @@
 namespace {
 
 using clock_type = std::chrono::steady_clock;
-double seconds_since(clock_type::time_point t0) {
-  return std::chrono::duration<double>(clock_type::now() - t0).count();
-}
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? -1 : v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
-}
+using bench_support::median;
+using bench_support::seconds_since;
 
 struct figures {
   std::vector<double> plain, async, sync, stall, snapshot, write, commit, fio;
@@ -73,7 +68,9 @@ double fio_write(const std::string& dir, std::uint64_t bytes, std::string& error
   j.file = "fio-peer.dat";
   j.write = true;
   j.size = bytes;
-  j.block = std::size_t{1} << 20;
+  // 1 MiB blocks; a smoke run's tiny state in one block of its own size (fio refuses a size
+  // below its block).
+  j.block = static_cast<std::size_t>(std::clamp<std::uint64_t>(bytes / 4096 * 4096, 4096, 1 << 20));
   j.engine = "psync";
   j.direct = false;
   j.end_fsync = true;

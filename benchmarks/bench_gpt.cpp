@@ -19,6 +19,8 @@
 // tokens a step has: measured 1.43 at B = 8 (159 ms steps), 1.07 at B = 32 (684 ms).
 #include "trainer.hpp"
 
+#include "bench_common.hpp"  // median, seconds_since
+
 #include "example_support.hpp"  // examples/common/: option_reader
 
 #include <strata/comm/solo.hpp>
@@ -38,15 +40,8 @@
 namespace {
 
 using clock_type = std::chrono::steady_clock;
-
-double seconds_since(clock_type::time_point t0) {
-  return std::chrono::duration<double>(clock_type::now() - t0).count();
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? -1 : v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
-}
+using bench_support::median;
+using bench_support::seconds_since;
 
 // One GEMM shape of the training step: C (M,N) = A (M,K) B (K,N), with A/B transposed as the
 // model calls it, `count` times per step.

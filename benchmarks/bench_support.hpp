@@ -12,7 +12,7 @@
 //                  also keeps every repetition's bytes/s for a ratio line
 //   own options    option_value() for `--name=value` (a program takes its own options out of
 //                  argv before Google Benchmark sees the rest), parse_size() for 64M, 1GiB, ...
-//   scratch        bench_files.hpp's exe_dir(), scratch_dir() and is_tmpfs(), included here
+//   scratch        bench_common.hpp's exe_dir(), scratch_dir(), is_tmpfs(), median(), included here
 //   time_memcpy()  the memcpy peer that bandwidth ratios are measured against
 //   free_deleter   for aligned_alloc'd buffers
 // The programs run interleaved repetitions and summarise them by their median the same way, so
@@ -22,7 +22,7 @@
 // benchmarks pass unknown flags on to Google Benchmark and report through it, a different job.
 #pragma once
 
-#include "bench_files.hpp"
+#include "bench_common.hpp"
 
 #include <benchmark/benchmark.h>
 
@@ -46,14 +46,6 @@ namespace bench_support {
 struct free_deleter {
   void operator()(void* p) const noexcept { std::free(p); }
 };
-
-/// The median of `v`; negative when it is empty (the "did not run" of the ratio lines).
-inline double median(std::vector<double> v) {
-  if (v.empty()) return -1.0;
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 /// The console options the library would pick for its own reporter: colour when stdout is a
 /// terminal (or as --benchmark_color says), a counters table with --benchmark_counters_tabular.

@@ -1,9 +1,11 @@
 // tests/io/io_test_support.hpp — what the IO tests share: where their files go, which engines
-// this build has, and scoped environment variables.
+// this build has, scoped environment variables, and the small NVMe-tier context the ZeRO
+// tests train their toy models in.
 #pragma once
 
 #include "catch.hpp"
 
+#include <strata/exec/context.hpp>
 #include <strata/io/make_engine.hpp>
 
 #include <cstdlib>
@@ -83,6 +85,22 @@ inline std::vector<std::string> engine_kinds() {
       WARN("io_uring cannot be used here, only the posix engine is tested: " << notice);
   }
   return kinds;
+}
+
+/// The context of rank `rank` for the toy ZeRO models (tests/zero_adam_model.hpp,
+/// zero_toy_model.hpp) with an NVMe tier in test_tmpdir(): a 4 MiB device, 16 MiB pinned,
+/// 64 KiB checksum blocks (16 Ki floats: zero_adam_model's sub-group), the engine `engine`.
+inline strata::context_config toy_nvme_config(int rank, const std::string& engine = "auto") {
+  strata::context_config cfg;
+  cfg.device_bytes = 4 << 20;
+  cfg.pinned_bytes = 16 << 20;
+  cfg.staging_slot_bytes = 256 << 10;
+  cfg.staging_slots = 4;
+  cfg.nvme_directory = test_tmpdir();
+  cfg.nvme_checksum_block = 64 << 10;
+  cfg.rank = rank;
+  cfg.io.kind = engine;
+  return cfg;
 }
 
 }  // namespace io_test

@@ -30,18 +30,6 @@ using namespace zero_adam_model;
 
 namespace {
 
-context_config config_for(int rank) {
-  context_config cfg;
-  cfg.device_bytes = 4 << 20;
-  cfg.pinned_bytes = 16 << 20;
-  cfg.staging_slot_bytes = 256 << 10;
-  cfg.staging_slots = 4;
-  cfg.nvme_directory = test_tmpdir();
-  cfg.nvme_checksum_block = 64 << 10;
-  cfg.rank = rank;
-  return cfg;
-}
-
 // The full state after a run, assembled from every rank's part.
 struct full_state {
   std::vector<std::vector<float>> w, m, v;
@@ -99,7 +87,7 @@ full_state run(int world, const plan_of_run& p) {
   full_state out;
   std::mutex mutex;
   tw.run([&](comm::threads& c) {
-    context ctx(config_for(c.rank()));
+    context ctx(toy_nvme_config(c.rank()));
     std::vector<layer_spec> specs;
     for (std::size_t i = 0; i < sizes.size(); ++i) specs.push_back({"L" + std::to_string(i), sizes[i]});
     using Ex = zero_executor<comm::threads, Bundle, prefetch::lookahead<1>>;
@@ -259,7 +247,7 @@ TEST_CASE("checkpoint: the next update of a layer waits for its snapshot", "[che
   std::mutex out;
   comm::thread_world tw(1, std::chrono::seconds(60));
   tw.run([&](comm::threads& c) {
-    context ctx(config_for(0));
+    context ctx(toy_nvme_config(0));
     std::vector<layer_spec> specs;
     for (std::size_t i = 0; i < sizes.size(); ++i) specs.push_back({"L" + std::to_string(i), sizes[i]});
     using Ex = zero_executor<comm::threads, zero3_offload, prefetch::lookahead<1>>;

@@ -18,23 +18,6 @@ using namespace strata;
 using namespace io_test;
 using namespace zero_adam_model;
 
-namespace {
-
-context_config nvme_config(int rank, const std::string& engine) {
-  context_config cfg;
-  cfg.device_bytes = 4 << 20;
-  cfg.pinned_bytes = 16 << 20;
-  cfg.staging_slot_bytes = 256 << 10;
-  cfg.staging_slots = 4;
-  cfg.nvme_directory = test_tmpdir();
-  cfg.nvme_checksum_block = 64 << 10;  // 16 Ki floats: zero_adam_model's sub-group
-  cfg.rank = rank;
-  cfg.io.kind = engine;
-  return cfg;
-}
-
-}  // namespace
-
 TEST_CASE("zero_adam with NVMe homes == unsharded Adam, bitwise", "[zero][adam][nvme]") {
   const std::vector<scenario> scenarios = {
       {.steps = 3, .max_norm = 5.0},
@@ -48,7 +31,7 @@ TEST_CASE("zero_adam with NVMe homes == unsharded Adam, bitwise", "[zero][adam][
         INFO("engine " << engine << ", world " << world << ", micro-batches " << sc.micro
                        << (sc.fused ? ", fused" : "") << (sc.inf_step ? ", Inf injected" : ""));
         const auto ref = reference(world, sc);
-        const auto cfg = [&](int rank) { return nvme_config(rank, engine); };
+        const auto cfg = [&](int rank) { return toy_nvme_config(rank, engine); };
         check_same(train<zero3_infinity, 2>(world, sc, cfg), ref);
         if (world == 2 && sc.micro == 1) check_same(train<zero3_infinity, 1>(world, sc, cfg), ref);
       }
@@ -59,7 +42,7 @@ TEST_CASE("the NVMe home's optimizer streams m and v in the background", "[zero]
   std::vector<span> spans;
   std::size_t pinned_sets = 0;
   tw.run([&](comm::threads& c) {
-    context ctx(nvme_config(0, "posix"));
+    context ctx(toy_nvme_config(0, "posix"));
     std::vector<layer_spec> specs;
     // Layers larger than a sub-group (16 Ki elements), so each update is a pipeline of several.
     for (std::size_t i = 0; i < 3; ++i) specs.push_back({"big" + std::to_string(i), 50000});
@@ -110,7 +93,7 @@ TEST_CASE("an IO fault in a ZeRO-Infinity step leaves each layer old or new, nev
     bool usable = false;
     tw.run([&](comm::threads& c) {
       io::faulty* faults = nullptr;
-      auto cfg = nvme_config(0, "posix");
+      auto cfg = toy_nvme_config(0, "posix");
       cfg.wrap_io_engine = [&](std::unique_ptr<io::engine> e) {
         auto f = std::make_unique<io::faulty>(std::move(e));
         faults = f.get();

@@ -28,16 +28,7 @@ std::vector<std::vector<float>> train(int world, const std::string& engine, bool
   std::mutex m;
   within_plan = true;
   tw.run([&](comm::threads& c) {
-    context_config cfg;
-    cfg.device_bytes = 4 << 20;
-    cfg.pinned_bytes = 16 << 20;
-    cfg.staging_slot_bytes = 256 << 10;
-    cfg.staging_slots = 4;
-    cfg.nvme_directory = test_tmpdir();
-    cfg.nvme_checksum_block = 64 << 10;
-    cfg.rank = c.rank();
-    cfg.io.kind = engine;
-    context ctx(cfg);
+    context ctx(toy_nvme_config(c.rank(), engine));
     std::vector<layer_spec> layers;
     for (std::size_t i = 0; i < sizes.size(); ++i) layers.push_back({"L" + std::to_string(i), sizes[i]});
     zero_executor<comm::threads, Bundle, prefetch::lookahead<2>> ex(ctx, c, layers);

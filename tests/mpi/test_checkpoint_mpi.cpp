@@ -27,18 +27,6 @@ using namespace zero_adam_model;
 
 namespace {
 
-context_config config_for(int rank) {
-  context_config cfg;
-  cfg.device_bytes = 4 << 20;
-  cfg.pinned_bytes = 16 << 20;
-  cfg.staging_slot_bytes = 256 << 10;
-  cfg.staging_slots = 4;
-  cfg.nvme_directory = io_test::test_tmpdir();
-  cfg.nvme_checksum_block = 64 << 10;
-  cfg.rank = rank;
-  return cfg;
-}
-
 // A directory both processes name: rank 0 makes it and sends its path.
 std::string shared_dir(comm::mpi& c) {
   char path[512] = {};
@@ -56,7 +44,7 @@ std::string shared_dir(comm::mpi& c) {
 template <class Bundle, class Comm>
 std::vector<std::vector<float>> run(Comm& c, int first, int last, const std::string& dir,
                                     int save_after, bool resume) {
-  context ctx(config_for(c.rank()));
+  context ctx(io_test::toy_nvme_config(c.rank()));
   std::vector<layer_spec> specs;
   for (std::size_t i = 0; i < sizes.size(); ++i) specs.push_back({"L" + std::to_string(i), sizes[i]});
   using Ex = zero_executor<Comm, Bundle, prefetch::lookahead<1>>;

@@ -163,6 +163,7 @@ private:
     std::array<handle, 3> fresh{0, 0, 0};
     event after;           // the caller's write of the masters (default: none to wait for)
   };
+  void check_group_update(std::size_t g, std::size_t masters, std::size_t grads) const;
   // Group g's prepared versions made current (the write succeeded) or dropped (it failed).
   void settle(std::size_t g) noexcept;
   void settle_ended() noexcept;  // every group whose write has ended

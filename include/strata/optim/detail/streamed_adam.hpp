@@ -256,17 +256,23 @@ void streamed_adam::step(std::span<const adam_step_scalars> k,
   ++t_;
 }
 
-template <class G>
-void streamed_adam::update_group(std::size_t g, const adam_step_scalars& k,
-                                 std::span<float> master, std::span<const G> grad) {
+// update_group's and prepare_group's arguments: the caller's masters, and group g's sizes.
+inline void streamed_adam::check_group_update(std::size_t g, std::size_t masters,
+                                              std::size_t grads) const {
   const group_spec& gs = group(g);
   const std::string who = "streamed adam '" + name_ + "': update of group '" + gs.name + "': ";
   if (own_master_)
     throw config_error(who + "the master weights live on NVMe here (master_on_nvme); use step");
-  if (master.size() != gs.numel || grad.size() != gs.numel)
-    throw config_error(who + std::to_string(master.size()) + " master weights and " +
-                       std::to_string(grad.size()) + " gradients; the group has " +
+  if (masters != gs.numel || grads != gs.numel)
+    throw config_error(who + std::to_string(masters) + " master weights and " +
+                       std::to_string(grads) + " gradients; the group has " +
                        std::to_string(gs.numel));
+}
+
+template <class G>
+void streamed_adam::update_group(std::size_t g, const adam_step_scalars& k,
+                                 std::span<float> master, std::span<const G> grad) {
+  check_group_update(g, master.size(), grad.size());
   settle(g);
   run<G, no_copy>(
       g, g + 1, [&](std::size_t) -> const adam_step_scalars& { return k; },
@@ -277,14 +283,7 @@ void streamed_adam::update_group(std::size_t g, const adam_step_scalars& k,
 template <class G>
 void streamed_adam::prepare_group(std::size_t g, const adam_step_scalars& k,
                                   std::span<float> master, std::span<const G> grad) {
-  const group_spec& gs = group(g);
-  const std::string who = "streamed adam '" + name_ + "': update of group '" + gs.name + "': ";
-  if (own_master_)
-    throw config_error(who + "the master weights live on NVMe here (master_on_nvme); use step");
-  if (master.size() != gs.numel || grad.size() != gs.numel)
-    throw config_error(who + std::to_string(master.size()) + " master weights and " +
-                       std::to_string(grad.size()) + " gradients; the group has " +
-                       std::to_string(gs.numel));
+  check_group_update(g, master.size(), grad.size());
   settle(g);
   settle_ended();
   auto fresh = run_prepared<G, no_copy>(

@@ -1,19 +1,36 @@
-// benchmarks/bench_files.hpp — where a benchmark that writes files keeps them.
+// benchmarks/bench_common.hpp — what every benchmark program shares, Google Benchmark or not.
 //
-// What lives here: exe_dir(), scratch_dir() (--dir, else $STRATA_BENCH_DIR, else nvme-scratch/
-// beside the program: the build tree, a real file system) and is_tmpfs() (a directory in
-// memory measures no disk). No Google Benchmark here, so that the plain programs (bench_gpt,
-// bench_checkpoint) can use it too; bench_support.hpp includes it for the others.
+// What lives here: median() and seconds_since() (how the programs summarise and time their
+// rounds), exe_dir(), scratch_dir() (--dir, else $STRATA_BENCH_DIR, else nvme-scratch/ beside
+// the program: the build tree, a real file system) and is_tmpfs() (a directory in memory
+// measures no disk). No Google Benchmark here, so that the plain programs (bench_gpt,
+// bench_checkpoint) use it too; bench_support.hpp includes it for the others.
 #pragma once
 
+#include <algorithm>
+#include <chrono>
 #include <climits>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include <sys/statfs.h>
 #include <unistd.h>
 
 namespace bench_support {
+
+/// The median of `v`; negative when it is empty (the "did not run" of the ratio lines).
+inline double median(std::vector<double> v) {
+  if (v.empty()) return -1.0;
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/// Seconds since t0 on the steady clock.
+inline double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
 
 /// The directory this program's executable is in ("." when /proc cannot say).
 inline std::string exe_dir() {
