@@ -197,7 +197,7 @@ int train(Comm& comm, const options& o, const gpt::text_split& data, double peak
   }
 
   std::unique_ptr<gpt::train_log> log;
-  if (rank == 0) log = std::make_unique<gpt::train_log>(o.log);
+  if (rank == 0) log = std::make_unique<gpt::train_log>(o.log, first_step);  // keeps steps 1..first_step
   const double flops_per_token = gpt::flops_per_token(cfg, tc.seq);
   say("\n== training (%d steps%s)\n", tc.steps,
       first_step > 0 ? (", from step " + std::to_string(first_step + 1)).c_str() : "");

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <limits>
 #include <stdexcept>
@@ -29,10 +30,16 @@ struct step_record {
 
 class train_log {
 public:
-  /// Opens `csv_path` for writing (truncating) and writes the header row.
-  explicit train_log(std::string csv_path) : path_(std::move(csv_path)), out_(path_) {
+  /// Opens `csv_path` for writing (truncating) and writes the header row. A resumed run passes
+  /// the step it resumed from as `kept_through`: the rows of steps 1..kept_through already in
+  /// the file (the interrupted run's) are kept, so the log and its curve cover the whole run.
+  explicit train_log(std::string csv_path, int kept_through = 0) : path_(std::move(csv_path)) {
+    std::vector<step_record> kept;
+    if (kept_through > 0) kept = read_rows(path_, kept_through);
+    out_.open(path_);
     if (!out_) throw std::runtime_error("train log: cannot write '" + path_ + "'");
     out_ << "step,train_loss,val_loss,lr,grad_norm,tokens_per_s,ms\n";
+    for (const auto& r : kept) add(r);
   }
 
   void add(const step_record& r) {
@@ -46,6 +53,29 @@ public:
   }
 
   const std::vector<step_record>& records() const noexcept { return records_; }
+
+  /// The rows of steps 1..through of a log this class wrote (none when there is no such file;
+  /// a row that does not parse ends the reading: what follows it is not trusted).
+  static std::vector<step_record> read_rows(const std::string& path, int through) {
+    std::vector<step_record> rows;
+    std::ifstream in(path);
+    std::string line;
+    if (!std::getline(in, line)) return rows;  // the header
+    while (std::getline(in, line)) {
+      step_record r;
+      char val[64] = "";
+      if (std::sscanf(line.c_str(), "%d,%lf,%63[^,],%lf,%lf,%lf,%lf", &r.step, &r.train_loss, val,
+                      &r.lr, &r.grad_norm, &r.tokens_per_s, &r.ms) == 7) {
+        r.val_loss = std::strtod(val, nullptr);
+      } else if (std::sscanf(line.c_str(), "%d,%lf,,%lf,%lf,%lf,%lf", &r.step, &r.train_loss,
+                             &r.lr, &r.grad_norm, &r.tokens_per_s, &r.ms) != 6) {
+        break;
+      }
+      if (r.step < 1 || r.step > through) break;
+      rows.push_back(r);
+    }
+    return rows;
+  }
   const std::string& path() const noexcept { return path_; }
 
   /// The loss curves as an SVG picture: train loss (every step) and validation loss (the steps

@@ -84,7 +84,9 @@ TEST_CASE("an IO fault in a ZeRO-Infinity step leaves each layer old or new, nev
   // Writes: the streamed m and v, and the executor's write of each layer's parameters home —
   // after which the layer's new moments must not stand alone (zero_adam commits both).
   for (std::uint64_t nth = 1; nth <= 12; ++nth) faults_at.push_back({io::io_op::write, nth});
-  for (const auto [op, nth] : faults_at) {
+  for (const fault_at& at : faults_at) {
+    const io::io_op op = at.op;  // plain names: lambdas below capture them (clang < 16 cannot
+    const std::uint64_t nth = at.nth;  // capture structured bindings)
     INFO((op == io::io_op::read ? "read " : "write ") << nth << " of the step fails");
     comm::thread_world tw(1, std::chrono::seconds(30));
     std::string message = "(no error)";
