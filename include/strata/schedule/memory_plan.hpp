@@ -10,6 +10,7 @@
 
 #include <strata/exec/context.hpp>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <string>
@@ -35,6 +36,12 @@ public:
     for (const tier_info& t : ctx.tiers().all())
       if (const std::size_t held = ctx.budget(t.id).used())
         add(t.id, "already held by the context (staging ring, ...)", held);
+  }
+  /// The NVMe store's bounce buffers (pinned: one per IO queue, io-read and io-write), which a
+  /// component with a file home reads and writes through.
+  void add_file_home_buffers(const context& ctx) {
+    const std::size_t block = std::max<std::size_t>(ctx.config().nvme_checksum_block, 1 << 20);
+    add(tier_id::pinned, "NVMe bounce buffers (io-read, io-write)", 2 * block);
   }
   /// Every line of `part`, appended (a component's own plan into a larger whole).
   void add(const memory_plan& part) {

@@ -372,10 +372,7 @@ void zero_executor<Comm, Bundle, Prefetch>::make_plan() {
               (optimizer_tier::id == tier_id::device ? 2 : 1) *
                   (Bundle::grads_sharded ? max_shard() : max_padded()) * f);
   plan_.add_held_by(ctx_);
-  if constexpr (file_home) {  // the store's bounce buffers: one per IO queue at most
-    const std::size_t block = std::max<std::size_t>(ctx_.config().nvme_checksum_block, 1 << 20);
-    plan_.add(tier_id::pinned, "NVMe bounce buffers (io-read, io-write)", 2 * block);
-  }
+  if constexpr (file_home) plan_.add_file_home_buffers(ctx_);
 }
 
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
