@@ -761,6 +761,20 @@ inline gpt_config read_gpt_config(const safetensors_reader& r) {
   return cfg;
 }
 
+/// The embedding array (embed_numel floats) of a file checked with check_gpt_tensors.
+inline void read_gpt_embed(const safetensors_reader& r, const gpt_config& cfg, float* embed) {
+  for (const tensor_slot& s : embed_slots(cfg))
+    r.read_f32(s.name, st_detail::to_shape(s.shape), embed + s.offset);
+}
+
+/// Block l's flat array (block_numel floats) of a file checked with check_gpt_tensors: a
+/// model larger than memory is read one block at a time.
+inline void read_gpt_block(const safetensors_reader& r, const gpt_config& cfg, int l, float* block) {
+  for (const tensor_slot& s : block_slots(cfg))
+    r.read_f32(block_tensor_name(l, s), st_detail::file_shape(s), block + s.offset,
+               s.shape.size() == 2);
+}
+
 /// Reads every parameter of a save_gpt file into caller-owned arrays laid out for `cfg`
 /// (embed: embed_numel floats, blocks[l]: block_numel floats), e.g. to start training from
 /// saved weights. `cfg` must be the file's config (read_gpt_config): every tensor it implies
@@ -772,13 +786,8 @@ inline void read_gpt_params(const safetensors_reader& r, const gpt_config& cfg, 
                                std::to_string(blocks.size()) + " block arrays for " +
                                std::to_string(cfg.layers) + " layers");
   check_gpt_tensors(r, cfg);
-  for (const tensor_slot& s : embed_slots(cfg))
-    r.read_f32(s.name, st_detail::to_shape(s.shape), embed + s.offset);
-  const std::vector<tensor_slot> slots = block_slots(cfg);
-  for (int l = 0; l < cfg.layers; ++l)
-    for (const tensor_slot& s : slots)
-      r.read_f32(block_tensor_name(l, s), st_detail::file_shape(s), blocks[l] + s.offset,
-                 s.shape.size() == 2);
+  read_gpt_embed(r, cfg, embed);
+  for (int l = 0; l < cfg.layers; ++l) read_gpt_block(r, cfg, l, blocks[l]);
 }
 
 /// Loads a file written by save_gpt: its config and every parameter. The arrays are sized

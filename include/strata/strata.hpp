@@ -3,7 +3,7 @@
 // strata is a header-only C++20 library that keeps tensors on memory tiers (GPU memory, pinned
 // host memory, host memory, NVMe files) and moves them between tiers in the background while
 // the program computes. Include this header, or the floor headers you need:
-//   core/     dtypes, shapes, alignment, errors                                  (floor 1)
+//   core/     dtypes, q4 groups, shapes, alignment, errors                       (floor 1)
 //   memory/   tier traits and lists, copy routes, budgets, resources, pools      (floor 2)
 //   io/       IO engines (io_uring, pread/pwrite, faulty), CRC-32C, NVMe store   (floor 3)
 //   comm/     communicators on one face: solo, threads, MPI, NCCL                (floor 3)
@@ -20,6 +20,7 @@
 #include <strata/core/cpu_features.hpp>
 #include <strata/core/dtype.hpp>
 #include <strata/core/error.hpp>
+#include <strata/core/quant.hpp>
 #include <strata/core/shape.hpp>
 
 #include <strata/memory/budget.hpp>

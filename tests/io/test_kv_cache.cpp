@@ -86,9 +86,10 @@ TEST_CASE("KV cache walks out of order are refused; a failed walk is recovered",
 TEST_CASE("kv_cache::plan_for is what the cache holds", "[infer]") {
   context ctx(io_test::toy_nvme_config(0));
   const std::size_t before = ctx.budget(tier_id::device).used();
-  const auto plan = infer::kv_cache<offloaded_to_nvme, prefetch::lookahead<2>>::plan_for(layers, bytes);
+  const auto plan = infer::kv_cache<offloaded_to_nvme, prefetch::lookahead<2>>::plan_for(ctx, layers, bytes);
   infer::kv_cache<offloaded_to_nvme, prefetch::lookahead<2>> kv(ctx, layers, bytes);
   CHECK(ctx.budget(tier_id::device).used() - before == plan.peak(tier_id::device));
   CHECK(plan.peak(tier_id::device) == 3 * bytes);
   CHECK(plan.peak(tier_id::nvme) == layers * bytes);
+  CHECK(plan.peak(tier_id::pinned) > 0);  // the NVMe store's bounce buffers
 }

@@ -1,10 +1,14 @@
 // examples/gpt/tests/gpt_test_support.hpp — what several of the mini-GPT's tests need: a scratch
-// directory, the message an error carries, and running one of the example's programs with its
-// output captured.
+// directory, the message an error carries, running one of the example's programs with its
+// output captured, and a small model with weights whose every tensor matters.
 // Not a test; included by test_gpt_*.cpp.
 #pragma once
 
 #include "catch.hpp"
+
+#include "host/model.hpp"
+#include "random.hpp"
+#include "safetensors.hpp"
 
 #include <cstdio>
 #include <cstdlib>
@@ -73,6 +77,34 @@ inline run_result run_program(const std::string& exe, const std::string& args) {
   const int status = ::pclose(p);
   r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return r;
+}
+
+/// A small GPT (2 layers, width 16, 2 heads) with the given context.
+inline gpt::gpt_config test_config(int context = 24) {
+  gpt::gpt_config cfg;
+  cfg.vocab = 256;
+  cfg.context = context;
+  cfg.layers = 2;
+  cfg.heads = 2;
+  cfg.width = 16;
+  return cfg;
+}
+
+/// GPT-2 initialisation plus noise on every parameter (biases and layernorms included), so
+/// that each tensor matters and the logits are far from uniform (sampling then has texture).
+inline gpt::gpt_weights test_weights(const gpt::gpt_config& cfg, std::uint64_t seed) {
+  gpt::host_model m(cfg, 1);
+  m.init_weights(seed);
+  gpt::rng gen(seed + 100);
+  gpt::gpt_weights w;
+  w.cfg = cfg;
+  w.embed = m.embed_params();
+  for (float& x : w.embed) x += static_cast<float>(0.3 * gen.normal());
+  for (int l = 0; l < cfg.layers; ++l) {
+    w.blocks.push_back(m.block_params(l));
+    for (float& x : w.blocks.back()) x += static_cast<float>(0.1 * gen.normal());
+  }
+  return w;
 }
 
 }  // namespace gpt_test

@@ -40,32 +40,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-gpt::gpt_config test_config(int context = 24) {
-  gpt::gpt_config cfg;
-  cfg.vocab = 256;
-  cfg.context = context;
-  cfg.layers = 2;
-  cfg.heads = 2;
-  cfg.width = 16;
-  return cfg;
-}
-
-/// GPT-2 initialisation plus noise on every parameter (biases and layernorms included), so
-/// that each tensor matters and the logits are far from uniform (sampling then has texture).
-gpt::gpt_weights test_weights(const gpt::gpt_config& cfg, std::uint64_t seed) {
-  gpt::host_model m(cfg, 1);
-  m.init_weights(seed);
-  gpt::rng gen(seed + 100);
-  gpt::gpt_weights w;
-  w.cfg = cfg;
-  w.embed = m.embed_params();
-  for (float& x : w.embed) x += static_cast<float>(0.3 * gen.normal());
-  for (int l = 0; l < cfg.layers; ++l) {
-    w.blocks.push_back(m.block_params(l));
-    for (float& x : w.blocks.back()) x += static_cast<float>(0.1 * gen.normal());
-  }
-  return w;
-}
+using gpt_test::test_config;
+using gpt_test::test_weights;
 
 /// A host_model holding the weights, for full forwards of up to `B` rows.
 gpt::host_model reference_model(const gpt::gpt_weights& w, int B) {

@@ -51,15 +51,18 @@ public:
   static constexpr std::size_t depth = Prefetch::depth;
   static constexpr bool resident = Placement::tier_count == 1;
 
-  /// The plan's lines for a cache of `layers` x `bytes_per_layer` (what the constructor will
-  /// hold): a caller adds them to its plan (layer_stream's plan extension) before the check.
-  static memory_plan plan_for(std::size_t layers, std::size_t bytes_per_layer) {
+  /// The plan's lines for a cache of `layers` x `bytes_per_layer` in `ctx` (what the
+  /// constructor will hold): a caller adds them to its plan (layer_stream's plan extension)
+  /// before the check.
+  static memory_plan plan_for(const context& ctx, std::size_t layers,
+                              std::size_t bytes_per_layer) {
     memory_plan p;
     p.add(home_tier::id, "KV cache: all layers", layers * bytes_per_layer);
     if constexpr (!resident)
       p.add(compute_tier::id,
             "KV cache: " + std::to_string(slots(layers)) + " layer buffers (Depth+1)",
             slots(layers) * bytes_per_layer);
+    if constexpr (home_tier::kind == tier_kind::file) p.add_file_home_buffers(ctx);
     return p;
   }
 

@@ -37,15 +37,25 @@ public:
       if (const std::size_t held = ctx.budget(t.id).used())
         add(t.id, "already held by the context (staging ring, ...)", held);
   }
-  /// The NVMe store's bounce buffers (pinned: one per IO queue, io-read and io-write), which a
-  /// component with a file home reads and writes through.
+  /// The NVMe store's bounce buffers (pinned: one per IO queue, io-read and io-write), which
+  /// every component with a file home reads and writes through. The context has one store, so
+  /// the line is added once however many components ask (here or through add(part)).
   void add_file_home_buffers(const context& ctx) {
+    if (has_file_buffers_) return;
     const std::size_t block = std::max<std::size_t>(ctx.config().nvme_checksum_block, 1 << 20);
-    add(tier_id::pinned, "NVMe bounce buffers (io-read, io-write)", 2 * block);
+    add(tier_id::pinned, file_buffers_line, 2 * block);
+    has_file_buffers_ = true;
   }
-  /// Every line of `part`, appended (a component's own plan into a larger whole).
+  /// Every line of `part`, appended (a component's own plan into a larger whole; the store's
+  /// bounce buffers once: see above).
   void add(const memory_plan& part) {
-    for (const line& l : part.lines_) add(l.tier, l.what, l.bytes);
+    for (const line& l : part.lines_) {
+      if (l.what == file_buffers_line) {
+        if (has_file_buffers_) continue;
+        has_file_buffers_ = true;
+      }
+      add(l.tier, l.what, l.bytes);
+    }
   }
 
   /// True when every line of `part` is also a line of this plan (each matched once): a part
@@ -133,7 +143,10 @@ private:
     return order;
   }
 
+  static constexpr const char* file_buffers_line = "NVMe bounce buffers (io-read, io-write)";
+
   std::vector<line> lines_;
+  bool has_file_buffers_ = false;
   std::array<std::size_t, tier_table::id_space> total_{};  // by tier id
 };
 

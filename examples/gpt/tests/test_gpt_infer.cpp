@@ -1,0 +1,227 @@
+// Tests for streamed inference: examples/gpt/decoder.hpp over streamed_model.hpp (strata's
+// infer::layer_stream and infer::kv_cache).
+//
+// - streamed == resident, bitwise (logits after every append and the sampled tokens), for
+//   every weight home (resident, pinned, host, NVMe), lookahead depth, micro-batch size and KV
+//   tier, in each weight format;
+// - several ranks (threads; each stores 1/R of every block and all-gathers) == one rank;
+// - a batch block reads every stored byte once per pass, whatever the number of micro-batches;
+// - 4-bit weights: the decoder on 4-bit blocks == the decoder on f32 blocks holding their
+//   dequantised values, bitwise; bf16 == f32 blocks holding the bf16-rounded values;
+// - a plan that does not fit is refused before anything is loaded, naming the tier.
+#include "catch.hpp"
+#include "gpt_test_support.hpp"
+#include "io/io_test_support.hpp"
+
+#include "decoder.hpp"
+#include "sampler.hpp"
+#include "streamed_model.hpp"
+
+#include <strata/comm/solo.hpp>
+#include <strata/comm/threads.hpp>
+
+#include <chrono>
+#include <cstring>
+#include <mutex>
+#include <vector>
+
+using gpt_test::test_config;
+using gpt_test::test_weights;
+
+namespace {
+
+const std::vector<std::vector<int>> prompts = {gpt::encode("Hello"), gpt::encode("A"),
+                                               gpt::encode("a third prompt"), gpt::encode("xy")};
+
+/// Logits (B x V per append) after the prompts and after `steps` greedy one-token appends.
+struct trace {
+  std::vector<std::vector<float>> logits;
+  std::vector<std::vector<int>> tokens;
+};
+
+trace decode(gpt::kv_decoder& dec, int steps) {
+  trace t;
+  const int B = dec.rows(), V = dec.config().vocab;
+  auto keep = [&] { t.logits.emplace_back(dec.logits(), dec.logits() + std::size_t(B) * V); };
+  dec.reset();
+  dec.append(prompts);
+  keep();
+  for (int s = 0; s < steps; ++s) {
+    std::vector<std::vector<int>> next(static_cast<std::size_t>(B));
+    for (int b = 0; b < B; ++b) next[b] = {gpt::argmax(dec.logits() + std::size_t(b) * V, V)};
+    t.tokens.push_back({});
+    for (auto& n : next) t.tokens.back().push_back(n[0]);
+    dec.append(next);
+    keep();
+  }
+  return t;
+}
+
+bool same_bits(const trace& a, const trace& b) {
+  if (a.logits.size() != b.logits.size() || a.tokens != b.tokens) return false;
+  for (std::size_t i = 0; i < a.logits.size(); ++i)
+    if (a.logits[i].size() != b.logits[i].size() ||
+        std::memcmp(a.logits[i].data(), b.logits[i].data(), a.logits[i].size() * 4) != 0)
+      return false;
+  return true;
+}
+
+/// The resident, unblocked reference: blocks packed in `f`, caches in host vectors.
+trace resident_run(const gpt::gpt_weights& w, gpt::weight_format f, int steps) {
+  gpt::resident_blocks blocks(w, f);
+  gpt::resident_kv kv(w.cfg, int(prompts.size()));
+  gpt::kv_decoder dec(w.cfg, w.embed, blocks, kv, int(prompts.size()), int(prompts.size()));
+  return decode(dec, steps);
+}
+
+struct stream_setup {
+  gpt::weight_format format = gpt::weight_format::f32;
+  gpt::weight_home home = gpt::weight_home::host;
+  int depth = 1;
+  gpt::kv_home kv = gpt::kv_home::device;
+  int micro_batch = 4;
+};
+
+std::string describe(const stream_setup& s) {
+  return std::string("format ") + gpt::format_name(s.format) + ", home " + gpt::home_name(s.home) +
+         ", depth " + std::to_string(s.depth) + ", KV " + gpt::home_name(s.kv) + ", micro-batch " +
+         std::to_string(s.micro_batch);
+}
+
+template <class Comm>
+trace streamed_run(Comm& comm, const gpt::gpt_weights& w, const stream_setup& s, int steps,
+                   strata::infer::stream_stats* stats = nullptr, std::size_t* home = nullptr) {
+  strata::context ctx(io_test::toy_nvme_config(comm.rank()));
+  const int B = int(prompts.size());
+  auto blocks = gpt::make_block_stream(ctx, comm, w.cfg, s.format, s.home, s.depth,
+                                       gpt::kv_plan(ctx, w.cfg, B, s.kv));
+  auto kv = gpt::make_tiered_kv(ctx, w.cfg, B, s.kv);
+  std::vector<std::byte> packed(blocks->layout().bytes);
+  for (int l = 0; l < w.cfg.layers; ++l) {
+    gpt::pack_block(blocks->layout(), w.blocks[std::size_t(l)], packed);
+    blocks->set_block(std::size_t(l), packed);
+  }
+  gpt::kv_decoder dec(w.cfg, w.embed, *blocks, *kv, B, s.micro_batch);
+  trace t = decode(dec, steps);
+  if (stats) *stats = blocks->stats();
+  if (home) *home = blocks->home_bytes();
+  CHECK(blocks->plan().covers_peaks(ctx));
+  return t;
+}
+
+}  // namespace
+
+TEST_CASE("streamed == resident, bitwise, for every home, depth, micro-batch and KV tier",
+          "[gpt][infer]") {
+  const gpt::gpt_weights w = test_weights(test_config(), 3);
+  const int steps = 4;
+  strata::comm::solo one;
+  for (gpt::weight_format f : {gpt::weight_format::f32, gpt::weight_format::bf16,
+                               gpt::weight_format::q4}) {
+    const trace ref = resident_run(w, f, steps);
+    std::vector<stream_setup> setups;
+    for (gpt::weight_home h : {gpt::weight_home::resident, gpt::weight_home::pinned,
+                               gpt::weight_home::host, gpt::weight_home::nvme})
+      setups.push_back({f, h, 1, gpt::kv_home::device, 4});
+    for (int depth : {0, 2, 3}) setups.push_back({f, gpt::weight_home::nvme, depth, gpt::kv_home::device, 4});
+    for (int mb : {1, 3}) setups.push_back({f, gpt::weight_home::nvme, 1, gpt::kv_home::device, mb});
+    for (gpt::kv_home kv : {gpt::kv_home::pinned, gpt::kv_home::host, gpt::kv_home::nvme})
+      setups.push_back({f, gpt::weight_home::host, 1, kv, 2});
+    for (const stream_setup& s : setups) {
+      INFO(describe(s));
+      CHECK(same_bits(streamed_run(one, w, s, steps), ref));
+    }
+  }
+}
+
+TEST_CASE("a batch block reads each stored byte once per pass", "[gpt][infer]") {
+  const gpt::gpt_weights w = test_weights(test_config(), 4);
+  strata::comm::solo one;
+  for (int mb : {1, 2, 4}) {
+    INFO("micro-batch " << mb);
+    strata::infer::stream_stats st;
+    std::size_t home = 0;
+    (void)streamed_run(one, w, {gpt::weight_format::f32, gpt::weight_home::nvme, 1,
+                                gpt::kv_home::device, mb}, 3, &st, &home);
+    const std::size_t passes = 1 + 3;  // prefill + 3 decode steps
+    CHECK(st.passes == passes);
+    CHECK(st.home_bytes == passes * home);
+    CHECK(st.computes == passes * std::size_t(w.cfg.layers) * std::size_t((4 + mb - 1) / mb));
+  }
+}
+
+TEST_CASE("several ranks, each streaming 1/R of every block, == one rank", "[gpt][infer]") {
+  const gpt::gpt_weights w = test_weights(test_config(), 5);
+  const trace ref = resident_run(w, gpt::weight_format::bf16, 3);
+  for (int world : {2, 3}) {
+    for (gpt::weight_home h : {gpt::weight_home::host, gpt::weight_home::nvme}) {
+      INFO("world " << world << ", home " << gpt::home_name(h));
+      strata::comm::thread_world tw(world, std::chrono::seconds(30));
+      std::mutex m;
+      bool all_same = true;
+      std::size_t home_total = 0, home_one = 0;
+      tw.run([&](strata::comm::threads& c) {
+        strata::infer::stream_stats st;
+        std::size_t home = 0;
+        const trace t = streamed_run(c, w, {gpt::weight_format::bf16, h, 1, gpt::kv_home::host, 2},
+                                     3, &st, &home);
+        std::lock_guard lock(m);
+        all_same = all_same && same_bits(t, ref);
+        home_total += home;
+        home_one = home;
+      });
+      CHECK(all_same);
+      // Each rank holds (and reads) one slice: together about one model, not R models.
+      const std::size_t model = gpt::make_block_layout(w.cfg, gpt::weight_format::bf16).bytes *
+                                std::size_t(w.cfg.layers);
+      CHECK(home_total >= model);
+      CHECK(home_total < model + std::size_t(w.cfg.layers) * 64 * std::size_t(world));
+      CHECK(home_one < model);
+    }
+  }
+}
+
+TEST_CASE("4-bit and bf16 blocks compute with exactly their stored values", "[gpt][infer]") {
+  const gpt::gpt_weights w = test_weights(test_config(), 6);
+  for (gpt::weight_format f : {gpt::weight_format::q4, gpt::weight_format::bf16}) {
+    INFO(gpt::format_name(f));
+    // The same model with every block replaced by its stored values, in f32.
+    gpt::gpt_weights rounded = w;
+    const gpt::block_layout lay = gpt::make_block_layout(w.cfg, f);
+    std::vector<std::byte> packed(lay.bytes);
+    for (auto& b : rounded.blocks) {
+      gpt::pack_block(lay, b, packed);
+      gpt::unpack_block(lay, packed.data(), b);
+    }
+    CHECK(same_bits(resident_run(w, f, 3), resident_run(rounded, gpt::weight_format::f32, 3)));
+    // ... and those values differ from the originals (the format is not f32 in disguise).
+    CHECK(rounded.blocks[0] != w.blocks[0]);
+  }
+  // The stored sizes: bf16 halves the matrices, 4-bit groups take 36 bytes per 64 values.
+  const gpt::gpt_config cfg = test_config();
+  const std::size_t C = std::size_t(cfg.width), mats = 12 * C * C, vecs = 13 * C;
+  CHECK(gpt::make_block_layout(cfg, gpt::weight_format::f32).bytes == 4 * (mats + vecs));
+  CHECK(gpt::make_block_layout(cfg, gpt::weight_format::bf16).bytes >= 2 * mats + 4 * vecs);
+  CHECK(gpt::make_block_layout(cfg, gpt::weight_format::bf16).bytes < 2 * mats + 4 * vecs + 12 * 64);
+}
+
+TEST_CASE("a generation plan that does not fit is refused before any block is loaded",
+          "[gpt][infer]") {
+  const gpt::gpt_config cfg = test_config();
+  strata::comm::solo one;
+  auto c = io_test::toy_nvme_config(0);
+  c.device_bytes = 64 << 10;  // the KV cache of 4 rows alone needs 2 x 4 x 24 x 16 x 4 x 2 bytes
+  strata::context ctx(c);
+  std::string what;
+  try {
+    (void)gpt::make_block_stream(ctx, one, cfg, gpt::weight_format::f32, gpt::weight_home::nvme,
+                                 2, gpt::kv_plan(ctx, cfg, 64, gpt::kv_home::device));
+  } catch (const strata::out_of_budget& e) {
+    what = e.what();
+  }
+  INFO(what);
+  CHECK(what.find("refused before the first step") != std::string::npos);
+  CHECK(what.find("KV cache: all layers") != std::string::npos);
+  CHECK(what.find("2 whole-layer buffers (Depth+1)") != std::string::npos);  // 2 layers
+  CHECK(ctx.budget(strata::tier_id::device).used() == 0);
+}
