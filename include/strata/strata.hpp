@@ -11,6 +11,7 @@
 //   tensor/   tiered_tensor, tensor_ref, leases, views, sequences, shard layouts (floor 5)
 //   schedule/ ZeRO bundles, the layer executor, the memory plan                  (floor 6)
 //   optim/    Adam/AdamW (host SIMD, device), clipping, loss scaling, NVMe state (floor 7)
+//   infer/    streamed inference: layer streams (rings, batch blocks), KV caches (floor 7)
 //   checkpoint/ atomic checkpoint directories; manifests and shard files      (floor 8)
 //             (manifests and shard files need nlohmann/json: included where it is found)
 #pragma once
@@ -78,6 +79,9 @@
 #include <strata/optim/loss_scaler.hpp>
 #include <strata/optim/streamed_adam.hpp>
 #include <strata/optim/zero_adam.hpp>  // + optim/device_adam.cuh when compiled by nvcc
+
+#include <strata/infer/kv_cache.hpp>
+#include <strata/infer/layer_stream.hpp>
 
 #include <strata/checkpoint/directory.hpp>
 #include <strata/checkpoint/file_ops.hpp>

@@ -19,6 +19,7 @@
 //   tensor/   tiered_tensor, tensor_ref, leases, views, sequences, shard layouts (floor 5)
 //   schedule/ ZeRO bundles, the layer executor, the memory plan                  (floor 6)
 //   optim/    Adam/AdamW (host SIMD, device), clipping, loss scaling, NVMe state (floor 7)
+//   infer/    streamed inference: layer streams (rings, batch blocks), KV caches (floor 7)
 //   checkpoint/ atomic checkpoint directories; manifests and shard files      (floor 8)
 //             (manifests and shard files need nlohmann/json: included where it is found)
 
@@ -10532,15 +10533,25 @@ public:
       if (const std::size_t held = ctx.budget(t.id).used())
         add(t.id, "already held by the context (staging ring, ...)", held);
   }
-  /// The NVMe store's bounce buffers (pinned: one per IO queue, io-read and io-write), which a
-  /// component with a file home reads and writes through.
+  /// The NVMe store's bounce buffers (pinned: one per IO queue, io-read and io-write), which
+  /// every component with a file home reads and writes through. The context has one store, so
+  /// the line is added once however many components ask (here or through add(part)).
   void add_file_home_buffers(const context& ctx) {
+    if (has_file_buffers_) return;
     const std::size_t block = std::max<std::size_t>(ctx.config().nvme_checksum_block, 1 << 20);
-    add(tier_id::pinned, "NVMe bounce buffers (io-read, io-write)", 2 * block);
+    add(tier_id::pinned, file_buffers_line, 2 * block);
+    has_file_buffers_ = true;
   }
-  /// Every line of `part`, appended (a component's own plan into a larger whole).
+  /// Every line of `part`, appended (a component's own plan into a larger whole; the store's
+  /// bounce buffers once: see above).
   void add(const memory_plan& part) {
-    for (const line& l : part.lines_) add(l.tier, l.what, l.bytes);
+    for (const line& l : part.lines_) {
+      if (l.what == file_buffers_line) {
+        if (has_file_buffers_) continue;
+        has_file_buffers_ = true;
+      }
+      add(l.tier, l.what, l.bytes);
+    }
   }
 
   /// True when every line of `part` is also a line of this plan (each matched once): a part
@@ -10628,7 +10639,10 @@ private:
     return order;
   }
 
+  static constexpr const char* file_buffers_line = "NVMe bounce buffers (io-read, io-write)";
+
   std::vector<line> lines_;
+  bool has_file_buffers_ = false;
   std::array<std::size_t, tier_table::id_space> total_{};  // by tier id
 };
 
@@ -14661,6 +14675,684 @@ std::vector<float> zero_adam<Executor>::moment(std::size_t i, int which) {
 STRATA_NAMESPACE_END
 #endif // STRATA_SINGLE_INCLUDE_STRATA_OPTIM_ZERO_ADAM_HPP
 // ---- end <strata/optim/zero_adam.hpp> ----
+
+// ---- begin <strata/infer/kv_cache.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_INFER_KV_CACHE_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_INFER_KV_CACHE_HPP
+// strata/infer/kv_cache.hpp — a decoder's key/value cache as tiered tensors: one per layer,
+// homed where the policy says (device, pinned, host or NVMe) and streamed per layer like the
+// weights.
+//
+//   kv_cache<placement<tier::device, tier::host>, prefetch::lookahead<1>> kv(ctx, layers, bytes);
+//   kv.begin_pass();                       // a walk over the layers starts
+//   for each layer l:  std::byte* c = kv.open(l);  ...append to and read c...;  kv.close(l);
+//   kv.end_pass();
+//
+// What this is: a cursor over per-layer caches that runs in step with a weight walk
+// (layer_stream's callback opens layer l's cache, the model reads and appends to it, and
+// closes it). With a home below the compute tier, open(l) leases layer l's cache read_write in
+// one buffer of a ring of Depth+1 on the compute tier while layers l+1 .. l+Depth are already
+// being fetched into the others; close(l) ends the lease, which writes the cache home (it
+// changed: the new positions were appended) and frees the buffer for layer l+Depth+1. So the
+// compute tier holds Depth+1 layers' caches whatever the number of layers or the context
+// length. With a single-tier placement the caches simply live on the compute tier.
+// ZeRO-Inference keeps its KV offload in a fork of transformers; here it is a placement.
+// What this is not: attention (the model's), or paging within a layer (a layer's cache moves
+// whole: (rows, heads, context, head_size) x 2 as the caller packs it). Not thread-safe.
+
+
+#include <algorithm>
+#include <cstddef>
+#include <deque>
+#include <optional>
+#include <string>
+#include <vector>
+
+STRATA_NAMESPACE_BEGIN
+
+namespace infer {
+
+template <class Placement, class Prefetch = prefetch::lookahead<1>>
+class kv_cache {
+  static_assert(placement_policy<Placement> && !Placement::partition_type::is_sharded,
+                "kv_cache<Placement, ...>: Placement is a replicated strata::placement (each "
+                "rank caches its own sequences), compute tier first and home tier last");
+  static_assert(prefetch_policy<Prefetch>,
+                "kv_cache<Placement, Prefetch>: Prefetch is prefetch::none or "
+                "prefetch::lookahead<Depth>");
+
+public:
+  using placement_type = Placement;
+  using compute_tier = typename Placement::compute_tier;
+  using home_tier = typename Placement::home_tier;
+  static constexpr std::size_t depth = Prefetch::depth;
+  static constexpr bool resident = Placement::tier_count == 1;
+
+  /// The plan's lines for a cache of `layers` x `bytes_per_layer` in `ctx` (what the
+  /// constructor will hold): a caller adds them to its plan (layer_stream's plan extension)
+  /// before the check.
+  static memory_plan plan_for(const context& ctx, std::size_t layers,
+                              std::size_t bytes_per_layer) {
+    memory_plan p;
+    p.add(home_tier::id, "KV cache: all layers", layers * bytes_per_layer);
+    if constexpr (!resident)
+      p.add(compute_tier::id,
+            "KV cache: " + std::to_string(slots(layers)) + " layer buffers (Depth+1)",
+            slots(layers) * bytes_per_layer);
+    if constexpr (home_tier::kind == tier_kind::file) p.add_file_home_buffers(ctx);
+    return p;
+  }
+
+  /// `layers` caches of `bytes_per_layer` bytes each, zeroed, at home (charged to the tiers'
+  /// budgets; plan them first with plan_for).
+  kv_cache(context& ctx, std::size_t layers, std::size_t bytes_per_layer,
+           std::string name = "kv")
+      : ctx_(&ctx), name_(std::move(name)), bytes_(bytes_per_layer) {
+    if (layers == 0 || bytes_per_layer == 0)
+      throw config_error("kv_cache '" + name_ + "': needs at least one layer and one byte");
+    const std::vector<std::byte> zeros(bytes_per_layer);
+    for (std::size_t l = 0; l < layers; ++l) {
+      tensors_.emplace_back(ctx, name_ + ".h." + std::to_string(l), shape{bytes_per_layer});
+      tensors_.back().assign(zeros);
+    }
+    if constexpr (!resident)
+      ring_ = buffer_ring(ctx, compute_tier::id, slots(layers), bytes_per_layer,
+                          name_ + " layer ring");
+    leases_.resize(layers);
+  }
+  ~kv_cache() {
+    try {
+      abandon_pass();
+      ctx_->synchronize();
+    } catch (...) {
+    }
+  }
+  kv_cache(const kv_cache&) = delete;
+  kv_cache& operator=(const kv_cache&) = delete;
+
+  std::size_t layers() const noexcept { return tensors_.size(); }
+  std::size_t bytes_per_layer() const noexcept { return bytes_; }
+  /// Layer fetches issued since the cache was made: what a test counts.
+  std::size_t fetches() const noexcept { return fetches_; }
+
+  /// Starts a walk: fetches of layers 0 .. Depth are issued.
+  void begin_pass() {
+    if (in_pass_) throw config_error("kv_cache '" + name_ + "': begin_pass inside a pass");
+    in_pass_ = true;
+    next_ = 0;
+    issued_ = 0;
+    issue_up_to(std::min(depth, layers() - 1));
+  }
+
+  /// Layer l's cache on the compute tier, read-write, until close(l). Layers are opened in
+  /// order, one at a time.
+  std::byte* open(std::size_t l) {
+    if (!in_pass_ || l != next_ || leases_[l])
+      throw config_error("kv_cache '" + name_ + "': open(" + std::to_string(l) +
+                         ") out of order (the walk expects layer " + std::to_string(next_) +
+                         (in_pass_ ? ")" : " after begin_pass())"));
+    issue_up_to(std::min(l + depth, layers() - 1));
+    leases_[l].emplace(tensors_[l].ref().template acquire<std::byte, compute_tier>());
+    return leases_[l]->data();
+  }
+
+  /// Ends layer l's lease: the cache goes home (after the compute that used it) and its buffer
+  /// takes layer l+Depth+1.
+  void close(std::size_t l) {
+    if (!in_pass_ || l != next_ || !leases_[l])
+      throw config_error("kv_cache '" + name_ + "': close(" + std::to_string(l) +
+                         ") of a layer that is not open");
+    leases_[l].reset();
+    give_back(l);
+    ++next_;
+  }
+
+  /// Ends the walk (every layer opened and closed).
+  void end_pass() {
+    if (!in_pass_ || next_ != layers())
+      throw config_error("kv_cache '" + name_ + "': end_pass after " + std::to_string(next_) +
+                         " of " + std::to_string(layers()) + " layers");
+    in_pass_ = false;
+  }
+
+  /// Drops a walk that failed part-way: open leases end (their caches written home), fetched
+  /// copies are dropped, buffers handed back. The caches keep what the closed layers appended.
+  void abandon_pass() {
+    if (!in_pass_) return;
+    for (std::size_t l = next_; l < issued_; ++l) {
+      if (leases_[l]) leases_[l].reset();
+      if constexpr (!resident) {
+        tensor_ref t = tensors_[l].ref();
+        if (t.holds(compute_tier::id) && !t.leased()) t.evict(compute_tier::id);
+      }
+      give_back(l);
+    }
+    in_pass_ = false;
+  }
+
+  /// Layer l's cache on the host (waits): for tests and inspection.
+  std::vector<std::byte> layer_bytes(std::size_t l) {
+    return tensors_.at(l).to_vector();
+  }
+
+private:
+  using tensor_type = tiered_tensor<std::byte, Placement>;
+
+  static std::size_t slots(std::size_t layers) { return std::min(depth + 1, layers); }
+
+  void issue_up_to(std::size_t last) {
+    for (; issued_ <= last; ++issued_) {
+      if constexpr (!resident) {
+        const std::size_t k = issued_ % ring_.size();
+        tensors_[issued_].ref().fetch_into(compute_tier::id, ring_.data(k), ring_.take_uses(k));
+        ++fetches_;
+      }
+    }
+  }
+
+  void give_back(std::size_t l) {
+    if constexpr (!resident)
+      ring_.add_uses(l % ring_.size(), tensors_[l].ref().take_last_use(compute_tier::id));
+  }
+
+  context* ctx_;
+  std::string name_;
+  std::size_t bytes_;
+  std::deque<tensor_type> tensors_;
+  buffer_ring ring_;
+  std::vector<std::optional<lease<std::byte, compute_tier>>> leases_;
+  bool in_pass_ = false;
+  std::size_t next_ = 0;    // the layer the walk opens next
+  std::size_t issued_ = 0;  // layers [0, issued_) fetched in this pass
+  std::size_t fetches_ = 0;
+};
+
+}  // namespace infer
+
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_INFER_KV_CACHE_HPP
+// ---- end <strata/infer/kv_cache.hpp> ----
+// ---- begin <strata/infer/layer_stream.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_INFER_LAYER_STREAM_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_INFER_LAYER_STREAM_HPP
+// strata/infer/layer_stream.hpp — streamed inference's weights: a model's layers kept on their
+// home tier and walked through a fixed ring of buffers on the compute tier, ahead of use.
+//
+//   layer_stream<comm::solo, placement<tier::device, tier::pinned, tier::nvme>,
+//                prefetch::lookahead<2>> w(ctx, comm, {{"h.0", bytes0}, ...});
+//   w.set_layer(0, bytes_of_layer0);                       // once, at load
+//   w.forward(k, [&](std::size_t i, std::size_t j, const std::byte* layer) { ... });
+//
+// What this is: the inference side's sibling of zero_executor (schedule/executor.hpp). Each
+// layer is an opaque run of bytes — the caller's packing of its tensors, in whatever format
+// (f32, bf16, f16, 4-bit groups: core/quant.hpp) — homed on the placement's last tier. A walk
+// calls the caller for every layer in order with that layer's bytes on the compute tier, while
+// the next Depth layers are already being fetched into the other buffers of a ring of Depth+1
+// (prefetch::lookahead<Depth>); so the compute tier holds Depth+1 layers whatever the model's
+// size, and reading layer i+Depth overlaps the compute of layer i.
+//
+// Batch blocks (FlexGen's zig-zag order): forward(k, f) calls f(i, j, bytes) for the k
+// micro-batches j of a block before it moves on to layer i+1, so one transfer of a layer serves
+// k micro-batches. The counters (stats()) make that observable: a pass reads every stored byte
+// from home once, whatever k is.
+//
+// Several ranks: with a sharded placement (sharded_placement<...>) each rank keeps only its
+// 1/R slice of every layer at home, fetches that slice and all-gathers the others' into the
+// ring (ZeRO-Inference's multi-GPU trick: R ranks read R times faster than one); a replicated
+// placement keeps the whole layer on every rank. Either way the caller sees whole layers.
+//
+// Memory: everything is planned up front (plan(), memory_plan.hpp) and refused in the
+// constructor when it does not fit — before a byte of the model is loaded. A caller that holds
+// more beside the stream (activations, the KV cache, the embeddings) adds those lines through
+// the plan extension, so that the one check covers them and a refusal shows every line.
+// What this is not: the model's compute, its KV cache (infer/kv_cache.hpp) or a loader of
+// files (the caller fills layers with set_layer / set_stored). Not thread-safe; one per rank.
+
+
+#include <cstddef>
+#include <deque>
+#include <functional>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+STRATA_NAMESPACE_BEGIN
+
+namespace infer {
+
+namespace detail {
+// The element of a stream's tensors: layers are split, padded and aligned in these.
+struct alignas(64) weight_unit {
+  std::byte bytes[64];
+};
+static_assert(sizeof(weight_unit) == 64 && std::is_trivially_copyable_v<weight_unit>);
+}  // namespace detail
+
+/// One layer as the stream sees it: a name (for messages and the trace) and its bytes.
+struct weight_layer {
+  std::string name;
+  std::size_t bytes;
+};
+
+/// What the walks moved, on this rank, since the stream was made (or reset_stats()).
+struct stream_stats {
+  std::size_t passes = 0;          // forward() calls
+  std::size_t home_bytes = 0;      // bytes fetched from the home tier (this rank's slices)
+  std::size_t gathered_bytes = 0;  // bytes all-gathered from the other ranks
+  std::size_t computes = 0;        // calls of the caller's function (layers x micro-batches)
+};
+
+template <comm::communicator Comm, class Placement, class Prefetch = prefetch::lookahead<1>>
+class layer_stream {
+  static_assert(placement_policy<Placement>,
+                "layer_stream<Comm, Placement, Prefetch>: Placement must be a strata::placement "
+                "or sharded_placement, compute tier first and home tier last");
+  static_assert(prefetch_policy<Prefetch>,
+                "layer_stream<Comm, Placement, Prefetch>: Prefetch is prefetch::none or "
+                "prefetch::lookahead<Depth>, as for tensor_sequence");
+
+public:
+  using placement_type = Placement;
+  using prefetch_type = Prefetch;
+  using compute_tier = typename Placement::compute_tier;
+  using home_tier = typename Placement::home_tier;
+  static constexpr std::size_t depth = Prefetch::depth;
+  static constexpr bool sharded = Placement::partition_type::is_sharded;
+  static constexpr bool resident = Placement::tier_count == 1;  // home is the compute tier
+  static constexpr bool file_home = home_tier::kind == tier_kind::file;
+  /// Layers are split and padded in units of this many bytes, so every slice and every ring
+  /// buffer starts on a 64-byte boundary whatever the layers' sizes.
+  static constexpr std::size_t unit_bytes = 64;
+
+  /// Adds the caller's lines to the stream's plan before it is checked (size(), layer(),
+  /// comm() and ctx() answer; nothing is allocated yet).
+  using plan_extension = std::function<void(layer_stream&, memory_plan&)>;
+
+  layer_stream(context& ctx, Comm& comm, std::vector<weight_layer> layers,
+               std::string name = "weights", const plan_extension& extend = {});
+  ~layer_stream();
+  layer_stream(const layer_stream&) = delete;
+  layer_stream& operator=(const layer_stream&) = delete;
+
+  const memory_plan& plan() const noexcept { return plan_; }
+  std::size_t size() const noexcept { return layers_.size(); }
+  const weight_layer& layer(std::size_t i) const { return layers_.at(i); }
+  Comm& comm() noexcept { return comm_; }
+  context& ctx() noexcept { return ctx_; }
+  const std::string& name() const noexcept { return name_; }
+
+  /// The bytes of layer i this rank stores, and where they start in the layer: all of it for a
+  /// replicated placement, this rank's slice (possibly short, or empty, at the end) when
+  /// sharded. A loader that reads only what it stores (set_stored) reads this range.
+  std::size_t stored_offset(std::size_t i) const;
+  std::size_t stored_bytes(std::size_t i) const;
+  /// Bytes this rank keeps at home over all layers (padding included).
+  std::size_t home_bytes() const noexcept;
+  /// The largest layer, padded: one ring buffer.
+  std::size_t largest_layer_bytes() const noexcept;
+
+  /// Sets layer i from its whole bytes (every rank passes the same; each keeps its part).
+  void set_layer(std::size_t i, std::span<const std::byte> whole);
+  /// Sets what this rank stores of layer i (stored_bytes(i) bytes from stored_offset(i)).
+  void set_stored(std::size_t i, std::span<const std::byte> part);
+  /// Layer i's whole bytes on the host (a collective when sharded: every rank must call it).
+  std::vector<std::byte> layer_bytes(std::size_t i);
+
+  /// Walks the layers in order: f(i, bytes) with layer i's layer(i).bytes bytes on the compute
+  /// tier (valid during the call only), the next Depth layers in flight meanwhile.
+  template <class F>
+  void forward(F&& f);
+  /// The batch-block walk: f(i, j, bytes) for j = 0 .. micro_batches-1 before layer i+1.
+  template <class F>
+  void forward(std::size_t micro_batches, F&& f);
+
+  /// True when layer i is on the compute tier or on its way there (fetched, gathered or in
+  /// flight): what a test looks at, inside the walk, to see the lookahead.
+  bool in_flight(std::size_t i) const;
+
+  const stream_stats& stats() const noexcept { return stats_; }
+  void reset_stats() noexcept { stats_ = {}; }
+
+  /// Waits for every copy and collective the stream started; rethrows their failures.
+  void sync() {
+    collectives_.synchronize();
+    ctx_.synchronize();
+  }
+
+private:
+  using tensor_type = tiered_tensor<detail::weight_unit, Placement>;
+
+  std::size_t units(std::size_t i) const { return layouts_[i].numel(); }
+  std::size_t padded_bytes(std::size_t i) const { return layouts_[i].padded_numel() * unit_bytes; }
+  std::size_t shard_bytes(std::size_t i) const { return layouts_[i].shard_numel() * unit_bytes; }
+  std::size_t largest_shard_bytes() const noexcept;
+
+  void make_plan();
+  tensor_type make_tensor(std::size_t i);
+
+  // Where layer i will be on the compute tier, and when.
+  struct flight {
+    const std::byte* whole = nullptr;
+    event ready;
+    std::size_t slot = 0;  // ring slot (gathered_ for the whole layer, shards_ for a slice)
+    bool live = false;     // issued and not yet given back
+  };
+  flight bring(std::size_t i, std::size_t pos);
+  void done_with(std::size_t i, flight& f);
+  void give_back(std::size_t i, flight& f);
+
+  template <class Body>
+  void walk(Body&& body);
+
+  context& ctx_;
+  Comm& comm_;
+  std::string name_;
+  std::vector<weight_layer> layers_;
+  std::vector<shard_layout> layouts_;  // in units of unit_bytes, over comm.size() ranks
+  memory_plan plan_;
+  std::deque<tensor_type> tensors_;
+  buffer_ring gathered_;  // Depth+1 whole layers on the compute tier (unless resident, replicated)
+  buffer_ring shards_;    // Depth+1 slices on the compute tier (sharded, away from home only)
+  std::vector<char> flying_;  // by layer: in flight or on the compute tier during a walk
+  std::vector<char> set_;     // by layer: set_layer / set_stored was called
+  stream_stats stats_;
+  work_queue collectives_;  // last: its thread stops before the buffers it uses go
+};
+
+}  // namespace infer
+
+STRATA_NAMESPACE_END
+
+// ---- begin <strata/infer/detail/layer_stream.inl> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_INFER_DETAIL_LAYER_STREAM_INL
+#define STRATA_SINGLE_INCLUDE_STRATA_INFER_DETAIL_LAYER_STREAM_INL
+// strata/infer/detail/layer_stream.inl — the bodies of layer_stream's members, declared and
+// documented in infer/layer_stream.hpp (included at its end; not a header to include alone).
+
+#include <algorithm>
+#include <cstring>
+
+STRATA_NAMESPACE_BEGIN
+
+namespace infer {
+
+template <comm::communicator Comm, class Placement, class Prefetch>
+layer_stream<Comm, Placement, Prefetch>::layer_stream(context& ctx, Comm& comm,
+                                                      std::vector<weight_layer> layers,
+                                                      std::string name,
+                                                      const plan_extension& extend)
+    : ctx_(ctx),
+      comm_(comm),
+      name_(std::move(name)),
+      layers_(std::move(layers)),
+      collectives_("collectives", ctx.trace()) {
+  if (layers_.empty()) throw config_error("layer_stream '" + name_ + "': no layers");
+  const int world = sharded ? comm_.size() : 1;
+  for (const weight_layer& l : layers_) {
+    if (l.bytes == 0)
+      throw config_error("layer_stream '" + name_ + "': layer '" + l.name + "' has no bytes");
+    layouts_.emplace_back((l.bytes + unit_bytes - 1) / unit_bytes, world);
+  }
+  make_plan();
+  if (extend) extend(*this, plan_);
+  plan_.check(ctx_, name_);
+  for (std::size_t i = 0; i < layers_.size(); ++i) tensors_.push_back(make_tensor(i));
+  const std::size_t slots = std::min(depth + 1, layers_.size());
+  if (sharded || !resident)
+    gathered_ = buffer_ring(ctx_, compute_tier::id, slots, largest_layer_bytes(),
+                            name_ + " layer ring");
+  if (sharded && !resident)
+    shards_ = buffer_ring(ctx_, compute_tier::id, slots, largest_shard_bytes(),
+                          name_ + " slice ring");
+  flying_.assign(layers_.size(), 0);
+  set_.assign(layers_.size(), 0);
+}
+
+template <comm::communicator Comm, class Placement, class Prefetch>
+layer_stream<Comm, Placement, Prefetch>::~layer_stream() {
+  try {
+    sync();
+  } catch (...) {  // a failed copy or collective nobody waited for: nothing left to tell
+  }
+}
+
+template <comm::communicator Comm, class Placement, class Prefetch>
+std::size_t layer_stream<Comm, Placement, Prefetch>::stored_offset(std::size_t i) const {
+  if constexpr (!sharded) return 0;
+  return std::min(layouts_.at(i).offset(comm_.rank()) * unit_bytes, layers_[i].bytes);
+}
+
+template <comm::communicator Comm, class Placement, class Prefetch>
+std::size_t layer_stream<Comm, Placement, Prefetch>::stored_bytes(std::size_t i) const {
+  if constexpr (!sharded) return layers_.at(i).bytes;
+  const std::size_t end =
+      std::min((layouts_.at(i).offset(comm_.rank()) + layouts_[i].shard_numel()) * unit_bytes,
+               layers_[i].bytes);
+  return end - stored_offset(i);
+}
+
+template <comm::communicator Comm, class Placement, class Prefetch>
+std::size_t layer_stream<Comm, Placement, Prefetch>::home_bytes() const noexcept {
+  std::size_t total = 0;
+  for (std::size_t i = 0; i < layers_.size(); ++i)
+    total += sharded ? shard_bytes(i) : padded_bytes(i);
+  return total;
+}
+
+template <comm::communicator Comm, class Placement, class Prefetch>
+std::size_t layer_stream<Comm, Placement, Prefetch>::largest_layer_bytes() const noexcept {
+  std::size_t m = 0;
+  for (std::size_t i = 0; i < layers_.size(); ++i) m = std::max(m, padded_bytes(i));
+  return m;
+}
+
+template <comm::communicator Comm, class Placement, class Prefetch>
+std::size_t layer_stream<Comm, Placement, Prefetch>::largest_shard_bytes() const noexcept {
+  std::size_t m = 0;
+  for (std::size_t i = 0; i < layers_.size(); ++i) m = std::max(m, shard_bytes(i));
+  return m;
+}
+
+template <comm::communicator Comm, class Placement, class Prefetch>
+void layer_stream<Comm, Placement, Prefetch>::make_plan() {
+  const tier_id home = home_tier::id, dev = compute_tier::id;
+  plan_.add(home,
+            sharded ? "weights: this rank's slices of all layers" : "weights: all layers",
+            home_bytes());
+  const std::size_t slots = std::min(depth + 1, layers_.size());
+  if (sharded || !resident)
+    plan_.add(dev, std::to_string(slots) + " whole-layer buffers (Depth+1)",
+              slots * largest_layer_bytes());
+  if (sharded && !resident)
+    plan_.add(dev, std::to_string(slots) + " layer-slice buffers (Depth+1)",
+              slots * largest_shard_bytes());
+  plan_.add_held_by(ctx_);
+  if constexpr (file_home) plan_.add_file_home_buffers(ctx_);
+}
+
+template <comm::communicator Comm, class Placement, class Prefetch>
+auto layer_stream<Comm, Placement, Prefetch>::make_tensor(std::size_t i) -> tensor_type {
+  std::string name = name_ + "." + layers_[i].name;
+  if constexpr (sharded) {
+    name += "[rank " + std::to_string(comm_.rank()) + "]";
+    return tensor_type(ctx_, std::move(name), layouts_[i], comm_.rank());
+  } else {
+    return tensor_type(ctx_, std::move(name), shape{layouts_[i].padded_numel()});
+  }
+}
+
+template <comm::communicator Comm, class Placement, class Prefetch>
+void layer_stream<Comm, Placement, Prefetch>::set_layer(std::size_t i,
+                                                        std::span<const std::byte> whole) {
+  if (whole.size() != layer(i).bytes)
+    throw config_error("layer_stream '" + name_ + "': set_layer of layer '" + layers_[i].name +
+                       "' with " + std::to_string(whole.size()) + " bytes; it has " +
+                       std::to_string(layers_[i].bytes));
+  set_stored(i, whole.subspan(stored_offset(i), stored_bytes(i)));
+}
+
+template <comm::communicator Comm, class Placement, class Prefetch>
+void layer_stream<Comm, Placement, Prefetch>::set_stored(std::size_t i,
+                                                         std::span<const std::byte> part) {
+  if (part.size() != stored_bytes(i))
+    throw config_error("layer_stream '" + name_ + "': set_stored of layer '" + layer(i).name +
+                       "' with " + std::to_string(part.size()) + " bytes; rank " +
+                       std::to_string(comm_.rank()) + " stores " + std::to_string(stored_bytes(i)) +
+                       " of it (from byte " + std::to_string(stored_offset(i)) + ")");
+  sync();
+  // The padding is written as zeros, so the ring's tail bytes are never uninitialised memory.
+  std::vector<detail::weight_unit> units(tensors_[i].size());
+  if (!part.empty()) std::memcpy(units.data(), part.data(), part.size());
+  std::memset(reinterpret_cast<std::byte*>(units.data()) + part.size(), 0,
+              units.size() * unit_bytes - part.size());
+  tensors_[i].assign(units);
+  set_[i] = 1;
+}
+
+template <comm::communicator Comm, class Placement, class Prefetch>
+std::vector<std::byte> layer_stream<Comm, Placement, Prefetch>::layer_bytes(std::size_t i) {
+  sync();
+  const std::vector<detail::weight_unit> mine = tensors_.at(i).to_vector();
+  std::vector<std::byte> whole(padded_bytes(i));
+  if constexpr (sharded)
+    comm_.all_gather(mine.data(), whole.data(), shard_bytes(i)).wait();
+  else
+    std::memcpy(whole.data(), mine.data(), whole.size());
+  whole.resize(layers_[i].bytes);
+  return whole;
+}
+
+template <comm::communicator Comm, class Placement, class Prefetch>
+bool layer_stream<Comm, Placement, Prefetch>::in_flight(std::size_t i) const {
+  return flying_.at(i) != 0;
+}
+
+template <comm::communicator Comm, class Placement, class Prefetch>
+auto layer_stream<Comm, Placement, Prefetch>::bring(std::size_t i, std::size_t pos) -> flight {
+  flight f;
+  f.live = true;
+  tensor_ref t = tensors_[i].ref();
+  const std::byte* src = nullptr;
+  if constexpr (resident) {
+    src = static_cast<const std::byte*>(t.data(compute_tier::id));
+  } else {
+    buffer_ring& ring = sharded ? shards_ : gathered_;
+    f.slot = pos % ring.size();
+    t.fetch_into(compute_tier::id, ring.data(f.slot), ring.take_uses(f.slot));
+    src = static_cast<const std::byte*>(ring.data(f.slot));
+    stats_.home_bytes += t.bytes();
+  }
+  event src_ready = t.ready(compute_tier::id);
+  if constexpr (sharded) {
+    if constexpr (resident) f.slot = pos % gathered_.size();
+    auto* dst = static_cast<std::byte*>(gathered_.data(f.slot));
+    const std::size_t bytes = shard_bytes(i);
+    std::vector<event> after = gathered_.take_uses(f.slot);
+    after.push_back(std::move(src_ready));
+    f.ready = collectives_.submit(
+        span_kind::all_gather, "all-gather " + layers_[i].name,
+        [this, src, dst, bytes] { comm_.all_gather(src, dst, bytes).wait(); }, std::move(after));
+    f.whole = dst;
+    stats_.gathered_bytes += bytes * static_cast<std::size_t>(comm_.size() - 1);
+  } else {
+    f.whole = src;
+    f.ready = std::move(src_ready);
+  }
+  flying_[i] = 1;
+  return f;
+}
+
+template <comm::communicator Comm, class Placement, class Prefetch>
+void layer_stream<Comm, Placement, Prefetch>::done_with(std::size_t i, flight& f) {
+  event fence = ctx_.compute_fence();
+  if constexpr (sharded) gathered_.add_use(f.slot, fence);
+  if constexpr (!resident) {
+    tensors_[i].ref().evict(compute_tier::id, {f.ready, fence});
+    give_back(i, f);
+  }
+  f.live = false;
+  flying_[i] = 0;
+}
+
+template <comm::communicator Comm, class Placement, class Prefetch>
+void layer_stream<Comm, Placement, Prefetch>::give_back(std::size_t i, flight& f) {
+  buffer_ring& ring = sharded ? shards_ : gathered_;
+  ring.add_uses(f.slot, tensors_[i].ref().take_last_use(compute_tier::id));
+}
+
+template <comm::communicator Comm, class Placement, class Prefetch>
+template <class Body>
+void layer_stream<Comm, Placement, Prefetch>::walk(Body&& body) {
+  const std::size_t n = layers_.size();
+  for (std::size_t i = 0; i < n; ++i)
+    if (!set_[i])
+      throw config_error("layer_stream '" + name_ + "': layer '" + layers_[i].name +
+                         "' was never set (set_layer or set_stored every layer before a walk)");
+  const std::size_t ahead = std::min(depth, n - 1);
+  std::vector<flight> fl(n);
+  std::size_t issued = 0;
+  try {
+    for (; issued <= ahead; ++issued) fl[issued] = bring(issued, issued);
+    for (std::size_t p = 0; p < n; ++p) {
+      if (p > 0 && p + ahead < n) {  // layer p-1's buffers are free: bring p+ahead
+        fl[issued] = bring(issued, issued);
+        ++issued;
+      }
+      fl[p].ready.wait();
+      body(p, fl[p].whole);
+      done_with(p, fl[p]);
+    }
+  } catch (...) {
+    // Whatever is still in flight borrows ring memory: let it finish, then drop it.
+    try {
+      collectives_.synchronize();
+    } catch (...) {
+    }
+    for (std::size_t p = 0; p < issued; ++p) {
+      if (!fl[p].live) continue;
+      if constexpr (!resident) {
+        tensor_ref t = tensors_[p].ref();
+        if (t.holds(compute_tier::id) && !t.leased()) t.evict(compute_tier::id);
+        give_back(p, fl[p]);
+      }
+      flying_[p] = 0;
+    }
+    throw;
+  }
+  ++stats_.passes;
+}
+
+template <comm::communicator Comm, class Placement, class Prefetch>
+template <class F>
+void layer_stream<Comm, Placement, Prefetch>::forward(F&& f) {
+  walk([&](std::size_t i, const std::byte* w) {
+    ctx_.compute("compute " + layers_[i].name, [&] { f(i, w); });
+    ++stats_.computes;
+  });
+}
+
+template <comm::communicator Comm, class Placement, class Prefetch>
+template <class F>
+void layer_stream<Comm, Placement, Prefetch>::forward(std::size_t micro_batches, F&& f) {
+  if (micro_batches == 0)
+    throw config_error("layer_stream '" + name_ + "': a block needs at least one micro-batch");
+  walk([&](std::size_t i, const std::byte* w) {
+    for (std::size_t j = 0; j < micro_batches; ++j) {
+      ctx_.compute("compute " + layers_[i].name + " mb " + std::to_string(j),
+                   [&] { f(i, j, w); });
+      ++stats_.computes;
+    }
+  });
+}
+
+}  // namespace infer
+
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_INFER_DETAIL_LAYER_STREAM_INL
+// ---- end <strata/infer/detail/layer_stream.inl> ----
+#endif // STRATA_SINGLE_INCLUDE_STRATA_INFER_LAYER_STREAM_HPP
+// ---- end <strata/infer/layer_stream.hpp> ----
 
 // ---- begin <strata/checkpoint/directory.hpp> ----
 #ifndef STRATA_SINGLE_INCLUDE_STRATA_CHECKPOINT_DIRECTORY_HPP
