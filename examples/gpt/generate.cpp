@@ -1,15 +1,25 @@
-// examples/gpt/generate.cpp — gpt_generate: text from a trained mini-GPT.
+// examples/gpt/generate.cpp — gpt_generate: text from a trained mini-GPT, resident or streamed.
 //
-// What this is: loads weights written by gpt_train (safetensors.hpp), runs one or more prompts
-// through the model with a KV cache (sampler.hpp), samples --tokens bytes per prompt with
-// temperature / top-k / seed, prints each sample, then the prefill latency, the per-step
-// decode latency and tokens per second.
-// What it is not: a chat loop or a server; the host float32 path only.
+// What this is: loads weights written by gpt_train (safetensors.hpp) block by block into the
+// home the policy names — the compute tier (resident), pinned or host memory, or an NVMe
+// directory — in the weight format asked for (f32, bf16, f16 or 4-bit groups), prints the
+// memory plan (refused up front if it does not fit the budgets), then runs the prompts
+// through the KV-cache decoder, whose walk over the blocks streams each one through a ring of
+// Depth+1 buffers (strata's infer::layer_stream) in batch blocks of micro-batches, with the
+// cache on the tier --kv-tier names. It prints a progress line per generated token, each
+// sample, the prefill and decode latencies, tokens per second and, for a streamed home, the
+// ratio of tokens per second to the IO bound (the rows of a pass over the bytes a pass
+// streams, at the read rate measured by a pass that computes nothing).
+// What it is not: a chat loop or a server.
 //
 //   gpt_generate --weights gpt.safetensors --prompt "The " --prompt "Q: " --tokens 200
+//   gpt_generate --weights gpt.safetensors --policy nvme --nvme-dir /mnt/nvme --quant 4bit \
+//                --batch 4 --block 2 --tokens 32
 //
-// Exit codes: 0 done, 1 the weights could not be used (the message says why), 2 bad arguments.
+// Exit codes: 0 done, 1 the weights could not be used or the plan does not fit (the message
+// says why), 2 bad arguments.
 #include "data.hpp"
+#include "infer_session.hpp"
 #include "safetensors.hpp"
 #include "sampler.hpp"
 
@@ -19,6 +29,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <exception>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -30,11 +41,26 @@ Generates text from a mini-GPT trained by gpt_train (byte-level: every byte is a
 
   --weights FILE      safetensors file written by gpt_train (default gpt.safetensors)
   --prompt TEXT       a prompt; repeat for several, generated side by side as one batch
-                      (default: one prompt "The ")
+                      (default: one prompt "The "); with more rows than prompts (--batch,
+                      --block) the prompts repeat
   --tokens N          bytes to generate per prompt (default 200)
   --temperature F     softmax temperature, 0 = greedy / argmax (default 0.8)
   --top-k K           sample among the K most likely bytes only, 0 = all (default 40)
   --seed S            seed of the sampler; same seed, same text (default 1337)
+
+Where the model lives and how it streams:
+  --policy P          home of the blocks' weights: resident (on the compute tier), pinned,
+                      host, or nvme (files in --nvme-dir) (default resident)
+  --quant Q           weight format of the blocks: none (f32), bf16, f16, 4bit (default none)
+  --depth D           blocks in flight beside the one computed, 0 .. 3 (default 1)
+  --batch B           rows per micro-batch (default: one row per prompt)
+  --block K           micro-batches per block: each block goes through the weights of a layer
+                      before the next layer (B x K rows in all; default 1)
+  --kv-tier T         home of the KV cache: device, pinned, host, nvme (default device)
+  --nvme-dir DIR      directory of the NVMe tier (default: the weights' directory)
+  --device-mib N      budget of the compute tier in MiB (default 4096)
+  --pinned-mib N      budget of pinned host memory in MiB (default 1024)
+  --quiet             no progress line per token
   --help              this text
 
 Bytes that are not printable ASCII are shown as \xHH.
@@ -45,6 +71,9 @@ struct options {
   std::vector<std::string> prompts;
   int tokens = 200;
   gpt::sampling_options sampling{0.8f, 40, 1337};
+  gpt::infer_options infer;
+  int batch = 0, block = 1;
+  bool quiet = false;
 };
 
 using example::bad_argument;
@@ -52,20 +81,61 @@ using example::bad_argument;
 /// Reads the command line (`--flag value` or `--flag=value`). Returns false for --help.
 bool parse(int argc, char** argv, options& o) {
   example::option_reader r(argc, argv);
+  auto word = [&](auto parse_word) {
+    try {
+      return parse_word(r.value());
+    } catch (const std::invalid_argument& e) {
+      throw bad_argument(std::string(r.name()) + ": " + e.what());
+    }
+  };
   while (r.next()) {
     if (r.flag("--help") || r.flag("-h")) return false;
-    if (r.is("--weights")) o.weights = r.path();
+    if (r.flag("--quiet")) o.quiet = true;
+    else if (r.is("--weights")) o.weights = r.path();
     else if (r.is("--prompt")) o.prompts.push_back(r.value());
     else if (r.is("--tokens")) o.tokens = r.integer(0);
     else if (r.is("--temperature")) o.sampling.temperature = static_cast<float>(r.number(0, FLT_MAX));
     else if (r.is("--top-k")) o.sampling.top_k = r.integer(0);
     else if (r.is("--seed")) o.sampling.seed = r.integer<std::uint64_t>(0);
+    else if (r.is("--policy")) o.infer.home = word(gpt::parse_weight_home);
+    else if (r.is("--quant")) o.infer.format = word(gpt::parse_weight_format);
+    else if (r.is("--depth")) o.infer.depth = r.integer(0, 3);
+    else if (r.is("--batch")) o.batch = r.integer(1, 1 << 16);
+    else if (r.is("--block")) o.block = r.integer(1, 1 << 16);
+    else if (r.is("--kv-tier")) o.infer.kv = word(gpt::parse_kv_home);
+    else if (r.is("--nvme-dir")) o.infer.nvme_dir = r.path();
+    else if (r.is("--device-mib")) o.infer.device_bytes = r.integer<std::size_t>(1, std::size_t(1) << 30) << 20;
+    else if (r.is("--pinned-mib")) o.infer.pinned_bytes = r.integer<std::size_t>(1, std::size_t(1) << 30) << 20;
     else r.unknown();
   }
   if (o.prompts.empty()) o.prompts.push_back("The ");
   for (std::size_t b = 0; b < o.prompts.size(); ++b)
     if (o.prompts[b].empty()) throw bad_argument("--prompt number " + std::to_string(b + 1) + " is empty");
+  if (o.infer.nvme_dir.empty()) {
+    const std::filesystem::path dir = std::filesystem::path(o.weights).parent_path();
+    o.infer.nvme_dir = dir.empty() ? "." : dir.string();
+  }
   return true;
+}
+
+/// Loads every block into the session, one at a time (a model larger than memory never is in
+/// memory), printing progress for a model whose load takes a while.
+void load_blocks(const gpt::safetensors_reader& r, const gpt::gpt_config& cfg,
+                 gpt::infer_session& s, bool quiet) {
+  using clock = std::chrono::steady_clock;
+  std::vector<float> block(gpt::block_numel(cfg));
+  const auto t0 = clock::now();
+  auto last = t0;
+  for (int l = 0; l < cfg.layers; ++l) {
+    gpt::read_gpt_block(r, cfg, l, block.data());
+    s.set_block(std::size_t(l), block);
+    const auto now = clock::now();
+    if (!quiet && (now - last > std::chrono::seconds(2) || l + 1 == cfg.layers)) {
+      std::fprintf(stderr, "loading: block %d/%d, %.1f s\n", l + 1, cfg.layers,
+                   std::chrono::duration<double>(now - t0).count());
+      last = now;
+    }
+  }
 }
 
 }  // namespace
@@ -83,8 +153,9 @@ int main(int argc, char** argv) {
   }
 
   try {
-    const gpt::gpt_weights w = gpt::load_gpt(opt.weights);
-    const gpt::gpt_config& cfg = w.cfg;
+    const gpt::safetensors_reader reader(opt.weights);
+    const gpt::gpt_config cfg = gpt::read_gpt_config(reader);
+    gpt::check_gpt_tensors(reader, cfg);
     if (cfg.vocab != gpt::byte_vocab)
       throw strata::config_error("'" + opt.weights + "' has vocab " + std::to_string(cfg.vocab) +
                                  "; gpt_generate speaks bytes (vocab 256)");
@@ -96,19 +167,48 @@ int main(int argc, char** argv) {
                 opt.tokens, opt.prompts.size(), double(opt.sampling.temperature),
                 opt.sampling.top_k, static_cast<unsigned long long>(opt.sampling.seed));
 
-    const int B = static_cast<int>(opt.prompts.size());
+    // Rows: --batch x --block, or one per prompt; prompts repeat over the rows.
+    const int mb = opt.batch > 0 ? opt.batch : int(opt.prompts.size());
+    const int B = mb * opt.block;
     std::vector<std::vector<int>> prompts;
-    std::size_t prompt_tokens = 0;
-    for (const std::string& p : opt.prompts) {
+    std::vector<std::string> row_prompt;
+    std::size_t prompt_tokens = 0, longest = 1;
+    for (int b = 0; b < B; ++b) {
+      const std::string& p = opt.prompts[std::size_t(b) % opt.prompts.size()];
+      row_prompt.push_back(p);
       prompts.push_back(gpt::encode(p));
       prompt_tokens += std::min<std::size_t>(p.size(), std::size_t(cfg.context));
+      longest = std::max(longest, std::min<std::size_t>(p.size(), std::size_t(cfg.context)));
     }
+    opt.infer.micro_batch = mb;
+    const bool streamed = opt.infer.home != gpt::weight_home::resident;
+    std::printf("policy: blocks %s in %s, %s; KV cache on %s; %d row(s) = %d micro-batch(es) of %d\n",
+                gpt::home_name(opt.infer.home), gpt::format_name(opt.infer.format),
+                streamed ? ("lookahead " + std::to_string(opt.infer.depth)).c_str() : "no stream",
+                gpt::home_name(opt.infer.kv), B, opt.block, mb);
 
-    gpt::kv_decoder dec(w, B);
-    const gpt::generation g = gpt::generate(dec, prompts, opt.tokens, opt.sampling);
+    gpt::infer_session session(cfg, opt.infer, B, int(std::max<std::size_t>(longest, 1)));
+    std::printf("memory plan (per tier; refused up front when over a budget):\n%s",
+                session.plan().to_string(&session.ctx()).c_str());
+    std::fflush(stdout);
+
+    std::vector<float> embed(gpt::embed_numel(cfg));
+    gpt::read_gpt_embed(reader, cfg, embed.data());
+    load_blocks(reader, cfg, session, opt.quiet);
+    const double read_rate = session.measure_read_rate();
+
+    gpt::kv_decoder& dec = session.decoder(embed);
+    gpt::generation_progress progress;
+    if (!opt.quiet)
+      progress = [&](const gpt::generation_step& s) {
+        std::fprintf(stderr, "token %d/%d: %.1f ms%s, %.1f tokens/s so far\n", s.token, s.n_new,
+                     s.step_ms, s.token == 1 ? " (prefill)" : "",
+                     1000.0 * B * s.token / s.elapsed_ms);
+      };
+    const gpt::generation g = gpt::generate(dec, prompts, opt.tokens, opt.sampling, progress);
 
     for (int b = 0; b < B; ++b) {
-      std::printf("\n--- sample %d ---\n%s%s\n", b, gpt::printable(opt.prompts[b]).c_str(),
+      std::printf("\n--- sample %d ---\n%s%s\n", b, gpt::printable(row_prompt[std::size_t(b)]).c_str(),
                   gpt::printable(gpt::decode(g.tokens[b])).c_str());
     }
     std::printf("\n");
@@ -119,11 +219,22 @@ int main(int argc, char** argv) {
     if (opt.tokens > 0 && g.decode_ms > 0) {
       // A step samples one token per row and appends it; the first step samples from the
       // prefill's logits, the last appends nothing.
+      const double tps = 1000.0 * B * opt.tokens / g.decode_ms;
       std::printf("decode:  %.3f ms per step (one token for each of %d row(s)), %.0f tokens/s",
-                  g.decode_ms / opt.tokens, B, 1000.0 * B * opt.tokens / g.decode_ms);
+                  g.decode_ms / opt.tokens, B, tps);
       if (g.refills > 0)
         std::printf(" (%d cache rebuild(s) at the context limit included)", g.refills);
       std::printf("\n");
+      const std::size_t passes = session.passes();
+      if (streamed && passes > 0 && read_rate > 0) {
+        // The IO bound: a pass yields one token per row and streams this many bytes.
+        const double per_pass = double(session.streamed_bytes()) / double(passes);
+        const double bound = B * read_rate / per_pass;
+        std::printf("streamed: %.2f MiB per pass from %s at %.2f GB/s measured: IO bound "
+                    "%.1f tokens/s, decode at %.2f of it\n",
+                    per_pass / (1 << 20), gpt::home_name(opt.infer.home), read_rate / 1e9, bound,
+                    tps / bound);
+      }
     }
     return 0;
   } catch (const std::exception& e) {

@@ -21,13 +21,10 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <numeric>
 #include <string>
 #include <vector>
-
-#if defined(_OPENMP)
-#  include <omp.h>
-#endif
 
 namespace gpt {
 
@@ -91,12 +88,23 @@ struct generation {
   int truncated_prompts = 0;             // prompts longer than the context, cut to their end
 };
 
+/// What generate() tells its progress callback after each token of every row is sampled.
+struct generation_step {
+  int token = 0;          // 1 .. n_new: tokens sampled per row so far
+  int n_new = 0;
+  double step_ms = 0;     // since the previous report (the first: the prefill)
+  double elapsed_ms = 0;  // since generate() started
+};
+using generation_progress = std::function<void(const generation_step&)>;
+
 /// Runs the prompts (each non-empty; one longer than the context keeps its last `context`
 /// tokens) and samples n_new tokens per row. Row b draws from rng(seed, b), its own stream.
 /// When a row reaches the context, every row keeps the last context/2 tokens of its text and
 /// the cache is rebuilt from them (positions restart at 0, as they would in a fresh prompt).
+/// `progress`, if given, hears of each token as soon as it is sampled for every row.
 inline generation generate(kv_decoder& dec, const std::vector<std::vector<int>>& prompts,
-                           int n_new, const sampling_options& opt) {
+                           int n_new, const sampling_options& opt,
+                           const generation_progress& progress = {}) {
   using clock = std::chrono::steady_clock;
   const int B = dec.rows(), V = dec.config().vocab, ctx = dec.config().context;
   if (prompts.size() != std::size_t(B))
@@ -124,12 +132,20 @@ inline generation generate(kv_decoder& dec, const std::vector<std::vector<int>>&
   g.prefill_ms = std::chrono::duration<double, std::milli>(t1 - t0).count();
 
   std::vector<std::vector<int>> step(std::size_t(B), std::vector<int>(1));
+  auto last = t1;
   for (int n = 0; n < n_new; ++n) {
     for (int b = 0; b < B; ++b) {
       const int tok = sample_token(dec.logits() + std::size_t(b) * V, V, opt, streams[b]);
       g.tokens[b].push_back(tok);
       text[b].push_back(tok);
       step[b][0] = tok;
+    }
+    if (progress) {
+      const auto now = clock::now();
+      progress({n + 1, n_new,
+                std::chrono::duration<double, std::milli>(now - (n == 0 ? t0 : last)).count(),
+                std::chrono::duration<double, std::milli>(now - t0).count()});
+      last = now;
     }
     if (n + 1 == n_new) break;  // the last token needs no logits after it
     bool full = false;

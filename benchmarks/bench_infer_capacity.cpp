@@ -1,0 +1,274 @@
+// benchmarks/bench_infer_capacity.cpp — generation from a GPT whose weights are larger than this
+// machine's memory, streamed from NVMe, against the IO bound measured in the same run (built by
+// examples/gpt/CMakeLists.txt: it needs the example's decoder).
+//
+// What it does: sizes a GPT (width --width, context --context) with as many layers as make its
+// stored weights at least --ram-multiple x this machine's RAM (MemTotal), or --weights-mib of
+// them (a smoke run); checks the free space of the directory first and refuses, naming the
+// bytes, when the weights would not fit; plans the session (blocks on nvme, lookahead --depth,
+// the KV cache on the device tier) and refuses it up front when it exceeds the host budget;
+// writes random weights (the shape is what matters: one random block, each layer's own
+// layernorm bias) straight into the NVMe store, a block at a time, so the model is never in
+// memory; measures the store's read rate with one pass that computes nothing, and fio's
+// sequential O_DIRECT read of the same file where fio exists; then prefills a batch of random
+// prompts and generates --tokens per row.
+//
+//   infer-capacity ratio=X tokens_per_s=A bound=B weights_gib=W ram_gib=R peak_rss_gib=P
+//                  rss_of_ram=Q fio_gbps=F read_gbps=G swap_kib=S over_budgets=O
+//     X = A / B: decode tokens per second ÷ the IO bound B = rows x G / (bytes one pass
+//         streams): what the decode would reach if compute were free. Goal >= 0.9.
+//     W, R: the stored weights and this machine's RAM (GiB); W / R >= 2 is the capacity claim.
+//     P, Q: the process's peak resident memory (VmHWM) and P / R. Goal Q <= 0.25.
+//     F, G: fio's read rate of the weight file (-1 without fio) and the stream's own (GB/s).
+//     S: swap the process used (VmSwap; 0 means none).
+//     O: the weights ÷ the budgets of every memory tier together (device, pinned, host; set
+//        with --device-mib etc.): above 1, the model fits in no tier, so it can only stream.
+//        The smoke run in CI sets small budgets and a model over twice their sum.
+//
+//   scripts/bench infer-capacity [--ram-multiple M | --weights-mib N] [--width C --heads H
+//       --context T] [--quant bf16|f16|4bit|none] [--batch B --block K] [--prompt P]
+//       [--tokens N] [--depth D] [--device-mib N --pinned-mib N --host-mib N --staging-mib N]
+//       [--dir DIR]
+// DIR: default $STRATA_BENCH_DIR, else nvme-scratch/ beside this program (a real file system;
+// tmpfs is refused). The weight file is removed at the end.
+#include "infer_session.hpp"
+#include "random.hpp"
+#include "sampler.hpp"
+
+#include "bench_common.hpp"  // seconds_since, scratch_dir, is_tmpfs
+#include "example_support.hpp"
+#include "nvme_fio.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <sys/statvfs.h>
+
+namespace {
+
+namespace fs = std::filesystem;
+using clock_type = std::chrono::steady_clock;
+using bench_support::seconds_since;
+
+constexpr double gib = 1024.0 * 1024.0 * 1024.0;
+
+struct options {
+  double ram_multiple = 2.0;
+  std::size_t weights_mib = 0;  // instead of the RAM multiple
+  int width = 4096, heads = 32, context = 64;
+  gpt::weight_format format = gpt::weight_format::bf16;
+  int batch = 4, block = 1, prompt = 8, tokens = 4, depth = 2;
+  // Budgets of the memory tiers (MiB); the staging ring is 4 slots of staging_mib in pinned.
+  std::size_t device_mib = 64 << 10, pinned_mib = 1 << 10, host_mib = 64 << 10, staging_mib = 4;
+  std::string dir;
+};
+
+/// A field of /proc/meminfo or /proc/self/status, in KiB (-1 when absent).
+long long proc_kib(const char* file, const char* key) {
+  std::ifstream in(file);
+  std::string k;
+  long long v = -1;
+  while (in >> k) {
+    if (k == key) {
+      in >> v;
+      return v;
+    }
+    in.ignore(1 << 12, '\n');
+  }
+  return -1;
+}
+
+void parse(int argc, char** argv, options& o) {
+  example::option_reader r(argc, argv);
+  while (r.next()) {
+    if (r.is("--ram-multiple")) o.ram_multiple = r.number(0.001, 1000);
+    else if (r.is("--weights-mib")) o.weights_mib = r.integer<std::size_t>(1, std::size_t(1) << 30);
+    else if (r.is("--width")) o.width = r.integer(8, 1 << 16);
+    else if (r.is("--heads")) o.heads = r.integer(1, 1 << 10);
+    else if (r.is("--context")) o.context = r.integer(2, 1 << 16);
+    else if (r.is("--quant")) {
+      try {
+        o.format = gpt::parse_weight_format(r.value());
+      } catch (const std::invalid_argument& e) {
+        throw example::bad_argument(std::string("--quant: ") + e.what());
+      }
+    } else if (r.is("--batch")) o.batch = r.integer(1, 1 << 12);
+    else if (r.is("--block")) o.block = r.integer(1, 1 << 12);
+    else if (r.is("--prompt")) o.prompt = r.integer(1, 1 << 16);
+    else if (r.is("--tokens")) o.tokens = r.integer(2, 1 << 16);
+    else if (r.is("--depth")) o.depth = r.integer(0, 3);
+    else if (r.is("--device-mib")) o.device_mib = r.integer<std::size_t>(1, std::size_t(1) << 30);
+    else if (r.is("--pinned-mib")) o.pinned_mib = r.integer<std::size_t>(1, std::size_t(1) << 30);
+    else if (r.is("--host-mib")) o.host_mib = r.integer<std::size_t>(1, std::size_t(1) << 30);
+    else if (r.is("--staging-mib")) o.staging_mib = r.integer<std::size_t>(1, 1024);
+    else if (r.is("--dir")) o.dir = r.path();
+    else r.unknown();
+  }
+  if (o.prompt + o.tokens > o.context)
+    throw example::bad_argument("--prompt + --tokens (" + std::to_string(o.prompt + o.tokens) +
+                                ") exceed the context of " + std::to_string(o.context));
+}
+
+/// One block's random weights: GPT-2's scale (std ~0.02 from a sum of uniforms), layernorm
+/// weights 1; the layer's own bias in ln_1 makes every layer's bytes its own.
+std::vector<float> random_block(const gpt::gpt_config& cfg) {
+  std::vector<float> b(gpt::block_numel(cfg));
+  gpt::rng gen(2024, 0);
+  for (float& x : b) x = 0.02f * float(gen.uniform() + gen.uniform() + gen.uniform() - 1.5) * 2.0f;
+  for (const gpt::tensor_slot& s : gpt::block_slots(cfg))
+    if (s.name == "ln_1.weight" || s.name == "ln_2.weight")
+      std::fill_n(b.begin() + std::ptrdiff_t(s.offset), s.numel, 1.0f);
+  return b;
+}
+
+int run(const options& o) {
+  example::voice say;
+  const long long ram_kib = proc_kib("/proc/meminfo", "MemTotal:");
+  const double ram = double(ram_kib) * 1024.0;
+  gpt::gpt_config cfg;
+  cfg.vocab = 256;
+  cfg.width = o.width;
+  cfg.heads = o.heads;
+  cfg.context = o.context;
+  cfg.layers = 1;
+  cfg.validate();
+  const std::size_t block_bytes = gpt::make_block_layout(cfg, o.format).bytes;
+  const double target = o.weights_mib ? double(o.weights_mib) * (1 << 20) : o.ram_multiple * ram;
+  cfg.layers = std::max(1, int(std::ceil(target / double(block_bytes))));
+  const double weights = double(block_bytes) * cfg.layers;
+
+  const std::string dir = bench_support::scratch_dir(o.dir);
+  fs::create_directories(dir);
+  if (bench_support::is_tmpfs(dir)) {
+    std::fprintf(stderr, "infer-capacity: %s is tmpfs (memory): the weights must be on a disk\n",
+                 dir.c_str());
+    return 1;
+  }
+  struct statvfs sv {};
+  if (::statvfs(dir.c_str(), &sv) != 0) {
+    std::fprintf(stderr, "infer-capacity: cannot stat %s\n", dir.c_str());
+    return 1;
+  }
+  const double free_bytes = double(sv.f_bavail) * double(sv.f_frsize);
+  const double needed = weights * 1.02 + (64 << 20);  // the store's block padding and checksums
+  say("infer-capacity: GPT of %d layers, width %d, context %d: %.2f GiB of %s weights "
+      "(%.2f x this machine's %.2f GiB of RAM) in %s (%.1f GiB free)\n",
+      cfg.layers, cfg.width, cfg.context, weights / gib, gpt::format_name(o.format),
+      weights / ram, ram / gib, dir.c_str(), free_bytes / gib);
+  if (needed > free_bytes) {
+    std::fprintf(stderr,
+                 "infer-capacity: refused: the weights need %.2f GiB (%.0f bytes) in %s, which "
+                 "has %.2f GiB (%.0f bytes) free; free some space, pass --dir elsewhere, or "
+                 "lower --ram-multiple\n",
+                 needed / gib, needed, dir.c_str(), free_bytes / gib, free_bytes);
+    return 1;
+  }
+
+  gpt::infer_options io;
+  io.home = gpt::weight_home::nvme;
+  io.format = o.format;
+  io.depth = o.depth;
+  io.kv = gpt::kv_home::device;
+  io.micro_batch = o.batch;
+  io.nvme_dir = dir;
+  io.device_bytes = o.device_mib << 20;
+  io.pinned_bytes = o.pinned_mib << 20;
+  io.host_bytes = o.host_mib << 20;
+  io.staging_slot_bytes = o.staging_mib << 20;
+  const double budgets = double((o.device_mib + o.pinned_mib + o.host_mib) << 20);
+  const int B = o.batch * o.block;
+  gpt::infer_session session(cfg, io, B, o.prompt);
+  say("memory plan:\n%s", session.plan().to_string(&session.ctx()).c_str());
+
+  // The weights, straight into the store.
+  const std::vector<float> base = random_block(cfg);
+  const gpt::tensor_slot& bias = [&]() -> const gpt::tensor_slot& {
+    static const std::vector<gpt::tensor_slot> slots = gpt::block_slots(cfg);
+    return gpt::find_slot(slots, "ln_1.bias");
+  }();
+  std::vector<float> block = base;
+  auto t0 = clock_type::now();
+  for (int l = 0; l < cfg.layers; ++l) {
+    std::fill_n(block.begin() + std::ptrdiff_t(bias.offset), bias.numel, 0.001f * float(l));
+    session.set_block(std::size_t(l), block);
+    if ((l + 1) % 16 == 0 || l + 1 == cfg.layers)
+      say("writing: block %d/%d, %.1f s\n", l + 1, cfg.layers, seconds_since(t0));
+  }
+  session.ctx().synchronize();
+  const double write_s = seconds_since(t0);
+  say("wrote %.2f GiB in %.1f s (%.2f GB/s)\n", weights / gib, write_s, weights / write_s / 1e9);
+
+  // The IO bound: the stream's own rate with nothing to compute, and fio's on the same file.
+  const double read_rate = session.measure_read_rate();
+  double fio_rate = -1;
+  if (!nvme_fio::fio_version().empty()) {
+    const fs::path arena = session.ctx().nvme().path();
+    nvme_fio::job j;
+    j.directory = arena.parent_path().string();
+    j.file = arena.filename().string();
+    j.size = std::min<std::uint64_t>(std::uint64_t(weights), std::uint64_t(8) << 30) / (1 << 20) * (1 << 20);
+    j.block = std::size_t(1) << 20;
+    j.queue_depth = 8;
+    if (j.size >= j.block) {
+      const nvme_fio::result r = nvme_fio::run(j);
+      if (r.ok) fio_rate = r.bytes_per_s;
+      else say("fio: %s\n", r.error.c_str());
+    }
+  }
+  say("read rate: stream %.2f GB/s (one pass, no compute), fio %.2f GB/s\n", read_rate / 1e9,
+      fio_rate / 1e9);
+
+  // Generation: random prompts, greedy.
+  std::vector<float> embed(gpt::embed_numel(cfg));
+  gpt::rng gen(7, 1);
+  for (float& x : embed) x = 0.02f * float(gen.uniform() - 0.5);
+  std::vector<std::vector<int>> prompts(static_cast<std::size_t>(B));
+  for (auto& p : prompts)
+    for (int t = 0; t < o.prompt; ++t) p.push_back(int(gen.uniform() * 255.99));
+  gpt::kv_decoder& dec = session.decoder(embed);
+  const auto progress = [&](const gpt::generation_step& s) {
+    say("token %d/%d: %.1f s%s\n", s.token, s.n_new, s.step_ms / 1000, s.token == 1 ? " (prefill)" : "");
+  };
+  const std::size_t passes_before = session.passes(), bytes_before = session.streamed_bytes();
+  const gpt::generation g = gpt::generate(dec, prompts, o.tokens, {0.0f, 0, 1}, progress);
+  const std::size_t passes = session.passes() - passes_before;
+  const double per_pass = double(session.streamed_bytes() - bytes_before) / double(passes);
+  // Decode: the passes after the prefill; generate() times n_new samples and n_new - 1 appends.
+  const double decode_tps = double(B) * (o.tokens - 1) / (g.decode_ms / 1000.0);
+  const double bound = double(B) * read_rate / per_pass;
+  const double rss = double(proc_kib("/proc/self/status", "VmHWM:")) * 1024.0;
+  const long long swap = proc_kib("/proc/self/status", "VmSwap:");
+  say("prefill %.1f s (%d rows x %d tokens); decode %.2f tokens/s (%d rows), IO bound %.2f "
+      "tokens/s; peak RSS %.2f GiB (%.1f%% of RAM), swap %lld KiB\n",
+      g.prefill_ms / 1000, B, o.prompt, decode_tps, B, bound, rss / gib, 100 * rss / ram, swap);
+  say("infer-capacity ratio=%.3f tokens_per_s=%.3f bound=%.3f weights_gib=%.2f ram_gib=%.2f "
+      "peak_rss_gib=%.2f rss_of_ram=%.3f fio_gbps=%.3f read_gbps=%.3f swap_kib=%lld "
+      "over_budgets=%.2f\n",
+      decode_tps / bound, decode_tps, bound, weights / gib, ram / gib, rss / gib, rss / ram,
+      fio_rate > 0 ? fio_rate / 1e9 : -1.0, read_rate / 1e9, swap, weights / budgets);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  options o;
+  try {
+    parse(argc, argv, o);
+  } catch (const example::bad_argument& e) {
+    std::fprintf(stderr, "bench_infer_capacity: %s\n", e.what());
+    return 2;
+  }
+  try {
+    return run(o);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_infer_capacity: %s\n", e.what());
+    return 1;
+  }
+}
