@@ -9,17 +9,23 @@
 // the KV cache on the device tier) and refuses it up front when it exceeds the host budget;
 // writes random weights (the shape is what matters: one random block, each layer's own
 // layernorm bias) straight into the NVMe store, a block at a time, so the model is never in
-// memory; measures the store's read rate with one pass that computes nothing, and fio's
-// sequential O_DIRECT read of the same file where fio exists; then prefills a batch of random
-// prompts and generates --tokens per row.
+// memory; prefills a batch of random prompts and generates --tokens per row, each decode pass
+// followed by a pass that computes nothing (the IO bound beside it); fio reads the same file
+// before and after, where fio exists.
 //
 //   infer-capacity ratio=X tokens_per_s=A bound=B weights_gib=W ram_gib=R peak_rss_gib=P
-//                  rss_of_ram=Q fio_gbps=F read_gbps=G swap_kib=S over_budgets=O
-//     X = A / B: decode tokens per second ÷ the IO bound B = rows x G / (bytes one pass
-//         streams): what the decode would reach if compute were free. Goal >= 0.9.
+//                  rss_of_ram=Q read_gbps=G fio_gbps=F stream_over_fio=Y swap_kib=S
+//                  over_budgets=O
+//     X = A / B: decode tokens per second ÷ the IO bound. Each decode pass (one token per
+//         row, every block streamed once) is followed by a pass of the same stream that
+//         computes nothing; A = rows / median(decode pass), B = rows / median(IO-only pass):
+//         what the decode would reach if compute were free. Interleaved, because this disk's
+//         speed swings 2x over minutes. Goal >= 0.9.
+//     G, F, Y: the stream's read rate in its IO-only passes, fio's sequential O_DIRECT read of
+//         the weight file (1 MiB x qd 16, before and after; -1 without fio), and G / F: how
+//         close the streaming path comes to the disk.
 //     W, R: the stored weights and this machine's RAM (GiB); W / R >= 2 is the capacity claim.
 //     P, Q: the process's peak resident memory (VmHWM) and P / R. Goal Q <= 0.25.
-//     F, G: fio's read rate of the weight file (-1 without fio) and the stream's own (GB/s).
 //     S: swap the process used (VmSwap; 0 means none).
 //     O: the weights ÷ the budgets of every memory tier together (device, pinned, host; set
 //        with --device-mib etc.): above 1, the model fits in no tier, so it can only stream.
@@ -32,8 +38,8 @@
 // DIR: default $STRATA_BENCH_DIR, else nvme-scratch/ beside this program (a real file system;
 // tmpfs is refused). The weight file is removed at the end.
 #include "infer_session.hpp"
+#include "sampler.hpp"  // argmax
 #include "random.hpp"
-#include "sampler.hpp"
 
 #include "bench_common.hpp"  // seconds_since, scratch_dir, is_tmpfs
 #include "example_support.hpp"
@@ -65,7 +71,7 @@ struct options {
   gpt::weight_format format = gpt::weight_format::bf16;
   int batch = 4, block = 1, prompt = 8, tokens = 4, depth = 2;
   // Budgets of the memory tiers (MiB); the staging ring is 4 slots of staging_mib in pinned.
-  std::size_t device_mib = 64 << 10, pinned_mib = 1 << 10, host_mib = 64 << 10, staging_mib = 4;
+  std::size_t device_mib = 64 << 10, pinned_mib = 1 << 10, host_mib = 64 << 10, staging_mib = 32;
   std::string dir;
 };
 
@@ -204,27 +210,28 @@ int run(const options& o) {
   const double write_s = seconds_since(t0);
   say("wrote %.2f GiB in %.1f s (%.2f GB/s)\n", weights / gib, write_s, weights / write_s / 1e9);
 
-  // The IO bound: the stream's own rate with nothing to compute, and fio's on the same file.
-  const double read_rate = session.measure_read_rate();
-  double fio_rate = -1;
-  if (!nvme_fio::fio_version().empty()) {
+  // fio's sequential O_DIRECT read of the weight file: the disk's own rate (before and after
+  // the generation: a cloud disk's speed drifts over minutes).
+  auto fio_read = [&]() -> double {
+    if (nvme_fio::fio_version().empty()) return -1;
     const fs::path arena = session.ctx().nvme().path();
     nvme_fio::job j;
     j.directory = arena.parent_path().string();
     j.file = arena.filename().string();
-    j.size = std::min<std::uint64_t>(std::uint64_t(weights), std::uint64_t(8) << 30) / (1 << 20) * (1 << 20);
+    j.size = std::min<std::uint64_t>(std::uint64_t(weights), std::uint64_t(4) << 30) / (1 << 20) * (1 << 20);
     j.block = std::size_t(1) << 20;
-    j.queue_depth = 8;
-    if (j.size >= j.block) {
-      const nvme_fio::result r = nvme_fio::run(j);
-      if (r.ok) fio_rate = r.bytes_per_s;
-      else say("fio: %s\n", r.error.c_str());
-    }
-  }
-  say("read rate: stream %.2f GB/s (one pass, no compute), fio %.2f GB/s\n", read_rate / 1e9,
-      fio_rate / 1e9);
+    j.queue_depth = 16;
+    if (j.size < j.block) return -1;
+    const nvme_fio::result r = nvme_fio::run(j);
+    if (!r.ok) say("fio: %s\n", r.error.c_str());
+    return r.ok ? r.bytes_per_s : -1;
+  };
+  std::vector<double> fio;
+  if (const double f = fio_read(); f > 0) fio.push_back(f);
 
-  // Generation: random prompts, greedy.
+  // Generation: random prompts, greedy. After the prefill, each decode pass is followed by a
+  // pass of the same stream that computes nothing (the IO bound, measured beside it, so that a
+  // slow spell of the disk weighs on both alike).
   std::vector<float> embed(gpt::embed_numel(cfg));
   gpt::rng gen(7, 1);
   for (float& x : embed) x = 0.02f * float(gen.uniform() - 0.5);
@@ -232,26 +239,42 @@ int run(const options& o) {
   for (auto& p : prompts)
     for (int t = 0; t < o.prompt; ++t) p.push_back(int(gen.uniform() * 255.99));
   gpt::kv_decoder& dec = session.decoder(embed);
-  const auto progress = [&](const gpt::generation_step& s) {
-    say("token %d/%d: %.1f s%s\n", s.token, s.n_new, s.step_ms / 1000, s.token == 1 ? " (prefill)" : "");
-  };
-  const std::size_t passes_before = session.passes(), bytes_before = session.streamed_bytes();
-  const gpt::generation g = gpt::generate(dec, prompts, o.tokens, {0.0f, 0, 1}, progress);
-  const std::size_t passes = session.passes() - passes_before;
-  const double per_pass = double(session.streamed_bytes() - bytes_before) / double(passes);
-  // Decode: the passes after the prefill; generate() times n_new samples and n_new - 1 appends.
-  const double decode_tps = double(B) * (o.tokens - 1) / (g.decode_ms / 1000.0);
-  const double bound = double(B) * read_rate / per_pass;
+  t0 = clock_type::now();
+  dec.append(prompts);
+  const double prefill_s = seconds_since(t0);
+  say("prefill: %.1f s (%d rows x %d tokens)\n", prefill_s, B, o.prompt);
+  std::vector<double> decode, io_only;
+  auto nothing = [](std::size_t, std::size_t, const std::byte*) {};
+  for (int step = 1; step < o.tokens; ++step) {
+    std::vector<std::vector<int>> next(static_cast<std::size_t>(B));
+    for (int b = 0; b < B; ++b) next[std::size_t(b)] = {gpt::argmax(dec.logits() + std::size_t(b) * 256, 256)};
+    t0 = clock_type::now();
+    dec.append(next);
+    decode.push_back(seconds_since(t0));
+    t0 = clock_type::now();
+    session.blocks().walk(1, nothing);
+    io_only.push_back(seconds_since(t0));
+    say("token %d/%d: decode pass %.2f s, IO-only pass %.2f s\n", step + 1, o.tokens,
+        decode.back(), io_only.back());
+  }
+  if (const double f = fio_read(); f > 0) fio.push_back(f);
+
+  const double pass_bytes = double(session.blocks().home_bytes());
+  const double decode_tps = double(B) / bench_support::median(decode);
+  const double bound = double(B) / bench_support::median(io_only);
+  const double read_rate = pass_bytes / bench_support::median(io_only);
+  const double fio_rate = fio.empty() ? -1 : bench_support::median(fio);
   const double rss = double(proc_kib("/proc/self/status", "VmHWM:")) * 1024.0;
   const long long swap = proc_kib("/proc/self/status", "VmSwap:");
-  say("prefill %.1f s (%d rows x %d tokens); decode %.2f tokens/s (%d rows), IO bound %.2f "
-      "tokens/s; peak RSS %.2f GiB (%.1f%% of RAM), swap %lld KiB\n",
-      g.prefill_ms / 1000, B, o.prompt, decode_tps, B, bound, rss / gib, 100 * rss / ram, swap);
-  say("infer-capacity ratio=%.3f tokens_per_s=%.3f bound=%.3f weights_gib=%.2f ram_gib=%.2f "
-      "peak_rss_gib=%.2f rss_of_ram=%.3f fio_gbps=%.3f read_gbps=%.3f swap_kib=%lld "
-      "over_budgets=%.2f\n",
+  say("decode %.3f tokens/s (%d rows), IO bound %.3f tokens/s; stream reads %.2f GB/s, fio "
+      "%.2f GB/s; peak RSS %.2f GiB (%.1f%% of RAM), swap %lld KiB\n",
+      decode_tps, B, bound, read_rate / 1e9, fio_rate / 1e9, rss / gib, 100 * rss / ram, swap);
+  say("infer-capacity ratio=%.3f tokens_per_s=%.4f bound=%.4f weights_gib=%.2f ram_gib=%.2f "
+      "peak_rss_gib=%.2f rss_of_ram=%.3f read_gbps=%.3f fio_gbps=%.3f stream_over_fio=%.2f "
+      "swap_kib=%lld over_budgets=%.2f\n",
       decode_tps / bound, decode_tps, bound, weights / gib, ram / gib, rss / gib, rss / ram,
-      fio_rate > 0 ? fio_rate / 1e9 : -1.0, read_rate / 1e9, swap, weights / budgets);
+      read_rate / 1e9, fio_rate > 0 ? fio_rate / 1e9 : -1.0,
+      fio_rate > 0 ? read_rate / fio_rate : -1.0, swap, weights / budgets);
   return 0;
 }
 

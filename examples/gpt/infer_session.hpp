@@ -37,7 +37,11 @@ struct infer_options {
   std::size_t device_bytes = std::size_t{4} << 30;
   std::size_t pinned_bytes = std::size_t{1} << 30;
   std::size_t host_bytes = strata::tier_budget::unlimited;
-  std::size_t staging_slot_bytes = std::size_t{4} << 20;  // the pinned staging ring: 4 slots
+  // The pinned staging ring's slots (4 of them): a block streams from NVMe to the compute tier
+  // one slot at a time, so a slot is one read call. 32 MiB slots keep the engine's 16 requests
+  // of 1 MiB in flight; with the context's default 4 MiB the stream read this disk at 0.4-0.5
+  // of fio's rate, with 32 MiB at 0.7-1.0 (bench infer-capacity, interleaved runs).
+  std::size_t staging_slot_bytes = std::size_t{32} << 20;
   bool trace = false;
 };
 
@@ -86,16 +90,20 @@ public:
   }
 
   /// The weight traffic of one pass at the tier's own speed: the bytes of a pass divided by
-  /// the time a pass takes when it computes nothing (one untimed pass first, so that the
-  /// timed one starts with the ring as it will be). Bytes per second; 0 for a resident home.
-  double measure_read_rate() {
+  /// the time a pass takes when it computes nothing (with `warm_up`, one untimed pass first:
+  /// worth it for a small model, whose first reads would weigh in the timing). Bytes per
+  /// second; 0 for a resident home.
+  double measure_read_rate(bool warm_up = true) {
     if (blocks_->home_bytes() == 0) return 0;
     auto nothing = [](std::size_t, std::size_t, const std::byte*) {};
-    blocks_->walk(1, nothing);
+    if (warm_up) {
+      blocks_->walk(1, nothing);
+      ++calibration_passes_;
+    }
     const auto t0 = std::chrono::steady_clock::now();
     blocks_->walk(1, nothing);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    calibration_passes_ += 2;
+    ++calibration_passes_;
     return s > 0 ? double(blocks_->home_bytes()) / s : 0;
   }
 

@@ -225,3 +225,96 @@ TEST_CASE("a generation plan that does not fit is refused before any block is lo
   CHECK(what.find("2 whole-layer buffers (Depth+1)") != std::string::npos);  // 2 layers
   CHECK(ctx.budget(strata::tier_id::device).used() == 0);
 }
+
+// =============================================================================================
+// The program
+// =============================================================================================
+
+#if defined(GPT_GENERATE_EXE)
+TEST_CASE("gpt_generate streams: same text as resident, its numbers, and clear refusals",
+          "[gpt][infer]") {
+  gpt_test::temp_dir dir("infer");
+  const std::string weights = dir.file("w.safetensors");
+  const gpt::gpt_config cfg = test_config(32);
+  const gpt::gpt_weights w = test_weights(cfg, 17);
+  gpt::save_gpt(weights, cfg, w.embed, w.blocks);
+  auto run = [&](const std::string& args) {
+    return gpt_test::run_program(GPT_GENERATE_EXE, "--weights '" + weights + "' " + args);
+  };
+  auto samples = [](const std::string& out) { return out.substr(0, out.find("\nprefill: ")).substr(out.find("--- sample 0")); };
+
+  // The library's text: bf16 blocks, 2 micro-batches of 2 rows (prompts repeat over the rows).
+  gpt::resident_blocks blocks(w, gpt::weight_format::bf16);
+  gpt::resident_kv kv(cfg, 4);
+  gpt::kv_decoder dec(cfg, w.embed, blocks, kv, 4, 4);
+  const gpt::generation g = gpt::generate(
+      dec, {gpt::encode("Hi"), gpt::encode("yo"), gpt::encode("Hi"), gpt::encode("yo")}, 10,
+      {0.8f, 50, 9});
+  const std::string common = "--prompt Hi --prompt yo --tokens 10 --seed 9 --top-k 50 --quant bf16 --batch 2 --block 2";
+  const auto resident = run(common);
+  const auto nvme = run(common + " --policy nvme --depth 2 --kv-tier nvme --nvme-dir '" + dir.path.string() + "'");
+  INFO(resident.output << "\n----\n" << nvme.output);
+  REQUIRE(resident.code == 0);
+  REQUIRE(nvme.code == 0);
+  for (int b = 0; b < 4; ++b) {
+    const std::string sample = "--- sample " + std::to_string(b) + " ---\n" +
+                               std::string(b % 2 == 0 ? "Hi" : "yo") +
+                               gpt::printable(gpt::decode(g.tokens[std::size_t(b)])) + "\n";
+    CHECK(gpt_test::contains(resident.output, sample));
+  }
+  CHECK(samples(nvme.output) == samples(resident.output));
+  CHECK(gpt_test::contains(nvme.output, "3 whole-layer buffers (Depth+1)") == false);  // 2 layers
+  CHECK(gpt_test::contains(nvme.output, "2 whole-layer buffers (Depth+1)"));
+  CHECK(gpt_test::contains(nvme.output, "KV cache: all layers"));
+  CHECK(gpt_test::contains(nvme.output, "token 10/10"));  // the progress lines
+  CHECK(gpt_test::contains(nvme.output, "IO bound"));
+  CHECK(gpt_test::contains(nvme.output, "4 row(s) = 2 micro-batch(es) of 2"));
+
+  // Bad words name the option and the choices (exit 2).
+  const auto bad_policy = run("--policy floppy");
+  CHECK(bad_policy.code == 2);
+  CHECK(gpt_test::contains(bad_policy.output, "--policy: policy 'floppy': expected resident, pinned, host or nvme"));
+  const auto bad_quant = run("--quant 3bit");
+  CHECK(bad_quant.code == 2);
+  CHECK(gpt_test::contains(bad_quant.output, "expected none (f32), bf16, f16 or 4bit"));
+
+  // A plan over a budget is refused before loading, with the table (exit 1).
+  const auto refused = run("--policy host --batch 64 --block 8 --device-mib 1 --tokens 2");
+  INFO(refused.output);
+  CHECK(refused.code == 1);
+  CHECK(gpt_test::contains(refused.output, "refused before the first step"));
+  CHECK(gpt_test::contains(refused.output, "KV cache: all layers"));
+  CHECK(!gpt_test::contains(refused.output, "loading: block"));
+
+  // A truncated file and a file whose tensors contradict its config: exit 1, named.
+  const std::string cut = dir.file("cut.safetensors");
+  std::filesystem::copy_file(weights, cut);
+  std::filesystem::resize_file(cut, std::filesystem::file_size(cut) - 100);
+  const auto truncated = gpt_test::run_program(GPT_GENERATE_EXE, "--weights '" + cut + "' --policy nvme");
+  CHECK(truncated.code == 1);
+  CHECK(gpt_test::contains(truncated.output, "cut.safetensors"));
+  gpt::gpt_config other = cfg;
+  other.layers = 3;
+  const std::string mismatched = dir.file("mismatched.safetensors");
+  gpt::save_gpt(mismatched, other, test_weights(other, 1).embed, test_weights(other, 1).blocks);
+  {  // keep the 3-layer config's metadata, drop a block: rewrite with 2 blocks' tensors only
+    gpt::gpt_weights two = test_weights(other, 1);
+    two.blocks.pop_back();
+    std::vector<gpt::st_tensor_ref> refs;
+    const gpt::safetensors_reader r(mismatched);
+    std::vector<std::vector<float>> keep;
+    for (const auto& t : r.tensors()) {
+      if (t.name.rfind("h.2.", 0) == 0) continue;
+      keep.emplace_back(gpt::st_detail::numel(t.shape));
+      r.read_f32(t.name, t.shape, keep.back().data());
+      refs.push_back({t.name, t.shape, keep.back().data()});
+    }
+    gpt::write_safetensors(mismatched, refs, r.metadata());
+  }
+  const auto wrong = gpt_test::run_program(GPT_GENERATE_EXE, "--weights '" + mismatched + "' --policy nvme");
+  INFO(wrong.output);
+  CHECK(wrong.code == 1);
+  CHECK(gpt_test::contains(wrong.output, "mismatched.safetensors"));
+  CHECK(gpt_test::contains(wrong.output, "'layers' is 3, but the file has block tensors of 2 layers"));
+}
+#endif
