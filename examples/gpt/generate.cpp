@@ -22,6 +22,7 @@
 #include "infer_session.hpp"
 #include "safetensors.hpp"
 #include "sampler.hpp"
+#include "stored_file.hpp"
 
 #include "example_support.hpp"  // examples/common/: option_reader, bad_argument
 
@@ -30,6 +31,7 @@
 #include <cstdio>
 #include <exception>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -39,7 +41,8 @@ constexpr const char* usage = R"(usage: gpt_generate [options]
 
 Generates text from a mini-GPT trained by gpt_train (byte-level: every byte is a token).
 
-  --weights FILE      safetensors file written by gpt_train (default gpt.safetensors)
+  --weights FILE      safetensors file written by gpt_train (default gpt.safetensors), or a
+                      stored model written by gpt_quantize (streamed as it is)
   --prompt TEXT       a prompt; repeat for several, generated side by side as one batch
                       (default: one prompt "The "); with more rows than prompts (--batch,
                       --block) the prompts repeat
@@ -51,7 +54,8 @@ Generates text from a mini-GPT trained by gpt_train (byte-level: every byte is a
 Where the model lives and how it streams:
   --policy P          home of the blocks' weights: resident (on the compute tier), pinned,
                       host, or nvme (files in --nvme-dir) (default resident)
-  --quant Q           weight format of the blocks: none (f32), bf16, f16, 4bit (default none)
+  --quant Q           weight format of the blocks: none (f32), bf16, f16, 4bit (default none;
+                      a stored model's own format)
   --depth D           blocks in flight beside the one computed, 0 .. 3 (default 1)
   --batch B           rows per micro-batch (default: one row per prompt)
   --block K           micro-batches per block: each block goes through the weights of a layer
@@ -73,7 +77,7 @@ struct options {
   gpt::sampling_options sampling{0.8f, 40, 1337};
   gpt::infer_options infer;
   int batch = 0, block = 1;
-  bool quiet = false;
+  bool quiet = false, quant_given = false;
 };
 
 using example::bad_argument;
@@ -98,7 +102,10 @@ bool parse(int argc, char** argv, options& o) {
     else if (r.is("--top-k")) o.sampling.top_k = r.integer(0);
     else if (r.is("--seed")) o.sampling.seed = r.integer<std::uint64_t>(0);
     else if (r.is("--policy")) o.infer.home = word(gpt::parse_weight_home);
-    else if (r.is("--quant")) o.infer.format = word(gpt::parse_weight_format);
+    else if (r.is("--quant")) {
+      o.infer.format = word(gpt::parse_weight_format);
+      o.quant_given = true;
+    }
     else if (r.is("--depth")) o.infer.depth = r.integer(0, 3);
     else if (r.is("--batch")) o.batch = r.integer(1, 1 << 16);
     else if (r.is("--block")) o.block = r.integer(1, 1 << 16);
@@ -119,16 +126,23 @@ bool parse(int argc, char** argv, options& o) {
 }
 
 /// Loads every block into the session, one at a time (a model larger than memory never is in
-/// memory), printing progress for a model whose load takes a while.
+/// memory), printing progress for a model whose load takes a while: a stored model's blocks
+/// as they are, a gpt_train file's packed from f32.
 void load_blocks(const gpt::safetensors_reader& r, const gpt::gpt_config& cfg,
-                 gpt::infer_session& s, bool quiet) {
+                 const gpt::stored_gpt_info* stored, gpt::infer_session& s, bool quiet) {
   using clock = std::chrono::steady_clock;
-  std::vector<float> block(gpt::block_numel(cfg));
+  std::vector<float> block(stored ? 0 : gpt::block_numel(cfg));
+  std::vector<std::byte> packed(stored ? stored->layout.bytes : 0);
   const auto t0 = clock::now();
   auto last = t0;
   for (int l = 0; l < cfg.layers; ++l) {
-    gpt::read_gpt_block(r, cfg, l, block.data());
-    s.set_block(std::size_t(l), block);
+    if (stored) {
+      gpt::read_stored_block(r, *stored, l, packed.data());
+      s.blocks().set_block(std::size_t(l), packed);
+    } else {
+      gpt::read_gpt_block(r, cfg, l, block.data());
+      s.set_block(std::size_t(l), block);
+    }
     const auto now = clock::now();
     if (!quiet && (now - last > std::chrono::seconds(2) || l + 1 == cfg.layers)) {
       std::fprintf(stderr, "loading: block %d/%d, %.1f s\n", l + 1, cfg.layers,
@@ -154,8 +168,17 @@ int main(int argc, char** argv) {
 
   try {
     const gpt::safetensors_reader reader(opt.weights);
-    const gpt::gpt_config cfg = gpt::read_gpt_config(reader);
-    gpt::check_gpt_tensors(reader, cfg);
+    std::optional<gpt::stored_gpt_info> stored;
+    if (gpt::is_stored_gpt(reader)) {
+      stored = gpt::read_stored_gpt_info(reader);
+      if (opt.quant_given && opt.infer.format != stored->format)
+        throw strata::config_error("'" + opt.weights + "' is a stored model in " +
+                                   gpt::format_name(stored->format) + "; --quant " +
+                                   gpt::format_name(opt.infer.format) +
+                                   " would need the original weights (or leave --quant out)");
+      opt.infer.format = stored->format;
+    }
+    const gpt::gpt_config cfg = stored ? stored->cfg : gpt::read_gpt_config(reader);
     if (cfg.vocab != gpt::byte_vocab)
       throw strata::config_error("'" + opt.weights + "' has vocab " + std::to_string(cfg.vocab) +
                                  "; gpt_generate speaks bytes (vocab 256)");
@@ -194,7 +217,7 @@ int main(int argc, char** argv) {
 
     std::vector<float> embed(gpt::embed_numel(cfg));
     gpt::read_gpt_embed(reader, cfg, embed.data());
-    load_blocks(reader, cfg, session, opt.quiet);
+    load_blocks(reader, cfg, stored ? &*stored : nullptr, session, opt.quiet);
     const double read_rate = session.measure_read_rate();
 
     gpt::kv_decoder& dec = session.decoder(embed);

@@ -57,13 +57,15 @@ static_assert(std::endian::native == std::endian::little,
 
 /// The dtypes this file reads and writes. Other safetensors dtypes are recognised (so the
 /// offsets of any file can be checked) but reading them as float is refused.
-enum class st_dtype { f32, f16, bf16 };
+/// U8 holds raw bytes (a packed inference block: stored_file.hpp); the others are floats.
+enum class st_dtype { f32, f16, bf16, u8 };
 
 inline const char* st_dtype_name(st_dtype t) {
   switch (t) {
     case st_dtype::f32: return "F32";
     case st_dtype::f16: return "F16";
     case st_dtype::bf16: return "BF16";
+    case st_dtype::u8: return "U8";
   }
   return "?";
 }
@@ -181,6 +183,8 @@ struct st_tensor_spec {
 /// writer asks for 0, 1, 2, ... once each, and uses the span only until it asks for the next, so
 /// a producer may hand out a view of a buffer it refills (one layer of a checkpoint at a time).
 using st_tensor_source = std::function<std::span<const float>(std::size_t index)>;
+/// Gives a U8 tensor's bytes, as st_tensor_source gives floats (same order, same lifetime).
+using st_bytes_source = std::function<std::span<const std::byte>(std::size_t index)>;
 
 /// What a streamed write wrote.
 struct st_write_summary {
@@ -279,10 +283,12 @@ inline void publish_temp(int fd, const std::string& tmp, const std::string& path
 /// file or the new one, never half of one, and the rename itself is durable. Any failure — a
 /// write, the source throwing, a span of the wrong length (config_error naming the tensor) —
 /// removes the temporary file and leaves `path` as it was.
+/// U8 tensors ask `bytes` for their data instead of `source`.
 inline st_write_summary stream_safetensors(const std::string& path,
                                            const std::vector<st_tensor_spec>& specs,
                                            const std::map<std::string, std::string>& metadata,
-                                           const st_tensor_source& source) {
+                                           const st_tensor_source& source,
+                                           const st_bytes_source& bytes = {}) {
   const std::string text = st_detail::header_text(path, specs, metadata);
   st_write_summary summary;
   summary.tensors = specs.size();
@@ -296,6 +302,17 @@ inline st_write_summary stream_safetensors(const std::string& path,
     for (std::size_t i = 0; i < specs.size(); ++i) {
       const st_tensor_spec& t = specs[i];
       const std::size_t count = st_detail::numel(t.shape);
+      if (t.dtype == st_dtype::u8) {
+        const std::span<const std::byte> raw =
+            bytes ? bytes(i) : std::span<const std::byte>();
+        if (raw.size() != count)
+          throw strata::config_error("safetensors: U8 tensor '" + t.name + "' for '" + path +
+                                     "' has " + std::to_string(count) + " bytes, its source gave " +
+                                     std::to_string(raw.size()));
+        st_detail::write_all(fd, raw.data(), count, tmp);
+        summary.file_bytes += count;
+        continue;
+      }
       const std::span<const float> values = source(i);
       if (values.size() != count)
         throw strata::config_error("safetensors: tensor '" + t.name + "' for '" + path +
@@ -412,6 +429,18 @@ public:
       fail("tensor '" + name + "' has dtype " + t->dtype +
            "; only F32, F16 and BF16 can be read as float");
     }
+  }
+
+  /// Reads U8 tensor `name` (raw bytes) into out, checking its dtype and that its shape is
+  /// `shape`.
+  void read_u8(const std::string& name, const std::vector<std::int64_t>& shape, std::byte* out) const {
+    const st_tensor_info* t = find(name);
+    if (!t) fail("missing tensor '" + name + "' (expected U8 of shape " + st_detail::shape_string(shape) + ")");
+    if (t->dtype != "U8") fail("tensor '" + name + "' has dtype " + t->dtype + ", expected U8");
+    if (t->shape != shape)
+      fail("shape mismatch for tensor '" + name + "': expected " + st_detail::shape_string(shape) +
+           ", found " + st_detail::shape_string(t->shape));
+    read_at(data_offset_ + t->begin, out, st_detail::numel(shape));
   }
 
   static constexpr std::uint64_t max_header_bytes = 100'000'000;  // the reference implementation's limit
@@ -546,6 +575,20 @@ inline std::vector<std::int64_t> to_shape(const std::vector<int>& s) {
 
 }  // namespace st_detail
 
+namespace st_detail {
+
+/// The metadata that names a model's config, as read_config_fields reads it back.
+inline std::map<std::string, std::string> config_metadata(const gpt_config& cfg, const char* format) {
+  return {{"format", format},
+          {"vocab", std::to_string(cfg.vocab)},
+          {"context", std::to_string(cfg.context)},
+          {"layers", std::to_string(cfg.layers)},
+          {"heads", std::to_string(cfg.heads)},
+          {"width", std::to_string(cfg.width)}};
+}
+
+}  // namespace st_detail
+
 /// Gives executor layer i's flat array: 0 the embeddings (embed_numel floats), 1 + l block l
 /// (block_numel floats). write_gpt asks for 0, 1, ..., cfg.layers once each, and uses a span
 /// only until it asks for the next.
@@ -573,14 +616,8 @@ inline st_write_summary write_gpt(const std::string& path, const gpt_config& cfg
       specs.push_back({block_tensor_name(l, s), st_detail::file_shape(s), dtype, s.shape.size() == 2});
       where.push_back({std::size_t(l) + 1, s.offset});
     }
-  const std::map<std::string, std::string> meta = {
-      {"format", gpt_format_name},
-      {"vocab", std::to_string(cfg.vocab)},
-      {"context", std::to_string(cfg.context)},
-      {"layers", std::to_string(cfg.layers)},
-      {"heads", std::to_string(cfg.heads)},
-      {"width", std::to_string(cfg.width)},
-      {"weight_layout", "GPT-2 Conv1D (in, out)"}};
+  std::map<std::string, std::string> meta = st_detail::config_metadata(cfg, gpt_format_name);
+  meta["weight_layout"] = "GPT-2 Conv1D (in, out)";
 
   std::span<const float> current;
   std::size_t current_layer = std::size_t(-1);
@@ -720,17 +757,18 @@ inline void check_gpt_tensors(const safetensors_reader& r, const gpt_config& cfg
              " (__metadata__) has no such parameter" + file_size);
 }
 
-/// The gpt_config stored in a reader's metadata, checked against the file's tensors
-/// (check_gpt_tensors): what it returns can size arrays without trusting the header's strings.
-inline gpt_config read_gpt_config(const safetensors_reader& r) {
+namespace st_detail {
+
+/// The gpt_config in a reader's metadata, whose "format" must be `format`, validated (not yet
+/// checked against the tensors: that depends on the format).
+inline gpt_config read_config_fields(const safetensors_reader& r, const char* format) {
   const auto& meta = r.metadata();
   auto fmt = meta.find("format");
   if (fmt == meta.end())
-    r.fail("config missing: __metadata__ has no \"format\": \"" + std::string(gpt_format_name) +
+    r.fail("config missing: __metadata__ has no \"format\": \"" + std::string(format) +
            "\" (not written by save_gpt? Hugging Face GPT-2 files are not read here)");
-  if (fmt->second != gpt_format_name)
-    r.fail("config missing: __metadata__ format is '" + fmt->second + "', not '" +
-           gpt_format_name + "'");
+  if (fmt->second != format)
+    r.fail("config missing: __metadata__ format is '" + fmt->second + "', not '" + format + "'");
   auto field = [&](const char* key) {
     auto it = meta.find(key);
     if (it == meta.end()) r.fail(std::string("config missing: __metadata__ has no '") + key + "'");
@@ -757,6 +795,15 @@ inline gpt_config read_gpt_config(const safetensors_reader& r) {
     r.fail(std::string("config in __metadata__ is not valid: ") + e.what() + " (the file has " +
            std::to_string(r.file_bytes()) + " bytes)");
   }
+  return cfg;
+}
+
+}  // namespace st_detail
+
+/// The gpt_config stored in a reader's metadata, checked against the file's tensors
+/// (check_gpt_tensors): what it returns can size arrays without trusting the header's strings.
+inline gpt_config read_gpt_config(const safetensors_reader& r) {
+  gpt_config cfg = st_detail::read_config_fields(r, gpt_format_name);
   check_gpt_tensors(r, cfg);
   return cfg;
 }

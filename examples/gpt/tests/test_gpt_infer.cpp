@@ -15,6 +15,7 @@
 
 #include "decoder.hpp"
 #include "sampler.hpp"
+#include "stored_file.hpp"
 #include "streamed_model.hpp"
 
 #include <strata/comm/solo.hpp>
@@ -316,5 +317,97 @@ TEST_CASE("gpt_generate streams: same text as resident, its numbers, and clear r
   CHECK(wrong.code == 1);
   CHECK(gpt_test::contains(wrong.output, "mismatched.safetensors"));
   CHECK(gpt_test::contains(wrong.output, "'layers' is 3, but the file has block tensors of 2 layers"));
+}
+#endif
+
+// =============================================================================================
+// Stored models: the file gpt_quantize writes and gpt_generate streams as it is
+// =============================================================================================
+
+TEST_CASE("a stored model holds exactly the packed blocks, and its errors name the tensor",
+          "[gpt][infer]") {
+  gpt_test::temp_dir dir("stored");
+  const gpt::gpt_config cfg = test_config();
+  const gpt::gpt_weights w = test_weights(cfg, 23);
+  const std::string path = dir.file("w.4bit.safetensors");
+  gpt::write_stored_gpt(path, cfg, gpt::weight_format::q4, w.embed,
+                        [&](int l) { return std::span<const float>(w.blocks[std::size_t(l)]); });
+  const gpt::safetensors_reader r(path);
+  REQUIRE(gpt::is_stored_gpt(r));
+  const gpt::stored_gpt_info info = gpt::read_stored_gpt_info(r);
+  CHECK(info.format == gpt::weight_format::q4);
+  CHECK(info.cfg.layers == cfg.layers);
+  std::vector<std::byte> got(info.layout.bytes), want(info.layout.bytes);
+  for (int l = 0; l < cfg.layers; ++l) {
+    gpt::read_stored_block(r, info, l, got.data());
+    gpt::pack_block(info.layout, w.blocks[std::size_t(l)], want);
+    CHECK(got == want);
+  }
+  std::vector<float> embed(gpt::embed_numel(cfg));
+  gpt::read_gpt_embed(r, cfg, embed.data());
+  CHECK(embed == w.embed);
+
+  // A block of the wrong size (another format's, under this file's metadata) is named.
+  const std::string wrong = dir.file("wrong.safetensors");
+  {
+    std::vector<gpt::st_tensor_spec> specs;
+    for (const auto& t : r.tensors())
+      specs.push_back({t.name, t.name == "h.1.stored" ? std::vector<std::int64_t>{64} : t.shape,
+                       t.dtype == "U8" ? gpt::st_dtype::u8 : gpt::st_dtype::f32});
+    std::vector<std::vector<float>> floats;
+    std::vector<std::vector<std::byte>> bytes;
+    for (const auto& s : specs) {
+      floats.emplace_back(s.dtype == gpt::st_dtype::f32 ? gpt::st_detail::numel(s.shape) : 0);
+      bytes.emplace_back(s.dtype == gpt::st_dtype::u8 ? gpt::st_detail::numel(s.shape) : 0);
+    }
+    gpt::stream_safetensors(
+        wrong, specs, r.metadata(), [&](std::size_t i) { return std::span<const float>(floats[i]); },
+        [&](std::size_t i) { return std::span<const std::byte>(bytes[i]); });
+  }
+  const gpt::safetensors_reader bad(wrong);
+  CHECK_THROWS_WITH(gpt::read_stored_gpt_info(bad),
+                    Catch::Contains("tensor 'h.1.stored' is U8 [64], expected U8 [") &&
+                        Catch::Contains("a 4bit block of this config"));
+}
+
+#if defined(GPT_GENERATE_EXE) && defined(GPT_QUANTIZE_EXE)
+TEST_CASE("gpt_quantize writes what gpt_generate streams as it is, and measures the loss",
+          "[gpt][infer]") {
+  gpt_test::temp_dir dir("quantize");
+  const std::string weights = dir.file("w.safetensors"), q4 = dir.file("w.4bit.safetensors");
+  const gpt::gpt_config cfg = test_config(32);
+  const gpt::gpt_weights w = test_weights(cfg, 29);
+  gpt::save_gpt(weights, cfg, w.embed, w.blocks);
+  {
+    std::FILE* f = std::fopen(dir.file("text.txt").c_str(), "w");
+    REQUIRE(f);
+    for (int i = 0; i < 200; ++i) std::fputs("the quick brown fox jumps over the lazy dog\n", f);
+    std::fclose(f);
+  }
+  const auto q = gpt_test::run_program(GPT_QUANTIZE_EXE, "--weights '" + weights + "' --out '" + q4 +
+                                                             "' --quant 4bit --data '" +
+                                                             dir.file("text.txt") + "' --eval-batches 2 --batch 2");
+  INFO(q.output);
+  REQUIRE(q.code == 0);
+  CHECK(gpt_test::contains(q.output, "validation loss (2 batches of 2 x 32 bytes"));
+  CHECK(gpt_test::contains(q.output, "f32 "));
+  CHECK(gpt_test::contains(q.output, "4bit "));
+  CHECK(gpt_test::contains(q.output, "delta "));
+
+  const std::string args = " --prompt Hi --tokens 8 --seed 3 --quiet";
+  const auto from_stored = gpt_test::run_program(GPT_GENERATE_EXE, "--weights '" + q4 + "' --policy nvme" + args);
+  const auto converted = gpt_test::run_program(GPT_GENERATE_EXE, "--weights '" + weights + "' --quant 4bit" + args);
+  INFO(from_stored.output << "\n----\n" << converted.output);
+  REQUIRE(from_stored.code == 0);
+  REQUIRE(converted.code == 0);
+  auto sample = [](const std::string& out) {
+    const auto at = out.find("--- sample 0");
+    return out.substr(at, out.find("\nprefill: ") - at);
+  };
+  CHECK(sample(from_stored.output) == sample(converted.output));
+  CHECK(gpt_test::contains(from_stored.output, "blocks nvme in 4bit"));
+  const auto clash = gpt_test::run_program(GPT_GENERATE_EXE, "--weights '" + q4 + "' --quant bf16" + args);
+  CHECK(clash.code == 1);
+  CHECK(gpt_test::contains(clash.output, "is a stored model in 4bit; --quant bf16"));
 }
 #endif
