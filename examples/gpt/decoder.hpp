@@ -32,6 +32,7 @@
 #include <strata/core/error.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstddef>
 #include <functional>
@@ -161,6 +162,12 @@ public:
   /// Empties every row's cache.
   void reset() { std::fill(len_.begin(), len_.end(), 0); }
 
+  /// What the blocks' compute has cost since the decoder was made: seconds inside the blocks
+  /// (not waiting for weights), and rows times layers computed. Their ratio is the compute of
+  /// one row through one layer, which a batch-block size is chosen against (gpt_generate).
+  double block_seconds() const noexcept { return block_seconds_; }
+  std::size_t block_rows() const noexcept { return block_rows_; }
+
   /// Appends tokens[b] (any count, possibly none) to row b at positions length(b).. and runs
   /// them through the model. Rows that received tokens get new logits; the others keep theirs.
   void append(const std::vector<std::vector<int>>& tokens);
@@ -269,7 +276,13 @@ private:
       blocks_->walk(std::size_t(k), [&](std::size_t l, std::size_t j, const std::byte* block) {
         if (j == 0) cache = kv_->open(l);
         const int i0 = first_[j], i1 = first_[j + 1];
-        if (i1 > i0) block_forward(block, cache, cache + kv_half, i0, i1 - i0);
+        if (i1 > i0) {
+          const auto t0 = std::chrono::steady_clock::now();
+          block_forward(block, cache, cache + kv_half, i0, i1 - i0);
+          block_seconds_ +=
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+          block_rows_ += std::size_t(i1 - i0);
+        }
         if (int(j) == k - 1) kv_->close(l);
       });
       kv_->end();
@@ -397,6 +410,8 @@ private:
   std::unique_ptr<block_source> owned_blocks_;  // the resident constructor's own sources
   std::unique_ptr<kv_source> owned_kv_;
   int B_ = 0, mb_ = 0;
+  double block_seconds_ = 0;
+  std::size_t block_rows_ = 0;
   std::vector<std::size_t> embed_off_;
   std::vector<stored_tensor> block_tensors_;
   std::vector<int> len_;                   // (B,) positions held per row

@@ -27,6 +27,7 @@
 #include "example_support.hpp"  // examples/common/: option_reader, bad_argument
 
 #include <cfloat>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <exception>
@@ -152,6 +153,35 @@ void load_blocks(const gpt::safetensors_reader& r, const gpt::gpt_config& cfg,
   }
 }
 
+/// The batch shape that would balance compute with IO: a pass reads the blocks in `io_s`
+/// seconds whatever the batch, and computes `row_s` seconds per row; about io_s / row_s rows
+/// make the two equal (fewer leave the decode IO-bound, more make it compute-bound). Bounded by
+/// memory: each row's KV cache, on the tier that holds it, against that tier's budget left.
+void print_block_suggestion(const gpt::gpt_config& cfg, const options& opt,
+                            gpt::infer_session& session, double io_s, double row_s) {
+  if (!(row_s > 0) || !(io_s > 0)) return;
+  const int mb = opt.infer.micro_batch;
+  const std::size_t balance = std::size_t(std::ceil(io_s / row_s));
+  const std::size_t kv_row = gpt::kv_floats_per_layer(cfg, 1) * sizeof(float) * std::size_t(cfg.layers);
+  const strata::tier_id kv_tier = opt.infer.kv == gpt::kv_home::device   ? strata::tier_id::device
+                                  : opt.infer.kv == gpt::kv_home::pinned ? strata::tier_id::pinned
+                                  : opt.infer.kv == gpt::kv_home::host   ? strata::tier_id::host
+                                                                         : strata::tier_id::nvme;
+  const strata::tier_budget& budget = session.ctx().budget(kv_tier);
+  const std::size_t planned = session.plan().peak(kv_tier);
+  const std::size_t room = budget.limit() > planned ? budget.limit() - planned : 0;
+  const std::size_t fit = std::size_t(session.rows()) + room / std::max<std::size_t>(kv_row, 1);
+  const std::size_t rows = std::min(balance, fit);
+  const std::size_t block = std::max<std::size_t>(1, (rows + std::size_t(mb) - 1) / std::size_t(mb));
+  std::printf("batch: a pass reads the blocks in %.1f ms and computes %.3f ms per row: about %zu "
+              "row(s) balance them%s; suggestion --batch %d --block %zu (%zu rows; their KV "
+              "cache %.1f MiB on %s)\n",
+              1000 * io_s, 1000 * row_s, balance,
+              rows < balance ? (", but the KV cache's budget holds " + std::to_string(fit)).c_str() : "",
+              mb, block, block * std::size_t(mb),
+              double(block * std::size_t(mb) * kv_row) / (1 << 20), gpt::home_name(opt.infer.kv));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -221,13 +251,19 @@ int main(int argc, char** argv) {
     const double read_rate = session.measure_read_rate();
 
     gpt::kv_decoder& dec = session.decoder(embed);
-    gpt::generation_progress progress;
-    if (!opt.quiet)
-      progress = [&](const gpt::generation_step& s) {
+    // The decode's own compute cost: the decoder's counters from the first token on.
+    double prefill_block_s = 0;
+    std::size_t prefill_block_rows = 0;
+    gpt::generation_progress progress = [&](const gpt::generation_step& s) {
+      if (s.token == 1) {
+        prefill_block_s = dec.block_seconds();
+        prefill_block_rows = dec.block_rows();
+      }
+      if (!opt.quiet)
         std::fprintf(stderr, "token %d/%d: %.1f ms%s, %.1f tokens/s so far\n", s.token, s.n_new,
                      s.step_ms, s.token == 1 ? " (prefill)" : "",
                      1000.0 * B * s.token / s.elapsed_ms);
-      };
+    };
     const gpt::generation g = gpt::generate(dec, prompts, opt.tokens, opt.sampling, progress);
 
     for (int b = 0; b < B; ++b) {
@@ -257,6 +293,10 @@ int main(int argc, char** argv) {
                     "%.1f tokens/s, decode at %.2f of it\n",
                     per_pass / (1 << 20), gpt::home_name(opt.infer.home), read_rate / 1e9, bound,
                     tps / bound);
+        const std::size_t rows = dec.block_rows() - prefill_block_rows;
+        if (rows > 0)
+          print_block_suggestion(cfg, opt, session, per_pass / read_rate,
+                                 (dec.block_seconds() - prefill_block_s) / double(rows) * cfg.layers);
       }
     }
     return 0;

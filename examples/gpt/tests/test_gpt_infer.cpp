@@ -269,6 +269,7 @@ TEST_CASE("gpt_generate streams: same text as resident, its numbers, and clear r
   CHECK(gpt_test::contains(nvme.output, "KV cache: all layers"));
   CHECK(gpt_test::contains(nvme.output, "token 10/10"));  // the progress lines
   CHECK(gpt_test::contains(nvme.output, "IO bound"));
+  CHECK(gpt_test::contains(nvme.output, "row(s) balance them; suggestion --batch 2 --block "));
   CHECK(gpt_test::contains(nvme.output, "4 row(s) = 2 micro-batch(es) of 2"));
 
   // Bad words name the option and the choices (exit 2).
