@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <limits>
 #include <string>
 #include <string_view>
@@ -250,6 +251,31 @@ private:
 // ---------------------------------------------------------------------------------------------
 // Launch
 // ---------------------------------------------------------------------------------------------
+
+/// The main() of a program with a usage text: `parse(argc, argv, options)` reads the command
+/// line (false for --help: the usage is printed, exit 0; bad_argument: the message and a pointer
+/// to --help, exit 2), then `run(options)` does the work and returns the exit status (a failure
+/// it throws: its message, exit 1).
+template <class Options, class Parse, class Run>
+int program_main(const char* name, const char* usage, int argc, char** argv, Parse&& parse,
+                 Run&& run) {
+  Options options{};
+  try {
+    if (!parse(argc, argv, options)) {
+      std::fputs(usage, stdout);
+      return 0;
+    }
+  } catch (const bad_argument& e) {
+    std::fprintf(stderr, "%s: %s\n(see %s --help)\n", name, e.what(), name);
+    return 2;
+  }
+  try {
+    return run(options);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: %s\n", name, e.what());
+    return 1;
+  }
+}
 
 /// Whether mpirun (Open MPI, or a PMI launcher such as MPICH's) started this process.
 inline bool launched_by_mpirun() {

@@ -63,39 +63,27 @@ bool parse(int argc, char** argv, options& o) {
   return true;
 }
 
+int run(options& opt) {
+  const gpt::export_report r =
+      gpt::export_checkpoint(opt.checkpoint_dir, opt.tag, opt.out, opt.dtype);
+  const gpt::gpt_config& c = r.cfg;
+  std::printf("gpt_export: checkpoint %s (tag %s, step %llu, saved by %d rank(s))\n",
+              r.checkpoint.c_str(), r.tag.c_str(), static_cast<unsigned long long>(r.step),
+              r.saved_world);
+  std::printf("model: %d layers, width %d, %d heads, context %d, vocab %d (%.2fM parameters)\n",
+              c.layers, c.width, c.heads, c.context, c.vocab,
+              double(gpt::parameter_count(c)) / 1e6);
+  std::printf("wrote %s: %zu tensors, %llu bytes, %s\n", r.out_path.c_str(), r.tensors,
+              static_cast<unsigned long long>(r.file_bytes), gpt::st_dtype_name(r.dtype));
+  std::printf("memory: one layer at a time (%zu layers read, a %.2f MiB layer buffer; "
+              "%.2f MiB read from the checkpoint's data files)\n",
+              r.layers_read, example::mib(double(r.layer_buffer_floats) * sizeof(float)),
+              example::mib(double(r.read.bytes)));
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  options opt;
-  try {
-    if (!parse(argc, argv, opt)) {
-      std::fputs(usage, stdout);
-      return 0;
-    }
-  } catch (const bad_argument& e) {
-    std::fprintf(stderr, "gpt_export: %s\n(see gpt_export --help)\n", e.what());
-    return 2;
-  }
-
-  try {
-    const gpt::export_report r =
-        gpt::export_checkpoint(opt.checkpoint_dir, opt.tag, opt.out, opt.dtype);
-    const gpt::gpt_config& c = r.cfg;
-    std::printf("gpt_export: checkpoint %s (tag %s, step %llu, saved by %d rank(s))\n",
-                r.checkpoint.c_str(), r.tag.c_str(), static_cast<unsigned long long>(r.step),
-                r.saved_world);
-    std::printf("model: %d layers, width %d, %d heads, context %d, vocab %d (%.2fM parameters)\n",
-                c.layers, c.width, c.heads, c.context, c.vocab,
-                double(gpt::parameter_count(c)) / 1e6);
-    std::printf("wrote %s: %zu tensors, %llu bytes, %s\n", r.out_path.c_str(), r.tensors,
-                static_cast<unsigned long long>(r.file_bytes), gpt::st_dtype_name(r.dtype));
-    std::printf("memory: one layer at a time (%zu layers read, a %.2f MiB layer buffer; "
-                "%.2f MiB read from the checkpoint's data files)\n",
-                r.layers_read, example::mib(double(r.layer_buffer_floats) * sizeof(float)),
-                example::mib(double(r.read.bytes)));
-    return 0;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "gpt_export: %s\n", e.what());
-    return 1;
-  }
+  return example::program_main<options>("gpt_export", usage, argc, argv, parse, run);
 }

@@ -182,126 +182,114 @@ void print_block_suggestion(const gpt::gpt_config& cfg, const options& opt,
               double(block * std::size_t(mb) * kv_row) / (1 << 20), gpt::home_name(opt.infer.kv));
 }
 
+int run(options& opt) {
+  const gpt::safetensors_reader reader(opt.weights);
+  std::optional<gpt::stored_gpt_info> stored;
+  if (gpt::is_stored_gpt(reader)) {
+    stored = gpt::read_stored_gpt_info(reader);
+    if (opt.quant_given && opt.infer.format != stored->format)
+      throw strata::config_error("'" + opt.weights + "' is a stored model in " +
+                                 gpt::format_name(stored->format) + "; --quant " +
+                                 gpt::format_name(opt.infer.format) +
+                                 " would need the original weights (or leave --quant out)");
+    opt.infer.format = stored->format;
+  }
+  const gpt::gpt_config cfg = stored ? stored->cfg : gpt::read_gpt_config(reader);
+  if (cfg.vocab != gpt::byte_vocab)
+    throw strata::config_error("'" + opt.weights + "' has vocab " + std::to_string(cfg.vocab) +
+                               "; gpt_generate speaks bytes (vocab 256)");
+  std::printf("gpt_generate: %s: %d layers, width %d, %d heads, context %d, vocab %d "
+              "(%.2fM parameters)\n",
+              opt.weights.c_str(), cfg.layers, cfg.width, cfg.heads, cfg.context, cfg.vocab,
+              double(gpt::parameter_count(cfg)) / 1e6);
+  std::printf("sampling: %d bytes per prompt, %zu prompt(s), temperature %g, top-k %d, seed %llu\n",
+              opt.tokens, opt.prompts.size(), double(opt.sampling.temperature),
+              opt.sampling.top_k, static_cast<unsigned long long>(opt.sampling.seed));
+
+  // Rows: --batch x --block, or one per prompt; prompts repeat over the rows.
+  const int mb = opt.batch > 0 ? opt.batch : int(opt.prompts.size());
+  const int B = mb * opt.block;
+  std::vector<std::vector<int>> prompts;
+  std::vector<std::string> row_prompt;
+  std::size_t prompt_tokens = 0, longest = 1;
+  for (int b = 0; b < B; ++b) {
+    const std::string& p = opt.prompts[std::size_t(b) % opt.prompts.size()];
+    row_prompt.push_back(p);
+    prompts.push_back(gpt::encode(p));
+    prompt_tokens += std::min<std::size_t>(p.size(), std::size_t(cfg.context));
+    longest = std::max(longest, std::min<std::size_t>(p.size(), std::size_t(cfg.context)));
+  }
+  opt.infer.micro_batch = mb;
+  const bool streamed = opt.infer.home != gpt::weight_home::resident;
+  std::printf("policy: blocks %s in %s, %s; KV cache on %s; %d row(s) = %d micro-batch(es) of %d\n",
+              gpt::home_name(opt.infer.home), gpt::format_name(opt.infer.format),
+              streamed ? ("lookahead " + std::to_string(opt.infer.depth)).c_str() : "no stream",
+              gpt::home_name(opt.infer.kv), B, opt.block, mb);
+
+  gpt::infer_session session(cfg, opt.infer, B, int(std::max<std::size_t>(longest, 1)));
+  std::printf("memory plan (per tier; refused up front when over a budget):\n%s",
+              session.plan().to_string(&session.ctx()).c_str());
+  std::fflush(stdout);
+
+  std::vector<float> embed(gpt::embed_numel(cfg));
+  gpt::read_gpt_embed(reader, cfg, embed.data());
+  load_blocks(reader, cfg, stored ? &*stored : nullptr, session, opt.quiet);
+  const double read_rate = session.measure_read_rate();
+
+  gpt::kv_decoder& dec = session.decoder(embed);
+  // The decode's own compute cost: the decoder's counters from the first token on.
+  double prefill_block_s = 0;
+  std::size_t prefill_block_rows = 0;
+  gpt::generation_progress progress = [&](const gpt::generation_step& s) {
+    if (s.token == 1) {
+      prefill_block_s = dec.block_seconds();
+      prefill_block_rows = dec.block_rows();
+    }
+    if (!opt.quiet)
+      std::fprintf(stderr, "token %d/%d: %.1f ms%s, %.1f tokens/s so far\n", s.token, s.n_new,
+                   s.step_ms, s.token == 1 ? " (prefill)" : "",
+                   1000.0 * B * s.token / s.elapsed_ms);
+  };
+  const gpt::generation g = gpt::generate(dec, prompts, opt.tokens, opt.sampling, progress);
+
+  for (int b = 0; b < B; ++b) {
+    std::printf("\n--- sample %d ---\n%s%s\n", b, gpt::printable(row_prompt[std::size_t(b)]).c_str(),
+                gpt::printable(gpt::decode(g.tokens[b])).c_str());
+  }
+  std::printf("\n");
+  if (g.truncated_prompts > 0)
+    std::printf("note: %d prompt(s) longer than the context of %d kept their last %d bytes\n",
+                g.truncated_prompts, cfg.context, cfg.context);
+  std::printf("prefill: %.2f ms (%d row(s), %zu prompt tokens)\n", g.prefill_ms, B, prompt_tokens);
+  if (opt.tokens > 0 && g.decode_ms > 0) {
+    // A step samples one token per row and appends it; the first step samples from the
+    // prefill's logits, the last appends nothing.
+    const double tps = 1000.0 * B * opt.tokens / g.decode_ms;
+    std::printf("decode:  %.3f ms per step (one token for each of %d row(s)), %.0f tokens/s",
+                g.decode_ms / opt.tokens, B, tps);
+    if (g.refills > 0)
+      std::printf(" (%d cache rebuild(s) at the context limit included)", g.refills);
+    std::printf("\n");
+    const std::size_t passes = session.passes();
+    if (streamed && passes > 0 && read_rate > 0) {
+      // The IO bound: a pass yields one token per row and streams this many bytes.
+      const double per_pass = double(session.streamed_bytes()) / double(passes);
+      const double bound = B * read_rate / per_pass;
+      std::printf("streamed: %.2f MiB per pass from %s at %.2f GB/s measured: IO bound "
+                  "%.1f tokens/s, decode at %.2f of it\n",
+                  per_pass / (1 << 20), gpt::home_name(opt.infer.home), read_rate / 1e9, bound,
+                  tps / bound);
+      const std::size_t rows = dec.block_rows() - prefill_block_rows;
+      if (rows > 0)
+        print_block_suggestion(cfg, opt, session, per_pass / read_rate,
+                               (dec.block_seconds() - prefill_block_s) / double(rows) * cfg.layers);
+    }
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  options opt;
-  try {
-    if (!parse(argc, argv, opt)) {
-      std::fputs(usage, stdout);
-      return 0;
-    }
-  } catch (const bad_argument& e) {
-    std::fprintf(stderr, "gpt_generate: %s\n(see gpt_generate --help)\n", e.what());
-    return 2;
-  }
-
-  try {
-    const gpt::safetensors_reader reader(opt.weights);
-    std::optional<gpt::stored_gpt_info> stored;
-    if (gpt::is_stored_gpt(reader)) {
-      stored = gpt::read_stored_gpt_info(reader);
-      if (opt.quant_given && opt.infer.format != stored->format)
-        throw strata::config_error("'" + opt.weights + "' is a stored model in " +
-                                   gpt::format_name(stored->format) + "; --quant " +
-                                   gpt::format_name(opt.infer.format) +
-                                   " would need the original weights (or leave --quant out)");
-      opt.infer.format = stored->format;
-    }
-    const gpt::gpt_config cfg = stored ? stored->cfg : gpt::read_gpt_config(reader);
-    if (cfg.vocab != gpt::byte_vocab)
-      throw strata::config_error("'" + opt.weights + "' has vocab " + std::to_string(cfg.vocab) +
-                                 "; gpt_generate speaks bytes (vocab 256)");
-    std::printf("gpt_generate: %s: %d layers, width %d, %d heads, context %d, vocab %d "
-                "(%.2fM parameters)\n",
-                opt.weights.c_str(), cfg.layers, cfg.width, cfg.heads, cfg.context, cfg.vocab,
-                double(gpt::parameter_count(cfg)) / 1e6);
-    std::printf("sampling: %d bytes per prompt, %zu prompt(s), temperature %g, top-k %d, seed %llu\n",
-                opt.tokens, opt.prompts.size(), double(opt.sampling.temperature),
-                opt.sampling.top_k, static_cast<unsigned long long>(opt.sampling.seed));
-
-    // Rows: --batch x --block, or one per prompt; prompts repeat over the rows.
-    const int mb = opt.batch > 0 ? opt.batch : int(opt.prompts.size());
-    const int B = mb * opt.block;
-    std::vector<std::vector<int>> prompts;
-    std::vector<std::string> row_prompt;
-    std::size_t prompt_tokens = 0, longest = 1;
-    for (int b = 0; b < B; ++b) {
-      const std::string& p = opt.prompts[std::size_t(b) % opt.prompts.size()];
-      row_prompt.push_back(p);
-      prompts.push_back(gpt::encode(p));
-      prompt_tokens += std::min<std::size_t>(p.size(), std::size_t(cfg.context));
-      longest = std::max(longest, std::min<std::size_t>(p.size(), std::size_t(cfg.context)));
-    }
-    opt.infer.micro_batch = mb;
-    const bool streamed = opt.infer.home != gpt::weight_home::resident;
-    std::printf("policy: blocks %s in %s, %s; KV cache on %s; %d row(s) = %d micro-batch(es) of %d\n",
-                gpt::home_name(opt.infer.home), gpt::format_name(opt.infer.format),
-                streamed ? ("lookahead " + std::to_string(opt.infer.depth)).c_str() : "no stream",
-                gpt::home_name(opt.infer.kv), B, opt.block, mb);
-
-    gpt::infer_session session(cfg, opt.infer, B, int(std::max<std::size_t>(longest, 1)));
-    std::printf("memory plan (per tier; refused up front when over a budget):\n%s",
-                session.plan().to_string(&session.ctx()).c_str());
-    std::fflush(stdout);
-
-    std::vector<float> embed(gpt::embed_numel(cfg));
-    gpt::read_gpt_embed(reader, cfg, embed.data());
-    load_blocks(reader, cfg, stored ? &*stored : nullptr, session, opt.quiet);
-    const double read_rate = session.measure_read_rate();
-
-    gpt::kv_decoder& dec = session.decoder(embed);
-    // The decode's own compute cost: the decoder's counters from the first token on.
-    double prefill_block_s = 0;
-    std::size_t prefill_block_rows = 0;
-    gpt::generation_progress progress = [&](const gpt::generation_step& s) {
-      if (s.token == 1) {
-        prefill_block_s = dec.block_seconds();
-        prefill_block_rows = dec.block_rows();
-      }
-      if (!opt.quiet)
-        std::fprintf(stderr, "token %d/%d: %.1f ms%s, %.1f tokens/s so far\n", s.token, s.n_new,
-                     s.step_ms, s.token == 1 ? " (prefill)" : "",
-                     1000.0 * B * s.token / s.elapsed_ms);
-    };
-    const gpt::generation g = gpt::generate(dec, prompts, opt.tokens, opt.sampling, progress);
-
-    for (int b = 0; b < B; ++b) {
-      std::printf("\n--- sample %d ---\n%s%s\n", b, gpt::printable(row_prompt[std::size_t(b)]).c_str(),
-                  gpt::printable(gpt::decode(g.tokens[b])).c_str());
-    }
-    std::printf("\n");
-    if (g.truncated_prompts > 0)
-      std::printf("note: %d prompt(s) longer than the context of %d kept their last %d bytes\n",
-                  g.truncated_prompts, cfg.context, cfg.context);
-    std::printf("prefill: %.2f ms (%d row(s), %zu prompt tokens)\n", g.prefill_ms, B, prompt_tokens);
-    if (opt.tokens > 0 && g.decode_ms > 0) {
-      // A step samples one token per row and appends it; the first step samples from the
-      // prefill's logits, the last appends nothing.
-      const double tps = 1000.0 * B * opt.tokens / g.decode_ms;
-      std::printf("decode:  %.3f ms per step (one token for each of %d row(s)), %.0f tokens/s",
-                  g.decode_ms / opt.tokens, B, tps);
-      if (g.refills > 0)
-        std::printf(" (%d cache rebuild(s) at the context limit included)", g.refills);
-      std::printf("\n");
-      const std::size_t passes = session.passes();
-      if (streamed && passes > 0 && read_rate > 0) {
-        // The IO bound: a pass yields one token per row and streams this many bytes.
-        const double per_pass = double(session.streamed_bytes()) / double(passes);
-        const double bound = B * read_rate / per_pass;
-        std::printf("streamed: %.2f MiB per pass from %s at %.2f GB/s measured: IO bound "
-                    "%.1f tokens/s, decode at %.2f of it\n",
-                    per_pass / (1 << 20), gpt::home_name(opt.infer.home), read_rate / 1e9, bound,
-                    tps / bound);
-        const std::size_t rows = dec.block_rows() - prefill_block_rows;
-        if (rows > 0)
-          print_block_suggestion(cfg, opt, session, per_pass / read_rate,
-                                 (dec.block_seconds() - prefill_block_s) / double(rows) * cfg.layers);
-      }
-    }
-    return 0;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "gpt_generate: %s\n", e.what());
-    return 1;
-  }
+  return example::program_main<options>("gpt_generate", usage, argc, argv, parse, run);
 }

@@ -83,63 +83,51 @@ double validation_loss(gpt::host_model& m, const gpt::batch_sampler& val, int ba
   return sum / batches;
 }
 
+int run(options& opt) {
+  const gpt::safetensors_reader r(opt.weights);
+  const gpt::gpt_config cfg = gpt::read_gpt_config(r);
+  std::vector<float> embed(gpt::embed_numel(cfg)), block(gpt::block_numel(cfg));
+  gpt::read_gpt_embed(r, cfg, embed.data());
+  const gpt::st_write_summary w = gpt::write_stored_gpt(opt.out, cfg, opt.format, embed, [&](int l) {
+    gpt::read_gpt_block(r, cfg, l, block.data());
+    return std::span<const float>(block);
+  });
+  const gpt::block_layout layout = gpt::make_block_layout(cfg, opt.format);
+  std::printf("gpt_quantize: %s (%d layers, width %d; %.2fM parameters) -> %s: %s blocks of "
+              "%.2f MiB (f32: %.2f MiB), %llu bytes in all\n",
+              opt.weights.c_str(), cfg.layers, cfg.width, double(gpt::parameter_count(cfg)) / 1e6,
+              opt.out.c_str(), gpt::format_name(opt.format), example::mib(double(layout.bytes)),
+              example::mib(double(gpt::block_numel(cfg) * 4)),
+              static_cast<unsigned long long>(w.file_bytes));
+  if (opt.eval_batches == 0) return 0;
+
+  // Accuracy: the original model and the packed one (each block unpacked to the values it
+  // computes with), resident, on the same validation batches.
+  const gpt::corpus text = gpt::load_corpus(opt.data.empty() ? gpt::default_corpus_path() : opt.data);
+  const gpt::text_split split = gpt::split_corpus(text);
+  const int T = cfg.context;
+  const std::vector<std::uint8_t>& val_text = split.val.size() > std::size_t(T) ? split.val : split.train;
+  const gpt::batch_sampler val(val_text, T, 1, "validation");
+  gpt::host_model original(cfg, opt.batch), packed(cfg, opt.batch);
+  original.embed_params() = embed;
+  packed.embed_params() = embed;
+  std::vector<std::byte> bytes(layout.bytes);
+  for (int l = 0; l < cfg.layers; ++l) {
+    gpt::read_gpt_block(r, cfg, l, original.block_params(l).data());
+    gpt::pack_block(layout, original.block_params(l), bytes);
+    gpt::unpack_block(layout, bytes.data(), packed.block_params(l));
+  }
+  const double f32 = validation_loss(original, val, opt.eval_batches, opt.batch, T);
+  const double q = validation_loss(packed, val, opt.eval_batches, opt.batch, T);
+  std::printf("validation loss (%d batches of %d x %d bytes of %s): f32 %.4f, %s %.4f, "
+              "delta %+.4f\n",
+              opt.eval_batches, opt.batch, T, text.source.c_str(), f32,
+              gpt::format_name(opt.format), q, q - f32);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  options opt;
-  try {
-    if (!parse(argc, argv, opt)) {
-      std::fputs(usage, stdout);
-      return 0;
-    }
-  } catch (const bad_argument& e) {
-    std::fprintf(stderr, "gpt_quantize: %s\n(see gpt_quantize --help)\n", e.what());
-    return 2;
-  }
-
-  try {
-    const gpt::safetensors_reader r(opt.weights);
-    const gpt::gpt_config cfg = gpt::read_gpt_config(r);
-    std::vector<float> embed(gpt::embed_numel(cfg)), block(gpt::block_numel(cfg));
-    gpt::read_gpt_embed(r, cfg, embed.data());
-    const gpt::st_write_summary w = gpt::write_stored_gpt(opt.out, cfg, opt.format, embed, [&](int l) {
-      gpt::read_gpt_block(r, cfg, l, block.data());
-      return std::span<const float>(block);
-    });
-    const gpt::block_layout layout = gpt::make_block_layout(cfg, opt.format);
-    std::printf("gpt_quantize: %s (%d layers, width %d; %.2fM parameters) -> %s: %s blocks of "
-                "%.2f MiB (f32: %.2f MiB), %llu bytes in all\n",
-                opt.weights.c_str(), cfg.layers, cfg.width, double(gpt::parameter_count(cfg)) / 1e6,
-                opt.out.c_str(), gpt::format_name(opt.format), example::mib(double(layout.bytes)),
-                example::mib(double(gpt::block_numel(cfg) * 4)),
-                static_cast<unsigned long long>(w.file_bytes));
-    if (opt.eval_batches == 0) return 0;
-
-    // Accuracy: the original model and the packed one (each block unpacked to the values it
-    // computes with), resident, on the same validation batches.
-    const gpt::corpus text = gpt::load_corpus(opt.data.empty() ? gpt::default_corpus_path() : opt.data);
-    const gpt::text_split split = gpt::split_corpus(text);
-    const int T = cfg.context;
-    const std::vector<std::uint8_t>& val_text = split.val.size() > std::size_t(T) ? split.val : split.train;
-    const gpt::batch_sampler val(val_text, T, 1, "validation");
-    gpt::host_model original(cfg, opt.batch), packed(cfg, opt.batch);
-    original.embed_params() = embed;
-    packed.embed_params() = embed;
-    std::vector<std::byte> bytes(layout.bytes);
-    for (int l = 0; l < cfg.layers; ++l) {
-      gpt::read_gpt_block(r, cfg, l, original.block_params(l).data());
-      gpt::pack_block(layout, original.block_params(l), bytes);
-      gpt::unpack_block(layout, bytes.data(), packed.block_params(l));
-    }
-    const double f32 = validation_loss(original, val, opt.eval_batches, opt.batch, T);
-    const double q = validation_loss(packed, val, opt.eval_batches, opt.batch, T);
-    std::printf("validation loss (%d batches of %d x %d bytes of %s): f32 %.4f, %s %.4f, "
-                "delta %+.4f\n",
-                opt.eval_batches, opt.batch, T, text.source.c_str(), f32,
-                gpt::format_name(opt.format), q, q - f32);
-    return 0;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "gpt_quantize: %s\n", e.what());
-    return 1;
-  }
+  return example::program_main<options>("gpt_quantize", usage, argc, argv, parse, run);
 }
