@@ -6,7 +6,7 @@
 // stored weights at least --ram-multiple x this machine's RAM (MemTotal), or --weights-mib of
 // them (a smoke run); checks the free space of the directory first and refuses, naming the
 // bytes, when the weights would not fit; plans the session (blocks on nvme, lookahead --depth,
-// the KV cache on the device tier) and refuses it up front when it exceeds the host budget;
+// the KV cache on the device tier) and refuses it up front when it exceeds a tier's budget;
 // writes random weights (the shape is what matters: one random block, each layer's own
 // layernorm bias) straight into the NVMe store, a block at a time, so the model is never in
 // memory; prefills a batch of random prompts and generates --tokens per row, each decode pass
@@ -194,10 +194,8 @@ int run(const options& o) {
 
   // The weights, straight into the store.
   const std::vector<float> base = random_block(cfg);
-  const gpt::tensor_slot& bias = [&]() -> const gpt::tensor_slot& {
-    static const std::vector<gpt::tensor_slot> slots = gpt::block_slots(cfg);
-    return gpt::find_slot(slots, "ln_1.bias");
-  }();
+  const std::vector<gpt::tensor_slot> slots = gpt::block_slots(cfg);
+  const gpt::tensor_slot& bias = gpt::find_slot(slots, "ln_1.bias");
   std::vector<float> block = base;
   auto t0 = clock_type::now();
   for (int l = 0; l < cfg.layers; ++l) {
@@ -247,7 +245,7 @@ int run(const options& o) {
   auto nothing = [](std::size_t, std::size_t, const std::byte*) {};
   for (int step = 1; step < o.tokens; ++step) {
     std::vector<std::vector<int>> next(static_cast<std::size_t>(B));
-    for (int b = 0; b < B; ++b) next[std::size_t(b)] = {gpt::argmax(dec.logits() + std::size_t(b) * 256, 256)};
+    for (int b = 0; b < B; ++b) next[std::size_t(b)] = {gpt::argmax(dec.logits() + std::size_t(b) * cfg.vocab, cfg.vocab)};
     t0 = clock_type::now();
     dec.append(next);
     decode.push_back(seconds_since(t0));

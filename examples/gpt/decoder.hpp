@@ -162,6 +162,17 @@ public:
   /// Empties every row's cache.
   void reset() { std::fill(len_.begin(), len_.end(), 0); }
 
+  /// Bytes of the decoder's own host arrays for B rows, `positions` new positions per row at
+  /// most (a prefill of that length), `mb` rows per micro-batch: the residual stream of every
+  /// new row, one micro-batch's scratch (size_scratch), the head and the logits, the scores.
+  static std::size_t host_bytes(const gpt_config& cfg, int B, int mb, int positions) {
+    const std::size_t C = std::size_t(cfg.width), V = std::size_t(cfg.vocab);
+    const std::size_t rows = std::size_t(B) * std::size_t(positions);
+    const std::size_t mb_rows = std::size_t(mb) * std::size_t(positions);
+    return 4 * (rows * C + mb_rows * (15 * C + 2) + std::size_t(B) * (2 * C + 2 * V) +
+                std::size_t(cfg.context) * 16);
+  }
+
   /// What the blocks' compute has cost since the decoder was made: seconds inside the blocks
   /// (not waiting for weights), and rows times layers computed. Their ratio is the compute of
   /// one row through one layer, which a batch-block size is chosen against (gpt_generate).

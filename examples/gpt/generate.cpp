@@ -163,10 +163,7 @@ void print_block_suggestion(const gpt::gpt_config& cfg, const options& opt,
   const int mb = opt.infer.micro_batch;
   const std::size_t balance = std::size_t(std::ceil(io_s / row_s));
   const std::size_t kv_row = gpt::kv_floats_per_layer(cfg, 1) * sizeof(float) * std::size_t(cfg.layers);
-  const strata::tier_id kv_tier = opt.infer.kv == gpt::kv_home::device   ? strata::tier_id::device
-                                  : opt.infer.kv == gpt::kv_home::pinned ? strata::tier_id::pinned
-                                  : opt.infer.kv == gpt::kv_home::host   ? strata::tier_id::host
-                                                                         : strata::tier_id::nvme;
+  const strata::tier_id kv_tier = gpt::home_tier_of(opt.infer.kv);
   const strata::tier_budget& budget = session.ctx().budget(kv_tier);
   const std::size_t planned = session.plan().peak(kv_tier);
   const std::size_t room = budget.limit() > planned ? budget.limit() - planned : 0;
@@ -270,10 +267,9 @@ int run(options& opt) {
     if (g.refills > 0)
       std::printf(" (%d cache rebuild(s) at the context limit included)", g.refills);
     std::printf("\n");
-    const std::size_t passes = session.passes();
-    if (streamed && passes > 0 && read_rate > 0) {
-      // The IO bound: a pass yields one token per row and streams this many bytes.
-      const double per_pass = double(session.streamed_bytes()) / double(passes);
+    if (streamed && read_rate > 0) {
+      // The IO bound: a pass yields one token per row and reads every stored byte once.
+      const double per_pass = double(session.blocks().home_bytes());
       const double bound = B * read_rate / per_pass;
       std::printf("streamed: %.2f MiB per pass from %s at %.2f GB/s measured: IO bound "
                   "%.1f tokens/s, decode at %.2f of it\n",

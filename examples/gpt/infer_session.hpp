@@ -45,17 +45,6 @@ struct infer_options {
   bool trace = false;
 };
 
-/// Bytes of the decoder's host arrays for B rows, `positions` new positions per row at most
-/// (a prefill of that length), `mb` rows per micro-batch: the residual stream of every new row,
-/// one micro-batch's scratch, the head and the logits (decoder.hpp's members).
-inline std::size_t decoder_activation_bytes(const gpt_config& cfg, int B, int mb, int positions) {
-  const std::size_t C = std::size_t(cfg.width), V = std::size_t(cfg.vocab);
-  const std::size_t rows = std::size_t(B) * std::size_t(positions);
-  const std::size_t mb_rows = std::size_t(mb) * std::size_t(positions);
-  return 4 * (rows * C + mb_rows * (15 * C + 2) + std::size_t(B) * (2 * C + 2 * V) +
-              std::size_t(cfg.context) * 16);
-}
-
 class infer_session {
 public:
   /// Plans (and refuses) everything for B rows with prompts of up to `positions` tokens.
@@ -71,7 +60,7 @@ public:
     extra.add(strata::tier_id::host,
               "decoder activations (" + std::to_string(positions) + " positions x " +
                   std::to_string(B) + " rows)",
-              decoder_activation_bytes(cfg, B, mb_, positions));
+              kv_decoder::host_bytes(cfg, B, mb_, positions));
     blocks_ = make_block_stream(*ctx_, solo_, cfg, o.format, o.home, o.depth, extra);
   }
 
@@ -79,8 +68,6 @@ public:
   block_stream& blocks() { return *blocks_; }
   const strata::memory_plan& plan() const { return blocks_->plan(); }
   int rows() const noexcept { return B_; }
-  int micro_batch() const noexcept { return mb_; }
-  int micro_batches() const noexcept { return (B_ + mb_ - 1) / mb_; }
 
   /// Block l from its f32 array (block_numel floats), packed into the session's format.
   void set_block(std::size_t l, std::span<const float> block) {
@@ -90,20 +77,16 @@ public:
   }
 
   /// The weight traffic of one pass at the tier's own speed: the bytes of a pass divided by
-  /// the time a pass takes when it computes nothing (with `warm_up`, one untimed pass first:
-  /// worth it for a small model, whose first reads would weigh in the timing). Bytes per
-  /// second; 0 for a resident home.
-  double measure_read_rate(bool warm_up = true) {
+  /// the time a pass takes when it computes nothing (after one untimed pass, so that the
+  /// first reads of a small model do not weigh in the timing). Bytes per second; 0 for a
+  /// resident home.
+  double measure_read_rate() {
     if (blocks_->home_bytes() == 0) return 0;
     auto nothing = [](std::size_t, std::size_t, const std::byte*) {};
-    if (warm_up) {
-      blocks_->walk(1, nothing);
-      ++calibration_passes_;
-    }
+    blocks_->walk(1, nothing);
     const auto t0 = std::chrono::steady_clock::now();
     blocks_->walk(1, nothing);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    ++calibration_passes_;
     return s > 0 ? double(blocks_->home_bytes()) / s : 0;
   }
 
@@ -112,19 +95,6 @@ public:
     if (!kv_) kv_ = make_tiered_kv(*ctx_, cfg_, B_, opt_.kv);
     if (!dec_) dec_ = std::make_unique<kv_decoder>(cfg_, embed, *blocks_, *kv_, B_, mb_);
     return *dec_;
-  }
-
-  /// Weight bytes a generation pass streamed from home (calibration passes not counted).
-  std::size_t streamed_bytes() const {
-    const auto st = blocks_->stats();
-    return st.home_bytes - calibration_passes_ * blocks_->home_bytes();
-  }
-  std::size_t passes() const { return blocks_->stats().passes - calibration_passes_; }
-  /// The cache's traffic per pass: each layer's cache in and out, away from the device.
-  std::size_t kv_bytes_per_pass() const {
-    return opt_.kv == kv_home::device
-               ? 0
-               : 2 * std::size_t(cfg_.layers) * kv_floats_per_layer(cfg_, B_) * sizeof(float);
   }
 
 private:
@@ -154,7 +124,6 @@ private:
   std::unique_ptr<kv_source> kv_;
   std::unique_ptr<kv_decoder> dec_;
   std::vector<std::byte> packed_;
-  std::size_t calibration_passes_ = 0;
 };
 
 }  // namespace gpt

@@ -22,6 +22,7 @@
 
 #include <cstdio>
 #include <exception>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -86,9 +87,20 @@ double validation_loss(gpt::host_model& m, const gpt::batch_sampler& val, int ba
 int run(options& opt) {
   const gpt::safetensors_reader r(opt.weights);
   const gpt::gpt_config cfg = gpt::read_gpt_config(r);
-  std::vector<float> embed(gpt::embed_numel(cfg)), block(gpt::block_numel(cfg));
+  std::vector<float> embed(gpt::embed_numel(cfg)), block;
   gpt::read_gpt_embed(r, cfg, embed.data());
+  // Measuring the loss needs the model in memory anyway: then it is read once, before the
+  // write. Without it, the write reads one block at a time.
+  std::optional<gpt::host_model> original;
+  if (opt.eval_batches > 0) {
+    original.emplace(cfg, opt.batch);
+    original->embed_params() = embed;
+    for (int l = 0; l < cfg.layers; ++l) gpt::read_gpt_block(r, cfg, l, original->block_params(l).data());
+  } else {
+    block.resize(gpt::block_numel(cfg));
+  }
   const gpt::st_write_summary w = gpt::write_stored_gpt(opt.out, cfg, opt.format, embed, [&](int l) {
+    if (original) return std::span<const float>(original->block_params(l));
     gpt::read_gpt_block(r, cfg, l, block.data());
     return std::span<const float>(block);
   });
@@ -108,16 +120,14 @@ int run(options& opt) {
   const int T = cfg.context;
   const std::vector<std::uint8_t>& val_text = split.val.size() > std::size_t(T) ? split.val : split.train;
   const gpt::batch_sampler val(val_text, T, 1, "validation");
-  gpt::host_model original(cfg, opt.batch), packed(cfg, opt.batch);
-  original.embed_params() = embed;
+  gpt::host_model packed(cfg, opt.batch);
   packed.embed_params() = embed;
   std::vector<std::byte> bytes(layout.bytes);
   for (int l = 0; l < cfg.layers; ++l) {
-    gpt::read_gpt_block(r, cfg, l, original.block_params(l).data());
-    gpt::pack_block(layout, original.block_params(l), bytes);
+    gpt::pack_block(layout, original->block_params(l), bytes);
     gpt::unpack_block(layout, bytes.data(), packed.block_params(l));
   }
-  const double f32 = validation_loss(original, val, opt.eval_batches, opt.batch, T);
+  const double f32 = validation_loss(*original, val, opt.eval_batches, opt.batch, T);
   const double q = validation_loss(packed, val, opt.eval_batches, opt.batch, T);
   std::printf("validation loss (%d batches of %d x %d bytes of %s): f32 %.4f, %s %.4f, "
               "delta %+.4f\n",

@@ -188,6 +188,11 @@ decltype(auto) with_weight_policy(weight_home h, int depth, F&& f) {
 
 }  // namespace detail
 
+/// The tier a KV cache on h lives on (its placement's home).
+inline strata::tier_id home_tier_of(kv_home h) {
+  return detail::with_kv_placement(h, [](auto p) { return decltype(p)::type::home_tier::id; });
+}
+
 /// The plan's lines of a KV cache for B rows on tier h (lookahead 1), for a stream's plan.
 inline strata::memory_plan kv_plan(const strata::context& ctx, const gpt_config& cfg, int B,
                                    kv_home h) {

@@ -44,7 +44,10 @@ namespace gpt {
   const bool in_place = w.format == weight_format::f32;
 #pragma omp parallel if (double(N) * C * OC > 1e6)
   {
-    std::vector<float> scratch(in_place ? 0 : std::size_t(tile) * std::size_t(C));
+    // Each thread's tile buffer, kept across calls: a decode step calls this 4 times per layer.
+    thread_local std::vector<float> scratch;
+    if (!in_place && scratch.size() < std::size_t(tile) * std::size_t(C))
+      scratch.resize(std::size_t(tile) * std::size_t(C));
 #pragma omp for schedule(static)
     for (int t = 0; t < tiles; ++t) {
       const int o0 = t * tile, no = std::min(tile, OC - o0);

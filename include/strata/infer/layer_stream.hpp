@@ -153,7 +153,6 @@ public:
 private:
   using tensor_type = tiered_tensor<detail::weight_unit, Placement>;
 
-  std::size_t units(std::size_t i) const { return layouts_[i].numel(); }
   std::size_t padded_bytes(std::size_t i) const { return layouts_[i].padded_numel() * unit_bytes; }
   std::size_t shard_bytes(std::size_t i) const { return layouts_[i].shard_numel() * unit_bytes; }
   std::size_t largest_shard_bytes() const noexcept;
