@@ -14727,6 +14727,7 @@ public:
   using home_tier = typename Placement::home_tier;
   static constexpr std::size_t depth = Prefetch::depth;
   static constexpr bool resident = Placement::tier_count == 1;
+  static constexpr bool file_home = home_tier::kind == tier_kind::file;
 
   /// The plan's lines for a cache of `layers` x `bytes_per_layer` in `ctx` (what the
   /// constructor will hold): a caller adds them to its plan (layer_stream's plan extension)
@@ -14739,21 +14740,22 @@ public:
       p.add(compute_tier::id,
             "KV cache: " + std::to_string(slots(layers)) + " layer buffers (Depth+1)",
             slots(layers) * bytes_per_layer);
-    if constexpr (home_tier::kind == tier_kind::file) p.add_file_home_buffers(ctx);
+    if constexpr (file_home) p.add_file_home_buffers(ctx);
     return p;
   }
 
   /// `layers` caches of `bytes_per_layer` bytes each, zeroed, at home (charged to the tiers'
-  /// budgets; plan them first with plan_for).
+  /// budgets; plan them first with plan_for). A file home is not written: never-written data
+  /// reads as zeros.
   kv_cache(context& ctx, std::size_t layers, std::size_t bytes_per_layer,
            std::string name = "kv")
       : ctx_(&ctx), name_(std::move(name)), bytes_(bytes_per_layer) {
     if (layers == 0 || bytes_per_layer == 0)
       throw config_error("kv_cache '" + name_ + "': needs at least one layer and one byte");
-    const std::vector<std::byte> zeros(bytes_per_layer);
+    const std::vector<std::byte> zeros(file_home ? 0 : bytes_per_layer);
     for (std::size_t l = 0; l < layers; ++l) {
       tensors_.emplace_back(ctx, name_ + ".h." + std::to_string(l), shape{bytes_per_layer});
-      tensors_.back().assign(zeros);
+      if constexpr (!file_home) tensors_.back().assign(zeros);
     }
     if constexpr (!resident)
       ring_ = buffer_ring(ctx, compute_tier::id, slots(layers), bytes_per_layer,
@@ -15023,7 +15025,6 @@ public:
 private:
   using tensor_type = tiered_tensor<detail::weight_unit, Placement>;
 
-  std::size_t units(std::size_t i) const { return layouts_[i].numel(); }
   std::size_t padded_bytes(std::size_t i) const { return layouts_[i].padded_numel() * unit_bytes; }
   std::size_t shard_bytes(std::size_t i) const { return layouts_[i].shard_numel() * unit_bytes; }
   std::size_t largest_shard_bytes() const noexcept;
@@ -15201,6 +15202,12 @@ void layer_stream<Comm, Placement, Prefetch>::set_stored(std::size_t i,
                        std::to_string(comm_.rank()) + " stores " + std::to_string(stored_bytes(i)) +
                        " of it (from byte " + std::to_string(stored_offset(i)) + ")");
   sync();
+  tensor_ref t = tensors_[i].ref();
+  if (part.size() == t.bytes()) {  // no padding: the caller's bytes go home as they are
+    t.write_from(part.data(), tier_id::host, {}).wait();
+    set_[i] = 1;
+    return;
+  }
   // The padding is written as zeros, so the ring's tail bytes are never uninitialised memory.
   std::vector<detail::weight_unit> units(tensors_[i].size());
   if (!part.empty()) std::memcpy(units.data(), part.data(), part.size());
