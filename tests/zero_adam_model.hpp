@@ -71,6 +71,7 @@ struct scenario {
   bool fused = false;   // ex.backward(g, opt.update_fn()) instead of backward + opt.step
   int inf_step = 0;     // > 0: on that step (from 1) the last rank's gradient holds an Inf
   bool scaler = false;  // a dynamic loss scaler (initial 1024, growth every 2 clean steps)
+  bool deferred = false;  // step_options::deferred: each update runs under the next forward
 };
 
 inline bool inject(const scenario& sc, int step, int micro, int rank, int world, std::size_t i) {
@@ -205,8 +206,10 @@ outcome train(int world, const scenario& sc, MakeConfig&& make_config) {
       if (!sc.fused)
         results.push_back(opt.step(ex, {.max_grad_norm = sc.max_norm,
                                         .scaler = scaler ? &*scaler : nullptr,
-                                        .grad_multiplier = 1.0f / float(sc.micro)}));
+                                        .grad_multiplier = 1.0f / float(sc.micro),
+                                        .deferred = sc.deferred}));
     }
+    // A deferred last step is still pending here: the first read of the state ends it.
     std::vector<std::vector<float>> w;
     for (std::size_t i = 0; i < layers; ++i) w.push_back(ex.params(i));
     ex.sync();

@@ -1,7 +1,9 @@
 // zero_adam with an NVMe home (ZeRO-Infinity: parameter shards and Adam's m and v on NVMe, m
 // and v streamed per layer through pinned buffer sets) == unsharded single-rank Adam, bitwise,
 // for 1, 2 and 4 ranks and both IO engines: with clipping, fused into the backward, with
-// gradient accumulation and with a skipped (Inf) step. The streamed IO shows in the trace, the
+// gradient accumulation, with a skipped (Inf) step, and deferred to the next forward (whose
+// schedule is observed: the last layer's update runs while the forward computes layer 0; a
+// failed update stops the forward at its layer). The streamed IO shows in the trace, the
 // peaks stay inside the plan. An IO fault in the middle of a step — in a streamed read or write
 // of m and v, or in the executor's write of a layer's parameters home — reaches the caller,
 // leaves every layer either wholly updated or wholly as it was (parameters, m and v together),
@@ -24,12 +26,17 @@ TEST_CASE("zero_adam with NVMe homes == unsharded Adam, bitwise", "[zero][adam][
       {.steps = 2, .fused = true},
       {.steps = 2, .max_norm = 5.0, .micro = 2},
       {.steps = 3, .max_norm = 5.0, .inf_step = 2, .scaler = true},
+      // Deferred to the next forward (the overlapped step): the same bits.
+      {.steps = 3, .max_norm = 5.0, .deferred = true},
+      {.steps = 2, .max_norm = 5.0, .micro = 2, .deferred = true},
+      {.steps = 3, .max_norm = 5.0, .inf_step = 2, .scaler = true, .deferred = true},
   };
   for (const auto& engine : engine_kinds())
     for (int world : {1, 2, 4})
       for (const auto& sc : scenarios) {
         INFO("engine " << engine << ", world " << world << ", micro-batches " << sc.micro
-                       << (sc.fused ? ", fused" : "") << (sc.inf_step ? ", Inf injected" : ""));
+                       << (sc.fused ? ", fused" : "") << (sc.inf_step ? ", Inf injected" : "")
+                       << (sc.deferred ? ", deferred" : ""));
         const auto ref = reference(world, sc);
         const auto cfg = [&](int rank) { return toy_nvme_config(rank, engine); };
         check_same(train<zero3_infinity, 2>(world, sc, cfg), ref);
@@ -68,6 +75,77 @@ TEST_CASE("the NVMe home's optimizer streams m and v in the background", "[zero]
   CHECK(reads == 2 * updates);  // m and v (the master weights are the executor's parameters)
   CHECK(writes == 2 * updates);
   CHECK(pinned_sets > 0);
+}
+
+TEST_CASE("a deferred step updates layer i while the forward computes the layers before it",
+          "[zero][adam][nvme][deferred]") {
+  comm::thread_world tw(1, std::chrono::seconds(60));
+  bool overlapped = false, pending_before = false, pending_after = true;
+  std::vector<float> seen;
+  std::size_t queued_updates = 0;
+  std::string failure;
+  std::vector<float> after_failure;
+  tw.run([&](comm::threads& c) {
+    context ctx(toy_nvme_config(0, "posix"));
+    const std::size_t layers = 4, n = 5000;
+    std::vector<layer_spec> specs;
+    for (std::size_t i = 0; i < layers; ++i) specs.push_back({"L" + std::to_string(i), n});
+    zero_executor<comm::threads, zero3_infinity, prefetch::lookahead<1>> ex(ctx, c, specs);
+    for (std::size_t i = 0; i < layers; ++i) ex.set_params(i, std::vector<float>(n, 1.0f));
+    auto grads_of_one = [](std::size_t, const float*, float* dw, std::size_t m) {
+      std::fill(dw, dw + m, 1.0f);
+    };
+    ex.forward([](std::size_t, const float*, std::size_t) {});
+    ex.backward(grads_of_one);
+    // The last layer's update waits (bounded) for the forward to have computed layer 0: it
+    // can only see that if it runs under the forward. Step at once, it would time out.
+    std::mutex mutex;
+    std::condition_variable cv;
+    bool layer0_computed = false;
+    ctx.trace().clear();
+    ex.defer_step([&](std::size_t i, float* w, const float* g, std::size_t m) {
+      if (i == layers - 1) {
+        std::unique_lock lock(mutex);
+        overlapped = cv.wait_for(lock, std::chrono::seconds(20), [&] { return layer0_computed; });
+      }
+      for (std::size_t k = 0; k < m; ++k) w[k] -= g[k];
+    });
+    pending_before = ex.step_deferred();
+    seen.assign(layers, -1.0f);
+    ex.forward([&](std::size_t i, const float* w, std::size_t) {
+      seen[i] = w[0];  // every layer updated before the forward reads it: 1 - 1
+      if (i == 0) {
+        std::lock_guard lock(mutex);
+        layer0_computed = true;
+        cv.notify_all();
+      }
+    });
+    pending_after = ex.step_deferred();
+    for (auto& sp : ctx.trace().spans())
+      queued_updates += sp.queue == "optimizer" && sp.kind == span_kind::optimizer;
+
+    // A failed update: the forward stops at its layer with its error; the layers before it are
+    // updated, it and those after are not, and the executor goes on.
+    ex.backward(grads_of_one);
+    ex.defer_step([&](std::size_t i, float* w, const float* g, std::size_t m) {
+      if (i == 2) throw std::runtime_error("update of layer 2 refused (test)");
+      for (std::size_t k = 0; k < m; ++k) w[k] -= g[k];
+    });
+    try {
+      ex.forward([](std::size_t, const float*, std::size_t) {});
+    } catch (const std::runtime_error& e) {
+      failure = e.what();
+    }
+    for (std::size_t i = 0; i < layers; ++i) after_failure.push_back(ex.params(i)[0]);
+    ex.forward([](std::size_t, const float*, std::size_t) {});
+  });
+  CHECK(pending_before);
+  CHECK_FALSE(pending_after);
+  CHECK(overlapped);
+  CHECK(seen == std::vector<float>(4, 0.0f));
+  CHECK(queued_updates == 4);
+  CHECK(failure.find("layer 2 refused") != std::string::npos);
+  CHECK(after_failure == std::vector<float>{-1.0f, -1.0f, 0.0f, 0.0f});
 }
 
 TEST_CASE("an IO fault in a ZeRO-Infinity step leaves each layer old or new, never mixed",

@@ -4,7 +4,8 @@
 // clipping on; the fused backward(g, u) == backward + step; gradient accumulation over 2-3
 // micro-batches == one step on the accumulated mean gradient, bitwise; a step with an Inf
 // gradient under dynamic loss scaling is skipped and leaves everything untouched; an update
-// that throws inside step() or the fused backward leaves that layer's parameters at home.
+// that throws inside step() or the fused backward leaves that layer's parameters at home; a step
+// deferred to the next forward (step_options::deferred) == the step at once, bitwise.
 // The NVMe home (ZeRO-Infinity) is tests/io/test_zero_adam_nvme.cpp.
 // ctest-timeout: 600
 #include "catch.hpp"
@@ -23,7 +24,7 @@ void check(int world, const scenario& sc) {
   INFO("stage " << Bundle::stage << ", home " << tier_name(Bundle::home_tier::id) << ", depth "
                 << Depth << ", world " << world << ", micro-batches " << sc.micro
                 << (sc.fused ? ", fused" : "") << (sc.max_norm > 0 ? ", clipped" : "")
-                << (sc.inf_step ? ", Inf injected" : ""));
+                << (sc.inf_step ? ", Inf injected" : "") << (sc.deferred ? ", deferred" : ""));
   const auto ref = reference(world, sc);
   const auto got = train<Bundle, Depth>(world, sc, in_memory);
   check_same(got, ref);
@@ -55,6 +56,24 @@ TEST_CASE("zero_adam with host and pinned homes (ZeRO-Offload) == unsharded, bit
     check<zero3_offload, 1>(world, sc);
     check<zero_bundle<3, tier::pinned>, 2>(world, sc);
   }
+}
+
+TEST_CASE("a step deferred to the next forward == the step at once == unsharded, bitwise",
+          "[zero][adam][deferred]") {
+  // Stages 0 and 3 run the deferred updates on the optimizer queue; 1 and 2 step at once.
+  const std::vector<scenario> scenarios = {
+      {.steps = 3, .max_norm = 5.0, .deferred = true},
+      {.steps = 2, .max_norm = 5.0, .micro = 2, .deferred = true},
+      {.steps = 4, .max_norm = 5.0, .inf_step = 3, .scaler = true, .deferred = true},
+  };
+  for (const auto& sc : scenarios)
+    for (int world = 1; world <= 4; ++world) {
+      check<zero0, 1>(world, sc);
+      check<zero3, 2>(world, sc);
+      check<zero3_offload, 1>(world, sc);
+      check<zero_bundle<3, tier::pinned>, 2>(world, sc);
+      if (world == 2) check<zero2, 1>(world, sc);
+    }
 }
 
 TEST_CASE("zero_adam fused into backward == backward + step == unsharded, bitwise",

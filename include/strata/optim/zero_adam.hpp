@@ -43,6 +43,13 @@
 // ex.backward(g, u) (which cannot clip or skip: no norm is known before the first layer is
 // updated); t() advances when it has updated every layer.
 //
+// A deferred step (step_options::deferred): the norm, the skip and the clip coefficient are
+// decided in step(), and the update runs during the next ex.forward(), layer i just before the
+// forward needs it, on the executor's optimizer queue (zero_executor::defer_step) — so with an
+// NVMe home the streamed moments, shards and gradients move under the forward's compute. The
+// result is bitwise that of the step at once. m(), v(), set_moments(), moment_home() and
+// set_t() end a pending step first.
+//
 // Gradient accumulation: backward(g) for the first micro-batch, backward(g,
 // grad_mode::accumulate) for the others, then step with options.grad_multiplier = 1 / micro-
 // batches (the sum at home becomes the mean, for the norm as for the update).
@@ -59,6 +66,7 @@
 #endif
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -81,6 +89,10 @@ struct step_options {
   loss_scaler* scaler = nullptr;
   /// A further factor on the gradients, e.g. 1 / micro-batches with gradient accumulation.
   float grad_multiplier = 1.0f;
+  /// true: the update runs under the next forward (zero_executor::defer_step: layer i is
+  /// updated while the forward computes the layers before it), so the step's IO overlaps
+  /// compute. The same bits as the step at once; the norm and the skip are decided now.
+  bool deferred = false;
 };
 
 struct step_result {
@@ -121,7 +133,8 @@ public:
   zero_adam(const zero_adam&) = delete;
   zero_adam& operator=(const zero_adam&) = delete;
 
-  /// Applied steps; the next is t() + 1.
+  /// Applied steps; the next is t() + 1. A deferred step counts once its last layer is
+  /// updated (during the next forward).
   std::uint64_t t() const noexcept { return t_; }
   const adam_params& params(std::size_t layer) const { return params_.at(layer); }
   /// For learning-rate schedules: every layer's lr becomes `lr` from the next step on
@@ -160,6 +173,7 @@ public:
   /// Where this rank's m (which = 0) or v (1) of layer i lives, for a reader on another thread
   /// (see home_source); empty for a device home in a CUDA build or a layer with no element here.
   home_source moment_home(std::size_t i, int which) {
+    end_deferred();
     if (i >= part_.size() || part_[i] == 0) return {};
     if constexpr (streamed) {
       return {nullptr, stream_->moment_handle(i, which)};
@@ -172,7 +186,8 @@ public:
   /// Called with layer i before an update touches layer i's parameters or moments; a snapshot
   /// still reading them in the background (checkpoint/saver.hpp) waits there. Empty: none.
   void set_update_guard(std::function<void(std::size_t)> guard) { guard_ = std::move(guard); }
-  void set_t(std::uint64_t t) noexcept {
+  void set_t(std::uint64_t t) {
+    end_deferred();
     t_ = t;
     if (stream_) stream_->set_t(t);
   }
@@ -221,6 +236,10 @@ private:
     return out;
   }
   std::string where() const { return "zero_adam '" + name_ + "': "; }
+  // A step deferred to the executor's next forward ends before the state is read or set.
+  void end_deferred() {
+    if (ex_.step_deferred()) ex_.sync();
+  }
   // This rank's part of each layer, as a streamed_adam group ("h.0[rank 1]", part_numel).
   static std::vector<group_spec> groups_of(Executor& ex) {
     std::vector<group_spec> groups;
@@ -245,7 +264,7 @@ private:
   std::string name_;
   std::vector<adam_params> params_;
   zero_adam_config config_;
-  std::uint64_t t_ = 0;
+  std::atomic<std::uint64_t> t_ = 0;  // advanced by the update, on the executor's queue when deferred
   memory_plan plan_;
   std::vector<std::size_t> part_;             // part_numel of each layer
   std::vector<buffer> m_, v_;                 // in-memory homes: per layer, on the home tier
@@ -393,7 +412,10 @@ step_result zero_adam<Executor>::step(Executor& ex, const step_options& options)
     return r;
   }
   r.coefficient = clip_coefficient(r.norm, options.max_grad_norm);
-  ex_.step(update_fn(multiplier * r.coefficient));
+  if (options.deferred)
+    ex_.defer_step(update_fn(multiplier * r.coefficient));
+  else
+    ex_.step(update_fn(multiplier * r.coefficient));
   return r;
 }
 
@@ -405,6 +427,7 @@ void zero_adam<Executor>::set_moments(std::size_t i, std::span<const float> m,
                        std::to_string(m.size()) + " and " + std::to_string(v.size()) +
                        " values; this rank's part of it has " +
                        (i < part_.size() ? std::to_string(part_[i]) : std::string("none")));
+  end_deferred();
   if (part_[i] == 0) return;
   if constexpr (streamed) {
     stream_->set_moments(i, m, v);
@@ -429,6 +452,7 @@ std::vector<float> zero_adam<Executor>::moment(std::size_t i, int which) {
   if (i >= part_.size())
     throw config_error(where() + "layer " + std::to_string(i) + " of " +
                        std::to_string(part_.size()));
+  end_deferred();
   if constexpr (streamed) {
     return which == 0 ? stream_->m(i) : stream_->v(i);
   } else {

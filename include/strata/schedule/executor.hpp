@@ -29,6 +29,23 @@
 // returned: an update that throws leaves the parameters at home as they were (the layers
 // already updated in that step stay updated). The fused backward keeps the same promise.
 //
+// The deferred step: defer_step(u) is step(u) run during the next forward(), in layer order,
+// on the executor's optimizer queue (its own thread), and the forward brings layer i as soon as
+// layer i's update has ended — so the step's IO (an NVMe home reads and writes every shard,
+// gradient and moment) runs under the forward's compute instead of before it. This is the
+// schedule for a clipped step: the norm is known only when the backward has ended, and the next
+// forward needs layer 0 first, then layer 1, ... Results are bitwise those of step(u) then
+// forward(f): the same updates on the same bytes, only later. Until the forward has reached
+// every layer the step is pending (step_deferred()); sync() and everything that reads or writes
+// the state (params(), stored_home(), set_params(), backward(), step(), for_each_grad_shard())
+// first lets it end. It runs on the queue for stages 0 and 3 with an optimizer tier the host
+// updates (host, pinned, nvme homes; the emulated device); elsewhere (a real GPU's home, whose
+// update is a kernel on the compute stream anyway, or stages 1-2, whose update all-gathers over
+// the communicator the caller also uses) defer_step(u) is step(u), at once. A failed update
+// reaches the caller at the forward's wait for that layer: the layers before it are updated,
+// it and the ones after it are not (as with step()). The caller's forward compute must not call
+// the executor while a step is deferred.
+//
 // Gradient accumulation (global batch = ranks x micro-batch x accumulation steps): the first
 // micro-batch's backward(g) overwrites the gradient at home, each later backward(g,
 // grad_mode::accumulate) adds its reduced gradient to it (home += reduced, in float, in
@@ -60,10 +77,12 @@
 #include <strata/tensor/tiered_tensor.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <span>
 #include <string>
 #include <type_traits>
@@ -210,6 +229,14 @@ public:
   template <class U>
   void step(U&& u);
 
+  /// step(u), deferred to the next forward() (see the top): u updates layer i on the
+  /// executor's optimizer queue while the forward computes the layers before it. Ends any
+  /// earlier deferred step first. Where the update cannot run on that queue, this is step(u).
+  template <class U>
+  void defer_step(U&& u);
+  /// True while a step given to defer_step has layers still to update.
+  bool step_deferred() const noexcept { return deferred_ != nullptr; }
+
   /// f(i, grads, n) for every layer, in layer order: this rank's slice of layer i's stored
   /// gradient — elements [offset(rank), offset(rank) + valid_in(rank)) of the replica for
   /// stages 0-1, the real elements of its shard for 2-3 — leased read-only on the optimizer
@@ -219,8 +246,10 @@ public:
   template <class F>
   void for_each_grad_shard(F&& f);
 
-  /// Waits for every copy and collective the executor started; rethrows their failures.
+  /// Ends a deferred step, then waits for every copy and collective the executor started;
+  /// rethrows their failures.
   void sync() {
+    if (deferred_) finish_deferred();
     collectives_.synchronize();
     ctx_.synchronize();
   }
@@ -248,16 +277,52 @@ private:
   scratch_set make_scratch(tier_id t, std::size_t count, std::size_t floats);
   void retire_scratch(scratch_set& s);
 
+  // Layer i's update in step() or a deferred step: scratch buffer i % 2 (or the one), after
+  // its last use. `on_queue`: run on the optimizer queue's thread (a deferred step), where the
+  // update is traced by the queue, not as compute.
+  template <class U>
+  void update_layer(std::size_t i, scratch_set& scratch, tensor_ref& reading, U& u, bool on_queue);
+  scratch_set make_step_scratch() {
+    return make_scratch(optimizer_tier::id, step_at_home ? 1 : 2, part_capacity());
+  }
+  // After a failed update: the shard being read into scratch is dropped once the read is done.
+  void drop_reading(tensor_ref& reading, scratch_set& scratch);
+  // runs fn as the update of `label`: compute (step()), or plainly on the optimizer queue.
+  template <class F>
+  event run_update(const std::string& label, bool on_queue, F&& fn) {
+    if (on_queue) {
+      fn();
+      return {};
+    }
+    return ctx_.compute(label, std::forward<F>(fn));
+  }
+
+  // The deferred step: one job per layer on optimizer_, in layer order. A job after a failed
+  // one updates nothing and fails too.
+  static constexpr bool can_defer =
+      (stage == 0 || stage == 3) && (!cuda_enabled || optimizer_tier::id != tier_id::device);
+  struct deferred_step {
+    scratch_set scratch;
+    tensor_ref reading;
+    std::vector<event> updated;  // per layer: its job
+    std::atomic<bool> failed{false};
+  };
+  // The forward's gate: whether layer i's deferred update has ended (successfully); `wait`:
+  // wait for it (rethrowing its failure).
+  bool updated(std::size_t i, bool wait);
+  // Waits for every job of the deferred step and frees its scratch; rethrows the first failure.
+  void finish_deferred();
+
   // step() on an optimizer tier that is the home (stages 0-3 with an addressable home): the
   // update runs on a scratch copy that goes home when it returned; stages 1-2 then all-gather.
   static constexpr bool step_at_home = optimizer_tier::id == Bundle::home_tier::id;
   template <class U>
-  void update_at_home(std::size_t i, float* s, std::vector<event>& s_uses, U& u);
+  void update_at_home(std::size_t i, float* s, std::vector<event>& s_uses, U& u, bool on_queue);
   // step() with a file home: layer i's shard is read into scratch `s` (the tensor borrows it,
   // `reading` says which tensor, for the error path), updated, and written home.
   template <class U>
   void update_away_from_home(std::size_t i, float* s, std::vector<event>& s_uses,
-                             tensor_ref& reading, U& u);
+                             tensor_ref& reading, U& u, bool on_queue);
 
   // The fused backward's update of the layer one behind the walk (in `pd`, if live).
   struct fused_pending;
@@ -334,7 +399,10 @@ private:
   std::deque<param_tensor> params_;
   std::deque<grad_tensor> grads_;
   buffer_ring gathered_, shard_ring_, grad_full_, grad_shard_;  // on the compute tier
-  work_queue collectives_;  // last: its thread stops before the buffers it uses go
+  std::shared_ptr<deferred_step> deferred_;  // a step given to defer_step, not yet ended
+  // Last: their threads stop before the buffers they use go.
+  work_queue collectives_;
+  work_queue optimizer_;  // a deferred step's updates
 };
 
 STRATA_NAMESPACE_END

@@ -12,7 +12,8 @@ zero_executor<Comm, Bundle, Prefetch>::zero_executor(context& ctx, Comm& comm,
       comm_(comm),
       name_(std::move(name)),
       specs_(std::move(layers)),
-      collectives_("collectives", ctx.trace()) {
+      collectives_("collectives", ctx.trace()),
+      optimizer_("optimizer", ctx.trace()) {
   if (specs_.empty()) throw config_error("zero_executor '" + name_ + "': no layers");
   for (auto& l : specs_) layouts_.emplace_back(l.numel, comm_.size());
   make_plan();
@@ -39,6 +40,10 @@ zero_executor<Comm, Bundle, Prefetch>::zero_executor(context& ctx, Comm& comm,
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
 zero_executor<Comm, Bundle, Prefetch>::~zero_executor() {
   try {
+    if (deferred_) finish_deferred();
+  } catch (...) {  // a failed deferred update nobody waited for: nothing left to tell
+  }
+  try {
     collectives_.synchronize();
     ctx_.synchronize();
   } catch (...) {  // a failed copy or collective nobody waited for: nothing left to tell
@@ -52,6 +57,7 @@ void zero_executor<Comm, Bundle, Prefetch>::set_params(std::size_t i, std::span<
     throw config_error("zero_executor '" + name_ + "': set_params of layer '" + specs_[i].name +
                        "' with " + std::to_string(full.size()) + " values; it has " +
                        std::to_string(lay.numel()));
+  sync();
   std::vector<float> mine(params_[i].size(), 0.0f);
   const std::size_t from = Bundle::params_sharded ? lay.offset(comm_.rank()) : 0;
   const std::size_t n = Bundle::params_sharded ? lay.valid_in(comm_.rank()) : lay.numel();
@@ -100,14 +106,26 @@ std::vector<float> zero_executor<Comm, Bundle, Prefetch>::params(std::size_t i) 
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
 template <class F>
 void zero_executor<Comm, Bundle, Prefetch>::forward(F&& f) {
-  walk(false, [&](std::size_t i, const float* w, const in_flight&) {
-    ctx_.compute("forward " + specs_[i].name, [&] { f(i, w, layouts_[i].numel()); });
-  });
+  try {
+    walk(false, [&](std::size_t i, const float* w, const in_flight&) {
+      ctx_.compute("forward " + specs_[i].name, [&] { f(i, w, layouts_[i].numel()); });
+    });
+  } catch (...) {
+    // The deferred step's jobs still use its scratch: they end (the updates of the layers the
+    // walk did not reach still land); the walk's own failure is the one to report.
+    if (deferred_) try {
+        finish_deferred();
+      } catch (...) {
+      }
+    throw;
+  }
+  if (deferred_) finish_deferred();  // the walk waited for every layer's update
 }
 
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
 template <class G>
 void zero_executor<Comm, Bundle, Prefetch>::backward(G&& g, grad_mode mode) {
+  if (deferred_) finish_deferred();
   std::size_t turn = 0;
   if (mode == grad_mode::overwrite) {
     walk(true, [&](std::size_t i, const float* w, const in_flight&) {
@@ -149,6 +167,7 @@ requires(!std::is_same_v<std::remove_cvref_t<U>,
     backward(g);
     step(u);
   } else {
+    if (deferred_) finish_deferred();
     fused_pending last;
     scratch_set scratch;
     // Resident (home on the device): the update runs on a scratch copy of the shard, which
@@ -222,27 +241,12 @@ template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
 template <class U>
 void zero_executor<Comm, Bundle, Prefetch>::step(U&& u) {
   sync();
-  // Away from home (NVMe: pinned) two buffers alternate, so a layer's write-back overlaps the
-  // next layer's read.
-  scratch_set scratch = make_scratch(optimizer_tier::id, step_at_home ? 1 : 2, part_capacity());
+  scratch_set scratch = make_step_scratch();
   tensor_ref reading;  // the tensor whose shard is being read into scratch
   try {
-    for (std::size_t i = 0; i < specs_.size(); ++i) {
-      const std::size_t b = i % scratch.buffers.size();
-      auto* s = static_cast<float*>(scratch.buffers[b].data());
-      for (auto& e : std::exchange(scratch.uses[b], {})) e.wait();
-      if constexpr (step_at_home)
-        update_at_home(i, s, scratch.uses[b], u);
-      else
-        update_away_from_home(i, s, scratch.uses[b], reading, u);
-    }
+    for (std::size_t i = 0; i < specs_.size(); ++i) update_layer(i, scratch, reading, u, false);
   } catch (...) {
-    if (reading) {  // the shard read into scratch is dropped (the read may still run)
-      constexpr tier_id k = optimizer_tier::id;
-      if (reading.holds(k) && !reading.leased()) reading.evict(k);
-      auto used = reading.take_last_use(k);
-      for (auto& uses : scratch.uses) uses.insert(uses.end(), used.begin(), used.end());
-    }
+    drop_reading(reading, scratch);
     retire_scratch(scratch);
     throw;
   }
@@ -251,9 +255,87 @@ void zero_executor<Comm, Bundle, Prefetch>::step(U&& u) {
 
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
 template <class U>
+void zero_executor<Comm, Bundle, Prefetch>::update_layer(std::size_t i, scratch_set& scratch,
+                                                         tensor_ref& reading, U& u, bool on_queue) {
+  // Away from home (NVMe: pinned) two buffers alternate, so a layer's write-back overlaps the
+  // next layer's read.
+  const std::size_t b = i % scratch.buffers.size();
+  auto* s = static_cast<float*>(scratch.buffers[b].data());
+  for (auto& e : std::exchange(scratch.uses[b], {})) e.wait();
+  if constexpr (step_at_home)
+    update_at_home(i, s, scratch.uses[b], u, on_queue);
+  else
+    update_away_from_home(i, s, scratch.uses[b], reading, u, on_queue);
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+void zero_executor<Comm, Bundle, Prefetch>::drop_reading(tensor_ref& reading,
+                                                         scratch_set& scratch) {
+  if (!reading) return;
+  constexpr tier_id k = optimizer_tier::id;
+  if (reading.holds(k) && !reading.leased()) reading.evict(k);
+  auto used = reading.take_last_use(k);
+  for (auto& uses : scratch.uses) uses.insert(uses.end(), used.begin(), used.end());
+  reading = {};
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+template <class U>
+void zero_executor<Comm, Bundle, Prefetch>::defer_step(U&& u) {
+  if constexpr (!can_defer) {
+    step(std::forward<U>(u));
+  } else {
+    sync();  // an earlier deferred step ends, and the backward's gradients are home
+    auto d = std::make_shared<deferred_step>();
+    d->scratch = make_step_scratch();
+    auto update = std::make_shared<std::decay_t<U>>(std::forward<U>(u));
+    for (std::size_t i = 0; i < specs_.size(); ++i)
+      d->updated.push_back(optimizer_.submit(
+          span_kind::optimizer, "optimizer " + specs_[i].name, [this, d, update, i] {
+            if (d->failed)
+              throw config_error("zero_executor '" + name_ + "': layer '" + specs_[i].name +
+                                 "' not updated: the deferred update of an earlier layer failed");
+            try {
+              update_layer(i, d->scratch, d->reading, *update, true);
+            } catch (...) {
+              d->failed = true;
+              drop_reading(d->reading, d->scratch);
+              throw;
+            }
+          }));
+    deferred_ = std::move(d);
+  }
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+bool zero_executor<Comm, Bundle, Prefetch>::updated(std::size_t i, bool wait) {
+  const event& e = deferred_->updated[i];
+  if (wait) {
+    e.wait();
+    return true;
+  }
+  return e.ready() && !e.failure();
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+void zero_executor<Comm, Bundle, Prefetch>::finish_deferred() {
+  const std::shared_ptr<deferred_step> d = std::move(deferred_);  // no longer pending
+  std::exception_ptr first;
+  for (auto& e : d->updated) try {
+      e.wait();
+    } catch (...) {
+      if (!first) first = std::current_exception();
+    }
+  retire_scratch(d->scratch);
+  if (first) std::rethrow_exception(first);
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+template <class U>
 void zero_executor<Comm, Bundle, Prefetch>::update_away_from_home(std::size_t i, float* s,
                                                                   std::vector<event>& s_uses,
-                                                                  tensor_ref& reading, U& u) {
+                                                                  tensor_ref& reading, U& u,
+                                                                  bool on_queue) {
   // The shard is read into the scratch buffer (the tensor borrows it for as long as a read
   // lease is out), updated there, and written home only if u returned.
   static_assert(stage == 3, "an optimizer tier away from home is the nvme home's");
@@ -267,7 +349,7 @@ void zero_executor<Comm, Bundle, Prefetch>::update_away_from_home(std::size_t i,
   {
     auto w = params_[i].template acquire<optimizer_tier>();  // the fetch into s
     const float* gp = dw.data();
-    ctx_.compute("optimizer " + specs_[i].name, [&] { u(i, s, gp, n); });
+    run_update("optimizer " + specs_[i].name, on_queue, [&] { u(i, s, gp, n); });
   }
   reading = {};
   s_uses = p.take_last_use(k);
@@ -280,7 +362,8 @@ void zero_executor<Comm, Bundle, Prefetch>::update_away_from_home(std::size_t i,
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
 template <class U>
 void zero_executor<Comm, Bundle, Prefetch>::update_at_home(std::size_t i, float* s,
-                                                           std::vector<event>& s_uses, U& u) {
+                                                           std::vector<event>& s_uses, U& u,
+                                                           bool on_queue) {
   const auto& lay = layouts_[i];
   const std::size_t n = part_numel(i);
   const std::string label = "optimizer " + specs_[i].name;
@@ -290,8 +373,8 @@ void zero_executor<Comm, Bundle, Prefetch>::update_at_home(std::size_t i, float*
   const float* gp = dw.data();
   const std::size_t off = (stage == 1 || stage == 2) ? lay.offset(comm_.rank()) : 0;
   copy_within(optimizer_tier::id, s, p + off, n, label, {});
-  ctx_.compute(label, [&] { u(i, s, stage == 1 ? gp + off : gp, n); });
-  s_uses.push_back(copy_within(optimizer_tier::id, p + off, s, n, label, {ctx_.compute_fence()}));
+  const event updated = run_update(label, on_queue, [&] { u(i, s, stage == 1 ? gp + off : gp, n); });
+  s_uses.push_back(copy_within(optimizer_tier::id, p + off, s, n, label, {updated}));
   if constexpr (stage == 1 || stage == 2) {
     for (auto& e : s_uses) e.wait();  // the update is home before it is sent
     auto span = trace_recorder::scope(ctx_.trace(), "collectives", span_kind::all_gather,
@@ -505,12 +588,17 @@ void zero_executor<Comm, Bundle, Prefetch>::walk(bool backward, Body&& body, boo
   const std::size_t ahead = std::min(depth, n - 1);
   std::vector<in_flight> flight(n);
   std::size_t issued = 0;
+  // A forward under a deferred step brings a layer only once its update has ended: the layer
+  // at the walk's position is waited for, the ones ahead of it are brought when theirs has.
+  auto may_bring = [&](std::size_t q, bool must) {
+    return backward || !deferred_ || updated(index(q), must);
+  };
   try {
-    for (; issued <= ahead; ++issued) flight[issued] = bring(index(issued), issued);
     for (std::size_t p = 0; p < n; ++p) {
-      if (p > 0 && p + ahead < n) {  // the slot of layer p-1 is free: bring p+ahead
+      // Up to `ahead` layers past p: the slot of layer p-1 is free by now.
+      for (const std::size_t last = std::min(p + ahead, n - 1); issued <= last; ++issued) {
+        if (!may_bring(issued, issued == p)) break;
         flight[issued] = bring(index(issued), issued);
-        ++issued;
       }
       const std::size_t i = index(p);
       flight[p].ready.wait();
