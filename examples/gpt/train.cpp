@@ -75,6 +75,8 @@ Policy:    --policy resident|host|nvme (host)   --ranks R (2, thread ranks; mpir
            --device-mib F (per rank; default: what the plan needs)  --pinned-mib F (64)
            --nvme-dir DIR (gpt-nvme; created if missing; a symbolic link anywhere in the
            path is refused)
+           --no-overlap (run each optimizer step at once, not under the next forward; the
+           same results, bitwise)
 Data:      --data PATH (a text file, or a directory of them; default the fortunes, else
            /usr/share/common-licenses)
            --val-every N (25)  --val-batches N (8)

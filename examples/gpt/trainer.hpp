@@ -26,6 +26,10 @@
 // and beside it the block scratch (host/block.hpp: one block's activations, reused by every
 // layer), in host memory.
 //
+// The optimizer step (train_config::overlap_step, on by default) is deferred: its update runs
+// under the next step's forward — or the validation forward, or whatever reads the weights
+// first — so that with an NVMe home the step's IO overlaps compute.
+//
 // Memory plan: the executor's lines, the activations and the optimizer's state are one plan,
 // checked once when the executor is made (its plan extension) and before any of them is
 // allocated; a budget that is too small is refused with the whole table.
@@ -71,6 +75,9 @@ struct train_config {
   float weight_decay = 0.1f;
   float beta1 = 0.9f, beta2 = 0.95f;
   float clip = 1.0f;    // max global gradient norm; <= 0: no clipping
+  // The optimizer step runs under the next step's forward (zero_adam step_options::deferred:
+  // layer i is updated while the forward computes the layers before it). Bitwise the same.
+  bool overlap_step = true;
   std::uint64_t seed = 1337;
 
   void validate() const {
@@ -142,6 +149,7 @@ public:
     strata::optim::step_options so;
     so.max_grad_norm = tc_.clip;
     so.grad_multiplier = 1.0f / static_cast<float>(tc_.accum);  // the sum at home -> the mean
+    so.deferred = tc_.overlap_step;  // the update lands during the next forward (or a read)
     const strata::optim::step_result r = opt_.step(ex_, so);
     st.grad_norm = r.norm;
     st.skipped = r.skipped;
