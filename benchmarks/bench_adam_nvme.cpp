@@ -1,5 +1,5 @@
 // bench_adam_nvme — ZeRO-Infinity's optimizer step with its state on NVMe: does streaming the
-// master weights and both Adam moments through three pinned buffer sets cost max(IO, compute),
+// master weights and both Adam moments through four pinned buffer sets cost max(IO, compute),
 // rather than IO + compute? The peers are the same IO done by the bare store, and the same
 // update done in memory, in the same run.
 //
@@ -10,7 +10,7 @@
 //
 // Benchmarks (one iteration each; --benchmark_repetitions, default 11, interleaved at random):
 //   step/streamed  optim::streamed_adam::step over the whole state, sub-groups of --sub-group
-//                  elements (default 2 Mi: 8 MiB per array, 3 sets x 3 arrays = 72 MiB pinned):
+//                  elements (default 2 Mi: 8 MiB per array, 4 sets x 3 arrays = 96 MiB pinned):
 //                  read sub-group c+1 || update c || write c-1, commit at the end
 //   io/store       the bare io::nvme_store moving the same bytes the same way: one thread
 //                  reads the three tensors (master, m, v: read() of each, whole), another

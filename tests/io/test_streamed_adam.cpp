@@ -350,7 +350,7 @@ TEST_CASE("the pipeline overlaps IO with the update, inside its plan", "[nvme][a
   }
   CHECK(read_spans_update >= 1);
   CHECK(write_spans_update >= 1);
-  // Fixed pinned memory: three sets of one sub-group of (master, m, v), whatever the sizes.
+  // Fixed pinned memory: four sets of one sub-group of (master, m, v), whatever the sizes.
   CHECK(opt.sub_group() == sub_group);
   CHECK(ctx.budget(tier_id::pinned).peak() <= opt.plan().peak(tier_id::pinned));
   ref.step(1, 1.0f, grads1);
@@ -457,7 +457,7 @@ TEST_CASE("bad sizes and a plan that does not fit are refused up front", "[nvme]
   const std::size_t pinned_before = ctx.budget(tier_id::pinned).used();
   std::string message = "(accepted)";
   try {
-    // 3 sets x 64 Ki elements x (master, m, v) x 4 bytes = 2.25 MiB of pinned memory.
+    // 4 sets x 64 Ki elements x (master, m, v) x 4 bytes = 3 MiB of pinned memory.
     streamed_adam opt(ctx, {{"big", 1 << 20}}, {.sub_group = 64 << 10}, "too big");
   } catch (const out_of_budget& e) {
     message = e.what();
@@ -465,8 +465,8 @@ TEST_CASE("bad sizes and a plan that does not fit are refused up front", "[nvme]
   INFO(message);
   CHECK(message.find("too big") != std::string::npos);
   CHECK(message.find("pinned") != std::string::npos);
-  CHECK(message.find("3 buffer sets x 65536 elements x (master, m, v)") != std::string::npos);
-  CHECK(message.find("2359296 bytes") != std::string::npos);  // the sets
+  CHECK(message.find("4 buffer sets x 65536 elements x (master, m, v)") != std::string::npos);
+  CHECK(message.find("3145728 bytes") != std::string::npos);  // the sets
   CHECK(message.find("2097152 bytes") != std::string::npos);  // the budget
   CHECK(ctx.budget(tier_id::pinned).peak() == pinned_before);  // nothing was allocated
   CHECK(ctx.budget(tier_id::nvme).used() == 0);

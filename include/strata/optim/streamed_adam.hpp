@@ -3,13 +3,13 @@
 //
 // What lives here: streamed_adam, which keeps, for a list of parameter groups, the fp32 master
 // weights and both Adam moments on the NVMe tier (the context's nvme_store) and runs a step by
-// streaming them through three pinned buffer sets, a sub-group at a time. What does not: the
+// streaming them through four pinned buffer sets, a sub-group at a time. What does not: the
 // arithmetic (adam.hpp: adam_update, the same bits as the in-memory step), gradient norms and
 // loss scaling (grad_stats.hpp, loss_scaler.hpp), Adam for the ZeRO executor (zero_adam.hpp,
 // which uses this class for an NVMe home, with the executor's parameters as master weights).
 //
 //   std::vector<optim::group_spec> groups = {{"embed", 50304 * 768}, {"h0", 7'087'872}, ...};
-//   optim::streamed_adam opt(ctx, groups, {.sub_group = 4 << 20});  // 3 sets x 4 Mi x 12 B
+//   optim::streamed_adam opt(ctx, groups, {.sub_group = 4 << 20});  // 4 sets x 4 Mi x 12 B
 //   for (std::size_t g = 0; g < groups.size(); ++g) opt.set_master(g, initial[g]);
 //   auto k = optim::adam_step_scalars::make(params, opt.t() + 1, unscale * clip);
 //   opt.step(k, grads, bf16_copies);   // grads: one span per group (f32 / bf16 / f16)
@@ -18,9 +18,12 @@
 // elements, across group boundaries (one pipeline per step, however small the groups). While
 // sub-group c is updated on the calling thread (adam_update, host SIMD), sub-group c+1 is read
 // into the next buffer set (io-read queues, one per array) and sub-group c-1 written from the
-// previous one (io-write queues), so a step costs max(IO, compute) rather than their sum. Three
-// sets are all it ever holds: pinned memory is 3 x sub_group x (master, m, v) x 4 bytes whatever
-// the model size. In a sub-group, each group's piece starts on a checksum block of its NVMe tensors
+// previous one (io-write queues), so a step costs max(IO, compute) rather than their sum. The
+// fourth set is the slack: sub-group c+2 is read while c is updated and c-1 still writes, so an
+// update that takes as long as a sub-group's IO does not leave the drive idle (with three sets,
+// bench adam-nvme --simd=scalar --threads=1 measured 1.25 x max(IO, update); with four, 1.10).
+// Four sets are all it ever holds: pinned memory is 4 x sub_group x (master, m, v) x 4 bytes
+// whatever the model size. In a sub-group, each group's piece starts on a checksum block of its NVMe tensors
 // (the store reads and writes from block boundaries), so a group's piece may leave up to a block of
 // a set unused: many groups much smaller than a block waste buffer space, not correctness.
 //
@@ -64,7 +67,7 @@ struct group_spec {
 };
 
 struct streamed_adam_config {
-  /// Elements per sub-group: each of the three buffer sets holds this many of the master
+  /// Elements per sub-group: each of the four buffer sets holds this many of the master
   /// weights, m and v. A multiple of the NVMe checksum block / 4 (context_config::
   /// nvme_checksum_block; 1 MiB = 256 Ki floats by default), so that every sub-group starts on
   /// a block of every tensor. Sets are never larger than all groups together need.
@@ -249,7 +252,8 @@ private:
   memory_plan plan_;
   std::vector<std::array<handle, 3>> current_;  // per group: master, m, v (0: none)
   std::vector<std::optional<prepared_versions>> prepared_;  // per group: prepare_group's
-  std::vector<buffer> sets_;                    // 3 x (kinds x sub_) floats, pinned
+  static constexpr std::size_t set_count = 4;
+  std::vector<buffer> sets_;                    // set_count x (kinds x sub_) floats, pinned
   // One reader and one writer per array (master, m, v): the arrays of a sub-group move at
   // once, so one array's checksums (which the store computes on the calling thread) overlap
   // another's IO, and the drive sees several requests at a time. Last: they stop first.

@@ -103,7 +103,7 @@ struct step_result {
 
 struct zero_adam_config {
   /// NVMe home: elements per streamed sub-group (streamed_adam_config::sub_group; a multiple of
-  /// the NVMe checksum block / 4). Pinned memory: 3 x sub_group x (m, v) x 4 bytes at most.
+  /// the NVMe checksum block / 4). Pinned memory: 4 x sub_group x (m, v) x 4 bytes at most.
   std::size_t sub_group = std::size_t{1} << 20;
   simd_level simd = simd_level::automatic;
   unsigned threads = 0;

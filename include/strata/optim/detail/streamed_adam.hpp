@@ -42,8 +42,10 @@ inline memory_plan streamed_adam::plan_for(context& ctx, const std::vector<group
   std::size_t state_floats = 0;
   for (auto& g : groups) state_floats += g.numel;
   memory_plan plan;
-  plan.add(tier_id::pinned, "3 buffer sets x " + std::to_string(sub) + " elements x " + arrays,
-           3 * sub * kinds * f);
+  plan.add(tier_id::pinned,
+           std::to_string(set_count) + " buffer sets x " + std::to_string(sub) + " elements x " +
+               arrays,
+           set_count * sub * kinds * f);
   // The store's bounce buffers. In a step, a read and a write per array run at a time, each
   // with at most one bounce buffer for an unaligned tail (one alignment unit: the sets are
   // aligned and every piece starts on a block); the commits, after them, one checksum table at
@@ -83,7 +85,7 @@ inline streamed_adam::streamed_adam(context& ctx, std::vector<group_spec> groups
 
   ctx_.budget(tier_id::nvme).reserve(nvme_reserved_, name_ + " (optimizer state)");
   try {
-    for (std::size_t s = 0; s < 3; ++s)
+    for (std::size_t s = 0; s < set_count; ++s)
       sets_.push_back(ctx_.allocate(tier_id::pinned, sub_ * kinds() * f,
                                     name_ + " buffer set " + std::to_string(s)));
     for (std::size_t a = 0; a < kinds(); ++a) {
@@ -355,15 +357,15 @@ std::vector<std::array<streamed_adam::handle, 3>> streamed_adam::run_prepared(
   r.written.resize(count);
   try {
     begin_versions(r);
-    // Three sets in flight: sub-group c+3 is read into c's set once c's writes have ended.
-    for (std::size_t c = 0; c < std::min<std::size_t>(3, count); ++c)
+    // Four sets in flight: sub-group c+4 is read into c's set once c's writes have ended.
+    for (std::size_t c = 0; c < std::min<std::size_t>(set_count, count); ++c)
       for (std::size_t a = 0; a < na; ++a) start_read(r, c, a, {});
     for (std::size_t c = 0; c < count; ++c) {
       for (std::size_t a = 0; a < na; ++a) r.read_done[c][a].wait();
       update_sub_group<G, P>(r, c, k_of, grad_of, copy_of, master_of);
       for (std::size_t a = 0; a < na; ++a) {
         start_write(r, c, a);
-        if (c + 3 < count) start_read(r, c + 3, a, {r.written[c][a]});
+        if (c + set_count < count) start_read(r, c + set_count, a, {r.written[c][a]});
       }
     }
     for (auto& ws : r.written)
@@ -421,7 +423,8 @@ inline void streamed_adam::start_read(run_state& r, std::size_t c, std::size_t a
         constexpr std::size_t f = sizeof(float);
         for (const piece& p : r.chunks[c])
           guarded([&] {
-            store.read(current_[p.group][k], p.offset * f, array(c % 3, a) + p.pos, p.count * f);
+            store.read(current_[p.group][k], p.offset * f, array(c % set_count, a) + p.pos,
+                       p.count * f);
           }, where(r, c, p, k, "reading"));
       },
       std::move(after));
@@ -435,7 +438,10 @@ inline void streamed_adam::start_write(run_state& r, std::size_t c, std::size_t 
         constexpr std::size_t f = sizeof(float);
         for (const piece& p : r.chunks[c])
           guarded(
-              [&] { r.txn(p.group, k).write(p.offset * f, array(c % 3, a) + p.pos, p.count * f); },
+              [&] {
+                r.txn(p.group, k).write(p.offset * f, array(c % set_count, a) + p.pos,
+                                        p.count * f);
+              },
               where(r, c, p, k, "writing"));
       });
 }
@@ -444,7 +450,7 @@ template <class G, class P, class K, class Grads, class Copies, class Masters>
 void streamed_adam::update_sub_group(run_state& r, std::size_t c, K& k_of, Grads& grad_of,
                                      Copies& copy_of, Masters& master_of) {
   (void)copy_of;  // unused without a parameter copy
-  const std::size_t set = c % 3;
+  const std::size_t set = c % set_count;
   trace_recorder::scope span(ctx_.trace(), name_ + " update", span_kind::optimizer,
                              name_ + " update sub-group " + std::to_string(c));
   for (const piece& p : r.chunks[c]) {
