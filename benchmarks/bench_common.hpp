@@ -3,7 +3,8 @@
 // What lives here: median() and seconds_since() (how the programs summarise and time their
 // rounds), exe_dir(), scratch_dir() (--dir, else $STRATA_BENCH_DIR, else nvme-scratch/ beside
 // the program: the build tree, a real file system) and is_tmpfs() (a directory in memory
-// measures no disk). No Google Benchmark here, so that the plain programs (bench_gpt,
+// measures no disk), proc_kib() (a field of /proc/meminfo or /proc/self/status: RAM, peak
+// RSS, swap). No Google Benchmark here, so that the plain programs (bench_gpt,
 // bench_checkpoint) use it too; bench_support.hpp includes it for the others.
 #pragma once
 
@@ -11,6 +12,7 @@
 #include <chrono>
 #include <climits>
 #include <cstdlib>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -56,6 +58,21 @@ inline bool is_tmpfs(const std::string& dir) {
   if (::statfs(dir.c_str(), &sf) != 0) return false;
   constexpr long tmpfs_magic = 0x01021994, ramfs_magic = static_cast<long>(0x858458f6);
   return static_cast<long>(sf.f_type) == tmpfs_magic || static_cast<long>(sf.f_type) == ramfs_magic;
+}
+
+/// A field of /proc/meminfo or /proc/self/status, in KiB (-1 when absent).
+inline long long proc_kib(const char* file, const char* key) {
+  std::ifstream in(file);
+  std::string k;
+  long long v = -1;
+  while (in >> k) {
+    if (k == key) {
+      in >> v;
+      return v;
+    }
+    in.ignore(1 << 12, '\n');
+  }
+  return -1;
 }
 
 }  // namespace bench_support

@@ -21,7 +21,8 @@
 // before it, 1.43 at B = 8 and 1.07 at B = 32 on the development machine.
 #include "trainer.hpp"
 
-#include "bench_common.hpp"  // median, seconds_since
+#include "bench_common.hpp"   // median, seconds_since
+#include "gpt_gemm_mix.hpp"  // step_gemms, sgemm_mix_flops
 
 #include "example_support.hpp"  // examples/common/: option_reader
 
@@ -44,56 +45,8 @@ namespace {
 using clock_type = std::chrono::steady_clock;
 using bench_support::median;
 using bench_support::seconds_since;
-
-// One GEMM shape of the training step: C (M,N) = A (M,K) B (K,N), with A/B transposed as the
-// model calls it, `count` times per step.
-struct gemm_shape {
-  bool ta, tb;
-  int m, n, k;
-  int count;
-};
-
-// Every GEMM of one training step of one block (forward twice: forward + recompute; backward:
-// dinp and dweight) and of the head, N = B*T rows.
-std::vector<gemm_shape> step_gemms(const gpt::gpt_config& c, int N) {
-  const int C = c.width, L = c.layers, V = c.vocab;
-  std::vector<gemm_shape> s;
-  for (int oc_in : {0, 1, 2, 3}) {
-    const int oc = oc_in == 0 ? 3 * C : oc_in == 1 ? C : oc_in == 2 ? 4 * C : C;
-    const int in = oc_in == 3 ? 4 * C : C;
-    s.push_back({false, true, N, oc, in, 2 * L});   // forward (+ recompute): inp · W^T
-    s.push_back({false, false, N, in, oc, L});      // dinp = dout · W
-    s.push_back({true, false, oc, in, N, L});       // dW = dout^T · inp
-  }
-  s.push_back({false, true, N, V, C, 1});  // head: logits
-  s.push_back({false, false, N, C, V, 1});
-  s.push_back({true, false, V, C, N, 1});
-  return s;
-}
-
-// sgemm's FLOP/s over the step's GEMM mix: total flops ÷ total time, best of a few rounds.
-double sgemm_mix_flops(const std::vector<gemm_shape>& shapes) {
-  double flops = 0;
-  for (auto& g : shapes) flops += 2.0 * g.m * g.n * g.k * g.count;
-  std::vector<double> times;
-  for (int round = 0; round < 5; ++round) {
-    double t = 0;
-    for (auto& g : shapes) {
-      std::vector<float> a(std::size_t(g.m) * g.k, 0.01f), b(std::size_t(g.k) * g.n, 0.02f),
-          c(std::size_t(g.m) * g.n);
-      const int lda = g.ta ? g.m : g.k, ldb = g.tb ? g.k : g.n;
-      gpt::gemm_parallel(g.ta, g.tb, g.m, g.n, g.k, 1.0f, a.data(), lda, b.data(), ldb, 0.0f,
-                         c.data(), g.n);  // warm
-      const auto t0 = clock_type::now();
-      for (int r = 0; r < g.count; ++r)
-        gpt::gemm_parallel(g.ta, g.tb, g.m, g.n, g.k, 1.0f, a.data(), lda, b.data(), ldb, 0.0f,
-                           c.data(), g.n);
-      t += seconds_since(t0);
-    }
-    times.push_back(t);
-  }
-  return flops / *std::min_element(times.begin(), times.end());
-}
+using gpt_bench::sgemm_mix_flops;
+using gpt_bench::step_gemms;
 
 gpt::text_split corpus() {
   const gpt::corpus c = gpt::load_corpus(gpt::default_corpus_path());

@@ -50,7 +50,6 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <string>
 #include <vector>
 
@@ -60,6 +59,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using clock_type = std::chrono::steady_clock;
+using bench_support::proc_kib;
 using bench_support::seconds_since;
 
 constexpr double gib = 1024.0 * 1024.0 * 1024.0;
@@ -74,21 +74,6 @@ struct options {
   std::size_t device_mib = 64 << 10, pinned_mib = 1 << 10, host_mib = 64 << 10, staging_mib = 32;
   std::string dir;
 };
-
-/// A field of /proc/meminfo or /proc/self/status, in KiB (-1 when absent).
-long long proc_kib(const char* file, const char* key) {
-  std::ifstream in(file);
-  std::string k;
-  long long v = -1;
-  while (in >> k) {
-    if (k == key) {
-      in >> v;
-      return v;
-    }
-    in.ignore(1 << 12, '\n');
-  }
-  return -1;
-}
 
 void parse(int argc, char** argv, options& o) {
   example::option_reader r(argc, argv);

@@ -58,6 +58,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -78,6 +79,13 @@ struct train_config {
   // The optimizer step runs under the next step's forward (zero_adam step_options::deferred:
   // layer i is updated while the forward computes the layers before it). Bitwise the same.
   bool overlap_step = true;
+  // Elements per streamed sub-group of an NVMe home's Adam state (zero_adam_config::sub_group):
+  // its pinned sets are 4 x this x (m, v) x 4 bytes.
+  std::size_t adam_sub_group = std::size_t{1} << 20;
+  // The plan holds a checkpoint's snapshot staging (host memory, 12 bytes per parameter of this
+  // rank's shards: checkpoint/train_state.hpp). Off for a run that takes no checkpoint: the
+  // staging grows with the model, and a saver made later plans and checks it itself.
+  bool plan_checkpoints = true;
   std::uint64_t seed = 1337;
 
   void validate() const {
@@ -114,7 +122,7 @@ public:
         scratch_(cfg_, tc.batch),
         ex_(ctx, comm, layer_specs(cfg_), "gpt",
             [this](executor_type& ex, strata::memory_plan& plan) { plan_beside(ex, plan); }),
-        opt_(ex_, adam_for(tc)) {
+        opt_(ex_, adam_for(tc), adam_config(tc)) {
     acts_ = allocate_activations();  // planned and checked with the executor's lines
     for (std::size_t i = 0; i < ex_.size(); ++i) ex_.set_params(i, initial_layer(cfg_, i, tc.seed));
   }
@@ -126,6 +134,10 @@ public:
   using optimizer_type = strata::optim::zero_adam<executor_type>;
   optimizer_type& optimizer() noexcept { return opt_; }
   const train_config& config() const noexcept { return tc_; }
+  /// Called as the walks reach each layer (phase "forward" or "backward", the layer, how many):
+  /// progress for steps that take minutes.
+  using progress_fn = std::function<void(const char* phase, std::size_t layer, std::size_t layers)>;
+  void set_progress(progress_fn f) { progress_ = std::move(f); }
   /// Bytes of activations and scratch this rank keeps on the compute tier.
   std::size_t activation_bytes() const noexcept { return acts_.size(); }
   std::size_t tokens_per_step() const noexcept {
@@ -187,6 +199,12 @@ private:
     return l;
   }
 
+  static strata::optim::zero_adam_config adam_config(const train_config& tc) {
+    strata::optim::zero_adam_config c;
+    c.sub_group = tc.adam_sub_group;
+    return c;
+  }
+
   static strata::optim::adam_params adam_for(const train_config& tc) {
     strata::optim::adam_params h;
     h.lr = static_cast<float>(tc.lr);
@@ -224,8 +242,9 @@ private:
   void plan_beside(executor_type& ex, strata::memory_plan& plan) const {
     plan.add(strata::tier_id::device, activations_name,
              activations_for(tc_).floats * sizeof(float));
-    plan.add(strata::optim::zero_adam<executor_type>::plan_for(ex));
-    plan.add(strata::checkpoint::saver<executor_type>::plan_for(ex));  // snapshot staging
+    plan.add(strata::optim::zero_adam<executor_type>::plan_for(ex, adam_config(tc_)));
+    if (tc_.plan_checkpoints)
+      plan.add(strata::checkpoint::saver<executor_type>::plan_for(ex));  // snapshot staging
   }
 
   strata::buffer allocate_activations() {
@@ -251,6 +270,7 @@ private:
     const auto embed = embed_slots(cfg_);
     const std::size_t wte = embed[0].offset, wpe = embed[1].offset, lnf = embed[2].offset;
     ex_.forward([&](std::size_t i, const float* w, std::size_t) {
+      if (progress_) progress_("forward", i, ex_.size());
       if (i == 0) {
         encoder_forward(x_at(0), tokens_.data(), w + wte, w + wpe, B, T, C);
         // The head copy: wte (V,C), then ln_f weight and bias (C each).
@@ -282,6 +302,7 @@ private:
                   mean_, rstd_, targets_.data(), head_copy_, lnf_w, int(N), C, V);
     const auto embed = embed_slots(cfg_);
     auto g = [&](std::size_t i, const float* w, float* dw, std::size_t n) {
+      if (progress_) progress_("backward", i, ex_.size());
       if (i == 0) {
         // The embedding's gradient: the head's share of wte and ln_f, then the encoder's.
         std::fill(dw, dw + n, 0.0f);
@@ -311,6 +332,7 @@ private:
   float *xf_ = nullptr, *mean_ = nullptr, *rstd_ = nullptr, *logits_ = nullptr;
   float *losses_ = nullptr, *dlogits_ = nullptr, *dxf_ = nullptr;
   std::vector<int> tokens_, targets_;
+  progress_fn progress_;
   // Declared before the executor, so that they outlive its destructor's wait for the work in
   // flight; allocated after its plan check, in the constructor's body.
   strata::buffer acts_;
