@@ -9,7 +9,9 @@
 // size (the communicators' mean), micro-batches added in order (grad_mode::accumulate); the
 // norm from each rank's slice measured with measure_gradient and the ranks' measures added in
 // rank order (all_reduce_stats); then adam_update on whole layers — so zero_adam must match it
-// bitwise.
+// bitwise. With bf16 working parameters (a bundle whose working_type is bf16) the forward and
+// backward see each layer rounded to bf16 (what the executor gathers), the update works on the
+// fp32 masters: reference(world, sc, true) does the same, so that too matches bitwise.
 #pragma once
 
 #include "catch.hpp"
@@ -23,6 +25,7 @@
 #include <mutex>
 #include <optional>
 #include <random>
+#include <type_traits>
 #include <vector>
 
 namespace zero_adam_model {
@@ -72,6 +75,9 @@ struct scenario {
   int inf_step = 0;     // > 0: on that step (from 1) the last rank's gradient holds an Inf
   bool scaler = false;  // a dynamic loss scaler (initial 1024, growth every 2 clean steps)
   bool deferred = false;  // step_options::deferred: each update runs under the next forward
+  // 1: the step's last backward gets opt.watch(options) (the norm measured as gradients land);
+  // 2: the first backward gets it and the later ones not (stale: step() must measure again).
+  int watched = 0;
 };
 
 inline bool inject(const scenario& sc, int step, int micro, int rank, int world, std::size_t i) {
@@ -86,9 +92,20 @@ struct outcome {
   std::uint64_t t = 0;
   bool within_plan = true;
   std::string plan;
+  int watched_steps = 0;  // steps whose norm came from opt.watch()'s measures
 };
 
-inline outcome reference(int world, const scenario& sc) {
+// Layer i as the walks see it: the fp32 values, or rounded to bf16 and widened back.
+inline std::vector<float> as_seen(const std::vector<float>& w, bool narrow) {
+  if (!narrow) return w;
+  std::vector<bf16> b(w.size());
+  std::vector<float> out(w.size());
+  convert(w.data(), b.data(), w.size());
+  convert(b.data(), out.data(), w.size());
+  return out;
+}
+
+inline outcome reference(int world, const scenario& sc, bool narrow = false) {
   const std::size_t layers = sizes.size();
   outcome o;
   for (std::size_t i = 0; i < layers; ++i) {
@@ -103,13 +120,15 @@ inline outcome reference(int world, const scenario& sc) {
     std::vector<std::vector<float>> acc(layers);
     for (int mb = 0; mb < sc.micro; ++mb) {
       std::vector<std::vector<float>> sum(layers);
+      std::vector<std::vector<float>> seen;
+      for (std::size_t i = 0; i < layers; ++i) seen.push_back(as_seen(o.w[i], narrow));
       for (int r = 0; r < world; ++r) {
         float act = 0;
         for (std::size_t i = 0; i < layers; ++i)
-          forward_layer(r, mb, i, o.w[i].data(), sizes[i], act);
+          forward_layer(r, mb, i, seen[i].data(), sizes[i], act);
         for (std::size_t i = layers; i-- > 0;) {
           std::vector<float> dw(sizes[i]);
-          backward_layer(r, mb, i, o.w[i].data(), dw.data(), sizes[i], act, scale);
+          backward_layer(r, mb, i, seen[i].data(), dw.data(), sizes[i], act, scale);
           if (inject(sc, step, mb, r, world, i))
             dw[sizes[i] / 2] = std::numeric_limits<float>::infinity();
           if (r == 0)
@@ -186,28 +205,46 @@ outcome train(int world, const scenario& sc, MakeConfig&& make_config) {
     std::optional<optim::loss_scaler> scaler;
     if (sc.scaler) scaler = make_scaler();
     std::vector<optim::step_result> results;
+    int watched_steps = 0;
+    using working = typename decltype(ex)::working_type;
+    std::vector<float> wide;  // a bf16 layer widened to float (the toy's kernels take float)
+    auto widen = [&](const working* w, std::size_t n) -> const float* {
+      if constexpr (std::is_same_v<working, float>) {
+        return w;
+      } else {
+        wide.resize(n);
+        convert(w, wide.data(), n);
+        return wide.data();
+      }
+    };
     for (int step = 1; step <= sc.steps; ++step) {
       const float scale = scaler ? scaler->scale() : 1.0f;
       for (int mb = 0; mb < sc.micro; ++mb) {
         float act = 0;
-        ex.forward([&](std::size_t i, const float* w, std::size_t n) {
-          forward_layer(c.rank(), mb, i, w, n, act);
+        ex.forward([&](std::size_t i, const working* w, std::size_t n) {
+          forward_layer(c.rank(), mb, i, widen(w, n), n, act);
         });
-        auto g = [&](std::size_t i, const float* w, float* dw, std::size_t n) {
-          backward_layer(c.rank(), mb, i, w, dw, n, act, scale);
+        auto g = [&](std::size_t i, const working* w, float* dw, std::size_t n) {
+          backward_layer(c.rank(), mb, i, widen(w, n), dw, n, act, scale);
           if (inject(sc, step, mb, c.rank(), world, i))
             dw[n / 2] = std::numeric_limits<float>::infinity();
         };
+        const optim::step_options so{.max_grad_norm = sc.max_norm,
+                                     .scaler = scaler ? &*scaler : nullptr,
+                                     .grad_multiplier = 1.0f / float(sc.micro),
+                                     .deferred = sc.deferred};
+        const grad_mode mode = mb == 0 ? grad_mode::overwrite : grad_mode::accumulate;
         if (sc.fused)
           ex.backward(g, opt.update_fn());
+        else if ((sc.watched == 1 && mb == sc.micro - 1) || (sc.watched == 2 && mb == 0))
+          ex.backward(g, mode, opt.watch(so));
         else
-          ex.backward(g, mb == 0 ? grad_mode::overwrite : grad_mode::accumulate);
+          ex.backward(g, mode);
+        if (!sc.fused && mb == sc.micro - 1) {
+          results.push_back(opt.step(ex, so));
+          watched_steps += opt.last_norm_watched();
+        }
       }
-      if (!sc.fused)
-        results.push_back(opt.step(ex, {.max_grad_norm = sc.max_norm,
-                                        .scaler = scaler ? &*scaler : nullptr,
-                                        .grad_multiplier = 1.0f / float(sc.micro),
-                                        .deferred = sc.deferred}));
     }
     // A deferred last step is still pending here: the first read of the state ends it.
     std::vector<std::vector<float>> w;
@@ -229,6 +266,7 @@ outcome train(int world, const scenario& sc, MakeConfig&& make_config) {
       out.w = std::move(w);
       out.steps = std::move(results);
       out.t = opt.t();
+      out.watched_steps = watched_steps;
       out.plan = opt.plan().to_string(&ctx);
     }
   });

@@ -19,7 +19,9 @@
 //             are all-gathered onto the device just before they run; Adam runs on the host
 //             over the shard (ZeRO-Offload).
 //   nvme      zero3_infinity: the shards and the Adam moments live in a file per rank on the
-//             NVMe tier, streamed through pinned buffers (ZeRO-Infinity).
+//             NVMe tier, streamed through pinned buffers (ZeRO-Infinity). With --bf16
+//             (zero3_infinity_bf16) the walks fetch and gather a bf16 copy of each shard,
+//             written by every update beside the fp32 masters: half the parameter bytes.
 //
 //   gpt_train --policy nvme --ranks 2 --nvme-dir nvme          (the README demo)
 //   mpirun -np 2 gpt_train --policy host                        (MPI ranks)
@@ -76,7 +78,8 @@ Policy:    --policy resident|host|nvme (host)   --ranks R (2, thread ranks; mpir
            --nvme-dir DIR (gpt-nvme; created if missing; a symbolic link anywhere in the
            path is refused)
            --no-overlap (run each optimizer step at once, not under the next forward; the
-           same results, bitwise)
+           same results, bitwise)  --bf16 (with --policy nvme: bf16 working parameters,
+           fp32 masters, m and v on NVMe)
 Data:      --data PATH (a text file, or a directory of them; default the fortunes, else
            /usr/share/common-licenses)
            --val-every N (25)  --val-batches N (8)
@@ -296,6 +299,7 @@ template <class Comm>
 int train_policy(Comm& comm, const options& o, const gpt::text_split& data, double peak) {
   if (o.policy == "resident") return train<strata::zero0>(comm, o, data, peak);
   if (o.policy == "host") return train<strata::zero3_offload>(comm, o, data, peak);
+  if (o.bf16) return train<strata::zero3_infinity_bf16>(comm, o, data, peak);
   return train<strata::zero3_infinity>(comm, o, data, peak);
 }
 

@@ -61,6 +61,7 @@ struct train_options {
   int save_every = 0;          // steps between checkpoints; 0: only at the end and on a signal
   int keep = 2;                // committed checkpoints kept
   bool resume = false;         // start from `latest` in checkpoint_dir (a fresh start if none)
+  bool bf16 = false;           // --policy nvme with bf16 working parameters (zero3_infinity_bf16)
   int stop_after = 0;          // > 0: stop after that step as SIGTERM would (tests, the demo)
   std::string init_from;       // a safetensors file of this model's weights to start from
   bool help = false;  // --help: print the usage, nothing else
@@ -126,6 +127,7 @@ inline train_options parse_train_options(const std::vector<std::string>& args) {
     else if (r.is("--keep")) o.keep = count(1);
     else if (r.flag("--resume")) o.resume = true;
     else if (r.flag("--no-overlap")) t.overlap_step = false;
+    else if (r.flag("--bf16")) o.bf16 = true;
     else if (r.is("--stop-after")) o.stop_after = count(1);
     else if (r.is("--init-from")) o.init_from = r.path();
     else r.unknown();
@@ -136,6 +138,9 @@ inline train_options parse_train_options(const std::vector<std::string>& args) {
                        " needs --checkpoint-dir");
   if (o.train.seq < 0) o.train.seq = o.train.model.context;
   if (o.pinned_mib <= 0) throw bad_argument("--pinned-mib must be > 0");
+  if (o.bf16 && o.policy != "nvme")
+    throw bad_argument("--bf16 goes with --policy nvme (bf16 working copies of ZeRO-3 shards on "
+                       "NVMe), not with --policy " + o.policy);
   try {
     o.train.validate();
   } catch (const std::exception& e) {

@@ -23,6 +23,8 @@
 //                (activation checkpointing: block_backward recomputes the rest)
 //   dx           (B,T,C): the gradient flowing backward
 //   head copy, head gradient, head scratch (logits (B*T, V), ...)
+//   wide         with bf16 working parameters (zero3_infinity_bf16): the layer the walk hands
+//                over, widened to fp32 for the host kernels (the largest layer's floats)
 // and beside it the block scratch (host/block.hpp: one block's activations, reused by every
 // layer), in host memory.
 //
@@ -113,6 +115,10 @@ template <class Comm, class Bundle, class Prefetch = strata::prefetch::lookahead
 class trainer {
 public:
   using executor_type = strata::zero_executor<Comm, Bundle, Prefetch>;
+  // float, or bf16 for a bundle with bf16 working parameters (zero3_infinity_bf16): the kernels
+  // then compute in fp32 from the widened copy.
+  using working_type = typename executor_type::working_type;
+  static constexpr bool narrow = executor_type::narrow;
 
   trainer(strata::context& ctx, Comm& comm, const train_config& tc, const text_split& data)
       : ctx_(ctx), comm_(comm), tc_(validated(tc)), cfg_(tc.model),
@@ -149,19 +155,24 @@ public:
     step_stats st;
     // In float, in micro-batch order: the same sum the ranks' mean makes in rank order, so the
     // reported loss too is the same bits for R ranks and for 1 rank with A = R.
+    strata::optim::step_options so;
+    so.max_grad_norm = tc_.clip;
+    so.grad_multiplier = 1.0f / static_cast<float>(tc_.accum);  // the sum at home -> the mean
+    so.deferred = tc_.overlap_step;  // the update lands during the next forward (or a read)
     float loss_sum = 0;
     for (int a = 0; a < tc_.accum; ++a) {
       train_.batch(std::uint64_t(step), a, tc_.accum, comm_.rank(), comm_.size(), tc_.batch,
                    tokens_.data(), targets_.data());
       loss_sum += forward(true);
-      backward(a > 0);
+      // The last micro-batch's backward measures the gradients for the norm as they land.
+      const bool last = a + 1 == tc_.accum;
+      if (last)
+        backward(a > 0, opt_.watch(so));
+      else
+        backward(a > 0, strata::no_watch{});
     }
     st.lr = learning_rate(step, tc_.warmup, tc_.steps, tc_.lr, tc_.min_lr);
     opt_.set_lr(static_cast<float>(st.lr));
-    strata::optim::step_options so;
-    so.max_grad_norm = tc_.clip;
-    so.grad_multiplier = 1.0f / static_cast<float>(tc_.accum);  // the sum at home -> the mean
-    so.deferred = tc_.overlap_step;  // the update lands during the next forward (or a read)
     const strata::optim::step_result r = opt_.step(ex_, so);
     st.grad_norm = r.norm;
     st.skipped = r.skipped;
@@ -218,7 +229,7 @@ private:
 
   // Where each activation starts in the one device buffer (see the top of the file), in floats.
   struct activation_layout {
-    std::size_t x, dx, head_copy, head_grad, xf, mean, rstd, logits, losses, dlogits, dxf;
+    std::size_t x, dx, head_copy, head_grad, xf, mean, rstd, logits, losses, dlogits, dxf, wide;
     std::size_t floats = 0;  // the buffer's size
   };
   static activation_layout activations_for(const train_config& tc) {
@@ -234,6 +245,7 @@ private:
     a.head_copy = carve(V * C + 2 * C), a.head_grad = carve(V * C + 2 * C);
     a.xf = carve(N * C), a.mean = carve(N), a.rstd = carve(N), a.logits = carve(N * V);
     a.losses = carve(N), a.dlogits = carve(N * V), a.dxf = carve(N * C);
+    a.wide = carve(narrow ? std::max(embed_numel(tc.model), block_numel(tc.model)) : 0);
     return a;
   }
   static constexpr const char* activations_name = "gpt activations (x[0..L], dx, head)";
@@ -255,7 +267,7 @@ private:
     x_ = base + a.x, dx_ = base + a.dx, head_copy_ = base + a.head_copy;
     head_grad_ = base + a.head_grad, xf_ = base + a.xf, mean_ = base + a.mean;
     rstd_ = base + a.rstd, logits_ = base + a.logits, losses_ = base + a.losses;
-    dlogits_ = base + a.dlogits, dxf_ = base + a.dxf;
+    dlogits_ = base + a.dlogits, dxf_ = base + a.dxf, wide_ = base + a.wide;
     tokens_.resize(std::size_t(tc_.batch) * tc_.seq);
     targets_.resize(std::size_t(tc_.batch) * tc_.seq);
     return b;
@@ -263,14 +275,26 @@ private:
 
   float* x_at(int l) const { return x_ + std::size_t(l) * tc_.batch * tc_.seq * cfg_.width; }
 
+  // The layer the walk hands over, as the host kernels take it: fp32 as it is, or a bf16
+  // working copy widened into wide_ (exactly: every bf16 is a float).
+  const float* widened(const working_type* w, std::size_t n) const {
+    if constexpr (narrow) {
+      strata::convert(w, wide_, n);
+      return wide_;
+    } else {
+      return w;
+    }
+  }
+
   // Forward over the current batch (tokens_, targets_): returns this rank's mean loss.
   float forward(bool for_training) {
     (void)for_training;
     const int B = tc_.batch, T = tc_.seq, C = cfg_.width, V = cfg_.vocab, L = cfg_.layers;
     const auto embed = embed_slots(cfg_);
     const std::size_t wte = embed[0].offset, wpe = embed[1].offset, lnf = embed[2].offset;
-    ex_.forward([&](std::size_t i, const float* w, std::size_t) {
+    ex_.forward([&](std::size_t i, const working_type* wk, std::size_t n) {
       if (progress_) progress_("forward", i, ex_.size());
+      const float* w = widened(wk, n);
       if (i == 0) {
         encoder_forward(x_at(0), tokens_.data(), w + wte, w + wpe, B, T, C);
         // The head copy: wte (V,C), then ln_f weight and bias (C each).
@@ -288,8 +312,10 @@ private:
     return loss;
   }
 
-  // Backward of the batch forward() last ran; `accumulate`: add to the gradients at home.
-  void backward(bool accumulate) {
+  // Backward of the batch forward() last ran; `accumulate`: add to the gradients at home;
+  // `watch`: what sees each layer's gradient as it lands (zero_executor::backward).
+  template <class Watch>
+  void backward(bool accumulate, Watch&& watch) {
     const int B = tc_.batch, T = tc_.seq, C = cfg_.width, V = cfg_.vocab, L = cfg_.layers;
     const std::size_t N = std::size_t(B) * T;
     const std::size_t head_numel = std::size_t(V) * C + 2 * std::size_t(C);
@@ -301,8 +327,9 @@ private:
     head_backward(dx_, dlnf, dlnf + C, dwte_head, dlogits_, dxf_, logits_, xf_, x_at(L),
                   mean_, rstd_, targets_.data(), head_copy_, lnf_w, int(N), C, V);
     const auto embed = embed_slots(cfg_);
-    auto g = [&](std::size_t i, const float* w, float* dw, std::size_t n) {
+    auto g = [&](std::size_t i, const working_type* wk, float* dw, std::size_t n) {
       if (progress_) progress_("backward", i, ex_.size());
+      const float* w = widened(wk, n);
       if (i == 0) {
         // The embedding's gradient: the head's share of wte and ln_f, then the encoder's.
         std::fill(dw, dw + n, 0.0f);
@@ -314,7 +341,8 @@ private:
         block_backward(cfg_, B, T, w, x_at(l), dx_, dx_, dw, scratch_);
       }
     };
-    ex_.backward(g, accumulate ? strata::grad_mode::accumulate : strata::grad_mode::overwrite);
+    ex_.backward(g, accumulate ? strata::grad_mode::accumulate : strata::grad_mode::overwrite,
+                 std::forward<Watch>(watch));
   }
 
   float mean_over_ranks(float v) {
@@ -330,7 +358,7 @@ private:
   batch_sampler train_, val_;
   float *x_ = nullptr, *dx_ = nullptr, *head_copy_ = nullptr, *head_grad_ = nullptr;
   float *xf_ = nullptr, *mean_ = nullptr, *rstd_ = nullptr, *logits_ = nullptr;
-  float *losses_ = nullptr, *dlogits_ = nullptr, *dxf_ = nullptr;
+  float *losses_ = nullptr, *dlogits_ = nullptr, *dxf_ = nullptr, *wide_ = nullptr;
   std::vector<int> tokens_, targets_;
   progress_fn progress_;
   // Declared before the executor, so that they outlive its destructor's wait for the work in

@@ -10447,6 +10447,7 @@ STRATA_NAMESPACE_END
 //   zero_executor<Comm, Bundle, prefetch::lookahead<2>> ex(ctx, comm, {{"layer0", n0}, ...});
 //   ex.forward([&](std::size_t i, const float* w, std::size_t n) { ... });          // layer i
 //   ex.backward([&](std::size_t i, const float* w, float* dw, std::size_t n) { ... });
+//   (w is the bundle's working_type: const bf16* for a bf16 bundle, e.g. zero3_infinity_bf16)
 //   ex.step([&](std::size_t i, float* w, const float* dw, std::size_t n) { ... });   // optimizer
 //   ex.backward(g, u);   // stage 3: backward with the update fused in, no step()
 //   ex.backward(g, grad_mode::accumulate);   // a later micro-batch: add to the stored gradient
@@ -10470,6 +10471,33 @@ STRATA_NAMESPACE_END
 // an NVMe home the buffer the shard is read into) and that copy goes home only when the update
 // returned: an update that throws leaves the parameters at home as they were (the layers
 // already updated in that step stay updated). The fused backward keeps the same promise.
+//
+// The deferred step: defer_step(u) is step(u) run during the next forward(), in layer order,
+// on the executor's optimizer queue (its own thread), and the forward brings layer i as soon as
+// layer i's update has ended — so the step's IO (an NVMe home reads and writes every shard,
+// gradient and moment) runs under the forward's compute instead of before it. This is the
+// schedule for a clipped step: the norm is known only when the backward has ended, and the next
+// forward needs layer 0 first, then layer 1, ... Results are bitwise those of step(u) then
+// forward(f): the same updates on the same bytes, only later. Until the forward has reached
+// every layer the step is pending (step_deferred()); sync() and everything that reads or writes
+// the state (params(), stored_home(), set_params(), backward(), step(), for_each_grad_shard())
+// first lets it end. It runs on the queue for stages 0 and 3 with an optimizer tier the host
+// updates (host, pinned, nvme homes; the emulated device); elsewhere (a real GPU's home, whose
+// update is a kernel on the compute stream anyway, or stages 1-2, whose update all-gathers over
+// the communicator the caller also uses) defer_step(u) is step(u), at once. A failed update
+// reaches the caller at the forward's wait for that layer: the layers before it are updated,
+// it and the ones after it are not (as with step()). The caller's forward compute must not call
+// the executor while a step is deferred.
+//
+// bf16 working parameters (a bundle whose working_type is bf16, stage 3): each layer has, beside
+// its fp32 master shard at home, a bf16 copy of it at home. The walks fetch and all-gather the
+// copy, so forward(f) and backward(g) hand the caller const bf16* parameters, and every update
+// writes the copy again from the new masters (rounded to nearest even) after the masters' own
+// write — the event an optimizer's home_written waits for, so an NVMe home's moments commit
+// only when both are home. set_params and set_stored_params write both. Gradients stay fp32
+// (g writes float, reduced in fp32). The fused backward(g, u) is backward(g) then step(u) here:
+// its update works on the gathered copy, which is no longer the master. A real GPU's home is
+// refused at compile time (the copy would need a conversion kernel).
 //
 // Gradient accumulation (global batch = ranks x micro-batch x accumulation steps): the first
 // micro-batch's backward(g) overwrites the gradient at home, each later backward(g,
@@ -10664,6 +10692,11 @@ STRATA_NAMESPACE_END
 //   stage 3  + parameters sharded: all-gathered just before a layer runs, released after
 //
 // ZeRO-Offload is stage 2/3 with a host home; ZeRO-Infinity is stage 3 with an nvme home.
+//
+// Working parameters (stage 3): Working = float gathers the fp32 parameters themselves;
+// Working = bf16 keeps a bf16 copy of each shard at home beside the fp32 master, written by
+// every update, and the compute tier receives that copy — half the bytes fetched and gathered
+// per walk. The masters, the gradients (reduced in fp32) and the optimizer state stay fp32.
 // A bundle is a type: a bundle of placements, one per kind of state (DESIGN: "ZeRO stages are
 // bundles of placements"). Its param_placement and grad_placement are sharded_placement<...>
 // where the stage shards that state, so the executor's tensors are rank shards of a
@@ -10690,7 +10723,7 @@ template <bool Sharded>
 using partition_if = std::conditional_t<Sharded, partition::sharded, partition::replicated>;
 }  // namespace detail
 
-template <int Stage, class Home = tier::device>
+template <int Stage, class Home = tier::device, class Working = float>
 struct zero_bundle {
   static_assert(Stage >= 0 && Stage <= 3, "zero_bundle<Stage, Home>: Stage is 0, 1, 2 or 3");
   static_assert(memory_tier<Home>,
@@ -10699,8 +10732,15 @@ struct zero_bundle {
   static_assert(Stage == 3 || Home::kind != tier_kind::file,
                 "zero_bundle: an nvme home needs stage 3 (ZeRO-Infinity); stages 0-2 keep whole "
                 "parameters at home and would stream every replica from the drive");
+  static_assert(std::is_same_v<Working, float> || (std::is_same_v<Working, bf16> && Stage == 3),
+                "zero_bundle<Stage, Home, Working>: Working is float, or bf16 for stage 3 (a bf16 "
+                "copy of each parameter shard is what the walks gather)");
   static constexpr int stage = Stage;
   using home_tier = Home;
+  /// The element type the compute tier receives (the walks' parameters).
+  using working_type = Working;
+  /// true: a bf16 working copy beside the fp32 masters (see the top).
+  static constexpr bool narrow_working = !std::is_same_v<Working, float>;
   /// Where the parameters live: rank shards from stage 3 on, padded replicas before.
   using param_placement =
       typename detail::placement_for_home<detail::partition_if<(Stage >= 3)>, Home>::type;
@@ -10723,12 +10763,15 @@ using zero3 = zero_bundle<3>;
 using zero3_offload = zero_bundle<3, tier::host>;
 /// ZeRO-Infinity: shards at home on NVMe.
 using zero3_infinity = zero_bundle<3, tier::nvme>;
+/// The same with bf16 working parameters (fp32 masters, m and v at home).
+using zero3_offload_bf16 = zero_bundle<3, tier::host, bf16>;
+using zero3_infinity_bf16 = zero_bundle<3, tier::nvme, bf16>;
 
 namespace detail {
 template <class T>
 struct is_zero_bundle : std::false_type {};
-template <int S, class H>
-struct is_zero_bundle<zero_bundle<S, H>> : std::true_type {};
+template <int S, class H, class W>
+struct is_zero_bundle<zero_bundle<S, H, W>> : std::true_type {};
 }  // namespace detail
 
 template <class B>
@@ -10745,10 +10788,12 @@ STRATA_NAMESPACE_END
 // ---- end <strata/schedule/zero.hpp> ----
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <span>
 #include <string>
 #include <type_traits>
@@ -10774,6 +10819,11 @@ struct layer_spec {
   std::size_t numel;
 };
 
+/// The watch of a backward that has none (backward(g, mode) is backward(g, mode, no_watch{})).
+struct no_watch {
+  void operator()(std::size_t, const float*, std::size_t, tier_id) const noexcept {}
+};
+
 /// How backward() lands a reduced gradient at home: overwrite (the first, or only, micro-batch)
 /// or accumulate (add it to what is there: later micro-batches).
 enum class grad_mode : std::uint8_t { overwrite, accumulate };
@@ -10787,7 +10837,11 @@ class zero_executor {
 public:
   using bundle_type = Bundle;
   using prefetch_type = Prefetch;
+  /// What the walks hand the caller: float, or bf16 for a bf16 bundle.
+  using working_type = typename Bundle::working_type;
+  static constexpr bool narrow = Bundle::narrow_working;
   using param_tensor = tiered_tensor<float, typename Bundle::param_placement>;
+  using working_tensor = tiered_tensor<working_type, typename Bundle::param_placement>;
   using grad_tensor = tiered_tensor<float, typename Bundle::grad_placement>;
   using placement_type = typename Bundle::param_placement;
   using compute_tier = typename placement_type::compute_tier;
@@ -10796,6 +10850,9 @@ public:
   static constexpr std::size_t depth = Prefetch::depth;
   static constexpr bool resident = placement_type::tier_count == 1;  // home is the device
   static constexpr bool file_home = Bundle::home_tier::kind == tier_kind::file;
+  static_assert(!(narrow && cuda_enabled && optimizer_tier::id == tier_id::device),
+                "zero_executor: bf16 working parameters with a GPU home need a device conversion "
+                "kernel; use a host, pinned or nvme home (zero3_offload_bf16, zero3_infinity_bf16)");
 
   /// Adds the caller's lines to the executor's plan before it is checked. It is called with
   /// the executor's layouts in place (size(), layer(), layout(), part_numel(), comm(), ctx()
@@ -10863,7 +10920,7 @@ public:
   /// Layer i's full parameters on the host. A collective for stage 3 (all ranks must call it).
   std::vector<float> params(std::size_t i);
 
-  /// f(i, params, n) for i = 0 .. size-1; params: n floats on the compute tier.
+  /// f(i, params, n) for i = 0 .. size-1; params: n working_type values on the compute tier.
   template <class F>
   void forward(F&& f);
 
@@ -10872,6 +10929,17 @@ public:
   /// overwriting what is there, or with grad_mode::accumulate added to it (see the top).
   template <class G>
   void backward(G&& g, grad_mode mode = grad_mode::overwrite);
+
+  /// backward(g, mode) that also shows each layer's gradient as it lands at home:
+  /// watch(i, grads, n, tier) gets exactly what for_each_grad_shard would give for layer i after
+  /// this backward (this rank's slice of the reduced gradient, or with grad_mode::accumulate of
+  /// the sum at home), in memory on `tier` (the compute tier, or host memory after an
+  /// accumulation), while it is still at hand — so a norm needs no second read of every
+  /// gradient from home (zero_adam::watch). Layers come in backward order, one behind the walk.
+  template <class G, class W>
+  void backward(G&& g, grad_mode mode, W&& watch);
+  /// Backward walks begun so far (any form): what a watch's measures belong to.
+  std::uint64_t backwards() const noexcept { return backwards_; }
 
   /// backward(g) with the optimizer fused in: as soon as layer i's gradient is reduced into
   /// this rank's shard, u(i, params, grads, n) updates this rank's parameter shard where the
@@ -10895,6 +10963,14 @@ public:
   template <class U>
   void step(U&& u);
 
+  /// step(u), deferred to the next forward() (see the top): u updates layer i on the
+  /// executor's optimizer queue while the forward computes the layers before it. Ends any
+  /// earlier deferred step first. Where the update cannot run on that queue, this is step(u).
+  template <class U>
+  void defer_step(U&& u);
+  /// True while a step given to defer_step has layers still to update.
+  bool step_deferred() const noexcept { return deferred_ != nullptr; }
+
   /// f(i, grads, n) for every layer, in layer order: this rank's slice of layer i's stored
   /// gradient — elements [offset(rank), offset(rank) + valid_in(rank)) of the replica for
   /// stages 0-1, the real elements of its shard for 2-3 — leased read-only on the optimizer
@@ -10904,8 +10980,10 @@ public:
   template <class F>
   void for_each_grad_shard(F&& f);
 
-  /// Waits for every copy and collective the executor started; rethrows their failures.
+  /// Ends a deferred step, then waits for every copy and collective the executor started;
+  /// rethrows their failures.
   void sync() {
+    if (deferred_) finish_deferred();
     collectives_.synchronize();
     ctx_.synchronize();
   }
@@ -10925,24 +11003,62 @@ private:
   void make_plan();
 
   // Scratch buffers on one tier and the events after which each may be reused: the copies of
-  // this rank's part that an update works on (kept from home until it returned).
+  // this rank's part that an update works on (kept from home until it returned), and with bf16
+  // working parameters the copy's new values (padding zeros), beside each.
   struct scratch_set {
-    std::vector<buffer> buffers;
+    std::vector<buffer> buffers, narrow;
     std::vector<std::vector<event>> uses;
   };
   scratch_set make_scratch(tier_id t, std::size_t count, std::size_t floats);
   void retire_scratch(scratch_set& s);
 
+  // Layer i's update in step() or a deferred step: scratch buffer i % 2 (or the one), after
+  // its last use. `on_queue`: run on the optimizer queue's thread (a deferred step), where the
+  // update is traced by the queue, not as compute.
+  template <class U>
+  void update_layer(std::size_t i, scratch_set& scratch, tensor_ref& reading, U& u, bool on_queue);
+  scratch_set make_step_scratch() {
+    return make_scratch(optimizer_tier::id, step_at_home ? 1 : 2, part_capacity());
+  }
+  // After a failed update: the shard being read into scratch is dropped once the read is done.
+  void drop_reading(tensor_ref& reading, scratch_set& scratch);
+  // runs fn as the update of `label`: compute (step()), or plainly on the optimizer queue.
+  template <class F>
+  event run_update(const std::string& label, bool on_queue, F&& fn) {
+    if (on_queue) {
+      fn();
+      return {};
+    }
+    return ctx_.compute(label, std::forward<F>(fn));
+  }
+
+  // The deferred step: one job per layer on optimizer_, in layer order. A job after a failed
+  // one updates nothing and fails too.
+  static constexpr bool can_defer =
+      (stage == 0 || stage == 3) && (!cuda_enabled || optimizer_tier::id != tier_id::device);
+  struct deferred_step {
+    scratch_set scratch;
+    tensor_ref reading;
+    std::vector<event> updated;  // per layer: its job
+    std::atomic<bool> failed{false};
+  };
+  // The forward's gate: whether layer i's deferred update has ended (successfully); `wait`:
+  // wait for it (rethrowing its failure).
+  bool updated(std::size_t i, bool wait);
+  // Waits for every job of the deferred step and frees its scratch; rethrows the first failure.
+  void finish_deferred();
+
   // step() on an optimizer tier that is the home (stages 0-3 with an addressable home): the
   // update runs on a scratch copy that goes home when it returned; stages 1-2 then all-gather.
   static constexpr bool step_at_home = optimizer_tier::id == Bundle::home_tier::id;
   template <class U>
-  void update_at_home(std::size_t i, float* s, std::vector<event>& s_uses, U& u);
+  void update_at_home(std::size_t i, float* s, void* copy, std::vector<event>& s_uses, U& u,
+                      bool on_queue);
   // step() with a file home: layer i's shard is read into scratch `s` (the tensor borrows it,
   // `reading` says which tensor, for the error path), updated, and written home.
   template <class U>
-  void update_away_from_home(std::size_t i, float* s, std::vector<event>& s_uses,
-                             tensor_ref& reading, U& u);
+  void update_away_from_home(std::size_t i, float* s, void* copy, std::vector<event>& s_uses,
+                             tensor_ref& reading, U& u, bool on_queue);
 
   // The fused backward's update of the layer one behind the walk (in `pd`, if live).
   struct fused_pending;
@@ -10958,14 +11074,20 @@ private:
   event copy_within(tier_id t, float* dst, const float* src, std::size_t n,
                     const std::string& label, std::vector<event> after);
 
-  // home += the reduced gradient of layer i (in buffer b), on the optimizer tier.
-  void accumulate_gradient(std::size_t i, std::size_t b, const event& reduced);
+  // home += the reduced gradient of layer i (in buffer b), on the optimizer tier; then
+  // watch(i, slice, n, tier) on this rank's slice of the sum.
+  template <class W>
+  void accumulate_gradient(std::size_t i, std::size_t b, const event& reduced, W& watch);
+  // watch(i, slice, n, tier) on layer i's reduced gradient in buffer b (after `reduced`).
+  template <class W>
+  void watch_reduced(std::size_t i, std::size_t b, const event& reduced, W& watch);
+
 
   void zero_device(float* p, std::size_t bytes);
 
   template <class Tensor>
   static void zero_fill(Tensor& t) {
-    t.assign(std::vector<float>(t.size(), 0.0f));
+    t.assign(std::vector<typename Tensor::element_type>(t.size()));  // value-initialised: zeros
   }
 
   // Layer i's parameter or gradient tensor on this rank: its shard of the layer's layout when
@@ -10973,9 +11095,18 @@ private:
   template <class Tensor>
   Tensor make_state(std::size_t i, const char* what);
 
+  // The tensor the walks fetch for layer i: the bf16 copy, or the fp32 parameters.
+  tensor_ref fetched(std::size_t i) { return narrow ? working_[i].ref() : params_[i].ref(); }
+  // With bf16 working parameters: layer i's copy from this rank's n updated masters at `s`,
+  // written home (from `out`, on the optimizer tier) after `after`; returns that write.
+  event write_working(std::size_t i, const float* s, std::size_t n, void* out,
+                      std::vector<event> after);
+  // The copy of `mine` (this rank's stored values, padded) into layer i's working tensor.
+  void assign_working(std::size_t i, const std::vector<float>& mine);
+
   // Where layer i's parameters will be for compute, and when.
   struct in_flight {
-    const float* full = nullptr;  // n floats (padded) on the compute tier
+    const working_type* full = nullptr;  // n values (padded) on the compute tier
     event ready;
     std::size_t ring = 0;   // gathered_ slot (stage 3) or fetch slot (stages 0-2)
     std::size_t shard = 0;  // shard_ring_ slot (stage 3 away from the device)
@@ -11004,7 +11135,7 @@ private:
 
   // g(i, params, grad_full_[b], n) on the compute tier, padding zeroed.
   template <class G>
-  void compute_gradient(std::size_t i, const float* w, std::size_t b, G& g);
+  void compute_gradient(std::size_t i, const working_type* w, std::size_t b, G& g);
 
   // Averages layer i's gradient (in grad_full_[b]) over the ranks — into grad_shard_[b] for
   // stages 2-3 — and, if `land_home`, writes the result to its home. Returns the reduction.
@@ -11017,9 +11148,14 @@ private:
   std::vector<shard_layout> layouts_;
   memory_plan plan_;
   std::deque<param_tensor> params_;
+  std::deque<working_tensor> working_;  // bf16 working parameters: the copies (else empty)
   std::deque<grad_tensor> grads_;
   buffer_ring gathered_, shard_ring_, grad_full_, grad_shard_;  // on the compute tier
-  work_queue collectives_;  // last: its thread stops before the buffers it uses go
+  std::shared_ptr<deferred_step> deferred_;  // a step given to defer_step, not yet ended
+  std::uint64_t backwards_ = 0;
+  // Last: their threads stop before the buffers they use go.
+  work_queue collectives_;
+  work_queue optimizer_;  // a deferred step's updates
 };
 
 STRATA_NAMESPACE_END
@@ -11040,7 +11176,8 @@ zero_executor<Comm, Bundle, Prefetch>::zero_executor(context& ctx, Comm& comm,
       comm_(comm),
       name_(std::move(name)),
       specs_(std::move(layers)),
-      collectives_("collectives", ctx.trace()) {
+      collectives_("collectives", ctx.trace()),
+      optimizer_("optimizer", ctx.trace()) {
   if (specs_.empty()) throw config_error("zero_executor '" + name_ + "': no layers");
   for (auto& l : specs_) layouts_.emplace_back(l.numel, comm_.size());
   make_plan();
@@ -11048,24 +11185,33 @@ zero_executor<Comm, Bundle, Prefetch>::zero_executor(context& ctx, Comm& comm,
   plan_.check(ctx_, name_);
   for (std::size_t i = 0; i < specs_.size(); ++i) {
     params_.push_back(make_state<param_tensor>(i, ".params"));
+    if constexpr (narrow) working_.push_back(make_state<working_tensor>(i, ".working"));
     grads_.push_back(make_state<grad_tensor>(i, ".grads"));
     // Padding must read as zeros. A file home already does (never-written data reads as
     // zeros), so it is not written twice before set_params.
-    if constexpr (!file_home) zero_fill(params_.back());
+    if constexpr (!file_home) {
+      zero_fill(params_.back());
+      if constexpr (narrow) zero_fill(working_.back());
+    }
   }
-  auto ring = [&](std::size_t count, std::size_t elems, const char* what) {
-    return buffer_ring(ctx_, compute_tier::id, count, elems * sizeof(float), name_ + " " + what);
+  auto ring = [&](std::size_t count, std::size_t bytes, const char* what) {
+    return buffer_ring(ctx_, compute_tier::id, count, bytes, name_ + " " + what);
   };
-  if (stage == 3 || !resident) gathered_ = ring(depth + 1, max_padded(), "gathered params");
+  constexpr std::size_t wb = sizeof(working_type), f = sizeof(float);
+  if (stage == 3 || !resident) gathered_ = ring(depth + 1, max_padded() * wb, "gathered params");
   // One more shard buffer than gathered ones: the fused backward keeps a layer's shard on
   // the device until its update, one layer after its gradient was computed.
-  if (stage == 3 && !resident) shard_ring_ = ring(depth + 2, max_shard(), "param shard");
-  grad_full_ = ring(2, max_padded(), "full grads");
-  if (Bundle::grads_sharded) grad_shard_ = ring(2, max_shard(), "grad shard");
+  if (stage == 3 && !resident) shard_ring_ = ring(depth + 2, max_shard() * wb, "param shard");
+  grad_full_ = ring(2, max_padded() * f, "full grads");
+  if (Bundle::grads_sharded) grad_shard_ = ring(2, max_shard() * f, "grad shard");
 }
 
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
 zero_executor<Comm, Bundle, Prefetch>::~zero_executor() {
+  try {
+    if (deferred_) finish_deferred();
+  } catch (...) {  // a failed deferred update nobody waited for: nothing left to tell
+  }
   try {
     collectives_.synchronize();
     ctx_.synchronize();
@@ -11080,11 +11226,35 @@ void zero_executor<Comm, Bundle, Prefetch>::set_params(std::size_t i, std::span<
     throw config_error("zero_executor '" + name_ + "': set_params of layer '" + specs_[i].name +
                        "' with " + std::to_string(full.size()) + " values; it has " +
                        std::to_string(lay.numel()));
+  sync();
   std::vector<float> mine(params_[i].size(), 0.0f);
   const std::size_t from = Bundle::params_sharded ? lay.offset(comm_.rank()) : 0;
   const std::size_t n = Bundle::params_sharded ? lay.valid_in(comm_.rank()) : lay.numel();
   std::copy_n(full.begin() + static_cast<std::ptrdiff_t>(from), n, mine.begin());
   params_[i].assign(mine);
+  assign_working(i, mine);
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+void zero_executor<Comm, Bundle, Prefetch>::assign_working(std::size_t i,
+                                                           const std::vector<float>& mine) {
+  if constexpr (narrow) {
+    std::vector<working_type> copy(mine.size());
+    convert(mine.data(), copy.data(), mine.size());
+    working_[i].assign(copy);
+  }
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+event zero_executor<Comm, Bundle, Prefetch>::write_working(std::size_t i, const float* s,
+                                                           std::size_t n, void* out,
+                                                           std::vector<event> after) {
+  if constexpr (!narrow) {
+    return {};
+  } else {
+    convert(s, static_cast<working_type*>(out), n);  // the padding after n stays zeros
+    return working_[i].ref().write_from(out, optimizer_tier::id, std::move(after));
+  }
 }
 
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
@@ -11107,6 +11277,7 @@ void zero_executor<Comm, Bundle, Prefetch>::set_stored_params(std::size_t i,
   std::vector<float> mine(params_[i].size(), 0.0f);
   std::copy(values.begin(), values.end(), mine.begin());
   params_[i].assign(mine);
+  assign_working(i, mine);
 }
 
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
@@ -11128,26 +11299,37 @@ std::vector<float> zero_executor<Comm, Bundle, Prefetch>::params(std::size_t i) 
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
 template <class F>
 void zero_executor<Comm, Bundle, Prefetch>::forward(F&& f) {
-  walk(false, [&](std::size_t i, const float* w, const in_flight&) {
-    ctx_.compute("forward " + specs_[i].name, [&] { f(i, w, layouts_[i].numel()); });
-  });
+  try {
+    walk(false, [&](std::size_t i, const working_type* w, const in_flight&) {
+      ctx_.compute("forward " + specs_[i].name, [&] { f(i, w, layouts_[i].numel()); });
+    });
+  } catch (...) {
+    // The deferred step's jobs still use its scratch: they end (the updates of the layers the
+    // walk did not reach still land); the walk's own failure is the one to report.
+    if (deferred_) try {
+        finish_deferred();
+      } catch (...) {
+      }
+    throw;
+  }
+  if (deferred_) finish_deferred();  // the walk waited for every layer's update
 }
 
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
 template <class G>
 void zero_executor<Comm, Bundle, Prefetch>::backward(G&& g, grad_mode mode) {
-  std::size_t turn = 0;
-  if (mode == grad_mode::overwrite) {
-    walk(true, [&](std::size_t i, const float* w, const in_flight&) {
-      const std::size_t b = turn++ % 2;
-      compute_gradient(i, w, b, g);
-      reduce_gradient(i, b, ctx_.compute_fence(), true);
-    });
-    return;
-  }
-  // Accumulate: layer i's reduced gradient is added at home after layer i-1's backward has
-  // been issued, by when its reduction has had a layer's compute to finish in. Its buffer
-  // (one of two) is not refilled before that: the next-but-one layer takes it.
+  backward(std::forward<G>(g), mode, no_watch{});
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+template <class G, class W>
+void zero_executor<Comm, Bundle, Prefetch>::backward(G&& g, grad_mode mode, W&& watch) {
+  if (deferred_) finish_deferred();
+  ++backwards_;
+  constexpr bool watching = !std::is_same_v<std::remove_cvref_t<W>, no_watch>;
+  // Layer i's reduced gradient is watched, or added at home, after layer i-1's backward has
+  // been issued, by when its reduction has had a layer's compute to finish in. Its buffer (one
+  // of two) is not refilled before that: the next-but-one layer takes it.
   struct pending {
     std::size_t layer = 0, buffer = 0;
     event reduced;
@@ -11156,12 +11338,17 @@ void zero_executor<Comm, Bundle, Prefetch>::backward(G&& g, grad_mode mode) {
   auto land = [&](pending& pd) {
     if (!pd.live) return;
     pd.live = false;
-    accumulate_gradient(pd.layer, pd.buffer, pd.reduced);
+    if (mode == grad_mode::accumulate)
+      accumulate_gradient(pd.layer, pd.buffer, pd.reduced, watch);
+    else if constexpr (watching)
+      watch_reduced(pd.layer, pd.buffer, pd.reduced, watch);
   };
-  walk(true, [&](std::size_t i, const float* w, const in_flight&) {
+  const bool home_now = mode == grad_mode::overwrite;  // else the sum goes home
+  std::size_t turn = 0;
+  walk(true, [&](std::size_t i, const working_type* w, const in_flight&) {
     const std::size_t b = turn++ % 2;
     compute_gradient(i, w, b, g);
-    event reduced = reduce_gradient(i, b, ctx_.compute_fence(), false);
+    event reduced = reduce_gradient(i, b, ctx_.compute_fence(), home_now);
     land(last);
     last = {i, b, reduced, true};
   });
@@ -11169,14 +11356,29 @@ void zero_executor<Comm, Bundle, Prefetch>::backward(G&& g, grad_mode mode) {
 }
 
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+template <class W>
+void zero_executor<Comm, Bundle, Prefetch>::watch_reduced(std::size_t i, std::size_t b,
+                                                          const event& reduced, W& watch) {
+  reduced.wait();
+  const auto& lay = layouts_[i];
+  const int r = comm_.rank();
+  const float* g = Bundle::grads_sharded
+                       ? static_cast<const float*>(grad_shard_.data(b))
+                       : static_cast<const float*>(grad_full_.data(b)) + lay.offset(r);
+  watch(i, g, static_cast<std::size_t>(lay.valid_in(r)), compute_tier::id);
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
 template <class G, class U>
 requires(!std::is_same_v<std::remove_cvref_t<U>,
                          grad_mode>) void zero_executor<Comm, Bundle, Prefetch>::backward(G&& g,
                                                                                           U&& u) {
-  if constexpr (stage != 3) {
+  if constexpr (stage != 3 || narrow) {
     backward(g);
     step(u);
   } else {
+    if (deferred_) finish_deferred();
+    ++backwards_;
     fused_pending last;
     scratch_set scratch;
     // Resident (home on the device): the update runs on a scratch copy of the shard, which
@@ -11186,7 +11388,7 @@ requires(!std::is_same_v<std::remove_cvref_t<U>,
       std::size_t turn = 0;
       walk(
           true,
-          [&](std::size_t i, const float* w, const in_flight& f) {
+          [&](std::size_t i, const working_type* w, const in_flight& f) {
             const std::size_t b = turn++ % 2;
             compute_gradient(i, w, b, g);
             event reduced = reduce_gradient(i, b, ctx_.compute_fence(), false);
@@ -11250,27 +11452,12 @@ template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
 template <class U>
 void zero_executor<Comm, Bundle, Prefetch>::step(U&& u) {
   sync();
-  // Away from home (NVMe: pinned) two buffers alternate, so a layer's write-back overlaps the
-  // next layer's read.
-  scratch_set scratch = make_scratch(optimizer_tier::id, step_at_home ? 1 : 2, part_capacity());
+  scratch_set scratch = make_step_scratch();
   tensor_ref reading;  // the tensor whose shard is being read into scratch
   try {
-    for (std::size_t i = 0; i < specs_.size(); ++i) {
-      const std::size_t b = i % scratch.buffers.size();
-      auto* s = static_cast<float*>(scratch.buffers[b].data());
-      for (auto& e : std::exchange(scratch.uses[b], {})) e.wait();
-      if constexpr (step_at_home)
-        update_at_home(i, s, scratch.uses[b], u);
-      else
-        update_away_from_home(i, s, scratch.uses[b], reading, u);
-    }
+    for (std::size_t i = 0; i < specs_.size(); ++i) update_layer(i, scratch, reading, u, false);
   } catch (...) {
-    if (reading) {  // the shard read into scratch is dropped (the read may still run)
-      constexpr tier_id k = optimizer_tier::id;
-      if (reading.holds(k) && !reading.leased()) reading.evict(k);
-      auto used = reading.take_last_use(k);
-      for (auto& uses : scratch.uses) uses.insert(uses.end(), used.begin(), used.end());
-    }
+    drop_reading(reading, scratch);
     retire_scratch(scratch);
     throw;
   }
@@ -11279,9 +11466,89 @@ void zero_executor<Comm, Bundle, Prefetch>::step(U&& u) {
 
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
 template <class U>
+void zero_executor<Comm, Bundle, Prefetch>::update_layer(std::size_t i, scratch_set& scratch,
+                                                         tensor_ref& reading, U& u, bool on_queue) {
+  // Away from home (NVMe: pinned) two buffers alternate, so a layer's write-back overlaps the
+  // next layer's read.
+  const std::size_t b = i % scratch.buffers.size();
+  auto* s = static_cast<float*>(scratch.buffers[b].data());
+  void* copy = narrow ? scratch.narrow[b].data() : nullptr;  // the bf16 working copy's bytes
+  for (auto& e : std::exchange(scratch.uses[b], {})) e.wait();
+  if constexpr (step_at_home)
+    update_at_home(i, s, copy, scratch.uses[b], u, on_queue);
+  else
+    update_away_from_home(i, s, copy, scratch.uses[b], reading, u, on_queue);
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+void zero_executor<Comm, Bundle, Prefetch>::drop_reading(tensor_ref& reading,
+                                                         scratch_set& scratch) {
+  if (!reading) return;
+  constexpr tier_id k = optimizer_tier::id;
+  if (reading.holds(k) && !reading.leased()) reading.evict(k);
+  auto used = reading.take_last_use(k);
+  for (auto& uses : scratch.uses) uses.insert(uses.end(), used.begin(), used.end());
+  reading = {};
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+template <class U>
+void zero_executor<Comm, Bundle, Prefetch>::defer_step(U&& u) {
+  if constexpr (!can_defer) {
+    step(std::forward<U>(u));
+  } else {
+    sync();  // an earlier deferred step ends, and the backward's gradients are home
+    auto d = std::make_shared<deferred_step>();
+    d->scratch = make_step_scratch();
+    auto update = std::make_shared<std::decay_t<U>>(std::forward<U>(u));
+    for (std::size_t i = 0; i < specs_.size(); ++i)
+      d->updated.push_back(optimizer_.submit(
+          span_kind::optimizer, "optimizer " + specs_[i].name, [this, d, update, i] {
+            if (d->failed)
+              throw config_error("zero_executor '" + name_ + "': layer '" + specs_[i].name +
+                                 "' not updated: the deferred update of an earlier layer failed");
+            try {
+              update_layer(i, d->scratch, d->reading, *update, true);
+            } catch (...) {
+              d->failed = true;
+              drop_reading(d->reading, d->scratch);
+              throw;
+            }
+          }));
+    deferred_ = std::move(d);
+  }
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+bool zero_executor<Comm, Bundle, Prefetch>::updated(std::size_t i, bool wait) {
+  const event& e = deferred_->updated[i];
+  if (wait) {
+    e.wait();
+    return true;
+  }
+  return e.ready() && !e.failure();
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+void zero_executor<Comm, Bundle, Prefetch>::finish_deferred() {
+  const std::shared_ptr<deferred_step> d = std::move(deferred_);  // no longer pending
+  std::exception_ptr first;
+  for (auto& e : d->updated) try {
+      e.wait();
+    } catch (...) {
+      if (!first) first = std::current_exception();
+    }
+  retire_scratch(d->scratch);
+  if (first) std::rethrow_exception(first);
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+template <class U>
 void zero_executor<Comm, Bundle, Prefetch>::update_away_from_home(std::size_t i, float* s,
+                                                                  void* copy,
                                                                   std::vector<event>& s_uses,
-                                                                  tensor_ref& reading, U& u) {
+                                                                  tensor_ref& reading, U& u,
+                                                                  bool on_queue) {
   // The shard is read into the scratch buffer (the tensor borrows it for as long as a read
   // lease is out), updated there, and written home only if u returned.
   static_assert(stage == 3, "an optimizer tier away from home is the nvme home's");
@@ -11295,11 +11562,14 @@ void zero_executor<Comm, Bundle, Prefetch>::update_away_from_home(std::size_t i,
   {
     auto w = params_[i].template acquire<optimizer_tier>();  // the fetch into s
     const float* gp = dw.data();
-    ctx_.compute("optimizer " + specs_[i].name, [&] { u(i, s, gp, n); });
+    run_update("optimizer " + specs_[i].name, on_queue, [&] { u(i, s, gp, n); });
   }
   reading = {};
   s_uses = p.take_last_use(k);
   s_uses.push_back(p.write_from(s, optimizer_tier::id, s_uses));
+  // The bf16 working copy goes after the masters (and fails unrun if their write failed), so
+  // its write is the one that says both are home.
+  if constexpr (narrow) s_uses.push_back(write_working(i, s, n, copy, {s_uses.back()}));
   // An optimizer whose own state of the layer must commit with these parameters (zero_adam's
   // NVMe moments) is told which write that is.
   if constexpr (requires { u.home_written(i, s_uses.back()); }) u.home_written(i, s_uses.back());
@@ -11307,8 +11577,9 @@ void zero_executor<Comm, Bundle, Prefetch>::update_away_from_home(std::size_t i,
 
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
 template <class U>
-void zero_executor<Comm, Bundle, Prefetch>::update_at_home(std::size_t i, float* s,
-                                                           std::vector<event>& s_uses, U& u) {
+void zero_executor<Comm, Bundle, Prefetch>::update_at_home(std::size_t i, float* s, void* copy,
+                                                           std::vector<event>& s_uses, U& u,
+                                                           bool on_queue) {
   const auto& lay = layouts_[i];
   const std::size_t n = part_numel(i);
   const std::string label = "optimizer " + specs_[i].name;
@@ -11318,8 +11589,12 @@ void zero_executor<Comm, Bundle, Prefetch>::update_at_home(std::size_t i, float*
   const float* gp = dw.data();
   const std::size_t off = (stage == 1 || stage == 2) ? lay.offset(comm_.rank()) : 0;
   copy_within(optimizer_tier::id, s, p + off, n, label, {});
-  ctx_.compute(label, [&] { u(i, s, stage == 1 ? gp + off : gp, n); });
-  s_uses.push_back(copy_within(optimizer_tier::id, p + off, s, n, label, {ctx_.compute_fence()}));
+  const event updated = run_update(label, on_queue, [&] { u(i, s, stage == 1 ? gp + off : gp, n); });
+  s_uses.push_back(copy_within(optimizer_tier::id, p + off, s, n, label, {updated}));
+  if constexpr (narrow) {  // stage 3: the shard's bf16 working copy, from the new masters
+    w.release();           // the masters' read_write lease ends: the copy is another tensor
+    s_uses.push_back(write_working(i, s, n, copy, {s_uses.back()}));
+  }
   if constexpr (stage == 1 || stage == 2) {
     for (auto& e : s_uses) e.wait();  // the update is home before it is sent
     auto span = trace_recorder::scope(ctx_.trace(), "collectives", span_kind::all_gather,
@@ -11333,17 +11608,26 @@ auto zero_executor<Comm, Bundle, Prefetch>::make_scratch(tier_id t, std::size_t 
                                                          std::size_t floats) -> scratch_set {
   scratch_set s;
   s.uses.resize(count);
-  for (std::size_t b = 0; b < count; ++b)
+  for (std::size_t b = 0; b < count; ++b) {
     s.buffers.push_back(ctx_.allocate(t, floats * sizeof(float),
                                       name_ + " optimizer scratch " + std::to_string(b)));
+    if constexpr (narrow) {  // host-reachable (static_assert above): zeros in the padding
+      s.narrow.push_back(ctx_.allocate(t, floats * sizeof(working_type),
+                                       name_ + " optimizer working copy " + std::to_string(b)));
+      std::memset(s.narrow.back().data(), 0, s.narrow.back().size());
+    }
+  }
   return s;
 }
 
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
 void zero_executor<Comm, Bundle, Prefetch>::retire_scratch(scratch_set& s) {
-  for (std::size_t b = 0; b < s.buffers.size(); ++b)
+  for (std::size_t b = 0; b < s.buffers.size(); ++b) {
+    if (b < s.narrow.size()) ctx_.retire(std::move(s.narrow[b]), s.uses[b]);
     ctx_.retire(std::move(s.buffers[b]), std::move(s.uses[b]));
+  }
   s.buffers.clear();
+  s.narrow.clear();
   s.uses.clear();
 }
 
@@ -11372,18 +11656,23 @@ void zero_executor<Comm, Bundle, Prefetch>::make_plan() {
   constexpr tier_id home = Bundle::home_tier::id;
   const char* state = Bundle::params_sharded ? "parameter shards" : "parameter replicas";
   plan_.add(home, std::string(state) + " (all layers)", params_bytes);
+  constexpr std::size_t wb = sizeof(working_type);
+  if constexpr (narrow)
+    plan_.add(home, "bf16 working copies of the parameter shards (all layers)",
+              params_bytes / f * wb);
   plan_.add(home,
             std::string(Bundle::grads_sharded ? "gradient shards" : "gradient replicas") +
                 " (all layers)",
             grads_bytes);
   const std::size_t d1 = depth + 1;
   constexpr tier_id dev = compute_tier::id;
+  const char* kind = narrow ? " (bf16)" : "";
   if (stage == 3 || !resident)
-    plan_.add(dev, std::to_string(d1) + " gathered-parameter buffers (Depth+1)",
-              d1 * max_padded() * f);
+    plan_.add(dev, std::to_string(d1) + " gathered-parameter buffers (Depth+1)" + kind,
+              d1 * max_padded() * wb);
   if (stage == 3 && !resident)
-    plan_.add(dev, std::to_string(d1 + 1) + " parameter-shard buffers (Depth+2)",
-              (d1 + 1) * max_shard() * f);
+    plan_.add(dev, std::to_string(d1 + 1) + " parameter-shard buffers (Depth+2)" + kind,
+              (d1 + 1) * max_shard() * wb);
   plan_.add(dev, "2 full-gradient buffers", 2 * max_padded() * f);
   if (Bundle::grads_sharded) plan_.add(dev, "2 gradient-shard buffers", 2 * max_shard() * f);
   // The optimizer updates a copy of this rank's part (kept from home until the update
@@ -11395,6 +11684,10 @@ void zero_executor<Comm, Bundle, Prefetch>::make_plan() {
               2 * part_capacity() * f + (Bundle::grads_sharded ? max_shard() : max_padded()) * f);
   else
     plan_.add(optimizer_tier::id, "optimizer scratch: one layer's part", part_capacity() * f);
+  if constexpr (narrow)
+    plan_.add(optimizer_tier::id,
+              "optimizer: the bf16 working copy of the updated part (one per scratch buffer)",
+              (step_at_home ? 1 : 2) * part_capacity() * wb);
   if (cuda_enabled)  // accumulation sums on the host (accumulate_gradient)
     plan_.add(tier_id::pinned, "gradient accumulation: host copies of one layer's gradient",
               (optimizer_tier::id == tier_id::device ? 2 : 1) *
@@ -11419,8 +11712,9 @@ event zero_executor<Comm, Bundle, Prefetch>::copy_within(tier_id t, float* dst, 
 }
 
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+template <class W>
 void zero_executor<Comm, Bundle, Prefetch>::accumulate_gradient(std::size_t i, std::size_t b,
-                                                                const event& reduced) {
+                                                                const event& reduced, W& watch) {
   reduced.wait();
   const auto& lay = layouts_[i];
   const std::size_t count = Bundle::grads_sharded ? lay.shard_numel() : lay.padded_numel();
@@ -11429,10 +11723,13 @@ void zero_executor<Comm, Bundle, Prefetch>::accumulate_gradient(std::size_t i, s
   auto dw = grads_[i].template acquire<optimizer_tier>(read_write);
   float* dst = dw.data();
   const std::string label = "accumulate " + specs_[i].name;
+  const std::size_t off = Bundle::grads_sharded ? 0 : lay.offset(comm_.rank());
+  const auto valid = static_cast<std::size_t>(lay.valid_in(comm_.rank()));
   if constexpr (!cuda_enabled) {  // the emulated device is host memory
     ctx_.compute(label, [&] {
       for (std::size_t k = 0; k < count; ++k) dst[k] = dst[k] + src[k];
     });
+    watch(i, dst + off, valid, optimizer_tier::id);
   } else {
     // Without a kernel of its own, the sum is taken on the host: the reduced gradient (and,
     // for a device home, the stored one) pass through host buffers (planned).
@@ -11447,8 +11744,11 @@ void zero_executor<Comm, Bundle, Prefetch>::accumulate_gradient(std::size_t i, s
       a = static_cast<float*>(acc.data());
       ctx_.copy(a, tier_id::pinned, dst, tier_id::device, bytes, label).wait();
     }
-    trace_recorder::scope span(ctx_.trace(), "compute", span_kind::compute, label);
-    for (std::size_t k = 0; k < count; ++k) a[k] = a[k] + h[k];
+    {
+      trace_recorder::scope span(ctx_.trace(), "compute", span_kind::compute, label);
+      for (std::size_t k = 0; k < count; ++k) a[k] = a[k] + h[k];
+    }
+    watch(i, a + off, valid, tier_id::pinned);  // the sum, in host memory either way
     if constexpr (optimizer_tier::id == tier_id::device)
       ctx_.copy(dst, tier_id::device, a, tier_id::pinned, bytes, label).wait();
   }
@@ -11480,20 +11780,20 @@ auto zero_executor<Comm, Bundle, Prefetch>::bring(std::size_t i, std::size_t pos
   in_flight f;
   f.ring = gathered_.empty() ? 0 : pos % gathered_.size();
   f.shard = shard_ring_.empty() ? 0 : pos % shard_ring_.size();
-  tensor_ref p = params_[i].ref();
-  const float* src = nullptr;
+  tensor_ref p = fetched(i);
+  const working_type* src = nullptr;
   if constexpr (resident) {
-    src = static_cast<const float*>(p.data(compute_tier::id));
+    src = static_cast<const working_type*>(p.data(compute_tier::id));
   } else {
     auto& ring = stage == 3 ? shard_ring_ : gathered_;
     const std::size_t slot = stage == 3 ? f.shard : f.ring;
     p.fetch_into(compute_tier::id, ring.data(slot), ring.take_uses(slot));
-    src = static_cast<const float*>(ring.data(slot));
+    src = static_cast<const working_type*>(ring.data(slot));
   }
   event src_ready = p.ready(compute_tier::id);
   if constexpr (stage == 3) {
-    auto* dst = static_cast<float*>(gathered_.data(f.ring));
-    const std::size_t bytes = layouts_[i].shard_numel() * sizeof(float);
+    auto* dst = static_cast<working_type*>(gathered_.data(f.ring));
+    const std::size_t bytes = layouts_[i].shard_numel() * sizeof(working_type);
     std::vector<event> after = gathered_.take_uses(f.ring);
     after.push_back(src_ready);
     f.ready = collectives_.submit(
@@ -11514,7 +11814,7 @@ void zero_executor<Comm, Bundle, Prefetch>::done_with(std::size_t i, const in_fl
   if constexpr (stage == 3) gathered_.add_use(f.ring, fence);
   if constexpr (!resident) {
     if (keep_shard) return;
-    params_[i].ref().evict(compute_tier::id, {f.ready, fence});
+    fetched(i).evict(compute_tier::id, {f.ready, fence});
     give_back_slot(i, f);
   }
 }
@@ -11522,7 +11822,7 @@ void zero_executor<Comm, Bundle, Prefetch>::done_with(std::size_t i, const in_fl
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
 void zero_executor<Comm, Bundle, Prefetch>::give_back_slot(std::size_t i, const in_flight& f) {
   auto& ring = stage == 3 ? shard_ring_ : gathered_;
-  ring.add_uses(stage == 3 ? f.shard : f.ring, params_[i].ref().take_last_use(compute_tier::id));
+  ring.add_uses(stage == 3 ? f.shard : f.ring, fetched(i).take_last_use(compute_tier::id));
 }
 
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
@@ -11533,12 +11833,17 @@ void zero_executor<Comm, Bundle, Prefetch>::walk(bool backward, Body&& body, boo
   const std::size_t ahead = std::min(depth, n - 1);
   std::vector<in_flight> flight(n);
   std::size_t issued = 0;
+  // A forward under a deferred step brings a layer only once its update has ended: the layer
+  // at the walk's position is waited for, the ones ahead of it are brought when theirs has.
+  auto may_bring = [&](std::size_t q, bool must) {
+    return backward || !deferred_ || updated(index(q), must);
+  };
   try {
-    for (; issued <= ahead; ++issued) flight[issued] = bring(index(issued), issued);
     for (std::size_t p = 0; p < n; ++p) {
-      if (p > 0 && p + ahead < n) {  // the slot of layer p-1 is free: bring p+ahead
+      // Up to `ahead` layers past p: the slot of layer p-1 is free by now.
+      for (const std::size_t last = std::min(p + ahead, n - 1); issued <= last; ++issued) {
+        if (!may_bring(issued, issued == p)) break;
         flight[issued] = bring(index(issued), issued);
-        ++issued;
       }
       const std::size_t i = index(p);
       flight[p].ready.wait();
@@ -11553,7 +11858,7 @@ void zero_executor<Comm, Bundle, Prefetch>::walk(bool backward, Body&& body, boo
     }
     if constexpr (!resident)
       for (std::size_t p = 0; p < issued; ++p) {
-        tensor_ref t = params_[index(p)].ref();
+        tensor_ref t = fetched(index(p));
         if (t.holds(compute_tier::id) && !t.leased()) t.evict(compute_tier::id);
         give_back_slot(index(p), flight[p]);
       }
@@ -11563,7 +11868,8 @@ void zero_executor<Comm, Bundle, Prefetch>::walk(bool backward, Body&& body, boo
 
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
 template <class G>
-void zero_executor<Comm, Bundle, Prefetch>::compute_gradient(std::size_t i, const float* w,
+void zero_executor<Comm, Bundle, Prefetch>::compute_gradient(std::size_t i,
+                                                             const working_type* w,
                                                              std::size_t b, G& g) {
   const auto& lay = layouts_[i];
   grad_full_.wait_free(b);
@@ -12739,13 +13045,13 @@ STRATA_NAMESPACE_END
 //
 // What lives here: streamed_adam, which keeps, for a list of parameter groups, the fp32 master
 // weights and both Adam moments on the NVMe tier (the context's nvme_store) and runs a step by
-// streaming them through three pinned buffer sets, a sub-group at a time. What does not: the
+// streaming them through four pinned buffer sets, a sub-group at a time. What does not: the
 // arithmetic (adam.hpp: adam_update, the same bits as the in-memory step), gradient norms and
 // loss scaling (grad_stats.hpp, loss_scaler.hpp), Adam for the ZeRO executor (zero_adam.hpp,
 // which uses this class for an NVMe home, with the executor's parameters as master weights).
 //
 //   std::vector<optim::group_spec> groups = {{"embed", 50304 * 768}, {"h0", 7'087'872}, ...};
-//   optim::streamed_adam opt(ctx, groups, {.sub_group = 4 << 20});  // 3 sets x 4 Mi x 12 B
+//   optim::streamed_adam opt(ctx, groups, {.sub_group = 4 << 20});  // 4 sets x 4 Mi x 12 B
 //   for (std::size_t g = 0; g < groups.size(); ++g) opt.set_master(g, initial[g]);
 //   auto k = optim::adam_step_scalars::make(params, opt.t() + 1, unscale * clip);
 //   opt.step(k, grads, bf16_copies);   // grads: one span per group (f32 / bf16 / f16)
@@ -12754,9 +13060,12 @@ STRATA_NAMESPACE_END
 // elements, across group boundaries (one pipeline per step, however small the groups). While
 // sub-group c is updated on the calling thread (adam_update, host SIMD), sub-group c+1 is read
 // into the next buffer set (io-read queues, one per array) and sub-group c-1 written from the
-// previous one (io-write queues), so a step costs max(IO, compute) rather than their sum. Three
-// sets are all it ever holds: pinned memory is 3 x sub_group x (master, m, v) x 4 bytes whatever
-// the model size. In a sub-group, each group's piece starts on a checksum block of its NVMe tensors
+// previous one (io-write queues), so a step costs max(IO, compute) rather than their sum. The
+// fourth set is the slack: sub-group c+2 is read while c is updated and c-1 still writes, so an
+// update that takes as long as a sub-group's IO does not leave the drive idle (with three sets,
+// bench adam-nvme --simd=scalar --threads=1 measured 1.25 x max(IO, update); with four, 1.10).
+// Four sets are all it ever holds: pinned memory is 4 x sub_group x (master, m, v) x 4 bytes
+// whatever the model size. In a sub-group, each group's piece starts on a checksum block of its NVMe tensors
 // (the store reads and writes from block boundaries), so a group's piece may leave up to a block of
 // a set unused: many groups much smaller than a block waste buffer space, not correctness.
 //
@@ -12794,7 +13103,7 @@ struct group_spec {
 };
 
 struct streamed_adam_config {
-  /// Elements per sub-group: each of the three buffer sets holds this many of the master
+  /// Elements per sub-group: each of the four buffer sets holds this many of the master
   /// weights, m and v. A multiple of the NVMe checksum block / 4 (context_config::
   /// nvme_checksum_block; 1 MiB = 256 Ki floats by default), so that every sub-group starts on
   /// a block of every tensor. Sets are never larger than all groups together need.
@@ -12979,7 +13288,8 @@ private:
   memory_plan plan_;
   std::vector<std::array<handle, 3>> current_;  // per group: master, m, v (0: none)
   std::vector<std::optional<prepared_versions>> prepared_;  // per group: prepare_group's
-  std::vector<buffer> sets_;                    // 3 x (kinds x sub_) floats, pinned
+  static constexpr std::size_t set_count = 4;
+  std::vector<buffer> sets_;                    // set_count x (kinds x sub_) floats, pinned
   // One reader and one writer per array (master, m, v): the arrays of a sub-group move at
   // once, so one array's checksums (which the store computes on the calling thread) overlap
   // another's IO, and the drive sees several requests at a time. Last: they stop first.
@@ -13035,8 +13345,10 @@ inline memory_plan streamed_adam::plan_for(context& ctx, const std::vector<group
   std::size_t state_floats = 0;
   for (auto& g : groups) state_floats += g.numel;
   memory_plan plan;
-  plan.add(tier_id::pinned, "3 buffer sets x " + std::to_string(sub) + " elements x " + arrays,
-           3 * sub * kinds * f);
+  plan.add(tier_id::pinned,
+           std::to_string(set_count) + " buffer sets x " + std::to_string(sub) + " elements x " +
+               arrays,
+           set_count * sub * kinds * f);
   // The store's bounce buffers. In a step, a read and a write per array run at a time, each
   // with at most one bounce buffer for an unaligned tail (one alignment unit: the sets are
   // aligned and every piece starts on a block); the commits, after them, one checksum table at
@@ -13076,7 +13388,7 @@ inline streamed_adam::streamed_adam(context& ctx, std::vector<group_spec> groups
 
   ctx_.budget(tier_id::nvme).reserve(nvme_reserved_, name_ + " (optimizer state)");
   try {
-    for (std::size_t s = 0; s < 3; ++s)
+    for (std::size_t s = 0; s < set_count; ++s)
       sets_.push_back(ctx_.allocate(tier_id::pinned, sub_ * kinds() * f,
                                     name_ + " buffer set " + std::to_string(s)));
     for (std::size_t a = 0; a < kinds(); ++a) {
@@ -13348,15 +13660,15 @@ std::vector<std::array<streamed_adam::handle, 3>> streamed_adam::run_prepared(
   r.written.resize(count);
   try {
     begin_versions(r);
-    // Three sets in flight: sub-group c+3 is read into c's set once c's writes have ended.
-    for (std::size_t c = 0; c < std::min<std::size_t>(3, count); ++c)
+    // Four sets in flight: sub-group c+4 is read into c's set once c's writes have ended.
+    for (std::size_t c = 0; c < std::min<std::size_t>(set_count, count); ++c)
       for (std::size_t a = 0; a < na; ++a) start_read(r, c, a, {});
     for (std::size_t c = 0; c < count; ++c) {
       for (std::size_t a = 0; a < na; ++a) r.read_done[c][a].wait();
       update_sub_group<G, P>(r, c, k_of, grad_of, copy_of, master_of);
       for (std::size_t a = 0; a < na; ++a) {
         start_write(r, c, a);
-        if (c + 3 < count) start_read(r, c + 3, a, {r.written[c][a]});
+        if (c + set_count < count) start_read(r, c + set_count, a, {r.written[c][a]});
       }
     }
     for (auto& ws : r.written)
@@ -13414,7 +13726,8 @@ inline void streamed_adam::start_read(run_state& r, std::size_t c, std::size_t a
         constexpr std::size_t f = sizeof(float);
         for (const piece& p : r.chunks[c])
           guarded([&] {
-            store.read(current_[p.group][k], p.offset * f, array(c % 3, a) + p.pos, p.count * f);
+            store.read(current_[p.group][k], p.offset * f, array(c % set_count, a) + p.pos,
+                       p.count * f);
           }, where(r, c, p, k, "reading"));
       },
       std::move(after));
@@ -13428,7 +13741,10 @@ inline void streamed_adam::start_write(run_state& r, std::size_t c, std::size_t 
         constexpr std::size_t f = sizeof(float);
         for (const piece& p : r.chunks[c])
           guarded(
-              [&] { r.txn(p.group, k).write(p.offset * f, array(c % 3, a) + p.pos, p.count * f); },
+              [&] {
+                r.txn(p.group, k).write(p.offset * f, array(c % set_count, a) + p.pos,
+                                        p.count * f);
+              },
               where(r, c, p, k, "writing"));
       });
 }
@@ -13437,7 +13753,7 @@ template <class G, class P, class K, class Grads, class Copies, class Masters>
 void streamed_adam::update_sub_group(run_state& r, std::size_t c, K& k_of, Grads& grad_of,
                                      Copies& copy_of, Masters& master_of) {
   (void)copy_of;  // unused without a parameter copy
-  const std::size_t set = c % 3;
+  const std::size_t set = c % set_count;
   trace_recorder::scope span(ctx_.trace(), name_ + " update", span_kind::optimizer,
                              name_ + " update sub-group " + std::to_string(c));
   for (const piece& p : r.chunks[c]) {
@@ -13518,13 +13834,21 @@ STRATA_NAMESPACE_END
 //                          before the failure stay updated.
 //
 // step(ex, options): measures this rank's gradient slices (measure_gradient, with the loss
-// scaler's 1/scale and options.grad_multiplier as multiplier), sums the measures over the ranks
+// scaler's 1/scale and options.grad_multiplier as multiplier) — read back from home, or taken
+// as they landed when the step's last backward was given watch(options) — sums them over the ranks
 // (all_reduce_stats: every rank gets the same bits), and then either skips the step — a
 // non-finite gradient anywhere (with a scaler, when its update() says so; it also backs the
 // dynamic scale off) — or runs ex.step(update_fn(s)) with s = multiplier * clip coefficient.
 // t() counts applied steps only. update_fn(s) is one step's update, for ex.step(u) or the fused
 // ex.backward(g, u) (which cannot clip or skip: no norm is known before the first layer is
 // updated); t() advances when it has updated every layer.
+//
+// A deferred step (step_options::deferred): the norm, the skip and the clip coefficient are
+// decided in step(), and the update runs during the next ex.forward(), layer i just before the
+// forward needs it, on the executor's optimizer queue (zero_executor::defer_step) — so with an
+// NVMe home the streamed moments, shards and gradients move under the forward's compute. The
+// result is bitwise that of the step at once. m(), v(), set_moments(), moment_home() and
+// set_t() end a pending step first.
 //
 // Gradient accumulation: backward(g) for the first micro-batch, backward(g,
 // grad_mode::accumulate) for the others, then step with options.grad_multiplier = 1 / micro-
@@ -14283,13 +14607,16 @@ STRATA_NAMESPACE_END
 #endif
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 STRATA_NAMESPACE_BEGIN
@@ -14305,6 +14632,10 @@ struct step_options {
   loss_scaler* scaler = nullptr;
   /// A further factor on the gradients, e.g. 1 / micro-batches with gradient accumulation.
   float grad_multiplier = 1.0f;
+  /// true: the update runs under the next forward (zero_executor::defer_step: layer i is
+  /// updated while the forward computes the layers before it), so the step's IO overlaps
+  /// compute. The same bits as the step at once; the norm and the skip are decided now.
+  bool deferred = false;
 };
 
 struct step_result {
@@ -14315,7 +14646,7 @@ struct step_result {
 
 struct zero_adam_config {
   /// NVMe home: elements per streamed sub-group (streamed_adam_config::sub_group; a multiple of
-  /// the NVMe checksum block / 4). Pinned memory: 3 x sub_group x (m, v) x 4 bytes at most.
+  /// the NVMe checksum block / 4). Pinned memory: 4 x sub_group x (m, v) x 4 bytes at most.
   std::size_t sub_group = std::size_t{1} << 20;
   simd_level simd = simd_level::automatic;
   unsigned threads = 0;
@@ -14345,7 +14676,8 @@ public:
   zero_adam(const zero_adam&) = delete;
   zero_adam& operator=(const zero_adam&) = delete;
 
-  /// Applied steps; the next is t() + 1.
+  /// Applied steps; the next is t() + 1. A deferred step counts once its last layer is
+  /// updated (during the next forward).
   std::uint64_t t() const noexcept { return t_; }
   const adam_params& params(std::size_t layer) const { return params_.at(layer); }
   /// For learning-rate schedules: every layer's lr becomes `lr` from the next step on
@@ -14384,6 +14716,7 @@ public:
   /// Where this rank's m (which = 0) or v (1) of layer i lives, for a reader on another thread
   /// (see home_source); empty for a device home in a CUDA build or a layer with no element here.
   home_source moment_home(std::size_t i, int which) {
+    end_deferred();
     if (i >= part_.size() || part_[i] == 0) return {};
     if constexpr (streamed) {
       return {nullptr, stream_->moment_handle(i, which)};
@@ -14396,7 +14729,8 @@ public:
   /// Called with layer i before an update touches layer i's parameters or moments; a snapshot
   /// still reading them in the background (checkpoint/saver.hpp) waits there. Empty: none.
   void set_update_guard(std::function<void(std::size_t)> guard) { guard_ = std::move(guard); }
-  void set_t(std::uint64_t t) noexcept {
+  void set_t(std::uint64_t t) {
+    end_deferred();
     t_ = t;
     if (stream_) stream_->set_t(t);
   }
@@ -14432,6 +14766,25 @@ public:
         this, t_ + 1, grad_multiplier, std::vector<bool>(ex_.size(), false), 0}));
   }
 
+  /// For the step's last backward: ex.backward(g, mode, opt.watch(options)) measures each
+  /// layer's gradient as it lands at home, with the multiplier `options` give, and the step()
+  /// with the same options uses those measures instead of reading every gradient back from
+  /// home (for an NVMe home, 4 bytes per parameter of IO that nothing overlaps). The same bits
+  /// either way: the measures are summed in layer order, as step() would.
+  auto watch(const step_options& options) {
+    watched_.assign(ex_.size(), {});
+    watched_in_.assign(ex_.size(), 0);
+    watched_multiplier_ = multiplier_of(options);
+    return [this](std::size_t i, const float* g, std::size_t n, tier_id where) {
+      watched_[i] = measure_slice(g, n, where, watched_multiplier_);
+      watched_in_[i] = ex_.backwards();  // the backward running now
+    };
+  }
+
+  /// Whether the last step() took its norm from watch()'s measures (else it read the
+  /// gradients back from home).
+  bool last_norm_watched() const noexcept { return last_watched_; }
+
   /// The norm, the skip decision and the update; see the top. `ex` is the executor this
   /// optimizer was made for. A collective: every rank calls it.
   step_result step(Executor& ex, const step_options& options = {});
@@ -14445,6 +14798,38 @@ private:
     return out;
   }
   std::string where() const { return "zero_adam '" + name_ + "': "; }
+  static float multiplier_of(const step_options& o) {
+    return (o.scaler ? o.scaler->grad_multiplier() : 1.0f) * o.grad_multiplier;
+  }
+  // measure_gradient of n values at g on tier `where` (copied to the host first when the host
+  // cannot read them).
+  grad_stats measure_slice(const float* g, std::size_t n, tier_id where, float multiplier) {
+    if (cuda_enabled && where == tier_id::device && n) {
+      std::vector<float> host(n);
+      ctx_.copy(host.data(), tier_id::host, g, tier_id::device, n * sizeof(float),
+                "gradient for the norm")
+          .wait();
+      return measure_gradient(std::span<const float>(host), multiplier);
+    }
+    return measure_gradient(std::span<const float>(g, n), multiplier);
+  }
+  // The measures watch() took, summed in layer order, if the executor's last backward took
+  // them for every layer, with this multiplier (then they are used up). Else none: a backward
+  // after the watched one, or a watch the backward was not given, leaves step() to measure.
+  std::optional<grad_stats> take_watched(float multiplier) {
+    const std::vector<std::uint64_t> in = std::exchange(watched_in_, {});
+    if (in.empty() || multiplier != watched_multiplier_) return std::nullopt;
+    grad_stats sum;
+    for (std::size_t i = 0; i < watched_.size(); ++i) {
+      if (in[i] == 0 || in[i] != ex_.backwards()) return std::nullopt;
+      sum += watched_[i];
+    }
+    return sum;
+  }
+  // A step deferred to the executor's next forward ends before the state is read or set.
+  void end_deferred() {
+    if (ex_.step_deferred()) ex_.sync();
+  }
   // This rank's part of each layer, as a streamed_adam group ("h.0[rank 1]", part_numel).
   static std::vector<group_spec> groups_of(Executor& ex) {
     std::vector<group_spec> groups;
@@ -14469,12 +14854,16 @@ private:
   std::string name_;
   std::vector<adam_params> params_;
   zero_adam_config config_;
-  std::uint64_t t_ = 0;
+  std::atomic<std::uint64_t> t_ = 0;  // advanced by the update, on the executor's queue when deferred
   memory_plan plan_;
   std::vector<std::size_t> part_;             // part_numel of each layer
   std::vector<buffer> m_, v_;                 // in-memory homes: per layer, on the home tier
   std::unique_ptr<streamed_adam> stream_;     // nvme home
   std::function<void(std::size_t)> guard_;    // set_update_guard
+  std::vector<grad_stats> watched_;           // watch(): per layer, this rank's measure
+  std::vector<std::uint64_t> watched_in_;     // per layer: the backward that measured it
+  float watched_multiplier_ = 1.0f;
+  bool last_watched_ = false;
 };
 
 // ---- definitions ------------------------------------------------------------------------------
@@ -14593,21 +14982,19 @@ template <class Executor>
 step_result zero_adam<Executor>::step(Executor& ex, const step_options& options) {
   if (&ex != &ex_)
     throw config_error(where() + "step() with an executor other than the one it was made for");
-  const float unscale = options.scaler ? options.scaler->grad_multiplier() : 1.0f;
-  const float multiplier = unscale * options.grad_multiplier;
+  const float multiplier = multiplier_of(options);
   grad_stats local;
-  ex_.for_each_grad_shard([&](std::size_t, const float* g, std::size_t n) {
-    if constexpr (on_real_device) {  // the GPU's slice, measured on the host (exact order)
-      std::vector<float> host(n);
-      if (n)
-        ctx_.copy(host.data(), tier_id::host, g, tier_id::device, n * sizeof(float),
-                  "gradient for the norm")
-            .wait();
-      local += measure_gradient(std::span<const float>(host), multiplier);
-    } else {
-      local += measure_gradient(std::span<const float>(g, n), multiplier);
-    }
-  });
+  const std::optional<grad_stats> watched = take_watched(multiplier);
+  last_watched_ = watched.has_value();
+  if (watched) {
+    local = *watched;
+    ex_.sync();  // the gradients are home (as for_each_grad_shard would wait)
+  } else {
+    ex_.for_each_grad_shard([&](std::size_t, const float* g, std::size_t n) {
+      // The GPU's slice is measured on the host (exact order).
+      local += measure_slice(g, n, on_real_device ? tier_id::device : tier_id::host, multiplier);
+    });
+  }
   const grad_stats all = all_reduce_stats(ex_.comm(), local);
   step_result r;
   r.norm = global_norm(all);
@@ -14617,7 +15004,10 @@ step_result zero_adam<Executor>::step(Executor& ex, const step_options& options)
     return r;
   }
   r.coefficient = clip_coefficient(r.norm, options.max_grad_norm);
-  ex_.step(update_fn(multiplier * r.coefficient));
+  if (options.deferred)
+    ex_.defer_step(update_fn(multiplier * r.coefficient));
+  else
+    ex_.step(update_fn(multiplier * r.coefficient));
   return r;
 }
 
@@ -14629,6 +15019,7 @@ void zero_adam<Executor>::set_moments(std::size_t i, std::span<const float> m,
                        std::to_string(m.size()) + " and " + std::to_string(v.size()) +
                        " values; this rank's part of it has " +
                        (i < part_.size() ? std::to_string(part_[i]) : std::string("none")));
+  end_deferred();
   if (part_[i] == 0) return;
   if constexpr (streamed) {
     stream_->set_moments(i, m, v);
@@ -14653,6 +15044,7 @@ std::vector<float> zero_adam<Executor>::moment(std::size_t i, int which) {
   if (i >= part_.size())
     throw config_error(where() + "layer " + std::to_string(i) + " of " +
                        std::to_string(part_.size()));
+  end_deferred();
   if constexpr (streamed) {
     return which == 0 ? stream_->m(i) : stream_->v(i);
   } else {

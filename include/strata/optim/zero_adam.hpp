@@ -35,7 +35,8 @@
 //                          before the failure stay updated.
 //
 // step(ex, options): measures this rank's gradient slices (measure_gradient, with the loss
-// scaler's 1/scale and options.grad_multiplier as multiplier), sums the measures over the ranks
+// scaler's 1/scale and options.grad_multiplier as multiplier) — read back from home, or taken
+// as they landed when the step's last backward was given watch(options) — sums them over the ranks
 // (all_reduce_stats: every rank gets the same bits), and then either skips the step — a
 // non-finite gradient anywhere (with a scaler, when its update() says so; it also backs the
 // dynamic scale off) — or runs ex.step(update_fn(s)) with s = multiplier * clip coefficient.
@@ -71,9 +72,11 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 STRATA_NAMESPACE_BEGIN
@@ -223,6 +226,25 @@ public:
         this, t_ + 1, grad_multiplier, std::vector<bool>(ex_.size(), false), 0}));
   }
 
+  /// For the step's last backward: ex.backward(g, mode, opt.watch(options)) measures each
+  /// layer's gradient as it lands at home, with the multiplier `options` give, and the step()
+  /// with the same options uses those measures instead of reading every gradient back from
+  /// home (for an NVMe home, 4 bytes per parameter of IO that nothing overlaps). The same bits
+  /// either way: the measures are summed in layer order, as step() would.
+  auto watch(const step_options& options) {
+    watched_.assign(ex_.size(), {});
+    watched_in_.assign(ex_.size(), 0);
+    watched_multiplier_ = multiplier_of(options);
+    return [this](std::size_t i, const float* g, std::size_t n, tier_id where) {
+      watched_[i] = measure_slice(g, n, where, watched_multiplier_);
+      watched_in_[i] = ex_.backwards();  // the backward running now
+    };
+  }
+
+  /// Whether the last step() took its norm from watch()'s measures (else it read the
+  /// gradients back from home).
+  bool last_norm_watched() const noexcept { return last_watched_; }
+
   /// The norm, the skip decision and the update; see the top. `ex` is the executor this
   /// optimizer was made for. A collective: every rank calls it.
   step_result step(Executor& ex, const step_options& options = {});
@@ -236,6 +258,34 @@ private:
     return out;
   }
   std::string where() const { return "zero_adam '" + name_ + "': "; }
+  static float multiplier_of(const step_options& o) {
+    return (o.scaler ? o.scaler->grad_multiplier() : 1.0f) * o.grad_multiplier;
+  }
+  // measure_gradient of n values at g on tier `where` (copied to the host first when the host
+  // cannot read them).
+  grad_stats measure_slice(const float* g, std::size_t n, tier_id where, float multiplier) {
+    if (cuda_enabled && where == tier_id::device && n) {
+      std::vector<float> host(n);
+      ctx_.copy(host.data(), tier_id::host, g, tier_id::device, n * sizeof(float),
+                "gradient for the norm")
+          .wait();
+      return measure_gradient(std::span<const float>(host), multiplier);
+    }
+    return measure_gradient(std::span<const float>(g, n), multiplier);
+  }
+  // The measures watch() took, summed in layer order, if the executor's last backward took
+  // them for every layer, with this multiplier (then they are used up). Else none: a backward
+  // after the watched one, or a watch the backward was not given, leaves step() to measure.
+  std::optional<grad_stats> take_watched(float multiplier) {
+    const std::vector<std::uint64_t> in = std::exchange(watched_in_, {});
+    if (in.empty() || multiplier != watched_multiplier_) return std::nullopt;
+    grad_stats sum;
+    for (std::size_t i = 0; i < watched_.size(); ++i) {
+      if (in[i] == 0 || in[i] != ex_.backwards()) return std::nullopt;
+      sum += watched_[i];
+    }
+    return sum;
+  }
   // A step deferred to the executor's next forward ends before the state is read or set.
   void end_deferred() {
     if (ex_.step_deferred()) ex_.sync();
@@ -270,6 +320,10 @@ private:
   std::vector<buffer> m_, v_;                 // in-memory homes: per layer, on the home tier
   std::unique_ptr<streamed_adam> stream_;     // nvme home
   std::function<void(std::size_t)> guard_;    // set_update_guard
+  std::vector<grad_stats> watched_;           // watch(): per layer, this rank's measure
+  std::vector<std::uint64_t> watched_in_;     // per layer: the backward that measured it
+  float watched_multiplier_ = 1.0f;
+  bool last_watched_ = false;
 };
 
 // ---- definitions ------------------------------------------------------------------------------
@@ -388,21 +442,19 @@ template <class Executor>
 step_result zero_adam<Executor>::step(Executor& ex, const step_options& options) {
   if (&ex != &ex_)
     throw config_error(where() + "step() with an executor other than the one it was made for");
-  const float unscale = options.scaler ? options.scaler->grad_multiplier() : 1.0f;
-  const float multiplier = unscale * options.grad_multiplier;
+  const float multiplier = multiplier_of(options);
   grad_stats local;
-  ex_.for_each_grad_shard([&](std::size_t, const float* g, std::size_t n) {
-    if constexpr (on_real_device) {  // the GPU's slice, measured on the host (exact order)
-      std::vector<float> host(n);
-      if (n)
-        ctx_.copy(host.data(), tier_id::host, g, tier_id::device, n * sizeof(float),
-                  "gradient for the norm")
-            .wait();
-      local += measure_gradient(std::span<const float>(host), multiplier);
-    } else {
-      local += measure_gradient(std::span<const float>(g, n), multiplier);
-    }
-  });
+  const std::optional<grad_stats> watched = take_watched(multiplier);
+  last_watched_ = watched.has_value();
+  if (watched) {
+    local = *watched;
+    ex_.sync();  // the gradients are home (as for_each_grad_shard would wait)
+  } else {
+    ex_.for_each_grad_shard([&](std::size_t, const float* g, std::size_t n) {
+      // The GPU's slice is measured on the host (exact order).
+      local += measure_slice(g, n, on_real_device ? tier_id::device : tier_id::host, multiplier);
+    });
+  }
   const grad_stats all = all_reduce_stats(ex_.comm(), local);
   step_result r;
   r.norm = global_norm(all);

@@ -5,6 +5,7 @@
 //   zero_executor<Comm, Bundle, prefetch::lookahead<2>> ex(ctx, comm, {{"layer0", n0}, ...});
 //   ex.forward([&](std::size_t i, const float* w, std::size_t n) { ... });          // layer i
 //   ex.backward([&](std::size_t i, const float* w, float* dw, std::size_t n) { ... });
+//   (w is the bundle's working_type: const bf16* for a bf16 bundle, e.g. zero3_infinity_bf16)
 //   ex.step([&](std::size_t i, float* w, const float* dw, std::size_t n) { ... });   // optimizer
 //   ex.backward(g, u);   // stage 3: backward with the update fused in, no step()
 //   ex.backward(g, grad_mode::accumulate);   // a later micro-batch: add to the stored gradient
@@ -45,6 +46,16 @@
 // reaches the caller at the forward's wait for that layer: the layers before it are updated,
 // it and the ones after it are not (as with step()). The caller's forward compute must not call
 // the executor while a step is deferred.
+//
+// bf16 working parameters (a bundle whose working_type is bf16, stage 3): each layer has, beside
+// its fp32 master shard at home, a bf16 copy of it at home. The walks fetch and all-gather the
+// copy, so forward(f) and backward(g) hand the caller const bf16* parameters, and every update
+// writes the copy again from the new masters (rounded to nearest even) after the masters' own
+// write — the event an optimizer's home_written waits for, so an NVMe home's moments commit
+// only when both are home. set_params and set_stored_params write both. Gradients stay fp32
+// (g writes float, reduced in fp32). The fused backward(g, u) is backward(g) then step(u) here:
+// its update works on the gathered copy, which is no longer the master. A real GPU's home is
+// refused at compile time (the copy would need a conversion kernel).
 //
 // Gradient accumulation (global batch = ranks x micro-batch x accumulation steps): the first
 // micro-batch's backward(g) overwrites the gradient at home, each later backward(g,
@@ -108,6 +119,11 @@ struct layer_spec {
   std::size_t numel;
 };
 
+/// The watch of a backward that has none (backward(g, mode) is backward(g, mode, no_watch{})).
+struct no_watch {
+  void operator()(std::size_t, const float*, std::size_t, tier_id) const noexcept {}
+};
+
 /// How backward() lands a reduced gradient at home: overwrite (the first, or only, micro-batch)
 /// or accumulate (add it to what is there: later micro-batches).
 enum class grad_mode : std::uint8_t { overwrite, accumulate };
@@ -121,7 +137,11 @@ class zero_executor {
 public:
   using bundle_type = Bundle;
   using prefetch_type = Prefetch;
+  /// What the walks hand the caller: float, or bf16 for a bf16 bundle.
+  using working_type = typename Bundle::working_type;
+  static constexpr bool narrow = Bundle::narrow_working;
   using param_tensor = tiered_tensor<float, typename Bundle::param_placement>;
+  using working_tensor = tiered_tensor<working_type, typename Bundle::param_placement>;
   using grad_tensor = tiered_tensor<float, typename Bundle::grad_placement>;
   using placement_type = typename Bundle::param_placement;
   using compute_tier = typename placement_type::compute_tier;
@@ -130,6 +150,9 @@ public:
   static constexpr std::size_t depth = Prefetch::depth;
   static constexpr bool resident = placement_type::tier_count == 1;  // home is the device
   static constexpr bool file_home = Bundle::home_tier::kind == tier_kind::file;
+  static_assert(!(narrow && cuda_enabled && optimizer_tier::id == tier_id::device),
+                "zero_executor: bf16 working parameters with a GPU home need a device conversion "
+                "kernel; use a host, pinned or nvme home (zero3_offload_bf16, zero3_infinity_bf16)");
 
   /// Adds the caller's lines to the executor's plan before it is checked. It is called with
   /// the executor's layouts in place (size(), layer(), layout(), part_numel(), comm(), ctx()
@@ -197,7 +220,7 @@ public:
   /// Layer i's full parameters on the host. A collective for stage 3 (all ranks must call it).
   std::vector<float> params(std::size_t i);
 
-  /// f(i, params, n) for i = 0 .. size-1; params: n floats on the compute tier.
+  /// f(i, params, n) for i = 0 .. size-1; params: n working_type values on the compute tier.
   template <class F>
   void forward(F&& f);
 
@@ -206,6 +229,17 @@ public:
   /// overwriting what is there, or with grad_mode::accumulate added to it (see the top).
   template <class G>
   void backward(G&& g, grad_mode mode = grad_mode::overwrite);
+
+  /// backward(g, mode) that also shows each layer's gradient as it lands at home:
+  /// watch(i, grads, n, tier) gets exactly what for_each_grad_shard would give for layer i after
+  /// this backward (this rank's slice of the reduced gradient, or with grad_mode::accumulate of
+  /// the sum at home), in memory on `tier` (the compute tier, or host memory after an
+  /// accumulation), while it is still at hand — so a norm needs no second read of every
+  /// gradient from home (zero_adam::watch). Layers come in backward order, one behind the walk.
+  template <class G, class W>
+  void backward(G&& g, grad_mode mode, W&& watch);
+  /// Backward walks begun so far (any form): what a watch's measures belong to.
+  std::uint64_t backwards() const noexcept { return backwards_; }
 
   /// backward(g) with the optimizer fused in: as soon as layer i's gradient is reduced into
   /// this rank's shard, u(i, params, grads, n) updates this rank's parameter shard where the
@@ -269,9 +303,10 @@ private:
   void make_plan();
 
   // Scratch buffers on one tier and the events after which each may be reused: the copies of
-  // this rank's part that an update works on (kept from home until it returned).
+  // this rank's part that an update works on (kept from home until it returned), and with bf16
+  // working parameters the copy's new values (padding zeros), beside each.
   struct scratch_set {
-    std::vector<buffer> buffers;
+    std::vector<buffer> buffers, narrow;
     std::vector<std::vector<event>> uses;
   };
   scratch_set make_scratch(tier_id t, std::size_t count, std::size_t floats);
@@ -317,11 +352,12 @@ private:
   // update runs on a scratch copy that goes home when it returned; stages 1-2 then all-gather.
   static constexpr bool step_at_home = optimizer_tier::id == Bundle::home_tier::id;
   template <class U>
-  void update_at_home(std::size_t i, float* s, std::vector<event>& s_uses, U& u, bool on_queue);
+  void update_at_home(std::size_t i, float* s, void* copy, std::vector<event>& s_uses, U& u,
+                      bool on_queue);
   // step() with a file home: layer i's shard is read into scratch `s` (the tensor borrows it,
   // `reading` says which tensor, for the error path), updated, and written home.
   template <class U>
-  void update_away_from_home(std::size_t i, float* s, std::vector<event>& s_uses,
+  void update_away_from_home(std::size_t i, float* s, void* copy, std::vector<event>& s_uses,
                              tensor_ref& reading, U& u, bool on_queue);
 
   // The fused backward's update of the layer one behind the walk (in `pd`, if live).
@@ -338,14 +374,20 @@ private:
   event copy_within(tier_id t, float* dst, const float* src, std::size_t n,
                     const std::string& label, std::vector<event> after);
 
-  // home += the reduced gradient of layer i (in buffer b), on the optimizer tier.
-  void accumulate_gradient(std::size_t i, std::size_t b, const event& reduced);
+  // home += the reduced gradient of layer i (in buffer b), on the optimizer tier; then
+  // watch(i, slice, n, tier) on this rank's slice of the sum.
+  template <class W>
+  void accumulate_gradient(std::size_t i, std::size_t b, const event& reduced, W& watch);
+  // watch(i, slice, n, tier) on layer i's reduced gradient in buffer b (after `reduced`).
+  template <class W>
+  void watch_reduced(std::size_t i, std::size_t b, const event& reduced, W& watch);
+
 
   void zero_device(float* p, std::size_t bytes);
 
   template <class Tensor>
   static void zero_fill(Tensor& t) {
-    t.assign(std::vector<float>(t.size(), 0.0f));
+    t.assign(std::vector<typename Tensor::element_type>(t.size()));  // value-initialised: zeros
   }
 
   // Layer i's parameter or gradient tensor on this rank: its shard of the layer's layout when
@@ -353,9 +395,18 @@ private:
   template <class Tensor>
   Tensor make_state(std::size_t i, const char* what);
 
+  // The tensor the walks fetch for layer i: the bf16 copy, or the fp32 parameters.
+  tensor_ref fetched(std::size_t i) { return narrow ? working_[i].ref() : params_[i].ref(); }
+  // With bf16 working parameters: layer i's copy from this rank's n updated masters at `s`,
+  // written home (from `out`, on the optimizer tier) after `after`; returns that write.
+  event write_working(std::size_t i, const float* s, std::size_t n, void* out,
+                      std::vector<event> after);
+  // The copy of `mine` (this rank's stored values, padded) into layer i's working tensor.
+  void assign_working(std::size_t i, const std::vector<float>& mine);
+
   // Where layer i's parameters will be for compute, and when.
   struct in_flight {
-    const float* full = nullptr;  // n floats (padded) on the compute tier
+    const working_type* full = nullptr;  // n values (padded) on the compute tier
     event ready;
     std::size_t ring = 0;   // gathered_ slot (stage 3) or fetch slot (stages 0-2)
     std::size_t shard = 0;  // shard_ring_ slot (stage 3 away from the device)
@@ -384,7 +435,7 @@ private:
 
   // g(i, params, grad_full_[b], n) on the compute tier, padding zeroed.
   template <class G>
-  void compute_gradient(std::size_t i, const float* w, std::size_t b, G& g);
+  void compute_gradient(std::size_t i, const working_type* w, std::size_t b, G& g);
 
   // Averages layer i's gradient (in grad_full_[b]) over the ranks — into grad_shard_[b] for
   // stages 2-3 — and, if `land_home`, writes the result to its home. Returns the reduction.
@@ -397,9 +448,11 @@ private:
   std::vector<shard_layout> layouts_;
   memory_plan plan_;
   std::deque<param_tensor> params_;
+  std::deque<working_tensor> working_;  // bf16 working parameters: the copies (else empty)
   std::deque<grad_tensor> grads_;
   buffer_ring gathered_, shard_ring_, grad_full_, grad_shard_;  // on the compute tier
   std::shared_ptr<deferred_step> deferred_;  // a step given to defer_step, not yet ended
+  std::uint64_t backwards_ = 0;
   // Last: their threads stop before the buffers they use go.
   work_queue collectives_;
   work_queue optimizer_;  // a deferred step's updates

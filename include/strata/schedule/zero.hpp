@@ -10,12 +10,18 @@
 //   stage 3  + parameters sharded: all-gathered just before a layer runs, released after
 //
 // ZeRO-Offload is stage 2/3 with a host home; ZeRO-Infinity is stage 3 with an nvme home.
+//
+// Working parameters (stage 3): Working = float gathers the fp32 parameters themselves;
+// Working = bf16 keeps a bf16 copy of each shard at home beside the fp32 master, written by
+// every update, and the compute tier receives that copy — half the bytes fetched and gathered
+// per walk. The masters, the gradients (reduced in fp32) and the optimizer state stay fp32.
 // A bundle is a type: a bundle of placements, one per kind of state (DESIGN: "ZeRO stages are
 // bundles of placements"). Its param_placement and grad_placement are sharded_placement<...>
 // where the stage shards that state, so the executor's tensors are rank shards of a
 // shard_layout (tensor/shard_layout.hpp) and their handles say so.
 #pragma once
 
+#include <strata/core/dtype.hpp>
 #include <strata/tensor/placement.hpp>
 
 #include <type_traits>
@@ -38,7 +44,7 @@ template <bool Sharded>
 using partition_if = std::conditional_t<Sharded, partition::sharded, partition::replicated>;
 }  // namespace detail
 
-template <int Stage, class Home = tier::device>
+template <int Stage, class Home = tier::device, class Working = float>
 struct zero_bundle {
   static_assert(Stage >= 0 && Stage <= 3, "zero_bundle<Stage, Home>: Stage is 0, 1, 2 or 3");
   static_assert(memory_tier<Home>,
@@ -47,8 +53,15 @@ struct zero_bundle {
   static_assert(Stage == 3 || Home::kind != tier_kind::file,
                 "zero_bundle: an nvme home needs stage 3 (ZeRO-Infinity); stages 0-2 keep whole "
                 "parameters at home and would stream every replica from the drive");
+  static_assert(std::is_same_v<Working, float> || (std::is_same_v<Working, bf16> && Stage == 3),
+                "zero_bundle<Stage, Home, Working>: Working is float, or bf16 for stage 3 (a bf16 "
+                "copy of each parameter shard is what the walks gather)");
   static constexpr int stage = Stage;
   using home_tier = Home;
+  /// The element type the compute tier receives (the walks' parameters).
+  using working_type = Working;
+  /// true: a bf16 working copy beside the fp32 masters (see the top).
+  static constexpr bool narrow_working = !std::is_same_v<Working, float>;
   /// Where the parameters live: rank shards from stage 3 on, padded replicas before.
   using param_placement =
       typename detail::placement_for_home<detail::partition_if<(Stage >= 3)>, Home>::type;
@@ -71,12 +84,15 @@ using zero3 = zero_bundle<3>;
 using zero3_offload = zero_bundle<3, tier::host>;
 /// ZeRO-Infinity: shards at home on NVMe.
 using zero3_infinity = zero_bundle<3, tier::nvme>;
+/// The same with bf16 working parameters (fp32 masters, m and v at home).
+using zero3_offload_bf16 = zero_bundle<3, tier::host, bf16>;
+using zero3_infinity_bf16 = zero_bundle<3, tier::nvme, bf16>;
 
 namespace detail {
 template <class T>
 struct is_zero_bundle : std::false_type {};
-template <int S, class H>
-struct is_zero_bundle<zero_bundle<S, H>> : std::true_type {};
+template <int S, class H, class W>
+struct is_zero_bundle<zero_bundle<S, H, W>> : std::true_type {};
 }  // namespace detail
 
 template <class B>

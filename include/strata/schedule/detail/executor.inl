@@ -21,20 +21,25 @@ zero_executor<Comm, Bundle, Prefetch>::zero_executor(context& ctx, Comm& comm,
   plan_.check(ctx_, name_);
   for (std::size_t i = 0; i < specs_.size(); ++i) {
     params_.push_back(make_state<param_tensor>(i, ".params"));
+    if constexpr (narrow) working_.push_back(make_state<working_tensor>(i, ".working"));
     grads_.push_back(make_state<grad_tensor>(i, ".grads"));
     // Padding must read as zeros. A file home already does (never-written data reads as
     // zeros), so it is not written twice before set_params.
-    if constexpr (!file_home) zero_fill(params_.back());
+    if constexpr (!file_home) {
+      zero_fill(params_.back());
+      if constexpr (narrow) zero_fill(working_.back());
+    }
   }
-  auto ring = [&](std::size_t count, std::size_t elems, const char* what) {
-    return buffer_ring(ctx_, compute_tier::id, count, elems * sizeof(float), name_ + " " + what);
+  auto ring = [&](std::size_t count, std::size_t bytes, const char* what) {
+    return buffer_ring(ctx_, compute_tier::id, count, bytes, name_ + " " + what);
   };
-  if (stage == 3 || !resident) gathered_ = ring(depth + 1, max_padded(), "gathered params");
+  constexpr std::size_t wb = sizeof(working_type), f = sizeof(float);
+  if (stage == 3 || !resident) gathered_ = ring(depth + 1, max_padded() * wb, "gathered params");
   // One more shard buffer than gathered ones: the fused backward keeps a layer's shard on
   // the device until its update, one layer after its gradient was computed.
-  if (stage == 3 && !resident) shard_ring_ = ring(depth + 2, max_shard(), "param shard");
-  grad_full_ = ring(2, max_padded(), "full grads");
-  if (Bundle::grads_sharded) grad_shard_ = ring(2, max_shard(), "grad shard");
+  if (stage == 3 && !resident) shard_ring_ = ring(depth + 2, max_shard() * wb, "param shard");
+  grad_full_ = ring(2, max_padded() * f, "full grads");
+  if (Bundle::grads_sharded) grad_shard_ = ring(2, max_shard() * f, "grad shard");
 }
 
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
@@ -63,6 +68,29 @@ void zero_executor<Comm, Bundle, Prefetch>::set_params(std::size_t i, std::span<
   const std::size_t n = Bundle::params_sharded ? lay.valid_in(comm_.rank()) : lay.numel();
   std::copy_n(full.begin() + static_cast<std::ptrdiff_t>(from), n, mine.begin());
   params_[i].assign(mine);
+  assign_working(i, mine);
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+void zero_executor<Comm, Bundle, Prefetch>::assign_working(std::size_t i,
+                                                           const std::vector<float>& mine) {
+  if constexpr (narrow) {
+    std::vector<working_type> copy(mine.size());
+    convert(mine.data(), copy.data(), mine.size());
+    working_[i].assign(copy);
+  }
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+event zero_executor<Comm, Bundle, Prefetch>::write_working(std::size_t i, const float* s,
+                                                           std::size_t n, void* out,
+                                                           std::vector<event> after) {
+  if constexpr (!narrow) {
+    return {};
+  } else {
+    convert(s, static_cast<working_type*>(out), n);  // the padding after n stays zeros
+    return working_[i].ref().write_from(out, optimizer_tier::id, std::move(after));
+  }
 }
 
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
@@ -85,6 +113,7 @@ void zero_executor<Comm, Bundle, Prefetch>::set_stored_params(std::size_t i,
   std::vector<float> mine(params_[i].size(), 0.0f);
   std::copy(values.begin(), values.end(), mine.begin());
   params_[i].assign(mine);
+  assign_working(i, mine);
 }
 
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
@@ -107,7 +136,7 @@ template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
 template <class F>
 void zero_executor<Comm, Bundle, Prefetch>::forward(F&& f) {
   try {
-    walk(false, [&](std::size_t i, const float* w, const in_flight&) {
+    walk(false, [&](std::size_t i, const working_type* w, const in_flight&) {
       ctx_.compute("forward " + specs_[i].name, [&] { f(i, w, layouts_[i].numel()); });
     });
   } catch (...) {
@@ -125,19 +154,18 @@ void zero_executor<Comm, Bundle, Prefetch>::forward(F&& f) {
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
 template <class G>
 void zero_executor<Comm, Bundle, Prefetch>::backward(G&& g, grad_mode mode) {
+  backward(std::forward<G>(g), mode, no_watch{});
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+template <class G, class W>
+void zero_executor<Comm, Bundle, Prefetch>::backward(G&& g, grad_mode mode, W&& watch) {
   if (deferred_) finish_deferred();
-  std::size_t turn = 0;
-  if (mode == grad_mode::overwrite) {
-    walk(true, [&](std::size_t i, const float* w, const in_flight&) {
-      const std::size_t b = turn++ % 2;
-      compute_gradient(i, w, b, g);
-      reduce_gradient(i, b, ctx_.compute_fence(), true);
-    });
-    return;
-  }
-  // Accumulate: layer i's reduced gradient is added at home after layer i-1's backward has
-  // been issued, by when its reduction has had a layer's compute to finish in. Its buffer
-  // (one of two) is not refilled before that: the next-but-one layer takes it.
+  ++backwards_;
+  constexpr bool watching = !std::is_same_v<std::remove_cvref_t<W>, no_watch>;
+  // Layer i's reduced gradient is watched, or added at home, after layer i-1's backward has
+  // been issued, by when its reduction has had a layer's compute to finish in. Its buffer (one
+  // of two) is not refilled before that: the next-but-one layer takes it.
   struct pending {
     std::size_t layer = 0, buffer = 0;
     event reduced;
@@ -146,12 +174,17 @@ void zero_executor<Comm, Bundle, Prefetch>::backward(G&& g, grad_mode mode) {
   auto land = [&](pending& pd) {
     if (!pd.live) return;
     pd.live = false;
-    accumulate_gradient(pd.layer, pd.buffer, pd.reduced);
+    if (mode == grad_mode::accumulate)
+      accumulate_gradient(pd.layer, pd.buffer, pd.reduced, watch);
+    else if constexpr (watching)
+      watch_reduced(pd.layer, pd.buffer, pd.reduced, watch);
   };
-  walk(true, [&](std::size_t i, const float* w, const in_flight&) {
+  const bool home_now = mode == grad_mode::overwrite;  // else the sum goes home
+  std::size_t turn = 0;
+  walk(true, [&](std::size_t i, const working_type* w, const in_flight&) {
     const std::size_t b = turn++ % 2;
     compute_gradient(i, w, b, g);
-    event reduced = reduce_gradient(i, b, ctx_.compute_fence(), false);
+    event reduced = reduce_gradient(i, b, ctx_.compute_fence(), home_now);
     land(last);
     last = {i, b, reduced, true};
   });
@@ -159,15 +192,29 @@ void zero_executor<Comm, Bundle, Prefetch>::backward(G&& g, grad_mode mode) {
 }
 
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+template <class W>
+void zero_executor<Comm, Bundle, Prefetch>::watch_reduced(std::size_t i, std::size_t b,
+                                                          const event& reduced, W& watch) {
+  reduced.wait();
+  const auto& lay = layouts_[i];
+  const int r = comm_.rank();
+  const float* g = Bundle::grads_sharded
+                       ? static_cast<const float*>(grad_shard_.data(b))
+                       : static_cast<const float*>(grad_full_.data(b)) + lay.offset(r);
+  watch(i, g, static_cast<std::size_t>(lay.valid_in(r)), compute_tier::id);
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
 template <class G, class U>
 requires(!std::is_same_v<std::remove_cvref_t<U>,
                          grad_mode>) void zero_executor<Comm, Bundle, Prefetch>::backward(G&& g,
                                                                                           U&& u) {
-  if constexpr (stage != 3) {
+  if constexpr (stage != 3 || narrow) {
     backward(g);
     step(u);
   } else {
     if (deferred_) finish_deferred();
+    ++backwards_;
     fused_pending last;
     scratch_set scratch;
     // Resident (home on the device): the update runs on a scratch copy of the shard, which
@@ -177,7 +224,7 @@ requires(!std::is_same_v<std::remove_cvref_t<U>,
       std::size_t turn = 0;
       walk(
           true,
-          [&](std::size_t i, const float* w, const in_flight& f) {
+          [&](std::size_t i, const working_type* w, const in_flight& f) {
             const std::size_t b = turn++ % 2;
             compute_gradient(i, w, b, g);
             event reduced = reduce_gradient(i, b, ctx_.compute_fence(), false);
@@ -261,11 +308,12 @@ void zero_executor<Comm, Bundle, Prefetch>::update_layer(std::size_t i, scratch_
   // next layer's read.
   const std::size_t b = i % scratch.buffers.size();
   auto* s = static_cast<float*>(scratch.buffers[b].data());
+  void* copy = narrow ? scratch.narrow[b].data() : nullptr;  // the bf16 working copy's bytes
   for (auto& e : std::exchange(scratch.uses[b], {})) e.wait();
   if constexpr (step_at_home)
-    update_at_home(i, s, scratch.uses[b], u, on_queue);
+    update_at_home(i, s, copy, scratch.uses[b], u, on_queue);
   else
-    update_away_from_home(i, s, scratch.uses[b], reading, u, on_queue);
+    update_away_from_home(i, s, copy, scratch.uses[b], reading, u, on_queue);
 }
 
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
@@ -333,6 +381,7 @@ void zero_executor<Comm, Bundle, Prefetch>::finish_deferred() {
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
 template <class U>
 void zero_executor<Comm, Bundle, Prefetch>::update_away_from_home(std::size_t i, float* s,
+                                                                  void* copy,
                                                                   std::vector<event>& s_uses,
                                                                   tensor_ref& reading, U& u,
                                                                   bool on_queue) {
@@ -354,6 +403,9 @@ void zero_executor<Comm, Bundle, Prefetch>::update_away_from_home(std::size_t i,
   reading = {};
   s_uses = p.take_last_use(k);
   s_uses.push_back(p.write_from(s, optimizer_tier::id, s_uses));
+  // The bf16 working copy goes after the masters (and fails unrun if their write failed), so
+  // its write is the one that says both are home.
+  if constexpr (narrow) s_uses.push_back(write_working(i, s, n, copy, {s_uses.back()}));
   // An optimizer whose own state of the layer must commit with these parameters (zero_adam's
   // NVMe moments) is told which write that is.
   if constexpr (requires { u.home_written(i, s_uses.back()); }) u.home_written(i, s_uses.back());
@@ -361,7 +413,7 @@ void zero_executor<Comm, Bundle, Prefetch>::update_away_from_home(std::size_t i,
 
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
 template <class U>
-void zero_executor<Comm, Bundle, Prefetch>::update_at_home(std::size_t i, float* s,
+void zero_executor<Comm, Bundle, Prefetch>::update_at_home(std::size_t i, float* s, void* copy,
                                                            std::vector<event>& s_uses, U& u,
                                                            bool on_queue) {
   const auto& lay = layouts_[i];
@@ -375,6 +427,10 @@ void zero_executor<Comm, Bundle, Prefetch>::update_at_home(std::size_t i, float*
   copy_within(optimizer_tier::id, s, p + off, n, label, {});
   const event updated = run_update(label, on_queue, [&] { u(i, s, stage == 1 ? gp + off : gp, n); });
   s_uses.push_back(copy_within(optimizer_tier::id, p + off, s, n, label, {updated}));
+  if constexpr (narrow) {  // stage 3: the shard's bf16 working copy, from the new masters
+    w.release();           // the masters' read_write lease ends: the copy is another tensor
+    s_uses.push_back(write_working(i, s, n, copy, {s_uses.back()}));
+  }
   if constexpr (stage == 1 || stage == 2) {
     for (auto& e : s_uses) e.wait();  // the update is home before it is sent
     auto span = trace_recorder::scope(ctx_.trace(), "collectives", span_kind::all_gather,
@@ -388,17 +444,26 @@ auto zero_executor<Comm, Bundle, Prefetch>::make_scratch(tier_id t, std::size_t 
                                                          std::size_t floats) -> scratch_set {
   scratch_set s;
   s.uses.resize(count);
-  for (std::size_t b = 0; b < count; ++b)
+  for (std::size_t b = 0; b < count; ++b) {
     s.buffers.push_back(ctx_.allocate(t, floats * sizeof(float),
                                       name_ + " optimizer scratch " + std::to_string(b)));
+    if constexpr (narrow) {  // host-reachable (static_assert above): zeros in the padding
+      s.narrow.push_back(ctx_.allocate(t, floats * sizeof(working_type),
+                                       name_ + " optimizer working copy " + std::to_string(b)));
+      std::memset(s.narrow.back().data(), 0, s.narrow.back().size());
+    }
+  }
   return s;
 }
 
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
 void zero_executor<Comm, Bundle, Prefetch>::retire_scratch(scratch_set& s) {
-  for (std::size_t b = 0; b < s.buffers.size(); ++b)
+  for (std::size_t b = 0; b < s.buffers.size(); ++b) {
+    if (b < s.narrow.size()) ctx_.retire(std::move(s.narrow[b]), s.uses[b]);
     ctx_.retire(std::move(s.buffers[b]), std::move(s.uses[b]));
+  }
   s.buffers.clear();
+  s.narrow.clear();
   s.uses.clear();
 }
 
@@ -427,18 +492,23 @@ void zero_executor<Comm, Bundle, Prefetch>::make_plan() {
   constexpr tier_id home = Bundle::home_tier::id;
   const char* state = Bundle::params_sharded ? "parameter shards" : "parameter replicas";
   plan_.add(home, std::string(state) + " (all layers)", params_bytes);
+  constexpr std::size_t wb = sizeof(working_type);
+  if constexpr (narrow)
+    plan_.add(home, "bf16 working copies of the parameter shards (all layers)",
+              params_bytes / f * wb);
   plan_.add(home,
             std::string(Bundle::grads_sharded ? "gradient shards" : "gradient replicas") +
                 " (all layers)",
             grads_bytes);
   const std::size_t d1 = depth + 1;
   constexpr tier_id dev = compute_tier::id;
+  const char* kind = narrow ? " (bf16)" : "";
   if (stage == 3 || !resident)
-    plan_.add(dev, std::to_string(d1) + " gathered-parameter buffers (Depth+1)",
-              d1 * max_padded() * f);
+    plan_.add(dev, std::to_string(d1) + " gathered-parameter buffers (Depth+1)" + kind,
+              d1 * max_padded() * wb);
   if (stage == 3 && !resident)
-    plan_.add(dev, std::to_string(d1 + 1) + " parameter-shard buffers (Depth+2)",
-              (d1 + 1) * max_shard() * f);
+    plan_.add(dev, std::to_string(d1 + 1) + " parameter-shard buffers (Depth+2)" + kind,
+              (d1 + 1) * max_shard() * wb);
   plan_.add(dev, "2 full-gradient buffers", 2 * max_padded() * f);
   if (Bundle::grads_sharded) plan_.add(dev, "2 gradient-shard buffers", 2 * max_shard() * f);
   // The optimizer updates a copy of this rank's part (kept from home until the update
@@ -450,6 +520,10 @@ void zero_executor<Comm, Bundle, Prefetch>::make_plan() {
               2 * part_capacity() * f + (Bundle::grads_sharded ? max_shard() : max_padded()) * f);
   else
     plan_.add(optimizer_tier::id, "optimizer scratch: one layer's part", part_capacity() * f);
+  if constexpr (narrow)
+    plan_.add(optimizer_tier::id,
+              "optimizer: the bf16 working copy of the updated part (one per scratch buffer)",
+              (step_at_home ? 1 : 2) * part_capacity() * wb);
   if (cuda_enabled)  // accumulation sums on the host (accumulate_gradient)
     plan_.add(tier_id::pinned, "gradient accumulation: host copies of one layer's gradient",
               (optimizer_tier::id == tier_id::device ? 2 : 1) *
@@ -474,8 +548,9 @@ event zero_executor<Comm, Bundle, Prefetch>::copy_within(tier_id t, float* dst, 
 }
 
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+template <class W>
 void zero_executor<Comm, Bundle, Prefetch>::accumulate_gradient(std::size_t i, std::size_t b,
-                                                                const event& reduced) {
+                                                                const event& reduced, W& watch) {
   reduced.wait();
   const auto& lay = layouts_[i];
   const std::size_t count = Bundle::grads_sharded ? lay.shard_numel() : lay.padded_numel();
@@ -484,10 +559,13 @@ void zero_executor<Comm, Bundle, Prefetch>::accumulate_gradient(std::size_t i, s
   auto dw = grads_[i].template acquire<optimizer_tier>(read_write);
   float* dst = dw.data();
   const std::string label = "accumulate " + specs_[i].name;
+  const std::size_t off = Bundle::grads_sharded ? 0 : lay.offset(comm_.rank());
+  const auto valid = static_cast<std::size_t>(lay.valid_in(comm_.rank()));
   if constexpr (!cuda_enabled) {  // the emulated device is host memory
     ctx_.compute(label, [&] {
       for (std::size_t k = 0; k < count; ++k) dst[k] = dst[k] + src[k];
     });
+    watch(i, dst + off, valid, optimizer_tier::id);
   } else {
     // Without a kernel of its own, the sum is taken on the host: the reduced gradient (and,
     // for a device home, the stored one) pass through host buffers (planned).
@@ -502,8 +580,11 @@ void zero_executor<Comm, Bundle, Prefetch>::accumulate_gradient(std::size_t i, s
       a = static_cast<float*>(acc.data());
       ctx_.copy(a, tier_id::pinned, dst, tier_id::device, bytes, label).wait();
     }
-    trace_recorder::scope span(ctx_.trace(), "compute", span_kind::compute, label);
-    for (std::size_t k = 0; k < count; ++k) a[k] = a[k] + h[k];
+    {
+      trace_recorder::scope span(ctx_.trace(), "compute", span_kind::compute, label);
+      for (std::size_t k = 0; k < count; ++k) a[k] = a[k] + h[k];
+    }
+    watch(i, a + off, valid, tier_id::pinned);  // the sum, in host memory either way
     if constexpr (optimizer_tier::id == tier_id::device)
       ctx_.copy(dst, tier_id::device, a, tier_id::pinned, bytes, label).wait();
   }
@@ -535,20 +616,20 @@ auto zero_executor<Comm, Bundle, Prefetch>::bring(std::size_t i, std::size_t pos
   in_flight f;
   f.ring = gathered_.empty() ? 0 : pos % gathered_.size();
   f.shard = shard_ring_.empty() ? 0 : pos % shard_ring_.size();
-  tensor_ref p = params_[i].ref();
-  const float* src = nullptr;
+  tensor_ref p = fetched(i);
+  const working_type* src = nullptr;
   if constexpr (resident) {
-    src = static_cast<const float*>(p.data(compute_tier::id));
+    src = static_cast<const working_type*>(p.data(compute_tier::id));
   } else {
     auto& ring = stage == 3 ? shard_ring_ : gathered_;
     const std::size_t slot = stage == 3 ? f.shard : f.ring;
     p.fetch_into(compute_tier::id, ring.data(slot), ring.take_uses(slot));
-    src = static_cast<const float*>(ring.data(slot));
+    src = static_cast<const working_type*>(ring.data(slot));
   }
   event src_ready = p.ready(compute_tier::id);
   if constexpr (stage == 3) {
-    auto* dst = static_cast<float*>(gathered_.data(f.ring));
-    const std::size_t bytes = layouts_[i].shard_numel() * sizeof(float);
+    auto* dst = static_cast<working_type*>(gathered_.data(f.ring));
+    const std::size_t bytes = layouts_[i].shard_numel() * sizeof(working_type);
     std::vector<event> after = gathered_.take_uses(f.ring);
     after.push_back(src_ready);
     f.ready = collectives_.submit(
@@ -569,7 +650,7 @@ void zero_executor<Comm, Bundle, Prefetch>::done_with(std::size_t i, const in_fl
   if constexpr (stage == 3) gathered_.add_use(f.ring, fence);
   if constexpr (!resident) {
     if (keep_shard) return;
-    params_[i].ref().evict(compute_tier::id, {f.ready, fence});
+    fetched(i).evict(compute_tier::id, {f.ready, fence});
     give_back_slot(i, f);
   }
 }
@@ -577,7 +658,7 @@ void zero_executor<Comm, Bundle, Prefetch>::done_with(std::size_t i, const in_fl
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
 void zero_executor<Comm, Bundle, Prefetch>::give_back_slot(std::size_t i, const in_flight& f) {
   auto& ring = stage == 3 ? shard_ring_ : gathered_;
-  ring.add_uses(stage == 3 ? f.shard : f.ring, params_[i].ref().take_last_use(compute_tier::id));
+  ring.add_uses(stage == 3 ? f.shard : f.ring, fetched(i).take_last_use(compute_tier::id));
 }
 
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
@@ -613,7 +694,7 @@ void zero_executor<Comm, Bundle, Prefetch>::walk(bool backward, Body&& body, boo
     }
     if constexpr (!resident)
       for (std::size_t p = 0; p < issued; ++p) {
-        tensor_ref t = params_[index(p)].ref();
+        tensor_ref t = fetched(index(p));
         if (t.holds(compute_tier::id) && !t.leased()) t.evict(compute_tier::id);
         give_back_slot(index(p), flight[p]);
       }
@@ -623,7 +704,8 @@ void zero_executor<Comm, Bundle, Prefetch>::walk(bool backward, Body&& body, boo
 
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
 template <class G>
-void zero_executor<Comm, Bundle, Prefetch>::compute_gradient(std::size_t i, const float* w,
+void zero_executor<Comm, Bundle, Prefetch>::compute_gradient(std::size_t i,
+                                                             const working_type* w,
                                                              std::size_t b, G& g) {
   const auto& lay = layouts_[i];
   grad_full_.wait_free(b);
