@@ -3,7 +3,7 @@
 // What lives here: median() and seconds_since() (how the programs summarise and time their
 // rounds), exe_dir(), scratch_dir() (--dir, else $STRATA_BENCH_DIR, else nvme-scratch/ beside
 // the program: the build tree, a real file system) and is_tmpfs() (a directory in memory
-// measures no disk), proc_kib() (a field of /proc/meminfo or /proc/self/status: RAM, peak
+// measures no disk), disk_free_bytes() (a directory's free space, refusing tmpfs), proc_kib() (a field of /proc/meminfo or /proc/self/status: RAM, peak
 // RSS, swap). No Google Benchmark here, so that the plain programs (bench_gpt,
 // bench_checkpoint) use it too; bench_support.hpp includes it for the others.
 #pragma once
@@ -11,12 +11,15 @@
 #include <algorithm>
 #include <chrono>
 #include <climits>
+#include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
 
 #include <sys/statfs.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 namespace bench_support {
@@ -58,6 +61,25 @@ inline bool is_tmpfs(const std::string& dir) {
   if (::statfs(dir.c_str(), &sf) != 0) return false;
   constexpr long tmpfs_magic = 0x01021994, ramfs_magic = static_cast<long>(0x858458f6);
   return static_cast<long>(sf.f_type) == tmpfs_magic || static_cast<long>(sf.f_type) == ramfs_magic;
+}
+
+/// The free bytes of `dir` (created if missing), for a benchmark `bench` that will keep `what`
+/// there; -1, with the reason on stderr, when it is tmpfs (memory: no disk measured) or cannot
+/// be read.
+inline double disk_free_bytes(const std::string& dir, const char* bench, const char* what) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (is_tmpfs(dir)) {
+    std::fprintf(stderr, "%s: %s is tmpfs (memory): %s must be on a disk\n", bench, dir.c_str(),
+                 what);
+    return -1;
+  }
+  struct statvfs sv {};
+  if (::statvfs(dir.c_str(), &sv) != 0) {
+    std::fprintf(stderr, "%s: cannot stat %s\n", bench, dir.c_str());
+    return -1;
+  }
+  return double(sv.f_bavail) * double(sv.f_frsize);
 }
 
 /// A field of /proc/meminfo or /proc/self/status, in KiB (-1 when absent).

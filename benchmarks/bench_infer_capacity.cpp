@@ -41,7 +41,7 @@
 #include "sampler.hpp"  // argmax
 #include "random.hpp"
 
-#include "bench_common.hpp"  // seconds_since, scratch_dir, is_tmpfs
+#include "bench_common.hpp"  // seconds_since, scratch_dir, disk_free_bytes, proc_kib
 #include "example_support.hpp"
 #include "nvme_fio.hpp"
 
@@ -52,8 +52,6 @@
 #include <filesystem>
 #include <string>
 #include <vector>
-
-#include <sys/statvfs.h>
 
 namespace {
 
@@ -135,18 +133,8 @@ int run(const options& o) {
   const double weights = double(block_bytes) * cfg.layers;
 
   const std::string dir = bench_support::scratch_dir(o.dir);
-  fs::create_directories(dir);
-  if (bench_support::is_tmpfs(dir)) {
-    std::fprintf(stderr, "infer-capacity: %s is tmpfs (memory): the weights must be on a disk\n",
-                 dir.c_str());
-    return 1;
-  }
-  struct statvfs sv {};
-  if (::statvfs(dir.c_str(), &sv) != 0) {
-    std::fprintf(stderr, "infer-capacity: cannot stat %s\n", dir.c_str());
-    return 1;
-  }
-  const double free_bytes = double(sv.f_bavail) * double(sv.f_frsize);
+  const double free_bytes = bench_support::disk_free_bytes(dir, "infer-capacity", "the weights");
+  if (free_bytes < 0) return 1;
   const double needed = weights * 1.02 + (64 << 20);  // the store's block padding and checksums
   say("infer-capacity: GPT of %d layers, width %d, context %d: %.2f GiB of %s weights "
       "(%.2f x this machine's %.2f GiB of RAM) in %s (%.1f GiB free)\n",

@@ -45,7 +45,7 @@
 // DIR: default $STRATA_BENCH_DIR, else nvme-scratch/ beside this program (tmpfs is refused).
 #include "trainer.hpp"
 
-#include "bench_common.hpp"   // median, seconds_since, scratch_dir, is_tmpfs, proc_kib
+#include "bench_common.hpp"   // median, seconds_since, scratch_dir, disk_free_bytes, proc_kib
 #include "gpt_gemm_mix.hpp"   // step_gemms, sgemm_mix_flops
 #include "example_support.hpp"
 #include "nvme_fio.hpp"
@@ -62,8 +62,6 @@
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <sys/statvfs.h>
 
 namespace {
 
@@ -187,18 +185,8 @@ int run(const options& o) {
   const double state = 16.0 * params;
 
   const std::string dir = bench_support::scratch_dir(o.dir);
-  fs::create_directories(dir);
-  if (bench_support::is_tmpfs(dir)) {
-    std::fprintf(stderr, "train-capacity: %s is tmpfs (memory): the state must be on a disk\n",
-                 dir.c_str());
-    return 1;
-  }
-  struct statvfs sv {};
-  if (::statvfs(dir.c_str(), &sv) != 0) {
-    std::fprintf(stderr, "train-capacity: cannot stat %s\n", dir.c_str());
-    return 1;
-  }
-  const double free_bytes = double(sv.f_bavail) * double(sv.f_frsize);
+  const double free_bytes = bench_support::disk_free_bytes(dir, "train-capacity", "the state");
+  if (free_bytes < 0) return 1;
   const double fio_bytes = std::min(state / 8, 2.0 * gib);
   // The plan's NVMe bytes: parameters, gradients, m and v with the step's new version; the
   // store's block padding and checksums; fio's file.
@@ -272,8 +260,11 @@ int run(const options& o) {
     const bool first = layer == (phase[0] == 'f' ? 0 : layers - 1);  // of the walk
     if (seconds_since(last_say) < 5 && !first) return;
     last_say = clock_type::now();
-    say("  step %d: %s layer %zu/%zu, %.1f s\n", step, phase, layer + 1, layers,
-        seconds_since(began));
+    if (step < o.steps)
+      say("  step %d: %s layer %zu/%zu, %.1f s\n", step, phase, layer + 1, layers,
+          seconds_since(began));
+    else
+      say("  validation: layer %zu/%zu, %.1f s\n", layer + 1, layers, seconds_since(began));
   });
   std::vector<double> times, reads, writes;
   constexpr int measured_from = 2;

@@ -78,6 +78,8 @@ struct plan_of_run {
   bool resume = false;          // load `latest` before the first step
   std::string dir;
   checkpoint::fs_fault fault{};  // while persisting
+  bool deferred = false;         // each step's update under the next forward (the checkpoint
+                                 // must see the state after the step: Adam's t included)
 };
 
 // Steps [first, last] of zero_adam_model's scenario (clipping on) on `world` thread ranks.
@@ -119,7 +121,7 @@ full_state run(int world, const plan_of_run& p) {
       ex.backward([&](std::size_t i, const float* w, float* dw, std::size_t n) {
         backward_layer(c.rank(), 0, i, w, dw, n, act, 1.0f);
       });
-      (void)opt.step(ex, {.max_grad_norm = 5.0});
+      (void)opt.step(ex, {.max_grad_norm = 5.0, .deferred = p.deferred});
       if (ck) {
         if (auto r = ck->poll()) reports.push_back(*r);
         if (step == p.save_after)
@@ -140,13 +142,15 @@ full_state run(int world, const plan_of_run& p) {
 }
 
 template <class Bundle>
-void resume_equals_uninterrupted(int world) {
-  INFO("world " << world << ", home " << Bundle::home_tier::name << ", stage " << Bundle::stage);
+void resume_equals_uninterrupted(int world, bool deferred = false) {
+  INFO("world " << world << ", home " << Bundle::home_tier::name << ", stage " << Bundle::stage
+                << (deferred ? ", steps deferred" : ""));
   scratch_dir dir;
-  const full_state whole = run<Bundle>(world, {.first = 1, .last = 4});
+  const full_state whole = run<Bundle>(world, {.first = 1, .last = 4, .deferred = deferred});
   // Saves after step 2 and trains on to step 3 while it persists; then "dies".
-  const full_state first =
-      run<Bundle>(world, {.first = 1, .last = 3, .save_after = 2, .dir = dir.path.string()});
+  const full_state first = run<Bundle>(
+      world, {.first = 1, .last = 3, .save_after = 2, .dir = dir.path.string(),
+              .deferred = deferred});
   REQUIRE(first.reports.size() == 1);
   CHECK(first.reports[0].committed);
   CHECK(first.reports[0].error.empty());
@@ -163,8 +167,9 @@ void resume_equals_uninterrupted(int world) {
   } else {
     CHECK(first.reports[0].file_copied_bytes == 0);
   }
-  const full_state resumed =
-      run<Bundle>(world, {.first = 3, .last = 4, .resume = true, .dir = dir.path.string()});
+  const full_state resumed = run<Bundle>(
+      world, {.first = 3, .last = 4, .resume = true, .dir = dir.path.string(),
+              .deferred = deferred});
   check_same(resumed, whole);
 }
 
@@ -179,6 +184,9 @@ TEST_CASE("checkpoint: resumed == uninterrupted, bitwise, for every home", "[che
   resume_equals_uninterrupted<zero0>(2);
   resume_equals_uninterrupted<zero_bundle<1, tier::host>>(2);
   resume_equals_uninterrupted<zero2>(4);
+  // The step deferred to the next forward: a save after step 2 holds step 2's update and t.
+  resume_equals_uninterrupted<zero3_infinity>(2, true);
+  resume_equals_uninterrupted<zero3_offload>(1, true);
 }
 
 TEST_CASE("checkpoint: each rank writes its own slice once, replicas included",

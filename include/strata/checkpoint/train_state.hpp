@@ -125,6 +125,9 @@ void describe_snapshot(train_snapshot& into, Executor& ex,
     throw config_error("checkpoint snapshot: the caller's metadata must be a JSON object");
   if (metadata.contains("strata"))
     throw config_error("checkpoint snapshot: the metadata key 'strata' is the library's own");
+  // The state after the last step: one deferred to the next forward (zero_executor::
+  // defer_step) is applied first, so the parameters, m, v and Adam's t below agree.
+  if (ex.step_deferred()) ex.sync();
   const std::size_t bytes = snapshot_bytes(ex);
   if (into.staging.size() != bytes)
     into.staging = ex.ctx().allocate(tier_id::host, bytes, "checkpoint snapshot staging");
