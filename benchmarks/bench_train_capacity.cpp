@@ -254,8 +254,7 @@ int run(const options& o) {
 
   auto last_say = clock_type::now();
   int step = 0;
-  const auto step_start = [&] { return clock_type::now(); };
-  auto began = step_start();
+  auto began = clock_type::now();
   tr.set_progress([&](const char* phase, std::size_t layer, std::size_t layers) {
     const bool first = layer == (phase[0] == 'f' ? 0 : layers - 1);  // of the walk
     if (seconds_since(last_say) < 5 && !first) return;
@@ -270,7 +269,7 @@ int run(const options& o) {
   constexpr int measured_from = 2;
   for (step = 0; step < o.steps; ++step) {
     const double r0 = counter->read_bytes(), w0 = counter->written_bytes();
-    began = step_start();
+    began = clock_type::now();
     ctx.trace().clear();
     const gpt::step_stats st = tr.train_step(step);
     const double s = seconds_since(began);
@@ -288,7 +287,7 @@ int run(const options& o) {
       writes.push_back(counter->written_bytes() - w0);
     }
   }
-  began = step_start();
+  began = clock_type::now();
   tr.executor().sync();  // the last step's update, deferred to a forward that does not come
   say("the last step's update: %.1f s\n", seconds_since(began));
   const double val_after = tr.validation_loss(1);

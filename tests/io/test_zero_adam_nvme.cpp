@@ -84,7 +84,7 @@ TEST_CASE("the NVMe home's optimizer streams m and v in the background", "[zero]
 
 TEST_CASE("a deferred step updates layer i while the forward computes the layers before it",
           "[zero][adam][nvme][deferred]") {
-  comm::thread_world tw(1, std::chrono::seconds(60));
+  comm::thread_world tw(1, std::chrono::seconds(120));
   bool overlapped = false, pending_before = false, pending_after = true;
   std::vector<float> seen;
   std::size_t queued_updates = 0;
@@ -111,7 +111,7 @@ TEST_CASE("a deferred step updates layer i while the forward computes the layers
     ex.defer_step([&](std::size_t i, float* w, const float* g, std::size_t m) {
       if (i == layers - 1) {
         std::unique_lock lock(mutex);
-        overlapped = cv.wait_for(lock, std::chrono::seconds(20), [&] { return layer0_computed; });
+        overlapped = cv.wait_for(lock, std::chrono::seconds(60), [&] { return layer0_computed; });
       }
       for (std::size_t k = 0; k < m; ++k) w[k] -= g[k];
     });
