@@ -10970,6 +10970,16 @@ public:
   void defer_step(U&& u);
   /// True while a step given to defer_step has layers still to update.
   bool step_deferred() const noexcept { return deferred_ != nullptr; }
+  /// Waits until every update of a deferred step has ended, leaving the step pending: its
+  /// outcome (a failure) is still reported by the next forward() or sync(). For an optimizer
+  /// whose update refers to it and that goes away before this executor.
+  void wait_deferred() const noexcept {
+    if (!deferred_) return;
+    for (const auto& e : deferred_->updated) try {
+        e.wait();
+      } catch (...) {  // kept in the event, for finish_deferred to rethrow
+      }
+  }
 
   /// f(i, grads, n) for every layer, in layer order: this rank's slice of layer i's stored
   /// gradient — elements [offset(rank), offset(rank) + valid_in(rank)) of the replica for
@@ -14675,6 +14685,10 @@ public:
 
   zero_adam(const zero_adam&) = delete;
   zero_adam& operator=(const zero_adam&) = delete;
+  /// A step deferred to the executor's next forward updates through this optimizer: its
+  /// updates end here (a failure stays the executor's to report), so an executor that
+  /// outlives its optimizer (one declared before it) never runs an update on a freed one.
+  ~zero_adam() { ex_.wait_deferred(); }
 
   /// Applied steps; the next is t() + 1. A deferred step counts once its last layer is
   /// updated (during the next forward).

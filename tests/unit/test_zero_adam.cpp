@@ -331,6 +331,75 @@ TEST_CASE("an update that throws leaves that layer's parameters at home as they 
   }
 }
 
+namespace {
+
+// Parameters after one step (deferred or at once) on a stage-0 executor declared before its
+// optimizer, the optimizer gone before anything waits for the step (the trainer's order);
+// `updated_at_end`: the layers the update had begun by the time the optimizer's destructor
+// returned.
+struct outlived {
+  std::vector<std::vector<float>> w;
+  std::size_t updated_at_end = 0;
+  bool pending_after = false;
+};
+
+outlived optimizer_gone_first(bool deferred) {
+  comm::thread_world tw(1, std::chrono::seconds(30));
+  outlived out;
+  tw.run([&](comm::threads& c) {
+    context ctx({.device_bytes = 8 << 20});
+    std::vector<layer_spec> specs;
+    for (std::size_t i = 0; i < sizes.size(); ++i)
+      specs.push_back({"L" + std::to_string(i), sizes[i]});
+    zero_executor<comm::threads, zero0, prefetch::lookahead<1>> ex(ctx, c, specs);
+    for (std::size_t i = 0; i < sizes.size(); ++i) ex.set_params(i, initial(i));
+    std::mutex mutex;
+    std::size_t begun = 0;
+    {
+      optim::zero_adam opt(ex, optim::adam_params{});
+      opt.set_update_guard([&](std::size_t) {
+        std::lock_guard lock(mutex);
+        ++begun;
+      });
+      float act = 0;
+      ex.forward([&](std::size_t i, const float* w, std::size_t n) {
+        forward_layer(0, 0, i, w, n, act);
+      });
+      ex.backward([&](std::size_t i, const float* w, float* dw, std::size_t n) {
+        backward_layer(0, 0, i, w, dw, n, act, 1.0f);
+      });
+      opt.step({.deferred = deferred});
+    }  // the optimizer goes; a deferred update still refers to it
+    {
+      std::lock_guard lock(mutex);
+      out.updated_at_end = begun;
+    }
+    out.pending_after = ex.step_deferred();
+    ex.sync();
+    for (std::size_t i = 0; i < sizes.size(); ++i) out.w.push_back(ex.params(i));
+  });
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("an optimizer destroyed before its executor ends its deferred step's updates first",
+          "[zero][adam][deferred]") {
+  // ~zero_adam waits for the updates (every layer's has run when it returns) and leaves the
+  // step pending for the executor's sync(), which reports its outcome; the parameters are the
+  // step at once's, bitwise. (Under ASan, an update still running would read a freed optimizer.)
+  const auto at_once = optimizer_gone_first(false);
+  const auto deferred = optimizer_gone_first(true);
+  CHECK(deferred.updated_at_end == sizes.size());
+  CHECK(deferred.pending_after);
+  CHECK_FALSE(at_once.pending_after);
+  REQUIRE(deferred.w.size() == sizes.size());
+  for (std::size_t i = 0; i < sizes.size(); ++i) {
+    CHECK(same_bits(deferred.w[i], at_once.w[i]));
+    CHECK_FALSE(same_bits(deferred.w[i], initial(i)));
+  }
+}
+
 TEST_CASE("zero_adam refuses what does not fit and what does not match", "[zero][adam]") {
   comm::thread_world tw(1, std::chrono::seconds(30));
   std::string budget_message, mismatch, twice;

@@ -135,6 +135,10 @@ public:
 
   zero_adam(const zero_adam&) = delete;
   zero_adam& operator=(const zero_adam&) = delete;
+  /// A step deferred to the executor's next forward updates through this optimizer: its
+  /// updates end here (a failure stays the executor's to report), so an executor that
+  /// outlives its optimizer (one declared before it) never runs an update on a freed one.
+  ~zero_adam() { ex_.wait_deferred(); }
 
   /// Applied steps; the next is t() + 1. A deferred step counts once its last layer is
   /// updated (during the next forward).

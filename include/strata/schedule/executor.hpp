@@ -270,6 +270,16 @@ public:
   void defer_step(U&& u);
   /// True while a step given to defer_step has layers still to update.
   bool step_deferred() const noexcept { return deferred_ != nullptr; }
+  /// Waits until every update of a deferred step has ended, leaving the step pending: its
+  /// outcome (a failure) is still reported by the next forward() or sync(). For an optimizer
+  /// whose update refers to it and that goes away before this executor.
+  void wait_deferred() const noexcept {
+    if (!deferred_) return;
+    for (const auto& e : deferred_->updated) try {
+        e.wait();
+      } catch (...) {  // kept in the event, for finish_deferred to rethrow
+      }
+  }
 
   /// f(i, grads, n) for every layer, in layer order: this rank's slice of layer i's stored
   /// gradient — elements [offset(rank), offset(rank) + valid_in(rank)) of the replica for
