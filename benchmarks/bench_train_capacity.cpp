@@ -51,7 +51,7 @@
 #include "nvme_fio.hpp"
 
 #include <strata/comm/solo.hpp>
-#include <strata/io/engine.hpp>
+#include <strata/io/counting.hpp>  // the step's NVMe traffic, measured
 
 #include <algorithm>
 #include <atomic>
@@ -104,33 +104,6 @@ void parse(int argc, char** argv, options& o) {
     else r.unknown();
   }
 }
-
-/// The context's IO engine, counting the bytes that pass: the step's NVMe traffic, measured.
-class counting_engine : public strata::io::engine {
-public:
-  explicit counting_engine(std::unique_ptr<strata::io::engine> inner) : inner_(std::move(inner)) {}
-  const char* name() const noexcept override { return inner_->name(); }
-  void read(const strata::io::file& f, void* dst, std::size_t bytes,
-            std::uint64_t offset) override {
-    inner_->read(f, dst, bytes, offset);
-    read_ += bytes;
-  }
-  void write(const strata::io::file& f, const void* src, std::size_t bytes,
-             std::uint64_t offset) override {
-    inner_->write(f, src, bytes, offset);
-    written_ += bytes;
-  }
-  bool register_buffers(std::span<const iovec> buffers) override {
-    return inner_->register_buffers(buffers);
-  }
-  void unregister_buffers() noexcept override { inner_->unregister_buffers(); }
-  double read_bytes() const noexcept { return double(read_.load()); }
-  double written_bytes() const noexcept { return double(written_.load()); }
-
-private:
-  std::unique_ptr<strata::io::engine> inner_;
-  std::atomic<std::uint64_t> read_{0}, written_{0};
-};
 
 // fio's sequential O_DIRECT rate (bytes/s) of a `bytes` file in `dir`: write, then read it.
 struct disk_rates {
@@ -216,9 +189,9 @@ int run(const options& o) {
   cc.staging_slot_bytes = o.staging_mib << 20;
   cc.staging_slots = 4;
   cc.nvme_directory = dir;
-  counting_engine* counter = nullptr;
+  strata::io::counting* counter = nullptr;
   cc.wrap_io_engine = [&](std::unique_ptr<strata::io::engine> e) {
-    auto c = std::make_unique<counting_engine>(std::move(e));
+    auto c = std::make_unique<strata::io::counting>(std::move(e));
     counter = c.get();
     return std::unique_ptr<strata::io::engine>(std::move(c));
   };

@@ -1,15 +1,14 @@
 // benchmarks/gpt_gemm_mix.hpp — the GEMMs of one mini-GPT training step, and cblas_sgemm's
 // FLOP/s over that mix: the compute peer of bench_gpt and bench_train_capacity.
 //
-// What lives here: gemm_shape, step_gemms() (every GEMM of a training step with per-block
-// activation checkpointing: the forward twice, then dinp and dweight; and the head's three) and
-// sgemm_mix_flops() (total FLOPs ÷ total time of those shapes through the example's
-// gemm_parallel, best of `rounds`). What does not: the model (examples/gpt/), the ratio lines.
+// What lives here: sgemm_mix_flops() (total FLOPs ÷ total time of a step's GEMM shapes through
+// the example's gemm_parallel, best of `rounds`). What does not: the shapes themselves
+// (examples/gpt/gpt_flops.hpp), the model (examples/gpt/), the ratio lines.
 #pragma once
 
 #include "bench_common.hpp"  // seconds_since
 
-#include "gpt_config.hpp"
+#include "gpt_flops.hpp"  // gemm_shape, step_gemms, mix_flops
 #include "host/kernels.hpp"  // gemm_parallel
 
 #include <algorithm>
@@ -18,38 +17,9 @@
 
 namespace gpt_bench {
 
-// One GEMM shape of the training step: C (M,N) = A (M,K) B (K,N), with A/B transposed as the
-// model calls it, `count` times per step.
-struct gemm_shape {
-  bool ta, tb;
-  int m, n, k;
-  int count;
-};
-
-// Every GEMM of one training step of one block (forward twice: forward + recompute; backward:
-// dinp and dweight) and of the head, N = B*T rows.
-inline std::vector<gemm_shape> step_gemms(const gpt::gpt_config& c, int N) {
-  const int C = c.width, L = c.layers, V = c.vocab;
-  std::vector<gemm_shape> s;
-  for (int oc_in : {0, 1, 2, 3}) {
-    const int oc = oc_in == 0 ? 3 * C : oc_in == 1 ? C : oc_in == 2 ? 4 * C : C;
-    const int in = oc_in == 3 ? 4 * C : C;
-    s.push_back({false, true, N, oc, in, 2 * L});   // forward (+ recompute): inp · W^T
-    s.push_back({false, false, N, in, oc, L});      // dinp = dout · W
-    s.push_back({true, false, oc, in, N, L});       // dW = dout^T · inp
-  }
-  s.push_back({false, true, N, V, C, 1});  // head: logits
-  s.push_back({false, false, N, C, V, 1});
-  s.push_back({true, false, V, C, N, 1});
-  return s;
-}
-
-/// FLOPs of the mix: 2mnk per GEMM, `count` times each.
-inline double mix_flops(const std::vector<gemm_shape>& shapes) {
-  double flops = 0;
-  for (auto& g : shapes) flops += 2.0 * g.m * g.n * g.k * g.count;
-  return flops;
-}
+using gpt::gemm_shape;
+using gpt::mix_flops;
+using gpt::step_gemms;
 
 // sgemm's FLOP/s over the step's GEMM mix: total flops ÷ total time, best of `rounds`.
 inline double sgemm_mix_flops(const std::vector<gemm_shape>& shapes, int rounds = 5) {

@@ -42,6 +42,7 @@
 #include "run_checkpoints.hpp"
 #include "safetensors.hpp"
 #include "stop_request.hpp"
+#include "gpt_plan.hpp"  // train_context_config, the predicted step time
 #include "train_options.hpp"
 #include "trainer.hpp"
 
@@ -49,9 +50,11 @@
 
 #include <strata/comm/mpi.hpp>  // empty without STRATA_HAVE_MPI
 #include <strata/comm/threads.hpp>
+#include <strata/plan/calibration_json.hpp>
 
 #include <cblas.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -92,6 +95,8 @@ Checkpoint: --checkpoint-dir DIR (none)  --save-every N (0: only at the end and 
            step N as SIGTERM would)  --init-from FILE (start from these weights, a
            gpt.safetensors of the same model; ignored when a checkpoint is resumed)
            SIGINT / SIGTERM: finish the step, write a checkpoint, exit 0
+Planner:   --calibration FILE (strata-plan calibrate's): the predicted step time before the
+           first step, and beside it at the end the median of the measured ones
            --help
 )";
 
@@ -142,17 +147,12 @@ int train(Comm& comm, const options& o, const gpt::text_split& data, double peak
   const auto& tc = o.train;
   const gpt::gpt_config& cfg = tc.model;
 
-  strata::context_config cc;
   // The device budget: what the plan needs unless --device-mib says otherwise. A plan that does
-  // not fit is refused by the executor before anything is allocated.
-  cc.device_bytes = o.device_mib > 0 ? static_cast<std::size_t>(o.device_mib * 1024 * 1024)
-                                     : std::size_t{1} << 40;
-  cc.pinned_bytes = static_cast<std::size_t>(o.pinned_mib * 1024 * 1024);
-  cc.staging_slot_bytes = std::size_t{1} << 20;
-  cc.staging_slots = 4;
+  // not fit is refused by the executor before anything is allocated. The NVMe directory:
+  // prepare_nvme_dir made it (main).
+  strata::context_config cc = gpt::train_context_config(
+      o.device_mib, o.pinned_mib, o.policy == "nvme" ? o.nvme_dir : std::string(), rank);
   cc.trace = rank == 0 && o.trace_step >= 0;
-  cc.rank = rank;
-  if (o.policy == "nvme") cc.nvme_directory = o.nvme_dir;  // prepare_nvme_dir made it (main)
   strata::context ctx(cc);
   ctx.trace().set_enabled(false);
 
@@ -175,6 +175,22 @@ int train(Comm& comm, const options& o, const gpt::text_split& data, double peak
   if (o.device_mib > 0)
     say("   the device budget (%.1f MiB) is %.0f%% of the model's training state\n", o.device_mib,
         100.0 * o.device_mib * 1024 * 1024 / state_bytes);
+
+  // The planner's prediction of a step on this machine (strata-plan calibrate's file); the
+  // measured steps are set beside it at the end. Thread ranks share this machine's cores.
+  double predicted_ms = 0;
+  if (!o.calibration.empty()) {
+    const auto c = strata::plan::load_calibration(o.calibration);
+    const auto policy = gpt::parse_policy(o.policy == "nvme" && o.bf16 ? "nvme-bf16" : o.policy);
+    const auto p = strata::plan::predict_step(gpt::layer_costs(cfg, tc.batch, tc.seq, c, ranks),
+                                              gpt::schedule_for(policy, tc, ranks, &ctx), c);
+    predicted_ms = p.seconds * 1e3;
+    say("\n== predicted step (strata-plan, calibration %s): %.0f ms, %s; compute bound %.0f ms, "
+        "IO bound %.0f ms\n",
+        o.calibration.c_str(), predicted_ms, p.bound.c_str(), p.compute_bound_s * 1e3,
+        p.io_bound_s * 1e3);
+  }
+  std::vector<double> measured_ms;  // the steps after the first two (the steady state)
 
   using checkpoints = gpt::run_checkpoints<gpt::trainer<Comm, Bundle>>;
   std::optional<checkpoints> ck;
@@ -237,6 +253,7 @@ int train(Comm& comm, const options& o, const gpt::text_split& data, double peak
     rec.lr = st.lr;
     rec.grad_norm = st.grad_norm;
     rec.ms = sec * 1e3;
+    if (step >= first_step + 2) measured_ms.push_back(rec.ms);
     rec.tokens_per_s = static_cast<double>(tr.tokens_per_step()) / sec;
     if (step == first_step) first_loss = st.loss;
     if ((step + 1) % o.val_every == 0 || step + 1 == tc.steps) {
@@ -287,6 +304,13 @@ int train(Comm& comm, const options& o, const gpt::text_split& data, double peak
                               " M params, policy " + o.policy + ", " + std::to_string(ranks) +
                               " ranks");
     say("\n== done: loss %.3f -> validation %.3f\n", first_loss, last_val);
+    if (predicted_ms > 0 && !measured_ms.empty()) {
+      std::nth_element(measured_ms.begin(), measured_ms.begin() + measured_ms.size() / 2,
+                       measured_ms.end());
+      const double median = measured_ms[measured_ms.size() / 2];
+      say("   step time: predicted %.0f ms, measured %.0f ms (median of %zu steps): %+.1f%%\n",
+          predicted_ms, median, measured_ms.size(), 100.0 * (predicted_ms - median) / median);
+    }
     say("   wrote %s (weights), %s + %s (loss log and curve)%s\n", o.out.c_str(), o.log.c_str(),
         o.svg.c_str(),
         o.trace_step >= 0 && o.trace_step < tc.steps ? (", " + o.trace).c_str() : "");

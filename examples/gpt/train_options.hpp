@@ -64,6 +64,7 @@ struct train_options {
   bool bf16 = false;           // --policy nvme with bf16 working parameters (zero3_infinity_bf16)
   int stop_after = 0;          // > 0: stop after that step as SIGTERM would (tests, the demo)
   std::string init_from;       // a safetensors file of this model's weights to start from
+  std::string calibration;     // strata-plan calibrate's file: print the predicted step time
   bool help = false;  // --help: print the usage, nothing else
 
   // The largest budget --device-mib / --pinned-mib take: 2^30 MiB (1 PiB) is more than any
@@ -121,6 +122,7 @@ inline train_options parse_train_options(const std::vector<std::string>& args) {
     else if (r.is("--svg")) o.svg = r.path();
     else if (r.is("--trace-step")) o.trace_step = count(-1);
     else if (r.is("--trace")) o.trace = r.path();
+    else if (r.is("--calibration")) o.calibration = r.path();
     else if (r.is("--threads")) o.threads = count(0);
     else if (r.is("--checkpoint-dir")) o.checkpoint_dir = r.path();
     else if (r.is("--save-every")) o.save_every = count(0);

@@ -127,7 +127,7 @@ public:
              "validation split of " + data.source),
         scratch_(cfg_, tc.batch),
         ex_(ctx, comm, layer_specs(cfg_), "gpt",
-            [this](executor_type& ex, strata::memory_plan& plan) { plan_beside(ex, plan); }),
+            [this](executor_type& ex, strata::memory_plan& plan) { plan_beside(tc_, ex, plan); }),
         opt_(ex_, adam_for(tc), adam_config(tc)) {
     acts_ = allocate_activations();  // planned and checked with the executor's lines
     for (std::size_t i = 0; i < ex_.size(); ++i) ex_.set_params(i, initial_layer(cfg_, i, tc.seed));
@@ -136,6 +136,14 @@ public:
   /// Everything this rank holds on each tier: the executor's buffers and shards, the
   /// activations, the optimizer's state and buffers.
   const strata::memory_plan& plan() const { return ex_.plan(); }
+  /// The plan that trainer(ctx, comm, tc, data) would check, made without allocating anything:
+  /// the planner's memory prediction. With a strata::comm::planned rank, that of any rank of
+  /// any world size.
+  static strata::memory_plan plan_for(strata::context& ctx, Comm& comm, const train_config& tc) {
+    return executor_type::plan_for(
+        ctx, comm, layer_specs(validated(tc).model), "gpt",
+        [&tc](executor_type& ex, strata::memory_plan& plan) { plan_beside(tc, ex, plan); });
+  }
   executor_type& executor() noexcept { return ex_; }
   using optimizer_type = strata::optim::zero_adam<executor_type>;
   optimizer_type& optimizer() noexcept { return opt_; }
@@ -251,11 +259,11 @@ private:
   static constexpr const char* activations_name = "gpt activations (x[0..L], dx, head)";
 
   // The lines the executor's plan gets before its check: what the trainer allocates after it.
-  void plan_beside(executor_type& ex, strata::memory_plan& plan) const {
+  static void plan_beside(const train_config& tc, executor_type& ex, strata::memory_plan& plan) {
     plan.add(strata::tier_id::device, activations_name,
-             activations_for(tc_).floats * sizeof(float));
-    plan.add(strata::optim::zero_adam<executor_type>::plan_for(ex, adam_config(tc_)));
-    if (tc_.plan_checkpoints)
+             activations_for(tc).floats * sizeof(float));
+    plan.add(strata::optim::zero_adam<executor_type>::plan_for(ex, adam_config(tc)));
+    if (tc.plan_checkpoints)
       plan.add(strata::checkpoint::saver<executor_type>::plan_for(ex));  // snapshot staging
   }
 

@@ -14,6 +14,8 @@
 //   infer/    streamed inference: layer streams (rings, batch blocks), KV caches (floor 7)
 //   checkpoint/ atomic checkpoint directories; manifests and shard files      (floor 8)
 //             (manifests and shard files need nlohmann/json: included where it is found)
+//   plan/     calibration, the queue model of a step, checkpoint cost, cluster sizing (floor 9)
+//             (plan/calibration_json.hpp needs nlohmann/json: include it yourself)
 #pragma once
 
 #include <strata/core/align.hpp>
@@ -36,6 +38,7 @@
 #  include <strata/memory/emulated_device.hpp>
 #endif
 
+#include <strata/io/counting.hpp>
 #include <strata/io/crc32c.hpp>
 #include <strata/io/engine.hpp>
 #include <strata/io/faulty.hpp>
@@ -47,6 +50,7 @@
 
 #include <strata/comm/communicator.hpp>
 #include <strata/comm/communicator_face.hpp>
+#include <strata/comm/planned.hpp>
 #include <strata/comm/solo.hpp>
 #include <strata/comm/threads.hpp>
 #include <strata/comm/mpi.hpp>   // empty unless STRATA_HAVE_MPI (link strata::mpi)
@@ -85,6 +89,12 @@
 
 #include <strata/checkpoint/directory.hpp>
 #include <strata/checkpoint/file_ops.hpp>
+
+#include <strata/plan/calibration.hpp>
+#include <strata/plan/checkpoint_cost.hpp>
+#include <strata/plan/cluster.hpp>
+#include <strata/plan/timeline.hpp>
+#include <strata/plan/train_time.hpp>
 // checkpoint/manifest.hpp and checkpoint/shard_file.hpp need nlohmann/json: include them
 // yourself where it is on the include path (and linked: nlohmann_json::nlohmann_json), so that
 // the umbrella never picks up whichever json header happens to be on the system path.

@@ -22,6 +22,8 @@
 //   infer/    streamed inference: layer streams (rings, batch blocks), KV caches (floor 7)
 //   checkpoint/ atomic checkpoint directories; manifests and shard files      (floor 8)
 //             (manifests and shard files need nlohmann/json: included where it is found)
+//   plan/     calibration, the queue model of a step, checkpoint cost, cluster sizing (floor 9)
+//             (plan/calibration_json.hpp needs nlohmann/json: include it yourself)
 
 // ---- begin <strata/core/align.hpp> ----
 #ifndef STRATA_SINGLE_INCLUDE_STRATA_CORE_ALIGN_HPP
@@ -2455,206 +2457,17 @@ STRATA_NAMESPACE_END
 // ---- end <strata/memory/emulated_device.hpp> ----
 #endif
 
-// ---- begin <strata/io/crc32c.hpp> ----
-#ifndef STRATA_SINGLE_INCLUDE_STRATA_IO_CRC32C_HPP
-#define STRATA_SINGLE_INCLUDE_STRATA_IO_CRC32C_HPP
-// strata/io/crc32c.hpp — CRC-32C (Castagnoli), the checksum on every block strata writes to a file.
+// ---- begin <strata/io/counting.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_IO_COUNTING_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_IO_COUNTING_HPP
+// strata/io/counting.hpp — an engine wrapper that counts the bytes it moves.
 //
-// What lives here: crc32c() with the usual conventions (initial value ~0, final xor ~0, so
-// crc32c("123456789") == 0xE3069283) that chains — crc32c(b, n, crc32c(a, m)) is the CRC of a
-// followed by b — and crc32c_hardware(), which says whether the SSE4.2 instruction does the
-// work. The instruction is chosen at run time, not at compile time: a binary built without
-// -msse4.2 still uses it where the CPU has it, and never executes it where the CPU does not.
-// Everywhere else (other CPUs, other architectures) a slicing-by-8 table does the work.
-// What does not: where checksums are stored and checked (nvme_store.hpp).
+// What lives here: io::counting, which passes every call to the engine it wraps and adds the
+// bytes of each successful read and write to two counters (readable from any thread). Put
+// around the context's engine (context_config::wrap_io_engine), it tells what a step really
+// read from and wrote to the NVMe tier — the numbers the planner's IO model must match and the
+// capacity benchmark's IO bound divides. What does not: failing on purpose (io/faulty.hpp).
 
-
-#include <array>
-#include <cstddef>
-#include <cstdint>
-#include <cstring>
-
-#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
-#  define STRATA_IO_CRC32C_X86 1
-#  include <nmmintrin.h>
-#else
-#  define STRATA_IO_CRC32C_X86 0
-#endif
-
-STRATA_NAMESPACE_BEGIN
-namespace io {
-namespace detail {
-
-// Reflected polynomial of CRC-32C.
-inline constexpr std::uint32_t crc32c_poly = 0x82F63B78u;
-
-// tables[k][b]: the CRC register after feeding byte b followed by k zero bytes, so eight bytes
-// are folded per step (slicing-by-8) instead of one.
-constexpr std::array<std::array<std::uint32_t, 256>, 8> make_crc32c_tables() noexcept {
-  std::array<std::array<std::uint32_t, 256>, 8> t{};
-  for (std::uint32_t b = 0; b < 256; ++b) {
-    std::uint32_t c = b;
-    for (int i = 0; i < 8; ++i) c = (c & 1u) ? (c >> 1) ^ crc32c_poly : c >> 1;
-    t[0][b] = c;
-  }
-  for (std::size_t k = 1; k < 8; ++k)
-    for (std::size_t b = 0; b < 256; ++b) t[k][b] = (t[k - 1][b] >> 8) ^ t[0][t[k - 1][b] & 0xFFu];
-  return t;
-}
-
-inline constexpr auto crc32c_tables = make_crc32c_tables();
-
-// Both paths work on the raw register (already inverted); crc32c() does the inversions.
-inline std::uint32_t crc32c_table_update(std::uint32_t crc, const unsigned char* p,
-                                         std::size_t n) noexcept {
-  const auto& t = crc32c_tables;
-  while (n && (reinterpret_cast<std::uintptr_t>(p) & 7u)) {
-    crc = (crc >> 8) ^ t[0][(crc ^ *p++) & 0xFFu];
-    --n;
-  }
-  for (; n >= 8; n -= 8, p += 8) {
-    std::uint32_t lo, hi;
-    std::memcpy(&lo, p, 4);
-    std::memcpy(&hi, p + 4, 4);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    lo = __builtin_bswap32(lo);
-    hi = __builtin_bswap32(hi);
-#endif
-    lo ^= crc;
-    crc = t[7][lo & 0xFFu] ^ t[6][(lo >> 8) & 0xFFu] ^ t[5][(lo >> 16) & 0xFFu] ^ t[4][lo >> 24] ^
-          t[3][hi & 0xFFu] ^ t[2][(hi >> 8) & 0xFFu] ^ t[1][(hi >> 16) & 0xFFu] ^ t[0][hi >> 24];
-  }
-  while (n--) crc = (crc >> 8) ^ t[0][(crc ^ *p++) & 0xFFu];
-  return crc;
-}
-
-// Shifting a CRC register over n zero bytes is linear over GF(2): a 32x32 bit matrix, kept
-// as four byte-indexed tables. The hardware path uses it to run three independent CRCs over
-// three adjacent stretches at once (the instruction's latency is three times its throughput)
-// and join them: crc(A B) = shift(crc(A), |B|) ^ crc0(B).
-using crc32c_shift_table = std::array<std::array<std::uint32_t, 256>, 4>;
-
-constexpr std::uint32_t gf2_times(const std::array<std::uint32_t, 32>& mat, std::uint32_t vec) noexcept {
-  std::uint32_t sum = 0;
-  for (std::size_t i = 0; vec; vec >>= 1, ++i)
-    if (vec & 1u) sum ^= mat[i];
-  return sum;
-}
-
-constexpr std::array<std::uint32_t, 32> gf2_square(const std::array<std::uint32_t, 32>& mat) noexcept {
-  std::array<std::uint32_t, 32> sq{};
-  for (std::size_t n = 0; n < 32; ++n) sq[n] = gf2_times(mat, mat[n]);
-  return sq;
-}
-
-// The matrix that feeds `bytes` zero bytes (a power of two) into a CRC register.
-constexpr crc32c_shift_table make_crc32c_shift(std::size_t bytes) noexcept {
-  std::array<std::uint32_t, 32> op{};  // one zero bit
-  op[0] = crc32c_poly;
-  for (std::size_t n = 1; n < 32; ++n) op[n] = std::uint32_t{1} << (n - 1);
-  for (std::size_t bits = 1; bits < 8 * bytes; bits *= 2) op = gf2_square(op);
-  crc32c_shift_table t{};
-  for (std::uint32_t n = 0; n < 256; ++n) {
-    t[0][n] = gf2_times(op, n);
-    t[1][n] = gf2_times(op, n << 8);
-    t[2][n] = gf2_times(op, n << 16);
-    t[3][n] = gf2_times(op, n << 24);
-  }
-  return t;
-}
-
-inline constexpr std::size_t crc32c_long = 8192, crc32c_short = 256;
-inline constexpr crc32c_shift_table crc32c_shift_long = make_crc32c_shift(crc32c_long);
-inline constexpr crc32c_shift_table crc32c_shift_short = make_crc32c_shift(crc32c_short);
-
-inline std::uint32_t crc32c_shift(const crc32c_shift_table& t, std::uint32_t crc) noexcept {
-  return t[0][crc & 0xFFu] ^ t[1][(crc >> 8) & 0xFFu] ^ t[2][(crc >> 16) & 0xFFu] ^ t[3][crc >> 24];
-}
-
-#if STRATA_IO_CRC32C_X86
-// Compiled for SSE4.2 whatever the translation unit's flags, and only ever called after the
-// run-time check in crc32c_hardware().
-__attribute__((target("sse4.2"))) inline std::uint64_t
-crc32c_sse42_stripes(std::uint64_t c0, const unsigned char*& p, std::size_t& n, std::size_t stripe,
-                     const crc32c_shift_table& shift) noexcept {
-  while (n >= 3 * stripe) {
-    std::uint64_t c1 = 0, c2 = 0;
-    for (const unsigned char* end = p + stripe; p < end; p += 8) {
-      std::uint64_t w0, w1, w2;
-      std::memcpy(&w0, p, 8);
-      std::memcpy(&w1, p + stripe, 8);
-      std::memcpy(&w2, p + 2 * stripe, 8);
-      c0 = _mm_crc32_u64(c0, w0);
-      c1 = _mm_crc32_u64(c1, w1);
-      c2 = _mm_crc32_u64(c2, w2);
-    }
-    c0 = crc32c_shift(shift, static_cast<std::uint32_t>(c0)) ^ c1;
-    c0 = crc32c_shift(shift, static_cast<std::uint32_t>(c0)) ^ c2;
-    p += 2 * stripe;
-    n -= 3 * stripe;
-  }
-  return c0;
-}
-
-__attribute__((target("sse4.2"))) inline std::uint32_t
-crc32c_sse42_update(std::uint32_t crc, const unsigned char* p, std::size_t n) noexcept {
-  while (n && (reinterpret_cast<std::uintptr_t>(p) & 7u)) {
-    crc = _mm_crc32_u8(crc, *p++);
-    --n;
-  }
-  std::uint64_t c = crc;
-  c = crc32c_sse42_stripes(c, p, n, crc32c_long, crc32c_shift_long);
-  c = crc32c_sse42_stripes(c, p, n, crc32c_short, crc32c_shift_short);
-  for (; n >= 8; n -= 8, p += 8) {
-    std::uint64_t w;
-    std::memcpy(&w, p, 8);
-    c = _mm_crc32_u64(c, w);
-  }
-  crc = static_cast<std::uint32_t>(c);
-  while (n--) crc = _mm_crc32_u8(crc, *p++);
-  return crc;
-}
-#endif
-
-inline bool cpu_has_sse42() noexcept {
-#if STRATA_IO_CRC32C_X86
-  __builtin_cpu_init();  // may run before the library's own constructors did it
-  return __builtin_cpu_supports("sse4.2") != 0;
-#else
-  return false;
-#endif
-}
-
-}  // namespace detail
-
-/// True when crc32c() uses the CPU's CRC32 instruction (SSE4.2), false for the table.
-inline bool crc32c_hardware() noexcept {
-  static const bool hardware = detail::cpu_has_sse42();
-  return hardware;
-}
-
-/// CRC-32C of `bytes` bytes at `data`. `seed` is the CRC of the bytes before them (0 for none),
-/// so a CRC can be computed piece by piece.
-[[nodiscard]] inline std::uint32_t crc32c(const void* data, std::size_t bytes,
-                                         std::uint32_t seed = 0) noexcept {
-  const auto* p = static_cast<const unsigned char*>(data);
-  std::uint32_t crc = ~seed;
-#if STRATA_IO_CRC32C_X86
-  if (crc32c_hardware()) return ~detail::crc32c_sse42_update(crc, p, bytes);
-#endif
-  return ~detail::crc32c_table_update(crc, p, bytes);
-}
-
-/// The table path alone, whatever the CPU: the reference the hardware path is tested against.
-[[nodiscard]] inline std::uint32_t crc32c_portable(const void* data, std::size_t bytes,
-                                                  std::uint32_t seed = 0) noexcept {
-  return ~detail::crc32c_table_update(~seed, static_cast<const unsigned char*>(data), bytes);
-}
-
-}  // namespace io
-STRATA_NAMESPACE_END
-#endif // STRATA_SINGLE_INCLUDE_STRATA_IO_CRC32C_HPP
-// ---- end <strata/io/crc32c.hpp> ----
 // ---- begin <strata/io/engine.hpp> ----
 #ifndef STRATA_SINGLE_INCLUDE_STRATA_IO_ENGINE_HPP
 #define STRATA_SINGLE_INCLUDE_STRATA_IO_ENGINE_HPP
@@ -2959,6 +2772,243 @@ concept io_engine = std::derived_from<E, engine> && !std::is_abstract_v<E>;
 STRATA_NAMESPACE_END
 #endif // STRATA_SINGLE_INCLUDE_STRATA_IO_ENGINE_HPP
 // ---- end <strata/io/engine.hpp> ----
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+
+STRATA_NAMESPACE_BEGIN
+namespace io {
+
+class counting : public engine {
+public:
+  explicit counting(std::unique_ptr<engine> inner) : inner_(std::move(inner)) {}
+  const char* name() const noexcept override { return inner_->name(); }
+  void read(const file& f, void* dst, std::size_t bytes, std::uint64_t offset) override {
+    inner_->read(f, dst, bytes, offset);
+    read_ += bytes;
+  }
+  void write(const file& f, const void* src, std::size_t bytes, std::uint64_t offset) override {
+    inner_->write(f, src, bytes, offset);
+    written_ += bytes;
+  }
+  bool register_buffers(std::span<const iovec> buffers) override {
+    return inner_->register_buffers(buffers);
+  }
+  void unregister_buffers() noexcept override { inner_->unregister_buffers(); }
+
+  std::uint64_t read_bytes() const noexcept { return read_.load(); }
+  std::uint64_t written_bytes() const noexcept { return written_.load(); }
+
+private:
+  std::unique_ptr<engine> inner_;
+  std::atomic<std::uint64_t> read_{0}, written_{0};
+};
+
+}  // namespace io
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_IO_COUNTING_HPP
+// ---- end <strata/io/counting.hpp> ----
+// ---- begin <strata/io/crc32c.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_IO_CRC32C_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_IO_CRC32C_HPP
+// strata/io/crc32c.hpp — CRC-32C (Castagnoli), the checksum on every block strata writes to a file.
+//
+// What lives here: crc32c() with the usual conventions (initial value ~0, final xor ~0, so
+// crc32c("123456789") == 0xE3069283) that chains — crc32c(b, n, crc32c(a, m)) is the CRC of a
+// followed by b — and crc32c_hardware(), which says whether the SSE4.2 instruction does the
+// work. The instruction is chosen at run time, not at compile time: a binary built without
+// -msse4.2 still uses it where the CPU has it, and never executes it where the CPU does not.
+// Everywhere else (other CPUs, other architectures) a slicing-by-8 table does the work.
+// What does not: where checksums are stored and checked (nvme_store.hpp).
+
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+#  define STRATA_IO_CRC32C_X86 1
+#  include <nmmintrin.h>
+#else
+#  define STRATA_IO_CRC32C_X86 0
+#endif
+
+STRATA_NAMESPACE_BEGIN
+namespace io {
+namespace detail {
+
+// Reflected polynomial of CRC-32C.
+inline constexpr std::uint32_t crc32c_poly = 0x82F63B78u;
+
+// tables[k][b]: the CRC register after feeding byte b followed by k zero bytes, so eight bytes
+// are folded per step (slicing-by-8) instead of one.
+constexpr std::array<std::array<std::uint32_t, 256>, 8> make_crc32c_tables() noexcept {
+  std::array<std::array<std::uint32_t, 256>, 8> t{};
+  for (std::uint32_t b = 0; b < 256; ++b) {
+    std::uint32_t c = b;
+    for (int i = 0; i < 8; ++i) c = (c & 1u) ? (c >> 1) ^ crc32c_poly : c >> 1;
+    t[0][b] = c;
+  }
+  for (std::size_t k = 1; k < 8; ++k)
+    for (std::size_t b = 0; b < 256; ++b) t[k][b] = (t[k - 1][b] >> 8) ^ t[0][t[k - 1][b] & 0xFFu];
+  return t;
+}
+
+inline constexpr auto crc32c_tables = make_crc32c_tables();
+
+// Both paths work on the raw register (already inverted); crc32c() does the inversions.
+inline std::uint32_t crc32c_table_update(std::uint32_t crc, const unsigned char* p,
+                                         std::size_t n) noexcept {
+  const auto& t = crc32c_tables;
+  while (n && (reinterpret_cast<std::uintptr_t>(p) & 7u)) {
+    crc = (crc >> 8) ^ t[0][(crc ^ *p++) & 0xFFu];
+    --n;
+  }
+  for (; n >= 8; n -= 8, p += 8) {
+    std::uint32_t lo, hi;
+    std::memcpy(&lo, p, 4);
+    std::memcpy(&hi, p + 4, 4);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    lo = __builtin_bswap32(lo);
+    hi = __builtin_bswap32(hi);
+#endif
+    lo ^= crc;
+    crc = t[7][lo & 0xFFu] ^ t[6][(lo >> 8) & 0xFFu] ^ t[5][(lo >> 16) & 0xFFu] ^ t[4][lo >> 24] ^
+          t[3][hi & 0xFFu] ^ t[2][(hi >> 8) & 0xFFu] ^ t[1][(hi >> 16) & 0xFFu] ^ t[0][hi >> 24];
+  }
+  while (n--) crc = (crc >> 8) ^ t[0][(crc ^ *p++) & 0xFFu];
+  return crc;
+}
+
+// Shifting a CRC register over n zero bytes is linear over GF(2): a 32x32 bit matrix, kept
+// as four byte-indexed tables. The hardware path uses it to run three independent CRCs over
+// three adjacent stretches at once (the instruction's latency is three times its throughput)
+// and join them: crc(A B) = shift(crc(A), |B|) ^ crc0(B).
+using crc32c_shift_table = std::array<std::array<std::uint32_t, 256>, 4>;
+
+constexpr std::uint32_t gf2_times(const std::array<std::uint32_t, 32>& mat, std::uint32_t vec) noexcept {
+  std::uint32_t sum = 0;
+  for (std::size_t i = 0; vec; vec >>= 1, ++i)
+    if (vec & 1u) sum ^= mat[i];
+  return sum;
+}
+
+constexpr std::array<std::uint32_t, 32> gf2_square(const std::array<std::uint32_t, 32>& mat) noexcept {
+  std::array<std::uint32_t, 32> sq{};
+  for (std::size_t n = 0; n < 32; ++n) sq[n] = gf2_times(mat, mat[n]);
+  return sq;
+}
+
+// The matrix that feeds `bytes` zero bytes (a power of two) into a CRC register.
+constexpr crc32c_shift_table make_crc32c_shift(std::size_t bytes) noexcept {
+  std::array<std::uint32_t, 32> op{};  // one zero bit
+  op[0] = crc32c_poly;
+  for (std::size_t n = 1; n < 32; ++n) op[n] = std::uint32_t{1} << (n - 1);
+  for (std::size_t bits = 1; bits < 8 * bytes; bits *= 2) op = gf2_square(op);
+  crc32c_shift_table t{};
+  for (std::uint32_t n = 0; n < 256; ++n) {
+    t[0][n] = gf2_times(op, n);
+    t[1][n] = gf2_times(op, n << 8);
+    t[2][n] = gf2_times(op, n << 16);
+    t[3][n] = gf2_times(op, n << 24);
+  }
+  return t;
+}
+
+inline constexpr std::size_t crc32c_long = 8192, crc32c_short = 256;
+inline constexpr crc32c_shift_table crc32c_shift_long = make_crc32c_shift(crc32c_long);
+inline constexpr crc32c_shift_table crc32c_shift_short = make_crc32c_shift(crc32c_short);
+
+inline std::uint32_t crc32c_shift(const crc32c_shift_table& t, std::uint32_t crc) noexcept {
+  return t[0][crc & 0xFFu] ^ t[1][(crc >> 8) & 0xFFu] ^ t[2][(crc >> 16) & 0xFFu] ^ t[3][crc >> 24];
+}
+
+#if STRATA_IO_CRC32C_X86
+// Compiled for SSE4.2 whatever the translation unit's flags, and only ever called after the
+// run-time check in crc32c_hardware().
+__attribute__((target("sse4.2"))) inline std::uint64_t
+crc32c_sse42_stripes(std::uint64_t c0, const unsigned char*& p, std::size_t& n, std::size_t stripe,
+                     const crc32c_shift_table& shift) noexcept {
+  while (n >= 3 * stripe) {
+    std::uint64_t c1 = 0, c2 = 0;
+    for (const unsigned char* end = p + stripe; p < end; p += 8) {
+      std::uint64_t w0, w1, w2;
+      std::memcpy(&w0, p, 8);
+      std::memcpy(&w1, p + stripe, 8);
+      std::memcpy(&w2, p + 2 * stripe, 8);
+      c0 = _mm_crc32_u64(c0, w0);
+      c1 = _mm_crc32_u64(c1, w1);
+      c2 = _mm_crc32_u64(c2, w2);
+    }
+    c0 = crc32c_shift(shift, static_cast<std::uint32_t>(c0)) ^ c1;
+    c0 = crc32c_shift(shift, static_cast<std::uint32_t>(c0)) ^ c2;
+    p += 2 * stripe;
+    n -= 3 * stripe;
+  }
+  return c0;
+}
+
+__attribute__((target("sse4.2"))) inline std::uint32_t
+crc32c_sse42_update(std::uint32_t crc, const unsigned char* p, std::size_t n) noexcept {
+  while (n && (reinterpret_cast<std::uintptr_t>(p) & 7u)) {
+    crc = _mm_crc32_u8(crc, *p++);
+    --n;
+  }
+  std::uint64_t c = crc;
+  c = crc32c_sse42_stripes(c, p, n, crc32c_long, crc32c_shift_long);
+  c = crc32c_sse42_stripes(c, p, n, crc32c_short, crc32c_shift_short);
+  for (; n >= 8; n -= 8, p += 8) {
+    std::uint64_t w;
+    std::memcpy(&w, p, 8);
+    c = _mm_crc32_u64(c, w);
+  }
+  crc = static_cast<std::uint32_t>(c);
+  while (n--) crc = _mm_crc32_u8(crc, *p++);
+  return crc;
+}
+#endif
+
+inline bool cpu_has_sse42() noexcept {
+#if STRATA_IO_CRC32C_X86
+  __builtin_cpu_init();  // may run before the library's own constructors did it
+  return __builtin_cpu_supports("sse4.2") != 0;
+#else
+  return false;
+#endif
+}
+
+}  // namespace detail
+
+/// True when crc32c() uses the CPU's CRC32 instruction (SSE4.2), false for the table.
+inline bool crc32c_hardware() noexcept {
+  static const bool hardware = detail::cpu_has_sse42();
+  return hardware;
+}
+
+/// CRC-32C of `bytes` bytes at `data`. `seed` is the CRC of the bytes before them (0 for none),
+/// so a CRC can be computed piece by piece.
+[[nodiscard]] inline std::uint32_t crc32c(const void* data, std::size_t bytes,
+                                         std::uint32_t seed = 0) noexcept {
+  const auto* p = static_cast<const unsigned char*>(data);
+  std::uint32_t crc = ~seed;
+#if STRATA_IO_CRC32C_X86
+  if (crc32c_hardware()) return ~detail::crc32c_sse42_update(crc, p, bytes);
+#endif
+  return ~detail::crc32c_table_update(crc, p, bytes);
+}
+
+/// The table path alone, whatever the CPU: the reference the hardware path is tested against.
+[[nodiscard]] inline std::uint32_t crc32c_portable(const void* data, std::size_t bytes,
+                                                  std::uint32_t seed = 0) noexcept {
+  return ~detail::crc32c_table_update(~seed, static_cast<const unsigned char*>(data), bytes);
+}
+
+}  // namespace io
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_IO_CRC32C_HPP
+// ---- end <strata/io/crc32c.hpp> ----
 // ---- begin <strata/io/faulty.hpp> ----
 #ifndef STRATA_SINGLE_INCLUDE_STRATA_IO_FAULTY_HPP
 #define STRATA_SINGLE_INCLUDE_STRATA_IO_FAULTY_HPP
@@ -3980,6 +4030,26 @@ public:
   bool direct() const noexcept { return file_.direct(); }
   /// Alignment of every extent (and of the file offsets of reads and writes).
   std::size_t alignment() const noexcept { return extent_align_; }
+  /// The alignment of this store's transfers: O_DIRECT's (the file's), or 1 for a buffered file.
+  std::size_t transfer_alignment() const noexcept { return io_align(); }
+
+  /// The bytes the engine moves, for a planner that predicts a step's NVMe traffic (plan/):
+  /// read(h, offset, dst, bytes) of a tensor of `size` bytes reads every checksum block it
+  /// touches, up to the tensor's end, in requests aligned to `align`; a whole tensor's write
+  /// (a write_txn covering it, then commit) writes its data and its checksum table, each
+  /// padded to `align`. `align` = transfer_alignment(), `block` = checksum_block(). A test holds
+  /// them to what an io::counting engine sees (examples/gpt/tests/test_gpt_plan.cpp).
+  static constexpr std::size_t read_cost(std::size_t size, std::size_t offset, std::size_t bytes,
+                                         std::size_t align, std::size_t block) noexcept {
+    if (bytes == 0) return 0;
+    const std::size_t end = align_up(offset + bytes, block) < size ? align_up(offset + bytes, block) : size;
+    return align_up(end - offset, align);
+  }
+  static constexpr std::size_t write_cost(std::size_t size, std::size_t align,
+                                          std::size_t block) noexcept {
+    if (size == 0) return 0;
+    return align_up(size, align) + align_up((size + block - 1) / block * sizeof(std::uint32_t), align);
+  }
 
   /// A tensor's home: `bytes` bytes, named `name` in messages. No file space is taken until
   /// the first write; reads before it give zeros. The handle is the only way to destroy() it.
@@ -5111,6 +5181,65 @@ private:
 STRATA_NAMESPACE_END
 #endif // STRATA_SINGLE_INCLUDE_STRATA_COMM_COMMUNICATOR_FACE_HPP
 // ---- end <strata/comm/communicator_face.hpp> ----
+// ---- begin <strata/comm/planned.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_COMM_PLANNED_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_COMM_PLANNED_HPP
+// strata/comm/planned.hpp — a rank of a world that is only planned, not running.
+//
+// What lives here: comm::planned, a communicator that answers rank() and size() for a world
+// of any size and runs no collective (each one throws comm_error). The planner (plan/) builds
+// the memory plan of rank r of W ranks with it — zero_executor::plan_for and the optimizer's
+// and checkpoint's plan_for read only the layouts, which depend on the world's size — on one
+// machine, without starting W ranks.
+// What does not: a world that runs (comm/solo.hpp, comm/threads.hpp, comm/mpi.hpp).
+
+
+#include <chrono>
+#include <string>
+
+STRATA_NAMESPACE_BEGIN
+namespace comm {
+
+class planned {
+public:
+  planned(int rank, int size) : rank_(rank), size_(size) {
+    if (size < 1 || rank < 0 || rank >= size)
+      throw config_error("comm::planned: rank " + std::to_string(rank) + " of a world of " +
+                         std::to_string(size) + " ranks does not exist");
+  }
+  planned(const planned&) = delete;
+  planned& operator=(const planned&) = delete;
+
+  int rank() const noexcept { return rank_; }
+  int size() const noexcept { return size_; }
+  std::chrono::milliseconds timeout() const noexcept { return default_timeout; }
+
+  request all_gather(const void*, void*, std::size_t) { return refuse("all_gather"); }
+  request reduce_scatter(const float*, float*, std::size_t, reduce_op) {
+    return refuse("reduce_scatter");
+  }
+  request all_reduce(const float*, float*, std::size_t, reduce_op) {
+    return refuse("all_reduce");
+  }
+  request broadcast(void*, std::size_t, int) { return refuse("broadcast"); }
+  request barrier() { return refuse("barrier"); }
+  void abort(const std::string&) {}
+
+private:
+  [[noreturn]] request refuse(const char* what) const {
+    throw comm_error(std::string("comm::planned: ") + what + " on rank " +
+                     std::to_string(rank_) + " of a planned world of " + std::to_string(size_) +
+                     ": a planned rank runs no collective (plan with it, run with a real one)");
+  }
+  int rank_, size_;
+};
+
+static_assert(communicator<planned>);
+
+}  // namespace comm
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_COMM_PLANNED_HPP
+// ---- end <strata/comm/planned.hpp> ----
 // ---- begin <strata/comm/solo.hpp> ----
 #ifndef STRATA_SINGLE_INCLUDE_STRATA_COMM_SOLO_HPP
 #define STRATA_SINGLE_INCLUDE_STRATA_COMM_SOLO_HPP
@@ -10862,6 +10991,15 @@ public:
   zero_executor(context& ctx, Comm& comm, std::vector<layer_spec> layers,
                 std::string name = "model", const plan_extension& extend = {});
 
+  /// The plan that zero_executor(ctx, comm, layers, name, extend) would check — the same lines
+  /// and bytes, extension included — made without allocating anything or checking it against
+  /// the budgets: what the planner (plan/) reads. With a comm::planned rank it is the plan of
+  /// any rank of any world size.
+  static memory_plan plan_for(context& ctx, Comm& comm, std::vector<layer_spec> layers,
+                              std::string name = "model", const plan_extension& extend = {}) {
+    return zero_executor(planning, ctx, comm, std::move(layers), std::move(name), extend).plan_;
+  }
+
   ~zero_executor();
   zero_executor(const zero_executor&) = delete;
   zero_executor& operator=(const zero_executor&) = delete;
@@ -10999,6 +11137,13 @@ public:
   }
 
 private:
+  // The layouts and the plan only (plan_for); the public constructor goes on to check and
+  // allocate.
+  struct planning_tag {};
+  static constexpr planning_tag planning{};
+  zero_executor(planning_tag, context& ctx, Comm& comm, std::vector<layer_spec> layers,
+                std::string name, const plan_extension& extend);
+
   std::size_t max_padded() const {
     std::size_t m = 0;
     for (auto& l : layouts_) m = std::max(m, l.padded_numel());
@@ -11179,7 +11324,7 @@ STRATA_NAMESPACE_END
 STRATA_NAMESPACE_BEGIN
 
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
-zero_executor<Comm, Bundle, Prefetch>::zero_executor(context& ctx, Comm& comm,
+zero_executor<Comm, Bundle, Prefetch>::zero_executor(planning_tag, context& ctx, Comm& comm,
                                                      std::vector<layer_spec> layers,
                                                      std::string name, const plan_extension& extend)
     : ctx_(ctx),
@@ -11192,6 +11337,13 @@ zero_executor<Comm, Bundle, Prefetch>::zero_executor(context& ctx, Comm& comm,
   for (auto& l : specs_) layouts_.emplace_back(l.numel, comm_.size());
   make_plan();
   if (extend) extend(*this, plan_);
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+zero_executor<Comm, Bundle, Prefetch>::zero_executor(context& ctx, Comm& comm,
+                                                     std::vector<layer_spec> layers,
+                                                     std::string name, const plan_extension& extend)
+    : zero_executor(planning, ctx, comm, std::move(layers), std::move(name), extend) {
   plan_.check(ctx_, name_);
   for (std::size_t i = 0; i < specs_.size(); ++i) {
     params_.push_back(make_state<param_tensor>(i, ".params"));
@@ -16657,6 +16809,2202 @@ STRATA_NAMESPACE_END
 // ---- end <strata/checkpoint/detail/directory.inl> ----
 #endif // STRATA_SINGLE_INCLUDE_STRATA_CHECKPOINT_DIRECTORY_HPP
 // ---- end <strata/checkpoint/directory.hpp> ----
+
+// ---- begin <strata/plan/calibration.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_PLAN_CALIBRATION_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_PLAN_CALIBRATION_HPP
+// strata/plan/calibration.hpp — what this machine can do, measured once: the numbers the
+// planner's time model divides by.
+//
+// What lives here: calibration (host sgemm FLOP/s per GEMM shape and over the mix, STREAM
+// triad and memcpy bandwidth, NVMe read / write through io::nvme_store, all-gather bandwidth of
+// comm::threads per world size, and on a GPU H2D / D2H bandwidth and bf16 GEMM FLOP/s), with
+// the two lookups a prediction makes (gemm_rate, allgather_rate); calibrate(), which measures
+// all of it, and the measure_* functions it is made of; hardware_fingerprint() and is_stale(),
+// which say whether a calibration on disk still describes this machine.
+// What does not: the file format (plan/calibration_json.hpp, which needs nlohmann/json: this
+// header builds with a bare C++20 compiler), GEMM kernels (strata has no BLAS: GEMMs are the
+// example's business, so the caller passes a gemm_probe), the predictions themselves (the
+// planner's other headers), and MPI / NCCL bandwidth (measured by their launchers, not here).
+//
+//   plan::calibrate_options o;
+//   o.nvme_dir = "/mnt/nvme/strata";
+//   o.progress = [](const std::string& line) { std::printf("calibrate: %s\n", line.c_str()); };
+//   const std::string file = "calibration.json";
+//   plan::calibration c;
+//   if (std::filesystem::exists(file)) c = plan::load_calibration(file);   // calibration_json.hpp
+//   if (c.fingerprint.empty() || plan::is_stale(c, o.nvme_dir)) {
+//     c = plan::calibrate(o, model_gemm_shapes, host_sgemm_probe, gpu_bf16_probe);
+//     plan::save_calibration(c, file);
+//   }
+//
+// How each number is taken: every measurement runs once untimed first, on buffers that were
+// written before (so no page fault or lazy allocation lands in a timed run), then
+// `repetitions` timed runs, summarised by their median. Median, not best: the planner predicts
+// what a long run gets, and on a shared machine the best of N is a lucky spell (an idle
+// neighbour, a turbo burst) that a training run does not keep — the project's benchmarks
+// summarise by the median for the same reason (benchmarks/bench_copy.cpp). Bandwidths are
+// bytes per second and FLOP rates FLOP per second, 2*m*n*k FLOP per GEMM; nothing is in GB.
+
+
+#include <array>
+#include <cstddef>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+STRATA_NAMESPACE_BEGIN
+namespace plan {
+
+/// One measured GEMM shape: C (m, n) = A (m, k) * B (k, n), 2*m*n*k FLOP.
+struct gemm_point {
+  int m = 0, n = 0, k = 0;
+  double flops_per_s = 0;
+};
+
+/// The machine's measured rates. Zero means "not measured" (no NVMe directory, no GPU, no
+/// probe); a lookup of something never measured is a config_error, never a silent zero.
+struct calibration {
+  /// What it was measured on: CPU model ("model name" in /proc/cpuinfo), logical cores, the
+  /// SIMD level strata's host kernels use (scalar / avx2 / avx512), and the GPU's name and
+  /// memory in a CUDA build that found one.
+  std::string machine;
+  std::string measured_at;  // UTC, ISO-8601: "2025-01-31T17:04:05Z"
+  int threads = 0;          // host threads the triad used (the caller's probe decides its own)
+
+  std::vector<gemm_point> gemm;  // host sgemm per shape, in the order the shapes were given
+  double gemm_flops = 0;         // host sgemm over the whole mix: total FLOP / total time
+
+  /// STREAM triad a[i] = b[i] + s * c[i] (doubles) on `threads` threads; the bytes of all three
+  /// arrays are counted, as STREAM does (the write-allocate read of `a` is not).
+  double triad_bytes_s = 0;
+  /// std::memcpy between two host buffers on one thread; source and destination both counted
+  /// (2 x the bytes copied), so it compares with triad_bytes_s as memory traffic.
+  double copy_bytes_s = 0;
+
+  /// Through io::nvme_store, CRC-32C checksums included: what a tensor on the NVMe tier gets.
+  double nvme_read_bytes_s = 0, nvme_write_bytes_s = 0;
+  std::size_t nvme_block = 0;  // the engine's request size (io::engine_config::block_bytes)
+  int nvme_depth = 0;          // and its queue depth
+  std::string nvme_engine;     // "uring" or "posix": the engine make_engine() picked
+  std::string nvme_dir;        // where it was measured ("" when it was not)
+
+  /// World size -> bytes per second each rank ends up with (world x shard bytes, its own shard
+  /// included) over comm::threads, sorted by world size. A tensor of T bytes all-gathered
+  /// across `world` ranks takes about T / allgather_rate(world) seconds.
+  std::vector<std::pair<int, double>> allgather_bytes_s;
+
+  double h2d_bytes_s = 0, d2h_bytes_s = 0;  // pinned <-> device, cudaMemcpyAsync; 0 without a GPU
+  double gpu_gemm_flops = 0;                // bf16 GEMM over the mix (caller's probe); 0 without
+
+  /// What identifies the hardware (hardware_fingerprint(nvme_dir) when it was measured): a
+  /// file whose fingerprint differs from this machine's is stale (is_stale).
+  std::string fingerprint;
+
+  /// FLOP/s of the measured shape nearest to (m, n, k) by |log(m*n*k) - log(m'*n'*k')|, or
+  /// gemm_flops when no shape was measured. config_error for a dimension < 1 or when there is
+  /// nothing to answer with.
+  double gemm_rate(int m, int n, int k) const;
+  /// allgather_bytes_s for `world`, or for the nearest measured world size (a tie goes to the
+  /// larger, the more conservative: bandwidth per rank falls as ranks are added). config_error
+  /// when none was measured or world < 1.
+  double allgather_rate(int world) const;
+};
+
+/// This machine, as calibration::machine says it (CPU model, logical cores, SIMD level, GPU).
+std::string machine_description();
+
+/// What a calibration of this machine with NVMe directory `nvme_dir` would carry as its
+/// fingerprint: machine_description(), the device under `nvme_dir` (mount source, file system
+/// and the drive's model where /sys names it; "none" for an empty or missing directory) and the
+/// total RAM in GiB. Names, not numbers that change on every boot or container start (device
+/// minor numbers, overlay ids), so a restart does not force a new calibration; rounded RAM, so
+/// a kernel that reserves a few MiB more does not either.
+std::string hardware_fingerprint(const std::string& nvme_dir);
+
+/// True when `c` was not measured on this hardware (its fingerprint differs from
+/// hardware_fingerprint(nvme_dir)), or carries no fingerprint at all.
+bool is_stale(const calibration& c, const std::string& nvme_dir);
+
+struct calibrate_options {
+  int threads = 0;  // triad threads; 0: hardware_concurrency
+  /// The three triad arrays together; the copy moves between two arrays of a third of it.
+  std::size_t triad_bytes = std::size_t{256} << 20;
+  std::string nvme_dir;                           // empty: the NVMe rates are not measured
+  std::size_t nvme_bytes = std::size_t{1} << 30;  // one tensor, written and read back
+  io::engine_config nvme_engine;                  // the store's engine (defaults: the context's)
+  std::vector<int> allgather_worlds = {2};        // one comm::threads world of each size
+  std::size_t allgather_bytes = std::size_t{64} << 20;  // the gathered tensor: world shards
+  std::size_t h2d_bytes = std::size_t{64} << 20;        // each way, pinned <-> device (CUDA)
+  /// Timed runs of each measurement, after one untimed; the median is kept (see the top).
+  int repetitions = 5;
+  /// One line per measurement as it finishes, e.g. "triad: 12.3 GB/s on 8 threads". The lines,
+  /// in order: "gemm MxNxK: ..." per shape, "gemm mix: ...", "triad: ...", "copy: ...",
+  /// "nvme: ..." (read and write, or why skipped), "allgather world W: ..." per world,
+  /// "h2d/d2h: ..." (or why 0) and "gpu gemm: ..." (or why 0).
+  std::function<void(const std::string&)> progress;
+};
+
+/// Measures one GEMM shape: called with (m, n, k), returns the measured FLOP/s (> 0; 2*m*n*k
+/// FLOP per product). The library has no BLAS, so the caller brings the kernel and its timing.
+using gemm_probe = std::function<double(int m, int n, int k)>;
+
+/// Measures everything `options` asks for and fills a calibration, fingerprint and time
+/// included. Every shape is passed to `host_gemm` (required) and, when given, to `gpu_gemm`;
+/// a probe answer that is not a positive finite number is a config_error naming the shape.
+/// The options are checked before anything is measured (config_error naming the field).
+/// Runs for roughly repetitions x (the sizes / the bandwidths) plus the probes' time.
+calibration calibrate(const calibrate_options& options,
+                      const std::vector<std::array<int, 3>>& gemm_shapes,
+                      const gemm_probe& host_gemm, const gemm_probe& gpu_gemm = {});
+
+/// STREAM triad bytes/s over three double arrays of bytes / 3 bytes each, on `threads`
+/// threads (a pool of its own; each thread first-touches the part it then works on, so on a
+/// NUMA machine its pages are local). bytes >= 3 x 4 KiB.
+double measure_triad(std::size_t bytes, int threads, int repetitions);
+
+/// memcpy bytes/s between two host buffers of `bytes` bytes each, on the calling thread, both
+/// sides counted (2 x bytes per copy).
+double measure_copy(std::size_t bytes, int repetitions);
+
+/// How measure_nvme's store was set up, for the calibration record and messages.
+struct nvme_measure_info {
+  std::string engine;  // io::engine::name() of the engine the store made
+  std::size_t block = 0;
+  int depth = 0;
+  bool direct = false;  // O_DIRECT; false on a file system without it (the page cache is timed)
+  std::string notice;   // the store's fallbacks (posix instead of io_uring, buffered IO)
+};
+
+/// {read, write} bytes/s of one `bytes`-byte tensor through an io::nvme_store in `dir` with
+/// engine config `engine`: write() = begin_write + write + commit, read() of it all back,
+/// checksums included. The store's arena file is unique (rank, pid and a counter in its
+/// name) and removed before this returns. `dir` must exist (config_error naming it) and have
+/// 2 x bytes free — the store's copy-on-write keeps the old extent until the new one commits
+/// (config_error naming the directory, the bytes needed and the bytes free). The data moves
+/// from and to two host buffers of `bytes` each (so 2 x bytes of RAM as well). Runs the
+/// write once more untimed than the other measurements, so both extents exist before timing.
+std::pair<double, double> measure_nvme(const std::string& dir, std::size_t bytes, int repetitions,
+                                       const io::engine_config& engine = {},
+                                       nvme_measure_info* info = nullptr);
+
+/// Bytes/s each rank ends up with (world x shard) for an all-gather of a `bytes`-byte tensor
+/// over a comm::threads world of `world` ranks: each rank sends bytes / world (rounded down to
+/// whole 64-byte lines, at least one). Each timed run is barrier, all_gather, barrier, timed on
+/// rank 0, so it ends only when every rank holds the whole tensor.
+double measure_allgather(int world, std::size_t bytes, int repetitions);
+
+/// {H2D, D2H} bytes/s of cudaMemcpyAsync between pinned host memory and the device, `bytes`
+/// each way on one stream. {0, 0} in the host build or without a usable GPU; `why` then says
+/// which.
+std::pair<double, double> measure_h2d_d2h(std::size_t bytes, int repetitions,
+                                          std::string* why = nullptr);
+
+}  // namespace plan
+STRATA_NAMESPACE_END
+
+// ---- begin <strata/plan/detail/calibration.inl> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_PLAN_DETAIL_CALIBRATION_INL
+#define STRATA_SINGLE_INCLUDE_STRATA_PLAN_DETAIL_CALIBRATION_INL
+// strata/plan/detail/calibration.inl — bodies of plan/calibration.hpp: where we run (machine,
+// directory's device, RAM), the measurements, and calibrate() as a few named steps.
+
+
+#if STRATA_ENABLE_CUDA
+// ---- begin <strata/core/cuda_check.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_CORE_CUDA_CHECK_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_CORE_CUDA_CHECK_HPP
+// strata/core/cuda_check.hpp — turning CUDA runtime status codes into strata::cuda_error, and
+// the few CUDA runtime habits every floor needs the same way.
+//
+// What lives here: check_cuda; device discovery (cuda_discover, cuda_device_count) and the one
+// rule that says whether a run without a usable GPU is a skip or a failure (gpu_requirement,
+// no_gpu_exit_code — used by every GPU test and benchmark main); cuda_query and
+// cuda_query_done, which read cudaEventQuery / cudaStreamQuery without leaving "not ready"
+// behind as the thread's last error.
+// What does not: streams, events and memory (exec/, memory/).
+// Only included when STRATA_ENABLE_CUDA is 1 (cuda-runtime and cuda-device builds).
+
+
+#include <cuda_runtime_api.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+STRATA_NAMESPACE_BEGIN
+
+/// "cudaErrorInsufficientDriver (CUDA driver version is insufficient for CUDA runtime version)".
+inline std::string cuda_status_text(cudaError_t status) {
+  return std::string(cudaGetErrorName(status)) + " (" + cudaGetErrorString(status) + ")";
+}
+
+/// Throws cuda_error("<what>: <cuda message>") unless `status` is cudaSuccess.
+inline void check_cuda(cudaError_t status, const std::string& what) {
+  if (status != cudaSuccess)
+    throw cuda_error(static_cast<int>(status), what + ": " + cuda_status_text(status));
+}
+
+/// What device discovery found: how many GPUs this process can use, and the error that
+/// discovery stopped at (cudaSuccess when it answered, even with 0).
+struct cuda_discovery {
+  int devices = 0;
+  cudaError_t status = cudaSuccess;
+
+  /// Why no GPU is usable, for a skip message ("cudaGetDeviceCount: cudaErrorNoDevice (...)").
+  std::string why_none() const {
+    if (status != cudaSuccess) return "cudaGetDeviceCount: " + cuda_status_text(status);
+    return devices == 0 ? "cudaGetDeviceCount found 0 devices" : "";
+  }
+};
+
+/// Asks the runtime for its devices. Any error from discovery — including the "insufficient
+/// driver" that a machine with the toolkit but no driver answers — means none; the sticky
+/// status is cleared so later calls are not poisoned by it.
+inline cuda_discovery cuda_discover() noexcept {
+  cuda_discovery d;
+  d.status = cudaGetDeviceCount(&d.devices);
+  if (d.status != cudaSuccess) {
+    cudaGetLastError();
+    d.devices = 0;
+  }
+  return d;
+}
+
+/// How many GPUs this process can use (0 on any discovery error).
+inline int cuda_device_count() noexcept { return cuda_discover().devices; }
+
+/// Why this run must have a usable GPU; empty when it need not. The one place that decides
+/// whether a GPU test or benchmark without a GPU is skipped or failed:
+///  - STRATA_REQUIRE_GPU=1 (scripts/gpu-check sets it): required;
+///  - STRATA_REQUIRE_GPU=0: not required (e.g. CUDA_VISIBLE_DEVICES= on a GPU machine);
+///  - unset: required when `nvidia-smi -L` runs and lists a GPU — a GPU machine where CUDA
+///    cannot reach the GPU (driver mismatch, container without the device) is broken, and a
+///    skip there would hide it.
+inline std::string gpu_requirement() {
+  if (const char* env = std::getenv("STRATA_REQUIRE_GPU"); env && *env) {
+    if (std::string(env) == "0") return "";
+    return std::string("STRATA_REQUIRE_GPU=") + env + " says a GPU is required";
+  }
+  std::FILE* p = ::popen("nvidia-smi -L 2>/dev/null", "r");
+  if (!p) return "";
+  std::string first_gpu;
+  char line[512];
+  while (std::fgets(line, sizeof line, p))
+    if (first_gpu.empty() && std::string(line).rfind("GPU ", 0) == 0) {
+      first_gpu = line;
+      while (!first_gpu.empty() && (first_gpu.back() == '\n' || first_gpu.back() == '\r'))
+        first_gpu.pop_back();
+    }
+  ::pclose(p);
+  if (first_gpu.empty()) return "";
+  return "nvidia-smi -L lists a GPU (" + first_gpu +
+         "), so CUDA should see it (set STRATA_REQUIRE_GPU=0 to allow the skip)";
+}
+
+/// For the main() of a GPU test or benchmark named `who`: -1 when a GPU is usable (run).
+/// Otherwise prints why there is none (the CUDA error name and text) and returns the exit code:
+/// `skip_code` (77 for tests: CTest's SKIP_RETURN_CODE), or 1 when gpu_requirement() says a GPU
+/// is required, with the reason in the message.
+[[nodiscard]] inline int no_gpu_exit_code(const char* who, int skip_code = 77) {
+  const cuda_discovery d = cuda_discover();
+  if (d.devices > 0) return -1;
+  const std::string required = gpu_requirement();
+  if (required.empty()) {
+    std::printf("%s: no GPU: skipped (%s)\n", who, d.why_none().c_str());
+    std::fflush(stdout);
+    return skip_code;
+  }
+  std::printf("%s: no GPU (%s): FAILED, not skipped, because %s\n", who, d.why_none().c_str(),
+              required.c_str());
+  std::fflush(stdout);
+  return 1;
+}
+
+/// Runs a completion query (cudaEventQuery, cudaStreamQuery) and returns its status.
+/// cudaErrorNotReady is an answer, not a failure, but the runtime also keeps it as the thread's
+/// last error, where the next cudaGetLastError() launch check would report it as a bogus launch
+/// failure: it is cleared here — unless another error was already pending before the query,
+/// which belongs to the check of whoever caused it.
+template <class Query>
+[[nodiscard]] cudaError_t cuda_query(Query&& query) {
+  const bool clean_before = cudaPeekAtLastError() == cudaSuccess;
+  const cudaError_t status = query();
+  if (status == cudaErrorNotReady && clean_before) cudaGetLastError();
+  return status;
+}
+
+/// cuda_query as "has the work ended?". Any error but "not ready" means the work will never
+/// complete normally: it counts as ended, and the waiter (cudaEventSynchronize, check_cuda)
+/// reports the error.
+template <class Query>
+[[nodiscard]] bool cuda_query_done(Query&& query) {
+  return cuda_query(static_cast<Query&&>(query)) != cudaErrorNotReady;
+}
+
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_CORE_CUDA_CHECK_HPP
+// ---- end <strata/core/cuda_check.hpp> ----
+#  include <cuda_runtime_api.h>
+#endif
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <climits>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+#include <thread>
+
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+STRATA_NAMESPACE_BEGIN
+namespace plan {
+namespace detail::calib {
+
+// ---- small helpers ---------------------------------------------------------------------------
+
+inline double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+template <class F>
+double seconds(F&& f) {
+  const auto t0 = std::chrono::steady_clock::now();
+  f();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+/// The median of `repetitions` timed calls of `f` after one untimed call (which takes the
+/// first-use costs: page faults, lazy allocations, a cold file).
+template <class F>
+double median_seconds(int repetitions, F&& f) {
+  f();
+  std::vector<double> t;
+  t.reserve(static_cast<std::size_t>(repetitions));
+  for (int i = 0; i < repetitions; ++i) t.push_back(seconds(f));
+  // A timer tick of 0 would make the rate infinite, which no JSON file can hold.
+  return std::max(median(std::move(t)), 1e-9);
+}
+
+/// A byte read through a volatile: the copies before it cannot be dropped as dead stores into
+/// memory that is freed afterwards.
+inline void keep(const void* p) {
+  static volatile unsigned char sink;
+  sink = *static_cast<const volatile unsigned char*>(p);
+  (void)sink;
+}
+
+/// The STREAM kernel; restrict lets the compiler vectorise it without an overlap check.
+inline void triad(double* __restrict a, const double* __restrict b, const double* __restrict c,
+                  double s, std::size_t i0, std::size_t i1) {
+  for (std::size_t i = i0; i < i1; ++i) a[i] = b[i] + s * c[i];
+}
+
+inline void check_repetitions(int repetitions, const char* who) {
+  if (repetitions < 1)
+    throw config_error(std::string(who) + ": repetitions is " + std::to_string(repetitions) +
+                       "; at least 1 timed run is needed");
+}
+
+/// "12.34 GB/s" (10^9 bytes: the unit fio and the benchmarks report).
+inline std::string gbps(double bytes_s) {
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%.2f GB/s", bytes_s / 1e9);
+  return buf;
+}
+
+inline std::string gflops(double flops) {
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%.1f GFLOP/s", flops / 1e9);
+  return buf;
+}
+
+inline std::string shape_text(int m, int n, int k) {
+  return std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(k);
+}
+
+inline std::string trim(std::string s) {
+  const auto blank = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; };
+  while (!s.empty() && blank(s.back())) s.pop_back();
+  std::size_t i = 0;
+  while (i < s.size() && blank(s[i])) ++i;
+  return s.substr(i);
+}
+
+// Incompressible, position-dependent bytes (xorshift): a drive that compresses or deduplicates
+// zeros must not look faster than it is.
+inline void fill_pattern(void* p, std::size_t n, std::uint64_t seed) {
+  auto* out = static_cast<unsigned char*>(p);
+  std::uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+  std::size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    std::memcpy(out + i, &x, 8);
+  }
+  for (; i < n; ++i) out[i] = static_cast<unsigned char>(x >> (8 * (i % 8)));
+}
+
+// ---- where we run ----------------------------------------------------------------------------
+
+inline std::string cpu_model() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("model name", 0) == 0)
+      if (const auto c = line.find(':'); c != std::string::npos) return trim(line.substr(c + 1));
+  return "unknown CPU";
+}
+
+/// The names optim::simd_level uses, from the same CPUID + XCR0 bits (core/cpu_features.hpp).
+/// Where that header compiles no CPUID path (nvcc's host pass, other ISAs) the kernel's flags
+/// in /proc/cpuinfo say it instead, so a .cu and a .cpp translation unit of one program
+/// describe the machine alike (and agree on its fingerprint).
+inline const char* simd_name() {
+#if STRATA_X86_SIMD
+  const cpu_features& f = cpu();
+  return f.has_avx512_path() ? "avx512" : f.has_avx2_path() ? "avx2" : "scalar";
+#else
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line) && line.rfind("flags", 0) != 0) continue;
+  std::istringstream words(line);
+  std::vector<std::string> flags{std::istream_iterator<std::string>(words), {}};
+  const auto has = [&](const char* f) {
+    return std::find(flags.begin(), flags.end(), f) != flags.end();
+  };
+  const bool avx2 = has("avx2") && has("fma") && has("f16c");
+  if (avx2 && has("avx512f") && has("avx512bw") && has("avx512vl")) return "avx512";
+  return avx2 ? "avx2" : "scalar";
+#endif
+}
+
+/// ", GPU <name> (<n> GiB)" for device 0 in a CUDA build that finds one, else "".
+inline std::string gpu_description() {
+#if STRATA_ENABLE_CUDA
+  if (cuda_discover().devices == 0) return "";
+  cudaDeviceProp p{};
+  if (cudaGetDeviceProperties(&p, 0) != cudaSuccess) {
+    cudaGetLastError();
+    return "";
+  }
+  const double gib = static_cast<double>(p.totalGlobalMem) / double(std::size_t{1} << 30);
+  return ", GPU " + std::string(p.name) + " (" + std::to_string(std::lround(gib)) + " GiB)";
+#else
+  return "";
+#endif
+}
+
+inline std::string read_line_of(const std::string& path) {
+  std::ifstream in(path);
+  std::string s;
+  std::getline(in, s);
+  return trim(s);
+}
+
+/// The drive under block device major:minor, as /sys names it (the disk's for a partition);
+/// "" for a device /sys does not know (overlay, tmpfs, device-mapper without a model).
+inline std::string drive_model(unsigned maj, unsigned min) {
+  char link[64];
+  std::snprintf(link, sizeof link, "/sys/dev/block/%u:%u", maj, min);
+  char real[PATH_MAX];
+  if (maj == 0 || !::realpath(link, real)) return "";
+  const std::string dev = real;
+  std::string model = read_line_of(dev + "/device/model");
+  if (model.empty()) model = read_line_of(dev + "/../device/model");  // a partition
+  return model;
+}
+
+/// "<mount source> (<fs type>[, <drive model>])" for the file system holding `dir`, from
+/// /proc/self/mountinfo (the mount with the directory's device number and the longest mount
+/// point that prefixes its real path); "none" for an empty or missing directory.
+inline std::string directory_device(const std::string& dir) {
+  struct stat st {};
+  char real[PATH_MAX];
+  if (dir.empty() || ::stat(dir.c_str(), &st) != 0 || !::realpath(dir.c_str(), real)) return "none";
+  const std::string path = real;
+  const std::string devno =
+      std::to_string(major(st.st_dev)) + ":" + std::to_string(minor(st.st_dev));
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line, best = "unknown device", type;
+  std::size_t best_len = 0;
+  while (std::getline(in, line)) {
+    std::istringstream ls(line);
+    std::string id, parent, mm, root, mount_point, tok, fs_type, source;
+    ls >> id >> parent >> mm >> root >> mount_point;
+    if (mm != devno || path.rfind(mount_point, 0) != 0 || mount_point.size() < best_len) continue;
+    while (ls >> tok && tok != "-") continue;  // the optional fields end at "-"
+    ls >> fs_type >> source;
+    best_len = mount_point.size();
+    best = source;
+    type = fs_type;
+  }
+  std::string model = drive_model(major(st.st_dev), minor(st.st_dev));
+  std::string out = best + " (" + (type.empty() ? "?" : type);
+  if (!model.empty()) out += ", " + model;
+  return out + ")";
+}
+
+/// Total RAM in whole GiB, rounded to the nearest.
+inline long long ram_gib() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+  if (pages <= 0 || page <= 0) return 0;
+  const double bytes = static_cast<double>(pages) * static_cast<double>(page);
+  return std::llround(bytes / double(std::size_t{1} << 30));
+}
+
+inline std::string utc_now() {
+  const std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  ::gmtime_r(&now, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+/// Refuses a scratch directory that is missing, not a directory, or has less than twice
+/// `tensor_bytes` free, naming it (and the bytes) in a config_error; io_error when the system
+/// cannot say.
+inline void check_scratch_dir(const std::string& dir, std::size_t tensor_bytes, const char* who) {
+  const std::size_t need = tensor_bytes > SIZE_MAX / 2 ? SIZE_MAX : 2 * tensor_bytes;
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0) {
+    const int err = errno;
+    if (err == ENOENT)
+      throw config_error(std::string(who) + ": NVMe directory '" + dir + "' does not exist");
+    throw io_error(std::string(who) + ": cannot stat NVMe directory '" + dir +
+                   "': " + io::errno_text(err));
+  }
+  if (!S_ISDIR(st.st_mode))
+    throw config_error(std::string(who) + ": NVMe directory '" + dir + "' is not a directory");
+  struct statvfs sv {};
+  if (::statvfs(dir.c_str(), &sv) != 0)
+    throw io_error(std::string(who) + ": cannot read the free space of '" + dir +
+                   "': " + io::errno_text(errno));
+  const auto avail = static_cast<std::size_t>(sv.f_bavail) * static_cast<std::size_t>(sv.f_frsize);
+  if (avail < need)
+    throw config_error(std::string(who) + ": NVMe directory '" + dir + "' has " +
+                       format_bytes(avail) + " free; the measurement needs " + format_bytes(need) +
+                       " (two copies of the tensor: the store's copy-on-write keeps the old "
+                       "one until the new one commits); lower the size or free space");
+}
+
+// ---- calibrate()'s steps -----------------------------------------------------------------------
+
+/// The one check of calibrate()'s arguments, before anything runs (a bad NVMe directory must
+/// not be found after minutes of GEMMs).
+inline void check_options(const calibrate_options& o, const std::vector<std::array<int, 3>>& shapes,
+                          const gemm_probe& host) {
+  const auto refuse = [](const std::string& field, const std::string& why) {
+    throw config_error("calibrate: calibrate_options::" + field + " " + why);
+  };
+  if (o.repetitions < 1)
+    refuse("repetitions", "is " + std::to_string(o.repetitions) + "; at least 1 timed run");
+  if (o.threads < 0) refuse("threads", "is " + std::to_string(o.threads) + "; 0 (all) or more");
+  if (o.triad_bytes < 3 * 4096)
+    refuse("triad_bytes", "is " + format_bytes(o.triad_bytes) + "; at least 12 KiB (3 pages)");
+  if (o.h2d_bytes == 0) refuse("h2d_bytes", "is 0");
+  int widest = 1;
+  for (int w : o.allgather_worlds) {
+    if (w < 1 || w > 1024) refuse("allgather_worlds", "holds " + std::to_string(w) + "; 1 .. 1024");
+    widest = std::max(widest, w);
+  }
+  if (o.allgather_bytes < std::size_t{64} * static_cast<std::size_t>(widest))
+    refuse("allgather_bytes", "is " + format_bytes(o.allgather_bytes) +
+                                  "; at least 64 bytes per rank of the widest world");
+  if (!host) throw config_error("calibrate: no host GEMM probe given (the library has no BLAS)");
+  if (shapes.empty()) throw config_error("calibrate: no GEMM shapes given; pass the model's");
+  for (const auto& s : shapes)
+    if (s[0] < 1 || s[1] < 1 || s[2] < 1)
+      throw config_error("calibrate: GEMM shape " + shape_text(s[0], s[1], s[2]) +
+                         " has a dimension below 1");
+  if (o.nvme_dir.empty()) return;
+  if (o.nvme_bytes < 4096)
+    refuse("nvme_bytes", "is " + format_bytes(o.nvme_bytes) + "; at least 4 KiB");
+  io::validate(o.nvme_engine, "calibrate_options::nvme_engine");
+  check_scratch_dir(o.nvme_dir, o.nvme_bytes, "calibrate");
+}
+
+struct gemm_mix {
+  std::vector<gemm_point> points;
+  double flops_per_s = 0;  // total FLOP / total time
+};
+
+/// Calls `probe` once per shape; `say` gets a line per shape when `per_shape`.
+template <class Say>
+gemm_mix run_gemm_probe(const gemm_probe& probe, const std::vector<std::array<int, 3>>& shapes,
+                        const char* which, bool per_shape, Say&& say) {
+  gemm_mix mix;
+  double flop = 0, time = 0;
+  for (const auto& s : shapes) {
+    const double rate = probe(s[0], s[1], s[2]);
+    if (!std::isfinite(rate) || rate <= 0)
+      throw config_error(std::string("calibrate: the ") + which + " GEMM probe returned " +
+                         std::to_string(rate) + " for " + shape_text(s[0], s[1], s[2]) +
+                         "; it must return the measured FLOP/s (> 0)");
+    const double f = 2.0 * s[0] * s[1] * static_cast<double>(s[2]);
+    flop += f;
+    time += f / rate;
+    mix.points.push_back({s[0], s[1], s[2], rate});
+    if (per_shape) say("gemm " + shape_text(s[0], s[1], s[2]) + ": " + gflops(rate));
+  }
+  mix.flops_per_s = flop / time;
+  return mix;
+}
+
+template <class Say>
+void calibrate_nvme(calibration& c, const calibrate_options& o, Say&& say) {
+  if (o.nvme_dir.empty()) {
+    say("nvme: skipped (calibrate_options::nvme_dir is empty)");
+    return;
+  }
+  nvme_measure_info info;
+  const auto [r, w] = measure_nvme(o.nvme_dir, o.nvme_bytes, o.repetitions, o.nvme_engine, &info);
+  c.nvme_read_bytes_s = r;
+  c.nvme_write_bytes_s = w;
+  c.nvme_block = info.block;
+  c.nvme_depth = info.depth;
+  c.nvme_engine = info.engine;
+  c.nvme_dir = o.nvme_dir;
+  say("nvme: read " + gbps(r) + ", write " + gbps(w) + " (nvme_store, " + info.engine +
+      " engine, block " + format_bytes(info.block) + ", depth " + std::to_string(info.depth) +
+      ", " + format_bytes(o.nvme_bytes) + " in " + o.nvme_dir +
+      (info.direct ? "" : "; NOT O_DIRECT: the page cache was measured, not the drive") +
+      (info.notice.empty() ? "" : "; " + info.notice) + ")");
+}
+
+template <class Say>
+void calibrate_allgather(calibration& c, const calibrate_options& o, Say&& say) {
+  std::vector<int> worlds = o.allgather_worlds;
+  std::sort(worlds.begin(), worlds.end());
+  worlds.erase(std::unique(worlds.begin(), worlds.end()), worlds.end());
+  for (int w : worlds) {
+    const double rate = measure_allgather(w, o.allgather_bytes, o.repetitions);
+    c.allgather_bytes_s.emplace_back(w, rate);
+    say("allgather world " + std::to_string(w) + ": " + gbps(rate) + " per rank (comm::threads, " +
+        format_bytes(o.allgather_bytes) + " gathered)");
+  }
+}
+
+template <class Say>
+void calibrate_gpu(calibration& c, const calibrate_options& o,
+                   const std::vector<std::array<int, 3>>& shapes, const gemm_probe& gpu,
+                   Say&& say) {
+  std::string why;
+  const auto [h2d, d2h] = measure_h2d_d2h(o.h2d_bytes, o.repetitions, &why);
+  c.h2d_bytes_s = h2d;
+  c.d2h_bytes_s = d2h;
+  if (h2d > 0)
+    say("h2d/d2h: " + gbps(h2d) + " / " + gbps(d2h) + " (pinned, cudaMemcpyAsync, " +
+        format_bytes(o.h2d_bytes) + ")");
+  else
+    say("h2d/d2h: 0 (" + why + ")");
+  if (!gpu) {
+    say("gpu gemm: 0 (no GPU GEMM probe given)");
+    return;
+  }
+  c.gpu_gemm_flops = run_gemm_probe(gpu, shapes, "GPU", false, say).flops_per_s;
+  say("gpu gemm: " + gflops(c.gpu_gemm_flops) + " over " + std::to_string(shapes.size()) +
+      " shapes (bf16, caller's probe)");
+}
+
+}  // namespace detail::calib
+
+// ---- calibration -----------------------------------------------------------------------------
+
+inline double calibration::gemm_rate(int m, int n, int k) const {
+  if (m < 1 || n < 1 || k < 1)
+    throw config_error("calibration::gemm_rate: shape " + detail::calib::shape_text(m, n, k) +
+                       " has a dimension below 1");
+  if (gemm.empty()) {
+    if (gemm_flops > 0) return gemm_flops;
+    throw config_error("calibration::gemm_rate(" + detail::calib::shape_text(m, n, k) +
+                       "): no host GEMM was measured (no shapes, gemm_flops 0); calibrate with "
+                       "the model's GEMM shapes");
+  }
+  const double want = std::log(static_cast<double>(m) * n * k);
+  const gemm_point* best = nullptr;
+  double best_d = 0;
+  for (const gemm_point& p : gemm) {
+    const double d = std::abs(std::log(static_cast<double>(p.m) * p.n * p.k) - want);
+    if (!best || d < best_d) best = &p, best_d = d;
+  }
+  return best->flops_per_s;
+}
+
+inline double calibration::allgather_rate(int world) const {
+  if (world < 1)
+    throw config_error("calibration::allgather_rate: world size " + std::to_string(world) +
+                       "; at least 1");
+  if (allgather_bytes_s.empty())
+    throw config_error("calibration::allgather_rate(" + std::to_string(world) +
+                       "): no all-gather was measured (calibrate_options::allgather_worlds)");
+  const std::pair<int, double>* best = nullptr;
+  for (const auto& p : allgather_bytes_s) {
+    if (p.first == world) return p.second;
+    const int d = std::abs(p.first - world);
+    const int bd = best ? std::abs(best->first - world) : INT_MAX;
+    if (d < bd || (d == bd && p.first > best->first)) best = &p;
+  }
+  return best->second;
+}
+
+// ---- fingerprint -----------------------------------------------------------------------------
+
+inline std::string machine_description() {
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  return detail::calib::cpu_model() + ", " + std::to_string(cores) + " logical cores, " +
+         detail::calib::simd_name() + detail::calib::gpu_description();
+}
+
+inline std::string hardware_fingerprint(const std::string& nvme_dir) {
+  return machine_description() + "; nvme: " + detail::calib::directory_device(nvme_dir) + "; RAM " +
+         std::to_string(detail::calib::ram_gib()) + " GiB";
+}
+
+inline bool is_stale(const calibration& c, const std::string& nvme_dir) {
+  return c.fingerprint.empty() || c.fingerprint != hardware_fingerprint(nvme_dir);
+}
+
+// ---- measurements ----------------------------------------------------------------------------
+
+inline double measure_triad(std::size_t bytes, int threads, int repetitions) {
+  detail::calib::check_repetitions(repetitions, "measure_triad");
+  if (threads < 1)
+    throw config_error("measure_triad: threads is " + std::to_string(threads) + "; at least 1");
+  constexpr std::size_t page = 4096 / sizeof(double);  // chunk boundaries: whole pages
+  const std::size_t n = bytes / 3 / sizeof(double) / page * page;
+  if (n == 0)
+    throw config_error("measure_triad: " + format_bytes(bytes) +
+                       " is too small for three arrays of a page each (12 KiB)");
+  aligned_host_resource host;
+  const std::size_t array_bytes = n * sizeof(double);
+  buffer ba(host, array_bytes, 4096, "triad a"), bb(host, array_bytes, 4096, "triad b"),
+      bc(host, array_bytes, 4096, "triad c");
+  auto* a = static_cast<double*>(ba.data());
+  auto* b = static_cast<double*>(bb.data());
+  auto* c = static_cast<double*>(bc.data());
+  thread_pool pool(static_cast<unsigned>(threads));
+  const parallel_for_options split{static_cast<std::size_t>(threads), page};
+  // The same split first-touches each thread's part (its pages land on its NUMA node) and
+  // then times it.
+  pool.parallel_for(n, page, split, [&](std::size_t i0, std::size_t i1) {
+    for (std::size_t i = i0; i < i1; ++i) a[i] = 0.0, b[i] = 1.0, c[i] = 2.0;
+  });
+  const double t = detail::calib::median_seconds(repetitions, [&] {
+    pool.parallel_for(n, page, split, [&](std::size_t i0, std::size_t i1) {
+      detail::calib::triad(a, b, c, 3.0, i0, i1);
+    });
+  });
+  detail::calib::keep(a + n / 2);
+  return 3.0 * static_cast<double>(n * sizeof(double)) / t;
+}
+
+inline double measure_copy(std::size_t bytes, int repetitions) {
+  detail::calib::check_repetitions(repetitions, "measure_copy");
+  if (bytes == 0) throw config_error("measure_copy: 0 bytes to copy");
+  aligned_host_resource host;
+  buffer src(host, bytes, 4096, "copy source"), dst(host, bytes, 4096, "copy destination");
+  std::memset(src.data(), 0x5a, bytes);  // commit the pages of both sides
+  std::memset(dst.data(), 0, bytes);
+  const double t = detail::calib::median_seconds(repetitions, [&] {
+    std::memcpy(dst.data(), src.data(), bytes);
+    detail::calib::keep(static_cast<const char*>(dst.data()) + bytes - 1);
+  });
+  return 2.0 * static_cast<double>(bytes) / t;
+}
+
+inline std::pair<double, double> measure_nvme(const std::string& dir, std::size_t bytes,
+                                              int repetitions, const io::engine_config& engine,
+                                              nvme_measure_info* info) {
+  detail::calib::check_repetitions(repetitions, "measure_nvme");
+  if (bytes == 0) throw config_error("measure_nvme: 0 bytes to measure in '" + dir + "'");
+  detail::calib::check_scratch_dir(dir, bytes, "measure_nvme");
+  aligned_host_resource host;
+  io::nvme_config nc;
+  nc.directory = dir;
+  nc.engine = engine;
+  // After `host` (its bounce buffers come from there), before the data buffers.
+  io::nvme_store store(nc, host);
+  buffer src(host, bytes, 4096, "nvme source"), dst(host, bytes, 4096, "nvme destination");
+  detail::calib::fill_pattern(src.data(), bytes, 1);
+  std::memset(dst.data(), 0, bytes);
+  const io::nvme_store::handle h = store.create(bytes, "calibration");
+  // The store's copy-on-write alternates between two extents: write both once, untimed, so
+  // every timed write overwrites allocated blocks (like fio's second pass over its file).
+  store.write(h, src.data(), bytes);
+  const double w =
+      detail::calib::median_seconds(repetitions, [&] { store.write(h, src.data(), bytes); });
+  const double r =
+      detail::calib::median_seconds(repetitions, [&] { store.read(h, 0, dst.data(), bytes); });
+  if (std::memcmp(src.data(), dst.data(), bytes) != 0)
+    throw io_error("measure_nvme: the " + format_bytes(bytes) + " read back from '" + store.path() +
+                   "' differ from the bytes written");
+  if (info) {
+    info->engine = store.io().name();
+    info->block = engine.block_bytes;
+    info->depth = static_cast<int>(engine.queue_depth);
+    info->direct = store.direct();
+    info->notice = store.notice();
+  }
+  store.destroy(h);
+  return {static_cast<double>(bytes) / r, static_cast<double>(bytes) / w};
+}
+
+inline double measure_allgather(int world, std::size_t bytes, int repetitions) {
+  detail::calib::check_repetitions(repetitions, "measure_allgather");
+  if (world < 1)
+    throw config_error("measure_allgather: world size " + std::to_string(world) + "; at least 1");
+  const auto ranks = static_cast<std::size_t>(world);
+  const std::size_t shard = std::max<std::size_t>(64, bytes / ranks / 64 * 64);
+  aligned_host_resource host;
+  std::vector<buffer> send, recv;
+  for (std::size_t r = 0; r < ranks; ++r) {
+    send.emplace_back(host, shard, 64, "allgather send");
+    recv.emplace_back(host, shard * ranks, 64, "allgather receive");
+    std::memset(send.back().data(), static_cast<int>(0x10 + r), shard);
+    std::memset(recv.back().data(), 0, shard * ranks);
+  }
+  comm::thread_world w(world, std::chrono::minutes(5));
+  double t = 0;  // written by rank 0 only, read after run() has joined every rank
+  w.run([&](comm::threads& c) {
+    const auto r = static_cast<std::size_t>(c.rank());
+    // Barrier, then the gather and a barrier timed: it ends when every rank holds it all.
+    const auto gather = [&] {
+      c.all_gather(send[r].data(), recv[r].data(), shard).wait();
+      c.barrier().wait();
+    };
+    const auto timed = [&] {
+      c.barrier().wait();
+      if (r == 0) return detail::calib::seconds(gather);
+      gather();
+      return 0.0;
+    };
+    timed();  // untimed: the first collective of a world sets up its slots
+    std::vector<double> times;
+    for (int i = 0; i < repetitions; ++i) times.push_back(timed());
+    if (r == 0) t = std::max(detail::calib::median(std::move(times)), 1e-9);
+  });
+  return static_cast<double>(shard * ranks) / t;
+}
+
+inline std::pair<double, double> measure_h2d_d2h(std::size_t bytes, int repetitions,
+                                                 std::string* why) {
+  detail::calib::check_repetitions(repetitions, "measure_h2d_d2h");
+  if (bytes == 0) throw config_error("measure_h2d_d2h: 0 bytes to copy");
+#if STRATA_ENABLE_CUDA
+  if (const cuda_discovery d = cuda_discover(); d.devices == 0) {
+    if (why) *why = "no GPU: " + d.why_none();
+    return {0.0, 0.0};
+  }
+  pinned_resource pinned;
+  cuda_device_resource device(0);
+  buffer hbuf(pinned, bytes, 4096, "h2d/d2h host"), dbuf(device, bytes, 256, "h2d/d2h device");
+  std::memset(hbuf.data(), 0x5a, bytes);
+  struct stream_guard {
+    cudaStream_t s = nullptr;
+    ~stream_guard() {
+      if (s) cudaStreamDestroy(s);
+    }
+  } st;
+  check_cuda(cudaStreamCreateWithFlags(&st.s, cudaStreamNonBlocking), "cudaStreamCreate");
+  check_cuda(cudaMemsetAsync(dbuf.data(), 0, bytes, st.s), "cudaMemsetAsync");
+  const auto copy = [&](cudaMemcpyKind kind) {
+    void* to = kind == cudaMemcpyHostToDevice ? dbuf.data() : hbuf.data();
+    const void* from = kind == cudaMemcpyHostToDevice ? hbuf.data() : dbuf.data();
+    check_cuda(cudaMemcpyAsync(to, from, bytes, kind, st.s), "cudaMemcpyAsync");
+    check_cuda(cudaStreamSynchronize(st.s), "cudaStreamSynchronize");
+  };
+  const double h2d =
+      detail::calib::median_seconds(repetitions, [&] { copy(cudaMemcpyHostToDevice); });
+  const double d2h =
+      detail::calib::median_seconds(repetitions, [&] { copy(cudaMemcpyDeviceToHost); });
+  if (why) why->clear();
+  return {static_cast<double>(bytes) / h2d, static_cast<double>(bytes) / d2h};
+#else
+  if (why) *why = "host build: STRATA_ENABLE_CUDA is 0, no GPU to measure";
+  return {0.0, 0.0};
+#endif
+}
+
+// ---- calibrate -------------------------------------------------------------------------------
+
+inline calibration calibrate(const calibrate_options& o,
+                             const std::vector<std::array<int, 3>>& shapes,
+                             const gemm_probe& host_gemm, const gemm_probe& gpu_gemm) {
+  detail::calib::check_options(o, shapes, host_gemm);
+  const auto say = [&](const std::string& line) {
+    if (o.progress) o.progress(line);
+  };
+  calibration c;
+  c.machine = machine_description();
+  c.fingerprint = hardware_fingerprint(o.nvme_dir);
+  c.measured_at = detail::calib::utc_now();
+  c.threads = o.threads > 0 ? o.threads
+                            : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+
+  detail::calib::gemm_mix host =
+      detail::calib::run_gemm_probe(host_gemm, shapes, "host", true, say);
+  c.gemm = std::move(host.points);
+  c.gemm_flops = host.flops_per_s;
+  say("gemm mix: " + detail::calib::gflops(c.gemm_flops) + " over " +
+      std::to_string(shapes.size()) + " shapes (total FLOP / total time)");
+
+  c.triad_bytes_s = measure_triad(o.triad_bytes, c.threads, o.repetitions);
+  say("triad: " + detail::calib::gbps(c.triad_bytes_s) + " on " + std::to_string(c.threads) +
+      " threads (" + format_bytes(o.triad_bytes) + " in 3 arrays)");
+  const std::size_t copy_bytes = std::max<std::size_t>(4096, o.triad_bytes / 3 / 4096 * 4096);
+  c.copy_bytes_s = measure_copy(copy_bytes, o.repetitions);
+  say("copy: " + detail::calib::gbps(c.copy_bytes_s) + " (memcpy on one thread, " +
+      format_bytes(copy_bytes) + " each way, both sides counted)");
+
+  detail::calib::calibrate_nvme(c, o, say);
+  detail::calib::calibrate_allgather(c, o, say);
+  detail::calib::calibrate_gpu(c, o, shapes, gpu_gemm, say);
+  return c;
+}
+
+}  // namespace plan
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_PLAN_DETAIL_CALIBRATION_INL
+// ---- end <strata/plan/detail/calibration.inl> ----
+#endif // STRATA_SINGLE_INCLUDE_STRATA_PLAN_CALIBRATION_HPP
+// ---- end <strata/plan/calibration.hpp> ----
+// ---- begin <strata/plan/checkpoint_cost.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_PLAN_CHECKPOINT_COST_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_PLAN_CHECKPOINT_COST_HPP
+// strata/plan/checkpoint_cost.hpp — what a checkpoint costs: its size, its persist time and the
+// stall it puts on training.
+//
+// What lives here: checkpoint_prediction and predict_checkpoint(), from first principles and
+// the calibration. A checkpoint of a ZeRO run holds, per rank, what that rank owns: the fp32
+// parameters it stores and its part of Adam's m and v (12 bytes per element; the bf16 working
+// copies are not saved: they are the masters rounded). checkpoint/saver.hpp takes it in the
+// background: save() only notes where each piece lives; the snapshot then runs during the
+// next forward and backward (a memory home copied into host staging, an NVMe home copied file
+// to file, reading and writing the disk); the persist writes the staged bytes and makes them
+// durable. Training stalls only when the next update reaches a layer whose snapshot is not
+// done — the snapshot's time beyond the forward and backward it runs under.
+// What does not: the files' layout (checkpoint/shard_file.hpp), the step time (train_time.hpp).
+
+// ---- begin <strata/plan/train_time.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_PLAN_TRAIN_TIME_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_PLAN_TRAIN_TIME_HPP
+// strata/plan/train_time.hpp — how long a training step takes: the executor's queues, modelled
+// layer by layer.
+//
+// What lives here: layer_cost (a layer's elements and its compute seconds forward and
+// backward, from the model's own cost function), train_schedule (what the executor does: ZeRO
+// stage, where the state lives, world size, lookahead, working bytes, deferred step, norm
+// watched, accumulation), step_prediction and predict_step(), which lays a few steps of tasks
+// onto a plan::timeline — the walks' fetches (NVMe read, host-to-device copy, all-gather),
+// the compute, each gradient's reduce-scatter, copy home and write, each layer's optimizer
+// update (its NVMe reads and writes of shard, gradient, m and v, or the Adam pass over host
+// memory) — and reads the step time off the steady-state step. The bounds beside it: the IO
+// bound (the step's NVMe bytes ÷ the calibrated rates) and the compute bound (the sum of the
+// layers' compute).
+// What does not: the layers' compute seconds (the model's business: examples/gpt/gpt_plan.hpp
+// turns a GPT shape and a calibration into layer_costs), memory (the executors' plans).
+//
+// The dependencies are the executor's (schedule/executor.hpp): Depth+1 gathered buffers, so
+// layer j is fetched once layer j-Depth-1's compute has ended; two full-gradient buffers, so
+// the backward of a layer waits for the gradient two layers back to have left; a deferred
+// step's update of layer i ends before the next forward brings layer i; an NVMe update holds
+// the disk for its reads and writes (its Adam pass runs beside them, sub-group by sub-group).
+
+// ---- begin <strata/plan/timeline.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_PLAN_TIMELINE_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_PLAN_TIMELINE_HPP
+// strata/plan/timeline.hpp — the planner's model of the queues: tasks on in-order lanes.
+//
+// What lives here: lane (the queues the trace shows: compute, h2d, d2h, io-read, io-write,
+// collectives, optimizer), timeline (tasks with a lane, a duration and the tasks they wait
+// for; run() places each at its earliest start, as the library's in-order queues do) and its
+// answers: each task's start and end, each lane's busy time, the makespan, and the tasks on
+// the critical path. The NVMe device is one more resource that tasks may hold beside their
+// lane: reads and writes share its bandwidth (the store's io-read and io-write queues both
+// reach the same disk), so two IO tasks never overlap on it.
+// What does not: what the tasks are (plan/train_time.hpp and plan/infer_time.hpp build them
+// from a model and a calibration), memory (the executors' own plans).
+//
+// Scheduling: every lane runs its tasks in the order they were added (the library's queues are
+// in order); among the lanes' first unplaced tasks whose waits are placed, the one that can
+// start earliest goes next (ties: the one that was ready first — the disk serves its requests
+// first come, first served — then the one added first). This is a list schedule of a DAG onto
+// serial servers — the same structure as the trace, so a prediction can be laid beside one.
+
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+STRATA_NAMESPACE_BEGIN
+namespace plan {
+
+enum class lane : std::uint8_t { compute, h2d, d2h, io_read, io_write, collectives, optimizer };
+inline constexpr std::size_t lane_count = 7;
+
+constexpr const char* lane_name(lane l) noexcept {
+  constexpr std::array<const char*, lane_count> names{
+      "compute", "h2d", "d2h", "io-read", "io-write", "collectives", "optimizer"};
+  return names[static_cast<std::size_t>(l)];
+}
+
+class timeline {
+public:
+  using task_id = std::size_t;
+
+  /// A task of `seconds` on lane `on`, after every task in `after` has ended; `on_disk`: it
+  /// also holds the NVMe device for its whole duration. Returns its id.
+  task_id add(lane on, double seconds, std::vector<task_id> after, std::string what,
+              bool on_disk = false);
+
+  /// Places every task (see the top). Adding after run() and running again re-places all.
+  void run();
+
+  double start(task_id t) const { return placed(t).start; }
+  double end(task_id t) const { return placed(t).end; }
+  /// Seconds lane l is busy between `from` and `to` (tasks clipped to that window).
+  double busy(lane l, double from = 0, double to = 1e300) const;
+  /// Seconds the NVMe device is busy between `from` and `to`.
+  double disk_busy(double from = 0, double to = 1e300) const;
+  double makespan() const;
+  std::size_t size() const noexcept { return tasks_.size(); }
+  const std::string& what(task_id t) const { return tasks_.at(t).what; }
+  lane lane_of(task_id t) const { return tasks_.at(t).on; }
+  /// The chain of tasks that decided when `last` ended: each one's predecessor is the task
+  /// (a wait, the lane's previous task or the disk's) that ended last before it started.
+  std::vector<task_id> critical_path(task_id last) const;
+
+private:
+  struct task {
+    lane on;
+    double seconds;
+    std::vector<task_id> after;
+    std::string what;
+    bool on_disk;
+    double start = 0, end = 0;
+    bool done = false;
+    task_id lane_prev = npos, disk_prev = npos;
+  };
+  static constexpr task_id npos = ~task_id{0};
+  const task& placed(task_id t) const;
+  std::vector<task> tasks_;
+  bool ran_ = false;
+};
+
+}  // namespace plan
+STRATA_NAMESPACE_END
+
+// ---- begin <strata/plan/detail/timeline.inl> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_PLAN_DETAIL_TIMELINE_INL
+#define STRATA_SINGLE_INCLUDE_STRATA_PLAN_DETAIL_TIMELINE_INL
+// strata/plan/detail/timeline.inl — the bodies of plan::timeline (plan/timeline.hpp).
+
+#include <algorithm>
+#include <limits>
+
+STRATA_NAMESPACE_BEGIN
+namespace plan {
+
+inline timeline::task_id timeline::add(lane on, double seconds, std::vector<task_id> after,
+                                       std::string what, bool on_disk) {
+  if (!(seconds >= 0))
+    throw config_error("plan::timeline: task '" + what + "' lasts " + std::to_string(seconds) +
+                       " s; a duration is >= 0");
+  for (task_id a : after)
+    if (a >= tasks_.size())
+      throw config_error("plan::timeline: task '" + what + "' waits for task " +
+                         std::to_string(a) + ", which does not exist yet (" +
+                         std::to_string(tasks_.size()) + " tasks)");
+  tasks_.push_back({on, seconds, std::move(after), std::move(what), on_disk});
+  ran_ = false;
+  return tasks_.size() - 1;
+}
+
+inline void timeline::run() {
+  // Each lane's tasks in the order added; heads[l] is the next one to place.
+  std::array<std::vector<task_id>, lane_count> order;
+  for (task_id t = 0; t < tasks_.size(); ++t) {
+    tasks_[t].done = false;
+    order[static_cast<std::size_t>(tasks_[t].on)].push_back(t);
+  }
+  std::array<std::size_t, lane_count> heads{};
+  std::array<double, lane_count> lane_free{};
+  std::array<task_id, lane_count> lane_last;
+  lane_last.fill(npos);
+  double disk_free = 0;
+  task_id disk_last = npos;
+  for (std::size_t placed_count = 0; placed_count < tasks_.size(); ++placed_count) {
+    task_id best = npos;
+    double best_start = std::numeric_limits<double>::infinity(), best_ready = best_start;
+    for (std::size_t l = 0; l < lane_count; ++l) {
+      if (heads[l] == order[l].size()) continue;
+      const task_id t = order[l][heads[l]];
+      const task& k = tasks_[t];
+      double r = lane_free[l];  // when it could start but for the disk
+      bool ready = true;
+      for (task_id a : k.after) {
+        if (!tasks_[a].done) {
+          ready = false;
+          break;
+        }
+        r = std::max(r, tasks_[a].end);
+      }
+      if (!ready) continue;
+      const double s = k.on_disk ? std::max(r, disk_free) : r;
+      if (s < best_start || (s == best_start && (r < best_ready || (r == best_ready && t < best))))
+        best = t, best_start = s, best_ready = r;
+    }
+    if (best == npos)
+      throw config_error("plan::timeline: the tasks wait for each other in a cycle (a task "
+                         "waits for one added later on its own lane)");
+    task& k = tasks_[best];
+    const std::size_t l = static_cast<std::size_t>(k.on);
+    k.start = best_start;
+    k.end = best_start + k.seconds;
+    k.done = true;
+    k.lane_prev = lane_last[l];
+    lane_last[l] = best;
+    lane_free[l] = k.end;
+    ++heads[l];
+    if (k.on_disk) {
+      k.disk_prev = disk_last;
+      disk_last = best;
+      disk_free = k.end;
+    }
+  }
+  ran_ = true;
+}
+
+inline const timeline::task& timeline::placed(task_id t) const {
+  if (!ran_) throw config_error("plan::timeline: run() before reading the placed tasks");
+  return tasks_.at(t);
+}
+
+inline double timeline::busy(lane l, double from, double to) const {
+  double sum = 0;
+  for (task_id t = 0; t < tasks_.size(); ++t)
+    if (placed(t).on == l) sum += std::max(0.0, std::min(to, tasks_[t].end) - std::max(from, tasks_[t].start));
+  return sum;
+}
+
+inline double timeline::disk_busy(double from, double to) const {
+  double sum = 0;
+  for (task_id t = 0; t < tasks_.size(); ++t)
+    if (placed(t).on_disk)
+      sum += std::max(0.0, std::min(to, tasks_[t].end) - std::max(from, tasks_[t].start));
+  return sum;
+}
+
+inline double timeline::makespan() const {
+  double m = 0;
+  for (task_id t = 0; t < tasks_.size(); ++t) m = std::max(m, placed(t).end);
+  return m;
+}
+
+inline std::vector<timeline::task_id> timeline::critical_path(task_id last) const {
+  std::vector<task_id> path;
+  for (task_id t = last; t != npos;) {
+    path.push_back(t);
+    const task& k = placed(t);
+    task_id prev = npos;
+    double latest = -1;
+    auto consider = [&](task_id p) {
+      if (p != npos && tasks_[p].end > latest && tasks_[p].end <= k.start) latest = tasks_[p].end, prev = p;
+    };
+    for (task_id a : k.after) consider(a);
+    consider(k.lane_prev);
+    if (k.on_disk) consider(k.disk_prev);
+    t = k.start > 0 ? prev : npos;
+  }
+  std::reverse(path.begin(), path.end());
+  return path;
+}
+
+}  // namespace plan
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_PLAN_DETAIL_TIMELINE_INL
+// ---- end <strata/plan/detail/timeline.inl> ----
+#endif // STRATA_SINGLE_INCLUDE_STRATA_PLAN_TIMELINE_HPP
+// ---- end <strata/plan/timeline.hpp> ----
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+STRATA_NAMESPACE_BEGIN
+namespace plan {
+
+/// One layer of the model as the executor sees it.
+struct layer_cost {
+  std::size_t numel = 0;    // elements (the executor's layer_spec)
+  double forward_s = 0;     // compute of one micro-batch's forward
+  double backward_s = 0;    // compute of its backward (with any recomputation)
+};
+
+/// Where the executor's state lives.
+enum class state_home : std::uint8_t {
+  compute,  // on the compute tier (ZeRO-0/3 resident: nothing is fetched)
+  host,     // host or pinned memory (ZeRO-Offload): fetched by copies
+  nvme      // NVMe files (ZeRO-Infinity): read through the store, then copied
+};
+constexpr const char* state_home_name(state_home h) noexcept {
+  return h == state_home::compute ? "compute tier" : h == state_home::host ? "host" : "nvme";
+}
+
+struct train_schedule {
+  int stage = 3;                    // 0 (replicas, all-reduce) or 3 (shards, all-gather)
+  state_home home = state_home::host;
+  int world = 1;
+  int depth = 2;                    // prefetch::lookahead<Depth>
+  std::size_t working_bytes = 4;    // 2: bf16 working copies are fetched and gathered
+  bool deferred = true;             // the update runs under the next forward
+  bool watched = true;              // the norm is taken as gradients land (no re-read)
+  int accum = 1;                    // micro-batches per step
+  bool gpu = false;                 // a real GPU: copies at the calibrated h2d/d2h rates
+  /// Elements per streamed sub-group of an NVMe home's update (zero_adam_config::sub_group):
+  /// the update's IO reaches the disk in pieces of this, between which a fetch gets its turn.
+  std::size_t sub_group = std::size_t{1} << 20;
+  /// The NVMe store's transfer alignment and checksum block (io::nvme_store's
+  /// transfer_alignment() and checksum_block()): its requests are whole blocks, padded, so a
+  /// step's bytes are predicted exactly (io::nvme_store::read_cost / write_cost).
+  std::size_t nvme_align = 1;
+  std::size_t checksum_block = std::size_t{1} << 20;
+  void validate() const;
+};
+
+struct step_prediction {
+  double seconds = 0;          // one steady-state step
+  double compute_bound_s = 0;  // the layers' compute, summed (what the step cannot beat)
+  double io_bound_s = 0;       // the step's NVMe bytes at the calibrated rates
+  double copy_s = 0;           // host <-> compute-tier copies, summed
+  double collective_s = 0;     // all-gathers and reduce-scatters, summed
+  double update_s = 0;         // the optimizer's work, summed (its IO included)
+  std::size_t nvme_read_bytes = 0, nvme_write_bytes = 0;
+  std::array<double, lane_count> busy{};  // per lane, in the steady-state step
+  /// "compute-bound", "IO-bound at X GB/s", ...: what decided the step.
+  std::string bound;
+  /// The bound this schedule can at best reach: max(compute, IO).
+  double best_s() const noexcept { return std::max(compute_bound_s, io_bound_s); }
+};
+
+/// A steady-state step of `layers` (in forward order) under `s` on the machine `c` measured.
+step_prediction predict_step(const std::vector<layer_cost>& layers, const train_schedule& s,
+                             const calibration& c);
+
+}  // namespace plan
+STRATA_NAMESPACE_END
+
+// ---- begin <strata/plan/detail/train_time.inl> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_PLAN_DETAIL_TRAIN_TIME_INL
+#define STRATA_SINGLE_INCLUDE_STRATA_PLAN_DETAIL_TRAIN_TIME_INL
+// strata/plan/detail/train_time.inl — the body of plan::predict_step (plan/train_time.hpp).
+
+#include <algorithm>
+#include <cstdio>
+
+STRATA_NAMESPACE_BEGIN
+namespace plan {
+
+inline void train_schedule::validate() const {
+  auto bad = [](const std::string& what) { throw config_error("plan::train_schedule: " + what); };
+  if (stage != 0 && stage != 3) bad("stage must be 0 or 3 (the executor's deferred and fused "
+                                     "schedules), got " + std::to_string(stage));
+  if (world < 1) bad("world must be >= 1, got " + std::to_string(world));
+  if (depth < 0) bad("depth must be >= 0, got " + std::to_string(depth));
+  if (working_bytes != 2 && working_bytes != 4)
+    bad("working_bytes must be 4 (fp32) or 2 (bf16), got " + std::to_string(working_bytes));
+  if (working_bytes == 2 && (stage != 3 || home == state_home::compute))
+    bad("bf16 working copies are for stage 3 with a host or nvme home");
+  if (accum < 1) bad("accum must be >= 1, got " + std::to_string(accum));
+}
+
+namespace detail {
+
+// The rates predict_step uses, each checked once: a calibration without one is an error
+// naming it, not a division by zero.
+struct step_rates {
+  double copy_in, copy_out, triad, read, write, gather;
+  step_rates(const train_schedule& s, const calibration& c) {
+    auto need = [](double v, const char* what) {
+      if (!(v > 0))
+        throw config_error(std::string("plan::predict_step: the calibration has no ") + what +
+                           " (measure it: strata-plan calibrate)");
+      return v;
+    };
+    // copy_bytes_s counts both sides of a memcpy: a copy of X bytes moves 2X.
+    copy_in = s.gpu ? need(c.h2d_bytes_s, "h2d_bytes_s") : need(c.copy_bytes_s, "copy_bytes_s") / 2;
+    copy_out = s.gpu ? need(c.d2h_bytes_s, "d2h_bytes_s") : need(c.copy_bytes_s, "copy_bytes_s") / 2;
+    triad = need(c.triad_bytes_s, "triad_bytes_s");
+    read = write = gather = 0;
+    if (s.home == state_home::nvme) {
+      read = need(c.nvme_read_bytes_s, "nvme_read_bytes_s");
+      write = need(c.nvme_write_bytes_s, "nvme_write_bytes_s");
+    }
+    if (s.world > 1) gather = need(c.allgather_rate(s.world), "all-gather rate");
+  }
+};
+
+// Lays the tasks of `steps` steps onto a timeline and remembers where each step ended.
+class step_builder {
+public:
+  using id = timeline::task_id;
+  step_builder(const std::vector<layer_cost>& layers, const train_schedule& s, const calibration& c)
+      : L_(layers), s_(s), r_(s, c), updated_(layers.size(), npos) {}
+
+  void add_step() {
+    for (int a = 0; a < s_.accum; ++a) {
+      walk(false, a);
+      walk(true, a);
+    }
+    if (!s_.watched) read_grads_for_norm();
+    updates();
+    step_end_.push_back(s_.deferred ? last_compute_ : last_update_);
+  }
+  timeline& t() { return t_; }
+  const std::vector<id>& step_ends() const { return step_end_; }
+
+  // Per step: NVMe bytes, and the summed work of each kind.
+  std::size_t read_bytes = 0, write_bytes = 0;
+  double copy_s = 0, collective_s = 0, update_s = 0;
+
+private:
+  static constexpr id npos = ~id{0};
+  std::size_t padded(std::size_t i) const {
+    const std::size_t w = std::size_t(s_.world);
+    return (L_[i].numel + w - 1) / w * w;
+  }
+  std::size_t shard(std::size_t i) const { return padded(i) / std::size_t(s_.world); }
+  std::size_t part(std::size_t i) const { return s_.stage == 3 ? shard(i) : L_[i].numel; }
+  bool first_step() const { return step_end_.empty(); }
+
+  id copy(lane on, double bytes, std::vector<id> after, const std::string& what) {
+    const double sec = bytes / (on == lane::h2d ? r_.copy_in : r_.copy_out);
+    if (first_step()) copy_s += sec;
+    return t_.add(on, sec, std::move(after), what);
+  }
+  // What the store moves to read or write a whole tensor of `bytes` bytes.
+  std::size_t read_cost(std::size_t bytes) const {
+    return io::nvme_store::read_cost(bytes, 0, bytes, s_.nvme_align, s_.checksum_block);
+  }
+  std::size_t write_cost(std::size_t bytes) const {
+    return io::nvme_store::write_cost(bytes, s_.nvme_align, s_.checksum_block);
+  }
+  // A whole tensor of `bytes` bytes read or written through the store.
+  id nvme(bool write, std::size_t bytes, std::vector<id> after, const std::string& what) {
+    const std::size_t moved = write ? write_cost(bytes) : read_cost(bytes);
+    if (first_step()) (write ? write_bytes : read_bytes) += moved;
+    return t_.add(write ? lane::io_write : lane::io_read, double(moved) / (write ? r_.write : r_.read),
+                  std::move(after), what, true);
+  }
+  id collective(double bytes, std::vector<id> after, const std::string& what) {
+    const double sec = s_.world > 1 ? bytes / r_.gather : 0;  // the gathered bytes' rate
+    if (first_step()) collective_s += sec;
+    return t_.add(lane::collectives, sec, std::move(after), what);
+  }
+
+  // Layer i's parameters on the compute tier, after `after`; npos when they are there already.
+  id fetch(std::size_t i, std::vector<id> after) {
+    if (s_.home == state_home::compute && s_.stage == 0) return after.empty() ? npos : join(after);
+    const std::size_t wb = s_.working_bytes;
+    const std::string n = "L" + std::to_string(i);
+    if (s_.home == state_home::nvme) after = {nvme(false, shard(i) * wb, after, "read " + n)};
+    if (s_.home != state_home::compute)
+      after = {copy(lane::h2d, double((s_.stage == 3 ? shard(i) : padded(i)) * wb), after, "h2d " + n)};
+    if (s_.stage == 3) return collective(double(padded(i) * wb), after, "all-gather " + n);
+    return after.front();
+  }
+  id join(const std::vector<id>& after) { return t_.add(lane::h2d, 0, after, "ready"); }
+
+  void walk(bool backward, int micro) {
+    const std::size_t n = L_.size(), d = std::size_t(s_.depth);
+    std::vector<id> fetched(n, npos), computed(n, npos), grad_out(n, npos);
+    const id walk_start = last_compute_;  // the call: after the previous walk's compute
+    for (std::size_t p = 0; p < n; ++p) {
+      const std::size_t i = backward ? n - 1 - p : p;
+      std::vector<id> wait;
+      if (p >= d + 1) wait.push_back(computed[backward ? i + d + 1 : i - d - 1]);
+      else if (walk_start != npos) wait.push_back(walk_start);
+      if (!backward && updated_[i] != npos) wait.push_back(updated_[i]);  // a deferred update
+      fetched[i] = fetch(i, wait);
+      std::vector<id> go{};
+      if (fetched[i] != npos) go.push_back(fetched[i]);
+      if (last_compute_ != npos) go.push_back(last_compute_);
+      if (backward && p >= 2) go.push_back(grad_out[backward ? i + 2 : i - 2]);  // grad buffers
+      const double sec = backward ? L_[i].backward_s : L_[i].forward_s;
+      computed[i] = last_compute_ = t_.add(lane::compute, sec, go,
+                                           (backward ? "backward L" : "forward L") + std::to_string(i));
+      if (backward) grad_out[i] = gradient_home(i, micro > 0);
+    }
+    if (!backward) std::fill(updated_.begin(), updated_.end(), npos);  // consumed
+  }
+
+  // Layer i's gradient: reduced over the ranks, copied home, written (or added) there.
+  id gradient_home(std::size_t i, bool accumulate) {
+    const std::string n = "L" + std::to_string(i);
+    const std::size_t g = (s_.stage == 3 ? shard(i) : padded(i)) * 4;
+    id r = collective((s_.stage == 3 ? 1.0 : 2.0) * padded(i) * 4.0, {last_compute_},
+                      (s_.stage == 3 ? "reduce-scatter " : "all-reduce ") + n);
+    if (s_.home == state_home::compute) return r;
+    r = copy(lane::d2h, double(g), {r}, "d2h grad " + n);
+    if (s_.home == state_home::nvme) {
+      if (accumulate) r = nvme(false, g, {r}, "read grad " + n);
+      return nvme(true, g, {r}, "write grad " + n);
+    }
+    return r;
+  }
+
+  // An NVMe update of a part of e elements: it reads the fp32 shard and the gradient whole,
+  // m and v sub-group by sub-group; it writes the shard, new versions of m and v (and the
+  // bf16 copy) whole.
+  std::pair<std::size_t, std::size_t> update_bytes(std::size_t e) const {
+    if (s_.home != state_home::nvme || e == 0) return {0, 0};
+    const std::size_t f = 4, piece = std::max<std::size_t>(s_.sub_group, 1) * f, whole = e * f;
+    std::size_t in = 2 * read_cost(whole);
+    for (std::size_t at = 0; at < whole; at += piece)
+      in += 2 * io::nvme_store::read_cost(whole, at, std::min(piece, whole - at), s_.nvme_align,
+                                          s_.checksum_block);
+    std::size_t out = 3 * write_cost(whole);
+    if (s_.working_bytes == 2) out += write_cost(e * 2);
+    return {in, out};
+  }
+
+  void read_grads_for_norm() {
+    if (s_.home != state_home::nvme) return;  // a pass over memory: small beside the step
+    for (std::size_t i = 0; i < L_.size(); ++i)
+      last_norm_ = nvme(false, part(i) * 4, {last_compute_}, "norm: read grad L" + std::to_string(i));
+  }
+
+  // Every layer's update in layer order: on the optimizer queue (deferred) or in step().
+  void updates() {
+    const lane on = s_.deferred ? lane::optimizer : lane::compute;
+    id prev = last_norm_ != npos ? last_norm_ : last_compute_;
+    const bool nvme = s_.home == state_home::nvme, narrow = s_.working_bytes == 2;
+    for (std::size_t i = 0; i < L_.size(); ++i) {
+      const std::size_t total = part(i);
+      const auto [in, out] = update_bytes(total);
+      if (nvme && first_step()) read_bytes += in, write_bytes += out;
+      // An NVMe update streams sub-group by sub-group (its IO in proportion); a memory home's
+      // is one pass.
+      const std::size_t piece = nvme ? std::max<std::size_t>(s_.sub_group, 1) : std::max<std::size_t>(total, 1);
+      for (std::size_t done = 0; done < std::max<std::size_t>(total, 1); done += piece) {
+        const double e = double(std::min(piece, total - std::min(done, total)));
+        const double share = total ? e / double(total) : 1.0;
+        const double adam = e * (narrow ? 34.0 : 28.0) / r_.triad;  // p g m v in, p m v out
+        const double io_s = share * (double(in) / r_.read + double(out) / r_.write);
+        const double sec = nvme ? std::max(adam, io_s) : adam;
+        if (first_step()) update_s += sec;
+        prev = t_.add(on, sec, {prev}, "update L" + std::to_string(i), nvme);
+      }
+      if (s_.deferred) updated_[i] = prev;
+    }
+    last_update_ = prev;
+    last_norm_ = npos;
+  }
+
+  const std::vector<layer_cost>& L_;
+  const train_schedule& s_;
+  step_rates r_;
+  timeline t_;
+  std::vector<id> updated_;
+  std::vector<id> step_end_;
+  id last_compute_ = npos, last_update_ = npos, last_norm_ = npos;
+};
+
+}  // namespace detail
+
+inline step_prediction predict_step(const std::vector<layer_cost>& layers,
+                                    const train_schedule& s, const calibration& c) {
+  s.validate();
+  if (layers.empty()) throw config_error("plan::predict_step: no layers");
+  detail::step_builder b(layers, s, c);
+  // Three steps: the first has no deferred update before its forward; the third is steady.
+  for (int k = 0; k < 3; ++k) b.add_step();
+  timeline& t = b.t();
+  t.run();
+  const auto& ends = b.step_ends();
+  const double from = t.end(ends[1]), to = t.end(ends[2]);
+  step_prediction p;
+  p.seconds = to - from;
+  for (const auto& l : layers) p.compute_bound_s += s.accum * (l.forward_s + l.backward_s);
+  p.nvme_read_bytes = b.read_bytes, p.nvme_write_bytes = b.write_bytes;
+  if (s.home == state_home::nvme)
+    p.io_bound_s = double(b.read_bytes) / c.nvme_read_bytes_s +
+                   double(b.write_bytes) / c.nvme_write_bytes_s;
+  p.copy_s = b.copy_s, p.collective_s = b.collective_s, p.update_s = b.update_s;
+  for (std::size_t l = 0; l < lane_count; ++l) p.busy[l] = t.busy(static_cast<lane>(l), from, to);
+  char why[128];
+  if (p.io_bound_s >= p.compute_bound_s && p.io_bound_s >= p.copy_s)
+    std::snprintf(why, sizeof why, "IO-bound at %.2f GB/s read, %.2f GB/s write",
+                  c.nvme_read_bytes_s / 1e9, c.nvme_write_bytes_s / 1e9);
+  else if (p.copy_s > p.compute_bound_s)
+    std::snprintf(why, sizeof why, "copy-bound at %.2f GB/s",
+                  (s.gpu ? c.h2d_bytes_s : c.copy_bytes_s / 2) / 1e9);
+  else
+    std::snprintf(why, sizeof why, "compute-bound");
+  p.bound = why;
+  return p;
+}
+
+}  // namespace plan
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_PLAN_DETAIL_TRAIN_TIME_INL
+// ---- end <strata/plan/detail/train_time.inl> ----
+#endif // STRATA_SINGLE_INCLUDE_STRATA_PLAN_TRAIN_TIME_HPP
+// ---- end <strata/plan/train_time.hpp> ----
+
+#include <algorithm>
+
+STRATA_NAMESPACE_BEGIN
+namespace plan {
+
+struct checkpoint_prediction {
+  double bytes_per_rank = 0;  // what one rank writes (the largest rank's)
+  double bytes_total = 0;     // every rank's
+  double snapshot_s = 0;      // under the next forward and backward
+  double persist_s = 0;       // the staged bytes written and made durable (memory homes)
+  double stall_s = 0;         // what the training thread waits, per checkpoint
+};
+
+/// A checkpoint of `owned_elements` elements per rank (each rank's stored parameters = its
+/// part of the optimizer state: the executor's part_numel summed over layers) on `world`
+/// ranks, whose state lives at `home`; `window_s` is the compute the snapshot runs under (a
+/// step's forward and backward: step_prediction::compute_bound_s).
+inline checkpoint_prediction predict_checkpoint(double owned_elements, int world, state_home home,
+                                                double window_s, const calibration& c) {
+  if (!(owned_elements >= 0) || world < 1)
+    throw config_error("plan::predict_checkpoint: " + std::to_string(owned_elements) +
+                       " elements on " + std::to_string(world) + " ranks");
+  if (!(c.nvme_write_bytes_s > 0) || !(c.copy_bytes_s > 0))
+    throw config_error("plan::predict_checkpoint: the calibration has no nvme_write_bytes_s or "
+                       "copy_bytes_s (a checkpoint is written to the NVMe tier's disk)");
+  checkpoint_prediction p;
+  p.bytes_per_rank = 12.0 * owned_elements;
+  p.bytes_total = p.bytes_per_rank * world;
+  if (home == state_home::nvme) {
+    if (!(c.nvme_read_bytes_s > 0))
+      throw config_error("plan::predict_checkpoint: the calibration has no nvme_read_bytes_s");
+    // File to file: every byte read and written on the disk, no staging to persist.
+    p.snapshot_s = p.bytes_per_rank / c.nvme_read_bytes_s + p.bytes_per_rank / c.nvme_write_bytes_s;
+    p.persist_s = 0;
+  } else {
+    p.snapshot_s = p.bytes_per_rank / (c.copy_bytes_s / 2);  // copy_bytes_s counts both sides
+    p.persist_s = p.bytes_per_rank / c.nvme_write_bytes_s;
+  }
+  p.stall_s = std::max(0.0, p.snapshot_s - window_s);
+  return p;
+}
+
+}  // namespace plan
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_PLAN_CHECKPOINT_COST_HPP
+// ---- end <strata/plan/checkpoint_cost.hpp> ----
+// ---- begin <strata/plan/cluster.hpp> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_PLAN_CLUSTER_HPP
+#define STRATA_SINGLE_INCLUDE_STRATA_PLAN_CLUSTER_HPP
+// strata/plan/cluster.hpp — cluster sizing on paper: for a transformer, a token count and a
+// described cluster, which DP × PP × TP layouts and ZeRO stages / offloads fit, and how long
+// each would train.
+//
+// What lives here: transformer_shape (a GPT-2-style decoder and its parameter count), the
+// Megatron-LM FLOPs per iteration (with and without activation recomputation), model-state bytes
+// per GPU for ZeRO stages 0-3 with no offload, ZeRO-Offload (cpu) or ZeRO-Infinity (nvme),
+// activation bytes per GPU (Korthikanti et al.), cluster_spec / training_target, size_cluster()
+// that enumerates and ranks the layouts, checkpoint_bytes(), training_days() and a text table.
+// What does not: anything measured. This is closed-form arithmetic from the papers cited below,
+// made for choosing a cluster before one is booked; the executor's own memory plan
+// (schedule/memory_plan.hpp) and a calibration on the machine are what a run is held to. No
+// JSON either: every struct has plain fields, and the tool that prints JSON serialises them.
+//
+// Units: bytes and bytes/s are decimal doubles (1 GB = 1e9 B); tables and messages print GiB.
+//
+//   plan::training_target t{.model = {.layers = 96, .hidden = 12288, .heads = 96, .seq = 2048,
+//                                     .vocab = 50257},
+//                           .tokens = 300e9, .global_batch = 1536};
+//   plan::cluster_spec c{.nodes = 128, .gpus_per_node = 8, .hbm_bytes = 80e9, ...};
+//   auto choices = plan::size_cluster(t, c);   // fitting ones first, fastest first
+//   std::cout << plan::to_string(choices, 10);
+//
+// What the model leaves out, on purpose (each is small next to what it keeps, or depends on
+// the framework rather than on the shapes): the logits' and loss's activations, temporary
+// buffers and fragmentation, the CUDA context, communication buckets, pipeline point-to-point
+// traffic, and the CPU optimizer's own time under ZeRO-Offload.
+
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+STRATA_NAMESPACE_BEGIN
+namespace plan {
+
+/// A GPT-2-style decoder: `layers` blocks of attention (`heads` heads) and a 4h MLP, learned
+/// position embeddings for `seq` tokens, a token embedding of `vocab` rows tied to the output.
+struct transformer_shape {
+  int layers = 0;  // l
+  int hidden = 0;  // h
+  int heads = 0;   // a; divides h
+  int seq = 0;     // s, tokens per sequence
+  int vocab = 0;   // V
+
+  /// 12·l·h² + 13·l·h + (V + s)·h + 2h: per block 12h² weights and 13h biases and layernorm
+  /// gains, the token and position embeddings, and the final layernorm.
+  double params() const;
+  /// config_error naming the first bad field (non-positive, or heads not dividing hidden).
+  void validate() const;
+};
+
+/// Training FLOPs of one iteration of `global_batch` sequences (Narayanan et al., SC'21,
+/// "Efficient Large-Scale Language Model Training on GPU Clusters Using Megatron-LM", eq. 3):
+///   recompute: 96·B·s·l·h²·(1 + s/(6h) + V/(16·l·h))
+///   otherwise: 72·B·s·l·h²·(1 + s/(6h) + V/(12·l·h))
+double flops_per_iteration(const transformer_shape& m, double global_batch, bool recompute);
+
+/// Where the state that ZeRO partitions lives besides HBM.
+enum class offload_kind {
+  none,  // everything on the GPUs
+  cpu,   // ZeRO-Offload: optimizer state and fp32 master weights in host RAM
+  nvme,  // ZeRO-Infinity (stage 3 only): parameters, gradients and optimizer state on NVMe
+};
+/// "none", "cpu", "nvme".
+const char* to_string(offload_kind o);
+
+/// How the cluster's GPUs are split: dp · pp · tp of them.
+struct parallel_layout {
+  int dp = 1;  // data-parallel replicas, N_d (ZeRO partitions across these)
+  int pp = 1;  // pipeline stages
+  int tp = 1;  // tensor-parallel slices, inside one node
+};
+
+/// Model-state bytes (mixed-precision Adam: 2Ψ fp16 params + 2Ψ fp16 grads + 12Ψ fp32 master,
+/// m, v; Rajbhandari et al., SC'20, "ZeRO") of one GPU, and where the offloaded part lands.
+struct model_state_bytes {
+  double hbm = 0;            // on one GPU
+  double host_per_node = 0;  // host RAM of one node (all its GPUs' shares)
+  double nvme_per_node = 0;  // NVMe of one node (all its GPUs' shares)
+};
+
+/// Layers' worth of fp16 parameters and gradients that a stage-3 GPU holds gathered while it
+/// computes: the layer in use and the one being prefetched / reduce-scattered.
+inline constexpr int zero3_working_layers = 2;
+
+/// Model-state bytes per GPU for ZeRO `stage` (0-3) and `offload`, with Ψ' = Ψ/(pp·tp):
+///   stage 0: 16Ψ'   1: 4Ψ' + 12Ψ'/N_d   2: 2Ψ' + 14Ψ'/N_d   3: 16Ψ'/N_d + working set
+/// cpu moves the 12 optimizer bytes (12Ψ'/N_d, or 12Ψ' at stage 0) to host RAM; nvme (stage 3
+/// only) moves all 16Ψ'/N_d to NVMe and leaves the working set on the GPU. The working set is
+/// zero3_working_layers × 4 bytes × Ψ'/(l/pp). config_error on a bad stage, layout, or nvme
+/// below stage 3.
+model_state_bytes model_state_per_gpu(const transformer_shape& m, const parallel_layout& p,
+                                      int stage, offload_kind offload, int gpus_per_node);
+
+/// Activation bytes per GPU, micro-batch `micro_batch` sequences (Korthikanti et al. 2022,
+/// "Reducing Activation Recomputation in Large Transformer Models"): one layer stores
+/// s·b·h·(34 + 5·a·s/h) bytes, over tp (sequence parallelism, as the paper assumes when it
+/// divides by t). With full recomputation a layer keeps only its input, 2·s·b·h/tp, and one
+/// layer at a time holds its full set again during backward. The first pipeline stage of 1F1B
+/// holds min(pp, micro_batches) micro-batches in flight, which is what it is sized for.
+double activation_bytes_per_gpu(const transformer_shape& m, const parallel_layout& p,
+                                int micro_batch, int micro_batches, bool recompute);
+
+/// 14 bytes per parameter by default: fp32 master + Adam m + v + fp16 parameters, what a
+/// checkpoint that can resume training holds.
+double checkpoint_bytes(double params, double bytes_per_param = 14);
+
+/// A cluster of identical nodes. Bandwidths are what one GPU gets, unless named per node.
+struct cluster_spec {
+  int nodes = 0;
+  int gpus_per_node = 0;
+  double hbm_bytes = 0;           // per GPU
+  double host_ram_bytes = 0;      // per node
+  double nvme_bytes = 0;          // per node (0: none)
+  double nvme_bytes_s = 0;        // per node, shared by its GPUs
+  double intra_node_bytes_s = 0;  // per GPU, to the GPUs of its node (NVLink / NVSwitch)
+  double inter_node_bytes_s = 0;  // per GPU, to other nodes (its share of the node's NICs)
+  double gpu_flops = 0;           // peak dense half-precision FLOP/s of one GPU
+  double efficiency = 0.4;        // model FLOPs utilisation a well-tuned run reaches
+  double host_link_bytes_s = 25e9;  // per GPU, host <-> GPU (PCIe 4.0 x16 in practice)
+
+  /// config_error naming the first bad field.
+  void validate() const;
+};
+
+/// What to train: a model for `tokens` tokens in steps of `global_batch` sequences.
+struct training_target {
+  transformer_shape model;
+  double tokens = 0;
+  double global_batch = 0;  // sequences per iteration, B
+  int micro_batch = 1;      // sequences per micro-batch, b
+  bool recompute = true;    // full activation recomputation
+
+  /// config_error naming the first bad field (the model's included).
+  void validate() const;
+};
+
+/// One layout and ZeRO configuration, what it needs and how long it takes.
+struct cluster_choice {
+  int dp = 1, pp = 1, tp = 1;
+  int stage = 0;
+  offload_kind offload = offload_kind::none;
+  int micro_batches = 0;  // m = B / (dp · b) per pipeline, per iteration
+
+  double hbm_bytes = 0;            // per GPU: model states + activations
+  double host_bytes_per_node = 0;  // offloaded state (cpu)
+  double nvme_bytes_per_node = 0;  // offloaded state (nvme)
+  double activation_bytes = 0;     // per GPU, part of hbm_bytes
+  double memory_ratio = 0;         // largest need / have over HBM, host RAM, NVMe (<= 1 fits)
+  bool fits = false;
+  std::string why;  // empty when it fits: "HBM over by 3.2 GiB (43.2 GiB of 40.0 GiB)"
+
+  double flops_per_iteration = 0;
+  double compute_s = 0;     // F / (N · gpu_flops · efficiency)
+  double bubble_s = 0;      // compute_s · (pp − 1) / m
+  double comm_s = 0;        // DP gradient (and stage-3 parameter) traffic + TP all-reduces
+  double offload_io_s = 0;  // host link or NVMe traffic, overlapped with compute
+  double iteration_s = 0;   // max(compute + bubble, offload IO) + comm
+  double days = 0;          // tokens / (B · s) iterations
+};
+
+/// One configuration on one cluster; size_cluster() calls it for every candidate. A layout
+/// that cannot be built is a config_error: dp · pp · tp not the cluster's GPU count, pp not
+/// dividing layers, tp not dividing heads or gpus_per_node. One that merely does not fit
+/// (memory, or a global batch that dp · b does not divide) comes back with fits = false.
+cluster_choice evaluate_choice(const training_target& t, const cluster_spec& c,
+                               const parallel_layout& p, int stage, offload_kind offload);
+
+/// Every TP in {1, 2, 4, ...} dividing gpus_per_node and heads, PP dividing layers, DP = the
+/// rest of the GPUs, stages 0-3, offload none / cpu (and nvme at stage 3). Fitting choices first
+/// by days, then the others by memory_ratio (closest to fitting first).
+std::vector<cluster_choice> size_cluster(const training_target& t, const cluster_spec& c);
+
+/// Compute-only days: the iterations' FLOPs at `achieved_flops_per_gpu` on `gpus` GPUs, no
+/// bubble, no communication — the figure Narayanan et al.'s 8·T·P / (n·X) estimates.
+double training_days(const training_target& t, double achieved_flops_per_gpu, int gpus);
+
+/// A table of the first `max_rows` choices, one per line, with a header and a count of the rest.
+std::string to_string(const std::vector<cluster_choice>& choices, std::size_t max_rows);
+
+}  // namespace plan
+STRATA_NAMESPACE_END
+
+// ---- begin <strata/plan/detail/cluster.inl> ----
+#ifndef STRATA_SINGLE_INCLUDE_STRATA_PLAN_DETAIL_CLUSTER_INL
+#define STRATA_SINGLE_INCLUDE_STRATA_PLAN_DETAIL_CLUSTER_INL
+// strata/plan/detail/cluster.inl — bodies of plan/cluster.hpp: validation with field-naming
+// messages, the memory and time formulas, the enumeration and the table.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+
+STRATA_NAMESPACE_BEGIN
+namespace plan {
+namespace detail {
+
+[[noreturn]] inline void bad_field(const std::string& field, const std::string& why) {
+  throw config_error("plan: " + field + " " + why);
+}
+
+inline std::string number_text(double v) {
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
+inline void require_positive(const char* field, int v) {
+  if (v < 1) bad_field(field, "must be >= 1 (got " + std::to_string(v) + ")");
+}
+
+// `!(v > 0)` rather than `v <= 0`: a NaN is as bad as a zero and must not slip through.
+inline void require_positive(const char* field, double v) {
+  if (!(v > 0) || !std::isfinite(v)) bad_field(field, "must be > 0 (got " + number_text(v) + ")");
+}
+
+inline void require_non_negative(const char* field, double v) {
+  if (!(v >= 0) || !std::isfinite(v))
+    bad_field(field, "must be >= 0 (got " + number_text(v) + ")");
+}
+
+// Both numbers of a message in one unit, so "41.9 GiB of 40.0 GiB" reads at a glance; TiB once
+// the larger passes 1024 GiB (host RAM and NVMe for 1T-parameter models).
+inline std::string over_text(const char* what, double need, double have) {
+  constexpr double gib = 1024.0 * 1024.0 * 1024.0;
+  const bool tib = std::max(need, have) >= 1024.0 * gib;
+  const double unit = tib ? 1024.0 * gib : gib;
+  const char* name = tib ? "TiB" : "GiB";
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "%s over by %.1f %s (%.1f %s of %.1f %s)", what,
+                (need - have) / unit, name, need / unit, name, have / unit, name);
+  return buf;
+}
+
+// need / have, with nothing needed from nothing counting as fitting.
+inline double ratio(double need, double have) {
+  if (need <= 0) return 0;
+  return have > 0 ? need / have : std::numeric_limits<double>::infinity();
+}
+
+// Time to move `bytes` at `bytes_s`; nothing to move takes no time even on a missing link.
+inline double transfer_s(double bytes, double bytes_s) {
+  if (bytes <= 0) return 0;
+  return bytes_s > 0 ? bytes / bytes_s : std::numeric_limits<double>::infinity();
+}
+
+inline void check_stage(int stage, offload_kind offload) {
+  if (stage < 0 || stage > 3)
+    bad_field("stage", "must be 0, 1, 2 or 3 (got " + std::to_string(stage) + ")");
+  if (offload == offload_kind::nvme && stage != 3)
+    bad_field("offload", "nvme needs stage 3 (got stage " + std::to_string(stage) +
+                             "): ZeRO-Infinity partitions the parameters too");
+}
+
+inline void check_layout(const transformer_shape& m, const parallel_layout& p) {
+  require_positive("parallel_layout.dp", p.dp);
+  require_positive("parallel_layout.pp", p.pp);
+  require_positive("parallel_layout.tp", p.tp);
+  if (m.layers % p.pp != 0)
+    bad_field("parallel_layout.pp", "= " + std::to_string(p.pp) + " does not divide layers = " +
+                                        std::to_string(m.layers));
+  if (m.heads % p.tp != 0)
+    bad_field("parallel_layout.tp", "= " + std::to_string(p.tp) + " does not divide heads = " +
+                                        std::to_string(m.heads));
+}
+
+// Ψ' of the header: the parameters on one GPU's pipeline stage and tensor slice.
+inline double params_per_gpu(const transformer_shape& m, const parallel_layout& p) {
+  return m.params() / (static_cast<double>(p.pp) * p.tp);
+}
+
+// Where the optimizer's 12 bytes per parameter go, for one GPU: all of them at stage 0, its
+// 1/N_d share from stage 1 up.
+inline double optimizer_bytes(double psi, int stage, int dp) {
+  return stage == 0 ? 12 * psi : 12 * psi / dp;
+}
+
+// The fp16 parameters and gradients a GPU keeps: replicated, or its share from the stage that
+// partitions them (grads at 2, params at 3).
+inline double fp16_bytes(double psi, int stage, int dp) {
+  const double params = stage >= 3 ? 2 * psi / dp : 2 * psi;
+  const double grads = stage >= 2 ? 2 * psi / dp : 2 * psi;
+  return params + grads;
+}
+
+// Bytes that cross the offload link per step, for one GPU. cpu: the fp16 gradient share goes
+// down to the CPU optimizer and the updated fp16 parameter share comes back up. nvme: the CPU
+// optimizer reads and writes fp32 master, m and v (24), gradients are written in backward and
+// read by the optimizer (4), fp16 parameters are written after the step and read in forward
+// and again in backward (6): 34 bytes per parameter of the GPU's share.
+inline double offload_traffic_bytes(double psi, int stage, int dp, offload_kind o) {
+  const double share = stage == 0 ? psi : psi / dp;
+  switch (o) {
+    case offload_kind::none: return 0;
+    case offload_kind::cpu: return 4 * share;
+    case offload_kind::nvme: return 34 * share;
+  }
+  return 0;
+}
+
+inline void fill_memory(cluster_choice& r, const training_target& t, const cluster_spec& c,
+                        const parallel_layout& p) {
+  const double dp_micro = static_cast<double>(p.dp) * t.micro_batch;
+  const double m = t.global_batch / dp_micro;
+  r.micro_batches = m >= 1 ? static_cast<int>(std::floor(m)) : 0;
+  const auto s = model_state_per_gpu(t.model, p, r.stage, r.offload, c.gpus_per_node);
+  r.activation_bytes =
+      activation_bytes_per_gpu(t.model, p, t.micro_batch, std::max(1, r.micro_batches), t.recompute);
+  r.hbm_bytes = s.hbm + r.activation_bytes;
+  r.host_bytes_per_node = s.host_per_node;
+  r.nvme_bytes_per_node = s.nvme_per_node;
+}
+
+// A layout fits when all three tiers hold what it needs and the batch splits into whole
+// micro-batches (frameworks refuse a remainder rather than pad it).
+inline void fill_fit(cluster_choice& r, const training_target& t, const cluster_spec& c) {
+  r.memory_ratio = std::max({ratio(r.hbm_bytes, c.hbm_bytes),
+                             ratio(r.host_bytes_per_node, c.host_ram_bytes),
+                             ratio(r.nvme_bytes_per_node, c.nvme_bytes)});
+  std::vector<std::string> over;
+  if (r.hbm_bytes > c.hbm_bytes) over.push_back(over_text("HBM", r.hbm_bytes, c.hbm_bytes));
+  if (r.host_bytes_per_node > c.host_ram_bytes)
+    over.push_back(over_text("host RAM per node", r.host_bytes_per_node, c.host_ram_bytes));
+  if (r.nvme_bytes_per_node > c.nvme_bytes)
+    over.push_back(over_text("NVMe per node", r.nvme_bytes_per_node, c.nvme_bytes));
+  const double dp_micro = static_cast<double>(r.dp) * t.micro_batch;
+  if (r.micro_batches < 1 || std::fmod(t.global_batch, dp_micro) != 0)
+    over.push_back("global batch " + number_text(t.global_batch) +
+                   " is not a multiple of dp x micro_batch = " + number_text(dp_micro));
+  r.fits = over.empty();
+  r.why.clear();
+  for (const auto& o : over) r.why += (r.why.empty() ? "" : "; ") + o;
+}
+
+// Communication is charged in full, not overlapped: the TP all-reduces sit on Megatron's
+// critical path, and the DP traffic is the part a framework cannot hide behind the last
+// micro-batch's backward, which at these sizes is most of it. Ranks are ordered TP fastest,
+// then DP, then PP (Megatron's order), so a DP group leaves the node when dp · tp exceeds it.
+inline void fill_comm(cluster_choice& r, const training_target& t, const cluster_spec& c,
+                      double m) {
+  const auto& md = t.model;
+  const parallel_layout p{r.dp, r.pp, r.tp};
+  const double psi = params_per_gpu(md, p);
+  // Gradient reduce-scatter + parameter all-gather (or one all-reduce) of 2Ψ' fp16 bytes;
+  // stage 3 gathers the parameters twice (forward and backward), 1.5× (ZeRO paper §7).
+  const double dp_passes = r.stage == 3 ? 3 : 2;
+  const double dp_bytes = dp_passes * 2 * psi * (r.dp - 1) / r.dp;
+  const bool dp_leaves_node = static_cast<long long>(r.dp) * r.tp > c.gpus_per_node;
+  const double dp_bw = dp_leaves_node ? c.inter_node_bytes_s : c.intra_node_bytes_s;
+  // Per layer and micro-batch: 2 all-reduces of the fp16 (s, b, h) activations forward, 2
+  // backward, 2 more for the recomputed forward; a ring moves 2(t−1)/t of the buffer.
+  const double tp_calls = t.recompute ? 6 : 4;
+  const double tp_buffer = 2.0 * md.seq * t.micro_batch * md.hidden;
+  const double tp_bytes = tp_calls * 2.0 * (r.tp - 1) / r.tp * tp_buffer *
+                          (static_cast<double>(md.layers) / r.pp) * m;
+  r.comm_s = transfer_s(dp_bytes, dp_bw) + transfer_s(tp_bytes, c.intra_node_bytes_s);
+}
+
+inline void fill_time(cluster_choice& r, const training_target& t, const cluster_spec& c) {
+  const parallel_layout p{r.dp, r.pp, r.tp};
+  const double gpus = static_cast<double>(c.nodes) * c.gpus_per_node;
+  const double m = std::max(1.0, t.global_batch / (static_cast<double>(r.dp) * t.micro_batch));
+  r.flops_per_iteration = flops_per_iteration(t.model, t.global_batch, t.recompute);
+  r.compute_s = r.flops_per_iteration / (gpus * c.gpu_flops * c.efficiency);
+  r.bubble_s = r.compute_s * (r.pp - 1) / m;  // 1F1B: (p − 1) / m idle
+  fill_comm(r, t, c, m);
+  const double io_bytes = offload_traffic_bytes(params_per_gpu(t.model, p), r.stage, r.dp, r.offload);
+  const double io_bw = r.offload == offload_kind::nvme ? c.nvme_bytes_s / c.gpus_per_node
+                                                       : c.host_link_bytes_s;
+  r.offload_io_s = transfer_s(io_bytes, io_bw);
+  // Offload traffic is prefetched and written back behind compute (that is what ZeRO-Offload
+  // and -Infinity are built for), so the slower of the two sets the pace.
+  r.iteration_s = std::max(r.compute_s + r.bubble_s, r.offload_io_s) + r.comm_s;
+  const double iterations = t.tokens / (t.global_batch * t.model.seq);
+  r.days = iterations * r.iteration_s / 86400.0;
+}
+
+}  // namespace detail
+
+inline double transformer_shape::params() const {
+  const double l = layers, h = hidden, s = seq, v = vocab;
+  return 12 * l * h * h + 13 * l * h + (v + s) * h + 2 * h;
+}
+
+inline void transformer_shape::validate() const {
+  detail::require_positive("transformer_shape.layers", layers);
+  detail::require_positive("transformer_shape.hidden", hidden);
+  detail::require_positive("transformer_shape.heads", heads);
+  detail::require_positive("transformer_shape.seq", seq);
+  detail::require_positive("transformer_shape.vocab", vocab);
+  if (hidden % heads != 0)
+    detail::bad_field("transformer_shape.heads", "= " + std::to_string(heads) +
+                                                     " does not divide hidden = " +
+                                                     std::to_string(hidden));
+}
+
+// Forward per layer: 24·B·s·h² (QKV, projection, 4h MLP) + 4·B·s²·h (scores, weighted sum);
+// logits 2·B·s·h·V. Backward is 2× forward; recomputation adds 1× forward of the layers only.
+inline double flops_per_iteration(const transformer_shape& m, double global_batch,
+                                  bool recompute) {
+  m.validate();
+  detail::require_positive("global_batch", global_batch);
+  const double b = global_batch, l = m.layers, h = m.hidden, s = m.seq, v = m.vocab;
+  if (recompute) return 96 * b * s * l * h * h * (1 + s / (6 * h) + v / (16 * l * h));
+  return 72 * b * s * l * h * h * (1 + s / (6 * h) + v / (12 * l * h));
+}
+
+inline const char* to_string(offload_kind o) {
+  switch (o) {
+    case offload_kind::none: return "none";
+    case offload_kind::cpu: return "cpu";
+    case offload_kind::nvme: return "nvme";
+  }
+  return "?";
+}
+
+inline model_state_bytes model_state_per_gpu(const transformer_shape& m, const parallel_layout& p,
+                                             int stage, offload_kind offload, int gpus_per_node) {
+  m.validate();
+  detail::check_layout(m, p);
+  detail::check_stage(stage, offload);
+  detail::require_positive("gpus_per_node", gpus_per_node);
+  const double psi = detail::params_per_gpu(m, p);
+  const double working =
+      stage == 3 ? zero3_working_layers * 4.0 * psi / (static_cast<double>(m.layers) / p.pp) : 0;
+  const double fp16 = detail::fp16_bytes(psi, stage, p.dp);
+  const double optim = detail::optimizer_bytes(psi, stage, p.dp);
+  model_state_bytes r;
+  switch (offload) {
+    case offload_kind::none: r.hbm = fp16 + optim + working; break;
+    case offload_kind::cpu:
+      r.hbm = fp16 + working;
+      r.host_per_node = optim * gpus_per_node;
+      break;
+    case offload_kind::nvme:
+      r.hbm = working;
+      r.nvme_per_node = (fp16 + optim) * gpus_per_node;
+      break;
+  }
+  return r;
+}
+
+inline double activation_bytes_per_gpu(const transformer_shape& m, const parallel_layout& p,
+                                       int micro_batch, int micro_batches, bool recompute) {
+  m.validate();
+  detail::check_layout(m, p);
+  detail::require_positive("micro_batch", micro_batch);
+  detail::require_positive("micro_batches", micro_batches);
+  const double s = m.seq, b = micro_batch, h = m.hidden, a = m.heads, tp = p.tp;
+  const double layers = static_cast<double>(m.layers) / p.pp;
+  const double in_flight = std::min(p.pp, micro_batches);
+  const double full_layer = s * b * h * (34 + 5 * a * s / h) / tp;
+  if (!recompute) return layers * full_layer * in_flight;
+  return layers * (2 * s * b * h / tp) * in_flight + full_layer;
+}
+
+inline double checkpoint_bytes(double params, double bytes_per_param) {
+  detail::require_positive("params", params);
+  detail::require_positive("bytes_per_param", bytes_per_param);
+  return params * bytes_per_param;
+}
+
+inline void cluster_spec::validate() const {
+  detail::require_positive("cluster_spec.nodes", nodes);
+  detail::require_positive("cluster_spec.gpus_per_node", gpus_per_node);
+  detail::require_positive("cluster_spec.hbm_bytes", hbm_bytes);
+  detail::require_positive("cluster_spec.host_ram_bytes", host_ram_bytes);
+  detail::require_non_negative("cluster_spec.nvme_bytes", nvme_bytes);
+  detail::require_non_negative("cluster_spec.nvme_bytes_s", nvme_bytes_s);
+  // A link is required only where the cluster has one to use.
+  if (nvme_bytes > 0) detail::require_positive("cluster_spec.nvme_bytes_s", nvme_bytes_s);
+  if (gpus_per_node > 1)
+    detail::require_positive("cluster_spec.intra_node_bytes_s", intra_node_bytes_s);
+  if (nodes > 1) detail::require_positive("cluster_spec.inter_node_bytes_s", inter_node_bytes_s);
+  detail::require_positive("cluster_spec.gpu_flops", gpu_flops);
+  detail::require_positive("cluster_spec.efficiency", efficiency);
+  if (efficiency > 1)
+    detail::bad_field("cluster_spec.efficiency",
+                      "must be at most 1 (got " + detail::number_text(efficiency) + ")");
+  detail::require_positive("cluster_spec.host_link_bytes_s", host_link_bytes_s);
+}
+
+inline void training_target::validate() const {
+  model.validate();
+  detail::require_positive("training_target.tokens", tokens);
+  detail::require_positive("training_target.global_batch", global_batch);
+  detail::require_positive("training_target.micro_batch", micro_batch);
+}
+
+inline cluster_choice evaluate_choice(const training_target& t, const cluster_spec& c,
+                                      const parallel_layout& p, int stage, offload_kind offload) {
+  t.validate();
+  c.validate();
+  detail::check_layout(t.model, p);
+  detail::check_stage(stage, offload);
+  const long long gpus = static_cast<long long>(c.nodes) * c.gpus_per_node;
+  if (static_cast<long long>(p.dp) * p.pp * p.tp != gpus)
+    detail::bad_field("parallel_layout", "dp x pp x tp = " + std::to_string(p.dp) + " x " +
+                                             std::to_string(p.pp) + " x " + std::to_string(p.tp) +
+                                             " is not the cluster's " + std::to_string(gpus) +
+                                             " GPUs");
+  if (c.gpus_per_node % p.tp != 0)
+    detail::bad_field("parallel_layout.tp", "= " + std::to_string(p.tp) +
+                                                " does not divide gpus_per_node = " +
+                                                std::to_string(c.gpus_per_node) +
+                                                " (tensor parallelism stays inside a node)");
+  cluster_choice r;
+  r.dp = p.dp;
+  r.pp = p.pp;
+  r.tp = p.tp;
+  r.stage = stage;
+  r.offload = offload;
+  detail::fill_memory(r, t, c, p);
+  detail::fill_fit(r, t, c);
+  detail::fill_time(r, t, c);
+  return r;
+}
+
+inline std::vector<cluster_choice> size_cluster(const training_target& t, const cluster_spec& c) {
+  t.validate();
+  c.validate();
+  const long long gpus = static_cast<long long>(c.nodes) * c.gpus_per_node;
+  std::vector<cluster_choice> out;
+  for (int tp = 1; tp <= c.gpus_per_node; tp *= 2) {
+    if (c.gpus_per_node % tp != 0 || t.model.heads % tp != 0) continue;
+    for (int pp = 1; pp <= t.model.layers; ++pp) {
+      if (t.model.layers % pp != 0 || gpus % (static_cast<long long>(pp) * tp) != 0) continue;
+      const parallel_layout p{static_cast<int>(gpus / (static_cast<long long>(pp) * tp)), pp, tp};
+      for (int stage = 0; stage <= 3; ++stage) {
+        out.push_back(evaluate_choice(t, c, p, stage, offload_kind::none));
+        out.push_back(evaluate_choice(t, c, p, stage, offload_kind::cpu));
+        if (stage == 3) out.push_back(evaluate_choice(t, c, p, stage, offload_kind::nvme));
+      }
+    }
+  }
+  // Stable, so equal keys keep the enumeration's order (smaller TP, then PP, then stage).
+  std::stable_sort(out.begin(), out.end(), [](const cluster_choice& a, const cluster_choice& b) {
+    if (a.fits != b.fits) return a.fits;
+    if (a.fits) return a.days < b.days;
+    if (a.memory_ratio != b.memory_ratio) return a.memory_ratio < b.memory_ratio;
+    return a.days < b.days;
+  });
+  return out;
+}
+
+inline double training_days(const training_target& t, double achieved_flops_per_gpu, int gpus) {
+  t.validate();
+  detail::require_positive("achieved_flops_per_gpu", achieved_flops_per_gpu);
+  detail::require_positive("gpus", gpus);
+  const double iterations = t.tokens / (t.global_batch * t.model.seq);
+  const double f = flops_per_iteration(t.model, t.global_batch, t.recompute);
+  return iterations * f / (gpus * achieved_flops_per_gpu) / 86400.0;
+}
+
+inline std::string to_string(const std::vector<cluster_choice>& choices, std::size_t max_rows) {
+  constexpr double gib = 1024.0 * 1024.0 * 1024.0;
+  std::string out =
+      "    dp   pp   tp zero offload     m  HBM GiB  host GiB/node  NVMe GiB/node     s/iter"
+      "       days  fits\n";
+  char buf[320];
+  const std::size_t n = std::min(max_rows, choices.size());
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto& r = choices[i];
+    std::snprintf(buf, sizeof buf, "%6d %4d %4d %4d %-7s %5d %8.1f %14.1f %14.1f %10.2f %10.1f  ",
+                  r.dp, r.pp, r.tp, r.stage, to_string(r.offload), r.micro_batches,
+                  r.hbm_bytes / gib, r.host_bytes_per_node / gib, r.nvme_bytes_per_node / gib,
+                  r.iteration_s, r.days);
+    out += buf;
+    out += r.fits ? std::string("yes") : "no: " + r.why;
+    out += '\n';
+  }
+  if (choices.size() > n)
+    out += "... " + std::to_string(choices.size() - n) + " more choices\n";
+  return out;
+}
+
+}  // namespace plan
+STRATA_NAMESPACE_END
+#endif // STRATA_SINGLE_INCLUDE_STRATA_PLAN_DETAIL_CLUSTER_INL
+// ---- end <strata/plan/detail/cluster.inl> ----
+#endif // STRATA_SINGLE_INCLUDE_STRATA_PLAN_CLUSTER_HPP
+// ---- end <strata/plan/cluster.hpp> ----
 // checkpoint/manifest.hpp and checkpoint/shard_file.hpp need nlohmann/json: include them
 // yourself where it is on the include path (and linked: nlohmann_json::nlohmann_json), so that
 // the umbrella never picks up whichever json header happens to be on the system path.

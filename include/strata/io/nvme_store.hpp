@@ -89,6 +89,26 @@ public:
   bool direct() const noexcept { return file_.direct(); }
   /// Alignment of every extent (and of the file offsets of reads and writes).
   std::size_t alignment() const noexcept { return extent_align_; }
+  /// The alignment of this store's transfers: O_DIRECT's (the file's), or 1 for a buffered file.
+  std::size_t transfer_alignment() const noexcept { return io_align(); }
+
+  /// The bytes the engine moves, for a planner that predicts a step's NVMe traffic (plan/):
+  /// read(h, offset, dst, bytes) of a tensor of `size` bytes reads every checksum block it
+  /// touches, up to the tensor's end, in requests aligned to `align`; a whole tensor's write
+  /// (a write_txn covering it, then commit) writes its data and its checksum table, each
+  /// padded to `align`. `align` = transfer_alignment(), `block` = checksum_block(). A test holds
+  /// them to what an io::counting engine sees (examples/gpt/tests/test_gpt_plan.cpp).
+  static constexpr std::size_t read_cost(std::size_t size, std::size_t offset, std::size_t bytes,
+                                         std::size_t align, std::size_t block) noexcept {
+    if (bytes == 0) return 0;
+    const std::size_t end = align_up(offset + bytes, block) < size ? align_up(offset + bytes, block) : size;
+    return align_up(end - offset, align);
+  }
+  static constexpr std::size_t write_cost(std::size_t size, std::size_t align,
+                                          std::size_t block) noexcept {
+    if (size == 0) return 0;
+    return align_up(size, align) + align_up((size + block - 1) / block * sizeof(std::uint32_t), align);
+  }
 
   /// A tensor's home: `bytes` bytes, named `name` in messages. No file space is taken until
   /// the first write; reads before it give zeros. The handle is the only way to destroy() it.

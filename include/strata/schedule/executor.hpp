@@ -162,6 +162,15 @@ public:
   zero_executor(context& ctx, Comm& comm, std::vector<layer_spec> layers,
                 std::string name = "model", const plan_extension& extend = {});
 
+  /// The plan that zero_executor(ctx, comm, layers, name, extend) would check — the same lines
+  /// and bytes, extension included — made without allocating anything or checking it against
+  /// the budgets: what the planner (plan/) reads. With a comm::planned rank it is the plan of
+  /// any rank of any world size.
+  static memory_plan plan_for(context& ctx, Comm& comm, std::vector<layer_spec> layers,
+                              std::string name = "model", const plan_extension& extend = {}) {
+    return zero_executor(planning, ctx, comm, std::move(layers), std::move(name), extend).plan_;
+  }
+
   ~zero_executor();
   zero_executor(const zero_executor&) = delete;
   zero_executor& operator=(const zero_executor&) = delete;
@@ -299,6 +308,13 @@ public:
   }
 
 private:
+  // The layouts and the plan only (plan_for); the public constructor goes on to check and
+  // allocate.
+  struct planning_tag {};
+  static constexpr planning_tag planning{};
+  zero_executor(planning_tag, context& ctx, Comm& comm, std::vector<layer_spec> layers,
+                std::string name, const plan_extension& extend);
+
   std::size_t max_padded() const {
     std::size_t m = 0;
     for (auto& l : layouts_) m = std::max(m, l.padded_numel());

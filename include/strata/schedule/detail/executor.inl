@@ -5,7 +5,7 @@
 STRATA_NAMESPACE_BEGIN
 
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
-zero_executor<Comm, Bundle, Prefetch>::zero_executor(context& ctx, Comm& comm,
+zero_executor<Comm, Bundle, Prefetch>::zero_executor(planning_tag, context& ctx, Comm& comm,
                                                      std::vector<layer_spec> layers,
                                                      std::string name, const plan_extension& extend)
     : ctx_(ctx),
@@ -18,6 +18,13 @@ zero_executor<Comm, Bundle, Prefetch>::zero_executor(context& ctx, Comm& comm,
   for (auto& l : specs_) layouts_.emplace_back(l.numel, comm_.size());
   make_plan();
   if (extend) extend(*this, plan_);
+}
+
+template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
+zero_executor<Comm, Bundle, Prefetch>::zero_executor(context& ctx, Comm& comm,
+                                                     std::vector<layer_spec> layers,
+                                                     std::string name, const plan_extension& extend)
+    : zero_executor(planning, ctx, comm, std::move(layers), std::move(name), extend) {
   plan_.check(ctx_, name_);
   for (std::size_t i = 0; i < specs_.size(); ++i) {
     params_.push_back(make_state<param_tensor>(i, ".params"));

@@ -1,0 +1,185 @@
+// examples/gpt/gpt_plan.hpp — the planner (strata/plan/) applied to the mini-GPT.
+//
+// What this is: the GPT's side of a prediction. layer_costs() turns a shape, a batch and a
+// calibration into the executor's layers with their compute seconds (GEMMs at the calibrated
+// rate of their shape, the tiled attention at the rate of its tile GEMMs, the elementwise
+// passes at the triad bandwidth); train_policy names gpt_train's policies and schedule_for()
+// the executor's schedule each one runs; memory_plan_for() is the trainer's own plan for a
+// policy (trainer::plan_for with a comm::planned rank: the bytes the run will check, exactly);
+// gemm_probe_seconds() times one GEMM shape through the example's kernel, for calibrate().
+// What it is not: the time model (strata/plan/train_time.hpp), the command line (plan.cpp).
+//
+// The compute model, per block of N = B*T rows (C width, T tokens, NH heads, hs = C / NH):
+//   forward   the four GEMMs of gpt_flops.hpp's block_gemms; causal attention, 2*B*T^2*C FLOP
+//             (QK^T and PV over the lower triangle) at the rate of a (64, 64, hs) tile GEMM;
+//             elementwise passes (layernorms, GELU, residuals, biases, softmax) of about
+//             elementwise_bytes_per_value x N x C bytes at the triad rate.
+//   backward  with the block's activations recomputed (the trainer checkpoints per block):
+//             the forward once more, then twice its GEMM FLOPs (dinp, dW), attention x 2.5,
+//             elementwise x 2.
+//   head      logits (N, V) = x (N, C) wte^T forward, its two backward GEMMs and the softmax
+//             with cross-entropy, after the last block (forward) and before it (backward).
+// Ranks of one process (gpt_train --ranks R on thread ranks) share the machine's cores: each
+// rank's GEMMs run at the calibrated rate / local_ranks.
+#pragma once
+
+#include "gpt_flops.hpp"
+#include "host/kernels.hpp"
+#include "trainer.hpp"
+
+#include <strata/comm/planned.hpp>
+#include <strata/plan/calibration.hpp>
+#include <strata/plan/train_time.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <string>
+#include <vector>
+
+namespace gpt {
+
+/// Bytes of elementwise traffic per activation value of a block's forward (see the top): two
+/// layernorms (read x, write y: 2 x 2 x 4), GELU over 4C (2 x 4 x 4), two residual adds
+/// (3 x 4 each), the biases and the attention's softmax bookkeeping (about 8).
+inline constexpr double elementwise_bytes_per_value = 16 + 32 + 24 + 8;
+
+/// The executor's layers (embed, h.0 .. h.L-1) with one micro-batch's compute seconds.
+inline std::vector<strata::plan::layer_cost> layer_costs(const gpt_config& cfg, int B, int T,
+                                                         const strata::plan::calibration& c,
+                                                         int local_ranks = 1) {
+  const int N = B * T, C = cfg.width, V = cfg.vocab, hs = cfg.head_size();
+  const double share = std::max(local_ranks, 1);
+  auto gemm_s = [&](int m, int n, int k) { return 2.0 * m * n * k / (c.gemm_rate(m, n, k) / share); };
+  auto bytes_s = [&](double bytes) { return bytes / (c.triad_bytes_s / share); };
+  double gemm_fwd = 0;
+  for (const gemm_shape& g : block_gemms(cfg, N)) gemm_fwd += gemm_s(g.m, g.n, g.k);
+  const double attn_fwd = 2.0 * B * double(T) * T * C / (c.gemm_rate(64, 64, hs) / share);
+  const double elem_fwd = bytes_s(elementwise_bytes_per_value * N * C);
+  const double block_fwd = gemm_fwd + attn_fwd + elem_fwd;
+  const double block_bwd = block_fwd + 2 * gemm_fwd + 2.5 * attn_fwd + 2 * elem_fwd;
+  const double head_fwd = gemm_s(N, V, C) + bytes_s(16.0 * N * V);
+  const double head_bwd = gemm_s(N, C, V) + gemm_s(V, C, N) + bytes_s(12.0 * N * V);
+  const double embed = bytes_s(12.0 * N * C);  // the encoder: token + position rows
+  std::vector<strata::plan::layer_cost> out;
+  out.push_back({embed_numel(cfg), embed, embed});
+  for (int l = 0; l < cfg.layers; ++l) out.push_back({block_numel(cfg), block_fwd, block_bwd});
+  out.back().forward_s += head_fwd;   // the head runs after the last block ...
+  out.back().backward_s += head_bwd;  // ... and its backward before that block's
+  return out;
+}
+
+/// gpt_train's --policy values (nvme_bf16: --policy nvme --bf16).
+enum class train_policy { resident, host, nvme, nvme_bf16 };
+inline const char* policy_name(train_policy p) {
+  switch (p) {
+  case train_policy::resident: return "resident";
+  case train_policy::host: return "host";
+  case train_policy::nvme: return "nvme";
+  case train_policy::nvme_bf16: return "nvme-bf16";
+  }
+  return "?";
+}
+inline train_policy parse_policy(const std::string& s) {
+  for (train_policy p : {train_policy::resident, train_policy::host, train_policy::nvme,
+                         train_policy::nvme_bf16})
+    if (s == policy_name(p)) return p;
+  throw std::invalid_argument("policy is resident, host, nvme or nvme-bf16, got '" + s + "'");
+}
+
+/// The executor's schedule under policy p (the trainer's lookahead<2>, its deferred step and
+/// watched norm); with the run's context, an NVMe policy's requests as its store makes them.
+inline strata::plan::train_schedule schedule_for(train_policy p, const train_config& tc,
+                                                 int ranks, strata::context* ctx = nullptr) {
+  strata::plan::train_schedule s;
+  s.stage = p == train_policy::resident ? 0 : 3;
+  s.home = p == train_policy::resident ? strata::plan::state_home::compute
+           : p == train_policy::host   ? strata::plan::state_home::host
+                                       : strata::plan::state_home::nvme;
+  s.world = ranks;
+  s.depth = 2;
+  s.working_bytes = p == train_policy::nvme_bf16 ? 2 : 4;
+  s.deferred = tc.overlap_step;
+  s.watched = true;
+  s.accum = tc.accum;
+  s.gpu = strata::cuda_enabled;
+  s.sub_group = tc.adam_sub_group;
+  if (ctx && s.home == strata::plan::state_home::nvme) {
+    s.nvme_align = ctx->nvme().transfer_alignment();
+    s.checksum_block = ctx->nvme().checksum_block();
+  }
+  return s;
+}
+
+/// The context gpt_train makes for rank `rank` (one place, so that a plan made here is the
+/// plan the run checks).
+inline strata::context_config train_context_config(double device_mib, double pinned_mib,
+                                                   const std::string& nvme_dir, int rank) {
+  strata::context_config cc;
+  cc.device_bytes = device_mib > 0 ? static_cast<std::size_t>(device_mib * 1024 * 1024)
+                                   : std::size_t{1} << 40;
+  cc.pinned_bytes = static_cast<std::size_t>(pinned_mib * 1024 * 1024);
+  cc.staging_slot_bytes = std::size_t{1} << 20;
+  cc.staging_slots = 4;
+  cc.rank = rank;
+  cc.nvme_directory = nvme_dir;
+  return cc;
+}
+
+/// Rank `rank` of `ranks`: the memory plan trainer(ctx, comm, tc, ...) checks under policy p,
+/// made by the trainer itself without allocating (the planner never estimates memory twice).
+inline strata::memory_plan memory_plan_for(train_policy p, strata::context& ctx,
+                                           const train_config& tc, int ranks, int rank = 0) {
+  strata::comm::planned comm(rank, ranks);
+  switch (p) {
+  case train_policy::resident:
+    return trainer<strata::comm::planned, strata::zero0>::plan_for(ctx, comm, tc);
+  case train_policy::host:
+    return trainer<strata::comm::planned, strata::zero3_offload>::plan_for(ctx, comm, tc);
+  case train_policy::nvme:
+    return trainer<strata::comm::planned, strata::zero3_infinity>::plan_for(ctx, comm, tc);
+  case train_policy::nvme_bf16:
+    return trainer<strata::comm::planned, strata::zero3_infinity_bf16>::plan_for(ctx, comm, tc);
+  }
+  throw std::invalid_argument("memory_plan_for: unknown policy");
+}
+
+/// FLOP/s of one GEMM shape through the example's kernel (gemm_parallel): the calibration's
+/// probe. One untimed call, then repetitions until `min_seconds` have passed; the median.
+inline double gemm_probe_flops(int m, int n, int k, double min_seconds = 0.05) {
+  std::vector<float> a(std::size_t(m) * k, 0.01f), b(std::size_t(k) * n, 0.02f),
+      out(std::size_t(m) * n);
+  auto once = [&] {
+    gemm_parallel(false, true, m, n, k, 1.0f, a.data(), k, b.data(), k, 0.0f, out.data(), n);
+  };
+  once();
+  std::vector<double> t;
+  const auto t0 = std::chrono::steady_clock::now();
+  do {
+    const auto s = std::chrono::steady_clock::now();
+    once();
+    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - s).count());
+  } while (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() < min_seconds ||
+           t.size() < 3);
+  std::nth_element(t.begin(), t.begin() + t.size() / 2, t.end());
+  return 2.0 * m * n * k / t[t.size() / 2];
+}
+
+/// The GEMM shapes a calibration measures for the GPT: every block GEMM and the head's, for
+/// rows N in {64, 256, 1024, 4096} and widths C in {64 .. 2048}, plus attention tiles.
+inline std::vector<std::array<int, 3>> calibration_shapes(bool quick) {
+  std::vector<std::array<int, 3>> s;
+  const std::vector<int> rows = quick ? std::vector<int>{64, 512} : std::vector<int>{64, 256, 1024, 4096};
+  const std::vector<int> widths = quick ? std::vector<int>{64, 256} : std::vector<int>{64, 128, 256, 512, 1024, 2048};
+  for (int N : rows)
+    for (int C : widths) {
+      s.push_back({N, 3 * C, C});
+      s.push_back({N, C, C});
+      s.push_back({N, 4 * C, C});
+      s.push_back({N, C, 4 * C});
+      s.push_back({N, 256, C});  // the byte-vocabulary head
+    }
+  for (int hs : {16, 32, 64, 128}) s.push_back({64, 64, hs});  // attention tiles
+  return s;
+}
+
+}  // namespace gpt
