@@ -15,8 +15,8 @@
 //             elementwise passes (layernorms, GELU, residuals, biases, softmax) of about
 //             elementwise_bytes_per_value x N x C bytes at the triad rate.
 //   backward  with the block's activations recomputed (the trainer checkpoints per block):
-//             the forward once more, then twice its GEMM FLOPs (dinp, dW), attention x 2.5,
-//             elementwise x 2.
+//             the forward once more, then dinp (N, in, out) and dW (out, in, N) of each GEMM
+//             at the rates of those shapes, attention x 2.5, elementwise x 2.
 //   head      logits (N, V) = x (N, C) wte^T forward, its two backward GEMMs and the softmax
 //             with cross-entropy, after the last block (forward) and before it (backward).
 // Ranks of one process (gpt_train --ranks R on thread ranks) share the machine's cores: each
@@ -51,12 +51,15 @@ inline std::vector<strata::plan::layer_cost> layer_costs(const gpt_config& cfg, 
   const double share = std::max(local_ranks, 1);
   auto gemm_s = [&](int m, int n, int k) { return 2.0 * m * n * k / (c.gemm_rate(m, n, k) / share); };
   auto bytes_s = [&](double bytes) { return bytes / (c.triad_bytes_s / share); };
-  double gemm_fwd = 0;
-  for (const gemm_shape& g : block_gemms(cfg, N)) gemm_fwd += gemm_s(g.m, g.n, g.k);
+  double gemm_fwd = 0, gemm_bwd = 0;
+  for (const gemm_shape& g : block_gemms(cfg, N)) {
+    gemm_fwd += gemm_s(g.m, g.n, g.k);
+    gemm_bwd += gemm_s(g.m, g.k, g.n) + gemm_s(g.n, g.k, g.m);  // dinp = dout W, dW = dout^T inp
+  }
   const double attn_fwd = 2.0 * B * double(T) * T * C / (c.gemm_rate(64, 64, hs) / share);
   const double elem_fwd = bytes_s(elementwise_bytes_per_value * N * C);
   const double block_fwd = gemm_fwd + attn_fwd + elem_fwd;
-  const double block_bwd = block_fwd + 2 * gemm_fwd + 2.5 * attn_fwd + 2 * elem_fwd;
+  const double block_bwd = block_fwd + gemm_bwd + 2.5 * attn_fwd + 2 * elem_fwd;
   const double head_fwd = gemm_s(N, V, C) + bytes_s(16.0 * N * V);
   const double head_bwd = gemm_s(N, C, V) + gemm_s(V, C, N) + bytes_s(12.0 * N * V);
   const double embed = bytes_s(12.0 * N * C);  // the encoder: token + position rows
@@ -165,18 +168,21 @@ inline double gemm_probe_flops(int m, int n, int k, double min_seconds = 0.05) {
 }
 
 /// The GEMM shapes a calibration measures for the GPT: every block GEMM and the head's, for
-/// rows N in {64, 256, 1024, 4096} and widths C in {64 .. 2048}, plus attention tiles.
+/// rows N in {64 .. 4096} and widths C in {64 .. 2048} (doublings), plus attention tiles.
 inline std::vector<std::array<int, 3>> calibration_shapes(bool quick) {
   std::vector<std::array<int, 3>> s;
-  const std::vector<int> rows = quick ? std::vector<int>{64, 512} : std::vector<int>{64, 256, 1024, 4096};
+  const std::vector<int> rows =
+      quick ? std::vector<int>{64, 512} : std::vector<int>{64, 128, 256, 512, 1024, 2048, 4096};
   const std::vector<int> widths = quick ? std::vector<int>{64, 256} : std::vector<int>{64, 128, 256, 512, 1024, 2048};
   for (int N : rows)
     for (int C : widths) {
-      s.push_back({N, 3 * C, C});
-      s.push_back({N, C, C});
-      s.push_back({N, 4 * C, C});
-      s.push_back({N, C, 4 * C});
-      s.push_back({N, 256, C});  // the byte-vocabulary head
+      // Each forward GEMM (N, out, in) and its backward ones, dinp (N, in, out) and
+      // dW (out, in, N); and the byte-vocabulary head's.
+      for (const auto& [out, in] : {std::pair{3 * C, C}, {C, C}, {4 * C, C}, {C, 4 * C}, {256, C}}) {
+        s.push_back({N, out, in});
+        s.push_back({N, in, out});
+        s.push_back({out, in, N});
+      }
     }
   for (int hs : {16, 32, 64, 128}) s.push_back({64, 64, hs});  // attention tiles
   return s;

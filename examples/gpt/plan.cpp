@@ -264,6 +264,12 @@ int predict(const options& o) {
               e.step.seconds, e.tokens_per_s, e.step.compute_bound_s, e.step.io_bound_s,
               double(e.step.nvme_read_bytes) / 1e9, double(e.step.nvme_write_bytes) / 1e9,
               e.step.bound.c_str());
+  const auto layers = gpt::layer_costs(o.tc.model, o.tc.batch, o.tc.seq, c, o.ranks);
+  std::printf("per layer (one micro-batch): embed %.2f / %.2f ms, block %.2f / %.2f ms, last block "
+              "with the head %.2f / %.2f ms (forward / backward)\n",
+              layers.front().forward_s * 1e3, layers.front().backward_s * 1e3,
+              layers[1].forward_s * 1e3, layers[1].backward_s * 1e3, layers.back().forward_s * 1e3,
+              layers.back().backward_s * 1e3);
   std::printf("queues busy in the step:");
   for (std::size_t l = 0; l < strata::plan::lane_count; ++l)
     if (e.step.busy[l] > 0)

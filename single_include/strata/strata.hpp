@@ -16902,7 +16902,8 @@ struct calibration {
   /// file whose fingerprint differs from this machine's is stale (is_stale).
   std::string fingerprint;
 
-  /// FLOP/s of the measured shape nearest to (m, n, k) by |log(m*n*k) - log(m'*n'*k')|, or
+  /// FLOP/s of the measured shape nearest to (m, n, k) by the sum over the three dimensions of
+  /// |log d - log d'| (the shape, not only its FLOPs, decides a GEMM's rate), or
   /// gemm_flops when no shape was measured. config_error for a dimension < 1 or when there is
   /// nothing to answer with.
   double gemm_rate(int m, int n, int k) const;
@@ -17538,11 +17539,13 @@ inline double calibration::gemm_rate(int m, int n, int k) const {
                        "): no host GEMM was measured (no shapes, gemm_flops 0); calibrate with "
                        "the model's GEMM shapes");
   }
-  const double want = std::log(static_cast<double>(m) * n * k);
+  // Nearest by shape, not by size: a (64, 3072, 512) product has the FLOPs of (512, 768, 256)
+  // and a third of its rate, so the distance is summed over the dimensions' logs.
+  auto ld = [](int a, int b) { return std::abs(std::log(double(a)) - std::log(double(b))); };
   const gemm_point* best = nullptr;
   double best_d = 0;
   for (const gemm_point& p : gemm) {
-    const double d = std::abs(std::log(static_cast<double>(p.m) * p.n * p.k) - want);
+    const double d = ld(p.m, m) + ld(p.n, n) + ld(p.k, k);
     if (!best || d < best_d) best = &p, best_d = d;
   }
   return best->flops_per_s;
@@ -17826,7 +17829,10 @@ STRATA_NAMESPACE_END
 // layer j is fetched once layer j-Depth-1's compute has ended; two full-gradient buffers, so
 // the backward of a layer waits for the gradient two layers back to have left; a deferred
 // step's update of layer i ends before the next forward brings layer i; an NVMe update holds
-// the disk for its reads and writes (its Adam pass runs beside them, sub-group by sub-group).
+// the disk for each sub-group's reads and writes, then the CPU for its Adam pass. In a host
+// build the compute kernels, Adam, the copies (memcpy) and the thread collectives share the
+// cores (timeline's holds_cpu): on a small machine the deferred update is hidden behind the
+// forward's IO waits, not behind its compute.
 
 // ---- begin <strata/plan/timeline.hpp> ----
 #ifndef STRATA_SINGLE_INCLUDE_STRATA_PLAN_TIMELINE_HPP
@@ -17837,9 +17843,11 @@ STRATA_NAMESPACE_END
 // collectives, optimizer), timeline (tasks with a lane, a duration and the tasks they wait
 // for; run() places each at its earliest start, as the library's in-order queues do) and its
 // answers: each task's start and end, each lane's busy time, the makespan, and the tasks on
-// the critical path. The NVMe device is one more resource that tasks may hold beside their
-// lane: reads and writes share its bandwidth (the store's io-read and io-write queues both
-// reach the same disk), so two IO tasks never overlap on it.
+// the critical path. Two shared resources may be held beside a lane: the NVMe device (reads
+// and writes share its bandwidth: the store's io-read and io-write queues reach the same disk)
+// and, in a host build, the CPU (the compute kernels use every core, and so do Adam's pass and
+// the memcpy behind host copies and thread collectives): tasks holding the same resource never
+// overlap.
 // What does not: what the tasks are (plan/train_time.hpp and plan/infer_time.hpp build them
 // from a model and a calibration), memory (the executors' own plans).
 //
@@ -17868,14 +17876,18 @@ constexpr const char* lane_name(lane l) noexcept {
   return names[static_cast<std::size_t>(l)];
 }
 
+/// The shared resources a task may hold beside its lane (a bit mask).
+enum holds : unsigned { holds_nothing = 0, holds_disk = 1, holds_cpu = 2 };
+inline constexpr std::size_t resource_count = 2;
+
 class timeline {
 public:
   using task_id = std::size_t;
 
-  /// A task of `seconds` on lane `on`, after every task in `after` has ended; `on_disk`: it
-  /// also holds the NVMe device for its whole duration. Returns its id.
+  /// A task of `seconds` on lane `on`, after every task in `after` has ended, holding the
+  /// shared resources `held` (holds_disk | holds_cpu) for its whole duration. Returns its id.
   task_id add(lane on, double seconds, std::vector<task_id> after, std::string what,
-              bool on_disk = false);
+              unsigned held = holds_nothing);
 
   /// Places every task (see the top). Adding after run() and running again re-places all.
   void run();
@@ -17884,14 +17896,15 @@ public:
   double end(task_id t) const { return placed(t).end; }
   /// Seconds lane l is busy between `from` and `to` (tasks clipped to that window).
   double busy(lane l, double from = 0, double to = 1e300) const;
-  /// Seconds the NVMe device is busy between `from` and `to`.
-  double disk_busy(double from = 0, double to = 1e300) const;
+  /// Seconds the shared resource `r` (holds_disk or holds_cpu) is busy between `from` and `to`.
+  double held_busy(holds r, double from = 0, double to = 1e300) const;
   double makespan() const;
   std::size_t size() const noexcept { return tasks_.size(); }
   const std::string& what(task_id t) const { return tasks_.at(t).what; }
   lane lane_of(task_id t) const { return tasks_.at(t).on; }
   /// The chain of tasks that decided when `last` ended: each one's predecessor is the task
-  /// (a wait, the lane's previous task or the disk's) that ended last before it started.
+  /// (a wait, the lane's previous task or a shared resource's) that ended last before it
+  /// started.
   std::vector<task_id> critical_path(task_id last) const;
 
 private:
@@ -17900,10 +17913,11 @@ private:
     double seconds;
     std::vector<task_id> after;
     std::string what;
-    bool on_disk;
+    unsigned held;
     double start = 0, end = 0;
     bool done = false;
-    task_id lane_prev = npos, disk_prev = npos;
+    task_id lane_prev = npos;
+    std::array<task_id, resource_count> held_prev{npos, npos};
   };
   static constexpr task_id npos = ~task_id{0};
   const task& placed(task_id t) const;
@@ -17926,7 +17940,7 @@ STRATA_NAMESPACE_BEGIN
 namespace plan {
 
 inline timeline::task_id timeline::add(lane on, double seconds, std::vector<task_id> after,
-                                       std::string what, bool on_disk) {
+                                       std::string what, unsigned held) {
   if (!(seconds >= 0))
     throw config_error("plan::timeline: task '" + what + "' lasts " + std::to_string(seconds) +
                        " s; a duration is >= 0");
@@ -17935,7 +17949,7 @@ inline timeline::task_id timeline::add(lane on, double seconds, std::vector<task
       throw config_error("plan::timeline: task '" + what + "' waits for task " +
                          std::to_string(a) + ", which does not exist yet (" +
                          std::to_string(tasks_.size()) + " tasks)");
-  tasks_.push_back({on, seconds, std::move(after), std::move(what), on_disk});
+  tasks_.push_back({on, seconds, std::move(after), std::move(what), held});
   ran_ = false;
   return tasks_.size() - 1;
 }
@@ -17951,8 +17965,9 @@ inline void timeline::run() {
   std::array<double, lane_count> lane_free{};
   std::array<task_id, lane_count> lane_last;
   lane_last.fill(npos);
-  double disk_free = 0;
-  task_id disk_last = npos;
+  std::array<double, resource_count> held_free{};
+  std::array<task_id, resource_count> held_last;
+  held_last.fill(npos);
   for (std::size_t placed_count = 0; placed_count < tasks_.size(); ++placed_count) {
     task_id best = npos;
     double best_start = std::numeric_limits<double>::infinity(), best_ready = best_start;
@@ -17960,7 +17975,7 @@ inline void timeline::run() {
       if (heads[l] == order[l].size()) continue;
       const task_id t = order[l][heads[l]];
       const task& k = tasks_[t];
-      double r = lane_free[l];  // when it could start but for the disk
+      double r = lane_free[l];  // when it could start but for the shared resources
       bool ready = true;
       for (task_id a : k.after) {
         if (!tasks_[a].done) {
@@ -17970,7 +17985,9 @@ inline void timeline::run() {
         r = std::max(r, tasks_[a].end);
       }
       if (!ready) continue;
-      const double s = k.on_disk ? std::max(r, disk_free) : r;
+      double s = r;
+      for (std::size_t h = 0; h < resource_count; ++h)
+        if (k.held & (1u << h)) s = std::max(s, held_free[h]);
       if (s < best_start || (s == best_start && (r < best_ready || (r == best_ready && t < best))))
         best = t, best_start = s, best_ready = r;
     }
@@ -17986,11 +18003,12 @@ inline void timeline::run() {
     lane_last[l] = best;
     lane_free[l] = k.end;
     ++heads[l];
-    if (k.on_disk) {
-      k.disk_prev = disk_last;
-      disk_last = best;
-      disk_free = k.end;
-    }
+    for (std::size_t h = 0; h < resource_count; ++h)
+      if (k.held & (1u << h)) {
+        k.held_prev[h] = held_last[h];
+        held_last[h] = best;
+        held_free[h] = k.end;
+      }
   }
   ran_ = true;
 }
@@ -18007,10 +18025,10 @@ inline double timeline::busy(lane l, double from, double to) const {
   return sum;
 }
 
-inline double timeline::disk_busy(double from, double to) const {
+inline double timeline::held_busy(holds r, double from, double to) const {
   double sum = 0;
   for (task_id t = 0; t < tasks_.size(); ++t)
-    if (placed(t).on_disk)
+    if (placed(t).held & r)
       sum += std::max(0.0, std::min(to, tasks_[t].end) - std::max(from, tasks_[t].start));
   return sum;
 }
@@ -18033,7 +18051,7 @@ inline std::vector<timeline::task_id> timeline::critical_path(task_id last) cons
     };
     for (task_id a : k.after) consider(a);
     consider(k.lane_prev);
-    if (k.on_disk) consider(k.disk_prev);
+    for (task_id p : k.held_prev) consider(p);
     t = k.start > 0 ? prev : npos;
   }
   std::reverse(path.begin(), path.end());
@@ -18120,6 +18138,7 @@ STRATA_NAMESPACE_END
 // strata/plan/detail/train_time.inl — the body of plan::predict_step (plan/train_time.hpp).
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 
 STRATA_NAMESPACE_BEGIN
@@ -18200,7 +18219,18 @@ private:
   id copy(lane on, double bytes, std::vector<id> after, const std::string& what) {
     const double sec = bytes / (on == lane::h2d ? r_.copy_in : r_.copy_out);
     if (first_step()) copy_s += sec;
-    return t_.add(on, sec, std::move(after), what);
+    return on_cpu(on, sec, std::move(after), what);
+  }
+  // CPU work on lane `on`: one task, or in a host build slices of cpu_slice_s holding the
+  // cores, so that work on other lanes interleaves with it as the OS time-shares the cores.
+  id on_cpu(lane on, double sec, std::vector<id> after, const std::string& what) {
+    if (!cpu_) return t_.add(on, sec, std::move(after), what);
+    const int slices = std::max(1, int(std::ceil(sec / cpu_slice_s)));
+    id last = npos;
+    for (int k = 0; k < slices; ++k) {
+      last = t_.add(on, sec / slices, k == 0 ? std::move(after) : std::vector<id>{last}, what, cpu_);
+    }
+    return last;
   }
   // What the store moves to read or write a whole tensor of `bytes` bytes.
   std::size_t read_cost(std::size_t bytes) const {
@@ -18214,12 +18244,13 @@ private:
     const std::size_t moved = write ? write_cost(bytes) : read_cost(bytes);
     if (first_step()) (write ? write_bytes : read_bytes) += moved;
     return t_.add(write ? lane::io_write : lane::io_read, double(moved) / (write ? r_.write : r_.read),
-                  std::move(after), what, true);
+                  std::move(after), what, holds_disk);
   }
   id collective(double bytes, std::vector<id> after, const std::string& what) {
-    const double sec = s_.world > 1 ? bytes / r_.gather : 0;  // the gathered bytes' rate
+    // The gathered bytes' rate; one rank's collective is a copy (a memcpy in a host build).
+    const double sec = s_.world > 1 ? bytes / r_.gather : s_.gpu ? 0.0 : bytes / r_.copy_in;
     if (first_step()) collective_s += sec;
-    return t_.add(lane::collectives, sec, std::move(after), what);
+    return on_cpu(lane::collectives, sec, std::move(after), what);
   }
 
   // Layer i's parameters on the compute tier, after `after`; npos when they are there already.
@@ -18251,8 +18282,8 @@ private:
       if (last_compute_ != npos) go.push_back(last_compute_);
       if (backward && p >= 2) go.push_back(grad_out[backward ? i + 2 : i - 2]);  // grad buffers
       const double sec = backward ? L_[i].backward_s : L_[i].forward_s;
-      computed[i] = last_compute_ = t_.add(lane::compute, sec, go,
-                                           (backward ? "backward L" : "forward L") + std::to_string(i));
+      computed[i] = last_compute_ =
+          on_cpu(lane::compute, sec, go, (backward ? "backward L" : "forward L") + std::to_string(i));
       if (backward) grad_out[i] = gradient_home(i, micro > 0);
     }
     if (!backward) std::fill(updated_.begin(), updated_.end(), npos);  // consumed
@@ -18264,7 +18295,8 @@ private:
     const std::size_t g = (s_.stage == 3 ? shard(i) : padded(i)) * 4;
     id r = collective((s_.stage == 3 ? 1.0 : 2.0) * padded(i) * 4.0, {last_compute_},
                       (s_.stage == 3 ? "reduce-scatter " : "all-reduce ") + n);
-    if (s_.home == state_home::compute) return r;
+    // Home on the compute tier: a copy there (a memcpy in a host build's emulated device).
+    if (s_.home == state_home::compute) return s_.gpu ? r : copy(lane::d2h, double(g), {r}, "write grad " + n);
     r = copy(lane::d2h, double(g), {r}, "d2h grad " + n);
     if (s_.home == state_home::nvme) {
       if (accumulate) r = nvme(false, g, {r}, "read grad " + n);
@@ -18310,10 +18342,14 @@ private:
         const double e = double(std::min(piece, total - std::min(done, total)));
         const double share = total ? e / double(total) : 1.0;
         const double adam = e * (narrow ? 34.0 : 28.0) / r_.triad;  // p g m v in, p m v out
-        const double io_s = share * (double(in) / r_.read + double(out) / r_.write);
-        const double sec = nvme ? std::max(adam, io_s) : adam;
-        if (first_step()) update_s += sec;
-        prev = t_.add(on, sec, {prev}, "update L" + std::to_string(i), nvme);
+        const std::string what = "update L" + std::to_string(i);
+        if (nvme) {  // the sub-group's reads and writes, then its Adam pass
+          const double io_s = share * (double(in) / r_.read + double(out) / r_.write);
+          if (first_step()) update_s += io_s;
+          prev = t_.add(on, io_s, {prev}, what + " IO", holds_disk);
+        }
+        if (first_step()) update_s += adam;
+        prev = cpu_ ? on_cpu(on, adam, {prev}, what) : t_.add(on, adam, {prev}, what);
       }
       if (s_.deferred) updated_[i] = prev;
     }
@@ -18328,6 +18364,9 @@ private:
   std::vector<id> updated_;
   std::vector<id> step_end_;
   id last_compute_ = npos, last_update_ = npos, last_norm_ = npos;
+  // A host build's compute, copies and collectives run on the cores Adam's pass uses too.
+  unsigned cpu_ = s_.gpu ? holds_nothing : holds_cpu;
+  static constexpr double cpu_slice_s = 2e-3;  // the OS's time slices, roughly
 };
 
 }  // namespace detail

@@ -237,18 +237,23 @@ TEST_CASE("calibration: save is atomic and replaces an existing file", "[plan][c
         std::string::npos);
 }
 
-TEST_CASE("calibration: gemm_rate picks the nearest measured shape (log of m*n*k)",
+TEST_CASE("calibration: gemm_rate picks the nearest measured shape, dimension by dimension",
           "[plan][calibration]") {
   calibration c;
   c.gemm = {{64, 64, 64, 1e9}, {1024, 1024, 1024, 2e9}, {4096, 4096, 4096, 3e9}};
   CHECK(c.gemm_rate(64, 64, 64) == 1e9);
-  CHECK(c.gemm_rate(128, 128, 128) == 1e9);     // 2^21: 3 doublings from 64^3, 9 from 1024^3
-  CHECK(c.gemm_rate(512, 512, 512) == 2e9);     // 2^27: 9 from 64^3, 3 from 1024^3
-  CHECK(c.gemm_rate(1024, 64, 64) == 1e9);      // 2^22: 4 vs 8
-  CHECK(c.gemm_rate(64, 4096, 4096) == 2e9);    // 2^30: 1024^3 exactly
+  CHECK(c.gemm_rate(128, 128, 128) == 1e9);     // 3 doublings from 64^3, 9 from 1024^3
+  CHECK(c.gemm_rate(512, 512, 512) == 2e9);     // 9 from 64^3, 3 from 1024^3
+  CHECK(c.gemm_rate(1024, 64, 64) == 1e9);      // 4 from 64^3, 8 from 1024^3
+  CHECK(c.gemm_rate(64, 4096, 4096) == 3e9);    // 12, 8, 6: the FLOPs of 1024^3, not its shape
   CHECK(c.gemm_rate(8192, 8192, 8192) == 3e9);  // beyond the largest
   CHECK(c.gemm_rate(1, 1, 1) == 1e9);           // below the smallest
   CHECK_THROWS_AS(c.gemm_rate(0, 64, 64), config_error);
+  // Two shapes of the same FLOPs: the one of the same shape answers.
+  calibration same_flops;
+  same_flops.gemm = {{64, 3072, 512, 1e9}, {512, 768, 256, 3e9}};
+  CHECK(same_flops.gemm_rate(512, 768, 256) == 3e9);
+  CHECK(same_flops.gemm_rate(64, 3072, 512) == 1e9);
 
   calibration mix_only;
   mix_only.gemm_flops = 5e9;

@@ -91,7 +91,8 @@ struct calibration {
   /// file whose fingerprint differs from this machine's is stale (is_stale).
   std::string fingerprint;
 
-  /// FLOP/s of the measured shape nearest to (m, n, k) by |log(m*n*k) - log(m'*n'*k')|, or
+  /// FLOP/s of the measured shape nearest to (m, n, k) by the sum over the three dimensions of
+  /// |log d - log d'| (the shape, not only its FLOPs, decides a GEMM's rate), or
   /// gemm_flops when no shape was measured. config_error for a dimension < 1 or when there is
   /// nothing to answer with.
   double gemm_rate(int m, int n, int k) const;

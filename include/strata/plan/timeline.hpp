@@ -4,9 +4,11 @@
 // collectives, optimizer), timeline (tasks with a lane, a duration and the tasks they wait
 // for; run() places each at its earliest start, as the library's in-order queues do) and its
 // answers: each task's start and end, each lane's busy time, the makespan, and the tasks on
-// the critical path. The NVMe device is one more resource that tasks may hold beside their
-// lane: reads and writes share its bandwidth (the store's io-read and io-write queues both
-// reach the same disk), so two IO tasks never overlap on it.
+// the critical path. Two shared resources may be held beside a lane: the NVMe device (reads
+// and writes share its bandwidth: the store's io-read and io-write queues reach the same disk)
+// and, in a host build, the CPU (the compute kernels use every core, and so do Adam's pass and
+// the memcpy behind host copies and thread collectives): tasks holding the same resource never
+// overlap.
 // What does not: what the tasks are (plan/train_time.hpp and plan/infer_time.hpp build them
 // from a model and a calibration), memory (the executors' own plans).
 //
@@ -37,14 +39,18 @@ constexpr const char* lane_name(lane l) noexcept {
   return names[static_cast<std::size_t>(l)];
 }
 
+/// The shared resources a task may hold beside its lane (a bit mask).
+enum holds : unsigned { holds_nothing = 0, holds_disk = 1, holds_cpu = 2 };
+inline constexpr std::size_t resource_count = 2;
+
 class timeline {
 public:
   using task_id = std::size_t;
 
-  /// A task of `seconds` on lane `on`, after every task in `after` has ended; `on_disk`: it
-  /// also holds the NVMe device for its whole duration. Returns its id.
+  /// A task of `seconds` on lane `on`, after every task in `after` has ended, holding the
+  /// shared resources `held` (holds_disk | holds_cpu) for its whole duration. Returns its id.
   task_id add(lane on, double seconds, std::vector<task_id> after, std::string what,
-              bool on_disk = false);
+              unsigned held = holds_nothing);
 
   /// Places every task (see the top). Adding after run() and running again re-places all.
   void run();
@@ -53,14 +59,15 @@ public:
   double end(task_id t) const { return placed(t).end; }
   /// Seconds lane l is busy between `from` and `to` (tasks clipped to that window).
   double busy(lane l, double from = 0, double to = 1e300) const;
-  /// Seconds the NVMe device is busy between `from` and `to`.
-  double disk_busy(double from = 0, double to = 1e300) const;
+  /// Seconds the shared resource `r` (holds_disk or holds_cpu) is busy between `from` and `to`.
+  double held_busy(holds r, double from = 0, double to = 1e300) const;
   double makespan() const;
   std::size_t size() const noexcept { return tasks_.size(); }
   const std::string& what(task_id t) const { return tasks_.at(t).what; }
   lane lane_of(task_id t) const { return tasks_.at(t).on; }
   /// The chain of tasks that decided when `last` ended: each one's predecessor is the task
-  /// (a wait, the lane's previous task or the disk's) that ended last before it started.
+  /// (a wait, the lane's previous task or a shared resource's) that ended last before it
+  /// started.
   std::vector<task_id> critical_path(task_id last) const;
 
 private:
@@ -69,10 +76,11 @@ private:
     double seconds;
     std::vector<task_id> after;
     std::string what;
-    bool on_disk;
+    unsigned held;
     double start = 0, end = 0;
     bool done = false;
-    task_id lane_prev = npos, disk_prev = npos;
+    task_id lane_prev = npos;
+    std::array<task_id, resource_count> held_prev{npos, npos};
   };
   static constexpr task_id npos = ~task_id{0};
   const task& placed(task_id t) const;

@@ -404,11 +404,13 @@ inline double calibration::gemm_rate(int m, int n, int k) const {
                        "): no host GEMM was measured (no shapes, gemm_flops 0); calibrate with "
                        "the model's GEMM shapes");
   }
-  const double want = std::log(static_cast<double>(m) * n * k);
+  // Nearest by shape, not by size: a (64, 3072, 512) product has the FLOPs of (512, 768, 256)
+  // and a third of its rate, so the distance is summed over the dimensions' logs.
+  auto ld = [](int a, int b) { return std::abs(std::log(double(a)) - std::log(double(b))); };
   const gemm_point* best = nullptr;
   double best_d = 0;
   for (const gemm_point& p : gemm) {
-    const double d = std::abs(std::log(static_cast<double>(p.m) * p.n * p.k) - want);
+    const double d = ld(p.m, m) + ld(p.n, n) + ld(p.k, k);
     if (!best || d < best_d) best = &p, best_d = d;
   }
   return best->flops_per_s;

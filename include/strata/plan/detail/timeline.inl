@@ -8,7 +8,7 @@ STRATA_NAMESPACE_BEGIN
 namespace plan {
 
 inline timeline::task_id timeline::add(lane on, double seconds, std::vector<task_id> after,
-                                       std::string what, bool on_disk) {
+                                       std::string what, unsigned held) {
   if (!(seconds >= 0))
     throw config_error("plan::timeline: task '" + what + "' lasts " + std::to_string(seconds) +
                        " s; a duration is >= 0");
@@ -17,7 +17,7 @@ inline timeline::task_id timeline::add(lane on, double seconds, std::vector<task
       throw config_error("plan::timeline: task '" + what + "' waits for task " +
                          std::to_string(a) + ", which does not exist yet (" +
                          std::to_string(tasks_.size()) + " tasks)");
-  tasks_.push_back({on, seconds, std::move(after), std::move(what), on_disk});
+  tasks_.push_back({on, seconds, std::move(after), std::move(what), held});
   ran_ = false;
   return tasks_.size() - 1;
 }
@@ -33,8 +33,9 @@ inline void timeline::run() {
   std::array<double, lane_count> lane_free{};
   std::array<task_id, lane_count> lane_last;
   lane_last.fill(npos);
-  double disk_free = 0;
-  task_id disk_last = npos;
+  std::array<double, resource_count> held_free{};
+  std::array<task_id, resource_count> held_last;
+  held_last.fill(npos);
   for (std::size_t placed_count = 0; placed_count < tasks_.size(); ++placed_count) {
     task_id best = npos;
     double best_start = std::numeric_limits<double>::infinity(), best_ready = best_start;
@@ -42,7 +43,7 @@ inline void timeline::run() {
       if (heads[l] == order[l].size()) continue;
       const task_id t = order[l][heads[l]];
       const task& k = tasks_[t];
-      double r = lane_free[l];  // when it could start but for the disk
+      double r = lane_free[l];  // when it could start but for the shared resources
       bool ready = true;
       for (task_id a : k.after) {
         if (!tasks_[a].done) {
@@ -52,7 +53,9 @@ inline void timeline::run() {
         r = std::max(r, tasks_[a].end);
       }
       if (!ready) continue;
-      const double s = k.on_disk ? std::max(r, disk_free) : r;
+      double s = r;
+      for (std::size_t h = 0; h < resource_count; ++h)
+        if (k.held & (1u << h)) s = std::max(s, held_free[h]);
       if (s < best_start || (s == best_start && (r < best_ready || (r == best_ready && t < best))))
         best = t, best_start = s, best_ready = r;
     }
@@ -68,11 +71,12 @@ inline void timeline::run() {
     lane_last[l] = best;
     lane_free[l] = k.end;
     ++heads[l];
-    if (k.on_disk) {
-      k.disk_prev = disk_last;
-      disk_last = best;
-      disk_free = k.end;
-    }
+    for (std::size_t h = 0; h < resource_count; ++h)
+      if (k.held & (1u << h)) {
+        k.held_prev[h] = held_last[h];
+        held_last[h] = best;
+        held_free[h] = k.end;
+      }
   }
   ran_ = true;
 }
@@ -89,10 +93,10 @@ inline double timeline::busy(lane l, double from, double to) const {
   return sum;
 }
 
-inline double timeline::disk_busy(double from, double to) const {
+inline double timeline::held_busy(holds r, double from, double to) const {
   double sum = 0;
   for (task_id t = 0; t < tasks_.size(); ++t)
-    if (placed(t).on_disk)
+    if (placed(t).held & r)
       sum += std::max(0.0, std::min(to, tasks_[t].end) - std::max(from, tasks_[t].start));
   return sum;
 }
@@ -115,7 +119,7 @@ inline std::vector<timeline::task_id> timeline::critical_path(task_id last) cons
     };
     for (task_id a : k.after) consider(a);
     consider(k.lane_prev);
-    if (k.on_disk) consider(k.disk_prev);
+    for (task_id p : k.held_prev) consider(p);
     t = k.start > 0 ? prev : npos;
   }
   std::reverse(path.begin(), path.end());

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 
 STRATA_NAMESPACE_BEGIN
@@ -82,7 +83,18 @@ private:
   id copy(lane on, double bytes, std::vector<id> after, const std::string& what) {
     const double sec = bytes / (on == lane::h2d ? r_.copy_in : r_.copy_out);
     if (first_step()) copy_s += sec;
-    return t_.add(on, sec, std::move(after), what);
+    return on_cpu(on, sec, std::move(after), what);
+  }
+  // CPU work on lane `on`: one task, or in a host build slices of cpu_slice_s holding the
+  // cores, so that work on other lanes interleaves with it as the OS time-shares the cores.
+  id on_cpu(lane on, double sec, std::vector<id> after, const std::string& what) {
+    if (!cpu_) return t_.add(on, sec, std::move(after), what);
+    const int slices = std::max(1, int(std::ceil(sec / cpu_slice_s)));
+    id last = npos;
+    for (int k = 0; k < slices; ++k) {
+      last = t_.add(on, sec / slices, k == 0 ? std::move(after) : std::vector<id>{last}, what, cpu_);
+    }
+    return last;
   }
   // What the store moves to read or write a whole tensor of `bytes` bytes.
   std::size_t read_cost(std::size_t bytes) const {
@@ -96,12 +108,13 @@ private:
     const std::size_t moved = write ? write_cost(bytes) : read_cost(bytes);
     if (first_step()) (write ? write_bytes : read_bytes) += moved;
     return t_.add(write ? lane::io_write : lane::io_read, double(moved) / (write ? r_.write : r_.read),
-                  std::move(after), what, true);
+                  std::move(after), what, holds_disk);
   }
   id collective(double bytes, std::vector<id> after, const std::string& what) {
-    const double sec = s_.world > 1 ? bytes / r_.gather : 0;  // the gathered bytes' rate
+    // The gathered bytes' rate; one rank's collective is a copy (a memcpy in a host build).
+    const double sec = s_.world > 1 ? bytes / r_.gather : s_.gpu ? 0.0 : bytes / r_.copy_in;
     if (first_step()) collective_s += sec;
-    return t_.add(lane::collectives, sec, std::move(after), what);
+    return on_cpu(lane::collectives, sec, std::move(after), what);
   }
 
   // Layer i's parameters on the compute tier, after `after`; npos when they are there already.
@@ -133,8 +146,8 @@ private:
       if (last_compute_ != npos) go.push_back(last_compute_);
       if (backward && p >= 2) go.push_back(grad_out[backward ? i + 2 : i - 2]);  // grad buffers
       const double sec = backward ? L_[i].backward_s : L_[i].forward_s;
-      computed[i] = last_compute_ = t_.add(lane::compute, sec, go,
-                                           (backward ? "backward L" : "forward L") + std::to_string(i));
+      computed[i] = last_compute_ =
+          on_cpu(lane::compute, sec, go, (backward ? "backward L" : "forward L") + std::to_string(i));
       if (backward) grad_out[i] = gradient_home(i, micro > 0);
     }
     if (!backward) std::fill(updated_.begin(), updated_.end(), npos);  // consumed
@@ -146,7 +159,8 @@ private:
     const std::size_t g = (s_.stage == 3 ? shard(i) : padded(i)) * 4;
     id r = collective((s_.stage == 3 ? 1.0 : 2.0) * padded(i) * 4.0, {last_compute_},
                       (s_.stage == 3 ? "reduce-scatter " : "all-reduce ") + n);
-    if (s_.home == state_home::compute) return r;
+    // Home on the compute tier: a copy there (a memcpy in a host build's emulated device).
+    if (s_.home == state_home::compute) return s_.gpu ? r : copy(lane::d2h, double(g), {r}, "write grad " + n);
     r = copy(lane::d2h, double(g), {r}, "d2h grad " + n);
     if (s_.home == state_home::nvme) {
       if (accumulate) r = nvme(false, g, {r}, "read grad " + n);
@@ -192,10 +206,14 @@ private:
         const double e = double(std::min(piece, total - std::min(done, total)));
         const double share = total ? e / double(total) : 1.0;
         const double adam = e * (narrow ? 34.0 : 28.0) / r_.triad;  // p g m v in, p m v out
-        const double io_s = share * (double(in) / r_.read + double(out) / r_.write);
-        const double sec = nvme ? std::max(adam, io_s) : adam;
-        if (first_step()) update_s += sec;
-        prev = t_.add(on, sec, {prev}, "update L" + std::to_string(i), nvme);
+        const std::string what = "update L" + std::to_string(i);
+        if (nvme) {  // the sub-group's reads and writes, then its Adam pass
+          const double io_s = share * (double(in) / r_.read + double(out) / r_.write);
+          if (first_step()) update_s += io_s;
+          prev = t_.add(on, io_s, {prev}, what + " IO", holds_disk);
+        }
+        if (first_step()) update_s += adam;
+        prev = cpu_ ? on_cpu(on, adam, {prev}, what) : t_.add(on, adam, {prev}, what);
       }
       if (s_.deferred) updated_[i] = prev;
     }
@@ -210,6 +228,9 @@ private:
   std::vector<id> updated_;
   std::vector<id> step_end_;
   id last_compute_ = npos, last_update_ = npos, last_norm_ = npos;
+  // A host build's compute, copies and collectives run on the cores Adam's pass uses too.
+  unsigned cpu_ = s_.gpu ? holds_nothing : holds_cpu;
+  static constexpr double cpu_slice_s = 2e-3;  // the OS's time slices, roughly
 };
 
 }  // namespace detail
