@@ -19,12 +19,15 @@
 // Exit codes: 0 done, 1 the weights could not be used or the plan does not fit (the message
 // says why), 2 bad arguments.
 #include "data.hpp"
+#include "gpt_plan.hpp"  // the predicted decode step
 #include "infer_session.hpp"
 #include "safetensors.hpp"
 #include "sampler.hpp"
 #include "stored_file.hpp"
 
 #include "example_support.hpp"  // examples/common/: option_reader, bad_argument
+
+#include <strata/plan/calibration_json.hpp>
 
 #include <cfloat>
 #include <cmath>
@@ -65,6 +68,8 @@ Where the model lives and how it streams:
   --nvme-dir DIR      directory of the NVMe tier (default: the weights' directory)
   --device-mib N      budget of the compute tier in MiB (default 4096)
   --pinned-mib N      budget of pinned host memory in MiB (default 1024)
+  --calibration FILE  strata-plan calibrate's file: print the planner's decode step time,
+                      and beside it at the end the measured one
   --quiet             no progress line per token
   --help              this text
 
@@ -79,6 +84,7 @@ struct options {
   gpt::infer_options infer;
   int batch = 0, block = 1;
   bool quiet = false, quant_given = false;
+  std::string calibration;  // strata-plan calibrate's file: the predicted decode step
 };
 
 using example::bad_argument;
@@ -112,6 +118,7 @@ bool parse(int argc, char** argv, options& o) {
     else if (r.is("--block")) o.block = r.integer(1, 1 << 16);
     else if (r.is("--kv-tier")) o.infer.kv = word(gpt::parse_kv_home);
     else if (r.is("--nvme-dir")) o.infer.nvme_dir = r.path();
+    else if (r.is("--calibration")) o.calibration = r.path();
     else if (r.is("--device-mib")) o.infer.device_bytes = r.integer<std::size_t>(1, std::size_t(1) << 30) << 20;
     else if (r.is("--pinned-mib")) o.infer.pinned_bytes = r.integer<std::size_t>(1, std::size_t(1) << 30) << 20;
     else r.unknown();
@@ -228,6 +235,30 @@ int run(options& opt) {
               session.plan().to_string(&session.ctx()).c_str());
   std::fflush(stdout);
 
+  // The planner's decode step at the run's average cached length.
+  double predicted_ms = 0;
+  if (!opt.calibration.empty()) {
+    const auto c = strata::plan::load_calibration(opt.calibration);
+    const double position = double(longest) + opt.tokens / 2.0;
+    strata::plan::infer_schedule s;
+    s.home = !streamed ? strata::plan::state_home::compute
+             : opt.infer.home == gpt::weight_home::nvme ? strata::plan::state_home::nvme
+                                                        : strata::plan::state_home::host;
+    s.depth = opt.infer.depth;
+    s.gpu = strata::cuda_enabled;
+    if (s.home == strata::plan::state_home::nvme) {
+      s.nvme_align = session.ctx().nvme().transfer_alignment();
+      s.checksum_block = session.ctx().nvme().checksum_block();
+    }
+    const auto p = strata::plan::predict_pass(
+        gpt::infer_costs(cfg, opt.infer.format, mb, opt.block, position, c), s, c);
+    predicted_ms = p.seconds * 1e3;
+    std::printf("predicted decode step (strata-plan, calibration %s): %.2f ms, %s; compute "
+                "bound %.2f ms, IO bound %.2f ms\n",
+                opt.calibration.c_str(), predicted_ms, p.bound.c_str(), p.compute_bound_s * 1e3,
+                p.io_bound_s * 1e3);
+  }
+
   std::vector<float> embed(gpt::embed_numel(cfg));
   gpt::read_gpt_embed(reader, cfg, embed.data());
   load_blocks(reader, cfg, stored ? &*stored : nullptr, session, opt.quiet);
@@ -267,6 +298,10 @@ int run(options& opt) {
     if (g.refills > 0)
       std::printf(" (%d cache rebuild(s) at the context limit included)", g.refills);
     std::printf("\n");
+    if (predicted_ms > 0)
+      std::printf("decode step: predicted %.2f ms, measured %.2f ms: %+.1f%%\n", predicted_ms,
+                  g.decode_ms / opt.tokens,
+                  100.0 * (predicted_ms - g.decode_ms / opt.tokens) / (g.decode_ms / opt.tokens));
     if (streamed && read_rate > 0) {
       // The IO bound: a pass yields one token per row and reads every stored byte once.
       const double per_pass = double(session.blocks().home_bytes());

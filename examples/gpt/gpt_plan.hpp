@@ -25,14 +25,20 @@
 
 #include "gpt_flops.hpp"
 #include "host/kernels.hpp"
+#include "host/stored_matmul.hpp"
+#include "stored_block.hpp"
 #include "trainer.hpp"
 
 #include <strata/comm/planned.hpp>
 #include <strata/plan/calibration.hpp>
+#include <strata/plan/infer_time.hpp>
 #include <strata/plan/train_time.hpp>
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
+#include <memory>
+#include <tuple>
 #include <string>
 #include <vector>
 
@@ -147,7 +153,8 @@ inline strata::memory_plan memory_plan_for(train_policy p, strata::context& ctx,
 }
 
 /// FLOP/s of one GEMM shape through the example's kernel (gemm_parallel): the calibration's
-/// probe. One untimed call, then repetitions until `min_seconds` have passed; the median.
+/// probe. One untimed call, then repetitions until `min_seconds` have passed (at least one);
+/// the median.
 inline double gemm_probe_flops(int m, int n, int k, double min_seconds = 0.05) {
   std::vector<float> a(std::size_t(m) * k, 0.01f), b(std::size_t(k) * n, 0.02f),
       out(std::size_t(m) * n);
@@ -161,8 +168,7 @@ inline double gemm_probe_flops(int m, int n, int k, double min_seconds = 0.05) {
     const auto s = std::chrono::steady_clock::now();
     once();
     t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - s).count());
-  } while (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() < min_seconds ||
-           t.size() < 3);
+  } while (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() < min_seconds);
   std::nth_element(t.begin(), t.begin() + t.size() / 2, t.end());
   return 2.0 * m * n * k / t[t.size() / 2];
 }
@@ -178,14 +184,94 @@ inline std::vector<std::array<int, 3>> calibration_shapes(bool quick) {
     for (int C : widths) {
       // Each forward GEMM (N, out, in) and its backward ones, dinp (N, in, out) and
       // dW (out, in, N); and the byte-vocabulary head's.
-      for (const auto& [out, in] : {std::pair{3 * C, C}, {C, C}, {4 * C, C}, {C, 4 * C}, {256, C}}) {
-        s.push_back({N, out, in});
-        s.push_back({N, in, out});
-        s.push_back({out, in, N});
-      }
+      // (Products above 4e10 FLOP, a second or more each here, are left to the nearest.)
+      for (const auto& [out, in] : {std::pair{3 * C, C}, {C, C}, {4 * C, C}, {C, 4 * C}, {256, C}})
+        for (const std::array<int, 3>& g : {std::array<int, 3>{N, out, in}, {N, in, out}, {out, in, N}})
+          if (2.0 * g[0] * g[1] * g[2] <= 4e10) s.push_back(g);
     }
   for (int hs : {16, 32, 64, 128}) s.push_back({64, 64, hs});  // attention tiles
   return s;
+}
+
+// ---- Inference: the decoder's stored matmuls and a streamed pass ----------------------------
+
+/// The four stored matmuls of one block (width C, format f) for `rows` rows, in seconds: the
+/// median of repetitions until `min_seconds` have passed (one untimed first).
+inline double stored_block_seconds(weight_format f, int C, int rows, double min_seconds) {
+  gpt_config cfg;
+  cfg.width = C, cfg.heads = 1;
+  const block_layout layout = make_block_layout(cfg, f);
+  std::vector<float> flat(block_numel(cfg));
+  for (std::size_t i = 0; i < flat.size(); ++i) flat[i] = 0.01f * float(int(i % 17) - 8);
+  std::vector<std::byte> block(layout.bytes);
+  pack_block(layout, flat, block);
+  std::vector<float> inp(std::size_t(rows) * 4 * C, 0.5f), out(std::size_t(rows) * 4 * C);
+  auto once = [&] {
+    for (const auto& [w, in, oc] : {std::tuple{"attn.c_attn.weight", C, 3 * C},
+                                    {"attn.c_proj.weight", C, C}, {"mlp.c_fc.weight", C, 4 * C},
+                                    {"mlp.c_proj.weight", 4 * C, C}})
+      matmul_stored_forward(out.data(), inp.data(), view_of(layout.find(w), block.data()), nullptr,
+                            rows, in, oc);
+  };
+  once();
+  std::vector<double> t;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto since = [](auto a) { return std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count(); };
+  do {
+    const auto a = std::chrono::steady_clock::now();
+    once();
+    t.push_back(since(a));
+  } while (since(t0) < min_seconds || t.size() < 3);
+  std::nth_element(t.begin(), t.begin() + t.size() / 2, t.end());
+  return t[t.size() / 2];
+}
+
+/// The calibration's probes of the decoder's matmul, per weight format: a call costs
+/// weights x (1 / dequant_weights_per_s + rows x 2 / flops_per_s) — the tile's dequantisation
+/// once per call, then a dot product per row — fitted from 8 and 32 rows at width 512.
+inline std::vector<std::pair<std::string, std::function<double()>>> inference_probes(bool quick) {
+  std::vector<std::pair<std::string, std::function<double()>>> probes;
+  for (weight_format f : {weight_format::f32, weight_format::bf16, weight_format::f16, weight_format::q4}) {
+    const std::string base = std::string("gpt.matmul.") + format_name(f);
+    // Both numbers from one pair of measurements, shared by the two probes.
+    auto fit = std::make_shared<std::pair<double, double>>(0.0, 0.0);
+    auto measure = [f, quick, fit] {
+      if (fit->first > 0) return;
+      // 8 and 32 rows: both above the kernel's threshold for spreading a call over threads.
+      const int C = quick ? 128 : 512, R0 = 8, R1 = 32;
+      const double w = 12.0 * C * C, min_s = quick ? 0.01 : 0.2;
+      const double t0 = stored_block_seconds(f, C, R0, min_s), t1 = stored_block_seconds(f, C, R1, min_s);
+      const double per_row = std::max((t1 - t0) / (R1 - R0), 1e-12) / w;  // s per weight-row
+      const double per_call = std::max(t0 / w - R0 * per_row, per_row * 1e-3);
+      *fit = {1.0 / per_call, 2.0 / per_row};
+    };
+    probes.push_back({base + ".dequant_weights_per_s", [measure, fit] { measure(); return fit->first; }});
+    probes.push_back({base + ".flops_per_s", [measure, fit] { measure(); return fit->second; }});
+  }
+  return probes;
+}
+
+/// The blocks of a streamed decode pass (one new token for each of rows = micro_batch x
+/// micro_batches rows, at an average cached length of `position`): stored bytes, and the
+/// compute of the block's micro-batches (four matmuls each, attention over the cache at the
+/// f32 dot rate, elementwise passes at the triad rate). The head (logits against the f32 wte)
+/// is the last block's.
+inline std::vector<strata::plan::infer_layer> infer_costs(const gpt_config& cfg, weight_format f,
+                                                          int micro_batch, int micro_batches,
+                                                          double position,
+                                                          const strata::plan::calibration& c) {
+  const std::string base = std::string("gpt.matmul.") + format_name(f);
+  const double dequant = c.kernel(base + ".dequant_weights_per_s"), flops = c.kernel(base + ".flops_per_s");
+  const double dot = c.kernel("gpt.matmul.f32.flops_per_s");
+  const double C = cfg.width, w = 12.0 * C * C, rows = double(micro_batch) * micro_batches;
+  const double matmuls = micro_batches * w / dequant + rows * 2.0 * w / flops;
+  const double attention = rows * 4.0 * C * position / dot;
+  const double elementwise = rows * elementwise_bytes_per_value * C / c.triad_bytes_s;
+  const std::size_t bytes = make_block_layout(cfg, f).bytes;
+  std::vector<strata::plan::infer_layer> out(std::size_t(cfg.layers),
+                                             {bytes, matmuls + attention + elementwise});
+  out.back().compute_s += rows * 2.0 * C * cfg.vocab / dot;
+  return out;
 }
 
 }  // namespace gpt

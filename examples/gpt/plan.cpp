@@ -159,6 +159,7 @@ double gib(double b) { return b / double(1 << 30); }
 // ---- calibrate ---------------------------------------------------------------------------
 
 int calibrate(const options& o) {
+  gpt::use_one_thread_pool();  // the GEMMs as gpt_train runs them (OpenMP splits, BLAS on one)
   strata::plan::calibrate_options co;
   co.threads = o.threads;
   co.nvme_dir = o.nvme_dir;
@@ -170,6 +171,7 @@ int calibrate(const options& o) {
     co.repetitions = 3;
   }
   co.progress = [](const std::string& line) { std::printf("calibrate: %s\n", line.c_str()); };
+  co.kernels = gpt::inference_probes(o.quick);
   const double probe_time = o.quick ? 0.005 : 0.05;
   const auto c = strata::plan::calibrate(co, gpt::calibration_shapes(o.quick),
                                          [&](int m, int n, int k) {

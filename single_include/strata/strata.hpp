@@ -16850,6 +16850,7 @@ STRATA_NAMESPACE_END
 #include <array>
 #include <cstddef>
 #include <functional>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -16885,6 +16886,17 @@ struct calibration {
 
   /// Through io::nvme_store, CRC-32C checksums included: what a tensor on the NVMe tier gets.
   double nvme_read_bytes_s = 0, nvme_write_bytes_s = 0;
+  /// The same for smaller tensors (a layer's shard, a streamed block: a request of a few MiB
+  /// does not keep the drive's queue full), sorted by size; nvme_read_rate() interpolates.
+  struct nvme_point {
+    std::size_t bytes = 0;
+    double read_bytes_s = 0, write_bytes_s = 0;
+  };
+  std::vector<nvme_point> nvme_by_size;
+  /// The read / write rate of one tensor of `bytes` bytes: interpolated in log(size) between
+  /// the measured sizes (nvme_by_size and the large nvme_read_bytes_s), clamped at both ends.
+  double nvme_read_rate(std::size_t bytes) const { return nvme_rate(bytes, false); }
+  double nvme_write_rate(std::size_t bytes) const { return nvme_rate(bytes, true); }
   std::size_t nvme_block = 0;  // the engine's request size (io::engine_config::block_bytes)
   int nvme_depth = 0;          // and its queue depth
   std::string nvme_engine;     // "uring" or "posix": the engine make_engine() picked
@@ -16898,6 +16910,10 @@ struct calibration {
   double h2d_bytes_s = 0, d2h_bytes_s = 0;  // pinned <-> device, cudaMemcpyAsync; 0 without a GPU
   double gpu_gemm_flops = 0;                // bf16 GEMM over the mix (caller's probe); 0 without
 
+  /// Rates of the model's own kernels, by name, measured by the caller's probes
+  /// (calibrate_options::kernels): what the library cannot know, such as an inference matmul
+  /// that is not a BLAS GEMM. The name says the unit ("gpt.matmul.q4.flops_per_s").
+  std::map<std::string, double> kernels;
   /// What identifies the hardware (hardware_fingerprint(nvme_dir) when it was measured): a
   /// file whose fingerprint differs from this machine's is stale (is_stale).
   std::string fingerprint;
@@ -16911,6 +16927,11 @@ struct calibration {
   /// larger, the more conservative: bandwidth per rank falls as ranks are added). config_error
   /// when none was measured or world < 1.
   double allgather_rate(int world) const;
+  /// kernels[name]; config_error naming it when it was not measured.
+  double kernel(const std::string& name) const;
+
+private:
+  double nvme_rate(std::size_t bytes, bool write) const;
 };
 
 /// This machine, as calibration::machine says it (CPU model, logical cores, SIMD level, GPU).
@@ -16940,6 +16961,8 @@ struct calibrate_options {
   std::size_t h2d_bytes = std::size_t{64} << 20;        // each way, pinned <-> device (CUDA)
   /// Timed runs of each measurement, after one untimed; the median is kept (see the top).
   int repetitions = 5;
+  /// The model's own kernels: each probe returns its rate (> 0), kept as kernels[name].
+  std::vector<std::pair<std::string, std::function<double()>>> kernels;
   /// One line per measurement as it finishes, e.g. "triad: 12.3 GB/s on 8 threads". The lines,
   /// in order: "gemm MxNxK: ..." per shape, "gemm mix: ...", "triad: ...", "copy: ...",
   /// "nvme: ..." (read and write, or why skipped), "allgather world W: ..." per world,
@@ -17483,6 +17506,12 @@ void calibrate_nvme(calibration& c, const calibrate_options& o, Say&& say) {
   c.nvme_depth = info.depth;
   c.nvme_engine = info.engine;
   c.nvme_dir = o.nvme_dir;
+  // Smaller tensors, as the walks move them: a quarter of the size at a time, down to 4 MiB.
+  for (std::size_t b = std::size_t{4} << 20; b < o.nvme_bytes; b *= 4) {
+    const auto [rs, ws] = measure_nvme(o.nvme_dir, b, o.repetitions, o.nvme_engine);
+    c.nvme_by_size.push_back({b, rs, ws});
+    say("nvme " + format_bytes(b) + ": read " + gbps(rs) + ", write " + gbps(ws));
+  }
   say("nvme: read " + gbps(r) + ", write " + gbps(w) + " (nvme_store, " + info.engine +
       " engine, block " + format_bytes(info.block) + ", depth " + std::to_string(info.depth) +
       ", " + format_bytes(o.nvme_bytes) + " in " + o.nvme_dir +
@@ -17780,7 +17809,44 @@ inline calibration calibrate(const calibrate_options& o,
   detail::calib::calibrate_nvme(c, o, say);
   detail::calib::calibrate_allgather(c, o, say);
   detail::calib::calibrate_gpu(c, o, shapes, gpu_gemm, say);
+  for (const auto& [name, probe] : o.kernels) {
+    const double rate = probe();
+    if (!std::isfinite(rate) || rate <= 0)
+      throw config_error("plan::calibrate: the probe of kernel '" + name + "' returned " +
+                         std::to_string(rate) + "; a rate is > 0");
+    c.kernels[name] = rate;
+    char line[160];
+    std::snprintf(line, sizeof line, "kernel %s: %.4g", name.c_str(), rate);
+    say(line);
+  }
   return c;
+}
+
+inline double calibration::nvme_rate(std::size_t bytes, bool write) const {
+  const double large = write ? nvme_write_bytes_s : nvme_read_bytes_s;
+  if (nvme_by_size.empty() || bytes == 0) return large;
+  std::vector<std::pair<double, double>> pts;  // (log bytes, rate), by size
+  for (const nvme_point& p : nvme_by_size)
+    pts.push_back({std::log(double(p.bytes)), write ? p.write_bytes_s : p.read_bytes_s});
+  const double x = std::log(double(bytes));
+  if (x <= pts.front().first) return pts.front().second;
+  for (std::size_t i = 1; i < pts.size(); ++i)
+    if (x <= pts[i].first) {
+      const double f = (x - pts[i - 1].first) / (pts[i].first - pts[i - 1].first);
+      return pts[i - 1].second + f * (pts[i].second - pts[i - 1].second);
+    }
+  // Beyond the last small size: towards the large measurement's rate (its size is not kept:
+  // the rate of the largest small size holds up to 4x it, then the large one).
+  return x <= pts.back().first + std::log(4.0) ? pts.back().second : large;
+}
+
+inline double calibration::kernel(const std::string& name) const {
+  const auto it = kernels.find(name);
+  if (it == kernels.end())
+    throw config_error("calibration::kernel('" + name + "'): not measured (" +
+                       std::to_string(kernels.size()) + " kernels in this calibration); "
+                       "calibrate with the model's probes (strata-plan calibrate)");
+  return it->second;
 }
 
 }  // namespace plan
@@ -18163,7 +18229,11 @@ namespace detail {
 // naming it, not a division by zero.
 struct step_rates {
   double copy_in, copy_out, triad, read, write, gather;
-  step_rates(const train_schedule& s, const calibration& c) {
+  const calibration& cal;
+  // NVMe rates for one tensor of `bytes` (the calibration's, by size).
+  double read_at(std::size_t bytes) const { return cal.nvme_read_rate(bytes); }
+  double write_at(std::size_t bytes) const { return cal.nvme_write_rate(bytes); }
+  step_rates(const train_schedule& s, const calibration& c) : cal(c) {
     auto need = [](double v, const char* what) {
       if (!(v > 0))
         throw config_error(std::string("plan::predict_step: the calibration has no ") + what +
@@ -18204,7 +18274,7 @@ public:
 
   // Per step: NVMe bytes, and the summed work of each kind.
   std::size_t read_bytes = 0, write_bytes = 0;
-  double copy_s = 0, collective_s = 0, update_s = 0;
+  double io_s = 0, copy_s = 0, collective_s = 0, update_s = 0;
 
 private:
   static constexpr id npos = ~id{0};
@@ -18242,9 +18312,9 @@ private:
   // A whole tensor of `bytes` bytes read or written through the store.
   id nvme(bool write, std::size_t bytes, std::vector<id> after, const std::string& what) {
     const std::size_t moved = write ? write_cost(bytes) : read_cost(bytes);
-    if (first_step()) (write ? write_bytes : read_bytes) += moved;
-    return t_.add(write ? lane::io_write : lane::io_read, double(moved) / (write ? r_.write : r_.read),
-                  std::move(after), what, holds_disk);
+    const double sec = double(moved) / (write ? r_.write_at(bytes) : r_.read_at(bytes));
+    if (first_step()) (write ? write_bytes : read_bytes) += moved, io_s += sec;
+    return t_.add(write ? lane::io_write : lane::io_read, sec, std::move(after), what, holds_disk);
   }
   id collective(double bytes, std::vector<id> after, const std::string& what) {
     // The gathered bytes' rate; one rank's collective is a copy (a memcpy in a host build).
@@ -18344,9 +18414,10 @@ private:
         const double adam = e * (narrow ? 34.0 : 28.0) / r_.triad;  // p g m v in, p m v out
         const std::string what = "update L" + std::to_string(i);
         if (nvme) {  // the sub-group's reads and writes, then its Adam pass
-          const double io_s = share * (double(in) / r_.read + double(out) / r_.write);
-          if (first_step()) update_s += io_s;
-          prev = t_.add(on, io_s, {prev}, what + " IO", holds_disk);
+          const std::size_t at = std::min(piece, total) * 4;  // a sub-group's tensors
+          const double sec = share * (double(in) / r_.read_at(at) + double(out) / r_.write_at(at));
+          if (first_step()) update_s += sec, io_s += sec;
+          prev = t_.add(on, sec, {prev}, what + " IO", holds_disk);
         }
         if (first_step()) update_s += adam;
         prev = cpu_ ? on_cpu(on, adam, {prev}, what) : t_.add(on, adam, {prev}, what);
@@ -18387,8 +18458,7 @@ inline step_prediction predict_step(const std::vector<layer_cost>& layers,
   for (const auto& l : layers) p.compute_bound_s += s.accum * (l.forward_s + l.backward_s);
   p.nvme_read_bytes = b.read_bytes, p.nvme_write_bytes = b.write_bytes;
   if (s.home == state_home::nvme)
-    p.io_bound_s = double(b.read_bytes) / c.nvme_read_bytes_s +
-                   double(b.write_bytes) / c.nvme_write_bytes_s;
+    p.io_bound_s = b.io_s;
   p.copy_s = b.copy_s, p.collective_s = b.collective_s, p.update_s = b.update_s;
   for (std::size_t l = 0; l < lane_count; ++l) p.busy[l] = t.busy(static_cast<lane>(l), from, to);
   char why[128];

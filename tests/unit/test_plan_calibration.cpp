@@ -55,6 +55,8 @@ calibration sample() {
   c.h2d_bytes_s = 2.5e10 / 3.0;
   c.d2h_bytes_s = 2.4e10 + 0.5;
   c.gpu_gemm_flops = 9.9e14 / 7.0;
+  c.kernels = {{"gpt.matmul.q4.flops_per_s", 1.1e10 / 3.0}, {"gpt.matmul.f32.flops_per_s", 2e10}};
+  c.nvme_by_size = {{4 << 20, 1.1e9 / 3.0, 1.3e9}, {16 << 20, 1.7e9, 1.9e9 / 7.0}};
   c.fingerprint = "Test CPU, 8 logical cores, avx2; nvme: /dev/nvme0n1 (ext4); RAM 64 GiB";
   return c;
 }
@@ -83,6 +85,13 @@ void check_same(const calibration& a, const calibration& b) {
   CHECK(a.h2d_bytes_s == b.h2d_bytes_s);
   CHECK(a.d2h_bytes_s == b.d2h_bytes_s);
   CHECK(a.gpu_gemm_flops == b.gpu_gemm_flops);
+  CHECK(a.kernels == b.kernels);
+  REQUIRE(a.nvme_by_size.size() == b.nvme_by_size.size());
+  for (std::size_t i = 0; i < a.nvme_by_size.size(); ++i) {
+    CHECK(a.nvme_by_size[i].bytes == b.nvme_by_size[i].bytes);
+    CHECK(a.nvme_by_size[i].read_bytes_s == b.nvme_by_size[i].read_bytes_s);
+    CHECK(a.nvme_by_size[i].write_bytes_s == b.nvme_by_size[i].write_bytes_s);
+  }
   CHECK(a.fingerprint == b.fingerprint);
 }
 
@@ -174,6 +183,12 @@ TEST_CASE("calibration: a file of another format or version, or missing a field,
   j = sample_json();
   j["allgather_bytes_s"][0].erase("bytes_s");
   check_refused(path, j, "allgather_bytes_s[0].bytes_s");
+  j = sample_json();
+  j["kernels"]["gpt.matmul.q4.flops_per_s"] = "fast";
+  check_refused(path, j, "kernels.gpt.matmul.q4.flops_per_s");
+  j = sample_json();
+  j["kernels"]["gpt.matmul.f32.flops_per_s"] = 0.0;
+  check_refused(path, j, "kernels.gpt.matmul.f32.flops_per_s");
 
   // Wrong types and values calibrate() cannot have written.
   j = sample_json();
@@ -255,6 +270,18 @@ TEST_CASE("calibration: gemm_rate picks the nearest measured shape, dimension by
   CHECK(same_flops.gemm_rate(512, 768, 256) == 3e9);
   CHECK(same_flops.gemm_rate(64, 3072, 512) == 1e9);
 
+  // NVMe rates by tensor size: interpolated in log(size) between the small sizes, then the
+  // large measurement's.
+  calibration n;
+  n.nvme_read_bytes_s = 2e9, n.nvme_write_bytes_s = 3e9;
+  CHECK(n.nvme_read_rate(1 << 20) == 2e9);  // nothing by size: the large rate
+  n.nvme_by_size = {{4 << 20, 1e9, 1.5e9}, {16 << 20, 1.6e9, 2e9}};
+  CHECK(n.nvme_read_rate(1 << 20) == 1e9);
+  CHECK(n.nvme_read_rate(8 << 20) == Approx(1.3e9));
+  CHECK(n.nvme_write_rate(8 << 20) == Approx(1.75e9));
+  CHECK(n.nvme_read_rate(32 << 20) == 1.6e9);
+  CHECK(n.nvme_read_rate(std::size_t{1} << 30) == 2e9);
+
   calibration mix_only;
   mix_only.gemm_flops = 5e9;
   CHECK(mix_only.gemm_rate(100, 100, 100) == 5e9);
@@ -304,8 +331,11 @@ TEST_CASE("calibration: calibrate() at tiny sizes fills every field and reports 
   o.h2d_bytes = 1 * MiB;
   o.repetitions = 2;
   o.progress = [&](const std::string& line) { lines.push_back(line); };
+  o.kernels = {{"model.kernel.flops_per_s", [] { return 3.5e9; }}};
 
   const calibration c = calibrate(o, shapes, host, gpu);
+  CHECK(c.kernel("model.kernel.flops_per_s") == 3.5e9);
+  CHECK_THROWS_WITH(c.kernel("other"), Catch::Contains("'other'"));
 
   CHECK(host_calls == shapes);
   CHECK(gpu_calls == shapes);
@@ -338,6 +368,9 @@ TEST_CASE("calibration: calibrate() at tiny sizes fills every field and reports 
   CHECK(c.nvme_depth == static_cast<int>(io::engine_config{}.queue_depth));
   CHECK((c.nvme_engine == "uring" || c.nvme_engine == "posix"));
   CHECK(c.nvme_dir == dir);
+  REQUIRE(c.nvme_by_size.size() == 1);  // 4 MiB, below the 8 MiB measured
+  CHECK(c.nvme_by_size[0].bytes == 4 * MiB);
+  CHECK(c.nvme_by_size[0].read_bytes_s > 0);
   REQUIRE(c.allgather_bytes_s.size() == 2);
   CHECK(c.allgather_bytes_s[0].first == 2);  // sorted by world size
   CHECK(c.allgather_bytes_s[1].first == 3);
@@ -354,17 +387,17 @@ TEST_CASE("calibration: calibrate() at tiny sizes fills every field and reports 
   CHECK(scratch.files() == 0);  // the store's arena file is gone
 
   // One line per measurement, in order: each shape, the mix, triad, copy, nvme, each world,
-  // h2d/d2h, the GPU GEMM.
+  // h2d/d2h, the GPU GEMM, each kernel.
   const std::vector<std::string> prefixes = {
       "gemm 64x64x64: ", "gemm 128x32x256: ", "gemm 16x512x8: ", "gemm mix: ", "triad: ",
-      "copy: ", "nvme: read ", "allgather world 2: ", "allgather world 3: ", "h2d/d2h: ",
-      "gpu gemm: "};
+      "copy: ", "nvme 4.00 MiB", "nvme: read ", "allgather world 2: ", "allgather world 3: ", "h2d/d2h: ",
+      "gpu gemm: ", "kernel model.kernel.flops_per_s: "};
   REQUIRE(lines.size() == prefixes.size());
   for (std::size_t i = 0; i < lines.size(); ++i) {
     INFO(lines[i]);
     CHECK(lines[i].rfind(prefixes[i], 0) == 0);
   }
-  if (!cuda_enabled) CHECK(lines[9].find("host build") != std::string::npos);
+  if (!cuda_enabled) CHECK(lines[10].find("host build") != std::string::npos);
 
   // The whole record survives the file.
   const std::string path = scratch.file("calibration.json");

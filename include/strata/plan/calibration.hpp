@@ -39,6 +39,7 @@
 #include <array>
 #include <cstddef>
 #include <functional>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -74,6 +75,17 @@ struct calibration {
 
   /// Through io::nvme_store, CRC-32C checksums included: what a tensor on the NVMe tier gets.
   double nvme_read_bytes_s = 0, nvme_write_bytes_s = 0;
+  /// The same for smaller tensors (a layer's shard, a streamed block: a request of a few MiB
+  /// does not keep the drive's queue full), sorted by size; nvme_read_rate() interpolates.
+  struct nvme_point {
+    std::size_t bytes = 0;
+    double read_bytes_s = 0, write_bytes_s = 0;
+  };
+  std::vector<nvme_point> nvme_by_size;
+  /// The read / write rate of one tensor of `bytes` bytes: interpolated in log(size) between
+  /// the measured sizes (nvme_by_size and the large nvme_read_bytes_s), clamped at both ends.
+  double nvme_read_rate(std::size_t bytes) const { return nvme_rate(bytes, false); }
+  double nvme_write_rate(std::size_t bytes) const { return nvme_rate(bytes, true); }
   std::size_t nvme_block = 0;  // the engine's request size (io::engine_config::block_bytes)
   int nvme_depth = 0;          // and its queue depth
   std::string nvme_engine;     // "uring" or "posix": the engine make_engine() picked
@@ -87,6 +99,10 @@ struct calibration {
   double h2d_bytes_s = 0, d2h_bytes_s = 0;  // pinned <-> device, cudaMemcpyAsync; 0 without a GPU
   double gpu_gemm_flops = 0;                // bf16 GEMM over the mix (caller's probe); 0 without
 
+  /// Rates of the model's own kernels, by name, measured by the caller's probes
+  /// (calibrate_options::kernels): what the library cannot know, such as an inference matmul
+  /// that is not a BLAS GEMM. The name says the unit ("gpt.matmul.q4.flops_per_s").
+  std::map<std::string, double> kernels;
   /// What identifies the hardware (hardware_fingerprint(nvme_dir) when it was measured): a
   /// file whose fingerprint differs from this machine's is stale (is_stale).
   std::string fingerprint;
@@ -100,6 +116,11 @@ struct calibration {
   /// larger, the more conservative: bandwidth per rank falls as ranks are added). config_error
   /// when none was measured or world < 1.
   double allgather_rate(int world) const;
+  /// kernels[name]; config_error naming it when it was not measured.
+  double kernel(const std::string& name) const;
+
+private:
+  double nvme_rate(std::size_t bytes, bool write) const;
 };
 
 /// This machine, as calibration::machine says it (CPU model, logical cores, SIMD level, GPU).
@@ -129,6 +150,8 @@ struct calibrate_options {
   std::size_t h2d_bytes = std::size_t{64} << 20;        // each way, pinned <-> device (CUDA)
   /// Timed runs of each measurement, after one untimed; the median is kept (see the top).
   int repetitions = 5;
+  /// The model's own kernels: each probe returns its rate (> 0), kept as kernels[name].
+  std::vector<std::pair<std::string, std::function<double()>>> kernels;
   /// One line per measurement as it finishes, e.g. "triad: 12.3 GB/s on 8 threads". The lines,
   /// in order: "gemm MxNxK: ..." per shape, "gemm mix: ...", "triad: ...", "copy: ...",
   /// "nvme: ..." (read and write, or why skipped), "allgather world W: ..." per world,

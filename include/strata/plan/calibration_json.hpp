@@ -16,7 +16,9 @@
 //    "nvme_read_bytes_s": 3.2e9, "nvme_write_bytes_s": 2.5e9, "nvme_block": 1048576,
 //    "nvme_depth": 16, "nvme_engine": "uring", "nvme_dir": "/mnt/nvme",
 //    "allgather_bytes_s": [{"world": 2, "bytes_s": 9.5e9}],
-//    "h2d_bytes_s": 0.0, "d2h_bytes_s": 0.0, "gpu_gemm_flops": 0.0}
+//    "h2d_bytes_s": 0.0, "d2h_bytes_s": 0.0, "gpu_gemm_flops": 0.0,
+//    "nvme_by_size": [{"bytes": 4194304, "read_bytes_s": 1.1e9, "write_bytes_s": 1.4e9}],
+//    "kernels": {"gpt.matmul.q4.flops_per_s": 1.2e10}}
 // Doubles are written in their shortest form that reads back to the same bits, so a round
 // trip is exact. Every field must be there; keys this version does not know are ignored.
 #pragma once
@@ -79,6 +81,16 @@ inline std::string calibration_problem(const calibration& c) {
     if (!std::isfinite(g.flops_per_s) || g.flops_per_s <= 0)
       return f + ".flops_per_s: " + std::to_string(g.flops_per_s) + " is not a measured rate (> 0)";
   }
+  for (std::size_t i = 0; i < c.nvme_by_size.size(); ++i) {
+    const auto& p = c.nvme_by_size[i];
+    const std::string f = "nvme_by_size[" + std::to_string(i) + "]";
+    if (i > 0 && p.bytes <= c.nvme_by_size[i - 1].bytes) return f + ".bytes: not above the one before";
+    for (double v : {p.read_bytes_s, p.write_bytes_s})
+      if (!std::isfinite(v) || v <= 0) return f + ": " + std::to_string(v) + " is not a measured rate (> 0)";
+  }
+  for (const auto& [name, v] : c.kernels)
+    if (!std::isfinite(v) || v <= 0)
+      return "kernels." + name + ": " + std::to_string(v) + " is not a measured rate (> 0)";
   std::set<int> worlds;
   for (std::size_t i = 0; i < c.allgather_bytes_s.size(); ++i) {
     const auto& [w, r] = c.allgather_bytes_s[i];
@@ -193,6 +205,22 @@ inline calibration calibration_from_json(const nlohmann::json& j, const std::str
   c.h2d_bytes_s = f.number("h2d_bytes_s");
   c.d2h_bytes_s = f.number("d2h_bytes_s");
   c.gpu_gemm_flops = f.number("gpu_gemm_flops");
+  const nlohmann::json& by_size = f.array("nvme_by_size");
+  for (std::size_t i = 0; i < by_size.size(); ++i) {
+    const auto a = detail::calib::calibration_object(by_size[i], file,
+                                                     "nvme_by_size[" + std::to_string(i) + "]");
+    c.nvme_by_size.push_back(
+        {static_cast<std::size_t>(a.integer("bytes", 1, std::numeric_limits<long long>::max())),
+         a.number("read_bytes_s"), a.number("write_bytes_s")});
+  }
+  const nlohmann::json& kernels = f.get("kernels");
+  if (!kernels.is_object())
+    detail::calib::calibration_fail(file, "kernels", "not an object: " + kernels.dump());
+  for (const auto& [name, rate] : kernels.items()) {
+    if (!rate.is_number())
+      detail::calib::calibration_fail(file, "kernels." + name, "not a number: " + rate.dump());
+    c.kernels[name] = rate.get<double>();
+  }
   if (const std::string p = detail::calib::calibration_problem(c); !p.empty())
     throw format_error("calibration file '" + file + "': " + p);
   return c;
@@ -205,6 +233,10 @@ inline void to_json(nlohmann::json& j, const calibration& c) {
         nlohmann::json{{"m", g.m}, {"n", g.n}, {"k", g.k}, {"flops_per_s", g.flops_per_s}});
   for (const auto& [w, r] : c.allgather_bytes_s)
     ag.push_back(nlohmann::json{{"world", w}, {"bytes_s", r}});
+  nlohmann::json by_size = nlohmann::json::array();
+  for (const auto& p : c.nvme_by_size)
+    by_size.push_back(nlohmann::json{
+        {"bytes", p.bytes}, {"read_bytes_s", p.read_bytes_s}, {"write_bytes_s", p.write_bytes_s}});
   j = nlohmann::json{{"format", calibration_format},
                      {"version", calibration_version},
                      {"machine", c.machine},
@@ -224,7 +256,9 @@ inline void to_json(nlohmann::json& j, const calibration& c) {
                      {"allgather_bytes_s", std::move(ag)},
                      {"h2d_bytes_s", c.h2d_bytes_s},
                      {"d2h_bytes_s", c.d2h_bytes_s},
-                     {"gpu_gemm_flops", c.gpu_gemm_flops}};
+                     {"gpu_gemm_flops", c.gpu_gemm_flops},
+                     {"nvme_by_size", by_size},
+                     {"kernels", c.kernels}};
 }
 
 /// For nlohmann's j.get<calibration>(): calibration_from_json with no file name ("<json>").

@@ -348,6 +348,12 @@ void calibrate_nvme(calibration& c, const calibrate_options& o, Say&& say) {
   c.nvme_depth = info.depth;
   c.nvme_engine = info.engine;
   c.nvme_dir = o.nvme_dir;
+  // Smaller tensors, as the walks move them: a quarter of the size at a time, down to 4 MiB.
+  for (std::size_t b = std::size_t{4} << 20; b < o.nvme_bytes; b *= 4) {
+    const auto [rs, ws] = measure_nvme(o.nvme_dir, b, o.repetitions, o.nvme_engine);
+    c.nvme_by_size.push_back({b, rs, ws});
+    say("nvme " + format_bytes(b) + ": read " + gbps(rs) + ", write " + gbps(ws));
+  }
   say("nvme: read " + gbps(r) + ", write " + gbps(w) + " (nvme_store, " + info.engine +
       " engine, block " + format_bytes(info.block) + ", depth " + std::to_string(info.depth) +
       ", " + format_bytes(o.nvme_bytes) + " in " + o.nvme_dir +
@@ -645,7 +651,44 @@ inline calibration calibrate(const calibrate_options& o,
   detail::calib::calibrate_nvme(c, o, say);
   detail::calib::calibrate_allgather(c, o, say);
   detail::calib::calibrate_gpu(c, o, shapes, gpu_gemm, say);
+  for (const auto& [name, probe] : o.kernels) {
+    const double rate = probe();
+    if (!std::isfinite(rate) || rate <= 0)
+      throw config_error("plan::calibrate: the probe of kernel '" + name + "' returned " +
+                         std::to_string(rate) + "; a rate is > 0");
+    c.kernels[name] = rate;
+    char line[160];
+    std::snprintf(line, sizeof line, "kernel %s: %.4g", name.c_str(), rate);
+    say(line);
+  }
   return c;
+}
+
+inline double calibration::nvme_rate(std::size_t bytes, bool write) const {
+  const double large = write ? nvme_write_bytes_s : nvme_read_bytes_s;
+  if (nvme_by_size.empty() || bytes == 0) return large;
+  std::vector<std::pair<double, double>> pts;  // (log bytes, rate), by size
+  for (const nvme_point& p : nvme_by_size)
+    pts.push_back({std::log(double(p.bytes)), write ? p.write_bytes_s : p.read_bytes_s});
+  const double x = std::log(double(bytes));
+  if (x <= pts.front().first) return pts.front().second;
+  for (std::size_t i = 1; i < pts.size(); ++i)
+    if (x <= pts[i].first) {
+      const double f = (x - pts[i - 1].first) / (pts[i].first - pts[i - 1].first);
+      return pts[i - 1].second + f * (pts[i].second - pts[i - 1].second);
+    }
+  // Beyond the last small size: towards the large measurement's rate (its size is not kept:
+  // the rate of the largest small size holds up to 4x it, then the large one).
+  return x <= pts.back().first + std::log(4.0) ? pts.back().second : large;
+}
+
+inline double calibration::kernel(const std::string& name) const {
+  const auto it = kernels.find(name);
+  if (it == kernels.end())
+    throw config_error("calibration::kernel('" + name + "'): not measured (" +
+                       std::to_string(kernels.size()) + " kernels in this calibration); "
+                       "calibrate with the model's probes (strata-plan calibrate)");
+  return it->second;
 }
 
 }  // namespace plan

@@ -27,7 +27,11 @@ namespace detail {
 // naming it, not a division by zero.
 struct step_rates {
   double copy_in, copy_out, triad, read, write, gather;
-  step_rates(const train_schedule& s, const calibration& c) {
+  const calibration& cal;
+  // NVMe rates for one tensor of `bytes` (the calibration's, by size).
+  double read_at(std::size_t bytes) const { return cal.nvme_read_rate(bytes); }
+  double write_at(std::size_t bytes) const { return cal.nvme_write_rate(bytes); }
+  step_rates(const train_schedule& s, const calibration& c) : cal(c) {
     auto need = [](double v, const char* what) {
       if (!(v > 0))
         throw config_error(std::string("plan::predict_step: the calibration has no ") + what +
@@ -68,7 +72,7 @@ public:
 
   // Per step: NVMe bytes, and the summed work of each kind.
   std::size_t read_bytes = 0, write_bytes = 0;
-  double copy_s = 0, collective_s = 0, update_s = 0;
+  double io_s = 0, copy_s = 0, collective_s = 0, update_s = 0;
 
 private:
   static constexpr id npos = ~id{0};
@@ -106,9 +110,9 @@ private:
   // A whole tensor of `bytes` bytes read or written through the store.
   id nvme(bool write, std::size_t bytes, std::vector<id> after, const std::string& what) {
     const std::size_t moved = write ? write_cost(bytes) : read_cost(bytes);
-    if (first_step()) (write ? write_bytes : read_bytes) += moved;
-    return t_.add(write ? lane::io_write : lane::io_read, double(moved) / (write ? r_.write : r_.read),
-                  std::move(after), what, holds_disk);
+    const double sec = double(moved) / (write ? r_.write_at(bytes) : r_.read_at(bytes));
+    if (first_step()) (write ? write_bytes : read_bytes) += moved, io_s += sec;
+    return t_.add(write ? lane::io_write : lane::io_read, sec, std::move(after), what, holds_disk);
   }
   id collective(double bytes, std::vector<id> after, const std::string& what) {
     // The gathered bytes' rate; one rank's collective is a copy (a memcpy in a host build).
@@ -208,9 +212,10 @@ private:
         const double adam = e * (narrow ? 34.0 : 28.0) / r_.triad;  // p g m v in, p m v out
         const std::string what = "update L" + std::to_string(i);
         if (nvme) {  // the sub-group's reads and writes, then its Adam pass
-          const double io_s = share * (double(in) / r_.read + double(out) / r_.write);
-          if (first_step()) update_s += io_s;
-          prev = t_.add(on, io_s, {prev}, what + " IO", holds_disk);
+          const std::size_t at = std::min(piece, total) * 4;  // a sub-group's tensors
+          const double sec = share * (double(in) / r_.read_at(at) + double(out) / r_.write_at(at));
+          if (first_step()) update_s += sec, io_s += sec;
+          prev = t_.add(on, sec, {prev}, what + " IO", holds_disk);
         }
         if (first_step()) update_s += adam;
         prev = cpu_ ? on_cpu(on, adam, {prev}, what) : t_.add(on, adam, {prev}, what);
@@ -251,8 +256,7 @@ inline step_prediction predict_step(const std::vector<layer_cost>& layers,
   for (const auto& l : layers) p.compute_bound_s += s.accum * (l.forward_s + l.backward_s);
   p.nvme_read_bytes = b.read_bytes, p.nvme_write_bytes = b.write_bytes;
   if (s.home == state_home::nvme)
-    p.io_bound_s = double(b.read_bytes) / c.nvme_read_bytes_s +
-                   double(b.write_bytes) / c.nvme_write_bytes_s;
+    p.io_bound_s = b.io_s;
   p.copy_s = b.copy_s, p.collective_s = b.collective_s, p.update_s = b.update_s;
   for (std::size_t l = 0; l < lane_count; ++l) p.busy[l] = t.busy(static_cast<lane>(l), from, to);
   char why[128];
