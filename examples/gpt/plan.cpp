@@ -360,7 +360,7 @@ void apply_preset(options& o) {
   auto& c = o.cluster;
   if (o.preset == "opengptx-13b") {  // 160 A100-40GB on JUWELS Booster (4 per node)
     t.model = {40, 5120, 40, 2048, 196608};
-    t.tokens = 1e9, t.global_batch = 512;
+    t.tokens = 1e9, t.global_batch = 960;  // the poster's global batch
     c = {.nodes = 40, .gpus_per_node = 4, .hbm_bytes = 40 * gib_bytes, .host_ram_bytes = 512e9,
          .nvme_bytes = 0, .nvme_bytes_s = 0, .intra_node_bytes_s = 200e9,
          .inter_node_bytes_s = 25e9, .gpu_flops = 312e12};
