@@ -222,17 +222,12 @@ int run(const options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  options o;
-  try {
-    parse(argc, argv, o);
-  } catch (const example::bad_argument& e) {
-    std::fprintf(stderr, "bench_plan: %s\n", e.what());
-    return 2;
-  }
-  try {
-    return run(o);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "bench_plan: %s\n", e.what());
-    return 1;
-  }
+  return example::program_main<options>(
+      "bench_plan", "usage: scripts/bench plan [options] (see benchmarks/bench_plan.cpp)\n", argc,
+      argv,
+      [](int ac, char** av, options& o) {
+        parse(ac, av, o);
+        return true;
+      },
+      run);
 }

@@ -18463,8 +18463,8 @@ inline step_prediction predict_step(const std::vector<layer_cost>& layers,
   for (std::size_t l = 0; l < lane_count; ++l) p.busy[l] = t.busy(static_cast<lane>(l), from, to);
   char why[128];
   if (p.io_bound_s >= p.compute_bound_s && p.io_bound_s >= p.copy_s)
-    std::snprintf(why, sizeof why, "IO-bound at %.2f GB/s read, %.2f GB/s write",
-                  c.nvme_read_bytes_s / 1e9, c.nvme_write_bytes_s / 1e9);
+    std::snprintf(why, sizeof why, "IO-bound: %.2f GB read, %.2f GB written per step",
+                  double(b.read_bytes) / 1e9, double(b.write_bytes) / 1e9);
   else if (p.copy_s > p.compute_bound_s)
     std::snprintf(why, sizeof why, "copy-bound at %.2f GB/s",
                   (s.gpu ? c.h2d_bytes_s : c.copy_bytes_s / 2) / 1e9);
