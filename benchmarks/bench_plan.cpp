@@ -10,8 +10,9 @@
 //   train   --policy resident (ZeRO-0 on the compute tier), host (ZeRO-3, shards in host
 //           memory), nvme (ZeRO-3, shards and Adam state on NVMe) x --batches (1, 8): --steps
 //           steps, the first two not measured (the first has no deferred update before it)
-//   infer   the blocks on NVMe: 4-bit groups, 2 micro-batches of 4 rows; f32, 1 row: --tokens
-//           decode steps after a prefill of --prompt tokens
+//   infer   the blocks on NVMe: 4-bit groups, 2 micro-batches of 4 rows; f32, 1 row; 4-bit
+//           again with the KV cache on host memory and on NVMe: --tokens decode steps after
+//           a prefill of --prompt tokens
 // A table row per run (predicted, measured, error), then the last line:
 //   plan ratio=X worst=W within_15=K runs=N
 //     X: the median over the runs of predicted ÷ measured; W: the run furthest from 1 (as
@@ -110,11 +111,13 @@ row train_run(gpt::train_policy p, const gpt::train_config& tc, const std::strin
 }
 
 row infer_run(const gpt::gpt_config& cfg, gpt::weight_format f, int micro, int block,
-              const options& o, const std::string& dir, const strata::plan::calibration& c) {
+              gpt::kv_home kv, const options& o, const std::string& dir,
+              const strata::plan::calibration& c) {
   gpt::infer_options io;
   io.home = gpt::weight_home::nvme;
   io.format = f;
   io.depth = 1;
+  io.kv = kv;
   io.micro_batch = micro;
   io.nvme_dir = dir;
   const int B = micro * block;
@@ -143,13 +146,17 @@ row infer_run(const gpt::gpt_config& cfg, gpt::weight_format f, int micro, int b
   strata::plan::infer_schedule s;
   s.home = strata::plan::state_home::nvme;
   s.depth = io.depth;
+  s.kv_home = kv == gpt::kv_home::device ? strata::plan::state_home::compute
+              : kv == gpt::kv_home::nvme ? strata::plan::state_home::nvme
+                                         : strata::plan::state_home::host;
   s.gpu = strata::cuda_enabled;
   s.nvme_align = session.ctx().nvme().transfer_alignment();
   s.checksum_block = session.ctx().nvme().checksum_block();
   const double position = o.prompt + o.tokens / 2.0;
   const auto pred = strata::plan::predict_pass(gpt::infer_costs(cfg, f, micro, block, position, c), s, c);
   char what[96];
-  std::snprintf(what, sizeof what, "generate nvme %s, %d x %d rows", gpt::format_name(f), block, micro);
+  std::snprintf(what, sizeof what, "generate nvme %s, %d x %d rows, KV on %s", gpt::format_name(f),
+                block, micro, gpt::home_name(kv));
   return {what, pred.seconds, median(t), pred.bound};
 }
 
@@ -197,8 +204,10 @@ int run(const options& o) {
   gpt::gpt_config icfg;
   icfg.layers = o.infer_layers, icfg.width = o.infer_width, icfg.heads = 8;
   icfg.context = o.prompt + o.tokens + 1;
-  rows.push_back(infer_run(icfg, gpt::weight_format::q4, 4, 2, o, dir, c));
-  rows.push_back(infer_run(icfg, gpt::weight_format::f32, 1, 1, o, dir, c));
+  rows.push_back(infer_run(icfg, gpt::weight_format::q4, 4, 2, gpt::kv_home::device, o, dir, c));
+  rows.push_back(infer_run(icfg, gpt::weight_format::f32, 1, 1, gpt::kv_home::device, o, dir, c));
+  rows.push_back(infer_run(icfg, gpt::weight_format::q4, 4, 2, gpt::kv_home::host, o, dir, c));
+  rows.push_back(infer_run(icfg, gpt::weight_format::q4, 4, 2, gpt::kv_home::nvme, o, dir, c));
 
   std::printf("\n| run | predicted | measured | predicted / measured | the model says |\n");
   std::printf("| --- | ---: | ---: | ---: | --- |\n");

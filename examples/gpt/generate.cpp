@@ -245,8 +245,11 @@ int run(options& opt) {
              : opt.infer.home == gpt::weight_home::nvme ? strata::plan::state_home::nvme
                                                         : strata::plan::state_home::host;
     s.depth = opt.infer.depth;
+    s.kv_home = opt.infer.kv == gpt::kv_home::device ? strata::plan::state_home::compute
+                : opt.infer.kv == gpt::kv_home::nvme ? strata::plan::state_home::nvme
+                                                     : strata::plan::state_home::host;
     s.gpu = strata::cuda_enabled;
-    if (s.home == strata::plan::state_home::nvme) {
+    if (s.home == strata::plan::state_home::nvme || s.kv_home == strata::plan::state_home::nvme) {
       s.nvme_align = session.ctx().nvme().transfer_alignment();
       s.checksum_block = session.ctx().nvme().checksum_block();
     }

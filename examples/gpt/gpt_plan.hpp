@@ -25,6 +25,7 @@
 
 #include "gpt_flops.hpp"
 #include "host/kernels.hpp"
+#include "decoder.hpp"  // kv_floats_per_layer
 #include "host/stored_matmul.hpp"
 #include "stored_block.hpp"
 #include "trainer.hpp"
@@ -268,8 +269,10 @@ inline std::vector<strata::plan::infer_layer> infer_costs(const gpt_config& cfg,
   const double attention = rows * 4.0 * C * position / dot;
   const double elementwise = rows * elementwise_bytes_per_value * C / c.triad_bytes_s;
   const std::size_t bytes = make_block_layout(cfg, f).bytes;
+  // A layer's cache: keys and values of every row for the whole context (the decoder's size).
+  const std::size_t kv = kv_floats_per_layer(cfg, int(rows)) * sizeof(float);
   std::vector<strata::plan::infer_layer> out(std::size_t(cfg.layers),
-                                             {bytes, matmuls + attention + elementwise});
+                                             {bytes, matmuls + attention + elementwise, kv});
   out.back().compute_s += rows * 2.0 * C * cfg.vocab / dot;
   return out;
 }
