@@ -16,6 +16,7 @@
 // What it is not: a run (gpt_train prints its predicted step time beside the measured one when
 // given --calibration).
 #include "gpt_plan.hpp"
+#include "streamed_model.hpp"  // weight_home, kv_home
 
 #include "example_support.hpp"
 
@@ -45,6 +46,11 @@ const char* usage = R"(strata-plan — calibrate, predict, search, size a cluste
   strata-plan predict [model] [run] [--calibration FILE] [--json]
       The memory plan of rank 0 (exact: the trainer's own), a steady-state step's time, the
       bounds, tokens/s, and a checkpoint's size, persist time and stall.
+  strata-plan predict --generate [model] [--weights-home resident|pinned|host|nvme (nvme)]
+                      [--quant none|bf16|f16|4bit] [--batch B] [--block K] [--depth D]
+                      [--kv-tier device|pinned|host|nvme] [--position P] [--json]
+      A streamed decode step (one token for each of B x K rows at an average cached length
+      P, default context / 2): its time, bounds and NVMe bytes (gpt_generate prints the plan).
 
   strata-plan search [model] [run] --device-mib N --pinned-mib N --host-mib N --nvme-gib N
                      [--batches 1,4,8] [--ranks 1,2] [--calibration FILE] [--json]
@@ -80,6 +86,13 @@ struct options {
   strata::plan::training_target target;
   strata::plan::cluster_spec cluster;
   std::size_t rows = 12;
+  // predict --generate
+  bool generate = false;
+  gpt::weight_home weights_home = gpt::weight_home::nvme;
+  gpt::weight_format quant = gpt::weight_format::f32;
+  gpt::kv_home kv = gpt::kv_home::device;
+  int block = 1, depth = 1;
+  double position = -1;
 };
 
 std::vector<int> int_list(const std::string& name, const std::string& v) {
@@ -106,12 +119,26 @@ bool parse(int argc, char** argv, options& o) {
   auto& t = o.target;
   t.model = {};
   example::option_reader r(argc - 1, argv + 1);
+  auto word = [&](auto parse_word) {
+    try {
+      return parse_word(r.value());
+    } catch (const std::invalid_argument& e) {
+      throw example::bad_argument(r.name() + ": " + e.what());
+    }
+  };
   while (r.next()) {
     if (r.flag("--help")) return false;
     else if (r.flag("--json")) o.json_out = true;
     else if (r.flag("--quick")) o.quick = true;
     else if (r.flag("--no-overlap")) o.tc.overlap_step = false;
     else if (r.flag("--no-recompute")) t.recompute = false;
+    else if (r.flag("--generate")) o.generate = true;
+    else if (r.is("--weights-home")) o.weights_home = word(gpt::parse_weight_home);
+    else if (r.is("--quant")) o.quant = word(gpt::parse_weight_format);
+    else if (r.is("--kv-tier")) o.kv = word(gpt::parse_kv_home);
+    else if (r.is("--block")) o.block = r.integer(1, 1 << 16);
+    else if (r.is("--depth")) o.depth = r.integer(0, 3);
+    else if (r.is("--position")) o.position = r.number(0, 1e9);
     else if (r.is("--calibration")) o.calibration = r.path();
     else if (r.is("--out")) o.out = r.path();
     else if (r.is("--nvme-dir")) o.nvme_dir = r.path();
@@ -150,7 +177,7 @@ bool parse(int argc, char** argv, options& o) {
     else if (r.is("--micro-batch")) t.micro_batch = r.integer(1, 1 << 20);
     else r.unknown();
   }
-  if (o.tc.seq > o.tc.model.context) o.tc.model.context = o.tc.seq;
+  if (!o.generate && o.tc.seq > o.tc.model.context) o.tc.model.context = o.tc.seq;
   return true;
 }
 
@@ -247,8 +274,44 @@ json step_json(const evaluated& e) {
           {"fits", e.why.empty()}, {"why", e.why}};
 }
 
+// A streamed decode step of the GPT (predict --generate).
+int predict_generate(const options& o, const calibration& c) {
+  const auto& m = o.tc.model;
+  auto tier = [](auto h, bool on_compute) {
+    return on_compute ? strata::plan::state_home::compute
+                      : h == decltype(h)::nvme ? strata::plan::state_home::nvme
+                                               : strata::plan::state_home::host;
+  };
+  strata::plan::infer_schedule s;
+  s.home = tier(o.weights_home, o.weights_home == gpt::weight_home::resident);
+  s.kv_home = tier(o.kv, o.kv == gpt::kv_home::device);
+  s.depth = o.depth;
+  s.gpu = strata::cuda_enabled;
+  const double position = o.position >= 0 ? o.position : m.context / 2.0;
+  const auto p = strata::plan::predict_pass(
+      gpt::infer_costs(m, o.quant, o.tc.batch, o.block, position, c), s, c);
+  const int rows = o.tc.batch * o.block;
+  if (o.json_out) {
+    const json j = {{"step_s", p.seconds}, {"tokens_per_s", rows / p.seconds},
+                    {"compute_bound_s", p.compute_bound_s}, {"io_bound_s", p.io_bound_s},
+                    {"nvme_read_bytes", p.nvme_read_bytes}, {"nvme_write_bytes", p.nvme_write_bytes},
+                    {"bound", p.bound}};
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+  std::printf("decode step of %d layers x width %d, blocks %s in %s, KV cache on %s, %d row(s) "
+              "= %d x %d, cached length %.0f: %.2f ms predicted (%.0f tokens/s), %s; compute "
+              "bound %.2f ms, IO bound %.2f ms (NVMe %.2f MB read, %.2f MB written)\n",
+              m.layers, m.width, gpt::format_name(o.quant), gpt::home_name(o.weights_home),
+              gpt::home_name(o.kv), rows, o.block, o.tc.batch, position, p.seconds * 1e3,
+              rows / p.seconds, p.bound.c_str(), p.compute_bound_s * 1e3, p.io_bound_s * 1e3,
+              double(p.nvme_read_bytes) / 1e6, double(p.nvme_write_bytes) / 1e6);
+  return 0;
+}
+
 int predict(const options& o) {
   const calibration c = load(o);
+  if (o.generate) return predict_generate(o, c);
   const evaluated e = evaluate(o, c, o.policy, o.tc, o.ranks);
   if (o.json_out) {
     std::printf("%s\n", step_json(e).dump(2).c_str());
