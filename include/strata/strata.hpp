@@ -93,6 +93,7 @@
 #include <strata/plan/calibration.hpp>
 #include <strata/plan/checkpoint_cost.hpp>
 #include <strata/plan/cluster.hpp>
+#include <strata/plan/infer_time.hpp>
 #include <strata/plan/timeline.hpp>
 #include <strata/plan/train_time.hpp>
 // checkpoint/manifest.hpp and checkpoint/shard_file.hpp need nlohmann/json: include them
