@@ -182,6 +182,13 @@ bool parse(int argc, char** argv, options& o) {
 }
 
 double gib(double b) { return b / double(1 << 30); }
+// GiB for sizes of a GiB or more, MiB below: a budget message that reads at any scale.
+std::string size_text(double b) {
+  char t[32];
+  if (b >= double(1 << 30)) std::snprintf(t, sizeof t, "%.2f GiB", gib(b));
+  else std::snprintf(t, sizeof t, "%.2f MiB", b / double(1 << 20));
+  return t;
+}
 
 // ---- calibrate ---------------------------------------------------------------------------
 
@@ -358,10 +365,8 @@ std::string over_budget(const strata::memory_plan& plan, const options& o) {
     if (limit <= 0) continue;  // not given: unlimited
     const double need = double(plan.peak(tier));
     if (need > limit) {
-      char why[160];
-      std::snprintf(why, sizeof why, "%s over budget by %.2f GiB (%.2f GiB of %.2f GiB)",
-                    strata::tier_name(tier), gib(need - limit), gib(need), gib(limit));
-      return why;
+      return std::string(strata::tier_name(tier)) + " over budget by " + size_text(need - limit) +
+             " (" + size_text(need) + " of " + size_text(limit) + ")";
     }
   }
   return {};

@@ -6,14 +6,20 @@
 //   io::counting engine saw in a steady-state step, per rank, fp32 and bf16 working copies.
 // - The model's structure: the ranking of the policies on a machine whose NVMe is slow puts
 //   resident first and NVMe last; the layers and their element counts are the executor's.
+// - strata-plan end to end: calibrate --quick writes a calibration that predict, search (with a
+//   device budget that refuses the resident policy, named, and admits bf16 copies on NVMe) and
+//   predict --generate read; cluster reproduces the GPT-3 checkpoint size; --json gives JSON;
+//   a bad subcommand is exit 2.
 // Timing is not tested here (a loaded machine must not turn a test red): the predicted and
-// measured step times are compared in the README's validation table (scripts/plan-validate).
+// measured step times are compared by scripts/bench plan (the README's validation table).
 #include "catch.hpp"
 
 #include "gpt_plan.hpp"
+#include "gpt_test_support.hpp"
 
 #include <strata/comm/threads.hpp>
 #include <strata/io/counting.hpp>
+#include <strata/plan/calibration_json.hpp>
 
 #include <filesystem>
 #include <mutex>
@@ -178,4 +184,40 @@ TEST_CASE("gpt plan: the layers are the executor's, and a slow disk ranks NVMe l
   CHECK(t[3] < t[2]);      // bf16 copies halve the fetched bytes
   const auto nvme = strata::plan::predict_step(layers, gpt::schedule_for(gpt::train_policy::nvme, tc, 1), c);
   CHECK_THAT(nvme.bound, Catch::Contains("IO-bound"));
+}
+
+TEST_CASE("gpt plan: strata-plan calibrates, predicts, searches and sizes a cluster",
+          "[gpt][plan]") {
+  const std::string dir = scratch_dir("gpt-plan-tool");
+  const std::string cal = dir + "/calibration.json";
+  const auto run = [](const std::string& args) { return gpt_test::run_program(STRATA_PLAN_EXE, args); };
+  const auto c = run("calibrate --quick --nvme-dir '" + dir + "' --out '" + cal + "'");
+  INFO(c.output);
+  REQUIRE(c.code == 0);
+  CHECK(gpt_test::contains(c.output, "calibrate: nvme: read"));
+  CHECK(strata::plan::load_calibration(cal).kernel("gpt.matmul.4bit.flops_per_s") > 0);
+
+  const std::string model = " --calibration '" + cal + "' --layers 2 --width 64 --heads 2 --seq 16 ";
+  const auto p = run("predict" + model + "--policy nvme --nvme-dir '" + dir + "'");
+  INFO(p.output);
+  CHECK(p.code == 0);
+  CHECK(gpt_test::contains(p.output, "memory plan of rank 0"));
+  CHECK(gpt_test::contains(p.output, "predicted"));
+  const auto j = run("predict" + model + "--policy host --json");
+  CHECK(j.code == 0);
+  const auto parsed = nlohmann::json::parse(j.output, nullptr, false);
+  REQUIRE_FALSE(parsed.is_discarded());
+  CHECK(parsed.at("step_s").get<double>() > 0);
+  const auto s = run("search" + model + "--device-mib 2 --batches 1,16 --nvme-dir '" + dir + "'");
+  INFO(s.output);
+  CHECK(s.code == 0);
+  CHECK(gpt_test::contains(s.output, "device (emulated) over budget by"));
+  CHECK(gpt_test::contains(s.output, "best: "));
+  const auto g = run("predict --generate" + model + "--quant 4bit --kv-tier host");
+  CHECK(g.code == 0);
+  CHECK(gpt_test::contains(g.output, "decode step"));
+  const auto k = run("cluster --preset gpt3-175b --rows 2");
+  CHECK(k.code == 0);
+  CHECK(gpt_test::contains(k.output, "2.44 TB"));
+  CHECK(run("plan-everything").code == 2);
 }
