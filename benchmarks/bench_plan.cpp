@@ -143,15 +143,7 @@ row infer_run(const gpt::gpt_config& cfg, gpt::weight_format f, int micro, int b
     dec.append(next);
     t.push_back(seconds_since(t0));
   }
-  strata::plan::infer_schedule s;
-  s.home = strata::plan::state_home::nvme;
-  s.depth = io.depth;
-  s.kv_home = kv == gpt::kv_home::device ? strata::plan::state_home::compute
-              : kv == gpt::kv_home::nvme ? strata::plan::state_home::nvme
-                                         : strata::plan::state_home::host;
-  s.gpu = strata::cuda_enabled;
-  s.nvme_align = session.ctx().nvme().transfer_alignment();
-  s.checksum_block = session.ctx().nvme().checksum_block();
+  const auto s = gpt::infer_schedule_for(io.home, io.kv, io.depth, &session.ctx());
   const double position = o.prompt + o.tokens / 2.0;
   const auto pred = strata::plan::predict_pass(gpt::infer_costs(cfg, f, micro, block, position, c), s, c);
   char what[96];
@@ -166,17 +158,7 @@ strata::plan::calibration calibration_for(const options& o, const std::string& d
     if (!strata::plan::is_stale(c, c.nvme_dir)) return c;
     std::printf("%s is stale (other hardware): measuring again\n", o.calibration.c_str());
   }
-  strata::plan::calibrate_options co;
-  co.nvme_dir = dir;
-  co.kernels = gpt::inference_probes(o.quick);
-  if (o.quick) {
-    co.triad_bytes = std::size_t{24} << 20, co.nvme_bytes = std::size_t{16} << 20;
-    co.allgather_bytes = std::size_t{4} << 20, co.repetitions = 2;
-  }
-  co.progress = [](const std::string& line) { std::printf("calibrate: %s\n", line.c_str()); };
-  auto c = strata::plan::calibrate(co, gpt::calibration_shapes(o.quick), [&](int m, int n, int k) {
-    return gpt::gemm_probe_flops(m, n, k, o.quick ? 0.002 : 0.05);
-  });
+  auto c = gpt::calibrate_machine(dir, o.quick);
   if (!o.calibration.empty()) strata::plan::save_calibration(c, o.calibration);
   return c;
 }
@@ -186,7 +168,7 @@ int run(const options& o) {
   std::filesystem::create_directories(dir);
   if (bench_support::is_tmpfs(dir))
     throw strata::config_error("bench_plan: " + dir + " is a tmpfs (no O_DIRECT): pass --dir");
-  gpt::use_one_thread_pool();  // as gpt_train: before the calibration's GEMMs too
+  gpt::use_one_thread_pool();  // as gpt_train (a reused calibration did not set it)
   const auto c = calibration_for(o, dir);
   const gpt::text_split data = gpt::split_corpus(gpt::load_corpus(gpt::default_corpus_path()));
   gpt::train_config tc;

@@ -240,19 +240,8 @@ int run(options& opt) {
   if (!opt.calibration.empty()) {
     const auto c = strata::plan::load_calibration(opt.calibration);
     const double position = double(longest) + opt.tokens / 2.0;
-    strata::plan::infer_schedule s;
-    s.home = !streamed ? strata::plan::state_home::compute
-             : opt.infer.home == gpt::weight_home::nvme ? strata::plan::state_home::nvme
-                                                        : strata::plan::state_home::host;
-    s.depth = opt.infer.depth;
-    s.kv_home = opt.infer.kv == gpt::kv_home::device ? strata::plan::state_home::compute
-                : opt.infer.kv == gpt::kv_home::nvme ? strata::plan::state_home::nvme
-                                                     : strata::plan::state_home::host;
-    s.gpu = strata::cuda_enabled;
-    if (s.home == strata::plan::state_home::nvme || s.kv_home == strata::plan::state_home::nvme) {
-      s.nvme_align = session.ctx().nvme().transfer_alignment();
-      s.checksum_block = session.ctx().nvme().checksum_block();
-    }
+    const auto s = gpt::infer_schedule_for(opt.infer.home, opt.infer.kv, opt.infer.depth,
+                                           &session.ctx());
     const auto p = strata::plan::predict_pass(
         gpt::infer_costs(cfg, opt.infer.format, mb, opt.block, position, c), s, c);
     predicted_ms = p.seconds * 1e3;

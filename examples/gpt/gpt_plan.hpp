@@ -28,6 +28,7 @@
 #include "decoder.hpp"  // kv_floats_per_layer
 #include "host/stored_matmul.hpp"
 #include "stored_block.hpp"
+#include "streamed_model.hpp"  // weight_home, kv_home
 #include "trainer.hpp"
 
 #include <strata/comm/planned.hpp>
@@ -37,6 +38,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <functional>
 #include <memory>
 #include <tuple>
@@ -196,6 +198,28 @@ inline std::vector<std::array<int, 3>> calibration_shapes(bool quick) {
 
 // ---- Inference: the decoder's stored matmuls and a streamed pass ----------------------------
 
+/// The inference schedule for weights on `w` and the KV cache on `kv` (streamed_model.hpp's
+/// words as the planner's tiers); with the run's context, an NVMe home's requests as its
+/// store makes them.
+inline strata::plan::infer_schedule infer_schedule_for(weight_home w, kv_home kv, int depth,
+                                                       strata::context* ctx = nullptr) {
+  using strata::plan::state_home;
+  strata::plan::infer_schedule s;
+  s.home = w == weight_home::resident ? state_home::compute
+           : w == weight_home::nvme   ? state_home::nvme
+                                      : state_home::host;
+  s.kv_home = kv == kv_home::device ? state_home::compute
+              : kv == kv_home::nvme ? state_home::nvme
+                                    : state_home::host;
+  s.depth = depth;
+  s.gpu = strata::cuda_enabled;
+  if (ctx && (s.home == state_home::nvme || s.kv_home == state_home::nvme)) {
+    s.nvme_align = ctx->nvme().transfer_alignment();
+    s.checksum_block = ctx->nvme().checksum_block();
+  }
+  return s;
+}
+
 /// The four stored matmuls of one block (width C, format f) for `rows` rows, in seconds: the
 /// median of repetitions until `min_seconds` have passed (one untimed first).
 inline double stored_block_seconds(weight_format f, int C, int rows, double min_seconds) {
@@ -275,6 +299,28 @@ inline std::vector<strata::plan::infer_layer> infer_costs(const gpt_config& cfg,
                                              {bytes, matmuls + attention + elementwise, kv});
   out.back().compute_s += rows * 2.0 * C * cfg.vocab / dot;
   return out;
+}
+
+/// Calibrates this machine for the GPT (strata-plan calibrate and bench_plan): the GEMMs as
+/// gpt_train runs them (one thread pool), the step's GEMM shapes, the decoder's matmul probes;
+/// `quick`: tiny sizes, for CI (the numbers mean nothing).
+inline strata::plan::calibration calibrate_machine(const std::string& nvme_dir, bool quick,
+                                                   int threads = 0) {
+  use_one_thread_pool();
+  strata::plan::calibrate_options co;
+  co.threads = threads;
+  co.nvme_dir = nvme_dir;
+  if (quick) {
+    co.triad_bytes = std::size_t{24} << 20, co.nvme_bytes = std::size_t{16} << 20;
+    co.allgather_bytes = std::size_t{4} << 20, co.h2d_bytes = std::size_t{16} << 20;
+    co.repetitions = 2;
+  }
+  co.progress = [](const std::string& line) { std::printf("calibrate: %s\n", line.c_str()); };
+  co.kernels = inference_probes(quick);
+  const double probe_s = quick ? 0.002 : 0.05;
+  return strata::plan::calibrate(co, calibration_shapes(quick), [probe_s](int m, int n, int k) {
+    return gemm_probe_flops(m, n, k, probe_s);
+  });
 }
 
 }  // namespace gpt

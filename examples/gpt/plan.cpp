@@ -16,7 +16,6 @@
 // What it is not: a run (gpt_train prints its predicted step time beside the measured one when
 // given --calibration).
 #include "gpt_plan.hpp"
-#include "streamed_model.hpp"  // weight_home, kv_home
 
 #include "example_support.hpp"
 
@@ -193,24 +192,7 @@ std::string size_text(double b) {
 // ---- calibrate ---------------------------------------------------------------------------
 
 int calibrate(const options& o) {
-  gpt::use_one_thread_pool();  // the GEMMs as gpt_train runs them (OpenMP splits, BLAS on one)
-  strata::plan::calibrate_options co;
-  co.threads = o.threads;
-  co.nvme_dir = o.nvme_dir;
-  if (o.quick) {
-    co.triad_bytes = std::size_t{24} << 20;
-    co.nvme_bytes = std::size_t{16} << 20;
-    co.allgather_bytes = std::size_t{4} << 20;
-    co.h2d_bytes = std::size_t{16} << 20;
-    co.repetitions = 3;
-  }
-  co.progress = [](const std::string& line) { std::printf("calibrate: %s\n", line.c_str()); };
-  co.kernels = gpt::inference_probes(o.quick);
-  const double probe_time = o.quick ? 0.005 : 0.05;
-  const auto c = strata::plan::calibrate(co, gpt::calibration_shapes(o.quick),
-                                         [&](int m, int n, int k) {
-                                           return gpt::gemm_probe_flops(m, n, k, probe_time);
-                                         });
+  const auto c = gpt::calibrate_machine(o.nvme_dir, o.quick, o.threads);
   strata::plan::save_calibration(c, o.out);
   std::printf("calibration of %s written to %s\n", c.machine.c_str(), o.out.c_str());
   return 0;
@@ -284,16 +266,8 @@ json step_json(const evaluated& e) {
 // A streamed decode step of the GPT (predict --generate).
 int predict_generate(const options& o, const calibration& c) {
   const auto& m = o.tc.model;
-  auto tier = [](auto h, bool on_compute) {
-    return on_compute ? strata::plan::state_home::compute
-                      : h == decltype(h)::nvme ? strata::plan::state_home::nvme
-                                               : strata::plan::state_home::host;
-  };
-  strata::plan::infer_schedule s;
-  s.home = tier(o.weights_home, o.weights_home == gpt::weight_home::resident);
-  s.kv_home = tier(o.kv, o.kv == gpt::kv_home::device);
-  s.depth = o.depth;
-  s.gpu = strata::cuda_enabled;
+  // No store here: the NVMe bytes unpadded (gpt_generate --calibration pads them as its store does).
+  const auto s = gpt::infer_schedule_for(o.weights_home, o.kv, o.depth);
   const double position = o.position >= 0 ? o.position : m.context / 2.0;
   const auto p = strata::plan::predict_pass(
       gpt::infer_costs(m, o.quant, o.tc.batch, o.block, position, c), s, c);

@@ -17966,8 +17966,8 @@ public:
   double held_busy(holds r, double from = 0, double to = 1e300) const;
   double makespan() const;
   std::size_t size() const noexcept { return tasks_.size(); }
+  /// The task's label ("forward L3", "read L3", ...): the name its span has in the trace.
   const std::string& what(task_id t) const { return tasks_.at(t).what; }
-  lane lane_of(task_id t) const { return tasks_.at(t).on; }
   /// The chain of tasks that decided when `last` ended: each one's predecessor is the task
   /// (a wait, the lane's previous task or a shared resource's) that ended last before it
   /// started.
@@ -18151,9 +18151,6 @@ enum class state_home : std::uint8_t {
   host,     // host or pinned memory (ZeRO-Offload): fetched by copies
   nvme      // NVMe files (ZeRO-Infinity): read through the store, then copied
 };
-constexpr const char* state_home_name(state_home h) noexcept {
-  return h == state_home::compute ? "compute tier" : h == state_home::host ? "host" : "nvme";
-}
 
 struct train_schedule {
   int stage = 3;                    // 0 (replicas, all-reduce) or 3 (shards, all-gather)
@@ -18180,9 +18177,7 @@ struct step_prediction {
   double seconds = 0;          // one steady-state step
   double compute_bound_s = 0;  // the layers' compute, summed (what the step cannot beat)
   double io_bound_s = 0;       // the step's NVMe bytes at the calibrated rates
-  double copy_s = 0;           // host <-> compute-tier copies, summed
-  double collective_s = 0;     // all-gathers and reduce-scatters, summed
-  double update_s = 0;         // the optimizer's work, summed (its IO included)
+  double copy_s = 0;           // host <-> compute-tier copies, summed (busy[] has every lane)
   std::size_t nvme_read_bytes = 0, nvme_write_bytes = 0;
   std::array<double, lane_count> busy{};  // per lane, in the steady-state step
   /// "compute-bound", "IO-bound at X GB/s", ...: what decided the step.
@@ -18228,7 +18223,7 @@ namespace detail {
 // The rates predict_step uses, each checked once: a calibration without one is an error
 // naming it, not a division by zero.
 struct step_rates {
-  double copy_in, copy_out, triad, read, write, gather;
+  double copy_in, copy_out, triad, gather;
   const calibration& cal;
   // NVMe rates for one tensor of `bytes` (the calibration's, by size).
   double read_at(std::size_t bytes) const { return cal.nvme_read_rate(bytes); }
@@ -18244,10 +18239,10 @@ struct step_rates {
     copy_in = s.gpu ? need(c.h2d_bytes_s, "h2d_bytes_s") : need(c.copy_bytes_s, "copy_bytes_s") / 2;
     copy_out = s.gpu ? need(c.d2h_bytes_s, "d2h_bytes_s") : need(c.copy_bytes_s, "copy_bytes_s") / 2;
     triad = need(c.triad_bytes_s, "triad_bytes_s");
-    read = write = gather = 0;
-    if (s.home == state_home::nvme) {
-      read = need(c.nvme_read_bytes_s, "nvme_read_bytes_s");
-      write = need(c.nvme_write_bytes_s, "nvme_write_bytes_s");
+    gather = 0;
+    if (s.home == state_home::nvme) {  // read_at / write_at fall back on these
+      need(c.nvme_read_bytes_s, "nvme_read_bytes_s");
+      need(c.nvme_write_bytes_s, "nvme_write_bytes_s");
     }
     if (s.world > 1) gather = need(c.allgather_rate(s.world), "all-gather rate");
   }
@@ -18274,7 +18269,7 @@ public:
 
   // Per step: NVMe bytes, and the summed work of each kind.
   std::size_t read_bytes = 0, write_bytes = 0;
-  double io_s = 0, copy_s = 0, collective_s = 0, update_s = 0;
+  double io_s = 0, copy_s = 0;
 
 private:
   static constexpr id npos = ~id{0};
@@ -18319,7 +18314,6 @@ private:
   id collective(double bytes, std::vector<id> after, const std::string& what) {
     // The gathered bytes' rate; one rank's collective is a copy (a memcpy in a host build).
     const double sec = s_.world > 1 ? bytes / r_.gather : s_.gpu ? 0.0 : bytes / r_.copy_in;
-    if (first_step()) collective_s += sec;
     return on_cpu(lane::collectives, sec, std::move(after), what);
   }
 
@@ -18416,10 +18410,9 @@ private:
         if (nvme) {  // the sub-group's reads and writes, then its Adam pass
           const std::size_t at = std::min(piece, total) * 4;  // a sub-group's tensors
           const double sec = share * (double(in) / r_.read_at(at) + double(out) / r_.write_at(at));
-          if (first_step()) update_s += sec, io_s += sec;
+          if (first_step()) io_s += sec;
           prev = t_.add(on, sec, {prev}, what + " IO", holds_disk);
         }
-        if (first_step()) update_s += adam;
         prev = cpu_ ? on_cpu(on, adam, {prev}, what) : t_.add(on, adam, {prev}, what);
       }
       if (s_.deferred) updated_[i] = prev;
@@ -18459,7 +18452,7 @@ inline step_prediction predict_step(const std::vector<layer_cost>& layers,
   p.nvme_read_bytes = b.read_bytes, p.nvme_write_bytes = b.write_bytes;
   if (s.home == state_home::nvme)
     p.io_bound_s = b.io_s;
-  p.copy_s = b.copy_s, p.collective_s = b.collective_s, p.update_s = b.update_s;
+  p.copy_s = b.copy_s;
   for (std::size_t l = 0; l < lane_count; ++l) p.busy[l] = t.busy(static_cast<lane>(l), from, to);
   char why[128];
   if (p.io_bound_s >= p.compute_bound_s && p.io_bound_s >= p.copy_s)

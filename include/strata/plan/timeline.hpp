@@ -63,8 +63,8 @@ public:
   double held_busy(holds r, double from = 0, double to = 1e300) const;
   double makespan() const;
   std::size_t size() const noexcept { return tasks_.size(); }
+  /// The task's label ("forward L3", "read L3", ...): the name its span has in the trace.
   const std::string& what(task_id t) const { return tasks_.at(t).what; }
-  lane lane_of(task_id t) const { return tasks_.at(t).on; }
   /// The chain of tasks that decided when `last` ended: each one's predecessor is the task
   /// (a wait, the lane's previous task or a shared resource's) that ended last before it
   /// started.

@@ -48,9 +48,6 @@ enum class state_home : std::uint8_t {
   host,     // host or pinned memory (ZeRO-Offload): fetched by copies
   nvme      // NVMe files (ZeRO-Infinity): read through the store, then copied
 };
-constexpr const char* state_home_name(state_home h) noexcept {
-  return h == state_home::compute ? "compute tier" : h == state_home::host ? "host" : "nvme";
-}
 
 struct train_schedule {
   int stage = 3;                    // 0 (replicas, all-reduce) or 3 (shards, all-gather)
@@ -77,9 +74,7 @@ struct step_prediction {
   double seconds = 0;          // one steady-state step
   double compute_bound_s = 0;  // the layers' compute, summed (what the step cannot beat)
   double io_bound_s = 0;       // the step's NVMe bytes at the calibrated rates
-  double copy_s = 0;           // host <-> compute-tier copies, summed
-  double collective_s = 0;     // all-gathers and reduce-scatters, summed
-  double update_s = 0;         // the optimizer's work, summed (its IO included)
+  double copy_s = 0;           // host <-> compute-tier copies, summed (busy[] has every lane)
   std::size_t nvme_read_bytes = 0, nvme_write_bytes = 0;
   std::array<double, lane_count> busy{};  // per lane, in the steady-state step
   /// "compute-bound", "IO-bound at X GB/s", ...: what decided the step.
