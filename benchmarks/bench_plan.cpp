@@ -97,8 +97,9 @@ row train_run(gpt::train_policy p, const gpt::train_config& tc, const std::strin
   strata::context ctx(gpt::train_context_config(0, 256, nvme ? dir : std::string(), 0));
   strata::comm::solo solo;
   gpt::trainer<strata::comm::solo, Bundle> tr(ctx, solo, tc, data);
-  const auto pred = strata::plan::predict_step(gpt::layer_costs(tc.model, tc.batch, tc.seq, c),
-                                               gpt::schedule_for(p, tc, 1, &ctx), c);
+  const auto pred =
+      strata::plan::predict_step(gpt::layer_costs(tc.model, tc.batch, tc.seq, c, 1, tc.recompute),
+                                 gpt::schedule_for(p, tc, 1, &ctx), c);
   std::vector<double> t;
   for (int s = 0; s < tc.steps; ++s) {
     const auto t0 = clock_type::now();

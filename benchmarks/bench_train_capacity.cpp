@@ -1,6 +1,8 @@
 // bench_train_capacity — training a GPT whose training state is larger than this machine's
 // RAM: ZeRO-3 with the parameter shards, gradients and Adam's m and v on NVMe (zero3_infinity),
-// the optimizer step deferred under the next forward, one rank.
+// the optimizer step deferred under the next forward, every block's activations kept for the
+// backward (train_config::recompute off: at B x T = 64 they are 8 MiB a block, and the
+// backward then computes no forward again; --recompute: activation checkpointing), one rank.
 //
 // The model: byte vocabulary, --width and --heads, context = --seq, and as many blocks as make
 // the training state (16 bytes per parameter: fp32 parameters, gradients, m, v) reach
@@ -24,8 +26,8 @@
 //                  rate. The sum, not the max, because on this kind of disk reads and writes at
 //                  once take the sum of their times (bench adam-nvme: io/store ≈ io/read +
 //                  io/write); where a disk overlaps them, the bound is lower and the ratio worse.
-//   compute bound  the step's GEMM FLOPs (forward twice — activation checkpointing — and
-//                  backward: gpt_gemm_mix.hpp) ÷ cblas_sgemm's FLOP/s over one block's mix.
+//   compute bound  the step's GEMM FLOPs (forward — twice with --recompute — and backward:
+//                  gpt_gemm_mix.hpp) ÷ cblas_sgemm's FLOP/s over one block's mix.
 //                  Attention, layernorms and Adam are left out: a lower bound.
 //
 // Last line:
@@ -41,7 +43,7 @@
 //
 //   scripts/bench train-capacity [--ram-multiple M] [--ram-mib N] [--width C --heads H --seq T
 //       --batch B] [--steps N] [--device-mib N --pinned-mib N --host-mib N --staging-mib N]
-//       [--sub-group N] [--lr F] [--dir DIR]
+//       [--sub-group N] [--lr F] [--recompute] [--dir DIR] [--trace FILE]
 // DIR: default $STRATA_BENCH_DIR, else nvme-scratch/ beside this program (tmpfs is refused).
 #include "trainer.hpp"
 
@@ -79,6 +81,7 @@ struct options {
   std::size_t device_mib = 0, pinned_mib = 0, host_mib = 0;  // 0: a share of the RAM
   std::size_t staging_mib = 8, sub_group = std::size_t{1} << 20;
   double lr = 2e-6;
+  bool recompute = false;
   std::string dir, trace;
 };
 
@@ -101,6 +104,7 @@ void parse(int argc, char** argv, options& o) {
     else if (r.is("--lr")) o.lr = r.number(1e-9, 1);
     else if (r.is("--dir")) o.dir = r.path();
     else if (r.is("--trace")) o.trace = r.path();
+    else if (r.flag("--recompute")) o.recompute = true;
     else r.unknown();
   }
 }
@@ -149,6 +153,7 @@ int run(const options& o) {
   tc.clip = 1.0f;
   tc.adam_sub_group = o.sub_group;
   tc.plan_checkpoints = false;  // no checkpoint here: its host staging would grow with the model
+  tc.recompute = o.recompute;
   tc.model.validate();
   const double per_block = 16.0 * double(gpt::block_numel(tc.model));
   const double target = o.ram_multiple * ram - 16.0 * double(gpt::embed_numel(tc.model));
@@ -207,13 +212,17 @@ int run(const options& o) {
   auto t0 = clock_type::now();
   gpt::trainer<strata::comm::solo, strata::zero3_infinity> tr(ctx, solo, tc, data);
   say("memory plan:\n%s", tr.plan().to_string(&ctx).c_str());
+  say("activations: %s (%.1f MiB on the device tier)\n",
+      tc.recompute ? "each block's input kept, the rest recomputed in the backward"
+                   : "every block's kept for the backward (nothing recomputed)",
+      double(tr.activation_bytes()) / (1 << 20));
   say("initial weights written in %.1f s\n", seconds_since(t0));
 
   gpt::gpt_config one = tc.model;
   one.layers = 1;
   const int N = o.batch * o.seq;
-  const double sgemm = gpt_bench::sgemm_mix_flops(gpt_bench::step_gemms(one, N), 3);
-  const double step_flops = gpt_bench::mix_flops(gpt_bench::step_gemms(tc.model, N));
+  const double sgemm = gpt_bench::sgemm_mix_flops(gpt_bench::step_gemms(one, N, tc.recompute), 3);
+  const double step_flops = gpt_bench::mix_flops(gpt_bench::step_gemms(tc.model, N, tc.recompute));
   const disk_rates before = fio_rates(dir, std::uint64_t(fio_bytes), say);
   say("cblas_sgemm over a block's GEMMs: %.1f GFLOP/s; fio: read %.2f GB/s, write %.2f GB/s\n",
       sgemm / 1e9, before.read / 1e9, before.write / 1e9);
@@ -266,6 +275,8 @@ int run(const options& o) {
   const double val_after = tr.validation_loss(1);
   say("validation loss after step %d: %.4f\n", o.steps - 1, val_after);
   const disk_rates after = fio_rates(dir, std::uint64_t(fio_bytes), say);
+  say("fio after the steps: read %.2f GB/s, write %.2f GB/s (the bound takes the mean)\n",
+      after.read / 1e9, after.write / 1e9);
   const double read_rate = mean_rate(before.read, after.read);
   const double write_rate = mean_rate(before.write, after.write);
 
@@ -299,7 +310,7 @@ int run(const options& o) {
 constexpr const char* usage =
     "usage: bench_train_capacity [--ram-multiple M] [--ram-mib N] [--width C --heads H --seq T\n"
     "       --batch B] [--steps N] [--device-mib N --pinned-mib N --host-mib N --staging-mib N]\n"
-    "       [--sub-group N] [--lr F] [--dir DIR]\n"
+    "       [--sub-group N] [--lr F] [--recompute] [--dir DIR] [--trace FILE]\n"
     "Trains a GPT whose training state is M x RAM with its state on NVMe (see the source's top).\n";
 
 }  // namespace

@@ -1,7 +1,8 @@
 // examples/gpt/gpt_flops.hpp — the GEMMs of one mini-GPT training step, counted once.
 //
-// What this is: gemm_shape and step_gemms(), every GEMM of a training step with per-block
-// activation checkpointing (the forward twice, then dinp and dweight; and the head's three),
+// What this is: gemm_shape and step_gemms(), every GEMM of a training step (with per-block
+// activation checkpointing the forward twice, else once; then dinp and dweight; and the head's
+// three),
 // block_gemms() the forward GEMMs of one block, and mix_flops(). The benchmarks (bench_gpt,
 // bench_train_capacity: sgemm over the same mix) and the planner (gpt_plan.hpp: each layer's
 // compute time from the calibrated GEMM rates) read the step from here.
@@ -32,14 +33,15 @@ inline std::vector<gemm_shape> block_gemms(const gpt_config& c, int N) {
           {false, true, N, C, 4 * C, 1}};
 }
 
-// Every GEMM of one training step of the model (forward + recompute: 2 per block; backward:
+// Every GEMM of one training step of the model (forward, and with `recompute` — activation
+// checkpointing, train_config::recompute — the forward again in the backward; backward:
 // dinp = dout · W and dW = dout^T · inp), and of the head.
-inline std::vector<gemm_shape> step_gemms(const gpt_config& c, int N) {
+inline std::vector<gemm_shape> step_gemms(const gpt_config& c, int N, bool recompute = true) {
   const int L = c.layers, V = c.vocab, C = c.width;
   std::vector<gemm_shape> s;
   for (const gemm_shape& f : block_gemms(c, N)) {
     const int out = f.n, in = f.k;
-    s.push_back({false, true, N, out, in, 2 * L});  // forward (+ recompute): inp · W^T
+    s.push_back({false, true, N, out, in, (recompute ? 2 : 1) * L});  // forward: inp · W^T
     s.push_back({false, false, N, in, out, L});     // dinp = dout · W
     s.push_back({true, false, out, in, N, L});      // dW = dout^T · inp
   }

@@ -14,9 +14,10 @@
 //             (QK^T and PV over the lower triangle) at the rate of a (64, 64, hs) tile GEMM;
 //             elementwise passes (layernorms, GELU, residuals, biases, softmax) of about
 //             elementwise_bytes_per_value x N x C bytes at the triad rate.
-//   backward  with the block's activations recomputed (the trainer checkpoints per block):
-//             the forward once more, then dinp (N, in, out) and dW (out, in, N) of each GEMM
-//             at the rates of those shapes, attention x 2.5, elementwise x 2.
+//   backward  with the block's activations recomputed (the trainer checkpoints per block,
+//             unless train_config::recompute is off): the forward once more; then dinp
+//             (N, in, out) and dW (out, in, N) of each GEMM at the rates of those shapes,
+//             attention x 2.5, elementwise x 2.
 //   head      logits (N, V) = x (N, C) wte^T forward, its two backward GEMMs and the softmax
 //             with cross-entropy, after the last block (forward) and before it (backward).
 // Ranks of one process (gpt_train --ranks R on thread ranks) share the machine's cores: each
@@ -55,7 +56,8 @@ inline constexpr double elementwise_bytes_per_value = 16 + 32 + 24 + 8;
 /// The executor's layers (embed, h.0 .. h.L-1) with one micro-batch's compute seconds.
 inline std::vector<strata::plan::layer_cost> layer_costs(const gpt_config& cfg, int B, int T,
                                                          const strata::plan::calibration& c,
-                                                         int local_ranks = 1) {
+                                                         int local_ranks = 1,
+                                                         bool recompute = true) {
   const int N = B * T, C = cfg.width, V = cfg.vocab, hs = cfg.head_size();
   const double share = std::max(local_ranks, 1);
   auto gemm_s = [&](int m, int n, int k) { return 2.0 * m * n * k / (c.gemm_rate(m, n, k) / share); };
@@ -68,7 +70,8 @@ inline std::vector<strata::plan::layer_cost> layer_costs(const gpt_config& cfg, 
   const double attn_fwd = 2.0 * B * double(T) * T * C / (c.gemm_rate(64, 64, hs) / share);
   const double elem_fwd = bytes_s(elementwise_bytes_per_value * N * C);
   const double block_fwd = gemm_fwd + attn_fwd + elem_fwd;
-  const double block_bwd = block_fwd + gemm_bwd + 2.5 * attn_fwd + 2 * elem_fwd;
+  const double block_bwd =
+      (recompute ? block_fwd : 0.0) + gemm_bwd + 2.5 * attn_fwd + 2 * elem_fwd;
   const double head_fwd = gemm_s(N, V, C) + bytes_s(16.0 * N * V);
   const double head_bwd = gemm_s(N, C, V) + gemm_s(V, C, N) + bytes_s(12.0 * N * V);
   const double embed = bytes_s(12.0 * N * C);  // the encoder: token + position rows

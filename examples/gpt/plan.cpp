@@ -64,7 +64,8 @@ const char* usage = R"(strata-plan — calibrate, predict, search, size a cluste
   model: --layers L (4) --width C (128) --heads NH (4) --context T (128) --vocab V (256)
   run:   --policy resident|host|nvme|nvme-bf16 (host) --batch B (8) --seq T (64) --accum A (1)
          --ranks R (1, thread ranks of one process) --no-overlap --nvme-dir DIR (nvme)
-         --device-mib N --pinned-mib N (64)
+         --device-mib N --pinned-mib N (64) --no-recompute (the trainer keeps every block's
+         activations; for cluster: Megatron's count without recomputation)
   cluster: --nodes N --gpus-per-node G --hbm-gib X --host-ram-gib X --nvme-tb X --nvme-gbs X
            --intra-gbs X --inter-gbs X --gpu-tflops X --efficiency F  --hidden H --seq S
            --tokens X --global-batch B --micro-batch b --no-recompute
@@ -130,7 +131,7 @@ bool parse(int argc, char** argv, options& o) {
     else if (r.flag("--json")) o.json_out = true;
     else if (r.flag("--quick")) o.quick = true;
     else if (r.flag("--no-overlap")) o.tc.overlap_step = false;
-    else if (r.flag("--no-recompute")) t.recompute = false;
+    else if (r.flag("--no-recompute")) t.recompute = o.tc.recompute = false;
     else if (r.flag("--generate")) o.generate = true;
     else if (r.is("--weights-home")) o.weights_home = word(gpt::parse_weight_home);
     else if (r.is("--quant")) o.quant = word(gpt::parse_weight_format);
@@ -232,7 +233,7 @@ evaluated evaluate(const options& o, const calibration& c, gpt::train_policy p,
                                                    : std::string(), 0);
   strata::context ctx(cc);
   e.plan = gpt::memory_plan_for(p, ctx, tc, ranks);
-  const auto layers = gpt::layer_costs(tc.model, tc.batch, tc.seq, c, ranks);
+  const auto layers = gpt::layer_costs(tc.model, tc.batch, tc.seq, c, ranks, tc.recompute);
   e.step = strata::plan::predict_step(layers, gpt::schedule_for(p, tc, ranks, &ctx), c);
   e.tokens_per_s = double(ranks) * tc.batch * tc.seq * tc.accum / e.step.seconds;
   double owned = 0;
@@ -310,7 +311,8 @@ int predict(const options& o) {
               e.step.seconds, e.tokens_per_s, e.step.compute_bound_s, e.step.io_bound_s,
               double(e.step.nvme_read_bytes) / 1e9, double(e.step.nvme_write_bytes) / 1e9,
               e.step.bound.c_str());
-  const auto layers = gpt::layer_costs(o.tc.model, o.tc.batch, o.tc.seq, c, o.ranks);
+  const auto layers =
+      gpt::layer_costs(o.tc.model, o.tc.batch, o.tc.seq, c, o.ranks, o.tc.recompute);
   std::printf("per layer (one micro-batch): embed %.2f / %.2f ms, block %.2f / %.2f ms, last block "
               "with the head %.2f / %.2f ms (forward / backward)\n",
               layers.front().forward_s * 1e3, layers.front().backward_s * 1e3,

@@ -129,6 +129,7 @@ inline train_options parse_train_options(const std::vector<std::string>& args) {
     else if (r.is("--keep")) o.keep = count(1);
     else if (r.flag("--resume")) o.resume = true;
     else if (r.flag("--no-overlap")) t.overlap_step = false;
+    else if (r.flag("--no-recompute")) t.recompute = false;
     else if (r.flag("--bf16")) o.bf16 = true;
     else if (r.is("--stop-after")) o.stop_after = count(1);
     else if (r.is("--init-from")) o.init_from = r.path();

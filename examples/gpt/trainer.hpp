@@ -21,6 +21,9 @@
 // is a line of the memory plan:
 //   x[0..L]      (B,T,C) each: the input of every block, kept from forward to backward
 //                (activation checkpointing: block_backward recomputes the rest)
+//   kept         with train_config::recompute off: every block's forward activations
+//                (host/block.hpp's block_activations, about 15 x (B,T,C) per block), so the
+//                backward recomputes nothing
 //   dx           (B,T,C): the gradient flowing backward
 //   head copy, head gradient, head scratch (logits (B*T, V), ...)
 //   wide         with bf16 working parameters (zero3_infinity_bf16): the layer the walk hands
@@ -81,6 +84,13 @@ struct train_config {
   // The optimizer step runs under the next step's forward (zero_adam step_options::deferred:
   // layer i is updated while the forward computes the layers before it). Bitwise the same.
   bool overlap_step = true;
+  // Activation checkpointing: the backward recomputes each block's forward from its input (one
+  // (B,T,C) per block kept). Off: the forward keeps every block's activations on the compute
+  // tier (about 15 x B x T x C floats per block, planned) and the backward reads them — one
+  // forward's compute less per step, the same bits. Worth it where B x T is small beside the
+  // weights (a streamed model's step is then IO-bound in the forward, compute-bound in the
+  // backward).
+  bool recompute = true;
   // Elements per streamed sub-group of an NVMe home's Adam state (zero_adam_config::sub_group):
   // its pinned sets are 4 x this x (m, v) x 4 bytes.
   std::size_t adam_sub_group = std::size_t{1} << 20;
@@ -238,6 +248,7 @@ private:
   // Where each activation starts in the one device buffer (see the top of the file), in floats.
   struct activation_layout {
     std::size_t x, dx, head_copy, head_grad, xf, mean, rstd, logits, losses, dlogits, dxf, wide;
+    std::size_t kept, kept_per_block;  // recompute off: every block's activations
     std::size_t floats = 0;  // the buffer's size
   };
   static activation_layout activations_for(const train_config& tc) {
@@ -254,13 +265,19 @@ private:
     a.xf = carve(N * C), a.mean = carve(N), a.rstd = carve(N), a.logits = carve(N * V);
     a.losses = carve(N), a.dlogits = carve(N * V), a.dxf = carve(N * C);
     a.wide = carve(narrow ? std::max(embed_numel(tc.model), block_numel(tc.model)) : 0);
+    a.kept_per_block =
+        tc.recompute ? 0 : block_activations<float>::floats(tc.model, tc.batch, tc.seq);
+    a.kept = carve(L * a.kept_per_block);
     return a;
   }
-  static constexpr const char* activations_name = "gpt activations (x[0..L], dx, head)";
+  static const char* activations_name(const train_config& tc) {
+    return tc.recompute ? "gpt activations (x[0..L], dx, head)"
+                        : "gpt activations (x[0..L], every block's kept, dx, head)";
+  }
 
   // The lines the executor's plan gets before its check: what the trainer allocates after it.
   static void plan_beside(const train_config& tc, executor_type& ex, strata::memory_plan& plan) {
-    plan.add(strata::tier_id::device, activations_name,
+    plan.add(strata::tier_id::device, activations_name(tc),
              activations_for(tc).floats * sizeof(float));
     plan.add(strata::optim::zero_adam<executor_type>::plan_for(ex, adam_config(tc)));
     if (tc.plan_checkpoints)
@@ -270,18 +287,24 @@ private:
   strata::buffer allocate_activations() {
     const activation_layout a = activations_for(tc_);
     strata::buffer b =
-        ctx_.allocate(strata::tier_id::device, a.floats * sizeof(float), activations_name);
+        ctx_.allocate(strata::tier_id::device, a.floats * sizeof(float), activations_name(tc_));
     float* base = static_cast<float*>(b.data());
     x_ = base + a.x, dx_ = base + a.dx, head_copy_ = base + a.head_copy;
     head_grad_ = base + a.head_grad, xf_ = base + a.xf, mean_ = base + a.mean;
     rstd_ = base + a.rstd, logits_ = base + a.logits, losses_ = base + a.losses;
     dlogits_ = base + a.dlogits, dxf_ = base + a.dxf, wide_ = base + a.wide;
+    kept_ = base + a.kept, kept_per_block_ = a.kept_per_block;
     tokens_.resize(std::size_t(tc_.batch) * tc_.seq);
     targets_.resize(std::size_t(tc_.batch) * tc_.seq);
     return b;
   }
 
   float* x_at(int l) const { return x_ + std::size_t(l) * tc_.batch * tc_.seq * cfg_.width; }
+  // Block l's kept activations (recompute off).
+  block_activations<float> kept(int l) const {
+    return block_activations<float>::carve(kept_ + std::size_t(l) * kept_per_block_, cfg_,
+                                           tc_.batch, tc_.seq);
+  }
 
   // The layer the walk hands over, as the host kernels take it: fp32 as it is, or a bf16
   // working copy widened into wide_ (exactly: every bf16 is a float).
@@ -310,7 +333,10 @@ private:
         std::memcpy(head_copy_ + std::size_t(V) * C, w + lnf, 2 * std::size_t(C) * sizeof(float));
       } else {
         const int l = int(i) - 1;
-        block_forward(cfg_, B, T, w, x_at(l), x_at(l + 1), scratch_);
+        if (tc_.recompute)
+          block_forward(cfg_, B, T, w, x_at(l), x_at(l + 1), scratch_);
+        else
+          block_forward(cfg_, B, T, w, x_at(l), x_at(l + 1), scratch_, kept(l));
       }
     });
     const float* lnf_w = head_copy_ + std::size_t(V) * C;
@@ -346,7 +372,10 @@ private:
         encoder_backward(dw + embed[0].offset, dw + embed[1].offset, dx_, tokens_.data(), B, T, C);
       } else {
         const int l = int(i) - 1;
-        block_backward(cfg_, B, T, w, x_at(l), dx_, dx_, dw, scratch_);
+        if (tc_.recompute)
+          block_backward(cfg_, B, T, w, x_at(l), dx_, dx_, dw, scratch_);
+        else
+          block_backward(cfg_, B, T, w, x_at(l), dx_, dx_, dw, scratch_, kept(l));
       }
     };
     ex_.backward(g, accumulate ? strata::grad_mode::accumulate : strata::grad_mode::overwrite,
@@ -367,6 +396,8 @@ private:
   float *x_ = nullptr, *dx_ = nullptr, *head_copy_ = nullptr, *head_grad_ = nullptr;
   float *xf_ = nullptr, *mean_ = nullptr, *rstd_ = nullptr, *logits_ = nullptr;
   float *losses_ = nullptr, *dlogits_ = nullptr, *dxf_ = nullptr, *wide_ = nullptr;
+  float* kept_ = nullptr;
+  std::size_t kept_per_block_ = 0;
   std::vector<int> tokens_, targets_;
   progress_fn progress_;
   // Declared before the executor, so that they outlive its destructor's wait for the work in

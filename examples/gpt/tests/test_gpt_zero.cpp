@@ -11,6 +11,9 @@
 // - Host offload (zero3_offload) over 2 ranks == the same bitwise.
 // - The optimizer step overlapped with the next forward (the default) == the step at once,
 //   bitwise (ZeRO-3 on NVMe, 2 ranks, clipped, 2 accumulation steps).
+// - Every block's activations kept for the backward (train_config::recompute off) == the
+//   backward recomputing them, bitwise (resident; ZeRO-3 on NVMe over 2 ranks, clipped, 2
+//   accumulation steps, bf16 too); the kept sets are a planned line.
 // - bf16 working parameters (zero3_infinity_bf16): 2 ranks == 1 rank with 2 accumulation
 //   steps, bitwise; within 0.01 nats of the fp32 run's losses over 5 steps.
 // - Training lowers the loss on a small real corpus: below a stated value within a bounded
@@ -177,6 +180,51 @@ TEST_CASE("gpt zero: the step overlapped with the next forward == the step at on
     REQUIRE(a[r].weights.size() == b[r].weights.size());
     for (std::size_t l = 0; l < a[r].weights.size(); ++l)
       CHECK(same_bits(a[r].weights[l], b[r].weights[l]));
+  }
+}
+
+TEST_CASE("gpt zero: activations kept for the backward == recomputed, bitwise", "[gpt][zero]") {
+  const auto data = small_corpus(20000);
+  auto same_runs = [](const std::vector<run_result>& a, const std::vector<run_result>& b) {
+    REQUIRE(a.size() == b.size());
+    for (std::size_t r = 0; r < a.size(); ++r) {
+      INFO("rank " << r);
+      CHECK(a[r].losses == b[r].losses);
+      REQUIRE(a[r].weights.size() == b[r].weights.size());
+      for (std::size_t l = 0; l < a[r].weights.size(); ++l)
+        CHECK(same_bits(a[r].weights[l], b[r].weights[l]));
+    }
+  };
+  gpt::train_config kept = tiny(2, 0.05f);
+  kept.recompute = false;
+  REQUIRE(tiny(2, 0.05f).recompute);
+  SECTION("resident, one rank") {
+    same_runs({resident_one_rank(tiny(2, 0.05f), data)}, {resident_one_rank(kept, data)});
+  }
+  SECTION("ZeRO-3 on NVMe, 2 ranks, the step deferred") {
+    same_runs(on_thread_ranks<strata::zero3_infinity>(2, tiny(2, 0.05f), data,
+                                                      scratch_dir("gpt-recompute")),
+              on_thread_ranks<strata::zero3_infinity>(2, kept, data, scratch_dir("gpt-kept")));
+  }
+  SECTION("bf16 working parameters, 2 ranks") {
+    same_runs(on_thread_ranks<strata::zero3_infinity_bf16>(2, tiny(2, 0.05f), data,
+                                                           scratch_dir("gpt-recompute-bf16")),
+              on_thread_ranks<strata::zero3_infinity_bf16>(2, kept, data,
+                                                           scratch_dir("gpt-kept-bf16")));
+  }
+  SECTION("the kept sets are planned: the activation line grows by one set per block") {
+    strata::context ctx;
+    strata::comm::solo solo;
+    using tr = gpt::trainer<strata::comm::solo, strata::zero3_offload>;
+    auto activations = [&](const gpt::train_config& tc) {
+      const strata::memory_plan plan = tr::plan_for(ctx, solo, tc);
+      for (const auto& l : plan.lines())
+        if (l.what.find("gpt activations") != std::string::npos) return l.bytes;
+      return std::size_t{0};
+    };
+    const std::size_t per_block = gpt::block_activations<float>::floats(kept.model, kept.batch,
+                                                                        kept.seq) * sizeof(float);
+    CHECK(activations(kept) == activations(tiny(2, 0.05f)) + kept.model.layers * per_block);
   }
 }
 
