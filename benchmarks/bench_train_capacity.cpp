@@ -292,6 +292,10 @@ int run(const options& o) {
       "(%.1f%% of RAM), swap %lld KiB; validation loss %.4f -> %.4f\n",
       step_s, io_bound, rb / 1e9, read_rate / 1e9, wb / 1e9, write_rate / 1e9, compute_bound,
       step_flops / 1e9, sgemm / 1e9, rss / gib, 100 * rss / ram, swap, val_before, val_after);
+  // Bytes moved ÷ step time: what the disk delivered under the step, beside fio's rates (this
+  // disk drifts; when it ran faster in the steps than in fio's runs, the ratio drops below 1).
+  say("the step moved %.2f GB/s of NVMe traffic (reads and writes together)\n",
+      (rb + wb) / step_s / 1e9);
   const bool fell = val_after < val_before;
   if (!fell) say("train-capacity: the loss did not fall\n");
   // Every tier's peak stayed inside the plan that was checked against the budgets.

@@ -10607,7 +10607,11 @@ STRATA_NAMESPACE_END
 // gradient and moment) runs under the forward's compute instead of before it. This is the
 // schedule for a clipped step: the norm is known only when the backward has ended, and the next
 // forward needs layer 0 first, then layer 1, ... Results are bitwise those of step(u) then
-// forward(f): the same updates on the same bytes, only later. Until the forward has reached
+// forward(f): the same updates on the same bytes, only later. With an NVMe home the forward
+// takes layer i's new parameters (the bf16 copy, or the fp32 shard) from the memory its update
+// wrote them home from, once that write has succeeded, instead of reading them back: 4 (fp32)
+// or 2 (bf16) bytes per parameter less NVMe traffic per step, the same bytes. Until the
+// forward has reached
 // every layer the step is pending (step_deferred()); sync() and everything that reads or writes
 // the state (params(), stored_home(), set_params(), backward(), step(), for_each_grad_shard())
 // first lets it end. It runs on the queue for stages 0 and 3 with an optimizer tier the host
@@ -11113,10 +11117,14 @@ public:
   /// whose update refers to it and that goes away before this executor.
   void wait_deferred() const noexcept {
     if (!deferred_) return;
+    // No forward takes the updates' output now: the updates may reuse their buffers, and a
+    // later forward fetches from home.
+    for (const auto& t : deferred_->taken) t.complete();
     for (const auto& e : deferred_->updated) try {
         e.wait();
       } catch (...) {  // kept in the event, for finish_deferred to rethrow
       }
+    std::fill(deferred_->fresh.begin(), deferred_->fresh.end(), nullptr);
   }
 
   /// f(i, grads, n) for every layer, in layer order: this rank's slice of layer i's stored
@@ -11169,9 +11177,12 @@ private:
 
   // Layer i's update in step() or a deferred step: scratch buffer i % 2 (or the one), after
   // its last use. `on_queue`: run on the optimizer queue's thread (a deferred step), where the
-  // update is traced by the queue, not as compute.
+  // update is traced by the queue, not as compute. Returns, away from home, the memory the
+  // fetched tensor's new values were written home from (narrow: the bf16 copy; else the fp32
+  // shard), whose write is the buffer's last use; at home, null.
   template <class U>
-  void update_layer(std::size_t i, scratch_set& scratch, tensor_ref& reading, U& u, bool on_queue);
+  const void* update_layer(std::size_t i, scratch_set& scratch, tensor_ref& reading, U& u,
+                           bool on_queue);
   scratch_set make_step_scratch() {
     return make_scratch(optimizer_tier::id, step_at_home ? 1 : 2, part_capacity());
   }
@@ -11191,11 +11202,19 @@ private:
   // one updates nothing and fails too.
   static constexpr bool can_defer =
       (stage == 0 || stage == 3) && (!cuda_enabled || optimizer_tier::id != tier_id::device);
+  // With an NVMe home, the forward takes each layer's new values from its update's scratch
+  // (see the top); the update two layers on, which reuses that buffer, waits until then.
+  static constexpr bool fetch_from_update = file_home && stage == 3;
   struct deferred_step {
     scratch_set scratch;
     tensor_ref reading;
     std::vector<event> updated;  // per layer: its job
     std::atomic<bool> failed{false};
+    // fetch_from_update, per layer: where its update left the fetched tensor's new values
+    // (null: nowhere), the event of their write home, and `taken`: completed once the forward
+    // has copied them out (or the step ends without it).
+    std::vector<const void*> fresh;
+    std::vector<event> fresh_written, taken;
   };
   // The forward's gate: whether layer i's deferred update has ended (successfully); `wait`:
   // wait for it (rethrowing its failure).
@@ -11212,8 +11231,9 @@ private:
   // step() with a file home: layer i's shard is read into scratch `s` (the tensor borrows it,
   // `reading` says which tensor, for the error path), updated, and written home.
   template <class U>
-  void update_away_from_home(std::size_t i, float* s, void* copy, std::vector<event>& s_uses,
-                             tensor_ref& reading, U& u, bool on_queue);
+  const void* update_away_from_home(std::size_t i, float* s, void* copy,
+                                    std::vector<event>& s_uses, tensor_ref& reading, U& u,
+                                    bool on_queue);
 
   // The fused backward's update of the layer one behind the walk (in `pd`, if live).
   struct fused_pending;
@@ -11265,6 +11285,7 @@ private:
     event ready;
     std::size_t ring = 0;   // gathered_ slot (stage 3) or fetch slot (stages 0-2)
     std::size_t shard = 0;  // shard_ring_ slot (stage 3 away from the device)
+    bool from_update = false;  // copied from a deferred update's scratch, not fetched
   };
 
   in_flight bring(std::size_t i, std::size_t pos);
@@ -11282,6 +11303,12 @@ private:
 
   // The fetch slot layer i borrowed may be reused once its last use is over.
   void give_back_slot(std::size_t i, const in_flight& f);
+  // Where a deferred update left layer i's new values for the forward to copy (null: fetch).
+  const void* fresh_of(std::size_t i) const {
+    if constexpr (fetch_from_update)
+      if (deferred_) return deferred_->fresh[i];
+    return nullptr;
+  }
 
   // Brings layers in walk order with lookahead and calls body(i, params, flight) for each;
   // `keep_shard`: leave each fetched shard on the compute tier for the body's caller to update.
@@ -11628,18 +11655,22 @@ void zero_executor<Comm, Bundle, Prefetch>::step(U&& u) {
 
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
 template <class U>
-void zero_executor<Comm, Bundle, Prefetch>::update_layer(std::size_t i, scratch_set& scratch,
-                                                         tensor_ref& reading, U& u, bool on_queue) {
+const void* zero_executor<Comm, Bundle, Prefetch>::update_layer(std::size_t i,
+                                                                scratch_set& scratch,
+                                                                tensor_ref& reading, U& u,
+                                                                bool on_queue) {
   // Away from home (NVMe: pinned) two buffers alternate, so a layer's write-back overlaps the
   // next layer's read.
   const std::size_t b = i % scratch.buffers.size();
   auto* s = static_cast<float*>(scratch.buffers[b].data());
   void* copy = narrow ? scratch.narrow[b].data() : nullptr;  // the bf16 working copy's bytes
   for (auto& e : std::exchange(scratch.uses[b], {})) e.wait();
-  if constexpr (step_at_home)
+  if constexpr (step_at_home) {
     update_at_home(i, s, copy, scratch.uses[b], u, on_queue);
-  else
-    update_away_from_home(i, s, copy, scratch.uses[b], reading, u, on_queue);
+    return nullptr;
+  } else {
+    return update_away_from_home(i, s, copy, scratch.uses[b], reading, u, on_queue);
+  }
 }
 
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
@@ -11662,15 +11693,28 @@ void zero_executor<Comm, Bundle, Prefetch>::defer_step(U&& u) {
     sync();  // an earlier deferred step ends, and the backward's gradients are home
     auto d = std::make_shared<deferred_step>();
     d->scratch = make_step_scratch();
+    const std::size_t n = specs_.size(), buffers = d->scratch.buffers.size();
+    if constexpr (fetch_from_update) {
+      d->fresh.assign(n, nullptr);
+      d->fresh_written.resize(n);
+      for (std::size_t i = 0; i < n; ++i) d->taken.push_back(event::pending());
+    }
     auto update = std::make_shared<std::decay_t<U>>(std::forward<U>(u));
-    for (std::size_t i = 0; i < specs_.size(); ++i)
+    for (std::size_t i = 0; i < n; ++i)
       d->updated.push_back(optimizer_.submit(
-          span_kind::optimizer, "optimizer " + specs_[i].name, [this, d, update, i] {
+          span_kind::optimizer, "optimizer " + specs_[i].name, [this, d, update, i, buffers] {
             if (d->failed)
               throw config_error("zero_executor '" + name_ + "': layer '" + specs_[i].name +
                                  "' not updated: the deferred update of an earlier layer failed");
+            // The buffer this layer reuses holds layer i-2's new values until the forward
+            // has taken them.
+            if (fetch_from_update && i >= buffers) d->taken[i - buffers].wait();
             try {
-              update_layer(i, d->scratch, d->reading, *update, true);
+              const void* fresh = update_layer(i, d->scratch, d->reading, *update, true);
+              if constexpr (fetch_from_update) {
+                d->fresh_written[i] = d->scratch.uses[i % buffers].back();
+                d->fresh[i] = fresh;
+              }
             } catch (...) {
               d->failed = true;
               drop_reading(d->reading, d->scratch);
@@ -11694,6 +11738,7 @@ bool zero_executor<Comm, Bundle, Prefetch>::updated(std::size_t i, bool wait) {
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
 void zero_executor<Comm, Bundle, Prefetch>::finish_deferred() {
   const std::shared_ptr<deferred_step> d = std::move(deferred_);  // no longer pending
+  for (const auto& t : d->taken) t.complete();  // the forward takes no more (if it took all)
   std::exception_ptr first;
   for (auto& e : d->updated) try {
       e.wait();
@@ -11706,11 +11751,9 @@ void zero_executor<Comm, Bundle, Prefetch>::finish_deferred() {
 
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
 template <class U>
-void zero_executor<Comm, Bundle, Prefetch>::update_away_from_home(std::size_t i, float* s,
-                                                                  void* copy,
-                                                                  std::vector<event>& s_uses,
-                                                                  tensor_ref& reading, U& u,
-                                                                  bool on_queue) {
+const void* zero_executor<Comm, Bundle, Prefetch>::update_away_from_home(
+    std::size_t i, float* s, void* copy, std::vector<event>& s_uses, tensor_ref& reading, U& u,
+    bool on_queue) {
   // The shard is read into the scratch buffer (the tensor borrows it for as long as a read
   // lease is out), updated there, and written home only if u returned.
   static_assert(stage == 3, "an optimizer tier away from home is the nvme home's");
@@ -11735,6 +11778,8 @@ void zero_executor<Comm, Bundle, Prefetch>::update_away_from_home(std::size_t i,
   // An optimizer whose own state of the layer must commit with these parameters (zero_adam's
   // NVMe moments) is told which write that is.
   if constexpr (requires { u.home_written(i, s_uses.back()); }) u.home_written(i, s_uses.back());
+  if constexpr (narrow) return copy;
+  else return s;
 }
 
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
@@ -11944,15 +11989,28 @@ auto zero_executor<Comm, Bundle, Prefetch>::bring(std::size_t i, std::size_t pos
   f.shard = shard_ring_.empty() ? 0 : pos % shard_ring_.size();
   tensor_ref p = fetched(i);
   const working_type* src = nullptr;
+  event src_ready;
   if constexpr (resident) {
     src = static_cast<const working_type*>(p.data(compute_tier::id));
+    src_ready = p.ready(compute_tier::id);
   } else {
     auto& ring = stage == 3 ? shard_ring_ : gathered_;
     const std::size_t slot = stage == 3 ? f.shard : f.ring;
-    p.fetch_into(compute_tier::id, ring.data(slot), ring.take_uses(slot));
+    if (const void* from = fresh_of(i)) {
+      // A deferred update's new values, copied once their write home has succeeded (a failed
+      // write fails this copy, and the forward, as a failed read would).
+      std::vector<event> after = ring.take_uses(slot);
+      after.push_back(deferred_->fresh_written[i]);
+      src_ready = ctx_.copy(ring.data(slot), compute_tier::id, from, optimizer_tier::id,
+                            layouts_[i].shard_numel() * sizeof(working_type),
+                            "fetch " + specs_[i].name + " (from its update)", std::move(after));
+      f.from_update = true;
+    } else {
+      p.fetch_into(compute_tier::id, ring.data(slot), ring.take_uses(slot));
+      src_ready = p.ready(compute_tier::id);
+    }
     src = static_cast<const working_type*>(ring.data(slot));
   }
-  event src_ready = p.ready(compute_tier::id);
   if constexpr (stage == 3) {
     auto* dst = static_cast<working_type*>(gathered_.data(f.ring));
     const std::size_t bytes = layouts_[i].shard_numel() * sizeof(working_type);
@@ -11976,7 +12034,10 @@ void zero_executor<Comm, Bundle, Prefetch>::done_with(std::size_t i, const in_fl
   if constexpr (stage == 3) gathered_.add_use(f.ring, fence);
   if constexpr (!resident) {
     if (keep_shard) return;
-    fetched(i).evict(compute_tier::id, {f.ready, fence});
+    if (f.from_update)
+      (stage == 3 ? shard_ring_ : gathered_).add_use(stage == 3 ? f.shard : f.ring, fence);
+    else
+      fetched(i).evict(compute_tier::id, {f.ready, fence});
     give_back_slot(i, f);
   }
 }
@@ -11984,7 +12045,9 @@ void zero_executor<Comm, Bundle, Prefetch>::done_with(std::size_t i, const in_fl
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
 void zero_executor<Comm, Bundle, Prefetch>::give_back_slot(std::size_t i, const in_flight& f) {
   auto& ring = stage == 3 ? shard_ring_ : gathered_;
-  ring.add_uses(stage == 3 ? f.shard : f.ring, fetched(i).take_last_use(compute_tier::id));
+  ring.add_uses(stage == 3 ? f.shard : f.ring, f.from_update
+                                                   ? std::vector<event>{f.ready}
+                                                   : fetched(i).take_last_use(compute_tier::id));
 }
 
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
@@ -12009,6 +12072,8 @@ void zero_executor<Comm, Bundle, Prefetch>::walk(bool backward, Body&& body, boo
       }
       const std::size_t i = index(p);
       flight[p].ready.wait();
+      // Copied out of its update's scratch: the update two layers on may reuse it.
+      if (flight[p].from_update) deferred_->taken[i].complete();
       body(i, flight[p].full, flight[p]);
       done_with(i, flight[p], keep_shard);
     }
@@ -17894,7 +17959,8 @@ STRATA_NAMESPACE_END
 // The dependencies are the executor's (schedule/executor.hpp): Depth+1 gathered buffers, so
 // layer j is fetched once layer j-Depth-1's compute has ended; two full-gradient buffers, so
 // the backward of a layer waits for the gradient two layers back to have left; a deferred
-// step's update of layer i ends before the next forward brings layer i; an NVMe update holds
+// step's update of layer i ends before the next forward brings layer i (with an NVMe home,
+// from the update's memory: a copy, no NVMe read); an NVMe update holds
 // the disk for each sub-group's reads and writes, then the CPU for its Adam pass. In a host
 // build the compute kernels, Adam, the copies (memcpy) and the thread collectives share the
 // cores (timeline's holds_cpu): on a small machine the deferred update is hidden behind the
@@ -18279,11 +18345,13 @@ private:
   }
   std::size_t shard(std::size_t i) const { return padded(i) / std::size_t(s_.world); }
   std::size_t part(std::size_t i) const { return s_.stage == 3 ? shard(i) : L_[i].numel; }
-  bool first_step() const { return step_end_.empty(); }
+  // The step whose bytes and summed work are reported: the second, the first that runs an
+  // earlier step's deferred update (the bytes of every later one are the same).
+  bool counted_step() const { return step_end_.size() == 1; }
 
   id copy(lane on, double bytes, std::vector<id> after, const std::string& what) {
     const double sec = bytes / (on == lane::h2d ? r_.copy_in : r_.copy_out);
-    if (first_step()) copy_s += sec;
+    if (counted_step()) copy_s += sec;
     return on_cpu(on, sec, std::move(after), what);
   }
   // CPU work on lane `on`: one task, or in a host build slices of cpu_slice_s holding the
@@ -18308,7 +18376,7 @@ private:
   id nvme(bool write, std::size_t bytes, std::vector<id> after, const std::string& what) {
     const std::size_t moved = write ? write_cost(bytes) : read_cost(bytes);
     const double sec = double(moved) / (write ? r_.write_at(bytes) : r_.read_at(bytes));
-    if (first_step()) (write ? write_bytes : read_bytes) += moved, io_s += sec;
+    if (counted_step()) (write ? write_bytes : read_bytes) += moved, io_s += sec;
     return t_.add(write ? lane::io_write : lane::io_read, sec, std::move(after), what, holds_disk);
   }
   id collective(double bytes, std::vector<id> after, const std::string& what) {
@@ -18318,11 +18386,14 @@ private:
   }
 
   // Layer i's parameters on the compute tier, after `after`; npos when they are there already.
-  id fetch(std::size_t i, std::vector<id> after) {
+  // `from_update`: a forward's fetch under a deferred update with an NVMe home, which copies
+  // the update's output instead of reading it back (zero_executor: fetch_from_update).
+  id fetch(std::size_t i, std::vector<id> after, bool from_update) {
     if (s_.home == state_home::compute && s_.stage == 0) return after.empty() ? npos : join(after);
     const std::size_t wb = s_.working_bytes;
     const std::string n = "L" + std::to_string(i);
-    if (s_.home == state_home::nvme) after = {nvme(false, shard(i) * wb, after, "read " + n)};
+    if (s_.home == state_home::nvme && !from_update)
+      after = {nvme(false, shard(i) * wb, after, "read " + n)};
     if (s_.home != state_home::compute)
       after = {copy(lane::h2d, double((s_.stage == 3 ? shard(i) : padded(i)) * wb), after, "h2d " + n)};
     if (s_.stage == 3) return collective(double(padded(i) * wb), after, "all-gather " + n);
@@ -18339,8 +18410,9 @@ private:
       std::vector<id> wait;
       if (p >= d + 1) wait.push_back(computed[backward ? i + d + 1 : i - d - 1]);
       else if (walk_start != npos) wait.push_back(walk_start);
-      if (!backward && updated_[i] != npos) wait.push_back(updated_[i]);  // a deferred update
-      fetched[i] = fetch(i, wait);
+      const bool after_update = !backward && updated_[i] != npos;  // a deferred update
+      if (after_update) wait.push_back(updated_[i]);
+      fetched[i] = fetch(i, wait, after_update && s_.home == state_home::nvme && s_.stage == 3);
       std::vector<id> go{};
       if (fetched[i] != npos) go.push_back(fetched[i]);
       if (last_compute_ != npos) go.push_back(last_compute_);
@@ -18398,7 +18470,7 @@ private:
     for (std::size_t i = 0; i < L_.size(); ++i) {
       const std::size_t total = part(i);
       const auto [in, out] = update_bytes(total);
-      if (nvme && first_step()) read_bytes += in, write_bytes += out;
+      if (nvme && counted_step()) read_bytes += in, write_bytes += out;
       // An NVMe update streams sub-group by sub-group (its IO in proportion); a memory home's
       // is one pass.
       const std::size_t piece = nvme ? std::max<std::size_t>(s_.sub_group, 1) : std::max<std::size_t>(total, 1);
@@ -18410,7 +18482,7 @@ private:
         if (nvme) {  // the sub-group's reads and writes, then its Adam pass
           const std::size_t at = std::min(piece, total) * 4;  // a sub-group's tensors
           const double sec = share * (double(in) / r_.read_at(at) + double(out) / r_.write_at(at));
-          if (first_step()) io_s += sec;
+          if (counted_step()) io_s += sec;
           prev = t_.add(on, sec, {prev}, what + " IO", holds_disk);
         }
         prev = cpu_ ? on_cpu(on, adam, {prev}, what) : t_.add(on, adam, {prev}, what);

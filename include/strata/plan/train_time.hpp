@@ -17,7 +17,8 @@
 // The dependencies are the executor's (schedule/executor.hpp): Depth+1 gathered buffers, so
 // layer j is fetched once layer j-Depth-1's compute has ended; two full-gradient buffers, so
 // the backward of a layer waits for the gradient two layers back to have left; a deferred
-// step's update of layer i ends before the next forward brings layer i; an NVMe update holds
+// step's update of layer i ends before the next forward brings layer i (with an NVMe home,
+// from the update's memory: a copy, no NVMe read); an NVMe update holds
 // the disk for each sub-group's reads and writes, then the CPU for its Adam pass. In a host
 // build the compute kernels, Adam, the copies (memcpy) and the thread collectives share the
 // cores (timeline's holds_cpu): on a small machine the deferred update is hidden behind the

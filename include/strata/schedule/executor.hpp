@@ -36,7 +36,11 @@
 // gradient and moment) runs under the forward's compute instead of before it. This is the
 // schedule for a clipped step: the norm is known only when the backward has ended, and the next
 // forward needs layer 0 first, then layer 1, ... Results are bitwise those of step(u) then
-// forward(f): the same updates on the same bytes, only later. Until the forward has reached
+// forward(f): the same updates on the same bytes, only later. With an NVMe home the forward
+// takes layer i's new parameters (the bf16 copy, or the fp32 shard) from the memory its update
+// wrote them home from, once that write has succeeded, instead of reading them back: 4 (fp32)
+// or 2 (bf16) bytes per parameter less NVMe traffic per step, the same bytes. Until the
+// forward has reached
 // every layer the step is pending (step_deferred()); sync() and everything that reads or writes
 // the state (params(), stored_home(), set_params(), backward(), step(), for_each_grad_shard())
 // first lets it end. It runs on the queue for stages 0 and 3 with an optimizer tier the host
@@ -284,10 +288,14 @@ public:
   /// whose update refers to it and that goes away before this executor.
   void wait_deferred() const noexcept {
     if (!deferred_) return;
+    // No forward takes the updates' output now: the updates may reuse their buffers, and a
+    // later forward fetches from home.
+    for (const auto& t : deferred_->taken) t.complete();
     for (const auto& e : deferred_->updated) try {
         e.wait();
       } catch (...) {  // kept in the event, for finish_deferred to rethrow
       }
+    std::fill(deferred_->fresh.begin(), deferred_->fresh.end(), nullptr);
   }
 
   /// f(i, grads, n) for every layer, in layer order: this rank's slice of layer i's stored
@@ -340,9 +348,12 @@ private:
 
   // Layer i's update in step() or a deferred step: scratch buffer i % 2 (or the one), after
   // its last use. `on_queue`: run on the optimizer queue's thread (a deferred step), where the
-  // update is traced by the queue, not as compute.
+  // update is traced by the queue, not as compute. Returns, away from home, the memory the
+  // fetched tensor's new values were written home from (narrow: the bf16 copy; else the fp32
+  // shard), whose write is the buffer's last use; at home, null.
   template <class U>
-  void update_layer(std::size_t i, scratch_set& scratch, tensor_ref& reading, U& u, bool on_queue);
+  const void* update_layer(std::size_t i, scratch_set& scratch, tensor_ref& reading, U& u,
+                           bool on_queue);
   scratch_set make_step_scratch() {
     return make_scratch(optimizer_tier::id, step_at_home ? 1 : 2, part_capacity());
   }
@@ -362,11 +373,19 @@ private:
   // one updates nothing and fails too.
   static constexpr bool can_defer =
       (stage == 0 || stage == 3) && (!cuda_enabled || optimizer_tier::id != tier_id::device);
+  // With an NVMe home, the forward takes each layer's new values from its update's scratch
+  // (see the top); the update two layers on, which reuses that buffer, waits until then.
+  static constexpr bool fetch_from_update = file_home && stage == 3;
   struct deferred_step {
     scratch_set scratch;
     tensor_ref reading;
     std::vector<event> updated;  // per layer: its job
     std::atomic<bool> failed{false};
+    // fetch_from_update, per layer: where its update left the fetched tensor's new values
+    // (null: nowhere), the event of their write home, and `taken`: completed once the forward
+    // has copied them out (or the step ends without it).
+    std::vector<const void*> fresh;
+    std::vector<event> fresh_written, taken;
   };
   // The forward's gate: whether layer i's deferred update has ended (successfully); `wait`:
   // wait for it (rethrowing its failure).
@@ -383,8 +402,9 @@ private:
   // step() with a file home: layer i's shard is read into scratch `s` (the tensor borrows it,
   // `reading` says which tensor, for the error path), updated, and written home.
   template <class U>
-  void update_away_from_home(std::size_t i, float* s, void* copy, std::vector<event>& s_uses,
-                             tensor_ref& reading, U& u, bool on_queue);
+  const void* update_away_from_home(std::size_t i, float* s, void* copy,
+                                    std::vector<event>& s_uses, tensor_ref& reading, U& u,
+                                    bool on_queue);
 
   // The fused backward's update of the layer one behind the walk (in `pd`, if live).
   struct fused_pending;
@@ -436,6 +456,7 @@ private:
     event ready;
     std::size_t ring = 0;   // gathered_ slot (stage 3) or fetch slot (stages 0-2)
     std::size_t shard = 0;  // shard_ring_ slot (stage 3 away from the device)
+    bool from_update = false;  // copied from a deferred update's scratch, not fetched
   };
 
   in_flight bring(std::size_t i, std::size_t pos);
@@ -453,6 +474,12 @@ private:
 
   // The fetch slot layer i borrowed may be reused once its last use is over.
   void give_back_slot(std::size_t i, const in_flight& f);
+  // Where a deferred update left layer i's new values for the forward to copy (null: fetch).
+  const void* fresh_of(std::size_t i) const {
+    if constexpr (fetch_from_update)
+      if (deferred_) return deferred_->fresh[i];
+    return nullptr;
+  }
 
   // Brings layers in walk order with lookahead and calls body(i, params, flight) for each;
   // `keep_shard`: leave each fetched shard on the compute tier for the body's caller to update.

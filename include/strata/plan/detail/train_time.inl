@@ -82,11 +82,13 @@ private:
   }
   std::size_t shard(std::size_t i) const { return padded(i) / std::size_t(s_.world); }
   std::size_t part(std::size_t i) const { return s_.stage == 3 ? shard(i) : L_[i].numel; }
-  bool first_step() const { return step_end_.empty(); }
+  // The step whose bytes and summed work are reported: the second, the first that runs an
+  // earlier step's deferred update (the bytes of every later one are the same).
+  bool counted_step() const { return step_end_.size() == 1; }
 
   id copy(lane on, double bytes, std::vector<id> after, const std::string& what) {
     const double sec = bytes / (on == lane::h2d ? r_.copy_in : r_.copy_out);
-    if (first_step()) copy_s += sec;
+    if (counted_step()) copy_s += sec;
     return on_cpu(on, sec, std::move(after), what);
   }
   // CPU work on lane `on`: one task, or in a host build slices of cpu_slice_s holding the
@@ -111,7 +113,7 @@ private:
   id nvme(bool write, std::size_t bytes, std::vector<id> after, const std::string& what) {
     const std::size_t moved = write ? write_cost(bytes) : read_cost(bytes);
     const double sec = double(moved) / (write ? r_.write_at(bytes) : r_.read_at(bytes));
-    if (first_step()) (write ? write_bytes : read_bytes) += moved, io_s += sec;
+    if (counted_step()) (write ? write_bytes : read_bytes) += moved, io_s += sec;
     return t_.add(write ? lane::io_write : lane::io_read, sec, std::move(after), what, holds_disk);
   }
   id collective(double bytes, std::vector<id> after, const std::string& what) {
@@ -121,11 +123,14 @@ private:
   }
 
   // Layer i's parameters on the compute tier, after `after`; npos when they are there already.
-  id fetch(std::size_t i, std::vector<id> after) {
+  // `from_update`: a forward's fetch under a deferred update with an NVMe home, which copies
+  // the update's output instead of reading it back (zero_executor: fetch_from_update).
+  id fetch(std::size_t i, std::vector<id> after, bool from_update) {
     if (s_.home == state_home::compute && s_.stage == 0) return after.empty() ? npos : join(after);
     const std::size_t wb = s_.working_bytes;
     const std::string n = "L" + std::to_string(i);
-    if (s_.home == state_home::nvme) after = {nvme(false, shard(i) * wb, after, "read " + n)};
+    if (s_.home == state_home::nvme && !from_update)
+      after = {nvme(false, shard(i) * wb, after, "read " + n)};
     if (s_.home != state_home::compute)
       after = {copy(lane::h2d, double((s_.stage == 3 ? shard(i) : padded(i)) * wb), after, "h2d " + n)};
     if (s_.stage == 3) return collective(double(padded(i) * wb), after, "all-gather " + n);
@@ -142,8 +147,9 @@ private:
       std::vector<id> wait;
       if (p >= d + 1) wait.push_back(computed[backward ? i + d + 1 : i - d - 1]);
       else if (walk_start != npos) wait.push_back(walk_start);
-      if (!backward && updated_[i] != npos) wait.push_back(updated_[i]);  // a deferred update
-      fetched[i] = fetch(i, wait);
+      const bool after_update = !backward && updated_[i] != npos;  // a deferred update
+      if (after_update) wait.push_back(updated_[i]);
+      fetched[i] = fetch(i, wait, after_update && s_.home == state_home::nvme && s_.stage == 3);
       std::vector<id> go{};
       if (fetched[i] != npos) go.push_back(fetched[i]);
       if (last_compute_ != npos) go.push_back(last_compute_);
@@ -201,7 +207,7 @@ private:
     for (std::size_t i = 0; i < L_.size(); ++i) {
       const std::size_t total = part(i);
       const auto [in, out] = update_bytes(total);
-      if (nvme && first_step()) read_bytes += in, write_bytes += out;
+      if (nvme && counted_step()) read_bytes += in, write_bytes += out;
       // An NVMe update streams sub-group by sub-group (its IO in proportion); a memory home's
       // is one pass.
       const std::size_t piece = nvme ? std::max<std::size_t>(s_.sub_group, 1) : std::max<std::size_t>(total, 1);
@@ -213,7 +219,7 @@ private:
         if (nvme) {  // the sub-group's reads and writes, then its Adam pass
           const std::size_t at = std::min(piece, total) * 4;  // a sub-group's tensors
           const double sec = share * (double(in) / r_.read_at(at) + double(out) / r_.write_at(at));
-          if (first_step()) io_s += sec;
+          if (counted_step()) io_s += sec;
           prev = t_.add(on, sec, {prev}, what + " IO", holds_disk);
         }
         prev = cpu_ ? on_cpu(on, adam, {prev}, what) : t_.add(on, adam, {prev}, what);

@@ -309,18 +309,22 @@ void zero_executor<Comm, Bundle, Prefetch>::step(U&& u) {
 
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
 template <class U>
-void zero_executor<Comm, Bundle, Prefetch>::update_layer(std::size_t i, scratch_set& scratch,
-                                                         tensor_ref& reading, U& u, bool on_queue) {
+const void* zero_executor<Comm, Bundle, Prefetch>::update_layer(std::size_t i,
+                                                                scratch_set& scratch,
+                                                                tensor_ref& reading, U& u,
+                                                                bool on_queue) {
   // Away from home (NVMe: pinned) two buffers alternate, so a layer's write-back overlaps the
   // next layer's read.
   const std::size_t b = i % scratch.buffers.size();
   auto* s = static_cast<float*>(scratch.buffers[b].data());
   void* copy = narrow ? scratch.narrow[b].data() : nullptr;  // the bf16 working copy's bytes
   for (auto& e : std::exchange(scratch.uses[b], {})) e.wait();
-  if constexpr (step_at_home)
+  if constexpr (step_at_home) {
     update_at_home(i, s, copy, scratch.uses[b], u, on_queue);
-  else
-    update_away_from_home(i, s, copy, scratch.uses[b], reading, u, on_queue);
+    return nullptr;
+  } else {
+    return update_away_from_home(i, s, copy, scratch.uses[b], reading, u, on_queue);
+  }
 }
 
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
@@ -343,15 +347,28 @@ void zero_executor<Comm, Bundle, Prefetch>::defer_step(U&& u) {
     sync();  // an earlier deferred step ends, and the backward's gradients are home
     auto d = std::make_shared<deferred_step>();
     d->scratch = make_step_scratch();
+    const std::size_t n = specs_.size(), buffers = d->scratch.buffers.size();
+    if constexpr (fetch_from_update) {
+      d->fresh.assign(n, nullptr);
+      d->fresh_written.resize(n);
+      for (std::size_t i = 0; i < n; ++i) d->taken.push_back(event::pending());
+    }
     auto update = std::make_shared<std::decay_t<U>>(std::forward<U>(u));
-    for (std::size_t i = 0; i < specs_.size(); ++i)
+    for (std::size_t i = 0; i < n; ++i)
       d->updated.push_back(optimizer_.submit(
-          span_kind::optimizer, "optimizer " + specs_[i].name, [this, d, update, i] {
+          span_kind::optimizer, "optimizer " + specs_[i].name, [this, d, update, i, buffers] {
             if (d->failed)
               throw config_error("zero_executor '" + name_ + "': layer '" + specs_[i].name +
                                  "' not updated: the deferred update of an earlier layer failed");
+            // The buffer this layer reuses holds layer i-2's new values until the forward
+            // has taken them.
+            if (fetch_from_update && i >= buffers) d->taken[i - buffers].wait();
             try {
-              update_layer(i, d->scratch, d->reading, *update, true);
+              const void* fresh = update_layer(i, d->scratch, d->reading, *update, true);
+              if constexpr (fetch_from_update) {
+                d->fresh_written[i] = d->scratch.uses[i % buffers].back();
+                d->fresh[i] = fresh;
+              }
             } catch (...) {
               d->failed = true;
               drop_reading(d->reading, d->scratch);
@@ -375,6 +392,7 @@ bool zero_executor<Comm, Bundle, Prefetch>::updated(std::size_t i, bool wait) {
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
 void zero_executor<Comm, Bundle, Prefetch>::finish_deferred() {
   const std::shared_ptr<deferred_step> d = std::move(deferred_);  // no longer pending
+  for (const auto& t : d->taken) t.complete();  // the forward takes no more (if it took all)
   std::exception_ptr first;
   for (auto& e : d->updated) try {
       e.wait();
@@ -387,11 +405,9 @@ void zero_executor<Comm, Bundle, Prefetch>::finish_deferred() {
 
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
 template <class U>
-void zero_executor<Comm, Bundle, Prefetch>::update_away_from_home(std::size_t i, float* s,
-                                                                  void* copy,
-                                                                  std::vector<event>& s_uses,
-                                                                  tensor_ref& reading, U& u,
-                                                                  bool on_queue) {
+const void* zero_executor<Comm, Bundle, Prefetch>::update_away_from_home(
+    std::size_t i, float* s, void* copy, std::vector<event>& s_uses, tensor_ref& reading, U& u,
+    bool on_queue) {
   // The shard is read into the scratch buffer (the tensor borrows it for as long as a read
   // lease is out), updated there, and written home only if u returned.
   static_assert(stage == 3, "an optimizer tier away from home is the nvme home's");
@@ -416,6 +432,8 @@ void zero_executor<Comm, Bundle, Prefetch>::update_away_from_home(std::size_t i,
   // An optimizer whose own state of the layer must commit with these parameters (zero_adam's
   // NVMe moments) is told which write that is.
   if constexpr (requires { u.home_written(i, s_uses.back()); }) u.home_written(i, s_uses.back());
+  if constexpr (narrow) return copy;
+  else return s;
 }
 
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
@@ -625,15 +643,28 @@ auto zero_executor<Comm, Bundle, Prefetch>::bring(std::size_t i, std::size_t pos
   f.shard = shard_ring_.empty() ? 0 : pos % shard_ring_.size();
   tensor_ref p = fetched(i);
   const working_type* src = nullptr;
+  event src_ready;
   if constexpr (resident) {
     src = static_cast<const working_type*>(p.data(compute_tier::id));
+    src_ready = p.ready(compute_tier::id);
   } else {
     auto& ring = stage == 3 ? shard_ring_ : gathered_;
     const std::size_t slot = stage == 3 ? f.shard : f.ring;
-    p.fetch_into(compute_tier::id, ring.data(slot), ring.take_uses(slot));
+    if (const void* from = fresh_of(i)) {
+      // A deferred update's new values, copied once their write home has succeeded (a failed
+      // write fails this copy, and the forward, as a failed read would).
+      std::vector<event> after = ring.take_uses(slot);
+      after.push_back(deferred_->fresh_written[i]);
+      src_ready = ctx_.copy(ring.data(slot), compute_tier::id, from, optimizer_tier::id,
+                            layouts_[i].shard_numel() * sizeof(working_type),
+                            "fetch " + specs_[i].name + " (from its update)", std::move(after));
+      f.from_update = true;
+    } else {
+      p.fetch_into(compute_tier::id, ring.data(slot), ring.take_uses(slot));
+      src_ready = p.ready(compute_tier::id);
+    }
     src = static_cast<const working_type*>(ring.data(slot));
   }
-  event src_ready = p.ready(compute_tier::id);
   if constexpr (stage == 3) {
     auto* dst = static_cast<working_type*>(gathered_.data(f.ring));
     const std::size_t bytes = layouts_[i].shard_numel() * sizeof(working_type);
@@ -657,7 +688,10 @@ void zero_executor<Comm, Bundle, Prefetch>::done_with(std::size_t i, const in_fl
   if constexpr (stage == 3) gathered_.add_use(f.ring, fence);
   if constexpr (!resident) {
     if (keep_shard) return;
-    fetched(i).evict(compute_tier::id, {f.ready, fence});
+    if (f.from_update)
+      (stage == 3 ? shard_ring_ : gathered_).add_use(stage == 3 ? f.shard : f.ring, fence);
+    else
+      fetched(i).evict(compute_tier::id, {f.ready, fence});
     give_back_slot(i, f);
   }
 }
@@ -665,7 +699,9 @@ void zero_executor<Comm, Bundle, Prefetch>::done_with(std::size_t i, const in_fl
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
 void zero_executor<Comm, Bundle, Prefetch>::give_back_slot(std::size_t i, const in_flight& f) {
   auto& ring = stage == 3 ? shard_ring_ : gathered_;
-  ring.add_uses(stage == 3 ? f.shard : f.ring, fetched(i).take_last_use(compute_tier::id));
+  ring.add_uses(stage == 3 ? f.shard : f.ring, f.from_update
+                                                   ? std::vector<event>{f.ready}
+                                                   : fetched(i).take_last_use(compute_tier::id));
 }
 
 template <comm::communicator Comm, zero_policy Bundle, class Prefetch>
@@ -690,6 +726,8 @@ void zero_executor<Comm, Bundle, Prefetch>::walk(bool backward, Body&& body, boo
       }
       const std::size_t i = index(p);
       flight[p].ready.wait();
+      // Copied out of its update's scratch: the update two layers on may reuse it.
+      if (flight[p].from_update) deferred_->taken[i].complete();
       body(i, flight[p].full, flight[p]);
       done_with(i, flight[p], keep_shard);
     }
