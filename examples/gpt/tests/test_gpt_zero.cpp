@@ -127,6 +127,18 @@ double max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
   return m;
 }
 
+// Every rank's losses and weights of two runs, bitwise.
+void same_runs(const std::vector<run_result>& a, const std::vector<run_result>& b) {
+  REQUIRE(a.size() == b.size());
+  for (std::size_t r = 0; r < a.size(); ++r) {
+    INFO("rank " << r);
+    CHECK(a[r].losses == b[r].losses);
+    REQUIRE(a[r].weights.size() == b[r].weights.size());
+    for (std::size_t l = 0; l < a[r].weights.size(); ++l)
+      CHECK(same_bits(a[r].weights[l], b[r].weights[l]));
+  }
+}
+
 }  // namespace
 
 TEST_CASE("gpt zero: 4 ranks ZeRO-3 on NVMe == 1 rank resident with 4 accumulation steps",
@@ -174,27 +186,11 @@ TEST_CASE("gpt zero: the step overlapped with the next forward == the step at on
                                                           scratch_dir("gpt-zero-at-once"));
   const auto b = on_thread_ranks<strata::zero3_infinity>(2, overlapped, data,
                                                           scratch_dir("gpt-zero-overlapped"));
-  for (std::size_t r = 0; r < a.size(); ++r) {
-    INFO("rank " << r);
-    CHECK(a[r].losses == b[r].losses);
-    REQUIRE(a[r].weights.size() == b[r].weights.size());
-    for (std::size_t l = 0; l < a[r].weights.size(); ++l)
-      CHECK(same_bits(a[r].weights[l], b[r].weights[l]));
-  }
+  same_runs(a, b);
 }
 
 TEST_CASE("gpt zero: activations kept for the backward == recomputed, bitwise", "[gpt][zero]") {
   const auto data = small_corpus(20000);
-  auto same_runs = [](const std::vector<run_result>& a, const std::vector<run_result>& b) {
-    REQUIRE(a.size() == b.size());
-    for (std::size_t r = 0; r < a.size(); ++r) {
-      INFO("rank " << r);
-      CHECK(a[r].losses == b[r].losses);
-      REQUIRE(a[r].weights.size() == b[r].weights.size());
-      for (std::size_t l = 0; l < a[r].weights.size(); ++l)
-        CHECK(same_bits(a[r].weights[l], b[r].weights[l]));
-    }
-  };
   gpt::train_config kept = tiny(2, 0.05f);
   kept.recompute = false;
   REQUIRE(tiny(2, 0.05f).recompute);
