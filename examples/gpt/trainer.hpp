@@ -333,10 +333,9 @@ private:
         std::memcpy(head_copy_ + std::size_t(V) * C, w + lnf, 2 * std::size_t(C) * sizeof(float));
       } else {
         const int l = int(i) - 1;
-        if (tc_.recompute)
-          block_forward(cfg_, B, T, w, x_at(l), x_at(l + 1), scratch_);
-        else
-          block_forward(cfg_, B, T, w, x_at(l), x_at(l + 1), scratch_, kept(l));
+        // Into the scratch's activations (the backward recomputes them) or block l's own.
+        block_forward(cfg_, B, T, w, x_at(l), x_at(l + 1), scratch_,
+                      tc_.recompute ? scratch_.activations() : kept(l));
       }
     });
     const float* lnf_w = head_copy_ + std::size_t(V) * C;
